@@ -1,6 +1,15 @@
 import type { Command } from 'commander';
+import { register as buildTestModel } from './build-test-model.js';
+import { register as patch } from './patch.js';
+import { register as verify } from './verify.js';
+import { register as generate } from './generate.js';
 
 /** Every CLI command registers itself here (one import + one list entry per command file). */
 export type RegisterCommand = (program: Command) => void;
 
-export const COMMANDS: RegisterCommand[] = [];
+export const COMMANDS: RegisterCommand[] = [
+  buildTestModel,
+  patch,
+  verify,
+  generate,
+];

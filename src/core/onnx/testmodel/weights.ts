@@ -60,7 +60,10 @@ export function generateWeights(s: DecoderShape, seed: number): DecoderWeights {
   const I = s.intermediateSize;
   // Scales chosen so activations stay O(1) through many layers and the logits are far from uniform:
   // tests need greedy tokens that move when the residual stream is steered.
-  const embedTokens = uniform(tensorRand(seed, -1, 0), s.vocabSize * H, 1.0);
+  // Tied embeddings double as the unembedding: at full scale the current token's own embedding dominates the
+  // residual and greedy decoding just echoes it, so tied models get embeddings of norm ~1 instead.
+  const embedScale = s.tieWordEmbeddings ? 1 / Math.sqrt(H) : 1.0;
+  const embedTokens = uniform(tensorRand(seed, -1, 0), s.vocabSize * H, embedScale);
   const layers: LayerWeights[] = [];
   for (let l = 0; l < s.numLayers; l++) {
     const r = (slot: number) => tensorRand(seed, l, slot);

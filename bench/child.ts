@@ -1,0 +1,51 @@
+/**
+ * Each measurement runs in its own Node process (tsx): clean RSS figures, no ORT sessions or tfjs backends left over
+ * from another section, and a crash in one section is reported instead of ending the run. A child receives its
+ * arguments as JSON in argv[2] and writes its result as JSON to the file named in argv[3].
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const TSX = fileURLToPath(new URL('../node_modules/.bin/tsx', import.meta.url));
+
+export async function runChild<T>(script: string, args: unknown, opts: { timeoutMs: number; log?: (s: string) => void }): Promise<T> {
+  const dir = mkdtempSync(join(tmpdir(), 'steerlab-bench-'));
+  const out = join(dir, 'result.json');
+  const path = fileURLToPath(new URL(script, import.meta.url));
+  try {
+    const code = await new Promise<number | null>((resolve, reject) => {
+      const p = spawn(TSX, [path, JSON.stringify(args), out], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const timer = setTimeout(() => p.kill('SIGKILL'), opts.timeoutMs);
+      const relay = (b: Buffer) => {
+        for (const line of b.toString().split('\n')) if (line.trim()) opts.log?.(`    ${line}`);
+      };
+      p.stdout.on('data', relay);
+      p.stderr.on('data', relay);
+      p.on('error', reject);
+      p.on('close', (c, sig) => {
+        clearTimeout(timer);
+        resolve(sig ? -1 : c);
+      });
+    });
+    let text: string;
+    try {
+      text = readFileSync(out, 'utf8');
+    } catch {
+      throw new Error(`${script} ${JSON.stringify(args)} wrote no result (exit ${code === -1 ? `killed after ${opts.timeoutMs} ms` : code})`);
+    }
+    return JSON.parse(text) as T;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Inside a child: its arguments, and how to hand back the result. */
+export function childArgs<A>(): { args: A; done(result: unknown): void } {
+  const args = JSON.parse(process.argv[2] ?? '{}') as A;
+  const file = process.argv[3];
+  if (!file) throw new Error('bench child: expected a result file path as the second argument');
+  return { args, done: (result) => writeFileSync(file, JSON.stringify(result)) };
+}

@@ -1,0 +1,183 @@
+/**
+ * `lab direction`: a steering direction computed with the model and written as a direction file (safetensors +
+ * metadata). Methods: embedding (the paper's Eq. 7, from the unembedding matrix, else the input embedding),
+ * diff-in-means (Arditi et al., selected with the model's behaviour; ablation approximated additively, see
+ * src/core/method/directions.ts), import (a user's vector, checked against the model).
+ */
+import type { Command } from 'commander';
+import { loadMethodModel } from '../../core/method/model.js';
+import { loadPromptSet, pick } from '../../core/method/datasets.js';
+import { diffInMeansOfModel, embeddingDirectionOfModel, type DiffInMeansInfo, type EmbeddingDirectionInfo } from '../../core/method/directions.js';
+import { directionId } from '../../core/method/artifacts.js';
+import type { SteerableModel } from '../../core/model/steerable.js';
+import type { Device, Dtype } from '../../core/model/types.js';
+import type { DirectionFile } from '../../core/steering/direction-file.js';
+import { importDirectionFile, writeDirectionFile } from '../../core/steering/direction-file-node.js';
+import type { EmbeddingSource } from '../../core/onnx/weights-reader.js';
+import { ProgressBar } from '../progress.js';
+import { parseCount, parseIndex, parseNumber, parseSeed } from '../policy-options.js';
+
+export interface DirectionCliOptions {
+  model: string;
+  dtype?: Dtype;
+  device?: Device;
+  modelFileName?: string;
+  method: string;
+  file?: string;
+  layer?: string;
+  source?: string;
+  harmful: string;
+  harmless: string;
+  n: string;
+  valN: string;
+  seed: string;
+  klThreshold?: string;
+  inducedRefusalThreshold?: string;
+  pruneLayerFraction?: string;
+  out: string;
+  json?: boolean;
+}
+
+export interface DirectionRunResult {
+  out: string;
+  id: string;
+  method: string;
+  model_id: string;
+  hidden_size: number;
+  num_layers: number;
+  embedding?: EmbeddingDirectionInfo;
+  diff_in_means?: DiffInMeansInfo;
+  import?: { source_file: string; source_norm: number | null };
+  seconds: { load: number; compute: number; total: number };
+}
+
+const METHODS = ['embedding', 'diff-in-means', 'import'] as const;
+
+async function harmfulHarmless(o: DirectionCliOptions) {
+  const n = parseCount('n', o.n);
+  const valN = parseCount('val-n', o.valN);
+  const seed = parseSeed(o.seed);
+  const take = async (source: string, label: 'harmful' | 'benign', flag: string) => {
+    const set = await loadPromptSet({ source, label });
+    const prompts = set.prompts.filter((p) => p.label === label);
+    if (prompts.length < 2) throw new Error(`--${flag} ${source}: ${prompts.length} ${label} prompts; at least 2 are needed (training and validation)`);
+    const picked = pick(prompts, n + valN, seed);
+    // Train and validation are disjoint: the first n of the seeded sample train, the rest validate.
+    const k = Math.min(n, picked.length - 1);
+    return { train: picked.slice(0, k).map((p) => p.text), val: picked.slice(k).map((p) => p.text) };
+  };
+  const hf = await take(o.harmful, 'harmful', 'harmful');
+  const hl = await take(o.harmless, 'benign', 'harmless');
+  return { hf, hl, seed };
+}
+
+export async function runDirection(o: DirectionCliOptions, log: (s: string) => void = () => {}): Promise<DirectionRunResult> {
+  if (!(METHODS as readonly string[]).includes(o.method)) throw new Error(`--method must be one of ${METHODS.join(', ')}, got "${o.method}"`);
+  if (!o.out || !o.out.endsWith('.safetensors')) throw new Error(`--out must name a .safetensors file, got "${o.out ?? ''}"`);
+  if (o.method === 'import' && !o.file) throw new Error('--method import needs --file FILE (safetensors, JSON array or .npy)');
+  if (o.source !== undefined && o.source !== 'unembedding' && o.source !== 'input-embedding') {
+    throw new Error(`--source must be unembedding or input-embedding, got "${o.source}"`);
+  }
+  const t0 = performance.now();
+  const model: SteerableModel = await loadMethodModel({ model: o.model, dtype: o.dtype, device: o.device, modelFileName: o.modelFileName });
+  const t1 = performance.now();
+  try {
+    let file: DirectionFile;
+    const result: Partial<DirectionRunResult> = {};
+    if (o.method === 'embedding') {
+      const r = await embeddingDirectionOfModel(model, { prefer: (o.source as EmbeddingSource | undefined) ?? 'unembedding' });
+      file = r.file;
+      result.embedding = r.info;
+    } else if (o.method === 'diff-in-means') {
+      const { hf, hl, seed } = await harmfulHarmless(o);
+      const bars = new Map<string, ProgressBar>();
+      const r = await diffInMeansOfModel(
+        model,
+        { harmfulTrain: hf.train, harmlessTrain: hl.train, harmfulVal: hf.val, harmlessVal: hl.val },
+        {
+          seed,
+          datasets: { harmful: o.harmful, harmless: o.harmless },
+          selection: {
+            ...(o.klThreshold !== undefined ? { klThreshold: parseNumber('kl-threshold', o.klThreshold) } : {}),
+            ...(o.inducedRefusalThreshold !== undefined ? { inducedRefusalThreshold: parseNumber('induced-refusal-threshold', o.inducedRefusalThreshold) } : {}),
+            ...(o.pruneLayerFraction !== undefined ? { pruneLayerFraction: parseNumber('prune-layer-fraction', o.pruneLayerFraction) } : {}),
+          },
+          onProgress: (stage, done, total) => {
+            let b = bars.get(stage);
+            if (!b) bars.set(stage, (b = new ProgressBar(stage, total)));
+            b.update(done, total);
+          },
+        },
+      );
+      file = r.file;
+      result.diff_in_means = r.info;
+    } else {
+      const layer = o.layer !== undefined ? parseIndex('layer', o.layer, model.numLayers) : undefined;
+      file = await importDirectionFile(o.file!, { modelId: model.id, hiddenSize: model.hiddenSize, numLayers: model.numLayers, ...(layer !== undefined ? { layer } : {}) });
+      result.import = { source_file: o.file!, source_norm: file.metadata.source_norm ?? null };
+    }
+    await writeDirectionFile(o.out, file);
+    const t2 = performance.now();
+    log(`wrote ${o.out}`);
+    return {
+      out: o.out,
+      id: directionId(file),
+      method: o.method,
+      model_id: model.id,
+      hidden_size: model.hiddenSize,
+      num_layers: model.numLayers,
+      ...result,
+      seconds: { load: (t1 - t0) / 1000, compute: (t2 - t1) / 1000, total: (t2 - t0) / 1000 },
+    };
+  } finally {
+    await model.dispose();
+  }
+}
+
+function describe(r: DirectionRunResult): string {
+  const lines = [`direction ${r.id} (${r.method}) for ${r.model_id}: hidden ${r.hidden_size}, ${r.num_layers} layers -> ${r.out}`];
+  if (r.embedding) {
+    const e = r.embedding;
+    lines.push(`  rows of the ${e.source_matrix} "${e.tensor}" (${e.storage}); ${e.refusal_token_count} refusal and ${e.answer_token_count} answer tokens pooled; |mean difference| ${e.raw_norm.toPrecision(4)}`);
+    if (e.fallback_reason) lines.push(`  unembedding not used: ${e.fallback_reason}`);
+  }
+  if (r.diff_in_means) {
+    const d = r.diff_in_means;
+    const s = d.selected;
+    lines.push(`  ${d.candidates} candidates (${d.positions} post-instruction positions), ${d.evaluated} evaluated`);
+    lines.push(`  selected residual index ${s.residual_index} (steering row ${s.steering_row}), position ${s.position}, |r| ${s.norm.toPrecision(4)}`);
+    if (s.scores) lines.push(`  ablation refusal score ${s.scores.ablationRefusalScore.toFixed(3)}, induced refusal score ${s.scores.steeringRefusalScore.toFixed(3)}, KL ${s.scores.kl.toFixed(4)}`);
+    lines.push(`  ablation: ${d.ablation}`);
+  }
+  if (r.import) lines.push(`  imported from ${r.import.source_file}${r.import.source_norm !== null ? ` (norm ${r.import.source_norm.toPrecision(4)})` : ''}`);
+  lines.push(`  ${r.seconds.load.toFixed(2)} s load, ${r.seconds.compute.toFixed(2)} s compute`);
+  return `${lines.join('\n')}\n`;
+}
+
+export function register(program: Command): void {
+  program
+    .command('direction')
+    .description('compute a steering direction with the model and write it as a direction file')
+    .requiredOption('--model <id|dir>', 'hub id or local model folder')
+    .option('--dtype <dtype>', 'fp32 | fp16 | q8 | q4 | q4f16 (default: from config, else fp32)')
+    .option('--device <device>', 'cpu | wasm')
+    .option('--model-file-name <name>', "transformers.js model_file_name ('model' or 'decoder_model_merged')")
+    .requiredOption('--method <m>', 'embedding | diff-in-means | import')
+    .option('--file <file>', 'import: the vector file (safetensors, JSON array, .npy)')
+    .option('--layer <l>', 'import: row to take from a [num_layers, hidden] array')
+    .option('--source <matrix>', 'embedding: unembedding (paper, default) | input-embedding (released code)')
+    .option('--harmful <dataset>', 'diff-in-means: harmful prompts', 'harmful-train')
+    .option('--harmless <dataset>', 'diff-in-means: harmless prompts', 'harmless-train')
+    .option('--n <n>', 'diff-in-means: training prompts per class (Arditi: 128)', '128')
+    .option('--val-n <n>', 'diff-in-means: validation prompts per class (Arditi: 32)', '32')
+    .option('--seed <s>', 'sampling seed', '0')
+    .option('--kl-threshold <x>', 'diff-in-means: drop candidates whose ablation KL exceeds this (default 0.1)')
+    .option('--induced-refusal-threshold <x>', 'diff-in-means: minimum refusal score the added vector must induce (default 0)')
+    .option('--prune-layer-fraction <x>', 'diff-in-means: drop candidates in the last fraction of layers (default 0.2)')
+    .requiredOption('--out <file>', 'output .safetensors direction file')
+    .option('--json', 'print the result as JSON')
+    .action(async (opts: DirectionCliOptions) => {
+      const r = await runDirection(opts);
+      process.stdout.write(opts.json ? `${JSON.stringify(r, null, 2)}\n` : describe(r));
+    });
+}

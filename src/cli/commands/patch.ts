@@ -1,0 +1,73 @@
+/**
+ * `lab patch IN.onnx OUT.onnx`: makes a decoder steerable (adds the `steering` input and the `residual_stream`
+ * output, see src/core/onnx/patcher.ts). Failures exit non-zero with one line on stderr (via main.ts).
+ */
+import type { Command } from 'commander';
+import { OnnxPatchError, patchDecoderFile, type PatchOptions, type PatchReport } from '../../core/onnx/patcher.js';
+
+export interface PatchCliOptions {
+  json?: boolean;
+  layers?: string;
+  hidden?: string;
+  renameExternalData?: string[];
+}
+
+function positiveInteger(flag: string, v: string): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n <= 0) throw new Error(`--${flag} must be a positive integer, got "${v}"`);
+  return n;
+}
+
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+export function patchOptionsFromCli(o: PatchCliOptions): PatchOptions {
+  const opts: PatchOptions = {};
+  if (o.layers !== undefined) opts.expectedNumLayers = positiveInteger('layers', o.layers);
+  if (o.hidden !== undefined) opts.expectedHiddenSize = positiveInteger('hidden', o.hidden);
+  if (o.renameExternalData?.length) {
+    opts.renameExternalData = {};
+    for (const pair of o.renameExternalData) {
+      const eq = pair.indexOf('=');
+      if (eq <= 0 || eq === pair.length - 1) throw new Error(`--rename-external-data expects OLD=NEW, got "${pair}"`);
+      opts.renameExternalData[pair.slice(0, eq)] = pair.slice(eq + 1);
+    }
+  }
+  return opts;
+}
+
+function summary(report: PatchReport, outPath: string): string {
+  const points = report.injection_points.map((p) => `  layer ${p.layer} (${p.graph}, ${p.kind}): ${p.value}`);
+  return [
+    `patched ${report.topology} decoder -> ${outPath}`,
+    `layers ${report.num_layers}, hidden ${report.hidden_size}, residual stream ${report.stream_dtype}, opset ${report.opset}`,
+    `input ${report.steering_input} float32 [steer_batch, ${report.num_layers}, ${report.hidden_size}]; ` +
+      `output ${report.residual_output} float32 [batch, ${report.num_layers + 1}, seq, ${report.hidden_size}]`,
+    'injection points:',
+    ...points,
+  ].join('\n');
+}
+
+export function register(program: Command): void {
+  program
+    .command('patch')
+    .description('make an ONNX decoder steerable: add input `steering` [steer_batch, L, H] and output `residual_stream`')
+    .argument('<in>', 'input model (.onnx)')
+    .argument('<out>', 'output model (.onnx), written atomically')
+    .option('--json', 'print the patch report as one JSON object')
+    .option('--layers <n>', 'expected number of decoder layers (config num_hidden_layers); a mismatch is an error')
+    .option('--hidden <n>', 'expected hidden size (config hidden_size); a mismatch is an error')
+    .option('--rename-external-data <old=new>', 'rewrite external-data locations (repeatable)', collect)
+    .action(async (inPath: string, outPath: string, o: PatchCliOptions) => {
+      const opts = patchOptionsFromCli(o);
+      let report: PatchReport;
+      try {
+        report = await patchDecoderFile(inPath, outPath, opts);
+      } catch (err) {
+        if (err instanceof OnnxPatchError) throw new Error(`patch ${inPath}: ${err.code}: ${err.message.replace(/\s*\n\s*/g, ' ')}`);
+        throw err;
+      }
+      process.stdout.write(o.json ? `${JSON.stringify(report)}\n` : `${summary(report, outPath)}\n`);
+    });
+}

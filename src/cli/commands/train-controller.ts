@@ -1,0 +1,181 @@
+/**
+ * `lab train-controller`: caches the last-prompt-token residuals of the controller's input layers (chat template
+ * with the generation prompt: the same token the flow observes at inference), trains the WAS controller with the
+ * paper's defaults (MSE on s, balanced, AdamW 5e-5, batch 4, 4 epochs, clipping 1.0) and saves it with its metadata.
+ */
+import type { Command } from 'commander';
+import { controllerInputLayers } from '../../core/controller/layers.js';
+import { saveControllerFile } from '../../core/controller/node-io.js';
+import { selectBackend } from '../../core/controller/backend.js';
+import { PAPER_DEFAULTS, splitControllerDataset, trainController } from '../../core/controller/train.js';
+import type { Controller, ControllerLoss, EpochMetrics } from '../../core/controller/metadata.js';
+import { controllerActivations, readActivationCache, writeActivationCache } from '../../core/method/activations.js';
+import { loadDirectionFor } from '../../core/method/artifacts.js';
+import { loadPromptSet, pick } from '../../core/method/datasets.js';
+import { loadMethodModel } from '../../core/method/model.js';
+import type { Device, Dtype } from '../../core/model/types.js';
+import { ProgressBar } from '../progress.js';
+import { parseCount, parseNumber, parseSeed } from '../policy-options.js';
+
+export interface TrainControllerCliOptions {
+  model: string;
+  dtype?: Dtype;
+  device?: Device;
+  modelFileName?: string;
+  direction: string;
+  harmful: string;
+  benign: string;
+  textColumn?: string;
+  n: string;
+  valFraction: string;
+  loss: string;
+  epochs?: string;
+  batch?: string;
+  lr?: string;
+  alpha?: string;
+  seed: string;
+  cache?: string;
+  out: string;
+  json?: boolean;
+}
+
+export interface TrainControllerResult {
+  out: string;
+  model_id: string;
+  direction_id: string;
+  input_layers: number[];
+  rows: { harmful: number; benign: number; train: number; validation: number };
+  epochs: EpochMetrics[];
+  held_out_accuracy: number | null;
+  held_out_balanced_accuracy: number | null;
+  backend: string;
+  activations_from_cache: boolean;
+  seconds: { load: number; activations: number; train: number; total: number };
+}
+
+export async function runTrainController(o: TrainControllerCliOptions, onEpoch: (m: EpochMetrics) => void = () => {}): Promise<TrainControllerResult> {
+  if (!o.out) throw new Error('--out FILE is required (where the controller is written)');
+  const loss = o.loss as ControllerLoss;
+  if (loss !== 'mse' && loss !== 'bce') throw new Error(`--loss must be mse or bce, got "${o.loss}"`);
+  const n = parseCount('n', o.n);
+  const valFraction = parseNumber('val-fraction', o.valFraction);
+  if (!(valFraction > 0 && valFraction < 1)) throw new Error(`--val-fraction must be between 0 and 1 (exclusive), got ${valFraction}`);
+  const seed = parseSeed(o.seed);
+  const epochs = o.epochs !== undefined ? parseCount('epochs', o.epochs) : PAPER_DEFAULTS.epochs;
+  const batchSize = o.batch !== undefined ? parseCount('batch', o.batch) : PAPER_DEFAULTS.batchSize;
+  const learningRate = o.lr !== undefined ? parseNumber('lr', o.lr) : PAPER_DEFAULTS.learningRate;
+  if (!(learningRate > 0)) throw new Error(`--lr must be > 0, got ${learningRate}`);
+  const alpha = o.alpha !== undefined ? parseNumber('alpha', o.alpha) : PAPER_DEFAULTS.alpha;
+
+  // Prompt sets first: a bad dataset fails before the model loads.
+  const take = async (source: string, label: 'harmful' | 'benign', flag: string) => {
+    const set = await loadPromptSet({ source, label, ...(o.textColumn ? { textColumn: o.textColumn } : {}) });
+    const prompts = set.prompts.filter((p) => p.label === label);
+    if (prompts.length === 0) throw new Error(`--${flag} ${source}: no ${label} prompts`);
+    return pick(prompts, n, seed);
+  };
+  const harmful = await take(o.harmful, 'harmful', 'harmful');
+  const benign = await take(o.benign, 'benign', 'benign');
+
+  const t0 = performance.now();
+  const model = await loadMethodModel({ model: o.model, dtype: o.dtype, device: o.device, modelFileName: o.modelFileName });
+  try {
+    const dir = await loadDirectionFor(o.direction, model);
+    const t1 = performance.now();
+    const inputLayers = controllerInputLayers(model.numLayers);
+    const prompts = [...harmful, ...benign].map((p) => p.text);
+    const labels = Uint8Array.from([...harmful.map(() => 1), ...benign.map(() => 0)]);
+    const key = { modelId: model.id, inputLayers, hiddenSize: model.hiddenSize, prompts };
+    let x = o.cache ? await readActivationCache(o.cache, key) : null;
+    const fromCache = x !== null;
+    if (!x) {
+      const bar = new ProgressBar('activations', prompts.length);
+      x = await controllerActivations(model, prompts, inputLayers, (d, t) => bar.update(d, t));
+      if (o.cache) await writeActivationCache(o.cache, key, x);
+    }
+    const t2 = performance.now();
+
+    const inputSize = inputLayers.length * model.hiddenSize;
+    const { train, validation } = splitControllerDataset({ x, labels }, inputSize, valFraction, seed);
+    const backend = await selectBackend();
+    const controller: Controller = await trainController(train, {
+      modelId: model.id,
+      numLayers: model.numLayers,
+      hiddenSize: model.hiddenSize,
+      inputLayers,
+      loss,
+      epochs,
+      batchSize,
+      learningRate,
+      seed,
+      validation,
+      directionId: dir.id,
+      alpha,
+      trainingSetDescription: `harmful: ${o.harmful} (${harmful.length}), benign: ${o.benign} (${benign.length}); last prompt token with chat template and generation prompt; validation fraction ${valFraction}, seed ${seed}`,
+      onEpoch,
+    });
+    await saveControllerFile(o.out, controller);
+    const t3 = performance.now();
+    const m = controller.metadata.metrics;
+    return {
+      out: o.out,
+      model_id: model.id,
+      direction_id: dir.id,
+      input_layers: inputLayers,
+      rows: { harmful: harmful.length, benign: benign.length, train: train.labels.length, validation: validation.labels.length },
+      epochs: m.epochs,
+      held_out_accuracy: m.held_out_accuracy,
+      held_out_balanced_accuracy: m.held_out_balanced_accuracy,
+      backend,
+      activations_from_cache: fromCache,
+      seconds: { load: (t1 - t0) / 1000, activations: (t2 - t1) / 1000, train: (t3 - t2) / 1000, total: (t3 - t0) / 1000 },
+    };
+  } finally {
+    await model.dispose();
+  }
+}
+
+const fmt = (x: number | null, d = 4) => (x === null ? '–' : x.toFixed(d));
+
+export function register(program: Command): void {
+  program
+    .command('train-controller')
+    .description('cache last-prompt-token activations and train the WAS controller (paper defaults)')
+    .requiredOption('--model <id|dir>', 'hub id or local model folder')
+    .option('--dtype <dtype>', 'fp32 | fp16 | q8 | q4 | q4f16')
+    .option('--device <device>', 'cpu | wasm')
+    .option('--model-file-name <name>', "transformers.js model_file_name ('model' or 'decoder_model_merged')")
+    .requiredOption('--direction <file>', 'the direction file the controller will drive')
+    .requiredOption('--harmful <dataset>', 'harmful prompts (dataset name or file; only harmful-labelled rows are used)')
+    .requiredOption('--benign <dataset>', 'benign prompts (dataset name or file; only benign-labelled rows are used)')
+    .option('--text-column <col>', 'user files: the column holding the prompt text')
+    .option('--n <n>', 'prompts per class (the released code: 500)', '500')
+    .option('--val-fraction <f>', 'held-out fraction of each class', '0.2')
+    .option('--loss <loss>', 'mse (paper) | bce (released code)', 'mse')
+    .option('--epochs <e>', `epochs (paper ${PAPER_DEFAULTS.epochs})`)
+    .option('--batch <b>', `batch size (paper ${PAPER_DEFAULTS.batchSize})`)
+    .option('--lr <lr>', `learning rate (paper ${PAPER_DEFAULTS.learningRate})`)
+    .option('--alpha <a>', `patch strength stored with the controller (paper ${PAPER_DEFAULTS.alpha})`)
+    .option('--seed <s>', 'sampling, split and initialisation seed', '0')
+    .option('--cache <file>', 'activation cache (.safetensors): reused when model, layers and prompts match')
+    .requiredOption('--out <file>', 'output controller file (.safetensors)')
+    .option('--json', 'print the result as JSON')
+    .action(async (opts: TrainControllerCliOptions) => {
+      const r = await runTrainController(opts, (m) => {
+        if (!opts.json) {
+          process.stdout.write(
+            `epoch ${m.epoch}: train loss ${fmt(m.train_loss)}, held-out loss ${fmt(m.val_loss)}, held-out accuracy ${fmt(m.val_accuracy, 3)} (${m.seconds.toFixed(2)} s)\n`,
+          );
+        }
+      });
+      if (opts.json) {
+        process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+        return;
+      }
+      process.stdout.write(
+        `controller for ${r.model_id} (input layers ${r.input_layers.join(', ')}; direction ${r.direction_id}) -> ${r.out}\n` +
+          `  ${r.rows.train} training rows, ${r.rows.validation} held out; held-out accuracy ${fmt(r.held_out_accuracy, 3)} (balanced ${fmt(r.held_out_balanced_accuracy, 3)}); tfjs backend ${r.backend}\n` +
+          `  ${r.seconds.load.toFixed(2)} s load, ${r.seconds.activations.toFixed(2)} s activations${r.activations_from_cache ? ' (cache)' : ''}, ${r.seconds.train.toFixed(2)} s training\n`,
+      );
+    });
+}

@@ -1,0 +1,196 @@
+/**
+ * `--policy` and its settings, shared by every command that steers (lab generate, lab eval's building blocks):
+ *
+ *   --policy off|was|uniform|manual|actadd|cast      (default off)
+ *   --direction FILE        unit direction d (was, uniform, manual, cast's behaviour vector; actadd's vector)
+ *   --controller FILE       trained controller (was, uniform)
+ *   --alpha X               patch strength (default: the controller's alpha, else 2.0)
+ *   --scale S               manual: global scale s
+ *   --layer-weights LIST    manual: w per layer, comma-separated (one value = every layer)
+ *   --enabled-layers LIST   manual: only these layers are steered (others get a zero row)
+ *   --coefficient C         actadd: coefficient (default 1)
+ *   --actadd-layer L        actadd: steering row (default the direction file's layer)
+ *   --cast FILE             cast: JSON {vector | "direction", layer (residual index), threshold, activeWhen, strength?, layers?}
+ *
+ * resolvePolicyOptions() loads the files (refusing ones made for another model) and returns what runFlow needs.
+ */
+import { readFile } from 'node:fs/promises';
+import type { Command } from 'commander';
+import { loadControllerFor, loadDirectionFor, type ModelIdentity } from '../core/method/artifacts.js';
+import type { CastSettings } from '../core/method/conditions.js';
+import type { MethodController } from '../core/method/flow.js';
+import type { DirectionFile } from '../core/steering/direction-file.js';
+import { DEFAULT_ALPHA, validatePolicy, type SteeringPolicy } from '../core/steering/policies.js';
+
+export const POLICY_KINDS = ['off', 'was', 'uniform', 'manual', 'actadd', 'cast'] as const;
+
+export interface PolicyCliOptions {
+  policy?: string;
+  direction?: string;
+  controller?: string;
+  alpha?: string;
+  scale?: string;
+  layerWeights?: string;
+  enabledLayers?: string;
+  coefficient?: string;
+  actaddLayer?: string;
+  cast?: string;
+  allowOtherModel?: boolean;
+}
+
+export function addPolicyOptions(cmd: Command): Command {
+  return cmd
+    .option('--policy <kind>', `steering policy: ${POLICY_KINDS.join(' | ')}`, 'off')
+    .option('--direction <file>', 'direction file (.safetensors) made by lab direction')
+    .option('--controller <file>', 'controller file made by lab train-controller')
+    .option('--alpha <x>', `patch strength alpha (default: the controller's, else ${DEFAULT_ALPHA})`)
+    .option('--scale <s>', 'manual policy: global scale s')
+    .option('--layer-weights <list>', 'manual policy: layer weights, comma-separated, or one value for every layer')
+    .option('--enabled-layers <list>', 'manual policy: steer only these layers (comma-separated indices)')
+    .option('--coefficient <c>', 'actadd policy: coefficient (default 1)')
+    .option('--actadd-layer <l>', "actadd policy: steering row (default: the direction file's layer)")
+    .option('--cast <file>', 'cast policy: JSON settings {vector|"direction", layer, threshold, activeWhen, strength?, layers?}')
+    .option('--allow-other-model', 'accept a controller trained on another model id of the same shape');
+}
+
+export function parseNumber(flag: string, v: string): number {
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n)) throw new Error(`--${flag} must be a number, got "${v}"`);
+  return n;
+}
+
+export function parseIndex(flag: string, v: string, limit: number): number {
+  if (!/^\d+$/.test(v.trim())) throw new Error(`--${flag} must be a layer index in 0..${limit - 1}, got "${v}"`);
+  const n = Number(v);
+  if (n >= limit) throw new Error(`--${flag} ${n} is out of range: expected 0..${limit - 1}`);
+  return n;
+}
+
+/** A whole number >= 1 (counts of prompts, tokens, epochs...). */
+export function parseCount(flag: string, v: string): number {
+  if (!/^\d+$/.test(String(v).trim()) || Number(v) < 1) throw new Error(`--${flag} must be a whole number >= 1, got "${v}"`);
+  return Number(v);
+}
+
+export function parseSeed(v: string): number {
+  if (!/^-?\d+$/.test(String(v).trim()) || !Number.isSafeInteger(Number(v))) throw new Error(`--seed must be an integer, got "${v}"`);
+  return Number(v);
+}
+
+export function parseNumberList(flag: string, v: string): number[] {
+  const parts = v.split(',').map((s) => s.trim());
+  if (parts.length === 0 || parts.some((p) => p === '')) throw new Error(`--${flag} must be a comma-separated list of numbers, got "${v}"`);
+  return parts.map((p) => parseNumber(flag, p));
+}
+
+/** A CAST settings file. `vector: "direction"` uses the direction as condition vector. */
+export async function readCastSettings(path: string, model: ModelIdentity, direction: DirectionFile | null): Promise<CastSettings> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await readFile(path, 'utf8'));
+  } catch (e) {
+    throw new Error(`--cast ${path}: cannot read JSON settings: ${(e as Error).message}`);
+  }
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new Error(`--cast ${path}: expected a JSON object`);
+  const o = raw as Record<string, unknown>;
+  let vector: Float32Array;
+  if (o.vector === 'direction') {
+    if (!direction) throw new Error(`--cast ${path}: vector "direction" needs --direction`);
+    vector = direction.direction;
+  } else if (Array.isArray(o.vector) && o.vector.every((x) => typeof x === 'number' && Number.isFinite(x))) {
+    vector = Float32Array.from(o.vector as number[]);
+  } else throw new Error(`--cast ${path}: "vector" must be an array of ${model.hiddenSize} numbers or "direction"`);
+  if (vector.length !== model.hiddenSize) throw new Error(`--cast ${path}: "vector" has ${vector.length} values, the model's hidden size is ${model.hiddenSize}`);
+  if (!Number.isSafeInteger(o.layer) || (o.layer as number) < 0 || (o.layer as number) > model.numLayers) {
+    throw new Error(`--cast ${path}: "layer" must be a residual index in 0..${model.numLayers}, got ${JSON.stringify(o.layer)}`);
+  }
+  if (typeof o.threshold !== 'number' || !Number.isFinite(o.threshold)) throw new Error(`--cast ${path}: "threshold" must be a number`);
+  if (o.activeWhen !== 'above' && o.activeWhen !== 'below') throw new Error(`--cast ${path}: "activeWhen" must be "above" or "below"`);
+  if (o.strength !== undefined && (typeof o.strength !== 'number' || !Number.isFinite(o.strength))) throw new Error(`--cast ${path}: "strength" must be a number`);
+  if (o.layers !== undefined && !(Array.isArray(o.layers) && o.layers.every((l) => Number.isSafeInteger(l)))) throw new Error(`--cast ${path}: "layers" must be an array of layer indices`);
+  return {
+    condition: { vector, layer: o.layer as number, threshold: o.threshold, activeWhen: o.activeWhen },
+    ...(o.strength !== undefined ? { strength: o.strength as number } : {}),
+    ...(o.layers !== undefined ? { layers: o.layers as number[] } : {}),
+  };
+}
+
+export interface ResolvedPolicy {
+  policy: SteeringPolicy;
+  /** Unit direction for runFlow (null when none was given). */
+  direction: Float32Array | null;
+  directionFile: DirectionFile | null;
+  directionId: string | null;
+  controller: MethodController | null;
+  warnings: string[];
+}
+
+/** Loads --direction / --controller for `model` and turns --policy and its settings into a policy. */
+export async function resolvePolicyOptions(o: PolicyCliOptions, model: ModelIdentity): Promise<ResolvedPolicy> {
+  const kind = o.policy ?? 'off';
+  if (!(POLICY_KINDS as readonly string[]).includes(kind)) throw new Error(`--policy must be one of ${POLICY_KINDS.join(', ')}, got "${kind}"`);
+  const warnings: string[] = [];
+  let directionFile: DirectionFile | null = null;
+  let directionIdValue: string | null = null;
+  if (o.direction) {
+    const d = await loadDirectionFor(o.direction, model);
+    directionFile = d.file;
+    directionIdValue = d.id;
+    warnings.push(...d.warnings);
+  }
+  let controller: MethodController | null = null;
+  if (o.controller) {
+    controller = (await loadControllerFor(o.controller, model, { allowOtherModelId: o.allowOtherModel })).method;
+    const tied = controller.metadata?.direction_id;
+    if (tied && directionIdValue && tied !== directionIdValue) warnings.push(`controller ${o.controller} was trained with direction ${tied}, but --direction is ${directionIdValue}`);
+  }
+  const alpha = o.alpha !== undefined ? parseNumber('alpha', o.alpha) : (controller?.metadata?.alpha ?? DEFAULT_ALPHA);
+  const L = model.numLayers;
+  let policy: SteeringPolicy;
+  switch (kind) {
+    case 'off':
+      policy = { kind: 'off' };
+      break;
+    case 'was':
+    case 'uniform':
+      if (!controller) throw new Error(`--policy ${kind} needs --controller FILE (train one with lab train-controller)`);
+      if (!directionFile) throw new Error(`--policy ${kind} needs --direction FILE (the direction the controller drives)`);
+      policy = { kind, alpha };
+      break;
+    case 'manual': {
+      if (!directionFile) throw new Error('--policy manual needs --direction FILE');
+      if (o.scale === undefined) throw new Error('--policy manual needs --scale S');
+      const w = o.layerWeights !== undefined ? parseNumberList('layer-weights', o.layerWeights) : [1];
+      if (w.length !== 1 && w.length !== L) throw new Error(`--layer-weights: ${w.length} values given, expected 1 or ${L} (one per layer)`);
+      const layerWeights = w.length === 1 ? new Array<number>(L).fill(w[0]!) : w;
+      let enabledLayers: boolean[] | undefined;
+      if (o.enabledLayers !== undefined) {
+        const on = o.enabledLayers.split(',').map((s) => parseIndex('enabled-layers', s, L));
+        enabledLayers = Array.from({ length: L }, (_, l) => on.includes(l));
+      }
+      policy = { kind: 'manual', scale: parseNumber('scale', o.scale), layerWeights, alpha, ...(enabledLayers ? { enabledLayers } : {}) };
+      break;
+    }
+    case 'actadd': {
+      if (!directionFile) throw new Error('--policy actadd needs --direction FILE (a diff-in-means direction carries its raw vector and layer)');
+      const layerFromFile = directionFile.metadata.layer;
+      if (o.actaddLayer === undefined && layerFromFile === undefined) throw new Error('--policy actadd needs --actadd-layer L (the direction file names no layer)');
+      const layer = o.actaddLayer !== undefined ? parseIndex('actadd-layer', o.actaddLayer, L) : layerFromFile!;
+      policy = {
+        kind: 'actadd',
+        vector: directionFile.rawDirection ?? directionFile.direction,
+        layer,
+        coefficient: o.coefficient !== undefined ? parseNumber('coefficient', o.coefficient) : 1,
+      };
+      break;
+    }
+    default: {
+      if (!o.cast) throw new Error('--policy cast needs --cast FILE');
+      const c = await readCastSettings(o.cast, model, directionFile);
+      if (!directionFile) throw new Error('--policy cast needs --direction FILE (the behaviour vector)');
+      policy = { kind: 'cast', condition: c.condition, ...(c.strength !== undefined ? { strength: c.strength } : {}), ...(c.layers ? { layers: c.layers } : {}) };
+    }
+  }
+  validatePolicy(policy, { numLayers: L, hiddenSize: model.hiddenSize });
+  return { policy, direction: directionFile?.direction ?? null, directionFile, directionId: directionIdValue, controller, warnings };
+}

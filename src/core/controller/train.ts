@@ -1,0 +1,521 @@
+/**
+ * Training the WAS controller on cached activations (paper Eq. 8): each row of x is the concatenated last-prompt-token
+ * residuals of the input layers, labelled harmful (1) or benign (0). Default = the paper: MSE on s only against the
+ * label, class-balanced with lambda = 0.5, AdamW (lr 5e-5, weight decay 0.01), batch 4, 4 epochs, gradient clipping
+ * at global norm 1.0. The layer weights w get no loss term; they move only through the shared hidden layer (and
+ * weight decay), exactly as in the paper. Option: BCE-with-logits on s (the released code's loss).
+ *
+ * Inputs are NOT normalised by default (neither the paper nor its code does); `standardize: true` fits a per-feature
+ * mean/std on the training rows and stores it with the controller, and inference applies the same transform.
+ *
+ * The forward pass x @ w1 runs on the active tfjs backend; the rest of the step (a B x hiddenWidth problem) and the
+ * fused AdamW update run in JS (optimizer.ts). Deterministic for a given seed on a given backend.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { controllerInputLayers, validateInputLayers } from './layers.js';
+import {
+  CONTROLLER_FORMAT,
+  CONTROLLER_FORMAT_VERSION,
+  type Controller,
+  type ControllerLoss,
+  type EpochMetrics,
+} from './metadata.js';
+import { ControllerNetwork } from './network.js';
+import { AdamW, clipFactor, outerProductSquaredNorm, squaredNorm } from './optimizer.js';
+import {
+  CONTROLLER_INITS,
+  fitStandardization,
+  initControllerParams,
+  outputSize,
+  standardizeRows,
+  type ControllerInit,
+  type ControllerParams,
+  type ControllerShape,
+  type InputStandardization,
+} from './params.js';
+import { SeededRandom } from './prng.js';
+
+/** Cached activations: x row-major [rows, inputSize], labels[r] = 1 harmful / 0 benign (rows = labels.length). */
+export interface ControllerDataset {
+  x: Float32Array;
+  labels: ArrayLike<number>;
+}
+
+export interface BatchProgress {
+  epoch: number;
+  batch: number;
+  batches: number;
+  /** Class-weighted loss of this batch (before the update). */
+  loss: number;
+}
+
+export interface TrainControllerOptions {
+  modelId: string;
+  numLayers: number;
+  hiddenSize: number;
+  /** Decoder-layer indices feeding the controller; default controllerInputLayers(numLayers) (l >= 2/3 N). */
+  inputLayers?: number[];
+  /** Hidden width of the MLP (paper 1024). */
+  hiddenWidth?: number;
+  /** 'mse' (paper, targets 1/0 on raw s) or 'bce' (BCE-with-logits on s). */
+  loss?: ControllerLoss;
+  epochs?: number;
+  batchSize?: number;
+  learningRate?: number;
+  weightDecay?: number;
+  /** Max global gradient norm; 0 disables clipping. */
+  clipNorm?: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  /** Class balancing (default true): harmful rows weigh lambda, benign rows 1 - lambda, whatever their counts. */
+  balance?: boolean;
+  lambda?: number;
+  /** Per-feature input standardisation fitted on the training rows (default false, as in the paper). */
+  standardize?: boolean;
+  init?: ControllerInit;
+  seed?: number;
+  validation?: ControllerDataset;
+  directionId?: string | null;
+  alpha?: number;
+  trainingSetDescription?: string;
+  onBatch?: (p: BatchProgress) => void;
+  onEpoch?: (m: EpochMetrics) => void;
+  /** Aborting rejects the returned promise with the signal's reason (an AbortError by default). */
+  signal?: AbortSignal;
+  /** Clock for created_at (tests pin it). */
+  now?: () => Date;
+}
+
+export const PAPER_DEFAULTS = {
+  hiddenWidth: 1024,
+  loss: 'mse' as ControllerLoss,
+  epochs: 4,
+  batchSize: 4,
+  learningRate: 5e-5,
+  weightDecay: 0.01,
+  clipNorm: 1.0,
+  beta1: 0.9,
+  beta2: 0.999,
+  eps: 1e-8,
+  balance: true,
+  lambda: 0.5,
+  standardize: false,
+  init: 'torch-linear' as ControllerInit,
+  seed: 0,
+  alpha: 2.0,
+};
+
+/** Decision threshold on s: targets are 0/1 for MSE; for BCE s is a logit, so sigmoid(s) > 0.5 means s > 0. */
+export function scaleThreshold(loss: ControllerLoss): number {
+  return loss === 'bce' ? 0 : 0.5;
+}
+
+/** Per-row loss and its derivative with respect to s. */
+function lossAndGrad(loss: ControllerLoss, s: number, y: number): [number, number] {
+  if (loss === 'mse') {
+    const e = s - y;
+    return [e * e, 2 * e];
+  }
+  // Numerically stable BCE-with-logits: max(s,0) - s*y + log(1 + exp(-|s|)).
+  const l = Math.max(s, 0) - s * y + Math.log1p(Math.exp(-Math.abs(s)));
+  return [l, 1 / (1 + Math.exp(-s)) - y];
+}
+
+/**
+ * Per-class loss weights so that the mean over rows equals lambda * mean_harmful + (1 - lambda) * mean_benign
+ * (the paper's balanced objective); with balance off every row weighs 1.
+ */
+export function classWeights(labels: ArrayLike<number>, balance: boolean, lambda: number): { harmful: number; benign: number } {
+  if (!balance) return { harmful: 1, benign: 1 };
+  let pos = 0;
+  for (let i = 0; i < labels.length; i++) pos += labels[i];
+  const n = labels.length;
+  const neg = n - pos;
+  return { harmful: pos ? (lambda * n) / pos : 0, benign: neg ? ((1 - lambda) * n) / neg : 0 };
+}
+
+function countClasses(labels: ArrayLike<number>): { harmful: number; benign: number } {
+  let harmful = 0;
+  for (let i = 0; i < labels.length; i++) harmful += labels[i];
+  return { harmful, benign: labels.length - harmful };
+}
+
+/** Checks a dataset's shape, labels and values; returns its row count. */
+export function validateDataset(d: ControllerDataset, inputSize: number, name: string): number {
+  if (!d || !(d.x instanceof Float32Array)) throw new Error(`${name}: x must be a Float32Array of rows x ${inputSize}`);
+  const rows = d.labels?.length ?? 0;
+  if (rows < 1) throw new Error(`${name}: needs at least one labelled row`);
+  if (d.x.length !== rows * inputSize) {
+    throw new Error(
+      `${name}: x has ${d.x.length} values, expected ${rows} rows (labels) x ${inputSize} (input layers x hidden size)`,
+    );
+  }
+  for (let r = 0; r < rows; r++) {
+    const y = d.labels[r];
+    if (y !== 0 && y !== 1) throw new Error(`${name}: label of row ${r} is ${y}, expected 1 (harmful) or 0 (benign)`);
+  }
+  for (let i = 0; i < d.x.length; i++) {
+    if (!Number.isFinite(d.x[i])) {
+      throw new Error(`${name}: row ${Math.floor(i / inputSize)} feature ${i % inputSize} is ${d.x[i]}, expected a finite activation`);
+    }
+  }
+  return rows;
+}
+
+/** Stratified, seeded split: about `fraction` of each class goes to validation. */
+export function splitControllerDataset(
+  d: ControllerDataset,
+  inputSize: number,
+  fraction: number,
+  seed: number,
+): { train: ControllerDataset; validation: ControllerDataset } {
+  if (!(fraction > 0 && fraction < 1)) throw new Error(`validation fraction must be in (0, 1), got ${fraction}`);
+  const rows = validateDataset(d, inputSize, 'dataset');
+  const rand = new SeededRandom(seed, 'split');
+  const pick = (label: number) => {
+    const idx: number[] = [];
+    for (let r = 0; r < rows; r++) if (d.labels[r] === label) idx.push(r);
+    rand.shuffle(idx);
+    const k = Math.round(idx.length * fraction);
+    return { val: idx.slice(0, k), train: idx.slice(k) };
+  };
+  const pos = pick(1);
+  const neg = pick(0);
+  const gather = (idx: number[]): ControllerDataset => {
+    idx.sort((a, b) => a - b);
+    const x = new Float32Array(idx.length * inputSize);
+    const labels = new Uint8Array(idx.length);
+    idx.forEach((r, i) => {
+      x.set(d.x.subarray(r * inputSize, (r + 1) * inputSize), i * inputSize);
+      labels[i] = d.labels[r];
+    });
+    return { x, labels };
+  };
+  return { train: gather([...pos.train, ...neg.train]), validation: gather([...pos.val, ...neg.val]) };
+}
+
+/** Loss and accuracies of s on a dataset (used for validation after each epoch). */
+export function evaluateScales(
+  scales: Float32Array,
+  labels: ArrayLike<number>,
+  loss: ControllerLoss,
+  balance: boolean,
+  lambda: number,
+): { loss: number; accuracy: number; balancedAccuracy: number } {
+  const cw = classWeights(labels, balance, lambda);
+  const thr = scaleThreshold(loss);
+  let total = 0;
+  let correct = 0;
+  let tp = 0;
+  let tn = 0;
+  const { harmful, benign } = countClasses(labels);
+  for (let r = 0; r < scales.length; r++) {
+    const y = labels[r];
+    total += (y ? cw.harmful : cw.benign) * lossAndGrad(loss, scales[r], y)[0];
+    const predicted = scales[r] > thr ? 1 : 0;
+    if (predicted === y) {
+      correct++;
+      if (y) tp++;
+      else tn++;
+    }
+  }
+  const recalls = [harmful ? tp / harmful : null, benign ? tn / benign : null].filter((x): x is number => x !== null);
+  return {
+    loss: total / scales.length,
+    accuracy: correct / scales.length,
+    balancedAccuracy: recalls.reduce((a, b) => a + b, 0) / recalls.length,
+  };
+}
+
+function positiveInt(v: number, name: string): number {
+  if (!Number.isInteger(v) || v <= 0) throw new Error(`controller training: ${name} must be a positive integer, got ${v}`);
+  return v;
+}
+
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
+
+/** Gives timers, workers' messages and abort signals a chance to run at most every this many ms. */
+const YIELD_EVERY_MS = 25;
+
+/**
+ * Trains a controller. Returns the trained controller (metadata with per-epoch metrics, parameters, standardisation).
+ * Rejects with the abort reason if `signal` aborts, and with a clear Error on bad data or options.
+ */
+export async function trainController(data: ControllerDataset, options: TrainControllerOptions): Promise<Controller> {
+  const o = { ...PAPER_DEFAULTS, ...stripUndefined(options) };
+  if (typeof o.modelId !== 'string') throw new Error('controller training: modelId must be a string');
+  positiveInt(o.numLayers, 'numLayers');
+  positiveInt(o.hiddenSize, 'hiddenSize');
+  const inputLayers = validateInputLayers(o.inputLayers ?? controllerInputLayers(o.numLayers), o.numLayers);
+  const hiddenWidth = positiveInt(o.hiddenWidth, 'hiddenWidth');
+  const epochs = positiveInt(o.epochs, 'epochs');
+  const batchSize = positiveInt(o.batchSize, 'batchSize');
+  if (o.loss !== 'mse' && o.loss !== 'bce') throw new Error(`controller training: loss must be "mse" or "bce", got ${String(o.loss)}`);
+  if (!(o.lambda > 0 && o.lambda < 1)) throw new Error(`controller training: lambda must be in (0, 1), got ${o.lambda}`);
+  if (!(Number.isFinite(o.clipNorm) && o.clipNorm >= 0)) throw new Error(`controller training: clipNorm must be >= 0, got ${o.clipNorm}`);
+  if (!Number.isFinite(o.alpha)) throw new Error(`controller training: alpha must be a finite number, got ${o.alpha}`);
+  if (!CONTROLLER_INITS.includes(o.init)) throw new Error(`controller training: unknown init "${o.init}"`);
+  const seed = o.seed;
+  if (!Number.isSafeInteger(seed)) throw new Error(`controller training: seed must be an integer, got ${seed}`);
+
+  const shape = { inputSize: inputLayers.length * o.hiddenSize, hiddenWidth, numLayers: o.numLayers };
+  const n = shape.inputSize;
+  const rows = validateDataset(data, n, 'training set');
+  const counts = countClasses(data.labels);
+  if (!counts.harmful || !counts.benign) {
+    throw new Error(
+      `training set: needs both classes, got ${counts.harmful} harmful (label 1) and ${counts.benign} benign (label 0) rows`,
+    );
+  }
+  const validation = o.validation;
+  if (validation) validateDataset(validation, n, 'validation set');
+  const valCounts = validation ? countClasses(validation.labels) : { harmful: 0, benign: 0 };
+  o.signal?.throwIfAborted();
+
+  const standardization: InputStandardization | null = o.standardize ? fitStandardization(data.x, rows, n) : null;
+  const x = standardization ? standardizeRows(data.x, standardization) : data.x;
+  const params = initControllerParams(shape, seed, o.init);
+  const optimizer = new AdamW({ learningRate: o.learningRate, weightDecay: o.weightDecay, beta1: o.beta1, beta2: o.beta2, eps: o.eps });
+  const cw = classWeights(data.labels, o.balance, o.lambda);
+  const shuffle = new SeededRandom(seed, 'shuffle');
+  const order = new Uint32Array(rows);
+  for (let r = 0; r < rows; r++) order[r] = r;
+
+  const batches = Math.ceil(rows / batchSize);
+  const xb = new Float32Array(batchSize * n);
+  const yb = new Float64Array(batchSize);
+  const cb = new Float64Array(batchSize);
+  const work = gradientBuffers(shape, batchSize);
+  const threshold = scaleThreshold(o.loss);
+  const epochMetrics: EpochMetrics[] = [];
+  let lastYield = performance.now();
+
+  for (let epoch = 1; epoch <= epochs; epoch++) {
+    const t0 = performance.now();
+    shuffle.shuffle(order);
+    let epochLoss = 0;
+    for (let bi = 0; bi < batches; bi++) {
+      if (performance.now() - lastYield > YIELD_EVERY_MS) {
+        await yieldToEventLoop();
+        lastYield = performance.now();
+      }
+      o.signal?.throwIfAborted();
+      const start = bi * batchSize;
+      const B = Math.min(batchSize, rows - start);
+      for (let b = 0; b < B; b++) xb.set(x.subarray(order[start + b] * n, (order[start + b] + 1) * n), b * n);
+
+      for (let b = 0; b < B; b++) {
+        const y = data.labels[order[start + b]];
+        yb[b] = y;
+        cb[b] = y ? cw.harmful : cw.benign;
+      }
+      const g = batchGradients(params, xb, B, yb, cb, o.loss, work);
+      epochLoss += g.lossSum;
+      const batchLoss = g.lossSum / B;
+      const scale = clipFactor(Math.sqrt(g.normSq), o.clipNorm);
+
+      optimizer.beginStep();
+      optimizer.updateOuterProduct('w1', params.w1, xb, g.dz, B, n, hiddenWidth, scale);
+      optimizer.updateDense('b1', params.b1, g.b1, scale);
+      optimizer.updateDense('w2', params.w2, g.w2, scale);
+      optimizer.updateDense('b2', params.b2, g.b2, scale);
+      if (!Number.isFinite(batchLoss) || !Number.isFinite(params.b2[0])) {
+        throw new Error(`controller training diverged at epoch ${epoch} batch ${bi + 1} (loss ${batchLoss}); lower the learning rate`);
+      }
+      o.onBatch?.({ epoch, batch: bi + 1, batches, loss: batchLoss });
+    }
+
+    const m: EpochMetrics = {
+      epoch,
+      train_loss: epochLoss / rows,
+      val_loss: null,
+      val_accuracy: null,
+      val_balanced_accuracy: null,
+      seconds: 0,
+    };
+    if (validation) {
+      const net = new ControllerNetwork(params, standardization);
+      try {
+        const ev = evaluateScales(net.predictScales(validation.x, validation.labels.length), validation.labels, o.loss, o.balance, o.lambda);
+        m.val_loss = ev.loss;
+        m.val_accuracy = ev.accuracy;
+        m.val_balanced_accuracy = ev.balancedAccuracy;
+      } finally {
+        net.dispose();
+      }
+    }
+    m.seconds = (performance.now() - t0) / 1000;
+    epochMetrics.push(m);
+    o.onEpoch?.(m);
+  }
+
+  const last = epochMetrics[epochMetrics.length - 1];
+  return {
+    params,
+    standardization,
+    metadata: {
+      format: CONTROLLER_FORMAT,
+      version: CONTROLLER_FORMAT_VERSION,
+      model_id: o.modelId,
+      num_layers: o.numLayers,
+      hidden_size: o.hiddenSize,
+      input_layers: inputLayers,
+      hidden_width: hiddenWidth,
+      direction_id: o.directionId ?? null,
+      alpha: o.alpha,
+      loss: o.loss,
+      standardization: standardization ? 'per-feature' : 'none',
+      training_set: {
+        description: o.trainingSetDescription ?? '',
+        harmful: counts.harmful,
+        benign: counts.benign,
+        validation_harmful: valCounts.harmful,
+        validation_benign: valCounts.benign,
+      },
+      training: {
+        epochs,
+        batch_size: batchSize,
+        learning_rate: o.learningRate,
+        weight_decay: o.weightDecay,
+        clip_norm: o.clipNorm,
+        beta1: o.beta1,
+        beta2: o.beta2,
+        eps: o.eps,
+        balance: o.balance,
+        lambda: o.lambda,
+        init: o.init,
+      },
+      seed,
+      metrics: {
+        epochs: epochMetrics,
+        held_out_accuracy: last.val_accuracy,
+        held_out_balanced_accuracy: last.val_balanced_accuracy,
+        threshold,
+        backend: tf.getBackend(),
+      },
+      created_at: (o.now ?? (() => new Date()))().toISOString(),
+    },
+  };
+}
+
+/** Gradients of one batch. w1's gradient is implicit: x^T dz (rank B), consumed by AdamW.updateOuterProduct. */
+export interface BatchGradients {
+  /** Sum over the batch rows of class weight x loss (divide by B for the batch's mean loss). */
+  lossSum: number;
+  /** d loss / d z1, row-major [B, hiddenWidth]. */
+  dz: Float32Array;
+  b1: Float32Array;
+  /** Dense [hiddenWidth, 1 + numLayers]; only column 0 is non-zero (the loss reads s only). */
+  w2: Float32Array;
+  b2: Float32Array;
+  /** Squared global norm over all four gradients (for clipping). */
+  normSq: number;
+  /** Raw s for each row (forward by-product). */
+  scales: Float32Array;
+}
+
+/** Scratch arrays reused across batches (the step allocates nothing per batch besides tfjs' own tensors). */
+export function gradientBuffers(shape: ControllerShape, maxBatch: number): BatchGradients & { h: Float32Array } {
+  const H = shape.hiddenWidth;
+  return {
+    lossSum: 0,
+    normSq: 0,
+    dz: new Float32Array(maxBatch * H),
+    h: new Float32Array(maxBatch * H),
+    b1: new Float32Array(H),
+    w2: new Float32Array(H * outputSize(shape)),
+    b2: new Float32Array(outputSize(shape)),
+    scales: new Float32Array(maxBatch),
+  };
+}
+
+/**
+ * Forward and backward pass of one batch (x row-major [B, inputSize], already standardised), by hand: the network is
+ * two linear layers, and the loss reads only s, so the whole backward pass is a few B x hiddenWidth loops.
+ * Loss = (1/B) sum_b c_b * l(s_b, y_b) with c_b the class weight. Results are written into `work` and returned.
+ */
+export function batchGradients(
+  params: ControllerParams,
+  x: Float32Array,
+  B: number,
+  y: ArrayLike<number>,
+  c: ArrayLike<number>,
+  loss: ControllerLoss,
+  work: BatchGradients & { h: Float32Array },
+): BatchGradients {
+  const H = params.shape.hiddenWidth;
+  const O = outputSize(params.shape);
+  const n = params.shape.inputSize;
+  const z1 = firstLayer(x.subarray(0, B * n), B, params);
+  const { h, dz, b1: gb1, w2: gW2, b2: gb2, scales } = work;
+  gb1.fill(0);
+  gW2.fill(0);
+  gb2.fill(0);
+  let lossSum = 0;
+  for (let b = 0; b < B; b++) {
+    let s = params.b2[0];
+    for (let j = 0; j < H; j++) {
+      const z = z1[b * H + j] + params.b1[j];
+      const hj = z > 0 ? z : 0;
+      h[b * H + j] = hj;
+      s += hj * params.w2[j * O];
+    }
+    scales[b] = s;
+    const [l, dl] = lossAndGrad(loss, s, y[b]);
+    lossSum += c[b] * l;
+    const ds = (c[b] * dl) / B;
+    gb2[0] += ds;
+    for (let j = 0; j < H; j++) {
+      const k = b * H + j;
+      gW2[j * O] += h[k] * ds;
+      // d loss / d z1 = ds * w2[j, 0] where the ReLU is active (h > 0 exactly where z1 > 0).
+      const d = h[k] > 0 ? ds * params.w2[j * O] : 0;
+      dz[k] = d;
+      gb1[j] += d;
+    }
+  }
+  let normSq = outerProductSquaredNorm(x, dz, B, n, H) + squaredNorm(gb1) + gb2[0] * gb2[0];
+  for (let j = 0; j < H; j++) normSq += gW2[j * O] * gW2[j * O];
+  work.lossSum = lossSum;
+  work.normSq = normSq;
+  return work;
+}
+
+/**
+ * x [rows, inputSize] @ w1; b1 is added by the caller. Runs on the tfjs backend, except on tfjs' 'cpu' backend, whose
+ * generic matMul kernel is several times slower than the plain loop below (one pass over w1 for the whole batch).
+ */
+function firstLayer(x: Float32Array, rows: number, p: ControllerParams): Float32Array {
+  const { inputSize, hiddenWidth } = p.shape;
+  if (tf.getBackend() === 'cpu') return firstLayerJs(x, rows, p.w1, inputSize, hiddenWidth);
+  const z = tf.tidy(() => tf.matMul(tf.tensor2d(x, [rows, inputSize]), tf.tensor2d(p.w1, [inputSize, hiddenWidth])));
+  try {
+    return z.dataSync() as Float32Array;
+  } finally {
+    z.dispose();
+  }
+}
+
+function firstLayerJs(x: Float32Array, rows: number, w1: Float32Array, n: number, H: number): Float32Array {
+  const z = new Float32Array(rows * H);
+  const acc = new Float64Array(rows * H);
+  for (let i = 0; i < n; i++) {
+    const w = w1.subarray(i * H, (i + 1) * H);
+    for (let b = 0; b < rows; b++) {
+      const xi = x[b * n + i];
+      if (xi === 0) continue;
+      const o = b * H;
+      for (let j = 0; j < H; j++) acc[o + j] += xi * w[j];
+    }
+  }
+  for (let k = 0; k < z.length; k++) z[k] = acc[k];
+  return z;
+}
+
+/** Drops keys whose value is undefined, so `{ epochs: undefined }` falls back to the default instead of erasing it. */
+function stripUndefined<T extends object>(o: T): T {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
+}

@@ -1,0 +1,36 @@
+/**
+ * Loading the model for the method's commands (Node). A local folder is resolved to an absolute path first, so the
+ * model id recorded in directions, controllers and eval records is the same whatever the working directory.
+ */
+import { statSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { loadSteerableModel } from '../model/load.js';
+import type { SteerableModel } from '../model/steerable.js';
+import type { Device, Dtype, LoadProgress } from '../model/types.js';
+
+export interface ModelSpec {
+  model: string;
+  dtype?: Dtype;
+  device?: Device;
+  modelFileName?: string;
+  progress?: (p: LoadProgress) => void;
+}
+
+export function modelIdOf(idOrPath: string): string {
+  try {
+    if (statSync(idOrPath).isDirectory()) return resolve(idOrPath);
+  } catch {
+    // not a local folder: a hub id
+  }
+  return idOrPath;
+}
+
+export async function loadMethodModel(spec: ModelSpec): Promise<SteerableModel> {
+  if (typeof spec.model !== 'string' || spec.model.trim() === '') throw new Error('--model is required: a hub id ("org/name") or a model folder');
+  return loadSteerableModel(modelIdOf(spec.model), {
+    ...(spec.dtype ? { dtype: spec.dtype } : {}),
+    ...(spec.device ? { device: spec.device } : {}),
+    ...(spec.modelFileName ? { modelFileName: spec.modelFileName } : {}),
+    ...(spec.progress ? { progress: spec.progress } : {}),
+  });
+}

@@ -1,0 +1,181 @@
+/**
+ * loadSteerableModel: hub id or folder -> a steerable, self-checked model inside transformers.js.
+ *
+ *   config.json (transformers.js)  -> expected layer count and hidden size
+ *   onnx/{name}{dtype suffix}.onnx + external data (fetch-file.ts: transformers.js's cache -> local -> hub order)
+ *   -> patchDecoder (steering input, residual_stream output; external data renamed to the new file name)
+ *   -> served to transformers.js from memory under model_file_name '{name}_steerable' (patched-cache.ts), so
+ *      from_pretrained builds its session, KV-cache handling and generation machinery on the patched graph
+ *   -> instance patch (steering-patch.ts) -> self-check (self-check.ts).
+ */
+import { AutoConfig, AutoModelForCausalLM, AutoTokenizer } from '@huggingface/transformers';
+import { patchDecoder, type PatchReport } from '../onnx/patcher.js';
+import { IS_NODE } from './base-cache.js';
+import { externalDataLocations } from './external-data.js';
+import { fetchModelFile, ModelFileNotFoundError } from './fetch-file.js';
+import { DTYPE_SUFFIX, externalDataChunkNames } from './hub-paths.js';
+import { installSteerlabCache } from './patched-cache.js';
+import type { TjsTokenizer } from './prompt.js';
+import { describeFailure, probeIds, runSelfCheck, SelfCheckError } from './self-check.js';
+import { SteerableModel } from './steerable.js';
+import type { TjsModel } from './steering-patch.js';
+import type { Device, Dtype, LoadOptions, LoadProgress } from './types.js';
+
+const DEVICES: readonly Device[] = ['cpu', 'wasm', 'webgpu'];
+const DTYPES: readonly Dtype[] = ['fp32', 'fp16', 'q8', 'q4', 'q4f16'];
+/** Graph names transformers.js decoders ship under, tried in this order when none is given. */
+const MODEL_FILE_NAMES = ['model', 'decoder_model_merged'];
+const SUBFOLDER = 'onnx';
+/** Suffix of the patched graph's model_file_name: never the name of a real file. */
+export const STEERABLE_SUFFIX = '_steerable';
+
+export class ModelLoadError extends Error {
+  constructor(readonly code: string, message: string) {
+    super(message);
+    this.name = 'ModelLoadError';
+  }
+}
+
+type TjsProgressEvent = { status: string; file?: string; loaded?: number; total?: number };
+
+/** transformers.js progress events (config, tokenizer, generation config) in Steerlab's shape. */
+function tjsProgress(progress: LoadOptions['progress']) {
+  if (!progress) return undefined;
+  const last = new Map<string, { loaded: number; total: number | null }>();
+  return (e: TjsProgressEvent) => {
+    if (!e.file || e.file.includes(STEERABLE_SUFFIX)) return; // patched bytes come from memory
+    if (e.status === 'progress') {
+      const p = { loaded: e.loaded ?? 0, total: e.total ?? null };
+      last.set(e.file, p);
+      progress({ stage: 'download', file: e.file, ...p, done: false, fromCache: false });
+    } else if (e.status === 'done') {
+      const p = last.get(e.file) ?? { loaded: 0, total: null };
+      progress({ stage: 'download', file: e.file, ...p, done: true, fromCache: false });
+    }
+  };
+}
+
+function byteProgress(progress: LoadOptions['progress'], file: string) {
+  if (!progress) return undefined;
+  return (loaded: number, total: number | null, fromCache: boolean) =>
+    progress({ stage: 'download', file, loaded, total, done: total !== null && loaded >= total, fromCache });
+}
+
+function positiveInt(v: unknown, name: string, id: string): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) {
+    throw new ModelLoadError('BAD_CONFIG', `config.json of "${id}": ${name} must be a positive integer, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function configDtype(cfg: Record<string, unknown>, fileName: string): Dtype | undefined {
+  const d = (cfg['transformers.js_config'] as { dtype?: unknown } | undefined)?.dtype;
+  const v = typeof d === 'string' ? d : d && typeof d === 'object' ? (d as Record<string, unknown>)[fileName] : undefined;
+  return typeof v === 'string' && (DTYPES as readonly string[]).includes(v) ? (v as Dtype) : undefined;
+}
+
+async function fetchOriginalGraph(id: string, names: string[], suffix: string, progress: LoadOptions['progress']) {
+  const tried: string[] = [];
+  for (const name of names) {
+    const file = `${SUBFOLDER}/${name}${suffix}.onnx`;
+    try {
+      return { name, file, bytes: await fetchModelFile(id, file, { progress: byteProgress(progress, file) }) };
+    } catch (e) {
+      if (!(e instanceof ModelFileNotFoundError)) throw e;
+      tried.push(`${file} (${e.message})`);
+    }
+  }
+  throw new ModelLoadError('MODEL_FILE_NOT_FOUND', `"${id}" has no ONNX decoder for this dtype; tried: ${tried.join('; ')}`);
+}
+
+export async function loadSteerableModel(idOrPath: string, opts: LoadOptions = {}): Promise<SteerableModel> {
+  if (typeof idOrPath !== 'string' || idOrPath.trim() === '') throw new ModelLoadError('BAD_OPTIONS', 'loadSteerableModel: expected a hub id ("org/name") or a model folder path');
+  const device: Device = opts.device ?? (IS_NODE ? 'cpu' : 'wasm');
+  if (!DEVICES.includes(device)) throw new ModelLoadError('BAD_OPTIONS', `device must be one of ${DEVICES.join(', ')}, got ${String(opts.device)}`);
+  if (opts.dtype !== undefined && !DTYPES.includes(opts.dtype)) throw new ModelLoadError('BAD_OPTIONS', `dtype must be one of ${DTYPES.join(', ')}, got ${String(opts.dtype)}`);
+  if (opts.modelFileName !== undefined && !/^[\w.-]+$/.test(opts.modelFileName)) {
+    throw new ModelLoadError('BAD_OPTIONS', `modelFileName must be a bare file name without folder or .onnx (e.g. 'model'), got ${JSON.stringify(opts.modelFileName)}`);
+  }
+  const progress = opts.progress;
+  installSteerlabCache();
+  const progress_callback = tjsProgress(progress);
+
+  let config: Record<string, unknown>;
+  try {
+    config = (await AutoConfig.from_pretrained(idOrPath, { progress_callback } as never)) as unknown as Record<string, unknown>;
+  } catch (e) {
+    throw new ModelLoadError('MODEL_NOT_FOUND', `cannot load config.json of "${idOrPath}": ${(e as Error).message}`);
+  }
+  const text = (config['text_config'] as Record<string, unknown> | undefined) ?? config;
+  const numLayers = positiveInt(text['num_hidden_layers'], 'num_hidden_layers', idOrPath);
+  const hiddenSize = positiveInt(text['hidden_size'], 'hidden_size', idOrPath);
+  const vocabSize = positiveInt(text['vocab_size'], 'vocab_size', idOrPath);
+
+  const names = opts.modelFileName ? [opts.modelFileName] : MODEL_FILE_NAMES;
+  const dtype: Dtype = opts.dtype ?? configDtype(config, names[0]!) ?? (device === 'wasm' ? 'q8' : 'fp32');
+  const suffix = DTYPE_SUFFIX[dtype]!;
+  const original = await fetchOriginalGraph(idOrPath, names, suffix, progress);
+
+  // External data: fetch each file the graph names; the patched graph will name them after its own file.
+  const steerName = `${original.name}${STEERABLE_SUFFIX}`;
+  const steerFile = `${steerName}${suffix}.onnx`;
+  const locations = externalDataLocations(original.bytes);
+  const chunkNames = externalDataChunkNames(steerFile, locations.length);
+  const renameExternalData = Object.fromEntries(locations.map((loc, i) => [loc, chunkNames[i]!]));
+  const dataFiles: Uint8Array[] = [];
+  for (const loc of locations) {
+    const file = `${SUBFOLDER}/${loc}`;
+    dataFiles.push(await fetchModelFile(idOrPath, file, { progress: byteProgress(progress, file) }));
+  }
+
+  progress?.({ stage: 'patch', file: original.file });
+  let patched: { bytes: Uint8Array; report: PatchReport };
+  try {
+    patched = patchDecoder(original.bytes, { expectedNumLayers: numLayers, expectedHiddenSize: hiddenSize, renameExternalData });
+  } catch (e) {
+    const code = (e as { code?: string }).code ?? 'PATCH_FAILED';
+    throw new ModelLoadError(code, `cannot make ${original.file} of "${idOrPath}" steerable: ${(e as Error).message}`);
+  }
+
+  progress?.({ stage: 'session', file: `${SUBFOLDER}/${steerFile}` });
+  const cache = installSteerlabCache();
+  const release = [
+    cache.register(idOrPath, `${SUBFOLDER}/${steerFile}`, patched.bytes),
+    ...dataFiles.map((bytes, i) => cache.register(idOrPath, `${SUBFOLDER}/${chunkNames[i]}`, bytes)),
+  ];
+  let model: TjsModel;
+  try {
+    model = (await AutoModelForCausalLM.from_pretrained(idOrPath, {
+      config,
+      dtype,
+      device,
+      model_file_name: steerName,
+      use_external_data_format: locations.length,
+    } as never)) as unknown as TjsModel;
+  } catch (e) {
+    throw new ModelLoadError('SESSION_FAILED', `cannot create an inference session for the patched ${original.file} of "${idOrPath}" (${device}, ${dtype}): ${(e as Error).message}`);
+  } finally {
+    for (const r of release) r();
+  }
+
+  let tokenizer: TjsTokenizer;
+  try {
+    tokenizer = (await AutoTokenizer.from_pretrained(idOrPath, { progress_callback } as never)) as unknown as TjsTokenizer;
+  } catch (e) {
+    await model.dispose();
+    throw new ModelLoadError('TOKENIZER_FAILED', `cannot load the tokenizer of "${idOrPath}": ${(e as Error).message}`);
+  }
+
+  const sm = new SteerableModel({ id: idOrPath, model, tokenizer, report: patched.report, numLayers, hiddenSize, vocabSize, device, dtype, modelFileName: original.name });
+  if (opts.selfCheck !== false) {
+    progress?.({ stage: 'self-check' });
+    const result = await runSelfCheck({ numLayers, hiddenSize, streamDtype: patched.report.stream_dtype, forward: (ids, o) => sm.forward(ids, o) }, probeIds(vocabSize));
+    if (!result.ok) {
+      await sm.dispose();
+      throw new SelfCheckError(`"${idOrPath}" (${original.file}): ${describeFailure(result)}`, result);
+    }
+    sm.selfCheck = result;
+  }
+  progress?.({ stage: 'ready' } as LoadProgress);
+  return sm;
+}

@@ -1,0 +1,139 @@
+/**
+ * The instance patch: wraps `forward` of ONE transformers.js model object (never its class: subclassing breaks
+ * transformers.js's class-to-type lookup) so that every forward pass, including each step of generate(), receives
+ * the current `steering` tensor, and the `residual_stream` output is taken out before transformers.js sees it
+ * (it would otherwise travel through generate's output handling; only `present*` outputs feed the KV cache).
+ *
+ * transformers.js facts this relies on (4.3.1, src/models/modeling_utils.js):
+ * - generate() calls `this.forward(model_inputs)` at every step, so an own property `forward` on the instance wins;
+ * - decoder_forward passes `pick(inputs, session.inputNames)` to the session, so an extra `steering` key reaches
+ *   the graph as long as the graph declares it;
+ * - use_cache_branch (merged graphs), position_ids and the empty past (from session input metadata) are all
+ *   filled in by decoder_forward, so the wrapper touches nothing but `steering` and `residual_stream`.
+ */
+import { Tensor } from '@huggingface/transformers';
+import type { Dense } from './types.js';
+
+/** The parts of a transformers.js tensor this module uses. */
+export interface TjsTensor {
+  type: string;
+  data: ArrayLike<number | bigint> & { length: number };
+  dims: number[];
+  location?: string;
+  to(type: string): TjsTensor;
+  dispose(): void;
+}
+
+export type ModelInputs = Record<string, unknown> & { input_ids?: TjsTensor };
+export type ModelOutputs = Record<string, TjsTensor>;
+
+/** The parts of a transformers.js causal-LM object this module uses. */
+export interface TjsModel {
+  forward(inputs: ModelInputs): Promise<ModelOutputs>;
+  generate(opts: Record<string, unknown>): Promise<unknown>;
+  dispose(): Promise<unknown>;
+  config: Record<string, unknown>;
+  generation_config: Record<string, unknown> | null;
+  sessions: Record<string, { inputNames: readonly string[]; outputNames: readonly string[] }>;
+}
+
+/** What one patched forward pass asks for and reports. Set for the duration of one operation. */
+export interface ForwardHooks {
+  /** Steering for this pass, [L*H] or [B*L*H]; null = zero steering. */
+  steering(inputs: ModelInputs): Float32Array | null;
+  /** The full residual stream of this pass, [B, L+1, S, H]. */
+  residual?(res: Dense): void;
+}
+
+export class SteeringPatch {
+  /** Hooks of the operation in progress; null = use `defaultSteering`. */
+  hooks: ForwardHooks | null = null;
+  /** Persistent steering (setSteering), used when no operation overrides it. */
+  defaultSteering: Float32Array | null = null;
+  private zeros = new Map<number, TjsTensor>();
+
+  constructor(
+    readonly model: TjsModel,
+    readonly numLayers: number,
+    readonly hiddenSize: number,
+  ) {
+    const session = model.sessions['model'];
+    if (!session) throw new Error(`the loaded model has no 'model' session (sessions: ${Object.keys(model.sessions).join(', ')})`);
+    if (!session.inputNames.includes('steering')) {
+      throw new Error(`the loaded graph has no 'steering' input (inputs: ${session.inputNames.join(', ')}); was the patched file used?`);
+    }
+    if (!session.outputNames.includes('residual_stream')) {
+      throw new Error(`the loaded graph has no 'residual_stream' output (outputs: ${session.outputNames.join(', ')})`);
+    }
+    const original = model.forward.bind(model);
+    model.forward = async (inputs: ModelInputs) => {
+      const batch = inputs.input_ids?.dims[0] ?? 1;
+      const matrix = this.hooks ? this.hooks.steering(inputs) : this.defaultSteering;
+      const out = await original({ ...inputs, steering: this.tensorFor(matrix, batch) });
+      const rs = out['residual_stream'];
+      delete out['residual_stream'];
+      if (!rs) throw new Error('the patched graph returned no residual_stream output');
+      const res = toDense(rs);
+      this.hooks?.residual?.(res);
+      return out;
+    };
+  }
+
+  /** Checks a steering matrix against [L*H] or [batch*L*H]; returns the steer_batch it implies. */
+  checkSteering(m: Float32Array, batch: number): number {
+    const lh = this.numLayers * this.hiddenSize;
+    if (!(m instanceof Float32Array)) {
+      throw new Error(`steering must be a Float32Array of ${lh} (= ${this.numLayers} layers x ${this.hiddenSize} hidden) values, got ${Object.prototype.toString.call(m)}`);
+    }
+    let sb: number;
+    if (m.length === lh) sb = 1;
+    else if (m.length === batch * lh) sb = batch;
+    else {
+      throw new Error(
+        `steering has ${m.length} values; expected ${lh} (${this.numLayers} layers x ${this.hiddenSize} hidden)` +
+          (batch > 1 ? ` or ${batch * lh} (batch ${batch} x layers x hidden)` : ''),
+      );
+    }
+    for (let i = 0; i < m.length; i++) {
+      if (!Number.isFinite(m[i]!)) throw new Error(`steering value ${i} (layer ${Math.floor((i % lh) / this.hiddenSize)}) is ${m[i]}; expected a finite number`);
+    }
+    return sb;
+  }
+
+  tensorFor(matrix: Float32Array | null, batch: number): TjsTensor {
+    if (matrix === null) {
+      let z = this.zeros.get(1);
+      if (!z) {
+        z = new Tensor('float32', new Float32Array(this.numLayers * this.hiddenSize), [1, this.numLayers, this.hiddenSize]) as unknown as TjsTensor;
+        this.zeros.set(1, z);
+      }
+      return z;
+    }
+    const sb = this.checkSteering(matrix, batch);
+    return new Tensor('float32', matrix, [sb, this.numLayers, this.hiddenSize]) as unknown as TjsTensor;
+  }
+}
+
+/** A transformers.js tensor as float32 data + dims (fp16 outputs are converted). */
+export function toDense(t: TjsTensor): Dense {
+  const f = t.type === 'float32' ? t : t.to('float32');
+  return { data: f.data as unknown as Float32Array, dims: [...f.dims] };
+}
+
+/** [L+1, H] slice of a residual stream [B, L+1, S, H] at (batch b, position p). */
+export function residualAt(res: Dense, b: number, p: number): Float32Array {
+  const [, L1, S, H] = res.dims as [number, number, number, number];
+  const out = new Float32Array(L1 * H);
+  for (let k = 0; k < L1; k++) {
+    const off = ((b * L1 + k) * S + p) * H;
+    out.set(res.data.subarray(off, off + H), k * H);
+  }
+  return out;
+}
+
+/** Frees GPU-resident outputs of a pass that are not kept (KV of an observation pass on WebGPU). */
+export function disposeOutputs(out: ModelOutputs, keep: Set<unknown> = new Set()): void {
+  for (const t of Object.values(out)) {
+    if (t && t.location === 'gpu-buffer' && !keep.has(t)) t.dispose();
+  }
+}

@@ -1,0 +1,106 @@
+/**
+ * Public types of the steerable model (interfaces.md section 3). Kept in one small file so that workers and the UI
+ * can import them without pulling in transformers.js.
+ */
+import type { PatchReport } from '../onnx/patcher.js';
+
+export type Device = 'cpu' | 'wasm' | 'webgpu';
+export type Dtype = 'fp32' | 'fp16' | 'q8' | 'q4' | 'q4f16';
+
+/** One progress event of a load. `file` is the path inside the model folder (e.g. 'onnx/model.onnx'). */
+export type LoadProgress =
+  | { stage: 'download'; file: string; loaded: number; total: number | null; done: boolean; fromCache: boolean }
+  | { stage: 'patch'; file: string }
+  | { stage: 'session'; file: string }
+  | { stage: 'self-check' }
+  | { stage: 'ready' };
+
+export interface LoadOptions {
+  device?: Device;
+  dtype?: Dtype;
+  /** transformers.js model_file_name of the original graph ('model' or 'decoder_model_merged'); guessed when absent. */
+  modelFileName?: string;
+  progress?: (p: LoadProgress) => void;
+  /** Run the injection self-check at load (default true). A failure rejects the load. */
+  selfCheck?: boolean;
+}
+
+export interface SelfCheckResult {
+  ok: boolean;
+  /** The layer whose steering row was set to the probe vector. */
+  layer: number;
+  /** max |residual[layer+1] - (zero run + vector)| over positions and hidden units, absolute. */
+  injection_max_error: number;
+  /** max |residual[0..layer] - zero run| (must stay unchanged), absolute. */
+  upstream_max_error: number;
+  /** The bound both errors were held to: relative tolerance of the stream dtype times the residual scale. */
+  tolerance: number;
+  /** max |logits(patched, zero steering) - logits(unpatched)|; null when the unpatched model was not loaded. */
+  identity_max_logit_diff: number | null;
+}
+
+/** A dense float32 array with its shape (row-major). */
+export interface Dense {
+  data: Float32Array;
+  dims: number[];
+}
+
+export interface ForwardResult {
+  /** [B, S, V], float32 (fp16 graphs are converted). */
+  logits: Dense;
+  /** [B, L+1, S, H]: index 0 = embedding output, index l+1 = residual after layer l including its steering row. */
+  residuals: Dense;
+}
+
+/** What a steering policy sees before each forward pass of a generation. */
+export interface SteeringContext {
+  /** 0 = the pass that carries the last prompt token (or the whole prompt), t = the pass that feeds generated token t-1. */
+  step: number;
+  /** Unsteered residual of the last prompt token, [L+1, H] (observed before any steering), when it was observed. */
+  promptResidual: Float32Array | null;
+  /** Residual at the last position of the previous pass ([L+1, H]), as steered; null at step 0. */
+  previousResidual: Float32Array | null;
+  /** Token ids generated so far (not including the prompt). */
+  generated: number[];
+}
+
+export type SteeringPolicy = (ctx: SteeringContext) => Float32Array | null;
+
+export interface SamplingOptions {
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  /** Seed of this generation's own random stream (does not touch transformers.js's global `random`). */
+  seed?: number;
+}
+
+export interface GenerateOptions {
+  prompt?: string;
+  /** Token ids of an already formatted prompt (batch 1). */
+  inputIds?: number[];
+  maxNewTokens?: number;
+  /** A [L*H] matrix applied to every steered pass, a policy called before each pass, or null (no steering). */
+  steering?: Float32Array | SteeringPolicy | null;
+  /** 'last' (default): only the last prompt token and the new tokens carry the patch; 'all': every prompt token too. */
+  steerPromptPositions?: 'last' | 'all';
+  /** Absent = greedy. */
+  sampling?: SamplingOptions | null;
+  /** Called once per generated token with its id and the text it added. */
+  onToken?: (tokenId: number, textDelta: string) => void;
+  /** Any transformers.js-style streamer (put(ids: bigint[][]), end()). */
+  streamer?: { put(ids: bigint[][]): void; end(): void } | null;
+  signal?: AbortSignal;
+  capture?: 'none' | 'prompt-last' | 'all';
+}
+
+export interface GenerateResult {
+  text: string;
+  tokenIds: number[];
+  finishReason: 'eos' | 'length' | 'abort';
+  /** Unsteered residual of the last prompt token, [L+1, H] (capture 'prompt-last' or 'all'). */
+  promptResiduals?: Float32Array;
+  /** [T, L+1, H]: row t = residual at the position whose logits produced token t (row 0 = last prompt token, steered). */
+  tokenResiduals?: Float32Array;
+}
+
+export type { PatchReport };

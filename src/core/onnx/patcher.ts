@@ -1,0 +1,430 @@
+/**
+ * The steering patch: makes any hub decoder steerable inside transformers.js by adding
+ *   input  `steering`        float32 [steer_batch, num_layers, hidden]   row l is added to the residual after layer l
+ *   output `residual_stream` float32 [batch, num_layers + 1, seq, hidden] embedding output, then each layer's
+ *                                                                          (steered) residual
+ * Detection is structural (residual.ts); the new model is emitted by splicing (model-io.ts), so the weights are
+ * copied, never re-encoded.
+ */
+import { create } from '@bufbuild/protobuf';
+import { randomBytes } from 'node:crypto';
+import { rename, unlink, writeFile, readFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import {
+  AttributeProtoSchema,
+  AttributeProto_AttributeType,
+  NodeProtoSchema,
+  TensorProto_DataType,
+  type NodeProto,
+  type ValueInfoProto,
+} from 'onnx-buf';
+import { tensor, valueInfo, type Dim } from './graph-builder.js';
+import { readModel, writeModel, type GraphRewrite, type GraphView, type ModelView, type NodeEmit } from './model-io.js';
+import { OnnxPatchError } from './patch-error.js';
+import { detectResidualStream, Scope, type StreamDetection } from './residual.js';
+
+export { OnnxPatchError } from './patch-error.js';
+
+export interface PatchOptions {
+  expectedNumLayers?: number;
+  expectedHiddenSize?: number;
+  /** rewrite external-data `location` entries, e.g. {"model.onnx_data": "model_steerable.onnx_data"} */
+  renameExternalData?: Record<string, string>;
+}
+
+export interface InjectionPoint {
+  layer: number;
+  /** 'main', or the If attribute holding the branch ('then_branch' / 'else_branch') */
+  graph: string;
+  kind: 'add' | 'skip-norm';
+  /** residual value name after steering */
+  value: string;
+}
+
+export interface PatchReport {
+  topology: 'plain' | 'fused' | 'merged';
+  num_layers: number;
+  hidden_size: number;
+  stream_dtype: 'float32' | 'float16' | 'bfloat16';
+  injection_points: InjectionPoint[];
+  opset: number;
+  steering_input: 'steering';
+  residual_output: 'residual_stream';
+}
+
+export const STEERING_INPUT = 'steering';
+export const RESIDUAL_OUTPUT = 'residual_stream';
+const MIN_OPSET = 13;
+
+const STREAM_DTYPES: Partial<Record<TensorProto_DataType, PatchReport['stream_dtype']>> = {
+  [TensorProto_DataType.FLOAT]: 'float32',
+  [TensorProto_DataType.FLOAT16]: 'float16',
+  [TensorProto_DataType.BFLOAT16]: 'bfloat16',
+};
+
+/** One decoder graph found in the model: the main graph, or one branch of an If-merged decoder. */
+interface DecoderSite {
+  graphLabel: string;
+  scope: Scope;
+  detection: StreamDetection;
+}
+
+interface Analysis {
+  model: ModelView;
+  sites: DecoderSite[];
+  /** Index of the If node in the root graph for merged decoders. */
+  ifNodeIndex?: number;
+  report: PatchReport;
+  batchDim: Dim;
+  seqDim: Dim;
+}
+
+function checkOptions(opts: PatchOptions): void {
+  for (const key of ['expectedNumLayers', 'expectedHiddenSize'] as const) {
+    const v = opts[key];
+    if (v !== undefined && (!Number.isInteger(v) || v <= 0)) {
+      throw new OnnxPatchError('BAD_OPTIONS', `${key} must be a positive integer, got ${v}`);
+    }
+  }
+}
+
+function dimOf(vi: ValueInfoProto | undefined, i: number, fallback: string): Dim {
+  if (vi?.type?.value.case !== 'tensorType') return fallback;
+  const d = vi.type.value.value.shape?.dim[i]?.value;
+  if (d?.case === 'dimParam' && d.value) return d.value;
+  if (d?.case === 'dimValue') return Number(d.value);
+  return fallback;
+}
+
+function layerCount(d: StreamDetection, label: string): number {
+  const n = d.producers.length;
+  if (n % 2 !== 0) {
+    throw new OnnxPatchError(
+      'ODD_PRODUCER_COUNT',
+      `found ${n} residual producers in ${label}; expected an even number (two per decoder layer: attention and MLP)`,
+    );
+  }
+  return n / 2;
+}
+
+function usedDomains(g: GraphView, acc: Set<string>): Set<string> {
+  for (const { node, subgraphs } of g.nodes) {
+    acc.add(node.domain === 'ai.onnx' ? '' : node.domain);
+    for (const sub of subgraphs) usedDomains(sub.graph, acc);
+  }
+  return acc;
+}
+
+function analyse(bytes: Uint8Array, opts: PatchOptions): Analysis {
+  checkOptions(opts);
+  if (!(bytes instanceof Uint8Array) || bytes.length === 0) {
+    throw new OnnxPatchError('EMPTY_INPUT', 'the model is empty (0 bytes); expected an ONNX ModelProto');
+  }
+  const model = readModel(bytes);
+  const onnxOpset = model.opsets.find((o) => o.domain === '' || o.domain === 'ai.onnx');
+  if (!onnxOpset) throw new OnnxPatchError('OPSET_TOO_OLD', `the model imports no ai.onnx opset (found: ${model.opsets.map((o) => `${o.domain || 'ai.onnx'} ${o.version}`).join(', ') || 'none'}); expected opset >= ${MIN_OPSET}`);
+  if (onnxOpset.version < MIN_OPSET) {
+    throw new OnnxPatchError('OPSET_TOO_OLD', `ai.onnx opset ${onnxOpset.version} is too old; the patch needs opset >= ${MIN_OPSET} (Split with split sizes input, Unsqueeze with axes input)`);
+  }
+  const imported = new Set(model.opsets.map((o) => (o.domain === 'ai.onnx' ? '' : o.domain)));
+  const missing = [...usedDomains(model.graph, new Set())].filter((d) => !imported.has(d));
+  if (missing.length) {
+    throw new OnnxPatchError('MISSING_OPSET', `nodes use domain(s) ${missing.map((d) => `'${d}'`).join(', ')} but the model imports no opset for them (truncated or broken model?)`);
+  }
+  const g = model.graph;
+  const inputNames = g.inputs.map((vi) => vi.name);
+  const outputNames = g.outputs.map((vi) => vi.name);
+  if (inputNames.includes(STEERING_INPUT) || outputNames.includes(RESIDUAL_OUTPUT)) {
+    throw new OnnxPatchError('ALREADY_PATCHED', `the graph already has a '${STEERING_INPUT}' input or a '${RESIDUAL_OUTPUT}' output: it is already patched`);
+  }
+  if (!inputNames.includes('input_ids')) {
+    throw new OnnxPatchError('NO_INPUT_IDS', `the graph has no input 'input_ids' (inputs: ${inputNames.join(', ') || 'none'}); expected a text decoder`);
+  }
+  const hasKv = inputNames.some((n) => n.startsWith('past_key_values') || n.startsWith('past.')) || outputNames.some((n) => n.startsWith('present'));
+  if (!hasKv) {
+    throw new OnnxPatchError(
+      'NOT_A_DECODER',
+      `the graph has no KV-cache inputs (past_key_values*) or outputs (present*) (outputs: ${outputNames.join(', ')}); expected a decoder with a KV cache, not an encoder`,
+    );
+  }
+  const root = new Scope(g);
+  const sites: DecoderSite[] = [];
+  let ifNodeIndex: number | undefined;
+  const direct = detectResidualStream(root);
+  if (direct) {
+    sites.push({ graphLabel: 'main', scope: root, detection: direct });
+  } else {
+    // Merged decoders (optimum): the decoder lives twice, in both branches of an If on use_cache_branch.
+    g.nodes.forEach((entry, i) => {
+      if (ifNodeIndex !== undefined || entry.node.opType !== 'If') return;
+      const branches = entry.subgraphs.filter((s) => s.attrName === 'then_branch' || s.attrName === 'else_branch');
+      if (branches.length !== 2) return;
+      const found = branches.map((b) => {
+        const scope = new Scope(b.graph, root);
+        return { graphLabel: b.attrName, scope, detection: detectResidualStream(scope) };
+      });
+      if (found.every((f) => f.detection)) {
+        ifNodeIndex = i;
+        for (const f of found) sites.push({ graphLabel: f.graphLabel, scope: f.scope, detection: f.detection! });
+      }
+    });
+  }
+  if (sites.length === 0) {
+    throw new OnnxPatchError(
+      'NO_EMBEDDING',
+      `no embedding found: expected a Gather or com.microsoft GatherBlockQuantized whose indices come from 'input_ids' (possibly through Cast), in the main graph or in both branches of an If`,
+    );
+  }
+  const layers = sites.map((s) => layerCount(s.detection, s.graphLabel === 'main' ? 'the graph' : `If ${s.graphLabel}`));
+  const hidden = sites.map((s) => s.detection.hiddenSize);
+  const dtypes = sites.map((s) => s.detection.streamDtype);
+  if (new Set(layers).size > 1 || new Set(hidden).size > 1 || new Set(dtypes).size > 1) {
+    throw new OnnxPatchError('MERGED_BRANCHES_DIFFER', `the If branches describe different decoders: layers [${layers}], hidden sizes [${hidden}], stream dtypes [${dtypes}]`);
+  }
+  const numLayers = layers[0];
+  const producerCount = sites[0].detection.producers.length;
+  if (opts.expectedNumLayers !== undefined && opts.expectedNumLayers !== numLayers) {
+    throw new OnnxPatchError('LAYER_COUNT_MISMATCH', `found ${producerCount} residual producers = ${numLayers} layers, config says ${opts.expectedNumLayers}`);
+  }
+  const hiddenSize = hidden[0];
+  if (opts.expectedHiddenSize !== undefined && opts.expectedHiddenSize !== hiddenSize) {
+    throw new OnnxPatchError('HIDDEN_SIZE_MISMATCH', `the embedding has hidden size ${hiddenSize}, config says ${opts.expectedHiddenSize}`);
+  }
+  const streamDtype = STREAM_DTYPES[dtypes[0]];
+  if (!streamDtype) {
+    throw new OnnxPatchError('UNSUPPORTED_DTYPE', `the residual stream has ONNX data type ${TensorProto_DataType[dtypes[0]] ?? dtypes[0]}; expected FLOAT, FLOAT16 or BFLOAT16`);
+  }
+  const anySkip = sites.some((s) => s.detection.producers.some((p) => p.kind === 'skip-norm'));
+  const idsInfo = g.inputs.find((vi) => vi.name === 'input_ids');
+  const report: PatchReport = {
+    topology: ifNodeIndex !== undefined ? 'merged' : anySkip ? 'fused' : 'plain',
+    num_layers: numLayers,
+    hidden_size: hiddenSize,
+    stream_dtype: streamDtype,
+    injection_points: [],
+    opset: onnxOpset.version,
+    steering_input: STEERING_INPUT,
+    residual_output: RESIDUAL_OUTPUT,
+  };
+  return {
+    model, sites, ifNodeIndex, report,
+    batchDim: dimOf(idsInfo, 0, 'batch_size'),
+    seqDim: dimOf(idsInfo, 1, 'sequence_length'),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Rewriting
+
+/** Every value and node name in the model (all scopes), so new names never shadow or collide. */
+class Names {
+  private readonly used = new Set<string>();
+
+  constructor(g: GraphView) {
+    this.collect(g);
+  }
+
+  private collect(g: GraphView): void {
+    for (const vi of [...g.inputs, ...g.outputs, ...g.valueInfo]) this.used.add(vi.name);
+    for (const t of g.initializers) this.used.add(t.header.name);
+    for (const { node, subgraphs } of g.nodes) {
+      this.used.add(node.name);
+      for (const v of [...node.input, ...node.output]) this.used.add(v);
+      for (const s of subgraphs) this.collect(s.graph);
+    }
+  }
+
+  has(name: string): boolean {
+    return this.used.has(name);
+  }
+
+  fresh(hint: string): string {
+    let name = `steerlab/${hint}`;
+    for (let i = 1; this.used.has(name); i++) name = `steerlab/${hint}_${i}`;
+    this.used.add(name);
+    return name;
+  }
+}
+
+function node(names: Names, opType: string, inputs: string[], outputs: string[], attrs: { name: string; i?: number; t?: ReturnType<typeof tensor> }[] = []): NodeProto {
+  return create(NodeProtoSchema, {
+    name: names.fresh(`${opType}_node`),
+    opType,
+    input: inputs,
+    output: outputs,
+    attribute: attrs.map((a) =>
+      a.t
+        ? create(AttributeProtoSchema, { name: a.name, type: AttributeProto_AttributeType.TENSOR, t: a.t })
+        : create(AttributeProtoSchema, { name: a.name, type: AttributeProto_AttributeType.INT, i: BigInt(a.i ?? 0) }),
+    ),
+  });
+}
+
+function int64Constant(names: Names, hint: string, values: number[]): { node: NodeProto; out: string } {
+  const out = names.fresh(hint);
+  const t = tensor(out, TensorProto_DataType.INT64, [values.length], BigInt64Array.from(values.map(BigInt)));
+  return { node: node(names, 'Constant', [], [out], [{ name: 'value', t }]), out };
+}
+
+/**
+ * Plans the rewrite of one decoder graph. Returns its node list and the name of its residual-stack value, and
+ * records the injection points.
+ */
+function rewriteDecoder(site: DecoderSite, numLayers: number, names: Names, stackName: string, report: PatchReport): NodeEmit[] {
+  const { detection, scope, graphLabel } = site;
+  const tag = graphLabel === 'main' ? '' : `${graphLabel}/`;
+  const dtype = detection.streamDtype;
+  const pre: NodeProto[] = [];
+  // steering [SB, L, H] -> L rows [SB, 1, H], each broadcasting over batch and positions; cast to the stream dtype.
+  const sizes = int64Constant(names, `${tag}steering_split_sizes`, new Array(numLayers).fill(1));
+  pre.push(sizes.node);
+  const rowsF32 = Array.from({ length: numLayers }, (_, l) => names.fresh(`${tag}steering_row_${l}`));
+  pre.push(node(names, 'Split', [STEERING_INPUT, sizes.out], rowsF32, [{ name: 'axis', i: 1 }]));
+  const rows = rowsF32.map((r, l) => {
+    if (dtype === TensorProto_DataType.FLOAT) return r;
+    const cast = names.fresh(`${tag}steering_row_${l}_cast`);
+    pre.push(node(names, 'Cast', [r], [cast], [{ name: 'to', i: dtype }]));
+    return cast;
+  });
+
+  const before = new Map<number, NodeProto[]>();
+  const after = new Map<number, NodeProto[]>();
+  const replaced = new Map<number, NodeProto>();
+  const residuals = [detection.streamStart];
+  for (let l = 0; l < numLayers; l++) {
+    const p = detection.producers[2 * l + 1]; // the second residual producer of layer l closes the layer
+    const orig = scope.node(p.nodeIndex);
+    if (p.kind === 'add') {
+      // Consumers keep reading the original name, which now carries the steered residual.
+      const out = orig.output[0];
+      const raw = names.fresh(`${tag}layer_${l}_residual_unsteered`);
+      replaced.set(p.nodeIndex, { ...orig, output: [raw, ...orig.output.slice(1)] });
+      after.set(p.nodeIndex, [node(names, 'Add', [raw, rows[l]], [out])]);
+      residuals.push(out);
+      report.injection_points.push({ layer: l, graph: graphLabel, kind: 'add', value: out });
+    } else {
+      // Steer one summand with an explicit Add (never the `bias` input, METHOD.md 4): output 3 = input + skip is then
+      // the steered residual and output 0 normalises it. Output 3 is added when the node (a final norm) exposes only
+      // output 0. The summand is the incoming stream, not the branch: in onnxruntime 1.30 CPU an fp16 Add of +0 on a
+      // MatMulNBits output changed ~60% of the logits by an ulp, while +0 on the stream is bit-exact.
+      const slot = orig.input[0] === p.streamIn ? 0 : 1;
+      const steered = names.fresh(`${tag}layer_${l}_stream_steered`);
+      before.set(p.nodeIndex, [node(names, 'Add', [orig.input[slot], rows[l]], [steered])]);
+      const outputs = [...orig.output];
+      while (outputs.length < 4) outputs.push('');
+      if (!outputs[3]) outputs[3] = names.fresh(`${tag}layer_${l}_residual`);
+      const input = [...orig.input];
+      input[slot] = steered;
+      replaced.set(p.nodeIndex, { ...orig, input, output: outputs });
+      residuals.push(outputs[3]);
+      report.injection_points.push({ layer: l, graph: graphLabel, kind: 'skip-norm', value: outputs[3] });
+    }
+  }
+
+  // residual_stream: stack [B, S, H] x (L + 1) on a new axis 1, in float32.
+  const post: NodeProto[] = [];
+  const axes = int64Constant(names, `${tag}residual_axes`, [1]);
+  post.push(axes.node);
+  const unsq = residuals.map((r, i) => {
+    const u = names.fresh(`${tag}residual_${i}_unsqueezed`);
+    post.push(node(names, 'Unsqueeze', [r, axes.out], [u]));
+    return u;
+  });
+  if (dtype === TensorProto_DataType.FLOAT) {
+    post.push(node(names, 'Concat', unsq, [stackName], [{ name: 'axis', i: 1 }]));
+  } else {
+    const stacked = names.fresh(`${tag}residual_stack`);
+    post.push(node(names, 'Concat', unsq, [stacked], [{ name: 'axis', i: 1 }]));
+    post.push(node(names, 'Cast', [stacked], [stackName], [{ name: 'to', i: TensorProto_DataType.FLOAT }]));
+  }
+
+  const items: NodeEmit[] = pre.map((n) => ({ kind: 'encode', node: n }));
+  scope.graph.nodes.forEach((entry, i) => {
+    for (const n of before.get(i) ?? []) items.push({ kind: 'encode', node: n });
+    const r = replaced.get(i);
+    items.push(r ? { kind: 'encode', node: r } : { kind: 'keep', entry });
+    for (const n of after.get(i) ?? []) items.push({ kind: 'encode', node: n });
+  });
+  for (const n of post) items.push({ kind: 'encode', node: n });
+  return items;
+}
+
+function plan(a: Analysis): GraphRewrite {
+  const names = new Names(a.model.graph);
+  if (names.has(STEERING_INPUT) || names.has(RESIDUAL_OUTPUT)) {
+    throw new OnnxPatchError('ALREADY_PATCHED', `the model already uses the name '${STEERING_INPUT}' or '${RESIDUAL_OUTPUT}' for a value; cannot add the steering input/output`);
+  }
+  const { num_layers: L, hidden_size: H } = a.report;
+  const steeringInfo = valueInfo(STEERING_INPUT, TensorProto_DataType.FLOAT, ['steer_batch', L, H]);
+  const residualDims: Dim[] = [a.batchDim, L + 1, a.seqDim, H];
+  const rootRewrite: GraphRewrite = {
+    newInputs: [steeringInfo],
+    newOutputs: [valueInfo(RESIDUAL_OUTPUT, TensorProto_DataType.FLOAT, residualDims)],
+  };
+  if (a.ifNodeIndex === undefined) {
+    rootRewrite.nodes = rewriteDecoder(a.sites[0], L, names, RESIDUAL_OUTPUT, a.report);
+    return rootRewrite;
+  }
+  // Merged: each branch computes its own stack and returns it as a new last output; the If returns it as
+  // `residual_stream`, appended last everywhere so the branch, If and graph output lists stay aligned.
+  const branches = new Map<string, GraphRewrite>();
+  for (const site of a.sites) {
+    const branchOut = names.fresh(`${site.graphLabel}/${RESIDUAL_OUTPUT}`);
+    branches.set(site.graphLabel, {
+      nodes: rewriteDecoder(site, L, names, branchOut, a.report),
+      newOutputs: [valueInfo(branchOut, TensorProto_DataType.FLOAT, residualDims)],
+    });
+  }
+  rootRewrite.nodes = a.model.graph.nodes.map((entry, i): NodeEmit =>
+    i === a.ifNodeIndex ? { kind: 'splice', entry, newOutputs: [RESIDUAL_OUTPUT], branches } : { kind: 'keep', entry },
+  );
+  return rootRewrite;
+}
+
+/** Keeps the promise that every failure is an OnnxPatchError with a code. */
+function guarded<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof OnnxPatchError) throw err;
+    const msg = err instanceof Error ? err.message : String(err);
+    throw new OnnxPatchError('UNEXPECTED', `cannot patch this model: ${msg}`);
+  }
+}
+
+/** Detection only: what patchDecoder would do, without writing anything. */
+export function inspectDecoder(bytes: Uint8Array, opts: PatchOptions = {}): PatchReport {
+  return guarded(() => {
+    const a = analyse(bytes, opts);
+    plan(a); // fills injection_points exactly as the patch would
+    return a.report;
+  });
+}
+
+export function patchDecoder(bytes: Uint8Array, opts: PatchOptions = {}): { bytes: Uint8Array; report: PatchReport } {
+  return guarded(() => {
+    const a = analyse(bytes, opts);
+    const rw = plan(a);
+    return { bytes: writeModel(a.model, rw, opts.renameExternalData ?? {}), report: a.report };
+  });
+}
+
+/** Reads, patches and writes atomically (temp file in the output's folder, then rename); on error writes nothing. */
+export async function patchDecoderFile(inPath: string, outPath: string, opts: PatchOptions = {}): Promise<PatchReport> {
+  let input: Uint8Array;
+  try {
+    input = await readFile(inPath);
+  } catch (err) {
+    throw new OnnxPatchError('IO_ERROR', `cannot read ${inPath}: ${(err as Error).message}`);
+  }
+  const { bytes, report } = patchDecoder(input, opts);
+  const tmp = join(dirname(outPath), `.${basename(outPath)}.${randomBytes(6).toString('hex')}.tmp`);
+  try {
+    await writeFile(tmp, bytes);
+    await rename(tmp, outPath);
+  } catch (err) {
+    await unlink(tmp).catch(() => undefined);
+    throw new OnnxPatchError('IO_ERROR', `cannot write ${outPath}: ${(err as Error).message}`);
+  }
+  return report;
+}

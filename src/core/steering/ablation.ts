@@ -1,0 +1,42 @@
+/**
+ * Directional ablation (Arditi et al.): remove the component of the residual stream along a unit direction,
+ *   x' = x - (x . d) d,
+ * at every layer and position. Used to test a refusal direction (refusal should vanish on harmful prompts) and by the
+ * diff-in-means selection's ablation run.
+ */
+import { checkVector, norm } from './vector.js';
+
+function checkUnit(direction: ArrayLike<number>, hiddenSize: number): Float32Array {
+  const d = checkVector(direction, hiddenSize, 'ablation direction');
+  const n = norm(d);
+  if (Math.abs(n - 1) > 1e-3) throw new RangeError(`ablation direction must be a unit vector, its norm is ${n}; normalise it first`);
+  return d;
+}
+
+/** A copy of `x` with its component along the unit direction `d` removed. */
+export function ablate(x: ArrayLike<number>, direction: ArrayLike<number>): Float32Array {
+  const d = checkUnit(direction, x.length);
+  const out = Float32Array.from(x);
+  projectOutRows(out, d.length, d);
+  return out;
+}
+
+/**
+ * In place: every row of `rows` ([n, hidden] row-major) loses its component along the unit `direction`. Returns
+ * `rows`. The projection coefficient is accumulated in float64, so the remaining component is at float32 rounding.
+ */
+export function ablateRows(rows: Float32Array, hiddenSize: number, direction: ArrayLike<number>): Float32Array {
+  if (!Number.isSafeInteger(hiddenSize) || hiddenSize <= 0 || rows.length % hiddenSize !== 0) {
+    throw new RangeError(`ablateRows: length ${rows.length} is not a multiple of hidden size ${hiddenSize}`);
+  }
+  return projectOutRows(rows, hiddenSize, checkUnit(direction, hiddenSize));
+}
+
+function projectOutRows(rows: Float32Array, hiddenSize: number, d: Float32Array): Float32Array {
+  for (let start = 0; start < rows.length; start += hiddenSize) {
+    let c = 0;
+    for (let h = 0; h < hiddenSize; h++) c += rows[start + h] * d[h];
+    for (let h = 0; h < hiddenSize; h++) rows[start + h] -= c * d[h];
+  }
+  return rows;
+}

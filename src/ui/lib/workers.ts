@@ -1,0 +1,33 @@
+/**
+ * The two workers the lab talks to, behind workers/protocol.ts through Comlink. Created lazily, once per page.
+ * Callbacks cross the boundary wrapped in Comlink.proxy.
+ */
+import * as Comlink from 'comlink';
+import type { ControllerWorkerApi, LlmWorkerApi } from '../../../workers/protocol.js';
+
+let llm: Comlink.Remote<LlmWorkerApi> | null = null;
+let controller: Comlink.Remote<ControllerWorkerApi> | null = null;
+const workerErrors: ((message: string) => void)[] = [];
+
+/** Called when a worker fails outside a call (e.g. its script did not load). */
+export function onWorkerError(fn: (message: string) => void): void {
+  workerErrors.push(fn);
+}
+
+function start(url: URL, name: string): Worker {
+  const w = new Worker(url, { type: 'module', name });
+  w.addEventListener('error', (e) => workerErrors.forEach((f) => f(`${name} worker: ${e.message || 'failed to start'}`)));
+  return w;
+}
+
+export function llmWorker(): Comlink.Remote<LlmWorkerApi> {
+  llm ??= Comlink.wrap<LlmWorkerApi>(start(new URL('../../../workers/llm.worker.ts', import.meta.url), 'llm'));
+  return llm;
+}
+
+export function controllerWorker(): Comlink.Remote<ControllerWorkerApi> {
+  controller ??= Comlink.wrap<ControllerWorkerApi>(start(new URL('../../../workers/controller.worker.ts', import.meta.url), 'controller'));
+  return controller;
+}
+
+export const proxy = Comlink.proxy;

@@ -1,0 +1,113 @@
+/**
+ * Headless-Chromium harness for browser tests run by vitest in Node: a Vite dev server on 127.0.0.1 (the app's own
+ * vite.config.ts, plus folders mounted under URL prefixes) and Debian's /usr/bin/chromium driven by playwright-core.
+ * Flags follow METHOD.md section 5: without the background-networking flags Chromium's connections are refused
+ * many at a time on these machines.
+ */
+import { createReadStream, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, extname, join, normalize, resolve, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { AddressInfo } from 'node:net';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { createServer, type Plugin, type ViteDevServer } from 'vite';
+
+export const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+export const CHROMIUM_PATH = process.env.STEERLAB_CHROMIUM ?? '/usr/bin/chromium';
+
+const CONTENT_TYPES: Record<string, string> = {
+  '.json': 'application/json', '.onnx': 'application/octet-stream', '.onnx_data': 'application/octet-stream',
+  '.txt': 'text/plain', '.bin': 'application/octet-stream',
+};
+
+/** Serves a folder read-only under a URL prefix; refuses paths that climb out of it. */
+function mountFolder(prefix: string, dir: string): Plugin {
+  const root = resolve(dir);
+  return {
+    name: `steerlab-test-mount:${prefix}`,
+    configureServer(server) {
+      server.middlewares.use((req, res, next) => {
+        const path = decodeURIComponent((req.url ?? '').split('?')[0] ?? '');
+        if (!path.startsWith(prefix)) return next();
+        const file = normalize(join(root, path.slice(prefix.length)));
+        if (!(file === root || file.startsWith(root + sep)) || !existsSync(file) || !statSync(file).isFile()) {
+          res.statusCode = 404;
+          res.end(`not found: ${path}`);
+          return;
+        }
+        res.setHeader('Content-Type', CONTENT_TYPES[extname(file)] ?? 'application/octet-stream');
+        res.setHeader('Content-Length', String(statSync(file).size));
+        createReadStream(file).pipe(res);
+      });
+    },
+  };
+}
+
+export interface LabServer { url: string; server: ViteDevServer; close(): Promise<void> }
+
+/** Starts the app's Vite dev server on 127.0.0.1 (a secure context, so WebGPU is offered) on a free port. */
+export async function startLabServer(mounts: Record<string, string> = {}): Promise<LabServer> {
+  for (const prefix of Object.keys(mounts)) {
+    if (!prefix.startsWith('/') || !prefix.endsWith('/')) throw new Error(`mount prefix must start and end with '/', got ${prefix}`);
+  }
+  const server = await createServer({
+    root: PROJECT_ROOT,
+    configFile: join(PROJECT_ROOT, 'vite.config.ts'),
+    logLevel: 'warn',
+    clearScreen: false,
+    server: { host: '127.0.0.1', port: 0, strictPort: false, hmr: false, watch: null },
+    plugins: Object.entries(mounts).map(([p, d]) => mountFolder(p, d)),
+  });
+  await server.listen();
+  const addr = server.httpServer?.address() as AddressInfo | null;
+  if (!addr || typeof addr === 'string') throw new Error('vite dev server did not report a TCP address');
+  return { url: `http://127.0.0.1:${addr.port}`, server, close: () => server.close() };
+}
+
+export interface BrowserSession {
+  context: BrowserContext;
+  page: Page;
+  /** Every URL the page and its workers requested, in order. */
+  requests: string[];
+  /** Console lines and page errors, for failure messages. */
+  log: string[];
+  close(): Promise<void>;
+}
+
+/** Launches Chromium with a fresh profile; webgpu adds --enable-unsafe-webgpu (SwiftShader adapter on GPU-less machines). */
+export async function launchChromium(opts: { webgpu?: boolean } = {}): Promise<BrowserSession> {
+  if (!existsSync(CHROMIUM_PATH)) throw new Error(`Chromium not found at ${CHROMIUM_PATH} (apt-get install chromium, or set STEERLAB_CHROMIUM)`);
+  const userDataDir = mkdtempSync(join(tmpdir(), 'steerlab-chromium-'));
+  const args = [
+    '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync',
+  ];
+  if (opts.webgpu) args.push('--enable-unsafe-webgpu');
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM_PATH, headless: true, args, timeout: 60_000,
+  });
+  const page = context.pages()[0] ?? (await context.newPage());
+  const requests: string[] = [];
+  const log: string[] = [];
+  context.on('request', (r) => requests.push(r.url()));
+  page.on('console', (m) => log.push(`[${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => log.push(`[pageerror] ${e.message}`));
+  page.on('worker', (w) => w.on('console', (m) => log.push(`[worker ${m.type()}] ${m.text()}`)));
+  return {
+    context, page, requests, log,
+    async close() {
+      await context.close();
+      rmSync(userDataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Opens the worker debug page (src/ui/debug) and waits until its worker API is on window.steerlabDebug. */
+export async function openDebugPage(session: BrowserSession, serverUrl: string): Promise<void> {
+  await session.page.goto(`${serverUrl}/src/ui/debug/index.html`);
+  try {
+    await session.page.waitForFunction(() => 'steerlabDebug' in window, null, { timeout: 30_000 });
+  } catch (e) {
+    throw new Error(`debug page did not start: ${(e as Error).message}\nbrowser log:\n${session.log.join('\n')}`);
+  }
+}

@@ -1,0 +1,42 @@
+/** `npm run lab -- patch IN OUT [--json] [--layers N]`, run as a real process. */
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const FIXTURE = join(ROOT, 'test/fixtures/onnx/tiny-qwen35-skipln-gqa-fp16.onnx');
+
+function lab(...args: string[]) {
+  return spawnSync(join(ROOT, 'node_modules/.bin/tsx'), ['src/cli/main.ts', ...args], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
+}
+
+describe('lab patch', () => {
+  it('--json prints one report object and writes the model', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'steerlab-cli-'));
+    const out = join(dir, 'steerable.onnx');
+    const r = lab('patch', FIXTURE, out, '--json', '--layers', '2');
+    expect(r.status).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    const report = JSON.parse(lines[0]);
+    expect(report).toMatchObject({ topology: 'fused', num_layers: 2, hidden_size: 64, stream_dtype: 'float16' });
+    expect(report.injection_points).toHaveLength(2);
+    expect(readFileSync(out).length).toBeGreaterThan(readFileSync(FIXTURE).length);
+  });
+
+  it('fails with a non-zero status, one line on stderr, and no output file', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'steerlab-cli-'));
+    const out = join(dir, 'steerable.onnx');
+    const r = lab('patch', FIXTURE, out, '--layers', '3');
+    expect(r.status).not.toBe(0);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/LAYER_COUNT_MISMATCH: found 4 residual producers = 2 layers, config says 3/);
+    expect(existsSync(out)).toBe(false);
+    const bad = lab('patch', FIXTURE, out, '--layers', 'two');
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toMatch(/--layers must be a positive integer/);
+  });
+});

@@ -1,0 +1,118 @@
+/// <reference types="vite/client" />
+/**
+ * Controller worker: trains and runs the WAS controller (src/core/controller, TensorFlow.js) off the UI thread and
+ * serves workers/protocol.ts's ControllerWorkerApi through Comlink. It holds one active controller: the last one
+ * trained or loaded.
+ *
+ * Backend: WASM (XNNPACK), else CPU. WebGPU/WebGL are skipped on purpose: a controller step is a batch of 4 rows
+ * through a 2-layer MLP, so GPU launch and read-back latency would dominate, and the LLM worker already uses the GPU.
+ * The tfjs .wasm files are bundled by Vite (`?url` imports) so nothing is fetched from a CDN.
+ */
+import * as Comlink from 'comlink';
+import wasmPlain from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm?url';
+import wasmSimd from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm?url';
+import wasmThreaded from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-threaded-simd.wasm?url';
+import {
+  ControllerNetwork, decodeController, encodeController, lastBackendReport, selectBackend, trainController,
+  type Controller,
+} from '../src/core/controller/index.js';
+import type {
+  ControllerBackendInfo, ControllerInfo, ControllerPredictionBatch, ControllerTrainEvent, ControllerTrainJob,
+  ControllerWorkerApi,
+} from './protocol.js';
+
+let backend: Promise<ControllerBackendInfo> | null = null;
+let active: { controller: Controller; network: ControllerNetwork } | null = null;
+let training: AbortController | null = null;
+
+function ensureBackend(): Promise<ControllerBackendInfo> {
+  backend ??= selectBackend(['wasm', 'cpu'], {
+    wasmPaths: {
+      'tfjs-backend-wasm.wasm': wasmPlain,
+      'tfjs-backend-wasm-simd.wasm': wasmSimd,
+      'tfjs-backend-wasm-threaded-simd.wasm': wasmThreaded,
+    },
+  }).then((name) => ({
+    backend: name,
+    attempts: (lastBackendReport()?.attempts ?? []).map((a) => ({ name: a.name, ok: a.ok, reason: a.reason ?? null })),
+  }));
+  return backend;
+}
+
+function info(c: Controller): ControllerInfo {
+  return { metadata: JSON.parse(JSON.stringify(c.metadata)) as ControllerInfo['metadata'], bytes: encodeController(c) };
+}
+
+function activate(c: Controller): void {
+  active?.network.dispose();
+  active = { controller: c, network: new ControllerNetwork(c.params, c.standardization) };
+}
+
+function checkRows(x: Float32Array, rows: number, what: string): number {
+  if (!(x instanceof Float32Array)) throw new TypeError(`${what}: features must be a Float32Array [rows * inputSize]`);
+  if (!Number.isInteger(rows) || rows <= 0 || x.length % rows !== 0) {
+    throw new RangeError(`${what}: ${x.length} feature values do not split into ${rows} rows`);
+  }
+  return x.length / rows;
+}
+
+const api: ControllerWorkerApi = {
+  init: () => ensureBackend(),
+
+  async train(job: ControllerTrainJob, onEvent?: (e: ControllerTrainEvent) => void): Promise<ControllerInfo> {
+    if (training) throw new Error('train: a training run is already in progress; cancel() it first');
+    if (!job || !(job.features instanceof Float32Array) || !(job.labels instanceof Uint8Array)) {
+      throw new TypeError('train: expected { features: Float32Array [rows * inputSize], labels: Uint8Array [rows], options }');
+    }
+    checkRows(job.features, job.labels.length, 'train');
+    await ensureBackend();
+    const abort = new AbortController();
+    training = abort;
+    try {
+      const c = await trainController(
+        { x: job.features, labels: job.labels },
+        {
+          ...job.options,
+          validation: job.validation ? { x: job.validation.features, labels: job.validation.labels } : undefined,
+          signal: abort.signal,
+          onBatch: onEvent ? (p) => onEvent({ type: 'batch', epoch: p.epoch, batch: p.batch, batches: p.batches, loss: p.loss }) : undefined,
+          onEpoch: onEvent ? (m) => onEvent({ type: 'epoch', metrics: { ...m } }) : undefined,
+        },
+      );
+      activate(c);
+      const out = info(c);
+      return Comlink.transfer(out, [out.bytes.buffer as ArrayBuffer]);
+    } finally {
+      training = null;
+    }
+  },
+
+  async cancel(): Promise<void> {
+    training?.abort(new DOMException('training cancelled', 'AbortError'));
+  },
+
+  async load(bytes: Uint8Array, expect?: { numLayers: number; hiddenSize: number }): Promise<ControllerInfo> {
+    if (!(bytes instanceof Uint8Array)) throw new TypeError('load: expected the controller file as a Uint8Array');
+    await ensureBackend();
+    const c = decodeController(bytes, { expect: expect ? { ...expect } : undefined, source: 'controller file' });
+    activate(c);
+    return info(c);
+  },
+
+  async predict(features: Float32Array, rows: number): Promise<ControllerPredictionBatch> {
+    if (!active) throw new Error('predict: no controller is loaded; train or load one first');
+    const n = checkRows(features, rows, 'predict');
+    if (n !== active.network.shape.inputSize) {
+      throw new RangeError(`predict: rows have ${n} features, the controller expects ${active.network.shape.inputSize} (${active.controller.metadata.input_layers.length} layers x hidden ${active.controller.metadata.hidden_size})`);
+    }
+    const out = active.network.predictBatch(features, rows);
+    return Comlink.transfer({ scales: out.scales, layerWeights: out.layerWeights }, [out.scales.buffer as ArrayBuffer, out.layerWeights.buffer as ArrayBuffer]);
+  },
+
+  async unload(): Promise<void> {
+    active?.network.dispose();
+    active = null;
+  },
+};
+
+Comlink.expose(api);

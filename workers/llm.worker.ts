@@ -1,0 +1,16 @@
+/// <reference types="vite/client" />
+/**
+ * LLM worker: hosts one steerable model and serves workers/protocol.ts's LlmWorkerApi through Comlink.
+ * transformers.js is pointed at our own copy of onnxruntime-web's run-time files before anything loads
+ * (workers/ort-assets.ts), so the worker never contacts a CDN.
+ */
+import * as Comlink from 'comlink';
+import { env } from '@huggingface/transformers';
+import { ortWasmPaths } from './ort-assets.js';
+import { createLlmHost } from './llm-host.js';
+
+const onnxWasm = env.backends.onnx?.wasm as { wasmPaths?: unknown; numThreads?: number } | undefined;
+if (!onnxWasm) throw new Error('llm.worker: transformers.js exposes no env.backends.onnx.wasm; cannot point it at local WASM files');
+onnxWasm.wasmPaths = ortWasmPaths(self.location.origin, import.meta.env.BASE_URL);
+
+Comlink.expose(createLlmHost());

@@ -1,0 +1,22 @@
+/**
+ * The onnxruntime-web run-time files the workers load, served from our own origin so nothing comes from a CDN.
+ *
+ * transformers.js 4.3.1 imports `onnxruntime-web/webgpu`, which resolves to its nested
+ * onnxruntime-web 1.31-dev `dist/ort.webgpu.bundle.min.mjs`. That bundle (WebGPU and WASM execution providers in
+ * one binary) loads exactly one Emscripten pair at run time: `ort-wasm-simd-threaded.asyncify.{mjs,wasm}`.
+ * Without `wasmPaths`, transformers.js points both at cdn.jsdelivr.net.
+ *
+ * Shared by vite.config.ts (which serves and emits the files) and llm.worker.ts (which points transformers.js at them).
+ */
+export const ORT_ASSET_DIR = 'ort/';
+
+export const ORT_RUNTIME_FILES = {
+  mjs: 'ort-wasm-simd-threaded.asyncify.mjs',
+  wasm: 'ort-wasm-simd-threaded.asyncify.wasm',
+} as const;
+
+/** Absolute URLs of the run-time pair, for `env.backends.onnx.wasm.wasmPaths`. base = Vite's BASE_URL. */
+export function ortWasmPaths(origin: string, base: string): { mjs: string; wasm: string } {
+  const dir = new URL(`${base.endsWith('/') ? base : `${base}/`}${ORT_ASSET_DIR}`, origin);
+  return { mjs: new URL(ORT_RUNTIME_FILES.mjs, dir).href, wasm: new URL(ORT_RUNTIME_FILES.wasm, dir).href };
+}
