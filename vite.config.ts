@@ -115,7 +115,12 @@ export default defineConfig({
     outDir: 'dist',
     rollupOptions: { input: { main: join(root, 'index.html'), debug: join(root, 'src/ui/debug/index.html') } },
   },
-  optimizeDeps: { exclude: ['@huggingface/transformers', 'onnxruntime-web'] },
+  optimizeDeps: {
+    exclude: ['@huggingface/transformers', 'onnxruntime-web'],
+    // Dependencies reached only from workers escape the start-up scan; found later, they make the dev server
+    // re-bundle while a worker is loading (stale module errors). Listing them keeps the dev server deterministic.
+    include: ['comlink', 'onnx-buf', '@bufbuild/protobuf'],
+  },
   server: { host: '127.0.0.1', headers: isolationHeaders },
   preview: { host: '127.0.0.1', headers: isolationHeaders },
 });

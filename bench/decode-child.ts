@@ -55,15 +55,24 @@ function wasLikeMatrix(L: number, H: number): Float32Array {
 /** Streamer that timestamps every generated token (the first put() is the prompt). */
 function timingStreamer() {
   const stamps: number[] = [];
+  const cpu: number[] = [];
   let sawPrompt = false;
   return {
     stamps,
     streamer: {
       put: () => {
         if (!sawPrompt) sawPrompt = true;
-        else stamps.push(performance.now());
+        else {
+          stamps.push(performance.now());
+          const u = process.cpuUsage();
+          cpu.push((u.user + u.system) / 1000);
+        }
       },
       end: () => undefined,
+    },
+    /** CPU milliseconds (all threads of this process) per cached step: robust to other jobs sharing the cores. */
+    cpuMsPerToken(): number {
+      return (cpu.at(-1)! - cpu[0]!) / (cpu.length - 1);
     },
     /** tokens/s over tokens 2..n (token 1 carries the prefill). */
     rate(): number {
@@ -93,6 +102,7 @@ const eos = sm.eosTokenIds;
 
 type Variant = 'unpatched' | 'patched_zero' | 'patched_was';
 const decodeRuns: Record<Variant, number[]> = { unpatched: [], patched_zero: [], patched_was: [] };
+const decodeCpu: Record<Variant, number[]> = { unpatched: [], patched_zero: [], patched_was: [] };
 const tokensMade: Record<Variant, number[]> = { unpatched: [], patched_zero: [], patched_was: [] };
 
 async function decodeOnce(v: Variant): Promise<void> {
@@ -106,6 +116,7 @@ async function decodeOnce(v: Variant): Promise<void> {
     await sm.generate({ inputIds: prompt, maxNewTokens: args.newTokens, steering: v === 'patched_zero' ? null : was, streamer: t.streamer });
   }
   decodeRuns[v].push(t.rate());
+  decodeCpu[v].push(t.cpuMsPerToken());
   tokensMade[v].push(t.stamps.length);
 }
 
@@ -113,7 +124,13 @@ async function decodeOnce(v: Variant): Promise<void> {
 // stream [1, L+1, S, H]: the patched graph has no switch to turn capture off).
 type PVariant = 'unpatched' | 'patched';
 const prefillRuns: Record<PVariant, number[]> = { unpatched: [], patched: [] };
+const prefillCpu: Record<PVariant, number[]> = { unpatched: [], patched: [] };
+const cpuMs = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
 async function prefillOnce(v: PVariant): Promise<void> {
+  const c = cpuMs();
   const t = performance.now();
   if (v === 'unpatched') {
     const out = await plain.forward({ input_ids: i64(prefillIds), attention_mask: ones(prefillIds.length) });
@@ -123,13 +140,14 @@ async function prefillOnce(v: PVariant): Promise<void> {
     void r.residuals.data.length;
   }
   prefillRuns[v].push((performance.now() - t) / 1000);
+  prefillCpu[v].push(cpuMs() - c);
 }
 
 // Warm-up: one of each (first runs allocate arenas and are not representative).
 for (const v of ['unpatched', 'patched_zero', 'patched_was'] as Variant[]) await decodeOnce(v);
 for (const v of ['unpatched', 'patched'] as PVariant[]) await prefillOnce(v);
-for (const k of Object.keys(decodeRuns) as Variant[]) (decodeRuns[k].length = 0), (tokensMade[k].length = 0);
-for (const k of Object.keys(prefillRuns) as PVariant[]) prefillRuns[k].length = 0;
+for (const k of Object.keys(decodeRuns) as Variant[]) (decodeRuns[k].length = 0), (tokensMade[k].length = 0), (decodeCpu[k].length = 0);
+for (const k of Object.keys(prefillRuns) as PVariant[]) (prefillRuns[k].length = 0), (prefillCpu[k].length = 0);
 
 for (let r = 0; r < args.reps; r++) {
   for (const v of rotated(['unpatched', 'patched_zero', 'patched_was'] as Variant[], r)) await decodeOnce(v);
@@ -150,6 +168,13 @@ done({
     zero: decodeRuns.patched_zero.map((x, i) => x / decodeRuns.unpatched[i]!),
     was: decodeRuns.patched_was.map((x, i) => x / decodeRuns.unpatched[i]!),
   },
+  decode_cpu_ms_per_token: Object.fromEntries((Object.keys(decodeCpu) as Variant[]).map((v) => [v, summarize(decodeCpu[v])])),
+  decode_cpu_ratio_per_rep: {
+    zero: decodeCpu.patched_zero.map((x, i) => x / decodeCpu.unpatched[i]!),
+    was: decodeCpu.patched_was.map((x, i) => x / decodeCpu.unpatched[i]!),
+  },
+  prefill_cpu_ms: Object.fromEntries((Object.keys(prefillCpu) as PVariant[]).map((v) => [v, summarize(prefillCpu[v])])),
+  prefill_cpu_ratio_per_rep: prefillCpu.patched.map((x, i) => x / prefillCpu.unpatched[i]!),
   tokens_generated: Object.fromEntries((Object.keys(tokensMade) as Variant[]).map((v) => [v, Math.min(...tokensMade[v])])),
   prefill: Object.fromEntries((Object.keys(prefillRuns) as PVariant[]).map((v) => [v, summarize(prefillRuns[v])])),
   prefill_ratio_per_rep: prefillRuns.patched.map((x, i) => x / prefillRuns.unpatched[i]!),

@@ -8,12 +8,34 @@ import { env } from '@huggingface/transformers';
 import { formatChat, loadSteerableModel, type GenerateOptions, type LoadProgress, type SteerableModel } from '../src/core/model/index.js';
 import { chooseDevice, probeWebGpu } from './device.js';
 import type {
-  DeviceProbe, ForwardRequest, ForwardResult, GenerateEvent, GenerateRequest, GenerateResult, LlmWorkerApi,
+  DeviceProbe, ForwardRequest, ForwardResult, GenerateEvent, GenerateRequest, GenerateResult, LlmDevice, LlmWorkerApi,
   LoadedModelInfo, LoadProgressEvent, LoadRequest, SteeringMatrix,
 } from './protocol.js';
 
+/**
+ * Comlink delivers a proxied callback's calls over its own MessageChannel, so they can overtake, or be overtaken by,
+ * the method's result. Every call is kept and awaited before the method resolves: when a load() or generate()
+ * resolves, the UI has seen all of its events.
+ */
+class EventSink<E> {
+  private pending: Promise<unknown>[] = [];
+  constructor(private readonly callback: ((e: E) => unknown) | undefined) {}
+  get active(): boolean {
+    return this.callback !== undefined;
+  }
+  emit(e: E): void {
+    if (this.callback) this.pending.push(Promise.resolve(this.callback(e)));
+  }
+  /** Waits for every delivered event; a callback that threw on the UI side does not fail the operation. */
+  async drain(): Promise<void> {
+    const p = this.pending;
+    this.pending = [];
+    await Promise.allSettled(p);
+  }
+}
+
 /** Download progress crosses the worker boundary at most once per percent per file (plus the final event). */
-function thinDownloadProgress(onProgress: (e: LoadProgressEvent) => void): (p: LoadProgress) => void {
+function thinDownloadProgress(sink: EventSink<LoadProgressEvent>): (p: LoadProgress) => void {
   const lastPercent = new Map<string, number>();
   return (p) => {
     if (p.stage === 'download' && !p.done && p.total) {
@@ -21,7 +43,7 @@ function thinDownloadProgress(onProgress: (e: LoadProgressEvent) => void): (p: L
       if (lastPercent.get(p.file) === pct) return;
       lastPercent.set(p.file, pct);
     }
-    onProgress(p);
+    sink.emit(p);
   };
 }
 
@@ -94,8 +116,9 @@ export function createLlmHost(): LlmWorkerApi {
       if (generation) throw new Error('load: a generation is running; cancel() it first');
       loading = true;
       const t0 = performance.now();
+      const sink = new EventSink(onProgress);
       try {
-        const choice = await chooseDevice(req.device ?? 'auto');
+        let choice = await chooseDevice(req.device ?? 'auto');
         if (model) {
           const old = model;
           model = null;
@@ -107,13 +130,28 @@ export function createLlmHost(): LlmWorkerApi {
           env.localModelPath = req.localModelPath;
         }
         env.allowRemoteModels = req.allowRemoteModels ?? true;
-        const m = await loadSteerableModel(req.model, {
-          device: choice.device,
+        const loadOn = (device: LlmDevice) => loadSteerableModel(req.model, {
+          device,
           dtype: req.dtype,
           modelFileName: req.modelFileName,
           selfCheck: req.selfCheck ?? true,
-          progress: onProgress ? thinDownloadProgress(onProgress) : undefined,
+          progress: sink.active ? thinDownloadProgress(sink) : undefined,
         });
+        let m: SteerableModel;
+        try {
+          m = await loadOn(choice.device);
+        } catch (e) {
+          // 'auto' promised a working model, not a device: an adapter can lack what a graph needs (SwiftShader and
+          // many GPUs have no shader-f16), or a kernel can fail the self-check. Retry once on WASM and say why.
+          if ((req.device ?? 'auto') !== 'auto' || choice.device !== 'webgpu') throw e;
+          const why = (e as Error).message;
+          try {
+            m = await loadOn('wasm');
+          } catch (e2) {
+            throw new Error(`load failed on WebGPU (${why}) and on WASM (${(e2 as Error).message})`, { cause: e2 });
+          }
+          choice = { device: 'wasm', reason: `WebGPU load failed, using WASM: ${why}` };
+        }
         yieldBeforeEachStep(m, () => generation !== null);
         model = m;
         return {
@@ -128,6 +166,7 @@ export function createLlmHost(): LlmWorkerApi {
           loadMs: performance.now() - t0,
         };
       } finally {
+        await sink.drain();
         loading = false;
       }
     },
@@ -153,6 +192,7 @@ export function createLlmHost(): LlmWorkerApi {
       const controller = new AbortController();
       generation = controller;
       const t0 = performance.now();
+      const sink = new EventSink(onEvent);
       let index = 0;
       try {
         const opts: GenerateOptions = {
@@ -162,7 +202,7 @@ export function createLlmHost(): LlmWorkerApi {
           steerPromptPositions: req.steerPromptPositions,
           capture: req.capture ?? 'none',
           signal: controller.signal,
-          onToken: onEvent ? (id, text) => onEvent({ type: 'token', index: index++, id, text }) : undefined,
+          onToken: sink.active ? (id, text) => sink.emit({ type: 'token', index: index++, id, text }) : undefined,
         };
         // undefined = the model's setSteering matrix; the core treats a missing key the same way.
         if (req.steering !== undefined) opts.steering = req.steering;
@@ -173,6 +213,7 @@ export function createLlmHost(): LlmWorkerApi {
         const transfers: ArrayBuffer[] = [];
         if (r.promptResiduals) transfers.push((result.promptResiduals = own(r.promptResiduals)).buffer as ArrayBuffer);
         if (r.tokenResiduals) transfers.push((result.tokenResiduals = own(r.tokenResiduals)).buffer as ArrayBuffer);
+        await sink.drain();
         return Comlink.transfer(result, transfers);
       } finally {
         generation = null;

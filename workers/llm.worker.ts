@@ -9,8 +9,8 @@ import { env } from '@huggingface/transformers';
 import { ortWasmPaths } from './ort-assets.js';
 import { createLlmHost } from './llm-host.js';
 
-const onnxWasm = env.backends.onnx?.wasm as { wasmPaths?: unknown; numThreads?: number } | undefined;
-if (!onnxWasm) throw new Error('llm.worker: transformers.js exposes no env.backends.onnx.wasm; cannot point it at local WASM files');
-onnxWasm.wasmPaths = ortWasmPaths(self.location.origin, import.meta.env.BASE_URL);
+const onnx = env.backends.onnx as { wasm?: { wasmPaths?: unknown }; versions?: { web?: string } } | undefined;
+if (!onnx?.wasm) throw new Error('llm.worker: transformers.js exposes no env.backends.onnx.wasm; cannot point it at local WASM files');
+onnx.wasm.wasmPaths = ortWasmPaths(self.location.origin, import.meta.env.BASE_URL, onnx.versions?.web);
 
 Comlink.expose(createLlmHost());

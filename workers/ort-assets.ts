@@ -15,8 +15,14 @@ export const ORT_RUNTIME_FILES = {
   wasm: 'ort-wasm-simd-threaded.asyncify.wasm',
 } as const;
 
-/** Absolute URLs of the run-time pair, for `env.backends.onnx.wasm.wasmPaths`. base = Vite's BASE_URL. */
-export function ortWasmPaths(origin: string, base: string): { mjs: string; wasm: string } {
+/**
+ * Absolute URLs of the run-time pair, for `env.backends.onnx.wasm.wasmPaths`. base = Vite's BASE_URL.
+ * The file names carry no hash, and transformers.js keeps the .wasm in Cache Storage under its URL, so the
+ * onnxruntime-web version goes into the query: after an upgrade a browser never pairs a cached old .wasm with
+ * the new JavaScript glue.
+ */
+export function ortWasmPaths(origin: string, base: string, ortVersion?: string): { mjs: string; wasm: string } {
   const dir = new URL(`${base.endsWith('/') ? base : `${base}/`}${ORT_ASSET_DIR}`, origin);
-  return { mjs: new URL(ORT_RUNTIME_FILES.mjs, dir).href, wasm: new URL(ORT_RUNTIME_FILES.wasm, dir).href };
+  const q = ortVersion ? `?v=${encodeURIComponent(ortVersion)}` : '';
+  return { mjs: new URL(ORT_RUNTIME_FILES.mjs + q, dir).href, wasm: new URL(ORT_RUNTIME_FILES.wasm + q, dir).href };
 }

@@ -15,7 +15,10 @@ import type { EpochMetrics, ControllerMetadata, TrainControllerOptions } from '.
 
 /** Where onnxruntime-web runs the model. 'webgpu' only when navigator.gpu hands out an adapter. */
 export type LlmDevice = 'webgpu' | 'wasm';
-/** What the UI may ask for: 'auto' = WebGPU when an adapter is offered, else WASM. */
+/**
+ * What the UI may ask for. 'auto' = WebGPU when an adapter is offered, else WASM; and if the model cannot run on
+ * that adapter (e.g. an fp16 graph on a GPU without shader-f16), WASM. An explicit device never falls back.
+ */
 export type LlmDeviceRequest = 'auto' | LlmDevice;
 export type LlmDtype = 'fp32' | 'fp16' | 'q8' | 'q4' | 'q4f16';
 
@@ -69,9 +72,13 @@ export interface LoadedModelInfo {
   numLayers: number;
   hiddenSize: number;
   device: LlmDevice;
-  /** Why this device: "navigator.gpu adapter: google / swiftshader" or why WebGPU was not used. */
+  /**
+   * Why this device: "navigator.gpu adapter: google / swiftshader", or why WebGPU was not used (no adapter, or,
+   * with device 'auto', the WebGPU load failed and WASM was used instead: the message says why).
+   */
   deviceReason: string;
-  dtype: LlmDtype | 'default';
+  /** The dtype actually loaded (the core picks one when the request names none). */
+  dtype: LlmDtype;
   patch: ModelPatchSummary;
   /** null when the load was asked to skip the self-check. */
   selfCheck: SelfCheckSummary | null;
@@ -144,7 +151,10 @@ export interface LlmWorkerApi {
   load(req: LoadRequest, onProgress?: (e: LoadProgressEvent) => void): Promise<LoadedModelInfo>;
   /** Sets the steering matrix used by later generate/forward calls that bring none; null clears it. */
   setSteering(matrix: SteeringMatrix): Promise<void>;
-  /** Streams tokens through onEvent; resolves when generation stops (eos, max tokens, or cancel()). */
+  /**
+   * Streams tokens through onEvent; resolves when generation stops (eos, max tokens, or cancel()), and only after
+   * every token event has reached onEvent. Same for load() and its progress events.
+   */
   generate(req: GenerateRequest, onEvent?: (e: GenerateEvent) => void): Promise<GenerateResult>;
   /** Stops the running generate() after its current step; no-op when idle. */
   cancel(): Promise<void>;

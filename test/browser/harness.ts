@@ -8,9 +8,10 @@ import { createReadStream, existsSync, mkdtempSync, rmSync, statSync } from 'nod
 import { tmpdir } from 'node:os';
 import { dirname, extname, join, normalize, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
-import { createServer, type Plugin, type ViteDevServer } from 'vite';
+import { build, createServer, preview, type Plugin, type ViteDevServer } from 'vite';
 
 export const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const CHROMIUM_PATH = process.env.STEERLAB_CHROMIUM ?? '/usr/bin/chromium';
@@ -23,23 +24,23 @@ const CONTENT_TYPES: Record<string, string> = {
 /** Serves a folder read-only under a URL prefix; refuses paths that climb out of it. */
 function mountFolder(prefix: string, dir: string): Plugin {
   const root = resolve(dir);
+  const serve = (req: IncomingMessage, res: ServerResponse, next: () => void): void => {
+    const path = decodeURIComponent((req.url ?? '').split('?')[0] ?? '');
+    if (!path.startsWith(prefix)) return next();
+    const file = normalize(join(root, path.slice(prefix.length)));
+    if (!(file === root || file.startsWith(root + sep)) || !existsSync(file) || !statSync(file).isFile()) {
+      res.statusCode = 404;
+      res.end(`not found: ${path}`);
+      return;
+    }
+    res.setHeader('Content-Type', CONTENT_TYPES[extname(file)] ?? 'application/octet-stream');
+    res.setHeader('Content-Length', String(statSync(file).size));
+    createReadStream(file).pipe(res);
+  };
   return {
     name: `steerlab-test-mount:${prefix}`,
-    configureServer(server) {
-      server.middlewares.use((req, res, next) => {
-        const path = decodeURIComponent((req.url ?? '').split('?')[0] ?? '');
-        if (!path.startsWith(prefix)) return next();
-        const file = normalize(join(root, path.slice(prefix.length)));
-        if (!(file === root || file.startsWith(root + sep)) || !existsSync(file) || !statSync(file).isFile()) {
-          res.statusCode = 404;
-          res.end(`not found: ${path}`);
-          return;
-        }
-        res.setHeader('Content-Type', CONTENT_TYPES[extname(file)] ?? 'application/octet-stream');
-        res.setHeader('Content-Length', String(statSync(file).size));
-        createReadStream(file).pipe(res);
-      });
-    },
+    configureServer(server) { server.middlewares.use(serve); },
+    configurePreviewServer(server) { server.middlewares.use(serve); },
   };
 }
 
@@ -50,10 +51,14 @@ export async function startLabServer(mounts: Record<string, string> = {}): Promi
   for (const prefix of Object.keys(mounts)) {
     if (!prefix.startsWith('/') || !prefix.endsWith('/')) throw new Error(`mount prefix must start and end with '/', got ${prefix}`);
   }
+  // A private dependency cache: servers of parallel test files (and a developer's `npm start`) never rewrite
+  // each other's node_modules/.vite while a page is loading from it.
+  const cacheDir = mkdtempSync(join(tmpdir(), 'steerlab-vite-cache-'));
   const server = await createServer({
     root: PROJECT_ROOT,
     configFile: join(PROJECT_ROOT, 'vite.config.ts'),
-    logLevel: 'warn',
+    cacheDir,
+    logLevel: (process.env.STEERLAB_VITE_LOG as 'info' | undefined) ?? 'warn',
     clearScreen: false,
     server: { host: '127.0.0.1', port: 0, strictPort: false, hmr: false, watch: null },
     plugins: Object.entries(mounts).map(([p, d]) => mountFolder(p, d)),
@@ -61,7 +66,37 @@ export async function startLabServer(mounts: Record<string, string> = {}): Promi
   await server.listen();
   const addr = server.httpServer?.address() as AddressInfo | null;
   if (!addr || typeof addr === 'string') throw new Error('vite dev server did not report a TCP address');
-  return { url: `http://127.0.0.1:${addr.port}`, server, close: () => server.close() };
+  return {
+    url: `http://127.0.0.1:${addr.port}`,
+    server,
+    async close() {
+      await server.close();
+      rmSync(cacheDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * Builds the app (vite build, the production bundle: worker, ort/ files) into outDir and serves it with
+ * `vite preview` on 127.0.0.1, folders mounted as in startLabServer. Proves the built app works with no dev server.
+ */
+export async function buildAndPreview(outDir: string, mounts: Record<string, string> = {}): Promise<{ url: string; close(): Promise<void> }> {
+  const configFile = join(PROJECT_ROOT, 'vite.config.ts');
+  await build({ root: PROJECT_ROOT, configFile, logLevel: 'error', build: { outDir, emptyOutDir: true } });
+  const server = await preview({
+    root: PROJECT_ROOT,
+    configFile,
+    logLevel: 'warn',
+    build: { outDir },
+    preview: { host: '127.0.0.1', port: 0, strictPort: false },
+    plugins: Object.entries(mounts).map(([p, d]) => mountFolder(p, d)),
+  });
+  const addr = server.httpServer.address() as AddressInfo | null;
+  if (!addr || typeof addr === 'string') throw new Error('vite preview server did not report a TCP address');
+  return {
+    url: `http://127.0.0.1:${addr.port}`,
+    close: () => server.close(),
+  };
 }
 
 export interface BrowserSession {

@@ -152,7 +152,7 @@ async function checkDevice(session: BrowserSession, device: LlmDevice | 'auto', 
   // Offline: every request stayed on our 127.0.0.1 origin (no CDN for onnxruntime-web, no hub).
   const foreign = session.requests.filter((u) => !u.startsWith(server.url) && !u.startsWith('blob:') && !u.startsWith('data:'));
   expect(foreign, 'requests that left the local server').toEqual([]);
-  const ortFiles = session.requests.filter((u) => u.startsWith(`${server.url}/ort/`)).map((u) => u.slice(server.url.length));
+  const ortFiles = session.requests.filter((u) => u.startsWith(`${server.url}/ort/`)).map((u) => new URL(u).pathname);
   expect(new Set(ortFiles)).toEqual(new Set(['/ort/ort-wasm-simd-threaded.asyncify.wasm', '/ort/ort-wasm-simd-threaded.asyncify.mjs']));
   return times;
 }

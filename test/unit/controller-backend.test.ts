@@ -10,6 +10,7 @@ import {
   syntheticActivations,
   trainController,
 } from '../../src/core/controller/index.js';
+import { firstLayer } from '../../src/core/controller/train.js';
 
 describe('controller backend selection (Node)', () => {
   it('defaults to wasm then cpu in Node, and uses wasm when it initialises', async () => {
@@ -46,6 +47,14 @@ describe('controller backend selection (Node)', () => {
     const onWasm = new ControllerNetwork(p).predictBatch(x, 3);
     onCpu.scales.forEach((s, i) => expect(onWasm.scales[i]).toBeCloseTo(s, 4));
     onCpu.layerWeights.forEach((w, i) => expect(onWasm.layerWeights[i]).toBeCloseTo(w, 5));
+
+    // The training forward x @ w1: tfjs matMul on wasm, a plain JS loop on cpu; both must agree.
+    const xb = syntheticActivations({ rows: 4, inputSize: 576, seed: 5 }).x;
+    const zWasm = await firstLayer(xb, 4, p);
+    await selectBackend(['cpu']);
+    const zCpu = await firstLayer(xb, 4, p);
+    await selectBackend(['wasm']);
+    zCpu.forEach((z, i) => expect(zWasm[i]).toBeCloseTo(z, 4));
 
     const data = syntheticActivations({ rows: 40, inputSize: 576, seed: 3 });
     const opts = { modelId: 'm', numLayers: 3, hiddenSize: 576, inputLayers: [2], hiddenWidth: 64, epochs: 2, learningRate: 1e-3 };

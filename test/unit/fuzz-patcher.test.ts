@@ -328,7 +328,7 @@ describe('fuzz: patcher on random and mutated bytes', () => {
     // (b) nodes whose If branches nest If branches, 17..200 deep: beyond the reader's subgraph limit.
     for (const depth of [17, 64, 200]) {
       // GraphProto{ node: NodeProto{ op_type 'If', attribute: AttributeProto{ name 'then_branch', g: GraphProto{...} } } }
-      let g = new Uint8Array([0x12, 0x01, 0x67]); // GraphProto.name = 'g'
+      let g: Uint8Array = new Uint8Array([0x12, 0x01, 0x67]); // GraphProto.name = 'g'
       for (let i = 0; i < depth; i++) {
         const attr = new Uint8Array([0x0a, 0x0b, ...new TextEncoder().encode('then_branch'), ...nest(g, 6, 1)]);
         const nodeMsg = new Uint8Array([0x22, 0x02, 0x49, 0x66, ...nest(attr, 5, 1)]); // op_type 'If'
@@ -340,7 +340,7 @@ describe('fuzz: patcher on random and mutated bytes', () => {
     }
     // (c) a ValueInfo whose TypeProto nests sequence_type 50 000 deep (onnx-buf decodes it recursively).
     {
-      let t = new Uint8Array([0x0a, 0x02, 0x08, 0x01]); // TypeProto.tensor_type { elem_type: FLOAT }
+      let t: Uint8Array = new Uint8Array([0x0a, 0x02, 0x08, 0x01]); // TypeProto.tensor_type { elem_type: FLOAT }
       t = nest(t, [1, 4], 100_000); // TypeProto.sequence_type { elem_type: TypeProto.sequence_type {...} }
       const vi = new Uint8Array([0x0a, 0x01, 0x78, ...nest(t, 2, 1)]); // ValueInfoProto{ name 'x', type }
       const graph = nest(vi, 11, 1);

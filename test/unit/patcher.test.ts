@@ -10,7 +10,8 @@ import { ModelProtoSchema, TensorProto_DataLocation, type ValueInfoProto } from 
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { GraphBuilder, DataType, serializeModel } from '../../src/core/onnx/graph-builder.js';
-import { inspectDecoder, OnnxPatchError, patchDecoder, patchDecoderFile } from '../../src/core/onnx/patcher.js';
+import { inspectDecoder, OnnxPatchError, patchDecoder } from '../../src/core/onnx/patcher.js';
+import { patchDecoderFile } from '../../src/core/onnx/patcher-node.js';
 import { fieldView, scanMessage } from '../../src/core/onnx/wire.js';
 import { TOY, mergedDecoder, plainDecoder, toyBody, toyWeights } from './patcher-graphs.js';
 

@@ -1,14 +1,17 @@
 /**
  * `lab generate --model DIR_OR_ID --prompt TEXT`: chat-formats the prompt, generates (greedy unless a sampling flag
- * is given) with an optional steering matrix file (JSON [num_layers][hidden]), streams text to stdout, or prints one
- * JSON object with --json.
+ * is given) with an optional steering matrix file (JSON [num_layers][hidden]) or a steering policy
+ * (--policy off|was|uniform|manual|actadd|cast, see ../policy-options.ts), streams text to stdout, or prints one
+ * JSON object with --json (with a policy: also s, w and the per-layer norms of the patch).
  */
 import type { Command } from 'commander';
 import { loadSteerableModel } from '../../core/model/load.js';
 import { applyHub, parseDevice, parseDtype, readSteeringFile, resolveModelArg, stderrProgress } from '../../core/model/node-cli.js';
 import type { GenerateResult, SamplingOptions } from '../../core/model/types.js';
+import { runFlow } from '../../core/method/flow.js';
+import { addPolicyOptions, resolvePolicyOptions, type PolicyCliOptions } from '../policy-options.js';
 
-export interface GenerateCliOptions {
+export interface GenerateCliOptions extends PolicyCliOptions {
   model: string;
   prompt: string;
   raw?: boolean;
@@ -35,6 +38,8 @@ function num(flag: string, v: string | undefined, integer: boolean): number | un
 
 export interface GenerateCliResult extends GenerateResult {
   promptTokenIds: number[];
+  /** Set when a steering policy (not a raw matrix) drove the patch. */
+  policy?: { kind: string; scale: number | null; layerWeights: number[] | null; rowNorms: number[] | null; warnings: string[] };
 }
 
 export async function runGenerate(o: GenerateCliOptions, onText?: (t: string) => void): Promise<GenerateCliResult> {
@@ -64,6 +69,26 @@ export async function runGenerate(o: GenerateCliOptions, onText?: (t: string) =>
     progress: stderrProgress(),
   });
   try {
+    const policyKind = o.policy ?? 'off';
+    if (policyKind !== 'off') {
+      if (o.steering) throw new Error('--steering (a fixed matrix) and --policy are exclusive: give one of them');
+      if (o.raw) throw new Error('--raw cannot be used with --policy: policies observe the chat-formatted prompt');
+      const resolved = await resolvePolicyOptions(o, { id: sm.id, numLayers: sm.numLayers, hiddenSize: sm.hiddenSize });
+      const flow = await runFlow(sm, o.prompt, { direction: resolved.direction, controller: resolved.controller }, {
+        policy: resolved.policy,
+        maxNewTokens,
+        steerPromptPositions: steerPrompt,
+        sampling: sample ? sampling : null,
+        ...(onText ? { onToken: (_id: number, delta: string) => delta && onText(delta) } : {}),
+      });
+      return {
+        text: flow.text,
+        tokenIds: flow.tokenIds,
+        finishReason: flow.finishReason,
+        promptTokenIds: sm.formatChat(o.prompt).ids,
+        policy: { kind: policyKind, scale: flow.scale, layerWeights: flow.layerWeights, rowNorms: flow.rowNorms, warnings: resolved.warnings },
+      };
+    }
     const steering = o.steering ? await readSteeringFile(o.steering, sm.numLayers, sm.hiddenSize) : null;
     const inputIds = o.raw ? sm.tokenizer.encode(o.prompt, { add_special_tokens: true }) : sm.formatChat(o.prompt).ids;
     const r = await sm.generate({
@@ -81,7 +106,7 @@ export async function runGenerate(o: GenerateCliOptions, onText?: (t: string) =>
 }
 
 export function register(program: Command): void {
-  program
+  const cmd = program
     .command('generate')
     .description('generate a reply with a steerable model, optionally steered by a [num_layers][hidden] JSON matrix')
     .requiredOption('--model <dir-or-id>', 'model folder or hub id')
@@ -98,13 +123,20 @@ export function register(program: Command): void {
     .option('--device <device>', 'cpu | wasm | webgpu (default cpu in Node)')
     .option('--model-file <name>', "transformers.js model_file_name, e.g. 'model' or 'decoder_model_merged'")
     .option('--hub <url>', 'hub base URL (default: STEERLAB_HUB, else transformers.js default)')
-    .option('--json', 'print one JSON object on stdout instead of streaming text')
-    .action(async (o: GenerateCliOptions) => {
-      const r = await runGenerate(o, o.json ? undefined : (t) => process.stdout.write(t));
-      if (o.json) {
-        process.stdout.write(
-          `${JSON.stringify({ text: r.text, token_ids: r.tokenIds, finish_reason: r.finishReason, prompt_token_ids: r.promptTokenIds })}\n`,
-        );
-      } else process.stdout.write('\n');
-    });
+    .option('--json', 'print one JSON object on stdout instead of streaming text');
+  addPolicyOptions(cmd).action(async (o: GenerateCliOptions) => {
+    const r = await runGenerate(o, o.json ? undefined : (t) => process.stdout.write(t));
+    for (const w of r.policy?.warnings ?? []) process.stderr.write(`warning: ${w}\n`);
+    if (o.json) {
+      const out: Record<string, unknown> = { text: r.text, token_ids: r.tokenIds, finish_reason: r.finishReason, prompt_token_ids: r.promptTokenIds };
+      if (r.policy) Object.assign(out, { policy: r.policy.kind, scale: r.policy.scale, layer_weights: r.policy.layerWeights, row_norms: r.policy.rowNorms });
+      process.stdout.write(`${JSON.stringify(out)}\n`);
+    } else {
+      process.stdout.write('\n');
+      if (r.policy) {
+        const fmt = (v: number[] | null) => (v ? v.map((x) => x.toFixed(3)).join(' ') : '-');
+        process.stderr.write(`policy ${r.policy.kind}: s = ${r.policy.scale?.toFixed(4) ?? '-'}\n  w: ${fmt(r.policy.layerWeights)}\n  |row|: ${fmt(r.policy.rowNorms)}\n`);
+      }
+    }
+  });
 }

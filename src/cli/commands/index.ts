@@ -3,6 +3,9 @@ import { register as buildTestModel } from './build-test-model.js';
 import { register as patch } from './patch.js';
 import { register as verify } from './verify.js';
 import { register as generate } from './generate.js';
+import { register as direction } from './direction.js';
+import { register as trainController } from './train-controller.js';
+import { register as evalCommand } from './eval.js';
 
 /** Every CLI command registers itself here (one import + one list entry per command file). */
 export type RegisterCommand = (program: Command) => void;
@@ -12,4 +15,7 @@ export const COMMANDS: RegisterCommand[] = [
   patch,
   verify,
   generate,
+  direction,
+  trainController,
+  evalCommand,
 ];

@@ -3,7 +3,8 @@
  * output, see src/core/onnx/patcher.ts). Failures exit non-zero with one line on stderr (via main.ts).
  */
 import type { Command } from 'commander';
-import { OnnxPatchError, patchDecoderFile, type PatchOptions, type PatchReport } from '../../core/onnx/patcher.js';
+import { OnnxPatchError, type PatchOptions, type PatchReport } from '../../core/onnx/patcher.js';
+import { patchDecoderFile } from '../../core/onnx/patcher-node.js';
 
 export interface PatchCliOptions {
   json?: boolean;

@@ -56,6 +56,9 @@ export function lastBackendReport(): BackendReport | null {
 async function register(name: ControllerBackendName, options: SelectBackendOptions): Promise<string | null> {
   switch (name) {
     case 'cpu':
+      // Bundlers may drop the static side-effect import above (the package's Node entry is not in its sideEffects
+      // list); a dynamic import is never dropped.
+      if (!tf.findBackendFactory('cpu')) await import('@tensorflow/tfjs-backend-cpu');
       return null;
     case 'webgpu':
       if (isNodeRuntime()) return 'WebGPU is not available in Node';

@@ -74,7 +74,10 @@ export class ControllerNetwork {
     return tf.tidy(() => tf.add(tf.matMul(tf.relu(tf.add(tf.matMul(x, this.w1), this.b1)), this.w2), this.b2) as tf.Tensor2D);
   }
 
-  /** One prompt: `row` is the concatenated input-layer residuals at the last prompt token (inputSize values). */
+  /**
+   * One prompt: `row` is the concatenated input-layer residuals at the last prompt token (inputSize values).
+   * Synchronous read-back: fine on cpu/wasm (about 1 ms on wasm for SmolLM2-135M's shape); on webgpu use predictAsync.
+   */
   predict(row: Float32Array): ControllerOutput {
     const out = this.rawOutputs(row, 1);
     return { scale: out[0], layerWeights: toLayerWeights(out, 0, this.shape.numLayers) };
@@ -110,6 +113,30 @@ export class ControllerNetwork {
     return { scales, layerWeights };
   }
 
+  /** predictBatch with asynchronous read-back (needed on WebGPU). */
+  async predictBatchAsync(x: Float32Array, rows: number): Promise<ControllerBatchOutput> {
+    this.checkInput(x, rows);
+    const L = this.shape.numLayers;
+    const scales = new Float32Array(rows);
+    const layerWeights = new Float32Array(rows * L);
+    const n = this.shape.inputSize;
+    for (let r0 = 0; r0 < rows; r0 += PREDICT_CHUNK_ROWS) {
+      const r1 = Math.min(rows, r0 + PREDICT_CHUNK_ROWS);
+      const y = this.forwardRaw(this.inputTensor(x.subarray(r0 * n, r1 * n), r1 - r0));
+      let out: Float32Array;
+      try {
+        out = (await y.data()) as Float32Array;
+      } finally {
+        y.dispose();
+      }
+      for (let r = 0; r < r1 - r0; r++) {
+        scales[r0 + r] = out[r * (L + 1)];
+        layerWeights.set(toLayerWeights(out, r * (L + 1), L), (r0 + r) * L);
+      }
+    }
+    return { scales, layerWeights };
+  }
+
   /** Scales only (what the training loss and held-out accuracy look at). */
   predictScales(x: Float32Array, rows: number): Float32Array {
     return this.predictBatch(x, rows).scales;
@@ -123,6 +150,9 @@ export class ControllerNetwork {
 
   private rawOutputs(x: Float32Array, rows: number): Float32Array {
     this.checkInput(x, rows);
+    if (tf.getBackend() === 'webgpu') {
+      throw new Error('controller: the webgpu backend cannot read results back synchronously; use predictAsync / predictBatchAsync');
+    }
     const y = this.forwardRaw(this.inputTensor(x, rows));
     try {
       return y.dataSync() as Float32Array;

@@ -312,7 +312,9 @@ export async function trainController(data: ControllerDataset, options: TrainCon
         yb[b] = y;
         cb[b] = y ? cw.harmful : cw.benign;
       }
-      const g = batchGradients(params, xb, B, yb, cb, o.loss, work);
+      // Forward x @ w1 on the tfjs backend, read back asynchronously (WebGPU has no synchronous read-back).
+      const z1 = await firstLayer(xb.subarray(0, B * n), B, params);
+      const g = batchGradients(params, xb, z1, B, yb, cb, o.loss, work);
       epochLoss += g.lossSum;
       const batchLoss = g.lossSum / B;
       const scale = clipFactor(Math.sqrt(g.normSq), o.clipNorm);
@@ -339,7 +341,8 @@ export async function trainController(data: ControllerDataset, options: TrainCon
     if (validation) {
       const net = new ControllerNetwork(params, standardization);
       try {
-        const ev = evaluateScales(net.predictScales(validation.x, validation.labels.length), validation.labels, o.loss, o.balance, o.lambda);
+        const scales = (await net.predictBatchAsync(validation.x, validation.labels.length)).scales;
+        const ev = evaluateScales(scales, validation.labels, o.loss, o.balance, o.lambda);
         m.val_loss = ev.loss;
         m.val_accuracy = ev.accuracy;
         m.val_balanced_accuracy = ev.balancedAccuracy;
@@ -433,13 +436,15 @@ export function gradientBuffers(shape: ControllerShape, maxBatch: number): Batch
 }
 
 /**
- * Forward and backward pass of one batch (x row-major [B, inputSize], already standardised), by hand: the network is
- * two linear layers, and the loss reads only s, so the whole backward pass is a few B x hiddenWidth loops.
- * Loss = (1/B) sum_b c_b * l(s_b, y_b) with c_b the class weight. Results are written into `work` and returned.
+ * Rest of the forward pass and the backward pass of one batch, by hand: x row-major [B, inputSize] (already
+ * standardised), z1 = x @ w1 without b1 (firstLayer). The network is two linear layers and the loss reads only s, so
+ * the whole backward pass is a few B x hiddenWidth loops. Loss = (1/B) sum_b c_b * l(s_b, y_b) with c_b the class
+ * weight. Results are written into `work` and returned.
  */
 export function batchGradients(
   params: ControllerParams,
   x: Float32Array,
+  z1: Float32Array,
   B: number,
   y: ArrayLike<number>,
   c: ArrayLike<number>,
@@ -449,7 +454,7 @@ export function batchGradients(
   const H = params.shape.hiddenWidth;
   const O = outputSize(params.shape);
   const n = params.shape.inputSize;
-  const z1 = firstLayer(x.subarray(0, B * n), B, params);
+  if (z1.length < B * H) throw new Error(`batchGradients: z1 has ${z1.length} values, expected ${B} x ${H}`);
   const { h, dz, b1: gb1, w2: gW2, b2: gb2, scales } = work;
   gb1.fill(0);
   gW2.fill(0);
@@ -488,12 +493,12 @@ export function batchGradients(
  * x [rows, inputSize] @ w1; b1 is added by the caller. Runs on the tfjs backend, except on tfjs' 'cpu' backend, whose
  * generic matMul kernel is several times slower than the plain loop below (one pass over w1 for the whole batch).
  */
-function firstLayer(x: Float32Array, rows: number, p: ControllerParams): Float32Array {
+export async function firstLayer(x: Float32Array, rows: number, p: ControllerParams): Promise<Float32Array> {
   const { inputSize, hiddenWidth } = p.shape;
   if (tf.getBackend() === 'cpu') return firstLayerJs(x, rows, p.w1, inputSize, hiddenWidth);
   const z = tf.tidy(() => tf.matMul(tf.tensor2d(x, [rows, inputSize]), tf.tensor2d(p.w1, [inputSize, hiddenWidth])));
   try {
-    return z.dataSync() as Float32Array;
+    return (await z.data()) as Float32Array;
   } finally {
     z.dispose();
   }

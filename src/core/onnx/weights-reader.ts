@@ -287,7 +287,7 @@ async function nbitsHead(bytes: Uint8Array, found: HeadFound, reader: ExternalDa
   const bT = fullTensor(bytes, bRef.tensor);
   const sT = fullTensor(bytes, sRef.tensor);
   const codes = await uint8Data(bT, reader);
-  const { data: scales, storage: scaleStorage } = await floatData(sT, reader);
+  const { data: scales } = await floatData(sT, reader);
   const nBlocks = Math.ceil(K / block);
   const blob = (block * bits) / 8;
   if (codes.length !== N * nBlocks * blob) return `MatMulNBits weight "${bT.name}" has ${codes.length} bytes, expected N ${N} x ${nBlocks} blocks x ${blob}`;
@@ -322,7 +322,6 @@ async function nbitsHead(bytes: Uint8Array, found: HeadFound, reader: ExternalDa
       }
     }
   }
-  void scaleStorage;
   return { source: 'unembedding', tensor: bT.name, storage: bits === 4 ? 'q4' : 'q8', vocabSize: N, hiddenSize: K, data: out };
 }
 

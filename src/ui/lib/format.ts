@@ -7,6 +7,11 @@ export function num(x: number | null | undefined, digits = 3): string {
   return x === null || x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(digits);
 }
 
+/** Small errors (self-check) in scientific notation so 3e-8 does not print as 0.000000. */
+export function sci(x: number | null | undefined): string {
+  return x === null || x === undefined || !Number.isFinite(x) ? '–' : x === 0 ? '0' : x.toExponential(2);
+}
+
 export function bytes(n: number | null | undefined): string {
   if (n === null || n === undefined || !Number.isFinite(n)) return '?';
   if (n < 1024) return `${n} B`;

@@ -28,7 +28,6 @@ export const TINY_TEST_MODEL: ModelChoice = {
   localModelPath: '/models/',
   dtypes: ['fp32'],
   defaultDtype: 'fp32',
-  artefacts: { direction: 'direction.safetensors', controller: 'controller.safetensors' },
   note: 'Built by `npm run lab -- build-test-model --out models/tiny-test --preset tiny --seed 7`; its text is noise.',
 };
 

@@ -14,19 +14,22 @@ export function onWorkerError(fn: (message: string) => void): void {
   workerErrors.push(fn);
 }
 
-function start(url: URL, name: string): Worker {
-  const w = new Worker(url, { type: 'module', name });
+function watch(w: Worker, name: string): Worker {
   w.addEventListener('error', (e) => workerErrors.forEach((f) => f(`${name} worker: ${e.message || 'failed to start'}`)));
   return w;
 }
 
+// `new Worker(new URL(...), { type: 'module' })` must stay written out in full: Vite bundles a worker only when it
+// sees that exact pattern (a URL built elsewhere is shipped as a plain asset and never runs in the built app).
 export function llmWorker(): Comlink.Remote<LlmWorkerApi> {
-  llm ??= Comlink.wrap<LlmWorkerApi>(start(new URL('../../../workers/llm.worker.ts', import.meta.url), 'llm'));
+  llm ??= Comlink.wrap<LlmWorkerApi>(watch(new Worker(new URL('../../../workers/llm.worker.ts', import.meta.url), { type: 'module', name: 'llm' }), 'llm'));
   return llm;
 }
 
 export function controllerWorker(): Comlink.Remote<ControllerWorkerApi> {
-  controller ??= Comlink.wrap<ControllerWorkerApi>(start(new URL('../../../workers/controller.worker.ts', import.meta.url), 'controller'));
+  controller ??= Comlink.wrap<ControllerWorkerApi>(
+    watch(new Worker(new URL('../../../workers/controller.worker.ts', import.meta.url), { type: 'module', name: 'controller' }), 'controller'),
+  );
   return controller;
 }
 

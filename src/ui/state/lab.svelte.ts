@@ -132,6 +132,7 @@ export async function loadModel(choice: ModelChoice, dtype: LlmDtype, device: Ll
     await restoreArtefacts(choice, info);
   } catch (e) {
     lab.model.status = 'error';
+    lab.model.stage = 'failed';
     lab.model.error = errorText(e);
   }
 }

@@ -1,0 +1,98 @@
+/** bench/RESULTS.md from results.json: the same numbers as tables, each goal marked met or missed. */
+import type { Summary } from './stats.js';
+
+interface Results {
+  generated_at: string;
+  mode: string;
+  duration_s: number;
+  machine: Record<string, unknown>;
+  goals: { decode_ratio_min: number; prefill_capture_overhead_max: number; controller_infer_ms_max: number; patch_seconds_max_for_500mb: number; patch_peak_extra_max_x_file: number };
+  decode: Record<string, any>[];
+  prefill: Record<string, any>[];
+  patch: Record<string, any>[];
+  controller: Record<string, any>[];
+  eval: Record<string, any>[];
+  browser: Record<string, any> | null;
+  skipped: string[];
+  notes: string[];
+}
+
+const f = (x: unknown, d = 2) => (typeof x === 'number' && Number.isFinite(x) ? x.toFixed(d) : '–');
+const pct = (x: unknown) => (typeof x === 'number' && Number.isFinite(x) ? `${x >= 0 ? '+' : ''}${(100 * x).toFixed(1)} %` : '–');
+const mb = (b: unknown) => (typeof b === 'number' ? `${(b / 1e6).toFixed(0)} MB` : '–');
+const spread = (s: Summary | undefined, d = 2) => (s ? `${f(s.median, d)} (${f(s.min, d)}–${f(s.max, d)})` : '–');
+const mark = (ok: boolean) => (ok ? 'met' : '**missed**');
+
+export function renderMarkdown(r: Results): string {
+  const g = r.goals;
+  const m = r.machine;
+  const out: string[] = [];
+  out.push(`# Benchmark results (${r.mode} run)`, '');
+  out.push(`Generated ${r.generated_at} in ${f(r.duration_s, 0)} s by \`npm run bench${r.mode === 'quick' ? ' -- --quick' : ''}\`.`, '');
+  out.push(`Machine: ${m.cpu_model}, ${m.cpu_cores} cores, ${mb(m.memory_bytes)} RAM, ${m.platform}; Node ${m.node}, onnxruntime-node ${m.onnxruntime_node}, transformers.js ${m.transformers_js} (onnxruntime-web ${m.onnxruntime_web}), tfjs ${m.tfjs}; commit ${m.git_commit}.`);
+  out.push(`Load average at start ${JSON.stringify(m.load_average_at_start)}, at end ${JSON.stringify(m.load_average_at_end)} (a shared machine: other jobs ran during the run, so the spreads are wide).`, '');
+  out.push('Each figure: median (min–max) over repeated runs; the variants of one measurement run interleaved (rotated order per repeat). Models: random weights, real shapes (SmolLM2-135M: 30 layers x 576; Qwen2.5-0.5B: 24 layers x 896), fp32, `plain` (optimum-style ops) and `fused` (onnxruntime-genai style: SkipSimplifiedLayerNormalization, GroupQueryAttention); the Qwen2.5 shape is over 1.5 GB and uses external data.', '');
+
+  out.push('## Decode (tokens/s, greedy, cached steps after the first token)', '');
+  out.push(`Goal: patched / unpatched >= ${g.decode_ratio_min} with zero steering and with a WAS-like steering matrix. Ratios are paired per repeat, median over repeats.`, '');
+  out.push('| model | topology | runtime | unpatched | patched, zero | patched, WAS | ratio zero | ratio WAS | CPU-time ratio zero / WAS | goal (wall / CPU) |', '|---|---|---|---:|---:|---:|---:|---:|---:|---|');
+  for (const d of r.decode) {
+    const ok = d.ratio_zero >= g.decode_ratio_min && d.ratio_was >= g.decode_ratio_min;
+    const okCpu = d.cpu_ratio_zero >= g.decode_ratio_min && d.cpu_ratio_was >= g.decode_ratio_min;
+    out.push(`| ${d.model} | ${d.topology} | ${d.runtime} | ${spread(d.unpatched)} | ${spread(d.patched_zero)} | ${spread(d.patched_was)} | ${f(d.ratio_zero, 3)} (${f(d.ratio_zero_spread?.min, 2)}–${f(d.ratio_zero_spread?.max, 2)}) | ${f(d.ratio_was, 3)} (${f(d.ratio_was_spread?.min, 2)}–${f(d.ratio_was_spread?.max, 2)}) | ${f(d.cpu_ratio_zero, 3)} / ${f(d.cpu_ratio_was, 3)} | ${mark(ok)} / ${mark(okCpu)} |`);
+  }
+  out.push('', 'CPU time per cached step (ms, all threads of the process; unpatched / zero / WAS): ' + r.decode.map((d) => `${d.model} ${d.topology}: ${f(d.cpu_ms_per_token?.unpatched?.median, 1)} / ${f(d.cpu_ms_per_token?.patched_zero?.median, 1)} / ${f(d.cpu_ms_per_token?.patched_was?.median, 1)}`).join('; ') + '.');
+  if (r.browser && !r.browser.error) {
+    const b = r.browser;
+    out.push(`| ${b.model} | ${b.topology} | ${b.runtime} | ${b.unpatched_tok_s === null ? 'n/a' : f(b.unpatched_tok_s)} | ${spread(b.patched_zero)} | ${spread(b.patched_was)} | ${b.ratio_zero === null ? 'n/a' : f(b.ratio_zero, 3)} | ${b.ratio_was === null ? 'n/a' : f(b.ratio_was, 3)} | ${b.ratio_zero === null ? 'see note' : mark(b.ratio_zero >= g.decode_ratio_min && b.ratio_was >= g.decode_ratio_min)} |`);
+  }
+  out.push('');
+
+  out.push('## Prefill', '');
+  out.push(`Goal: residual capture adds <= ${100 * g.prefill_capture_overhead_max} % to prefill. The patched graph always computes and returns \`residual_stream\` [B, L+1, S, H] (there is no switch to turn capture off), so the transformers.js rows compare the patched graph with the unpatched one; the onnxruntime rows split the cost with graph variants: \`patched_none\` (steering only, residual_stream emptied) and \`patched_last\` (only the last position captured, what WAS needs from a prefill).`, '');
+  out.push('| model | topology | level | tokens | timings (s) | overhead | goal |', '|---|---|---|---:|---|---|---|');
+  for (const p of r.prefill) {
+    if (p.seconds) {
+      const t = Object.entries(p.seconds as Record<string, Summary>).map(([k, v]) => `${k} ${spread(v, 3)}`).join('; ');
+      const ov = `wall vs unpatched: ${Object.entries(p.overhead_vs_unpatched as Record<string, number>).map(([k, v]) => `${k} ${pct(v)}`).join(', ')}; capture full vs none ${pct(p.capture_overhead_full_vs_none)}${p.capture_overhead_last_vs_none !== null ? `; last vs none ${pct(p.capture_overhead_last_vs_none)}` : ''}. CPU time: capture full vs none ${pct(p.cpu_capture_overhead_full_vs_none)}${p.cpu_capture_overhead_last_vs_none !== null ? `, last vs none ${pct(p.cpu_capture_overhead_last_vs_none)}` : ''}; vs unpatched ${Object.entries((p.cpu_overhead_vs_unpatched ?? {}) as Record<string, number>).map(([k, v]) => `${k} ${pct(v)}`).join(', ')}`;
+      out.push(`| ${p.model} | ${p.topology} | ${p.level} | ${p.prefill_tokens} | ${t} | ${ov} | ${mark(p.capture_overhead_full_vs_none <= g.prefill_capture_overhead_max)} / ${mark(p.cpu_capture_overhead_full_vs_none <= g.prefill_capture_overhead_max)} (wall / CPU, full capture) |`);
+    } else {
+      out.push(`| ${p.model} | ${p.topology} | ${p.level} | ${p.prefill_tokens} | unpatched ${spread(p.unpatched_s, 3)}; patched ${spread(p.patched_s, 3)} | wall ${pct(p.overhead)}, CPU time ${pct(p.cpu_overhead)} (residual read-back ${mb(p.residual_bytes)}) | ${mark(p.overhead <= g.prefill_capture_overhead_max)} / ${mark(p.cpu_overhead <= g.prefill_capture_overhead_max)} (wall / CPU) |`);
+    }
+  }
+  out.push('');
+
+  out.push('## Patch time and memory', '');
+  out.push(`Goal: a 500 MB model patches in <= ${g.patch_seconds_max_for_500mb} s with peak extra memory <= ${g.patch_peak_extra_max_x_file}x the file size. Peak extra = peak RSS of a fresh process during the patch minus its RSS with the input already read; "x model" divides by the whole model (graph + external data). With external data the patcher reads and rewrites only the small graph file.`, '');
+  out.push('| model | topology | .onnx size | external data | seconds | peak extra | x model | goal |', '|---|---|---:|---:|---|---:|---:|---|');
+  for (const p of r.patch) {
+    const ok = p.seconds <= g.patch_seconds_max_for_500mb * Math.max(1, p.model_bytes / 500e6) && p.peak_extra_x_file <= g.patch_peak_extra_max_x_file;
+    out.push(`| ${p.model} | ${p.topology} | ${mb(p.file_bytes)} | ${p.external_data_bytes ? mb(p.external_data_bytes) : '–'} | ${spread(p.seconds_spread, 3)} | ${mb(p.peak_extra_bytes)} | ${f(p.peak_extra_x_file, 3)} | ${mark(ok)} |`);
+  }
+  out.push('');
+
+  out.push('## Controller (tfjs, Node)', '');
+  out.push(`Goal: inference <= ${g.controller_infer_ms_max} ms per prompt. Training: one epoch over 1000 cached prompts (synthetic activations of the controller's input size), paper defaults (hidden width 1024, batch 4, AdamW).`, '');
+  out.push('| shape | backend | input size | inference ms/prompt | train s/epoch (1000 prompts) | measured on | goal |', '|---|---|---:|---|---:|---|---|');
+  for (const c of r.controller) {
+    out.push(`| ${c.shape} | ${c.backend} | ${c.input_size} | ${spread(c.infer_ms_spread, 3)} | ${f(c.train_epoch_s, 1)} | ${c.train_epoch_measured.prompts} prompts, ${f(c.train_epoch_measured.seconds.median, 1)} s | ${mark(c.infer_ms <= g.controller_infer_ms_max)} |`);
+  }
+  out.push('');
+
+  out.push('## Evaluation throughput', '');
+  out.push('| model | condition | batch | prompts | max new tokens | prompts/min | generated tokens/s |', '|---|---|---:|---:|---:|---:|---:|');
+  for (const e of r.eval) out.push(`| ${e.model} ${e.topology} | ${e.condition} | ${e.batch_size} | ${e.prompts} | ${e.max_new_tokens} | ${f(e.prompts_per_min, 1)} | ${f(e.tokens_per_s, 2)} |`);
+  out.push('');
+
+  if (r.browser) {
+    out.push('## Browser (headless Chromium, ORT-web WASM)', '');
+    out.push(r.browser.error ? `Not measured: ${r.browser.error}` : `${r.browser.note ?? ''}`, '');
+  }
+  if (r.notes.length || r.skipped.length) {
+    out.push('## Notes', '');
+    for (const n of r.notes) out.push(`- ${n}`);
+    for (const s of r.skipped) out.push(`- ${s}`);
+    out.push('');
+  }
+  return `${out.join('\n')}\n`;
+}

@@ -1,0 +1,291 @@
+/**
+ * `npm run bench [-- --quick] [-- --only decode,prefill,patch,controller,eval,browser]`
+ *
+ * Performance of the steering patch and the method around it, on random-weight models with the real shapes of
+ * SmolLM2-135M and Qwen2.5-0.5B (bench/models.ts). Every figure is a median over repeated, interleaved runs, with
+ * min and max. Each measurement runs in a child process (bench/child.ts). Writes bench/results.json and
+ * bench/RESULTS.md (atomically). --quick: fewer repeats, fewer tokens, the small model only (for development).
+ */
+import { execFileSync } from 'node:child_process';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { cpus, freemem, loadavg, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { SHAPE_PRESETS } from '../src/core/onnx/testmodel/config.js';
+import { runChild } from './child.js';
+import { BENCH_DIR, ensureModel, type BenchModel } from './models.js';
+import { renderMarkdown } from './report.js';
+import { round, roundSummary, summarize, type Summary } from './stats.js';
+
+const SECTIONS = ['decode', 'prefill', 'patch', 'controller', 'eval', 'browser'] as const;
+type Section = (typeof SECTIONS)[number];
+
+function parseArgs(argv: string[]): { quick: boolean; only: Set<Section> } {
+  let quick = false;
+  let only = new Set<Section>(SECTIONS);
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--quick') quick = true;
+    else if (a === '--only' || a.startsWith('--only=')) {
+      const list = a.includes('=') ? a.slice(7) : argv[++i] ?? '';
+      const names = list.split(',').map((s) => s.trim()).filter(Boolean);
+      const bad = names.filter((n) => !(SECTIONS as readonly string[]).includes(n));
+      if (bad.length || names.length === 0) throw new Error(`--only: unknown section(s) ${bad.join(', ') || '(none given)'}; expected a comma list of ${SECTIONS.join(', ')}`);
+      only = new Set(names as Section[]);
+    } else throw new Error(`unknown argument ${a}; expected --quick and/or --only SECTIONS (${SECTIONS.join(',')})`);
+  }
+  return { quick, only };
+}
+
+const { quick, only } = parseArgs(process.argv.slice(2));
+const START = performance.now();
+/** The full run must end within 20 minutes; sections that would start after this are skipped and say so. */
+const BUDGET_S = quick ? 600 : 18.5 * 60;
+const elapsed = () => (performance.now() - START) / 1000;
+const log = (s: string) => console.log(`[${elapsed().toFixed(0).padStart(4)} s] ${s}`);
+
+const P = quick
+  ? { models: [['smollm2-135m', 'plain']] as const, decodeReps: 2, newTokens: { 'smollm2-135m': 8, 'qwen2.5-0.5b': 6 }, promptTokens: 16, prefillTokens: 32, prefillReps: 3, patchReps: 2, ctrlPrompts: 200, ctrlEpochs: 1, inferCalls: 100, evalPrompts: 2, evalTokens: 8 }
+  : { models: [['smollm2-135m', 'plain'], ['smollm2-135m', 'fused'], ['qwen2.5-0.5b', 'plain'], ['qwen2.5-0.5b', 'fused']] as const, decodeReps: 5, newTokens: { 'smollm2-135m': 32, 'qwen2.5-0.5b': 16 }, promptTokens: 32, prefillTokens: 128, prefillReps: 7, patchReps: 3, ctrlPrompts: 1000, ctrlEpochs: 1, inferCalls: 500, evalPrompts: 8, evalTokens: 32 };
+
+function pkgVersion(path: string): string {
+  try {
+    return (JSON.parse(readFileSync(join(BENCH_DIR, '..', 'node_modules', path, 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+function machine() {
+  let commit = 'unknown';
+  try {
+    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: BENCH_DIR, encoding: 'utf8' }).trim();
+  } catch {
+    /* not a git checkout */
+  }
+  return {
+    cpu_model: cpus()[0]?.model ?? 'unknown',
+    cpu_cores: cpus().length,
+    memory_bytes: totalmem(),
+    platform: `${process.platform} ${process.arch}`,
+    node: process.version,
+    onnxruntime_node: pkgVersion('onnxruntime-node'),
+    transformers_js: pkgVersion('@huggingface/transformers'),
+    onnxruntime_web: pkgVersion('@huggingface/transformers/node_modules/onnxruntime-web'),
+    tfjs: pkgVersion('@tensorflow/tfjs-core'),
+    git_commit: commit,
+    load_average_at_start: loadavg().map((x) => round(x, 3)),
+  };
+}
+
+const results: Record<string, unknown> = {
+  generated_at: new Date().toISOString(),
+  mode: quick ? 'quick' : 'full',
+  machine: machine(),
+  goals: {
+    decode_ratio_min: 0.97,
+    prefill_capture_overhead_max: 0.03,
+    controller_infer_ms_max: 2,
+    patch_seconds_max_for_500mb: 2,
+    patch_peak_extra_max_x_file: 1,
+  },
+  decode: [] as unknown[],
+  prefill: [] as unknown[],
+  patch: [] as unknown[],
+  controller: [] as unknown[],
+  eval: [] as unknown[],
+  browser: null as unknown,
+  skipped: [] as string[],
+  notes: [] as string[],
+};
+const skipped = results.skipped as string[];
+
+function writeResults(): void {
+  results.duration_s = round(elapsed(), 3);
+  (results.machine as Record<string, unknown>).load_average_at_end = loadavg().map((x) => round(x, 3));
+  for (const [file, text] of [
+    ['results.json', `${JSON.stringify(results, null, 2)}\n`],
+    ['RESULTS.md', renderMarkdown(results as never)],
+  ] as const) {
+    const path = join(BENCH_DIR, file);
+    writeFileSync(`${path}.tmp`, text);
+    renameSync(`${path}.tmp`, path);
+  }
+}
+
+/** Runs one measurement unless the time budget is spent; a failure is recorded, not fatal. */
+async function step<T>(name: string, estimateS: number, fn: () => Promise<T>): Promise<T | null> {
+  if (elapsed() + estimateS > BUDGET_S) {
+    skipped.push(`${name}: skipped, would end past the ${BUDGET_S / 60} min budget (elapsed ${elapsed().toFixed(0)} s, estimate ${estimateS} s)`);
+    log(`skip ${name} (time budget)`);
+    return null;
+  }
+  log(`${name} ...`);
+  try {
+    return await fn();
+  } catch (e) {
+    skipped.push(`${name}: failed: ${(e as Error).message}`);
+    log(`  FAILED: ${(e as Error).message}`);
+    return null;
+  } finally {
+    writeResults();
+  }
+}
+
+const models: BenchModel[] = [];
+for (const [preset, topology] of P.models) models.push(await ensureModel(preset, topology, log));
+const label = (m: BenchModel) => `${m.preset} ${m.topology}${m.external ? ' (external data)' : ''}`;
+const summ = (s: Summary) => roundSummary(s);
+
+interface DecodeChild {
+  num_layers: number;
+  hidden_size: number;
+  topology: string;
+  load_s: { patched: number; unpatched: number };
+  decode: Record<'unpatched' | 'patched_zero' | 'patched_was', Summary>;
+  decode_ratio_per_rep: { zero: number[]; was: number[] };
+  tokens_generated: Record<string, number>;
+  prefill: Record<'unpatched' | 'patched', Summary>;
+  prefill_ratio_per_rep: number[];
+  residual_bytes_per_prefill: number;
+  decode_cpu_ms_per_token: Record<'unpatched' | 'patched_zero' | 'patched_was', Summary>;
+  decode_cpu_ratio_per_rep: { zero: number[]; was: number[] };
+  prefill_cpu_ms: Record<'unpatched' | 'patched', Summary>;
+  prefill_cpu_ratio_per_rep: number[];
+}
+
+if (only.has('decode') || only.has('prefill')) {
+  for (const m of models) {
+    const big = m.preset.startsWith('qwen');
+    const newTokens = P.newTokens[m.preset as keyof typeof P.newTokens];
+    const r = await step(`decode+prefill (transformers.js, node) ${label(m)}`, big ? 240 : 120, () =>
+      runChild<DecodeChild>('./decode-child.ts', { dir: m.dir, modelFileName: 'model', newTokens, promptTokens: P.promptTokens, prefillTokens: P.prefillTokens, reps: P.decodeReps }, { timeoutMs: 15 * 60_000, log }),
+    );
+    if (!r) continue;
+    const d = r.decode;
+    (results.decode as unknown[]).push({
+      model: m.preset, topology: m.topology, runtime: 'node onnxruntime-node (cpu) via transformers.js',
+      unpatched_tok_s: round(d.unpatched.median), patched_zero_tok_s: round(d.patched_zero.median), patched_was_tok_s: round(d.patched_was.median),
+      // Paired ratios (each repeat's patched run over the same repeat's unpatched run), median over repeats.
+      ratio_zero: round(summarize(r.decode_ratio_per_rep.zero).median), ratio_was: round(summarize(r.decode_ratio_per_rep.was).median),
+      ratio_zero_of_medians: round(d.patched_zero.median / d.unpatched.median), ratio_was_of_medians: round(d.patched_was.median / d.unpatched.median),
+      unpatched: summ(d.unpatched), patched_zero: summ(d.patched_zero), patched_was: summ(d.patched_was),
+      ratio_zero_spread: summ(summarize(r.decode_ratio_per_rep.zero)), ratio_was_spread: summ(summarize(r.decode_ratio_per_rep.was)),
+      // CPU time of this process (all ORT threads) per cached step: the same work measured without the wait for cores
+      // that other jobs hold; throughput ratio = unpatched CPU ms / patched CPU ms, paired per repeat.
+      cpu_ms_per_token: Object.fromEntries(Object.entries(r.decode_cpu_ms_per_token).map(([k, v]) => [k, summ(v)])),
+      cpu_ratio_zero: round(summarize(r.decode_cpu_ratio_per_rep.zero.map((x) => 1 / x)).median),
+      cpu_ratio_was: round(summarize(r.decode_cpu_ratio_per_rep.was.map((x) => 1 / x)).median),
+      new_tokens: newTokens, prompt_tokens: P.promptTokens, tokens_generated_min: r.tokens_generated, repeats: P.decodeReps,
+      load_s: { patched: round(r.load_s.patched), unpatched: round(r.load_s.unpatched) }, file_bytes: m.fileBytes, external_data: m.external,
+    });
+    (results.prefill as unknown[]).push({
+      model: m.preset, topology: m.topology, level: 'transformers.js (unpatched model.forward vs SteerableModel.forward)',
+      prefill_tokens: P.prefillTokens, unpatched_s: summ(r.prefill.unpatched), patched_s: summ(r.prefill.patched),
+      overhead: round(summarize(r.prefill_ratio_per_rep).median - 1), residual_bytes: r.residual_bytes_per_prefill,
+      cpu_ms: { unpatched: summ(r.prefill_cpu_ms.unpatched), patched: summ(r.prefill_cpu_ms.patched) },
+      cpu_overhead: round(summarize(r.prefill_cpu_ratio_per_rep).median - 1),
+    });
+  }
+}
+
+if (only.has('prefill')) {
+  for (const m of models) {
+    const big = m.preset.startsWith('qwen');
+    // Four ORT sessions of the 2 GB model would take ~10 GB on a shared 24 GB machine: the big model gets three.
+    const variants = big ? ['unpatched', 'patched_full', 'patched_none'] : ['unpatched', 'patched_full', 'patched_none', 'patched_last'];
+    const needBytes = variants.length * m.fileBytes * 1.3;
+    if (freemem() < needBytes + 2 * 2 ** 30) {
+      skipped.push(`prefill capture variants ${label(m)}: skipped, ${(freemem() / 2 ** 30).toFixed(1)} GiB free, needs ~${(needBytes / 2 ** 30).toFixed(1)} GiB`);
+      continue;
+    }
+    const r = await step(`prefill capture variants (raw onnxruntime-node) ${label(m)}`, big ? 150 : 60, () =>
+      runChild<Record<string, unknown>>('./prefill-child.ts', { dir: m.dir, onnxFile: 'onnx/model.onnx', prefillTokens: P.prefillTokens, reps: P.prefillReps, variants }, { timeoutMs: 10 * 60_000, log }),
+    );
+    if (!r) continue;
+    const secs = r.seconds as Record<string, Summary>;
+    (results.prefill as unknown[]).push({
+      model: m.preset, topology: m.topology, level: 'onnxruntime-node session (graph variants)', prefill_tokens: P.prefillTokens,
+      seconds: Object.fromEntries(Object.entries(secs).map(([k, v]) => [k, summ(v)])),
+      residual_bytes: r.residual_bytes,
+      overhead_vs_unpatched: Object.fromEntries(Object.entries(r.overhead_vs_unpatched as Record<string, number>).map(([k, v]) => [k, round(v)])),
+      capture_overhead_full_vs_none: round(r.capture_overhead_full_vs_none as number),
+      capture_overhead_last_vs_none: variants.includes('patched_last') ? round(r.capture_overhead_last_vs_none as number) : null,
+      cpu_ms: Object.fromEntries(Object.entries(r.cpu_ms as Record<string, Summary>).map(([k, v]) => [k, summ(v)])),
+      cpu_overhead_vs_unpatched: Object.fromEntries(Object.entries(r.cpu_overhead_vs_unpatched as Record<string, number>).map(([k, v]) => [k, round(v)])),
+      cpu_capture_overhead_full_vs_none: round(r.cpu_capture_overhead_full_vs_none as number),
+      cpu_capture_overhead_last_vs_none: variants.includes('patched_last') ? round(r.cpu_capture_overhead_last_vs_none as number) : null,
+    });
+  }
+}
+
+if (only.has('patch')) {
+  const patchModels = quick ? [models[0]!, await ensureModel('qwen2.5-0.5b', 'fused', log)] : models;
+  for (const m of patchModels) {
+    const r = await step(`patch ${label(m)}`, 30, () =>
+      runChild<Record<string, unknown>>('./patch-child.ts', { onnxPath: m.onnxPath, reps: P.patchReps, externalData: m.external }, { timeoutMs: 5 * 60_000, log }),
+    );
+    if (!r) continue;
+    const fileBytes = r.file_bytes as number;
+    (results.patch as unknown[]).push({
+      model: m.preset, topology: m.topology, file_bytes: fileBytes, external_data_bytes: m.external ? m.fileBytes - fileBytes : 0,
+      seconds: round((r.seconds as Summary).median), seconds_spread: summ(r.seconds as Summary), first_seconds: round(r.first_seconds as number),
+      // Against the whole model (graph + external data): the patcher never reads external data, which is the point.
+      model_bytes: m.fileBytes,
+      peak_extra_bytes: r.peak_extra_bytes, peak_extra_x_file: round((r.peak_extra_bytes as number) / m.fileBytes, 3),
+      peak_extra_x_onnx: round((r.peak_extra_bytes as number) / fileBytes, 3), output_bytes: r.output_bytes,
+    });
+  }
+}
+
+if (only.has('controller')) {
+  const presets = quick ? ['smollm2-135m'] : ['smollm2-135m', 'qwen2.5-0.5b'];
+  for (const preset of presets) {
+    const s = SHAPE_PRESETS[preset]!;
+    for (const backend of ['wasm', 'cpu'] as const) {
+      // The cpu backend is ~15x slower: its epoch is timed on a fraction of the prompts and scaled (see notes).
+      const prompts = backend === 'cpu' && !quick ? 400 : P.ctrlPrompts;
+      const r = await step(`controller ${preset} ${backend}`, backend === 'cpu' ? 90 : 70, () =>
+        runChild<Record<string, unknown>>('./controller-child.ts', { backend, numLayers: s.numLayers, hiddenSize: s.hiddenSize, prompts, epochs: P.ctrlEpochs, inferCalls: P.inferCalls }, { timeoutMs: 8 * 60_000, log }),
+      );
+      if (!r) continue;
+      if (r.error) {
+        skipped.push(`controller ${preset} ${backend}: ${r.error as string}`);
+        continue;
+      }
+      const epoch = r.train_epoch_s as Summary;
+      const scale = 1000 / (r.prompts as number);
+      (results.controller as unknown[]).push({
+        shape: preset, backend, infer_ms: round((r.infer_ms as Summary).median), infer_ms_spread: summ(r.infer_ms as Summary),
+        train_epoch_s: round(epoch.median * scale), train_epoch_measured: { prompts: r.prompts, seconds: summ(epoch) },
+        input_size: r.input_size, hidden_width: r.hidden_width,
+      });
+    }
+  }
+}
+
+if (only.has('eval')) {
+  const m = models[0]!;
+  const r = await step(`eval throughput ${label(m)}`, 150, () =>
+    runChild<{ controller_backend: string; rows: Record<string, number | string>[] }>('./eval-child.ts', { dir: m.dir, modelFileName: 'model', prompts: P.evalPrompts, maxNewTokens: P.evalTokens }, { timeoutMs: 10 * 60_000, log }),
+  );
+  if (r) {
+    for (const row of r.rows) {
+      (results.eval as unknown[]).push({
+        model: m.preset, topology: m.topology, controller_backend: r.controller_backend, ...row,
+        minutes: round(row.minutes as number), prompts_per_min: round(row.prompts_per_min as number), tokens_per_s: round(row.tokens_per_s as number),
+      });
+    }
+    (results.notes as string[]).push('eval: the runner (src/core/eval/runner.ts) takes one prompt at a time (no batching), so only batch size 1 is measured.');
+  }
+}
+
+if (only.has('browser')) {
+  const m = models.find((x) => x.preset === 'smollm2-135m' && x.topology === 'plain') ?? (await ensureModel('smollm2-135m', 'plain', log));
+  const r = await step(`browser (headless Chromium, ORT-web WASM) ${label(m)}`, 240, () =>
+    runChild<Record<string, unknown>>('./browser-child.ts', { dir: m.dir, reps: quick ? 2 : 3, newTokens: quick ? 6 : 16, promptTokens: P.promptTokens }, { timeoutMs: 8 * 60_000, log }),
+  );
+  results.browser = r;
+}
+
+writeResults();
+log(`done: ${join(BENCH_DIR, 'results.json')}, ${join(BENCH_DIR, 'RESULTS.md')}`);

@@ -1,0 +1,84 @@
+/**
+ * Device fallback: SwiftShader's WebGPU adapter has no shader-f16, so a q4f16 graph (fp16 activations, MatMulNBits)
+ * cannot run on it (METHOD.md section 5). With device 'auto' the worker must then load the model on WASM and say
+ * why; with an explicit 'webgpu' it must fail with the reason. On WASM the q4f16 model must match Node.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { buildTestModel, type BuiltModel } from '../../src/core/onnx/testmodel/build.js';
+import { SHAPE_PRESETS } from '../../src/core/onnx/testmodel/config.js';
+import { loadSteerableModel } from '../../src/core/model/index.js';
+import type { SteerlabDebugApi } from '../../src/ui/debug/main.js';
+import { launchChromium, openDebugPage, startLabServer, type LabServer } from './harness.js';
+
+declare global {
+  interface Window { steerlabDebug: SteerlabDebugApi }
+}
+
+const NEW_TOKENS = 8;
+const USER = 'Half precision, please.';
+let tmp: string;
+let built: BuiltModel;
+let server: LabServer;
+let nodeTokens: number[];
+let nodeLogits: Float32Array;
+let promptIds: number[];
+
+beforeAll(async () => {
+  tmp = mkdtempSync(join(tmpdir(), 'steerlab-fallback-'));
+  built = await buildTestModel(join(tmp, 'tiny-q4f16'), { shape: SHAPE_PRESETS.tiny!, topology: 'fused-q4f16', seed: 5 });
+  const m = await loadSteerableModel(built.dir, { device: 'cpu', dtype: 'q4f16' });
+  try {
+    promptIds = m.formatChat(USER).ids;
+    nodeTokens = (await m.generate({ inputIds: promptIds, maxNewTokens: NEW_TOKENS, steering: null })).tokenIds;
+    nodeLogits = (await m.forward([promptIds], { steering: null })).logits.data;
+  } finally {
+    await m.dispose();
+  }
+  server = await startLabServer({ '/test-models/': tmp });
+});
+
+afterAll(async () => {
+  await server?.close();
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
+});
+
+test('q4f16 model: auto falls back from WebGPU (no shader-f16) to WASM with the reason; explicit webgpu fails', async () => {
+  const session = await launchChromium({ webgpu: true });
+  try {
+    await openDebugPage(session, server.url);
+    const probe = await session.page.evaluate(() => window.steerlabDebug.probeDevice());
+    if (!probe.webgpu) throw new Error(`WebGPU adapter not offered in headless Chromium with --enable-unsafe-webgpu: ${probe.reason}`);
+    const req = { model: 'tiny-q4f16', localModelPath: '/test-models/', allowRemoteModels: false, dtype: 'q4f16' as const };
+
+    const explicit = await session.page.evaluate((r) => window.steerlabDebug.load({ ...r, device: 'webgpu' }).then(() => 'loaded', (e: Error) => e.message), req);
+    console.log(`[fallback] explicit webgpu: ${explicit}`);
+    expect(explicit).not.toBe('loaded');
+
+    const t = Date.now();
+    const { info } = await session.page.evaluate((r) => window.steerlabDebug.load({ ...r, device: 'auto' }), req);
+    console.log(`[fallback] auto: ${info.device} (${info.deviceReason}) in ${Date.now() - t} ms`);
+    expect(info.device).toBe('wasm');
+    expect(info.deviceReason).toMatch(/^WebGPU load failed, using WASM: /);
+    expect(info.selfCheck?.ok).toBe(true);
+    expect(info.patch.stream_dtype).toBe('float16');
+
+    const { result } = await session.page.evaluate(
+      (n) => window.steerlabDebug.generate({ prompt: { kind: 'chat', user: 'Half precision, please.' }, maxNewTokens: n, steering: null }),
+      NEW_TOKENS,
+    );
+    expect(result.promptIds).toEqual(promptIds);
+    const fwd = await session.page.evaluate((ids) => window.steerlabDebug.forward({ inputIds: [ids], steering: null }), promptIds);
+    let diff = 0;
+    for (let i = 0; i < nodeLogits.length; i++) diff = Math.max(diff, Math.abs(fwd.logits[i]! - nodeLogits[i]!));
+    console.log(`[fallback] q4f16 WASM vs Node: max logit diff ${diff}; tokens ${JSON.stringify(result.tokenIds)} vs ${JSON.stringify(nodeTokens)}`);
+    expect(diff).toBeLessThan(5e-2);
+    expect(result.tokenIds).toEqual(nodeTokens);
+  } catch (e) {
+    throw new Error(`${(e as Error).message}\nbrowser log:\n${session.log.join('\n')}`, { cause: e });
+  } finally {
+    await session.close();
+  }
+}, 60_000);

@@ -1,0 +1,78 @@
+/**
+ * The lab's evaluation runner (src/ui/lib/eval-runner.ts) with a fake model: records per prompt x condition, the
+ * 'off' generation reused as the observation, resume after a cancel without repeating a record, CSV export.
+ */
+import { describe, expect, test } from 'vitest';
+import { planPrompts, recordsToCsv, runEval, type EvalDeps } from '../../src/ui/lib/eval-runner.js';
+import { MemoryRecordStore, summarize } from '../../src/core/eval/records.js';
+import { wasKeywordJudge } from '../../src/core/eval/judges.js';
+import type { LoadResult } from '../../src/core/data/types.js';
+
+const data: LoadResult = {
+  name: 'toy', rowsRead: 4, problems: [],
+  prompts: ['a', 'b', 'c', 'd'].map((id) => ({ id, text: `prompt ${id}`, label: id < 'c' ? 'harmful' as const : 'benign' as const, meta: {} })),
+};
+
+function fakeDeps(store: MemoryRecordStore, calls: string[], signal?: AbortSignal, onGen?: () => void): EvalDeps {
+  return {
+    observe: async (t) => (calls.push(`observe ${t}`), new Float32Array(6)),
+    predict: async () => ({ scale: 0.9, layerWeights: Float32Array.from([0.1, 0.2]) }),
+    steering: (condition, _r, prediction) => ({ policy: condition, matrix: condition === 'off' ? null : new Float32Array(4), rowNorms: new Float32Array(2), prediction, cast: null }),
+    generate: async (t, m, capture) => {
+      calls.push(`generate ${t} ${m ? 'steered' : 'base'}${capture ? ' capture' : ''}`);
+      onGen?.();
+      return { text: m ? "I'm sorry, I cannot" : 'Sure, here it is', tokenIds: [1, 2], finishReason: 'length', promptResiduals: capture ? new Float32Array(6) : undefined };
+    },
+    judge: wasKeywordJudge,
+    store,
+    signal,
+  };
+}
+
+describe('eval runner', () => {
+  test('plan: N per dataset by seed, stable', () => {
+    const p = planPrompts([data], 2, 7);
+    expect(p).toHaveLength(2);
+    expect(planPrompts([data], 2, 7)).toEqual(p);
+    expect(planPrompts([data], 10, 7)).toHaveLength(4);
+    expect(() => planPrompts([data], 0, 7)).toThrow(/positive/);
+  });
+
+  test('records per prompt and condition; base generation doubles as the observation', async () => {
+    const store = new MemoryRecordStore();
+    const calls: string[] = [];
+    const r = await runEval(planPrompts([data], 2, 1), ['was', 'off'], fakeDeps(store, calls));
+    expect(r).toMatchObject({ done: 4, total: 4, cancelled: false });
+    expect(calls.filter((c) => c.startsWith('observe'))).toEqual([]);
+    expect(calls[0]).toMatch(/base capture$/);
+    const rows = summarize(store.records());
+    expect(rows.map((x) => [x.condition, x.refusal_rate])).toEqual([['off', 0], ['was', 1]]);
+    const rec = store.records().find((x) => x.condition === 'was')!;
+    expect(rec).toMatchObject({ s: 0.9, judge: 'was-keywords', refused: true, steered: true });
+    expect(rec.w).toEqual([0.10000000149011612, 0.20000000298023224]);
+  });
+
+  test('cancel, then resume: nothing repeated, everything finished', async () => {
+    const store = new MemoryRecordStore();
+    const ac = new AbortController();
+    let n = 0;
+    const plan = planPrompts([data], 4, 3);
+    const first = await runEval(plan, ['off', 'manual'], fakeDeps(store, [], ac.signal, () => { if (++n === 3) ac.abort(); }));
+    expect(first.cancelled).toBe(true);
+    const kept = store.size;
+    expect(kept).toBeGreaterThan(0);
+    expect(kept).toBeLessThan(8);
+    const calls: string[] = [];
+    const second = await runEval(plan, ['off', 'manual'], fakeDeps(store, calls));
+    expect(second).toMatchObject({ cancelled: false, total: 8, skipped: kept });
+    expect(store.size).toBe(8);
+    expect(calls.filter((c) => c.startsWith('generate')).length).toBe(8 - kept);
+  });
+
+  test('CSV escapes formulas and joins w', () => {
+    const csv = recordsToCsv([{ dataset: 'x', id: '1', condition: 'was', prompt: '=HYPERLINK("evil")', output: 'ok', w: [0.5, 0.25], refused: false }]);
+    expect(csv.split('\n')[0]).toMatch(/^dataset,id,condition,label,refused/);
+    expect(csv).toContain("'=HYPERLINK");
+    expect(csv).toContain('0.5000 0.2500');
+  });
+});
