@@ -8,7 +8,7 @@ import { env } from '@huggingface/transformers';
 import { formatChat, loadSteerableModel, type GenerateOptions, type LoadProgress, type SteerableModel } from '../src/core/model/index.js';
 import { chooseDevice, probeWebGpu } from './device.js';
 import type {
-  DeviceProbe, ForwardRequest, ForwardResult, GenerateEvent, GenerateRequest, GenerateResult, LlmDevice, LlmWorkerApi,
+  DeviceProbe, ForwardRequest, ForwardResult, GenerateEvent, GenerateRequest, GenerateResult, LlmWorkerApi,
   LoadedModelInfo, LoadProgressEvent, LoadRequest, SteeringMatrix,
 } from './protocol.js';
 
@@ -102,6 +102,7 @@ export function createLlmHost(): LlmWorkerApi {
       const p = await probeWebGpu();
       return {
         webgpu: p.ok,
+        shaderF16: p.ok && p.shaderF16,
         reason: p.reason,
         crossOriginIsolated: Boolean((globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated),
         hardwareConcurrency: globalThis.navigator?.hardwareConcurrency ?? 1,
@@ -118,7 +119,7 @@ export function createLlmHost(): LlmWorkerApi {
       const t0 = performance.now();
       const sink = new EventSink(onProgress);
       try {
-        let choice = await chooseDevice(req.device ?? 'auto');
+        const choice = await chooseDevice(req.device ?? 'auto', req.dtype);
         if (model) {
           const old = model;
           model = null;
@@ -130,27 +131,23 @@ export function createLlmHost(): LlmWorkerApi {
           env.localModelPath = req.localModelPath;
         }
         env.allowRemoteModels = req.allowRemoteModels ?? true;
-        const loadOn = (device: LlmDevice) => loadSteerableModel(req.model, {
-          device,
-          dtype: req.dtype,
-          modelFileName: req.modelFileName,
-          selfCheck: req.selfCheck ?? true,
-          progress: sink.active ? thinDownloadProgress(sink) : undefined,
-        });
         let m: SteerableModel;
         try {
-          m = await loadOn(choice.device);
+          m = await loadSteerableModel(req.model, {
+            device: choice.device,
+            dtype: req.dtype,
+            modelFileName: req.modelFileName,
+            selfCheck: req.selfCheck ?? true,
+            progress: sink.active ? thinDownloadProgress(sink) : undefined,
+          });
         } catch (e) {
-          // 'auto' promised a working model, not a device: an adapter can lack what a graph needs (SwiftShader and
-          // many GPUs have no shader-f16), or a kernel can fail the self-check. Retry once on WASM and say why.
-          if ((req.device ?? 'auto') !== 'auto' || choice.device !== 'webgpu') throw e;
-          const why = (e as Error).message;
-          try {
-            m = await loadOn('wasm');
-          } catch (e2) {
-            throw new Error(`load failed on WebGPU (${why}) and on WASM (${(e2 as Error).message})`, { cause: e2 });
-          }
-          choice = { device: 'wasm', reason: `WebGPU load failed, using WASM: ${why}` };
+          if (choice.device !== 'webgpu') throw e;
+          // No retry on WASM here: after a WebGPU kernel failure onnxruntime-web keeps failing in this worker.
+          throw new Error(
+            `${(e as Error).message} [on WebGPU (${choice.reason}); onnxruntime-web in this worker may stay broken ` +
+              `after a WebGPU failure: start a new LLM worker and load with device 'wasm']`,
+            { cause: e },
+          );
         }
         yieldBeforeEachStep(m, () => generation !== null);
         model = m;

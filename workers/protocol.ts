@@ -16,8 +16,8 @@ import type { EpochMetrics, ControllerMetadata, TrainControllerOptions } from '.
 /** Where onnxruntime-web runs the model. 'webgpu' only when navigator.gpu hands out an adapter. */
 export type LlmDevice = 'webgpu' | 'wasm';
 /**
- * What the UI may ask for. 'auto' = WebGPU when an adapter is offered, else WASM; and if the model cannot run on
- * that adapter (e.g. an fp16 graph on a GPU without shader-f16), WASM. An explicit device never falls back.
+ * What the UI may ask for. 'auto' = WebGPU when an adapter is offered and can run the requested dtype (fp16 and
+ * q4f16 need shader-f16), else WASM. An explicit 'webgpu' that cannot be honoured fails instead.
  */
 export type LlmDeviceRequest = 'auto' | LlmDevice;
 export type LlmDtype = 'fp32' | 'fp16' | 'q8' | 'q4' | 'q4f16';
@@ -72,10 +72,7 @@ export interface LoadedModelInfo {
   numLayers: number;
   hiddenSize: number;
   device: LlmDevice;
-  /**
-   * Why this device: "navigator.gpu adapter: google / swiftshader", or why WebGPU was not used (no adapter, or,
-   * with device 'auto', the WebGPU load failed and WASM was used instead: the message says why).
-   */
+  /** Why this device: "navigator.gpu adapter: google / swiftshader", or why WebGPU was not used. */
   deviceReason: string;
   /** The dtype actually loaded (the core picks one when the request names none). */
   dtype: LlmDtype;
@@ -138,6 +135,8 @@ export interface ForwardResult {
 /** What the worker's environment offers, before any model is loaded. */
 export interface DeviceProbe {
   webgpu: boolean;
+  /** The adapter runs f16 shaders (needed for fp16 / q4f16 graphs on WebGPU); absent = unknown. */
+  shaderF16?: boolean;
   /** The adapter ("navigator.gpu adapter: google / swiftshader ...") or why there is none. */
   reason: string;
   crossOriginIsolated: boolean;

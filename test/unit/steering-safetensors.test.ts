@@ -114,4 +114,14 @@ describe('safetensors', () => {
     bytes.fill(0);
     expect(out.tensors.a.data[0]).toBe(5);
   });
+
+  it('decodes from a Node Buffer that is a view into a larger pool (what fs.readFile returns)', () => {
+    const bytes = encodeSafetensors({ a: { dtype: 'F32', shape: [3], data: Float32Array.from([1, 2, 3]) } });
+    const pool = Buffer.alloc(bytes.length + 37, 7);
+    pool.set(bytes, 13);
+    const view = pool.subarray(13, 13 + bytes.length);
+    const out = decodeSafetensors(view);
+    expect(out.tensors.a.data).toHaveLength(3);
+    expect(Array.from(out.tensors.a.data)).toEqual([1, 2, 3]);
+  });
 });

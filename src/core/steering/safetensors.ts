@@ -148,8 +148,11 @@ function halfToFloat(h: number): number {
 
 function convert(bytes: Uint8Array, dtype: SafetensorsReadDtype): Float32Array {
   if (dtype === 'F32') {
-    // slice() copies into a fresh, aligned buffer so the result never aliases the caller's file bytes.
-    return new Float32Array(bytes.slice().buffer);
+    // Copy into a fresh, aligned buffer so the result never aliases the caller's file bytes. Not bytes.slice():
+    // on a Node Buffer (what fs.readFile returns) slice() is a view into a shared pool, not a copy.
+    const copy = new Uint8Array(bytes.byteLength);
+    copy.set(bytes);
+    return new Float32Array(copy.buffer);
   }
   const n = bytes.length / 2;
   const out = new Float32Array(n);

@@ -130,6 +130,8 @@ export async function loadModel(choice: ModelChoice, dtype: LlmDtype, device: Ll
     lab.settings = defaultSettings(info.numLayers);
     lab.manualEdited = false;
     await restoreArtefacts(choice, info);
+    // Without a controller WAS cannot run: start in manual mode (s = 1, w = 0.5) so the playground steers at once.
+    if (!lab.controller) lab.settings.kind = 'manual';
   } catch (e) {
     lab.model.status = 'error';
     lab.model.stage = 'failed';
@@ -256,7 +258,13 @@ export async function useControllerBytes(bytes: Uint8Array, name: string, origin
   const info = lab.model.info;
   if (!info) throw new Error('load a model first');
   const c = await controllerWorker().load(bytes, { numLayers: info.numLayers, hiddenSize: info.hiddenSize });
-  lab.controller = { metadata: c.metadata, bytes, name, origin, artefactId };
+  setController({ metadata: c.metadata, bytes, name, origin, artefactId });
+}
+
+/** Makes a controller active; WAS becomes the policy unless the user is steering by hand. */
+export function setController(c: ActiveController): void {
+  lab.controller = c;
+  if (!lab.manualEdited) lab.settings.kind = 'was';
 }
 
 /** Unsteered residual of the last prompt token [L+1, H] of the chat-formatted prompt (one decoding step). */
