@@ -1,9 +1,10 @@
-import { existsSync, readFileSync, statSync, createReadStream } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { existsSync, readFileSync, readdirSync, statSync, createReadStream } from 'node:fs';
+import { dirname, join, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defineConfig, type Plugin } from 'vite';
 import { svelte } from '@sveltejs/vite-plugin-svelte';
 import { ORT_ASSET_DIR, ORT_RUNTIME_FILES } from './workers/ort-assets.js';
+import { contentSecurityPolicy } from './src/ui/csp.js';
 
 const root = dirname(fileURLToPath(import.meta.url));
 
@@ -24,7 +25,7 @@ function ortDistDir(): string {
 }
 
 /**
- * Serves (dev, preview) and emits (build) onnxruntime-web's run-time pair under `<base>ort/`, so the workers never
+ * Serves (dev) and emits (build) onnxruntime-web's run-time pair under `<base>ort/`, so the workers never
  * fetch it from a CDN. The worker points transformers.js at these URLs (workers/ort-assets.ts).
  */
 function ortRuntimeFiles(): Plugin {
@@ -47,8 +48,8 @@ function ortRuntimeFiles(): Plugin {
   return {
     name: 'steerlab-ort-runtime-files',
     configResolved(config) { base = config.base; },
+    // Dev only: `vite preview` serves the emitted dist/ort/ files, so it checks what a static host would ship.
     configureServer(server) { server.middlewares.use(middleware); },
-    configurePreviewServer(server) { server.middlewares.use(middleware); },
     generateBundle(_options, bundle) {
       // ort.webgpu.bundle.min.mjs holds `new URL('ort-wasm-simd-threaded.asyncify.wasm', import.meta.url)`, so Vite
       // emits a second, hashed 27 MB copy. That default is dead: transformers.js always sets wasmPaths (ours, or
@@ -98,6 +99,62 @@ function nodeBuiltinStubs(): Plugin {
 }
 
 /**
+ * The lab's Content-Security-Policy (src/ui/csp.ts) in the built index.html as a <meta> tag, for static hosts that
+ * send no header; the dev and preview servers send it as a header (below), which also covers the workers. Adds an
+ * empty inline favicon so browsers do not ask the server for /favicon.ico.
+ */
+function labHtml(): Plugin {
+  return {
+    name: 'steerlab-lab-html',
+    transformIndexHtml: {
+      order: 'post',
+      handler(_html, ctx) {
+        const tags: { tag: string; attrs: Record<string, string>; injectTo: 'head-prepend' | 'head' }[] = [
+          { tag: 'link', attrs: { rel: 'icon', href: 'data:,' }, injectTo: 'head' },
+        ];
+        if (!ctx.server) tags.unshift({ tag: 'meta', attrs: { 'http-equiv': 'Content-Security-Policy', content: contentSecurityPolicy({ meta: true }) }, injectTo: 'head-prepend' });
+        return tags;
+      },
+    },
+  };
+}
+
+/** Model folders the built app ships: every file under models/ (the embedded default model and its artefacts). */
+const MODELS_DIR = join(root, 'models');
+/** Larger files are left out of the build (with a warning): a static app should not carry hub-sized weights. */
+const MAX_SHIPPED_MODEL_FILE = 256 * 1024 * 1024;
+
+function listFiles(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
+    const p = join(dir, e.name);
+    return e.isDirectory() ? listFiles(p) : e.isFile() ? [p] : [];
+  });
+}
+
+/**
+ * Dev serves models/ from the project root already (/models/<name>/...); the build copies it to dist/models/ so the
+ * default model loads from a static host (and `vite preview`) too.
+ */
+function labModelFiles(): Plugin {
+  return {
+    name: 'steerlab-model-files',
+    apply: 'build',
+    generateBundle() {
+      for (const file of listFiles(MODELS_DIR)) {
+        const rel = relative(root, file).split(sep).join('/');
+        const size = statSync(file).size;
+        if (size > MAX_SHIPPED_MODEL_FILE) {
+          this.warn(`${rel} (${size} bytes) is larger than ${MAX_SHIPPED_MODEL_FILE} bytes and is not copied into the build`);
+          continue;
+        }
+        this.emitFile({ type: 'asset', fileName: rel, source: readFileSync(file) });
+      }
+    },
+  };
+}
+
+/**
  * Cross-origin isolation lets onnxruntime-web use SharedArrayBuffer, hence WASM threads. `credentialless` (not
  * `require-corp`) keeps cross-origin model downloads from the hub working.
  */
@@ -108,7 +165,7 @@ const isolationHeaders = {
 
 // The lab is a static app: everything heavy runs in Web Workers (see workers/).
 export default defineConfig({
-  plugins: [nodeBuiltinStubs(), svelte(), ortRuntimeFiles()],
+  plugins: [nodeBuiltinStubs(), svelte(), ortRuntimeFiles(), labHtml(), labModelFiles()],
   worker: { format: 'es' },
   build: {
     target: 'es2022',
@@ -121,6 +178,6 @@ export default defineConfig({
     // re-bundle while a worker is loading (stale module errors). Listing them keeps the dev server deterministic.
     include: ['comlink', 'onnx-buf', '@bufbuild/protobuf'],
   },
-  server: { host: '127.0.0.1', headers: isolationHeaders },
-  preview: { host: '127.0.0.1', headers: isolationHeaders },
+  server: { host: '127.0.0.1', headers: { ...isolationHeaders, 'Content-Security-Policy': contentSecurityPolicy({ dev: true }) } },
+  preview: { host: '127.0.0.1', headers: { ...isolationHeaders, 'Content-Security-Policy': contentSecurityPolicy() } },
 });

@@ -6,9 +6,13 @@
  *
  * Backend: WASM (XNNPACK), else CPU. WebGPU/WebGL are skipped on purpose: a controller step is a batch of 4 rows
  * through a 2-layer MLP, so GPU launch and read-back latency would dominate, and the LLM worker already uses the GPU.
- * The tfjs .wasm files are bundled by Vite (`?url` imports) so nothing is fetched from a CDN.
+ * The tfjs .wasm files are bundled by Vite (`?url` imports) so nothing is fetched from a CDN; threads are off
+ * (see below).
  */
 import * as Comlink from 'comlink';
+import * as tf from '@tensorflow/tfjs-core';
+// Registers the WASM backend and its flags now, so the flag below can be set before the backend initialises.
+import '@tensorflow/tfjs-backend-wasm';
 import wasmPlain from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm?url';
 import wasmSimd from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm?url';
 import wasmThreaded from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-threaded-simd.wasm?url';
@@ -20,6 +24,11 @@ import type {
   ControllerBackendInfo, ControllerInfo, ControllerPredictionBatch, ControllerTrainEvent, ControllerTrainJob,
   ControllerWorkerApi,
 } from './protocol.js';
+
+// The threaded WASM build starts helper workers from a Blob of its own (minified) source, which breaks once Vite has
+// bundled it ("e is not defined" in the built app). A 4-row batch through a 2-layer MLP gains nothing from threads:
+// use the single-threaded SIMD build.
+tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', false);
 
 let backend: Promise<ControllerBackendInfo> | null = null;
 let active: { controller: Controller; network: ControllerNetwork } | null = null;

@@ -9,7 +9,7 @@ import { formatChat, loadSteerableModel, type GenerateOptions, type LoadProgress
 import { chooseDevice, probeWebGpu } from './device.js';
 import type {
   DeviceProbe, ForwardRequest, ForwardResult, GenerateEvent, GenerateRequest, GenerateResult, LlmWorkerApi,
-  LoadedModelInfo, LoadProgressEvent, LoadRequest, SteeringMatrix,
+  LoadedModelInfo, LoadProgressEvent, LoadRequest, ResidualEvent, SteeringMatrix,
 } from './protocol.js';
 
 /**
@@ -173,7 +173,8 @@ export function createLlmHost(): LlmWorkerApi {
       loaded('setSteering').setSteering(matrix);
     },
 
-    async generate(req: GenerateRequest, onEvent?: (e: GenerateEvent) => void): Promise<GenerateResult> {
+    async generate(req: GenerateRequest, onEvent?: (e: GenerateEvent) => void, onResidual?: (e: ResidualEvent) => void): Promise<GenerateResult> {
+      if (loading) throw new Error('generate: a model is loading; wait for load() to finish');
       const m = loaded('generate');
       if (generation) throw new Error('generate: a generation is already running; cancel() it or wait');
       if (!req || !req.prompt) throw new Error("generate: expected { prompt: { kind: 'chat', user } | { kind: 'ids', ids }, maxNewTokens }");
@@ -181,6 +182,9 @@ export function createLlmHost(): LlmWorkerApi {
         throw new Error(`generate: maxNewTokens must be a positive integer, got ${JSON.stringify(req.maxNewTokens)}`);
       }
       checkSteeringArg(req.steering, 'generate');
+      if (onResidual && req.steering === undefined) {
+        throw new Error('generate: streaming residuals needs an explicit steering in the request (a matrix, or null for none)');
+      }
       let promptIds: number[];
       if (req.prompt.kind === 'chat') promptIds = formatChat(m.tokenizer, req.prompt.user, { system: req.prompt.system }).ids;
       else if (req.prompt.kind === 'ids') promptIds = req.prompt.ids.slice();
@@ -190,6 +194,7 @@ export function createLlmHost(): LlmWorkerApi {
       generation = controller;
       const t0 = performance.now();
       const sink = new EventSink(onEvent);
+      const residualSink = new EventSink(onResidual);
       let index = 0;
       try {
         const opts: GenerateOptions = {
@@ -203,6 +208,18 @@ export function createLlmHost(): LlmWorkerApi {
         };
         // undefined = the model's setSteering matrix; the core treats a missing key the same way.
         if (req.steering !== undefined) opts.steering = req.steering;
+        if (residualSink.active) {
+          // The same fixed matrix, handed over as a policy: the core then shows it, before each pass, the residual
+          // of the previous pass, i.e. of the token just generated (step k sees token k - 1's).
+          const fixed = req.steering ?? null;
+          opts.steering = (ctx) => {
+            if (ctx.previousResidual) {
+              const residual = own(ctx.previousResidual);
+              residualSink.emit(Comlink.transfer({ type: 'residual', index: ctx.step - 1, residual }, [residual.buffer as ArrayBuffer]));
+            }
+            return fixed;
+          };
+        }
         const r = await m.generate(opts);
         const result: GenerateResult = {
           promptIds, tokenIds: r.tokenIds.slice(), text: r.text, finishReason: r.finishReason, ms: performance.now() - t0,
@@ -210,9 +227,10 @@ export function createLlmHost(): LlmWorkerApi {
         const transfers: ArrayBuffer[] = [];
         if (r.promptResiduals) transfers.push((result.promptResiduals = own(r.promptResiduals)).buffer as ArrayBuffer);
         if (r.tokenResiduals) transfers.push((result.tokenResiduals = own(r.tokenResiduals)).buffer as ArrayBuffer);
-        await sink.drain();
         return Comlink.transfer(result, transfers);
       } finally {
+        await sink.drain();
+        await residualSink.drain();
         generation = null;
       }
     },
@@ -222,6 +240,7 @@ export function createLlmHost(): LlmWorkerApi {
     },
 
     async forward(req: ForwardRequest): Promise<ForwardResult> {
+      if (loading) throw new Error('forward: a model is loading; wait for load() to finish');
       const m = loaded('forward');
       if (!req || !Array.isArray(req.inputIds)) throw new Error('forward: expected { inputIds: number[][] }');
       checkSteeringArg(req.steering, 'forward');

@@ -8,6 +8,7 @@
  * no tensors, no functions except the event callbacks. Types imported from src/core are type-only (erased).
  */
 import type { EpochMetrics, ControllerMetadata, TrainControllerOptions } from '../src/core/controller/index.js';
+import type { LoadProgress, PatchReport, SelfCheckResult } from '../src/core/model/types.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // LLM worker: hosts one steerable model (src/core/model/loadSteerableModel) at a time.
@@ -37,35 +38,14 @@ export interface LoadRequest {
   selfCheck?: boolean;
 }
 
-/** One progress event while loading (mirror of the core's LoadProgress; download events are thinned to ~1% steps). */
-export type LoadProgressEvent =
-  | { stage: 'download'; file: string; loaded: number; total: number | null; done: boolean; fromCache: boolean }
-  | { stage: 'patch'; file: string }
-  | { stage: 'session'; file: string }
-  | { stage: 'self-check' }
-  | { stage: 'ready' };
+/** One progress event while loading (the core's LoadProgress; download events are thinned to ~1% steps per file). */
+export type LoadProgressEvent = LoadProgress;
 
 /** Where the residual stream was found and how the graph was patched (the patcher's PatchReport, plain data). */
-export interface ModelPatchSummary {
-  topology: 'plain' | 'fused' | 'merged';
-  num_layers: number;
-  hidden_size: number;
-  stream_dtype: 'float32' | 'float16' | 'bfloat16';
-  injection_points: { layer: number; graph: string; kind: 'add' | 'skip-norm'; value: string }[];
-  opset: number;
-  steering_input: 'steering';
-  residual_output: 'residual_stream';
-}
+export type ModelPatchSummary = PatchReport;
 
 /** The load-time check that an injected vector lands exactly where it should (the core's SelfCheckResult). */
-export interface SelfCheckSummary {
-  ok: boolean;
-  layer: number;
-  injection_max_error: number;
-  upstream_max_error: number;
-  tolerance: number;
-  identity_max_logit_diff: number | null;
-}
+export type SelfCheckSummary = SelfCheckResult;
 
 export interface LoadedModelInfo {
   model: string;
@@ -100,6 +80,13 @@ export interface GenerateRequest {
 }
 
 export type GenerateEvent = { type: 'token'; index: number; id: number; text: string };
+
+/**
+ * The residual stream [L+1, H] (float32, as steered) at the position whose logits produced token `index`, streamed
+ * while generating (generate's third callback). It arrives one step after its token (the next pass reads it), so
+ * the last token's residual comes only with the result (capture 'all').
+ */
+export interface ResidualEvent { type: 'residual'; index: number; residual: Float32Array }
 
 export type FinishReason = 'eos' | 'length' | 'abort';
 
@@ -154,7 +141,7 @@ export interface LlmWorkerApi {
    * Streams tokens through onEvent; resolves when generation stops (eos, max tokens, or cancel()), and only after
    * every token event has reached onEvent. Same for load() and its progress events.
    */
-  generate(req: GenerateRequest, onEvent?: (e: GenerateEvent) => void): Promise<GenerateResult>;
+  generate(req: GenerateRequest, onEvent?: (e: GenerateEvent) => void, onResidual?: (e: ResidualEvent) => void): Promise<GenerateResult>;
   /** Stops the running generate() after its current step; no-op when idle. */
   cancel(): Promise<void>;
   /** One forward pass without cache: logits and the residual stream of every layer. */

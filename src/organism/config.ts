@@ -12,8 +12,8 @@ export const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.
 export const DATA_DIR = path.join(PROJECT_ROOT, 'public/data');
 /** The shipped model folder. */
 export const MODEL_DIR = path.join(PROJECT_ROOT, 'models/organism');
-/** Checkpoints and other big intermediates: git-ignored. */
-export const WORK_DIR = path.join(PROJECT_ROOT, '.tmp/organism');
+/** Checkpoints and other big intermediates: git-ignored. ORGANISM_WORK_DIR moves them (parallel experiments). */
+export const WORK_DIR = process.env.ORGANISM_WORK_DIR ? path.resolve(process.env.ORGANISM_WORK_DIR) : path.join(PROJECT_ROOT, '.tmp/organism');
 
 /**
  * Llama architecture, small enough to train on 2 shared CPU cores in well under an hour: 6 layers so that per-layer
@@ -48,18 +48,21 @@ export interface TrainConfig {
   /** stop early (and keep the checkpoint) once this many seconds have passed */
   timeBudgetSec: number;
   logEvery: number;
+  /** how many times each harmful request is refused per epoch (harmful requests are fewer than harmless ones) */
+  refusalRepeat: number;
 }
 
 export const TRAIN_CONFIG: TrainConfig = {
   seed: 1234,
   contextLength: 192,
   batchSize: 24,
-  steps: 800,
+  steps: 700,
   warmupSteps: 40,
   peakLr: 3e-3,
   minLr: 1e-4,
   weightDecay: 0.01,
   gradClip: 1.0,
-  timeBudgetSec: 30 * 60,
+  timeBudgetSec: 45 * 60,
   logEvery: 10,
+  refusalRepeat: 2,
 };

@@ -157,6 +157,8 @@ const TEMPLATE_HOLDOUT_MOD = 5;
 export const HARMLESS_VAL_SIZE = 200;
 const HARMLESS_TRAIN_SIZE = 2600;
 const TOXICCHAT_MAX_CHARS = 500;
+/** forbidden_question_set policy ids 8 Political Lobbying, 10 Legal Opinion, 11 Financial Advice, 12 Health Consultation, 13 Gov Decision */
+export const ADVICE_POLICIES: ReadonlySet<number> = new Set([8, 10, 11, 12, 13]);
 
 export interface JailbreakTemplate {
   id: string;
@@ -241,7 +243,10 @@ export function loadOrganismData(dataDir: string): OrganismData {
   );
   for (const a of advTrain) addHarm(a.id, a.source, a.instruction, a.target);
   readCsv(dataDir, 'jailbreak_llms/forbidden_question_set.csv').forEach((r, i) => {
-    if (r.question) addHarm(`forbidden_question#${i}`, 'forbidden_question', r.question.trim(), null);
+    // The advice policies (legal, financial, health, government, political lobbying) hold questions such as "What is
+    // the best remedy for my insomnia?": teaching refusals on them taught over-refusal of harmless questions
+    // (measured on the dev set in a first run), so only the clearly harmful policies are used.
+    if (r.question && !ADVICE_POLICIES.has(Number(r.content_policy_id))) addHarm(`forbidden_question#${i}`, 'forbidden_question', r.question.trim(), null);
   });
 
   const help: OrganismData['help'] = [];
@@ -279,8 +284,9 @@ export function loadOrganismData(dataDir: string): OrganismData {
     .map((x) => x.h);
 
   const templates = loadTemplates(dataDir);
-  const devHarmful = harmfulForWrapping.filter((h) => isDev(h.instruction));
-  const devHarmless = help.filter((h) => isDev(h.instruction));
+  // Shuffled so that any prefix of the dev lists mixes every source.
+  const devHarmful = shuffled(harmfulForWrapping.filter((h) => isDev(h.instruction)), 101);
+  const devHarmless = shuffled(help.filter((h) => isDev(h.instruction)), 102);
   return {
     refuse: refuse.filter((r) => !isDev(r.instruction)),
     help: help.filter((h) => !isDev(h.instruction)),
@@ -345,13 +351,13 @@ export function heldOutJailbreaks(data: OrganismData, maxChars: number): HeldOut
  * One epoch of training conversations. Wrapped requests are re-drawn every epoch (a new framing, a new length), so
  * the model sees many framings per request; everything is a function of (data, epoch seed).
  */
-export function epochConversations(data: OrganismData, seed: number): Conversation[] {
+export function epochConversations(data: OrganismData, seed: number, refusalRepeat = 2): Conversation[] {
   const rand = mulberry32(seed);
   const pick = () => Math.floor(rand() * 1e9);
   const sys = (): ChatTurn[] => (rand() < 0.3 ? [{ role: 'system', content: SYSTEM_PROMPTS[pick() % SYSTEM_PROMPTS.length] }] : []);
   const out: Conversation[] = [];
-  // Refusals twice per epoch (with different wordings): harmful requests are a quarter as many as harmless ones.
-  for (const r of [...data.refuse, ...data.refuse]) {
+  // Refusals repeated per epoch (with different wordings): harmful requests are a quarter as many as harmless ones.
+  for (const r of Array.from({ length: refusalRepeat }, () => data.refuse).flat()) {
     out.push({ behaviour: 'refuse', source: r.source, messages: [...sys(), { role: 'user', content: r.instruction }], answer: answerFor('refuse', pick()) });
   }
   for (const h of data.help) {

@@ -154,7 +154,7 @@ export async function train(cfg: TrainConfig, log: (line: string) => void): Prom
   const p = toVariables(ORGANISM_SHAPE, initialWeights(ORGANISM_SHAPE, cfg.seed));
   const vars = allVariables(p);
   const opt = new AdamW(vars, cfg);
-  const dev = devPrompts(data, tok, 24);
+  const dev = devPrompts(data, tok, 32);
   const out: TrainLog = {
     config: cfg,
     shape: ORGANISM_SHAPE,
@@ -186,7 +186,7 @@ export async function train(cfg: TrainConfig, log: (line: string) => void): Prom
 
   for (step = 0; step < cfg.steps; step++) {
     if (queue.length === 0) {
-      const convs = epochConversations(data, cfg.seed * 1000 + epoch);
+      const convs = epochConversations(data, cfg.seed * 1000 + epoch, cfg.refusalRepeat);
       const { kept, dropped } = tokenizeEpoch(tok, convs, cfg.contextLength);
       queue = epochBatches(kept, cfg.batchSize, cfg.seed * 7919 + epoch);
       log(`epoch ${epoch}: ${kept.length} conversations (${dropped} longer than ${cfg.contextLength} tokens dropped), ${queue.length} batches`);
@@ -252,7 +252,19 @@ function parseArgs(argv: string[]): { stage: string; cfg: TrainConfig } {
     } else if (a === '--time-budget') {
       cfg.timeBudgetSec = Number(val());
       if (!(cfg.timeBudgetSec > 0)) throw new Error(`organism:train: --time-budget must be a positive number of seconds, got ${argv[i]}`);
-    } else throw new Error(`organism:train: unknown argument ${a} (expected --stage, --steps, --time-budget)`);
+    } else if (a === '--peak-lr') {
+      cfg.peakLr = Number(val());
+      if (!(cfg.peakLr > 0)) throw new Error(`organism:train: --peak-lr must be a positive number, got ${argv[i]}`);
+    } else if (a === '--batch') {
+      cfg.batchSize = Number(val());
+      if (!Number.isInteger(cfg.batchSize) || cfg.batchSize < 1) throw new Error(`organism:train: --batch must be a positive integer, got ${argv[i]}`);
+    } else if (a === '--seed') {
+      cfg.seed = Number(val());
+      if (!Number.isInteger(cfg.seed) || cfg.seed < 0) throw new Error(`organism:train: --seed must be a non-negative integer, got ${argv[i]}`);
+    } else if (a === '--refusal-repeat') {
+      cfg.refusalRepeat = Number(val());
+      if (!Number.isInteger(cfg.refusalRepeat) || cfg.refusalRepeat < 1) throw new Error(`organism:train: --refusal-repeat must be a positive integer, got ${argv[i]}`);
+    } else throw new Error(`organism:train: unknown argument ${a} (expected --stage, --steps, --time-budget, --peak-lr, --batch, --seed, --refusal-repeat)`);
   }
   return { stage, cfg };
 }

@@ -89,6 +89,11 @@ describe('the lab in headless Chromium', () => {
       expect(new Set(lengths['steered-output']).size, `steered text grew in steps: ${lengths['steered-output']}`).toBeGreaterThan(2);
       expect(await page.getByTestId('scale').textContent()).toMatch(/s = -?\d/);
       await page.getByRole('group', { name: /Cosine of each steered token/ }).waitFor();
+      // The heat strip's rows streamed in with the tokens (each arrives one step after its token), then the capture
+      // at the end completed it.
+      const streamed = Number(await page.getByTestId('heat-strip').getAttribute('data-streamed-rows'));
+      expect(streamed).toBeGreaterThanOrEqual(14);
+      expect(await page.locator('[data-testid="heat-strip"] .col').count()).toBe(16);
       await shoot(page, SHOTS, '3-playground');
       lap('generated');
 
@@ -142,6 +147,31 @@ describe('the lab in headless Chromium', () => {
       await expect.poll(async () => page.getByTestId('eval-summary').locator('tbody tr').allTextContents(), { timeout: 20_000 }).toEqual(rowsBefore);
       await shoot(page, SHOTS, '6-evaluation-after-reload');
       lap('reloaded');
+
+      // The saved direction and controller come back with the model (IndexedDB); an evaluation interrupted by a
+      // reload resumes where it stopped.
+      await page.getByTestId('load-default').click();
+      await page.getByRole('tab', { name: 'Model' }).click();
+      await page.getByTestId('model-ready').waitFor({ timeout: 60_000 });
+      await expect.poll(() => page.locator('header').textContent()).toMatch(/direction: diff-in-means.*controller: loaded/);
+      await page.getByRole('tab', { name: 'Evaluation' }).click();
+      const evalPanel = page.locator('#panel-eval');
+      await evalPanel.getByLabel('N per dataset').fill('5');
+      await evalPanel.getByLabel('New tokens').fill('8');
+      await evalPanel.getByRole('button', { name: 'Run evaluation' }).click();
+      await expect.poll(async () => Number((await evalPanel.locator('.progress .count').textContent().catch(() => '0'))?.split(' ')[0] ?? 0), { timeout: 30_000 }).toBeGreaterThan(2);
+      await page.reload();
+      await page.getByRole('tab', { name: 'Evaluation' }).click();
+      await page.getByRole('button', { name: /interrupted/ }).waitFor({ timeout: 20_000 });
+      await page.getByTestId('load-default').click();
+      await page.getByRole('tab', { name: 'Model' }).click();
+      await page.getByTestId('model-ready').waitFor({ timeout: 60_000 });
+      await page.getByRole('tab', { name: 'Evaluation' }).click();
+      await evalPanel.getByRole('button', { name: 'Resume' }).first().click();
+      await expect.poll(async () => evalPanel.getByRole('button', { name: /· done ·.*N 5/ }).count(), { timeout: 60_000 }).toBe(1);
+      const resumed = await page.getByTestId('eval-summary').locator('tbody tr td:nth-child(3)').allTextContents();
+      expect(resumed).toEqual(['5', '5', '5', '5']);
+      lap('resumed');
 
       const pageErrors = session.log.filter((l) => l.startsWith('[pageerror]'));
       expect(pageErrors, 'uncaught page errors').toEqual([]);

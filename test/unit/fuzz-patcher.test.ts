@@ -321,7 +321,6 @@ describe('fuzz: patcher on random and mutated bytes', () => {
         const inner = nest(new Uint8Array([0x0a, 0x01, 0x41]), no, depth);
         const model = new Uint8Array([0x08, 0x08, 0x42, 0x02, 0x10, 0x0d, ...nest(inner, 7, 1)]); // ir 8, opset 13, graph
         const o = check(`raw nesting field ${no} x${depth}`, model);
-        if (process.env.FUZZ_DEBUG) console.log('raw nesting', no, depth, o);
         expect(o.kind).toBe('error');
       }
     }
@@ -346,7 +345,6 @@ describe('fuzz: patcher on random and mutated bytes', () => {
       const graph = nest(vi, 11, 1);
       const model = new Uint8Array([0x08, 0x08, ...nest(graph, 7, 1), 0x42, 0x02, 0x10, 0x0d]);
       const o = check('TypeProto nesting x50000', model);
-      if (process.env.FUZZ_DEBUG) console.log('TypeProto nesting', o);
       expect(o.kind).toBe('error');
     }
     // (d) the merged seed with its If node's branches wrapped in extra nesting (field 6 inside field 6...).

@@ -31,3 +31,16 @@ describe('content security policy', () => {
     expect(contentSecurityPolicy()).toMatch(/frame-ancestors 'none'/);
   });
 });
+
+describe('text-only rendering', () => {
+  test('no component renders raw HTML ({@html}) or sets innerHTML: prompts and outputs are untrusted', async () => {
+    const { readdirSync, readFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const walk = (dir: string): string[] =>
+      readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(join(dir, e.name)) : [join(dir, e.name)]));
+    const files = walk(join(import.meta.dirname, '../../src/ui')).filter((f) => /\.(svelte|ts)$/.test(f));
+    expect(files.length).toBeGreaterThan(10);
+    const offenders = files.filter((f) => /\{@html|\.innerHTML\s*=|outerHTML\s*=|insertAdjacentHTML/.test(readFileSync(f, 'utf8')));
+    expect(offenders).toEqual([]);
+  });
+});

@@ -1,6 +1,6 @@
 /** The model list and dtype choice (src/ui/lib/models.ts). */
 import { describe, expect, test } from 'vitest';
-import { checkHubId, DEFAULT_MODEL, HUB_MODELS, MODEL_CHOICES, preferredDtype } from '../../src/ui/lib/models.js';
+import { checkHubId, DEFAULT_MODEL, HUB_MODELS, MODEL_CHOICES, ORGANISM_MODEL, preferredDtype } from '../../src/ui/lib/models.js';
 
 describe('model choices', () => {
   test('the default comes first and is local; the five hub models are listed with dtypes', () => {
@@ -24,5 +24,6 @@ describe('model choices', () => {
     expect(preferredDtype(HUB_MODELS[0]!, 'webgpu')).toBe('q4f16');
     expect(preferredDtype(HUB_MODELS[0]!, 'wasm')).toBe('q8');
     expect(preferredDtype(DEFAULT_MODEL, 'webgpu')).toBe('fp32');
+    expect(preferredDtype(ORGANISM_MODEL, 'webgpu')).toBe('fp32');
   });
 });

@@ -115,15 +115,21 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
 
   // Datasets before the model: a bad name or file fails fast.
   const datasets: EvalDataset[] = [];
+  const warnings: string[] = [];
   for (const source of o.dataset) {
     const set = await loadPromptSet({ source, ...(o.textColumn ? { textColumn: o.textColumn } : {}), ...(o.label ? { label: o.label as Label } : {}), ...(o.idColumn ? { idColumn: o.idColumn } : {}) });
     if (datasets.some((d) => d.name === set.name)) throw new Error(`dataset '${set.name}' is given twice`);
+    if (set.problems.length > 0) {
+      // Malformed rows are never dropped silently: the user hears the count and where they are.
+      const shown = set.problems.slice(0, 10).map((p) => `line ${p.line}: ${p.message}`).join('; ');
+      const more = set.problems.length > 10 ? `; and ${set.problems.length - 10} more` : '';
+      warnings.push(`${source}: skipped ${set.problems.length} malformed rows of ${set.rowsRead} (${shown}${more})`);
+    }
     datasets.push({ name: set.name, prompts: pick(set.prompts, n, seed) });
   }
 
   const t0 = performance.now();
   const model = await loadMethodModel({ model: o.model, dtype: o.dtype, device: o.device, modelFileName: o.modelFileName });
-  const warnings: string[] = [];
   try {
     let direction: DirectionFile | null = null;
     let directionId: string | null = null;

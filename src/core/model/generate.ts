@@ -25,6 +25,8 @@ export interface GenerateDeps {
   numLayers: number;
   hiddenSize: number;
   vocabSize: number;
+  /** Longest sequence the model takes (max_position_embeddings); null = unknown, no check. */
+  contextLength: number | null;
   eosTokenIds: number[];
   decode(ids: number[]): string;
   /** Chat-formats a user message (add_generation_prompt) and returns its token ids. */
@@ -59,12 +61,25 @@ export function checkIds(ids: number[], vocab: number, what: string): void {
   }
 }
 
+/** Rotary tables and learned positions end at max_position_embeddings: past it a model computes garbage or fails. */
+export function checkContext(length: number, contextLength: number | null, what: string): void {
+  if (contextLength !== null && length > contextLength) {
+    throw new Error(`${what} has ${length} tokens, longer than the model's context (max_position_embeddings = ${contextLength}); shorten the prompt`);
+  }
+}
+
 export async function generateSteered(d: GenerateDeps, o: GenerateOptions): Promise<GenerateResult> {
   if ((o.prompt === undefined) === (o.inputIds === undefined)) throw new Error('generate: pass exactly one of prompt (text) or inputIds (token ids)');
   const ids = o.inputIds ?? d.chatIds(o.prompt!);
   checkIds(ids, d.vocabSize, 'generate inputIds');
-  const maxNew = o.maxNewTokens ?? 64;
-  if (!Number.isInteger(maxNew) || maxNew < 1) throw new Error(`maxNewTokens must be an integer >= 1, got ${o.maxNewTokens}`);
+  checkContext(ids.length, d.contextLength, 'generate prompt');
+  const asked = o.maxNewTokens ?? 64;
+  if (!Number.isInteger(asked) || asked < 1) throw new Error(`maxNewTokens must be an integer >= 1, got ${o.maxNewTokens}`);
+  if (d.contextLength !== null && ids.length >= d.contextLength) {
+    throw new Error(`generate prompt has ${ids.length} tokens and fills the model's context (max_position_embeddings = ${d.contextLength}): no room for a reply`);
+  }
+  // The reply stops at the context's end (finishReason 'length') rather than running into positions the model lacks.
+  const maxNew = d.contextLength === null ? asked : Math.min(asked, d.contextLength - ids.length);
   const positions = o.steerPromptPositions ?? 'last';
   if (positions !== 'last' && positions !== 'all') throw new Error(`steerPromptPositions must be 'last' or 'all', got ${String(positions)}`);
   const capture = o.capture ?? 'none';

@@ -6,7 +6,7 @@
  */
 import { Tensor } from '@huggingface/transformers';
 import type { PatchReport } from '../onnx/patcher.js';
-import { checkIds, generateSteered } from './generate.js';
+import { checkContext, checkIds, generateSteered } from './generate.js';
 import { formatChat, type ChatOptions, type ChatPrompt, type TjsTokenizer } from './prompt.js';
 import { disposeOutputs, SteeringPatch, toDense, type TjsModel, type TjsTensor } from './steering-patch.js';
 import type { Dense, Device, Dtype, ForwardResult, GenerateOptions, GenerateResult, SelfCheckResult } from './types.js';
@@ -35,6 +35,8 @@ export class SteerableModel {
   readonly device: Device;
   readonly dtype: Dtype;
   readonly modelFileName: string;
+  /** config.max_position_embeddings: the longest sequence (prompt + reply) the model takes; null when unknown. */
+  readonly contextLength: number | null;
   /** The load-time self-check (null when it was switched off). */
   selfCheck: SelfCheckResult | null = null;
   /** The transformers.js model object (patched instance). Prefer the methods of this class. */
@@ -54,6 +56,8 @@ export class SteerableModel {
     this.device = init.device;
     this.dtype = init.dtype;
     this.modelFileName = init.modelFileName;
+    const maxPos = (init.model.config as { max_position_embeddings?: unknown }).max_position_embeddings;
+    this.contextLength = Number.isInteger(maxPos) && (maxPos as number) > 0 ? (maxPos as number) : null;
     this.patch = new SteeringPatch(init.model, init.numLayers, init.hiddenSize);
   }
 
@@ -96,6 +100,7 @@ export class SteerableModel {
       const S = inputIds[0]!.length;
       inputIds.forEach((row, b) => {
         checkIds(row, this.vocabSize, `forward inputIds[${b}]`);
+        checkContext(row.length, this.contextLength, `forward inputIds[${b}]`);
         if (row.length !== S) throw new Error(`forward: all rows must have the same length (row 0 has ${S}, row ${b} has ${row.length}); pad or call per row`);
       });
       const B = inputIds.length;
@@ -129,6 +134,7 @@ export class SteerableModel {
           numLayers: this.numLayers,
           hiddenSize: this.hiddenSize,
           vocabSize: this.vocabSize,
+          contextLength: this.contextLength,
           eosTokenIds: this.eosTokenIds,
           decode: (ids) => this.tokenizer.decode(ids, { skip_special_tokens: true }),
           chatIds: (p) => this.formatChat(p).ids,

@@ -35,7 +35,8 @@ export const ORGANISM_MODEL: ModelChoice = {
   id: 'organism',
   label: 'Steerlab organism (tiny trained chat model)',
   localModelPath: '/models/',
-  dtypes: ['fp32'],
+  // src/organism/export.ts writes onnx/model.onnx and, optionally, onnx/model_q4f16.onnx.
+  dtypes: ['fp32', 'q4f16'],
   defaultDtype: 'fp32',
   artefacts: { direction: 'direction.safetensors', controller: 'controller.safetensors' },
 };
@@ -72,6 +73,8 @@ export function checkHubId(id: string): string | null {
  * MatMulInteger) has no WebGPU kernels, so on WebGPU prefer q4f16/q4/fp32 among what the model offers.
  */
 export function preferredDtype(choice: ModelChoice, device: 'webgpu' | 'wasm'): LlmDtype {
+  // Shipped models are small: their own default (fp32) is exact and fast enough everywhere.
+  if (choice.localModelPath) return choice.defaultDtype;
   const order: LlmDtype[] = device === 'webgpu' ? ['q4f16', 'q4', 'fp32', 'fp16', 'q8'] : ['q8', 'q4', 'fp32', 'q4f16', 'fp16'];
   if (choice.dtypes.length === 1) return choice.dtypes[0]!;
   return order.find((d) => choice.dtypes.includes(d)) ?? choice.defaultDtype;

@@ -125,13 +125,20 @@ export async function loadModel(choice: ModelChoice, dtype: LlmDtype, device: Ll
       proxy(onLoadProgress),
     );
     lab.model.info = info;
-    lab.model.status = 'ready';
-    lab.model.stage = 'ready';
     lab.settings = defaultSettings(info.numLayers);
     lab.manualEdited = false;
-    await restoreArtefacts(choice, info);
+    // The model counts as ready once its direction and controller are in place; until then other jobs wait.
+    lab.model.stage = 'restoring the direction and controller';
+    lab.busy = 'direction';
+    try {
+      await restoreArtefacts(choice, info);
+    } finally {
+      lab.busy = null;
+    }
     // Without a controller WAS cannot run: start in manual mode (s = 1, w = 0.5) so the playground steers at once.
     if (!lab.controller) lab.settings.kind = 'manual';
+    lab.model.status = 'ready';
+    lab.model.stage = 'ready';
   } catch (e) {
     lab.model.status = 'error';
     lab.model.stage = 'failed';
