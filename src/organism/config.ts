@@ -17,16 +17,17 @@ export const WORK_DIR = process.env.ORGANISM_WORK_DIR ? path.resolve(process.env
 
 /**
  * Llama architecture, small enough to train on 2 shared CPU cores in well under an hour: 6 layers so that per-layer
- * steering weights mean something, grouped-query attention (4 query heads over 2 KV heads) like the hub models.
+ * steering weights mean something, grouped-query attention (6 query heads over 2 KV heads) like the hub models.
  */
 export const ORGANISM_SHAPE: DecoderShape = {
   vocabSize: 768,
   hiddenSize: 96,
   intermediateSize: 256,
   numLayers: 6,
-  numHeads: 4,
+  numHeads: 6,
   numKvHeads: 2,
-  headDim: 24,
+  // onnxruntime's GroupQueryAttention (the fused q4f16 export) needs a head size that is a multiple of 16.
+  headDim: 16,
   maxPositionEmbeddings: 256,
   ropeTheta: 10000,
   rmsNormEps: 1e-5,
@@ -56,7 +57,7 @@ export const TRAIN_CONFIG: TrainConfig = {
   seed: 1234,
   contextLength: 192,
   batchSize: 24,
-  steps: 700,
+  steps: 1000,
   warmupSteps: 40,
   peakLr: 3e-3,
   minLr: 1e-4,

@@ -162,7 +162,17 @@ export async function evaluateOrganism(dir: string, log: (line: string) => void)
       log(`eval: ${rel} not present, skipped`);
       continue;
     }
-    const res = await evaluateFile(file, shape, tok, sets);
+    let res: SetResult[];
+    try {
+      res = await evaluateFile(file, shape, tok, sets);
+    } catch (err) {
+      // fp32 is the reference export: its failure is fatal. The q4f16 file is optional: drop it and say why.
+      if (dtype !== 'q4f16') throw err;
+      await rm(file, { force: true });
+      report.q4f16_removed = `onnxruntime could not run it: ${(err as Error).message}`;
+      log(`eval: removed ${rel}: onnxruntime could not run it (${(err as Error).message})`);
+      continue;
+    }
     report[dtype] = res;
     log(`eval ${dtype}: ${res.map((r) => `${r.name} ${(100 * r.rate).toFixed(1)}% (${r.refused}/${r.n}, target ${r.target}${r.met ? '' : ', MISSED'})`).join('; ')}`);
     if (dtype === 'q4f16' && !res.every((r) => r.met)) {

@@ -12,7 +12,7 @@ import { buildTestModel } from '../../src/core/onnx/testmodel/build.js';
 import { SHAPE_PRESETS } from '../../src/core/onnx/testmodel/config.js';
 import { DEFAULT_MODEL } from '../../src/ui/lib/models.js';
 import { launchChromium, PROJECT_ROOT, startLabServer, type BrowserSession, type LabServer } from './harness.js';
-import { norms, shoot, streamedLengths } from './lab-helpers.js';
+import { judgedPlusUnjudged, norms, shoot, streamedLengths } from './lab-helpers.js';
 
 const SHOTS = join(PROJECT_ROOT, 'test-output/screenshots');
 let tmp: string;
@@ -45,6 +45,13 @@ describe('the lab in headless Chromium', () => {
     try {
       await page.setViewportSize({ width: 1366, height: 900 });
       await page.goto(server.url);
+      // Tabs follow the WAI-ARIA pattern: arrow keys move the selection and the focus.
+      await page.getByRole('tab', { name: 'Model' }).focus();
+      await page.keyboard.press('ArrowRight');
+      expect(await page.getByRole('tab', { name: 'Playground' }).getAttribute('aria-selected')).toBe('true');
+      expect(await page.evaluate(() => document.activeElement?.id)).toBe('tab-playground');
+      await page.keyboard.press('ArrowLeft');
+      expect(await page.getByRole('tab', { name: 'Model' }).getAttribute('aria-selected')).toBe('true');
       // A model that cannot be patched says why, and the lab stays usable.
       await page.locator('#model-select').selectOption('__custom__');
       await page.getByLabel(/served by this lab/).check();
@@ -108,12 +115,17 @@ describe('the lab in headless Chromium', () => {
       lap('layerSwitched');
 
       // Stop a running generation.
+      // The tiny model writes a token in a few ms and stops at its 256-token context, so Stop is pressed as soon as
+      // the generation is running (the button enables itself then), not after waiting for text.
       await play.getByLabel('New tokens').fill('400');
       await page.getByRole('button', { name: 'Generate base + steered' }).click();
-      await expect.poll(() => page.getByTestId('base-output').textContent().then((t) => (t ?? '').length), { timeout: 30_000 }).toBeGreaterThan(3);
-      await page.getByTestId('stop').click();
+      await page.getByTestId('stop').click({ timeout: 5_000 });
       await expect.poll(() => page.getByRole('button', { name: 'Generate base + steered' }).isEnabled(), { timeout: 30_000 }).toBe(true);
-      expect(await page.locator('#panel-playground').textContent()).toMatch(/abort/);
+      const stoppedInfo = await page.locator('#panel-playground article').first().textContent();
+      expect(stoppedInfo).toMatch(/\d+ tokens, abort/);
+      expect(Number(/(\d+) tokens, abort/.exec(stoppedInfo ?? '')?.[1])).toBeLessThan(200);
+      // Stopping the base run also skips the steered one.
+      expect(await page.getByTestId('steered-output').textContent()).toBe('');
       lap('stopped');
 
       // Direction: difference in means with progress, then the per-layer separation plot.
@@ -132,6 +144,8 @@ describe('the lab in headless Chromium', () => {
       const table = page.getByTestId('eval-summary');
       await expect.poll(async () => (await table.locator('tbody tr').count()), { timeout: 60_000 }).toBe(4);
       await expect.poll(() => page.getByRole('button', { name: 'Run evaluation' }).isEnabled(), { timeout: 60_000 }).toBe(true);
+      // Every planned prompt is accounted for: judged (n) or not judged (a prompt longer than the tiny model's context).
+      expect(await judgedPlusUnjudged(table)).toEqual([3, 3, 3, 3]);
       const text = await table.textContent();
       expect(text).toMatch(/toxicchat-test-toxic/);
       expect(text).toMatch(/toxicchat-test-nontoxic/);
@@ -157,6 +171,9 @@ describe('the lab in headless Chromium', () => {
       await page.getByRole('tab', { name: 'Evaluation' }).click();
       const evalPanel = page.locator('#panel-eval');
       await evalPanel.getByLabel('N per dataset').fill('5');
+      // ActAdd and CAST need the diff-in-means direction computed above (raw vector, CAST condition): both run too.
+      await evalPanel.getByRole('checkbox', { name: /ActAdd/ }).check();
+      await evalPanel.getByRole('checkbox', { name: /CAST/ }).check();
       await evalPanel.getByLabel('New tokens').fill('8');
       await evalPanel.getByRole('button', { name: 'Run evaluation' }).click();
       await expect.poll(async () => Number((await evalPanel.locator('.progress .count').textContent().catch(() => '0'))?.split(' ')[0] ?? 0), { timeout: 30_000 }).toBeGreaterThan(2);
@@ -169,8 +186,10 @@ describe('the lab in headless Chromium', () => {
       await page.getByRole('tab', { name: 'Evaluation' }).click();
       await evalPanel.getByRole('button', { name: 'Resume' }).first().click();
       await expect.poll(async () => evalPanel.getByRole('button', { name: /· done ·.*N 5/ }).count(), { timeout: 60_000 }).toBe(1);
-      const resumed = await page.getByTestId('eval-summary').locator('tbody tr td:nth-child(3)').allTextContents();
-      expect(resumed).toEqual(['5', '5', '5', '5']);
+      expect(await judgedPlusUnjudged(page.getByTestId('eval-summary'))).toEqual([5, 5, 5, 5, 5, 5, 5, 5]);
+      const conditions = await page.getByTestId('eval-summary').locator('tbody tr td:nth-child(2)').allTextContents();
+      expect(new Set(conditions)).toEqual(new Set(['off', 'was', 'actadd', 'cast']));
+      await shoot(page, SHOTS, '7-evaluation-resumed');
       lap('resumed');
 
       const pageErrors = session.log.filter((l) => l.startsWith('[pageerror]'));

@@ -1,6 +1,6 @@
 /** Helpers for the lab's browser test: screenshots, steering-matrix read-out, streaming observation. */
 import { join } from 'node:path';
-import type { Page } from 'playwright-core';
+import type { Locator, Page } from 'playwright-core';
 
 export async function shoot(page: Page, dir: string, name: string): Promise<string> {
   const file = join(dir, `${name}.png`);
@@ -40,4 +40,11 @@ export function streamedLengths(page: Page, testIds: string[]): { stop(): Promis
       });
     },
   };
+}
+
+/** Per summary row: judged prompts (n, column 3) plus prompts the model could not take ("not judged", column 8). */
+export async function judgedPlusUnjudged(table: Locator): Promise<number[]> {
+  const n = await table.locator('tbody tr td:nth-child(3)').allTextContents();
+  const unjudged = await table.locator('tbody tr td:nth-child(8)').allTextContents();
+  return n.map((x, i) => Number(x) + Number(unjudged[i]));
 }

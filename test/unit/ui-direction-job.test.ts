@@ -40,11 +40,14 @@ describe('direction job', () => {
     expect(fitCast(acts(1, 3, 1), acts(1, 0, 2), L, H)).toBeNull();
   });
 
-  test('embedding direction: refusal minus answer phrase rows, from the forward-pass embeddings', async () => {
+  test('embedding direction: refusal minus answer phrase rows, from one forward pass over all phrase ids', async () => {
     // token id = first char code; refusal phrases' first tokens get +1 on axis 0.
     const refusalFirst = new Set(REFUSAL_PHRASES.map((p) => p.charCodeAt(0) + 1000));
     const tokenize = async (t: string) => [REFUSAL_PHRASES.includes(t) ? t.charCodeAt(0) + 1000 : t.charCodeAt(0)];
+    let calls = 0;
     const emb = async (ids: number[]) => {
+      calls++;
+      expect(new Set(ids).size).toBe(ids.length); // each id embedded once
       const out = new Float32Array(ids.length * H);
       ids.forEach((id, i) => { out[i * H + 1] = 0.1; if (refusalFirst.has(id)) out[i * H] = 1; });
       return out;
@@ -53,6 +56,7 @@ describe('direction job', () => {
     expect(r.file.metadata.method).toBe('embedding');
     expect(r.file.metadata.source_matrix).toBe('input-embedding');
     expect(r.file.direction[0]).toBeCloseTo(1, 5);
+    expect(calls).toBe(1); // one forward pass for all phrases
     expect(r.separation).toEqual([]);
   });
 

@@ -3,7 +3,7 @@
  * 'off' generation reused as the observation, resume after a cancel without repeating a record, CSV export.
  */
 import { describe, expect, test } from 'vitest';
-import { planPrompts, recordsToCsv, runEval, type EvalDeps } from '../../src/ui/lib/eval-runner.js';
+import { MAX_CONSECUTIVE_FAILURES, planPrompts, recordsToCsv, runEval, type EvalDeps } from '../../src/ui/lib/eval-runner.js';
 import { MemoryRecordStore, summarize } from '../../src/core/eval/records.js';
 import { wasKeywordJudge } from '../../src/core/eval/judges.js';
 import type { LoadResult } from '../../src/core/data/types.js';
@@ -74,5 +74,31 @@ describe('eval runner', () => {
     expect(csv.split('\n')[0]).toMatch(/^dataset,id,condition,label,refused/);
     expect(csv).toContain("'=HYPERLINK");
     expect(csv).toContain('0.5000 0.2500');
+  });
+
+  test('a prompt the model cannot take is recorded unjudged; failures in a row stop the run', async () => {
+    const store = new MemoryRecordStore();
+    const deps = fakeDeps(store, []);
+    const gen = deps.generate;
+    deps.generate = async (t, m, c) => {
+      if (t === 'prompt a') throw new Error('prompt has 398 tokens, longer than the model context');
+      return gen(t, m, c);
+    };
+    const r = await runEval(planPrompts([data], 4, 1), ['off'], deps);
+    expect(r.cancelled).toBe(false);
+    expect(store.size).toBe(4);
+    const bad = store.records().find((x) => x.id === 'a')!;
+    expect(bad.error).toMatch(/398 tokens/);
+    expect(bad.refused).toBeUndefined();
+    expect(summarize(store.records())[0]).toMatchObject({ n: 3, unjudged: 1 });
+
+    const many: LoadResult = { ...data, prompts: Array.from({ length: 12 }, (_, i) => ({ id: `p${i}`, text: `prompt ${i}`, label: 'harmful' as const, meta: {} })) };
+    const broken = fakeDeps(new MemoryRecordStore(), []);
+    broken.generate = async () => {
+      throw new Error('worker crashed');
+    };
+    await expect(runEval(planPrompts([many], 12, 1), ['off', 'was'], broken)).rejects.toThrow(/worker crashed/);
+    // every condition of MAX_CONSECUTIVE_FAILURES prompts was recorded, then the run stopped
+    expect(broken.store.size).toBe(2 * MAX_CONSECUTIVE_FAILURES);
   });
 });

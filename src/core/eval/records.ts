@@ -182,22 +182,13 @@ async function fsyncDir(fs: Fs, dir: string): Promise<void> {
   }
 }
 
-/** Writes a file so that readers see either the old or the new contents, never half of one. */
+/**
+ * Writes a file so that readers see either the old or the new contents, never half of one. The project's one
+ * atomic writer is Node-only, so it is imported lazily: this module stays loadable in a browser.
+ */
 export async function writeFileAtomic(file: string, text: string): Promise<void> {
-  const { fs, path } = await nodeModules();
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}-${Date.now()}`);
-  const handle = await fs.open(tmp, 'w');
-  try {
-    await handle.writeFile(text, 'utf8');
-    await handle.sync();
-  } catch (err) {
-    await handle.close();
-    await fs.rm(tmp, { force: true });
-    throw err;
-  }
-  await handle.close();
-  await fs.rename(tmp, file);
-  await fsyncDir(fs, path.dirname(file));
+  const { writeFileAtomic: write } = await import('../util/atomic-write.js');
+  await write(file, text);
 }
 
 function processAlive(pid: number): boolean {

@@ -6,21 +6,11 @@
  * The same seed therefore gives the same tokens, whatever else runs in the process.
  */
 import type { SamplingOptions } from './types.js';
+import { mulberry32 } from '../util/prng.js';
 
 /** A transformers.js logits processor: (input ids per row, logits [B, V]) -> logits (modified in place). */
 export type LogitsProcessorFn = (inputIds: bigint[][], logits: { data: Float32Array; dims: number[] }) => { data: Float32Array; dims: number[] };
 
-/** mulberry32: small, fast, good enough for token draws, and identical in every JS engine. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export function validateSampling(s: SamplingOptions): Required<Omit<SamplingOptions, 'seed'>> & { seed: number } {
   const temperature = s.temperature ?? 1;
@@ -88,7 +78,7 @@ export function drawFrom(row: Float32Array, rand: () => number): number {
 /** The processor chain for one sampled generation (run transformers.js greedy after it). */
 export function samplingProcessors(s: SamplingOptions): LogitsProcessorFn[] {
   const o = validateSampling(s);
-  const rand = seededRandom(o.seed);
+  const rand = mulberry32(o.seed);
   return [
     (_ids, logits) => {
       const [B, V] = logits.dims as [number, number];

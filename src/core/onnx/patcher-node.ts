@@ -1,9 +1,8 @@
 /**
  * Node-only file helpers of the patcher, kept apart so the browser worker bundle never pulls in node:fs.
  */
-import { randomBytes } from 'node:crypto';
-import { rename, unlink, writeFile, readFile } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { writeFileAtomic } from '../util/atomic-write.js';
 import { OnnxPatchError } from './patch-error.js';
 import { patchDecoder, type PatchOptions, type PatchReport } from './patcher.js';
 
@@ -16,12 +15,9 @@ export async function patchDecoderFile(inPath: string, outPath: string, opts: Pa
     throw new OnnxPatchError('IO_ERROR', `cannot read ${inPath}: ${(err as Error).message}`);
   }
   const { bytes, report } = patchDecoder(input, opts);
-  const tmp = join(dirname(outPath), `.${basename(outPath)}.${randomBytes(6).toString('hex')}.tmp`);
   try {
-    await writeFile(tmp, bytes);
-    await rename(tmp, outPath);
+    await writeFileAtomic(outPath, bytes);
   } catch (err) {
-    await unlink(tmp).catch(() => undefined);
     throw new OnnxPatchError('IO_ERROR', `cannot write ${outPath}: ${(err as Error).message}`);
   }
   return report;

@@ -3,29 +3,12 @@
  * Atomic write: the bytes go to a temporary file in the same folder, which is then renamed over the target, so a
  * crash never leaves a half-written direction behind (rename within one filesystem is atomic on POSIX).
  */
-import { randomBytes } from 'node:crypto';
-import { open, readFile, rename, rm } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { writeFileAtomic } from '../util/atomic-write.js';
 import { decodeDirectionFile, encodeDirectionFile, type DirectionFile, type ModelShape } from './direction-file.js';
 import { importDirection, type ImportOptions } from './direction-import.js';
 
-/** Write bytes to `path` atomically (temp file in the same folder, fsync, rename). */
-export async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<void> {
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
-  try {
-    const fh = await open(tmp, 'wx');
-    try {
-      await fh.writeFile(bytes);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, path);
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw e;
-  }
-}
+export { writeFileAtomic };
 
 export async function writeDirectionFile(path: string, file: DirectionFile): Promise<void> {
   await writeFileAtomic(path, encodeDirectionFile(file));

@@ -13,6 +13,7 @@
  * default non-finite values are refused too: a NaN in a steering vector or a controller weight is always a bug.
  * Pure (no Node APIs): runs in the browser and in workers.
  */
+import { fromFloat16Bits } from '../util/float16.js';
 
 /** A tensor as written: always float32. */
 export interface SafetensorsTensor {
@@ -137,15 +138,6 @@ export function encodeSafetensors(
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 if (!LITTLE_ENDIAN) throw new Error('safetensors.ts assumes a little-endian platform');
 
-function halfToFloat(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >>> 10) & 0x1f;
-  const mant = h & 0x3ff;
-  if (exp === 0) return sign * mant * 2 ** -24;
-  if (exp === 0x1f) return mant ? NaN : sign * Infinity;
-  return sign * (1 + mant / 1024) * 2 ** (exp - 15);
-}
-
 function convert(bytes: Uint8Array, dtype: SafetensorsReadDtype): Float32Array {
   if (dtype === 'F32') {
     // Copy into a fresh, aligned buffer so the result never aliases the caller's file bytes. Not bytes.slice():
@@ -158,7 +150,7 @@ function convert(bytes: Uint8Array, dtype: SafetensorsReadDtype): Float32Array {
   const out = new Float32Array(n);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (dtype === 'F16') {
-    for (let i = 0; i < n; i++) out[i] = halfToFloat(view.getUint16(2 * i, true));
+    for (let i = 0; i < n; i++) out[i] = fromFloat16Bits(view.getUint16(2 * i, true));
   } else {
     // bfloat16 is the upper half of a float32.
     const u32 = new Uint32Array(out.buffer);

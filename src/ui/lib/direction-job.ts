@@ -92,32 +92,35 @@ export function diffInMeansDirection(harmful: Activations, harmless: Activations
   return { file, separation: layerSeparation(hr, br, file.direction), cast: fitCast(harmful, harmless, L, H), chosenResidualIndex: best };
 }
 
+/** Most ids per embedding forward pass (well inside any model's context). */
+const EMBED_CHUNK = 128;
+
 /**
- * Embedding direction: `phraseEmbeddings(ids)` returns the input embedding rows of the ids ([ids.length, H]),
- * which the lab reads from residual index 0 of a forward pass. Harmful/harmless activations (optional) give the plot.
+ * Embedding direction: `embed(ids)` returns the input embedding rows of the ids ([ids.length, H]), which the lab
+ * reads from residual index 0 of ONE forward pass over the ids side by side (the embedding output does not depend on
+ * position in the RoPE models this lab targets, so a made-up sequence is fine). Harmful/harmless activations
+ * (optional) give the plot.
  */
 export async function embeddingDirectionResult(
   tokenize: (text: string) => Promise<number[]>,
-  phraseEmbeddings: (ids: number[]) => Promise<Float32Array>,
+  embed: (ids: number[]) => Promise<Float32Array>,
   o: DirectionJobOptions,
   harmful: Activations | null,
   harmless: Activations | null,
 ): Promise<DirectionResult> {
   const { numLayers: L, hiddenSize: H } = o;
+  const refusal: number[][] = [];
+  const answer: number[][] = [];
+  for (const p of REFUSAL_PHRASES) refusal.push(await tokenize(p));
+  for (const p of ANSWER_PHRASES) answer.push(await tokenize(p));
+  const unique = [...new Set([...refusal, ...answer].flat())];
   const rows = new Map<number, Float32Array>();
-  const idsOf = async (phrases: readonly string[]) => {
-    const out: number[][] = [];
-    for (const p of phrases) {
-      const ids = await tokenize(p);
-      const emb = await phraseEmbeddings(ids);
-      if (emb.length !== ids.length * H) throw new RangeError(`embedding rows of "${p}": ${emb.length} values, expected ${ids.length} x ${H}`);
-      ids.forEach((id, i) => rows.set(id, emb.slice(i * H, (i + 1) * H)));
-      out.push(ids);
-    }
-    return out;
-  };
-  const refusal = await idsOf(REFUSAL_PHRASES);
-  const answer = await idsOf(ANSWER_PHRASES);
+  for (let i = 0; i < unique.length; i += EMBED_CHUNK) {
+    const ids = unique.slice(i, i + EMBED_CHUNK);
+    const emb = await embed(ids);
+    if (emb.length !== ids.length * H) throw new RangeError(`embedding rows: ${emb.length} values for ${ids.length} ids, expected ${ids.length} x ${H}`);
+    ids.forEach((id, k) => rows.set(id, emb.slice(k * H, (k + 1) * H)));
+  }
   const vocabSize = Math.max(...rows.keys()) + 1;
   const r = embeddingDirection({ vocabSize, hiddenSize: H, row: (id) => rows.get(id)! }, refusal, answer);
   const file = embeddingDirectionFile(r.direction, 'input-embedding', {

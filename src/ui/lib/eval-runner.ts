@@ -4,6 +4,9 @@
  * re-running the same plan after a reload finishes what is left. Cancellable between generations (and the running
  * generation is stopped through the signal). The model and controller are injected, so this runs in Node tests.
  *
+ * A prompt the model cannot take (e.g. longer than its context) becomes a record with `error` and no `refused`, so
+ * the summary counts it as unjudged instead of the run failing; MAX_CONSECUTIVE_FAILURES in a row stop the run.
+ *
  * Per prompt, the unsteered activation of the last prompt token is observed once and shared by every condition
  * (the controller and CAST read it); the 'off' condition's own generation provides it when 'off' is planned.
  */
@@ -53,6 +56,12 @@ export interface EvalDeps {
   signal?: AbortSignal;
 }
 
+/**
+ * Prompts in a row whose every condition failed, after which the run stops instead of recording yet more errors
+ * (something is broken, not just one prompt too long for the model).
+ */
+export const MAX_CONSECUTIVE_FAILURES = 10;
+
 export interface EvalRunSummary {
   done: number;
   skipped: number;
@@ -70,6 +79,7 @@ export async function runEval(plan: readonly PlannedPrompt[], conditions: readon
   // 'off' first: its generation also yields the observed activation the other conditions need.
   const order = [...new Set(conditions)].sort((a, b) => (a === 'off' ? -1 : b === 'off' ? 1 : 0));
   const total = plan.length * order.length;
+  let failures = 0;
   let done = 0;
   let skipped = 0;
   for (const { dataset, prompt } of plan) {
@@ -82,16 +92,33 @@ export async function runEval(plan: readonly PlannedPrompt[], conditions: readon
     }
     let residuals: Float32Array | null = null;
     let prediction: ControllerPrediction | null | undefined;
+    let succeeded = false;
+    let lastError: unknown = null;
     for (const condition of todo) {
       if (aborted(deps.signal)) return { done, skipped, total, cancelled: true };
       const t0 = Date.now();
       let outcome: SteeringOutcome | null = null;
-      if (condition !== 'off' && !residuals) residuals = await deps.observe(prompt.text);
-      if (condition !== 'off') {
-        if (prediction === undefined) prediction = await deps.predict(residuals!);
-        outcome = deps.steering(condition, residuals!, prediction);
+      let gen: GenerationOut;
+      try {
+        if (condition !== 'off' && !residuals) residuals = await deps.observe(prompt.text);
+        if (condition !== 'off') {
+          if (prediction === undefined) prediction = await deps.predict(residuals!);
+          outcome = deps.steering(condition, residuals!, prediction);
+        }
+        gen = await deps.generate(prompt.text, outcome?.matrix ?? null, condition === 'off' && !residuals);
+        succeeded = true;
+      } catch (e) {
+        if (aborted(deps.signal)) return { done, skipped, total, cancelled: true };
+        // A prompt the model cannot take (e.g. longer than its context) is recorded unjudged and the run goes on.
+        lastError = e;
+        const record: EvalRecord = {
+          dataset, id: prompt.id, condition, label: prompt.label, prompt: prompt.text, error: e instanceof Error ? e.message : String(e), ms: Date.now() - t0,
+        };
+        await deps.store.append(record);
+        done++;
+        deps.onProgress?.({ done, total, skipped, last: record });
+        continue;
       }
-      const gen = await deps.generate(prompt.text, outcome?.matrix ?? null, condition === 'off' && !residuals);
       if (gen.finishReason === 'abort' || aborted(deps.signal)) return { done, skipped, total, cancelled: true };
       if (condition === 'off' && gen.promptResiduals) residuals = gen.promptResiduals;
       const verdict = await judgeOutput(deps.judge, gen.text, prompt.text);
@@ -118,11 +145,14 @@ export async function runEval(plan: readonly PlannedPrompt[], conditions: readon
       done++;
       deps.onProgress?.({ done, total, skipped, last: record });
     }
+    // Many prompts in a row with nothing but failures mean something is broken: stop (the run can be resumed).
+    failures = succeeded ? 0 : failures + 1;
+    if (failures >= MAX_CONSECUTIVE_FAILURES) throw lastError;
   }
   return { done, skipped, total, cancelled: false };
 }
 
-const RECORD_COLUMNS = ['dataset', 'id', 'condition', 'label', 'refused', 'judge', 'matched', 's', 'w', 'steered', 'cast_similarity', 'tokens', 'finish', 'ms', 'prompt', 'output'] as const;
+const RECORD_COLUMNS = ['dataset', 'id', 'condition', 'label', 'refused', 'judge', 'matched', 's', 'w', 'steered', 'cast_similarity', 'tokens', 'finish', 'ms', 'error', 'prompt', 'output'] as const;
 
 /** Per-prompt records as CSV (w joined by spaces); formulas escaped because prompts and outputs are untrusted text. */
 export function recordsToCsv(records: readonly EvalRecord[]): string {

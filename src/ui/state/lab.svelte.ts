@@ -161,7 +161,7 @@ async function fetchShipped(choice: ModelChoice, path: string | undefined): Prom
 
 /**
  * After a load: the newest direction and controller saved for this model (IndexedDB), else those shipped with it,
- * else an embedding direction computed now (a few dozen tiny forward passes) so the playground works at once.
+ * else an embedding direction computed now (one forward pass over the phrase tokens) so the playground works at once.
  */
 async function restoreArtefacts(choice: ModelChoice, info: LoadedModelInfo): Promise<void> {
   const shape = { numLayers: info.numLayers, hiddenSize: info.hiddenSize, modelId: info.model };

@@ -2,9 +2,6 @@
  * The JSON files of a test-model folder (config.json, generation_config.json) and the atomic writer every file of
  * the folder goes through. Output is a pure function of the build options, so rebuilding gives identical bytes.
  */
-import { randomBytes } from 'node:crypto';
-import { open, rename, rm } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
 import type { DecoderShape, TestTopology } from './config.js';
 import { ENDOFTEXT_ID, IM_END_ID } from './tokenizer.js';
 
@@ -13,36 +10,8 @@ export function stableJson(value: unknown): string {
   return `${JSON.stringify(value, null, 2)}\n`;
 }
 
-/**
- * Writes via a temp file in the same folder and a rename, so a reader never sees a half-written file even if the
- * process dies mid-write (the rename is atomic on one filesystem).
- */
-export async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
-  const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
-  const fh = await open(tmp, 'w');
-  try {
-    const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
-    // Node's write caps one call at 2 GiB; loop so that multi-GB external data files are written whole.
-    let off = 0;
-    while (off < bytes.byteLength) {
-      const chunk = Math.min(bytes.byteLength - off, 1 << 30);
-      const { bytesWritten } = await fh.write(bytes, off, chunk);
-      off += bytesWritten;
-    }
-    await fh.sync();
-  } catch (err) {
-    await fh.close().catch(() => undefined);
-    await rm(tmp, { force: true });
-    throw err;
-  }
-  await fh.close();
-  try {
-    await rename(tmp, path);
-  } catch (err) {
-    await rm(tmp, { force: true });
-    throw err;
-  }
-}
+/** Every file of a test-model folder goes through the project's one atomic writer. */
+export { writeFileAtomic } from '../../util/atomic-write.js';
 
 export interface ConfigOptions {
   shape: DecoderShape;

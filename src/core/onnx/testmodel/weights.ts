@@ -5,18 +5,10 @@
  * Layout follows ONNX MatMul convention: projection matrices are [in, out] row-major (x @ W).
  */
 import type { DecoderShape } from './config.js';
+import { mulberry32 } from '../../util/prng.js';
 
-/** mulberry32: tiny, fast, good enough for test weights; never used for anything security-related. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32 };
+
 
 /** Fills with uniform values in [-scale, scale): cheaper than Gaussian and just as useful for tests. */
 function uniform(rand: () => number, n: number, scale: number, offset = 0): Float32Array {

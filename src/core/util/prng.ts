@@ -1,0 +1,14 @@
+/**
+ * mulberry32: a tiny seeded PRNG, identical in every JS engine. Used wherever the project needs reproducible
+ * randomness (test weights, token draws, synthetic data); never for anything security-related.
+ */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
