@@ -88,6 +88,7 @@ const ones = (n: number) => new Tensor('int64', new BigInt64Array(n).fill(1n), [
 const t0 = performance.now();
 const sm = await loadSteerableModel(args.dir, { dtype: 'fp32', device: 'cpu', modelFileName: args.modelFileName, selfCheck: false });
 const loadPatchedS = (performance.now() - t0) / 1000;
+const loadavgAtStart = (await import('node:os')).loadavg();
 const t1 = performance.now();
 const plain = (await AutoModelForCausalLM.from_pretrained(args.dir, { dtype: 'fp32', device: 'cpu', model_file_name: args.modelFileName } as never)) as unknown as TjsModel;
 const loadPlainS = (performance.now() - t1) / 1000;
@@ -100,15 +101,18 @@ const prompt = seededIds(args.promptTokens, sm.vocabSize, 7);
 const prefillIds = seededIds(args.prefillTokens, sm.vocabSize, 8);
 const eos = sm.eosTokenIds;
 
-type Variant = 'unpatched' | 'patched_zero' | 'patched_was';
-const decodeRuns: Record<Variant, number[]> = { unpatched: [], patched_zero: [], patched_was: [] };
-const decodeCpu: Record<Variant, number[]> = { unpatched: [], patched_zero: [], patched_was: [] };
-const tokensMade: Record<Variant, number[]> = { unpatched: [], patched_zero: [], patched_was: [] };
+// patched_raw: the patched graph driven by transformers.js's own generate() on the instance-patched model (zero
+// steering, no Steerlab generate flow): separates the graph's cost from the cost of Steerlab's generate path.
+type Variant = 'unpatched' | 'patched_raw' | 'patched_zero' | 'patched_was';
+const VARIANTS: Variant[] = ['unpatched', 'patched_raw', 'patched_zero', 'patched_was'];
+const decodeRuns: Record<Variant, number[]> = { unpatched: [], patched_raw: [], patched_zero: [], patched_was: [] };
+const decodeCpu: Record<Variant, number[]> = { unpatched: [], patched_raw: [], patched_zero: [], patched_was: [] };
+const tokensMade: Record<Variant, number[]> = { unpatched: [], patched_raw: [], patched_zero: [], patched_was: [] };
 
 async function decodeOnce(v: Variant): Promise<void> {
   const t = timingStreamer();
-  if (v === 'unpatched') {
-    await plain.generate({
+  if (v === 'unpatched' || v === 'patched_raw') {
+    await (v === 'unpatched' ? plain : sm.model).generate({
       input_ids: i64(prompt), attention_mask: ones(prompt.length), max_new_tokens: args.newTokens, min_new_tokens: null,
       do_sample: false, num_beams: 1, eos_token_id: eos.length ? eos : null, streamer: t.streamer,
     });
@@ -144,20 +148,21 @@ async function prefillOnce(v: PVariant): Promise<void> {
 }
 
 // Warm-up: one of each (first runs allocate arenas and are not representative).
-for (const v of ['unpatched', 'patched_zero', 'patched_was'] as Variant[]) await decodeOnce(v);
+for (const v of VARIANTS) await decodeOnce(v);
 for (const v of ['unpatched', 'patched'] as PVariant[]) await prefillOnce(v);
 for (const k of Object.keys(decodeRuns) as Variant[]) (decodeRuns[k].length = 0), (tokensMade[k].length = 0), (decodeCpu[k].length = 0);
 for (const k of Object.keys(prefillRuns) as PVariant[]) (prefillRuns[k].length = 0), (prefillCpu[k].length = 0);
 
 for (let r = 0; r < args.reps; r++) {
-  for (const v of rotated(['unpatched', 'patched_zero', 'patched_was'] as Variant[], r)) await decodeOnce(v);
+  for (const v of rotated(VARIANTS, r)) await decodeOnce(v);
   for (const v of rotated(['unpatched', 'patched'] as PVariant[], r)) await prefillOnce(v);
-  console.log(`rep ${r + 1}/${args.reps}: tok/s ${(['unpatched', 'patched_zero', 'patched_was'] as Variant[]).map((v) => decodeRuns[v].at(-1)!.toFixed(2)).join(' / ')}; prefill s ${prefillRuns.unpatched.at(-1)!.toFixed(3)} / ${prefillRuns.patched.at(-1)!.toFixed(3)}`);
+  console.log(`rep ${r + 1}/${args.reps}: tok/s ${VARIANTS.map((v) => decodeRuns[v].at(-1)!.toFixed(2)).join(' / ')}; prefill s ${prefillRuns.unpatched.at(-1)!.toFixed(3)} / ${prefillRuns.patched.at(-1)!.toFixed(3)}`);
 }
 
 await sm.dispose();
 await plain.dispose();
 done({
+  load_average: { start: loadavgAtStart, end: (await import('node:os')).loadavg() },
   num_layers: L,
   hidden_size: H,
   vocab_size: sm.vocabSize,
@@ -165,11 +170,13 @@ done({
   load_s: { patched: loadPatchedS, unpatched: loadPlainS },
   decode: Object.fromEntries((Object.keys(decodeRuns) as Variant[]).map((v) => [v, summarize(decodeRuns[v])])),
   decode_ratio_per_rep: {
+    raw: decodeRuns.patched_raw.map((x, i) => x / decodeRuns.unpatched[i]!),
     zero: decodeRuns.patched_zero.map((x, i) => x / decodeRuns.unpatched[i]!),
     was: decodeRuns.patched_was.map((x, i) => x / decodeRuns.unpatched[i]!),
   },
   decode_cpu_ms_per_token: Object.fromEntries((Object.keys(decodeCpu) as Variant[]).map((v) => [v, summarize(decodeCpu[v])])),
   decode_cpu_ratio_per_rep: {
+    raw: decodeCpu.patched_raw.map((x, i) => x / decodeCpu.unpatched[i]!),
     zero: decodeCpu.patched_zero.map((x, i) => x / decodeCpu.unpatched[i]!),
     was: decodeCpu.patched_was.map((x, i) => x / decodeCpu.unpatched[i]!),
   },

@@ -41,10 +41,16 @@ export function renderMarkdown(r: Results): string {
     const okCpu = d.cpu_ratio_zero >= g.decode_ratio_min && d.cpu_ratio_was >= g.decode_ratio_min;
     out.push(`| ${d.model} | ${d.topology} | ${d.runtime} | ${spread(d.unpatched)} | ${spread(d.patched_zero)} | ${spread(d.patched_was)} | ${f(d.ratio_zero, 3)} (${f(d.ratio_zero_spread?.min, 2)}–${f(d.ratio_zero_spread?.max, 2)}) | ${f(d.ratio_was, 3)} (${f(d.ratio_was_spread?.min, 2)}–${f(d.ratio_was_spread?.max, 2)}) | ${f(d.cpu_ratio_zero, 3)} / ${f(d.cpu_ratio_was, 3)} | ${mark(ok)} / ${mark(okCpu)} |`);
   }
-  out.push('', 'CPU time per cached step (ms, all threads of the process; unpatched / zero / WAS): ' + r.decode.map((d) => `${d.model} ${d.topology}: ${f(d.cpu_ms_per_token?.unpatched?.median, 1)} / ${f(d.cpu_ms_per_token?.patched_zero?.median, 1)} / ${f(d.cpu_ms_per_token?.patched_was?.median, 1)}`).join('; ') + '.');
   if (r.browser && !r.browser.error) {
     const b = r.browser;
-    out.push(`| ${b.model} | ${b.topology} | ${b.runtime} | ${b.unpatched_tok_s === null ? 'n/a' : f(b.unpatched_tok_s)} | ${spread(b.patched_zero)} | ${spread(b.patched_was)} | ${b.ratio_zero === null ? 'n/a' : f(b.ratio_zero, 3)} | ${b.ratio_was === null ? 'n/a' : f(b.ratio_was, 3)} | ${b.ratio_zero === null ? 'see note' : mark(b.ratio_zero >= g.decode_ratio_min && b.ratio_was >= g.decode_ratio_min)} |`);
+    out.push(`| ${b.model} | ${b.topology} | ${b.runtime} | ${b.unpatched_tok_s === null ? 'n/a' : f(b.unpatched_tok_s)} | ${spread(b.patched_zero)} | ${spread(b.patched_was)} | ${b.ratio_zero === null ? 'n/a' : f(b.ratio_zero, 3)} | ${b.ratio_was === null ? 'n/a' : f(b.ratio_was, 3)} | n/a | ${b.ratio_zero === null ? 'see Browser' : mark(b.ratio_zero >= g.decode_ratio_min && b.ratio_was >= g.decode_ratio_min)} |`);
+  }
+  out.push('');
+  out.push('Where the decode time goes: `patched_raw` = the patched graph under transformers.js\'s own generate() with zero steering (no Steerlab generate flow), ratio to unpatched paired per repeat; CPU ms = CPU time of the process (all threads) per cached step, unpatched / raw / zero / WAS; load average (1 min) when the measurement started and ended.', '');
+  out.push('| model | topology | patched_raw tok/s | ratio raw (wall / CPU) | CPU ms per step | load average |', '|---|---|---:|---|---|---|');
+  for (const d of r.decode) {
+    const c = d.cpu_ms_per_token ?? {};
+    out.push(`| ${d.model} | ${d.topology} | ${spread(d.patched_raw)} | ${f(d.ratio_raw, 3)} / ${f(d.cpu_ratio_raw, 3)} | ${f(c.unpatched?.median, 1)} / ${f(c.patched_raw?.median, 1)} / ${f(c.patched_zero?.median, 1)} / ${f(c.patched_was?.median, 1)} | ${f(d.load_average?.start?.[0], 1)} → ${f(d.load_average?.end?.[0], 1)} |`);
   }
   out.push('');
 

@@ -5,6 +5,7 @@
  * SmolLM2-135M and Qwen2.5-0.5B (bench/models.ts). Every figure is a median over repeated, interleaved runs, with
  * min and max. Each measurement runs in a child process (bench/child.ts). Writes bench/results.json and
  * bench/RESULTS.md (atomically). --quick: fewer repeats, fewer tokens, the small model only (for development).
+ * A --quick or --only run writes bench/out/results-{quick,partial}.{json,md} instead, never the full run's files.
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
@@ -113,11 +114,15 @@ const skipped = results.skipped as string[];
 function writeResults(): void {
   results.duration_s = round(elapsed(), 3);
   (results.machine as Record<string, unknown>).load_average_at_end = loadavg().map((x) => round(x, 3));
+  // A partial run (--only, or --quick) must not overwrite the full run's files: it writes under bench/out/.
+  const partial = quick || only.size < SECTIONS.length;
+  const dir = partial ? join(BENCH_DIR, 'out') : BENCH_DIR;
+  const stem = partial ? `results-${quick ? 'quick' : 'partial'}` : 'results';
   for (const [file, text] of [
-    ['results.json', `${JSON.stringify(results, null, 2)}\n`],
-    ['RESULTS.md', renderMarkdown(results as never)],
+    [`${stem}.json`, `${JSON.stringify(results, null, 2)}\n`],
+    [partial ? `${stem}.md` : 'RESULTS.md', renderMarkdown(results as never)],
   ] as const) {
-    const path = join(BENCH_DIR, file);
+    const path = join(dir, file);
     writeFileSync(`${path}.tmp`, text);
     renameSync(`${path}.tmp`, path);
   }
@@ -152,14 +157,15 @@ interface DecodeChild {
   hidden_size: number;
   topology: string;
   load_s: { patched: number; unpatched: number };
-  decode: Record<'unpatched' | 'patched_zero' | 'patched_was', Summary>;
-  decode_ratio_per_rep: { zero: number[]; was: number[] };
+  decode: Record<'unpatched' | 'patched_raw' | 'patched_zero' | 'patched_was', Summary>;
+  decode_ratio_per_rep: { raw: number[]; zero: number[]; was: number[] };
+  load_average: { start: number[]; end: number[] };
   tokens_generated: Record<string, number>;
   prefill: Record<'unpatched' | 'patched', Summary>;
   prefill_ratio_per_rep: number[];
   residual_bytes_per_prefill: number;
-  decode_cpu_ms_per_token: Record<'unpatched' | 'patched_zero' | 'patched_was', Summary>;
-  decode_cpu_ratio_per_rep: { zero: number[]; was: number[] };
+  decode_cpu_ms_per_token: Record<'unpatched' | 'patched_raw' | 'patched_zero' | 'patched_was', Summary>;
+  decode_cpu_ratio_per_rep: { raw: number[]; zero: number[]; was: number[] };
   prefill_cpu_ms: Record<'unpatched' | 'patched', Summary>;
   prefill_cpu_ratio_per_rep: number[];
 }
@@ -168,7 +174,7 @@ async function decodeSection(): Promise<void> {
   for (const m of models) {
     const big = m.preset.startsWith('qwen');
     const newTokens = P.newTokens[m.preset as keyof typeof P.newTokens];
-    const r = await step(`decode+prefill (transformers.js, node) ${label(m)}`, big ? 240 : 120, () =>
+    const r = await step(`decode+prefill (transformers.js, node) ${label(m)}`, big ? 300 : 150, () =>
       runChild<DecodeChild>('./decode-child.ts', { dir: m.dir, modelFileName: 'model', newTokens, promptTokens: P.promptTokens, prefillTokens: P.prefillTokens, reps: P.decodeReps }, { timeoutMs: 15 * 60_000, log }),
     );
     if (!r) continue;
@@ -180,6 +186,10 @@ async function decodeSection(): Promise<void> {
       ratio_zero: round(summarize(r.decode_ratio_per_rep.zero).median), ratio_was: round(summarize(r.decode_ratio_per_rep.was).median),
       ratio_zero_of_medians: round(d.patched_zero.median / d.unpatched.median), ratio_was_of_medians: round(d.patched_was.median / d.unpatched.median),
       unpatched: summ(d.unpatched), patched_zero: summ(d.patched_zero), patched_was: summ(d.patched_was),
+      // The patched graph under transformers.js's own generate() (zero steering): the graph's share of the cost.
+      patched_raw_tok_s: round(d.patched_raw.median), patched_raw: summ(d.patched_raw), ratio_raw: round(summarize(r.decode_ratio_per_rep.raw).median),
+      cpu_ratio_raw: round(summarize(r.decode_cpu_ratio_per_rep.raw.map((x) => 1 / x)).median),
+      load_average: { start: r.load_average.start.map((x) => round(x, 3)), end: r.load_average.end.map((x) => round(x, 3)) },
       ratio_zero_spread: summ(summarize(r.decode_ratio_per_rep.zero)), ratio_was_spread: summ(summarize(r.decode_ratio_per_rep.was)),
       // CPU time of this process (all ORT threads) per cached step: the same work measured without the wait for cores
       // that other jobs hold; throughput ratio = unpatched CPU ms / patched CPU ms, paired per repeat.
@@ -202,10 +212,6 @@ async function decodeSection(): Promise<void> {
 async function prefillSection(): Promise<void> {
   for (const m of models) {
     const big = m.preset.startsWith('qwen');
-    if (big && !m.external) {
-      skipped.push(`prefill capture variants ${label(m)}: not run (time budget); the Qwen2.5 shape is measured on its fused graph with external data`);
-      continue;
-    }
     // Four ORT sessions of the 2 GB model would take ~10 GB on a shared 24 GB machine: the big model gets three.
     const variants = big ? ['unpatched', 'patched_full', 'patched_none'] : ['unpatched', 'patched_full', 'patched_none', 'patched_last'];
     const needBytes = variants.length * m.fileBytes * 1.3;
@@ -311,4 +317,4 @@ if (only.has('browser')) await browserSection();
 if (only.has('decode') || only.has('prefill')) await decodeSection();
 if (only.has('prefill')) await prefillSection();
 writeResults();
-log(`done: ${join(BENCH_DIR, 'results.json')}, ${join(BENCH_DIR, 'RESULTS.md')}`);
+log(quick || only.size < SECTIONS.length ? `done (partial run): bench/out/results-${quick ? 'quick' : 'partial'}.{json,md}` : `done: ${join(BENCH_DIR, 'results.json')}, ${join(BENCH_DIR, 'RESULTS.md')}`);

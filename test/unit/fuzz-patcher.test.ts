@@ -21,6 +21,7 @@ import { buildMergedGraph } from '../../src/core/onnx/testmodel/merged.js';
 import { buildPlainGraph } from '../../src/core/onnx/testmodel/plain.js';
 import { generateWeights } from '../../src/core/onnx/testmodel/weights.js';
 import { WT_LEN, scanMessage, type Field } from '../../src/core/onnx/wire.js';
+import { mulberry32 as rng } from '../../src/core/util/prng.js';
 
 const KNOWN_CODES = new Set([
   'EMPTY_INPUT', 'MALFORMED_PROTOBUF', 'NO_GRAPH', 'OPSET_TOO_OLD', 'MISSING_OPSET', 'NO_INPUT_IDS', 'NOT_A_DECODER',
@@ -50,17 +51,6 @@ function seedModels(): { name: string; bytes: Uint8Array }[] {
   ];
 }
 
-/** mulberry32: the same stream on every machine. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function varint(v: number): number[] {
   const out: number[] = [];

@@ -3,6 +3,8 @@
  * through the method's flow, judged by keywords, appended to DIR/records.jsonl as it goes. A rerun with the same
  * settings resumes (DIR/run.json holds the settings; different settings in the same DIR are refused). Summary with
  * Wilson 95 % intervals per dataset and condition (over-refusal on benign sets) in DIR/summary.{json,csv,md}.
+ * Prompts longer than the model's context are shortened first (--fit, default middle: src/core/method/fit.ts); each
+ * record says whether (truncated) and from how many prompt tokens (prompt_tokens).
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -25,6 +27,7 @@ import {
 import { loadControllerFor, loadDirectionFor } from '../../core/method/artifacts.js';
 import { parseConditionList, resolveConditions, type CastSettings } from '../../core/method/conditions.js';
 import { loadPromptSet, pick } from '../../core/method/datasets.js';
+import { FIT_MODES, parseFitMode } from '../../core/method/fit.js';
 import type { MethodController } from '../../core/method/flow.js';
 import { loadMethodModel } from '../../core/method/model.js';
 import type { Device, Dtype } from '../../core/model/types.js';
@@ -51,6 +54,8 @@ export interface EvalCliOptions {
   maxNewTokens: string;
   sampling?: boolean;
   steerAllPositions?: boolean;
+  /** none | middle | head | tail (default middle): how prompts longer than the context are shortened. */
+  fit?: string;
   judge: string;
   allowOtherModel?: boolean;
   out: string;
@@ -106,6 +111,7 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
   const judge = getJudge(o.judge);
   const maxNewTokens = parseCount('max-new-tokens', o.maxNewTokens);
   const seed = parseSeed(o.seed);
+  const fit = parseFitMode(o.fit, '--fit');
   const n = o.n !== undefined ? parseCount('n', o.n) : undefined;
   if (o.label !== undefined && o.label !== 'harmful' && o.label !== 'benign') throw new Error(`--label must be harmful or benign, got "${o.label}"`);
   const alpha = o.alpha !== undefined ? parseNumber('alpha', o.alpha) : undefined;
@@ -159,6 +165,7 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
       max_new_tokens: maxNewTokens,
       sampling,
       steer_prompt_positions: o.steerAllPositions ? 'all' : 'last',
+      fit,
       judge: judge.id,
       direction_id: directionId,
       controller: o.controller ? await fileHash(o.controller) : null,
@@ -191,6 +198,7 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
         sampling,
         seed,
         steerPromptPositions: o.steerAllPositions ? 'all' : 'last',
+        fit,
         stamp: { model_id: model.id, direction_id: directionId },
         signal: ac.signal,
         onProgress: (p) => bar?.update(p.done, p.total, p.record ? `${p.record.dataset}/${p.record.condition}` : ''),
@@ -267,6 +275,7 @@ export function register(program: Command): void {
     .option('--max-new-tokens <t>', 'tokens per reply (paper: 256)', '64')
     .option('--sampling', 'the paper\'s sampling: temperature 0.7, top-p 0.9 (default greedy)')
     .option('--steer-all-positions', 'steer every prompt position too (default: last prompt token and new tokens)')
+    .option('--fit <mode>', `prompts longer than the model's context: ${FIT_MODES.join(' | ')} (middle keeps head and tail around " [...] "; none: a longer prompt fails the run)`, 'middle')
     .option('--judge <id>', `refusal judge: ${JUDGE_IDS.join(' | ')}`, 'was-keywords')
     .option('--allow-other-model', 'accept a controller trained on another model id of the same shape')
     .requiredOption('--out <dir>', 'run folder (records.jsonl, run.json, summary.*)')

@@ -2,12 +2,14 @@
  * `lab generate --model DIR_OR_ID --prompt TEXT`: chat-formats the prompt, generates (greedy unless a sampling flag
  * is given) with an optional steering matrix file (JSON [num_layers][hidden]) or a steering policy
  * (--policy off|was|uniform|manual|actadd|cast, see ../policy-options.ts), streams text to stdout, or prints one
- * JSON object with --json (with a policy: also s, w and the per-layer norms of the patch).
+ * JSON object with --json (with a policy: also s, w and the per-layer norms of the patch). A chat prompt longer than
+ * the model's context is shortened first (--fit, default middle: src/core/method/fit.ts) and a note says so.
  */
 import type { Command } from 'commander';
 import { loadSteerableModel } from '../../core/model/load.js';
 import { applyHub, parseDevice, parseDtype, readSteeringFile, resolveModelArg, stderrProgress } from '../../core/model/node-cli.js';
 import type { GenerateResult, SamplingOptions } from '../../core/model/types.js';
+import { fitDepsFromTokenizer, fitNote, fitPrompt, FIT_MODES, parseFitMode, type FitResult } from '../../core/method/fit.js';
 import { runFlow } from '../../core/method/flow.js';
 import { addPolicyOptions, resolvePolicyOptions, type PolicyCliOptions } from '../policy-options.js';
 
@@ -18,6 +20,8 @@ export interface GenerateCliOptions extends PolicyCliOptions {
   maxNewTokens?: string;
   steering?: string;
   steerPrompt?: string;
+  /** none | middle | head | tail (default middle). */
+  fit?: string;
   temperature?: string;
   topP?: string;
   topK?: string;
@@ -38,6 +42,8 @@ function num(flag: string, v: string | undefined, integer: boolean): number | un
 
 export interface GenerateCliResult extends GenerateResult {
   promptTokenIds: number[];
+  /** How the chat prompt was fitted into the context; absent with --raw. */
+  fit?: FitResult;
   /** Set when a steering policy (not a raw matrix) drove the patch. */
   policy?: { kind: string; scale: number | null; layerWeights: number[] | null; rowNorms: number[] | null; warnings: string[] };
 }
@@ -61,6 +67,8 @@ export async function runGenerate(o: GenerateCliOptions, onText?: (t: string) =>
   if (s !== undefined) sampling.seed = s;
   const sample = t !== undefined || p !== undefined || k !== undefined;
   if (typeof o.prompt !== 'string' || o.prompt === '') throw new Error('--prompt must be a non-empty text');
+  const fitMode = parseFitMode(o.fit, '--fit');
+  if (o.raw && o.fit !== undefined && fitMode !== 'none') throw new Error('--fit works on chat prompts only: --raw tokens are used as they are (drop --fit or use --fit none)');
 
   const sm = await loadSteerableModel(resolveModelArg(o.model), {
     ...(dtype ? { dtype } : {}),
@@ -79,18 +87,21 @@ export async function runGenerate(o: GenerateCliOptions, onText?: (t: string) =>
         maxNewTokens,
         steerPromptPositions: steerPrompt,
         sampling: sample ? sampling : null,
+        fit: fitMode,
         ...(onText ? { onToken: (_id: number, delta: string) => delta && onText(delta) } : {}),
       });
       return {
         text: flow.text,
         tokenIds: flow.tokenIds,
         finishReason: flow.finishReason,
-        promptTokenIds: sm.formatChat(o.prompt).ids,
+        promptTokenIds: sm.formatChat(flow.fit.text).ids,
+        fit: flow.fit,
         policy: { kind: policyKind, scale: flow.scale, layerWeights: flow.layerWeights, rowNorms: flow.rowNorms, warnings: resolved.warnings },
       };
     }
     const steering = o.steering ? await readSteeringFile(o.steering, sm.numLayers, sm.hiddenSize) : null;
-    const inputIds = o.raw ? sm.tokenizer.encode(o.prompt, { add_special_tokens: true }) : sm.formatChat(o.prompt).ids;
+    const fit = o.raw ? undefined : fitPrompt(fitDepsFromTokenizer(sm.tokenizer), o.prompt, { contextLength: sm.contextLength, maxNewTokens, mode: fitMode });
+    const inputIds = fit ? sm.formatChat(fit.text).ids : sm.tokenizer.encode(o.prompt, { add_special_tokens: true });
     const r = await sm.generate({
       inputIds,
       maxNewTokens,
@@ -99,7 +110,7 @@ export async function runGenerate(o: GenerateCliOptions, onText?: (t: string) =>
       sampling: sample ? sampling : null,
       ...(onText ? { onToken: (_id: number, delta: string) => delta && onText(delta) } : {}),
     });
-    return { ...r, promptTokenIds: inputIds };
+    return { ...r, promptTokenIds: inputIds, ...(fit ? { fit } : {}) };
   } finally {
     await sm.dispose();
   }
@@ -115,6 +126,7 @@ export function register(program: Command): void {
     .option('--max-new-tokens <n>', 'tokens to generate at most (default 64)')
     .option('--steering <file>', 'JSON [num_layers][hidden] steering matrix, row l added after layer l')
     .option('--steer-prompt <which>', "'last' (default): last prompt token and new tokens; 'all': every prompt token too")
+    .option('--fit <mode>', `a chat prompt longer than the model's context: ${FIT_MODES.join(' | ')} (default middle: head and tail around " [...] ")`)
     .option('--temperature <t>', 'sample with this temperature (greedy when no sampling flag is given)')
     .option('--top-p <p>', 'nucleus sampling mass in (0, 1]')
     .option('--top-k <k>', 'keep the k most likely tokens (0 = off)')
@@ -127,8 +139,11 @@ export function register(program: Command): void {
   addPolicyOptions(cmd).action(async (o: GenerateCliOptions) => {
     const r = await runGenerate(o, o.json ? undefined : (t) => process.stdout.write(t));
     for (const w of r.policy?.warnings ?? []) process.stderr.write(`warning: ${w}\n`);
+    const note = r.fit ? fitNote(r.fit) : null;
+    if (note) process.stderr.write(`note: ${note}\n`);
     if (o.json) {
       const out: Record<string, unknown> = { text: r.text, token_ids: r.tokenIds, finish_reason: r.finishReason, prompt_token_ids: r.promptTokenIds };
+      if (r.fit) Object.assign(out, { truncated: r.fit.truncated, prompt_tokens: r.fit.originalTokens, kept_tokens: r.fit.keptTokens });
       if (r.policy) Object.assign(out, { policy: r.policy.kind, scale: r.policy.scale, layer_weights: r.policy.layerWeights, row_norms: r.policy.rowNorms });
       process.stdout.write(`${JSON.stringify(out)}\n`);
     } else {

@@ -14,6 +14,7 @@ import { hash53 } from '../data/sample.js';
 import type { Label, PromptRecord } from '../data/types.js';
 import type { SteerableModel } from '../model/steerable.js';
 import type { EvalCondition } from '../method/conditions.js';
+import { parseFitMode, type FitMode } from '../method/fit.js';
 import { runFlow, type MethodController } from '../method/flow.js';
 import { judgeOutput, type RefusalJudge } from './judges.js';
 import { summarize, type EvalRecord, type RecordStore, type SummaryRow } from './records.js';
@@ -41,6 +42,11 @@ export interface RunEvalOptions {
   sampling: { temperature: number; topP: number } | null;
   seed: number;
   steerPromptPositions?: 'last' | 'all';
+  /**
+   * How prompts longer than the model's context are shortened (src/core/method/fit.ts); default 'middle'. Each record
+   * carries `truncated` and `prompt_tokens` (the chat-formatted prompt's length before fitting) and `kept_tokens`.
+   */
+  fit?: FitMode;
   /** Copied into every record (model id, direction id, controller file...). */
   stamp?: Record<string, unknown>;
   onProgress?: (p: { done: number; total: number; skipped: number; record: EvalRecord | null }) => void;
@@ -62,6 +68,7 @@ const round = (x: number) => Math.round(x * 1000) / 1000;
 
 export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
   if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 1) throw new Error(`max new tokens must be an integer >= 1, got ${o.maxNewTokens}`);
+  const fit = parseFitMode(o.fit);
   const total = o.datasets.reduce((s, d) => s + d.prompts.length, 0) * o.conditions.length;
   let done = 0;
   let skipped = 0;
@@ -87,6 +94,7 @@ export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
             maxNewTokens: o.maxNewTokens,
             sampling: o.sampling ? { ...o.sampling, seed } : null,
             steerPromptPositions: o.steerPromptPositions ?? 'last',
+            fit,
             ...(o.signal ? { signal: o.signal } : {}),
           },
         );
@@ -107,6 +115,9 @@ export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
           ...(verdict.matched !== undefined ? { matched: verdict.matched } : {}),
           finish_reason: flow.finishReason,
           new_tokens: flow.tokenIds.length,
+          truncated: flow.fit.truncated,
+          prompt_tokens: flow.fit.originalTokens,
+          kept_tokens: flow.fit.keptTokens,
           sampling: o.sampling ? { temperature: o.sampling.temperature, top_p: o.sampling.topP, seed } : null,
           timings: {
             observe_ms: flow.timings.observe_ms === null ? null : round(flow.timings.observe_ms),

@@ -17,6 +17,7 @@ import type { ControllerMetadata } from '../controller/metadata.js';
 import type { SteerableModel } from '../model/steerable.js';
 import type { SamplingOptions, SteeringContext as ModelStepContext } from '../model/types.js';
 import { castDecision } from '../steering/cast.js';
+import { fitDepsFromTokenizer, fitPrompt, parseFitMode, type FitMode, type FitResult } from './fit.js';
 import { rowNorms } from '../steering/matrix.js';
 import { steeringMatrix, type ControllerPrediction, type SteeringPolicy } from '../steering/policies.js';
 
@@ -114,6 +115,11 @@ export interface FlowOptions {
   observeAlways?: boolean;
   onToken?: (tokenId: number, textDelta: string) => void;
   signal?: AbortSignal;
+  /**
+   * How a message too long for the model's context is shortened (fit.ts): 'middle' (default) keeps its head and
+   * tail around a " [...] " marker, 'head' / 'tail' one end, 'none' leaves it (generation then fails clearly).
+   */
+  fit?: FitMode;
 }
 
 export interface FlowResult {
@@ -130,6 +136,8 @@ export interface FlowResult {
   /** Unsteered residual of the last prompt token [L+1, H] (null when nothing needed the observation). */
   promptResidual: Float32Array | null;
   cast?: { similarity: number; active: boolean };
+  /** What the model saw: the (possibly shortened) message and the prompt's token counts before and after. */
+  fit: FitResult;
   timings: {
     /** Prefill + observation + controller + policy: until the matrix was ready. */
     observe_ms: number | null;
@@ -140,14 +148,19 @@ export interface FlowResult {
 }
 
 /**
- * Runs the method's path for one user message. The model's chat template is applied (the same template and token
- * position the controller was trained on: see activations.ts).
+ * Runs the method's path for one user message. The message is first fitted into the model's context (opts.fit,
+ * fit.ts), then the model's chat template is applied (the same template and token position the controller was
+ * trained on: see activations.ts).
  */
 export async function runFlow(model: SteerableModel, prompt: string, parts: Omit<MethodParts, 'numLayers' | 'hiddenSize'>, opts: FlowOptions): Promise<FlowResult> {
   const numLayers = model.numLayers;
   const hiddenSize = model.hiddenSize;
   const full: MethodParts = { ...parts, numLayers, hiddenSize };
-  const ids = model.formatChat(prompt).ids;
+  const maxNewTokens = opts.maxNewTokens ?? 64;
+  // Measured with the model's own chat formatting, the same that builds the ids below.
+  const fitDeps = { ...fitDepsFromTokenizer(model.tokenizer), promptTokens: (u: string) => model.formatChat(u).ids.length };
+  const fit = fitPrompt(fitDeps, prompt, { contextLength: model.contextLength ?? null, maxNewTokens, mode: parseFitMode(opts.fit) });
+  const ids = model.formatChat(fit.text).ids;
   const observe = opts.policy.kind !== 'off' || (opts.observeAlways !== false && !!parts.controller);
   const t0 = performance.now();
   let tReady: number | null = null;
@@ -166,7 +179,7 @@ export async function runFlow(model: SteerableModel, prompt: string, parts: Omit
 
   const result = await model.generate({
     inputIds: ids,
-    maxNewTokens: opts.maxNewTokens ?? 64,
+    maxNewTokens,
     steering: observe ? policyCallback : null,
     steerPromptPositions: opts.steerPromptPositions ?? 'last',
     sampling: opts.sampling ?? null,
@@ -186,6 +199,7 @@ export async function runFlow(model: SteerableModel, prompt: string, parts: Omit
     matrix,
     promptResidual: observed,
     ...(o?.cast ? { cast: o.cast } : {}),
+    fit,
     timings: {
       observe_ms: tReady === null ? null : (tReady as number) - t0,
       generate_ms: t1 - (tReady ?? t0),
