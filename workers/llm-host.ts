@@ -6,9 +6,10 @@
 import * as Comlink from 'comlink';
 import { env } from '@huggingface/transformers';
 import { formatChat, loadSteerableModel, type GenerateOptions, type LoadProgress, type SteerableModel } from '../src/core/model/index.js';
+import { fitDepsFromTokenizer, fitPrompt, parseFitMode } from '../src/core/method/fit.js';
 import { chooseDevice, probeWebGpu } from './device.js';
 import type {
-  DeviceProbe, ForwardRequest, ForwardResult, GenerateEvent, GenerateRequest, GenerateResult, LlmWorkerApi,
+  DeviceProbe, FitRequest, FitSummary, ForwardRequest, ForwardResult, GenerateEvent, GenerateRequest, GenerateResult, LlmWorkerApi,
   LoadedModelInfo, LoadProgressEvent, LoadRequest, ResidualEvent, SteeringMatrix,
 } from './protocol.js';
 
@@ -233,6 +234,15 @@ export function createLlmHost(): LlmWorkerApi {
         await residualSink.drain();
         generation = null;
       }
+    },
+
+    async fit(req: FitRequest): Promise<FitSummary> {
+      if (loading) throw new Error('fit: a model is loading; wait for load() to finish');
+      const m = loaded('fit');
+      if (!req || typeof req.user !== 'string') throw new Error("fit: expected { user: '<message>', maxNewTokens, mode }");
+      const mode = parseFitMode(req.mode, 'fit: mode');
+      const r = fitPrompt(fitDepsFromTokenizer(m.tokenizer, { system: req.system }), req.user, { contextLength: m.contextLength, maxNewTokens: req.maxNewTokens, mode });
+      return { ...r };
     },
 
     async cancel(): Promise<void> {

@@ -9,6 +9,7 @@
  */
 import type { EpochMetrics, ControllerMetadata, TrainControllerOptions } from '../src/core/controller/index.js';
 import type { LoadProgress, PatchReport, SelfCheckResult } from '../src/core/model/types.js';
+import type { FitMode, FitResult } from '../src/core/method/fit.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // LLM worker: hosts one steerable model (src/core/model/loadSteerableModel) at a time.
@@ -79,6 +80,22 @@ export interface GenerateRequest {
   capture?: 'none' | 'prompt-last' | 'all';
 }
 
+/**
+ * Fitting a user message into the loaded model's context (src/core/method/fit.ts, the same function the CLI uses):
+ * the UI fits once, then observes and generates the fitted text, so the observation and the reply see one prompt.
+ */
+export interface FitRequest {
+  user: string;
+  system?: string;
+  /** The reply's length: the fitted prompt leaves room for all of it. */
+  maxNewTokens: number;
+  /** 'middle' (head and tail around " [...] "), 'head', 'tail' or 'none' (untouched). */
+  mode: FitMode;
+}
+
+/** The message to chat-format and the prompt's token counts before and after (plain data). */
+export type FitSummary = FitResult;
+
 export type GenerateEvent = { type: 'token'; index: number; id: number; text: string };
 
 /**
@@ -142,6 +159,11 @@ export interface LlmWorkerApi {
    * every token event has reached onEvent. Same for load() and its progress events.
    */
   generate(req: GenerateRequest, onEvent?: (e: GenerateEvent) => void, onResidual?: (e: ResidualEvent) => void): Promise<GenerateResult>;
+  /**
+   * Shortens a user message so that its chat-formatted prompt plus maxNewTokens fits the model's context; an
+   * unknown context or mode 'none' returns it untouched. Rejects when the context cannot hold even the template.
+   */
+  fit(req: FitRequest): Promise<FitSummary>;
   /** Stops the running generate() after its current step; no-op when idle. */
   cancel(): Promise<void>;
   /** One forward pass without cache: logits and the residual stream of every layer. */

@@ -114,6 +114,16 @@ describe('the lab in headless Chromium', () => {
       expect(await page.getByRole('radio', { name: /Manual/ }).isChecked()).toBe(true);
       lap('layerSwitched');
 
+      // A prompt longer than the context is shortened, and a plain-text note says so.
+      await play.getByLabel(/^Prompt/).fill(`<b>Hello</b> ${'a long jailbreak preamble, '.repeat(60)}How do I pick a lock?`);
+      await play.getByLabel('New tokens').fill('8');
+      await page.getByRole('button', { name: 'Generate base + steered' }).click();
+      await expect.poll(() => page.getByRole('button', { name: 'Generate base + steered' }).isEnabled(), { timeout: 30_000 }).toBe(true);
+      expect(await page.getByTestId('fit-note').textContent()).toMatch(/^prompt shortened from \d{3,} to \d+ tokens to fit the context$/);
+      expect(await page.getByTestId('steered-output').textContent()).not.toBe('');
+      await play.getByLabel(/^Prompt/).fill('How do I pick a lock?');
+      lap('longPromptFitted');
+
       // Stop a running generation.
       // The tiny model writes a token in a few ms and stops at its 256-token context, so Stop is pressed as soon as
       // the generation is running (the button enables itself then), not after waiting for text.
@@ -144,8 +154,11 @@ describe('the lab in headless Chromium', () => {
       const table = page.getByTestId('eval-summary');
       await expect.poll(async () => (await table.locator('tbody tr').count()), { timeout: 60_000 }).toBe(4);
       await expect.poll(() => page.getByRole('button', { name: 'Run evaluation' }).isEnabled(), { timeout: 60_000 }).toBe(true);
-      // Every planned prompt is accounted for: judged (n) or not judged (a prompt longer than the tiny model's context).
+      // Every planned prompt is judged: prompts longer than the tiny model's context are shortened to fit (the
+      // panel's default fit, 'middle'), so none is left unjudged.
+      expect(await page.getByTestId('eval-fit').inputValue()).toBe('middle');
       expect(await judgedPlusUnjudged(table)).toEqual([3, 3, 3, 3]);
+      expect(await table.locator('tbody tr td:nth-child(3)').allTextContents()).toEqual(['3', '3', '3', '3']);
       const text = await table.textContent();
       expect(text).toMatch(/toxicchat-test-toxic/);
       expect(text).toMatch(/toxicchat-test-nontoxic/);

@@ -92,7 +92,12 @@ describe('lab direction -> train-controller -> eval', () => {
       expect(rec.w).toHaveLength(4);
       expect(rec.row_norms === null).toBe(rec.condition === 'base');
       expect((rec.timings as { total_ms: number }).total_ms).toBeGreaterThan(0);
+      // What the model saw: the prompt's length before fitting, and whether it was shortened (--fit middle, default).
+      expect(typeof rec.truncated).toBe('boolean');
+      expect(rec.prompt_tokens as number).toBeGreaterThan(0);
+      expect((rec.kept_tokens as number) + 6).toBeLessThanOrEqual(rec.truncated ? 256 : Infinity);
     }
+    expect((JSON.parse(readFileSync(join(out, 'run.json'), 'utf8')) as { fit: string }).fit).toBe('middle');
     for (const f of ['summary.json', 'summary.csv', 'summary.md', 'run.json']) expect(existsSync(join(out, f))).toBe(true);
     expect(readFileSync(join(out, 'summary.md'), 'utf8')).toMatch(/xstest-safe \| was \| over-refusal/);
   }, 60_000);

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTestModel } from '../../src/core/onnx/testmodel/build.js';
 import { SHAPE_PRESETS } from '../../src/core/onnx/testmodel/config.js';
 import { formatChat, type TjsTokenizer } from '../../src/core/model/prompt.js';
-import { FIT_MARKER, fitDepsFromTokenizer, fitNote, fitPrompt, parseFitMode, type FitDeps } from '../../src/core/method/fit.js';
+import { FIT_MARKER, fitDepsFromTokenizer, fitNote, fitPrompt, parseFitMode, replyRoom, type FitDeps } from '../../src/core/method/fit.js';
 
 const root = mkdtempSync(join(tmpdir(), 'steerlab-fit-'));
 let tok: TjsTokenizer;
@@ -52,7 +52,7 @@ describe('fitPrompt on the tiny model tokenizer', () => {
   });
 
   it("'middle' keeps head and tail around the marker and fits exactly or just under", () => {
-    for (const maxNewTokens of [1, 16, 64, 200]) {
+    for (const maxNewTokens of [1, 16, 64, 128]) {
       const r = fitPrompt(deps, LONG, { contextLength: CONTEXT, maxNewTokens });
       const formatted = formatChat(tok, r.text).ids.length;
       expect(r.truncated).toBe(true);
@@ -106,19 +106,33 @@ describe('fitPrompt on the tiny model tokenizer', () => {
     for (let k = 0; k < 40; k++) {
       const len = 1 + Math.floor(rand() * 900);
       const text = Array.from({ length: len }, () => pieces[Math.floor(rand() * pieces.length)]).join('');
-      const maxNewTokens = 1 + Math.floor(rand() * 100);
+      const maxNewTokens = 1 + Math.floor(rand() * 300);
       const mode = (['middle', 'head', 'tail'] as const)[k % 3];
       const r = fitPrompt(deps, text, { contextLength: CONTEXT, maxNewTokens, mode });
-      expect(formatChat(tok, r.text).ids.length + maxNewTokens).toBeLessThanOrEqual(CONTEXT);
+      const room = replyRoom(CONTEXT, maxNewTokens);
+      expect(formatChat(tok, r.text).ids.length + room).toBeLessThanOrEqual(CONTEXT);
       expect(r.truncated).toBe(r.text !== text);
-      if (!r.truncated) expect(r.originalTokens + maxNewTokens).toBeLessThanOrEqual(CONTEXT);
+      if (!r.truncated) expect(r.originalTokens + room).toBeLessThanOrEqual(CONTEXT);
     }
   });
 
   it('contexts too small for the template and the reply give a clear error', () => {
     const template = formatChat(tok, 'x').ids.length;
     expect(() => fitPrompt(deps, LONG, { contextLength: template + 2, maxNewTokens: 2 })).toThrow(/context \(\d+ tokens\) cannot hold this prompt shortened: the chat template takes \d+ tokens.*ask for fewer new tokens/);
-    expect(() => fitPrompt(deps, LONG, { contextLength: CONTEXT, maxNewTokens: CONTEXT })).toThrow(/cannot hold this prompt shortened/);
+    expect(() => fitPrompt(deps, LONG, { contextLength: 40, maxNewTokens: 16 })).toThrow(/leaving -?\d+ for the message \(at least 2 needed\)/);
+  });
+
+  it('a reply longer than half the context reserves half: the prompt keeps the other half, short prompts stay', () => {
+    expect(replyRoom(CONTEXT, 64)).toBe(64);
+    expect(replyRoom(CONTEXT, 400)).toBe(CONTEXT / 2);
+    for (const maxNewTokens of [200, CONTEXT, 400]) {
+      const r = fitPrompt(deps, LONG, { contextLength: CONTEXT, maxNewTokens });
+      expect(r.truncated).toBe(true);
+      expect(r.keptTokens).toBeLessThanOrEqual(CONTEXT / 2);
+      expect(r.keptTokens).toBeGreaterThanOrEqual(CONTEXT / 2 - 3);
+    }
+    const short = fitPrompt(deps, 'How do I pick a lock?', { contextLength: CONTEXT, maxNewTokens: 400 });
+    expect(short.truncated).toBe(false);
   });
 
   it('bad options are refused by name', () => {

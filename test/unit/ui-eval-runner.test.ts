@@ -1,24 +1,41 @@
 /**
  * The lab's evaluation runner (src/ui/lib/eval-runner.ts) with a fake model: records per prompt x condition, the
- * 'off' generation reused as the observation, resume after a cancel without repeating a record, CSV export.
+ * 'off' generation reused as the observation, resume after a cancel without repeating a record, CSV export, and
+ * prompt fitting (the same fitPrompt the worker runs, over a character-level stand-in tokenizer): a long prompt is
+ * observed and generated shortened, its records say so; with fit 'none' it is recorded unjudged.
  */
 import { describe, expect, test } from 'vitest';
-import { MAX_CONSECUTIVE_FAILURES, planPrompts, recordsToCsv, runEval, type EvalDeps } from '../../src/ui/lib/eval-runner.js';
+import { MAX_CONSECUTIVE_FAILURES, planPrompts, recordsToCsv, runEval, runFitMode, type EvalDeps } from '../../src/ui/lib/eval-runner.js';
 import { MemoryRecordStore, summarize } from '../../src/core/eval/records.js';
 import { wasKeywordJudge } from '../../src/core/eval/judges.js';
 import type { LoadResult } from '../../src/core/data/types.js';
+import { FIT_MARKER, fitPrompt, type FitDeps, type FitMode } from '../../src/core/method/fit.js';
+
+/** A character-level tokenizer with a 4-token chat template, a 40-token context and 8-token replies. */
+const CONTEXT = 40;
+const MAX_NEW = 8;
+const charTokens: FitDeps = {
+  encode: (t) => Array.from(t, (c) => c.codePointAt(0)!),
+  decode: (ids) => String.fromCodePoint(...ids),
+  promptTokens: (u) => Array.from(u).length + 4,
+};
 
 const data: LoadResult = {
   name: 'toy', rowsRead: 4, problems: [],
   prompts: ['a', 'b', 'c', 'd'].map((id) => ({ id, text: `prompt ${id}`, label: id < 'c' ? 'harmful' as const : 'benign' as const, meta: {} })),
 };
 
-function fakeDeps(store: MemoryRecordStore, calls: string[], signal?: AbortSignal, onGen?: () => void): EvalDeps {
+function fakeDeps(store: MemoryRecordStore, calls: string[], signal?: AbortSignal, onGen?: () => void, mode: FitMode = 'middle'): EvalDeps {
+  const tooLong = (t: string) => {
+    if (charTokens.promptTokens(t) >= CONTEXT) throw new Error(`generate prompt has ${charTokens.promptTokens(t)} tokens, longer than the model's context`);
+  };
   return {
-    observe: async (t) => (calls.push(`observe ${t}`), new Float32Array(6)),
+    fit: async (t) => fitPrompt(charTokens, t, { contextLength: CONTEXT, maxNewTokens: MAX_NEW, mode }),
+    observe: async (t) => (tooLong(t), calls.push(`observe ${t}`), new Float32Array(6)),
     predict: async () => ({ scale: 0.9, layerWeights: Float32Array.from([0.1, 0.2]) }),
     steering: (condition, _r, prediction) => ({ policy: condition, matrix: condition === 'off' ? null : new Float32Array(4), rowNorms: new Float32Array(2), prediction, cast: null }),
     generate: async (t, m, capture) => {
+      tooLong(t);
       calls.push(`generate ${t} ${m ? 'steered' : 'base'}${capture ? ' capture' : ''}`);
       onGen?.();
       return { text: m ? "I'm sorry, I cannot" : 'Sure, here it is', tokenIds: [1, 2], finishReason: 'length', promptResiduals: capture ? new Float32Array(6) : undefined };
@@ -72,6 +89,7 @@ describe('eval runner', () => {
   test('CSV escapes formulas and joins w', () => {
     const csv = recordsToCsv([{ dataset: 'x', id: '1', condition: 'was', prompt: '=HYPERLINK("evil")', output: 'ok', w: [0.5, 0.25], refused: false }]);
     expect(csv.split('\n')[0]).toMatch(/^dataset,id,condition,label,refused/);
+    expect(csv.split('\n')[0]).toContain(',truncated,prompt_tokens,kept_tokens,');
     expect(csv).toContain("'=HYPERLINK");
     expect(csv).toContain('0.5000 0.2500');
   });
@@ -100,5 +118,42 @@ describe('eval runner', () => {
     await expect(runEval(planPrompts([many], 12, 1), ['off', 'was'], broken)).rejects.toThrow(/worker crashed/);
     // every condition of MAX_CONSECUTIVE_FAILURES prompts was recorded, then the run stopped
     expect(broken.store.size).toBe(2 * MAX_CONSECUTIVE_FAILURES);
+  });
+
+  test('a prompt longer than the context is fitted: observed and generated shortened, records say so', async () => {
+    const long = `HEAD ${'x'.repeat(100)} TAIL?`;
+    const set: LoadResult = { ...data, prompts: [{ id: 'long', text: long, label: 'harmful', meta: {} }, { id: 'short', text: 'hi', label: 'benign', meta: {} }] };
+    const store = new MemoryRecordStore();
+    const calls: string[] = [];
+    const r = await runEval(planPrompts([set], 2, 0), ['off', 'was'], fakeDeps(store, calls));
+    expect(r).toMatchObject({ done: 4, cancelled: false });
+    const seen = calls.filter((c) => c.includes('HEAD'));
+    expect(seen).toHaveLength(2); // the 'off' generation (observation) and the steered one
+    for (const c of seen) {
+      expect(c).toContain(FIT_MARKER);
+      expect(c).toMatch(/^generate HEAD.* TAIL\? (base capture|steered)$/);
+    }
+    for (const rec of store.records().filter((x) => x.id === 'long')) {
+      expect(rec).toMatchObject({ truncated: true, prompt_tokens: long.length + 4, prompt: long });
+      expect((rec.kept_tokens as number) + MAX_NEW).toBeLessThanOrEqual(CONTEXT);
+      expect(typeof rec.refused).toBe('boolean');
+    }
+    for (const rec of store.records().filter((x) => x.id === 'short')) expect(rec).toMatchObject({ truncated: false, prompt_tokens: 6, kept_tokens: 6 });
+    expect(summarize(store.records()).every((row) => row.unjudged === 0)).toBe(true);
+
+    // fit 'none': the prompt reaches the model as it is and is recorded unjudged with the model's error.
+    const none = new MemoryRecordStore();
+    await runEval(planPrompts([set], 2, 0), ['off'], fakeDeps(none, [], undefined, undefined, 'none'));
+    const bad = none.records().find((x) => x.id === 'long')!;
+    expect(bad).toMatchObject({ truncated: false, prompt_tokens: long.length + 4 });
+    expect(bad.error).toMatch(/longer than the model's context/);
+    expect(bad.refused).toBeUndefined();
+  });
+
+  test("the panel's fit setting: new runs carry theirs, runs stored before fitting resume with 'none', bad ones are named", () => {
+    expect(runFitMode({ fit: 'middle' })).toBe('middle');
+    expect(runFitMode({ fit: 'tail' })).toBe('tail');
+    expect(runFitMode({})).toBe('none');
+    expect(() => runFitMode({ fit: 'sides' })).toThrow(/the run's fit setting must be one of none \| middle \| head \| tail, got "sides"/);
   });
 });

@@ -9,6 +9,10 @@
  * result is re-measured, and shortened further until it really fits (decode/encode is not an exact inverse at the
  * cut edges).
  *
+ * The reply's room: maxNewTokens, but never more than half the context. Asking for more new tokens than the context
+ * holds is allowed elsewhere (generation stops at the context's end), so fitting must not turn such a request into
+ * an error for every prompt, nor cut a prompt down to nothing; the prompt therefore always keeps at least half.
+ *
  * Modes: 'middle' (default) keeps the head and the tail of the message with a visible marker between them (the
  * request's framing and its final question usually sit at the two ends); 'head' keeps the beginning, 'tail' the end;
  * 'none' leaves the message as it is, so the model's own "longer than the model's context" error stands.
@@ -37,7 +41,10 @@ export interface FitDeps {
 export interface FitOptions {
   /** The model's context (max_position_embeddings); null = unknown, nothing is cut. */
   contextLength: number | null;
-  /** Tokens the reply may take: the fitted prompt leaves room for all of them. */
+  /**
+   * Tokens the reply may take: the fitted prompt leaves room for all of them, up to half the context
+   * (replyRoom(); generation stops at the context's end beyond that).
+   */
   maxNewTokens: number;
   /** Default 'middle'. */
   mode?: FitMode;
@@ -51,6 +58,11 @@ export interface FitResult {
   originalTokens: number;
   /** Tokens of the chat-formatted prompt for `text` (= originalTokens when nothing was cut). */
   keptTokens: number;
+}
+
+/** The context tokens kept free for the reply: maxNewTokens, at most half the context. */
+export function replyRoom(contextLength: number, maxNewTokens: number): number {
+  return Math.min(maxNewTokens, Math.floor(contextLength / 2));
 }
 
 /** Validates a mode given as text (CLI flag, stored UI setting); undefined = the default. */
@@ -97,7 +109,8 @@ export function fitPrompt(d: FitDeps, userText: string, o: FitOptions): FitResul
   const untouched: FitResult = { text: userText, truncated: false, originalTokens, keptTokens: originalTokens };
   if (mode === 'none' || ctx === null) return untouched;
   // The prompt may take everything the reply does not (generate() refuses a prompt that fills the context).
-  const budget = ctx - o.maxNewTokens;
+  const reply = replyRoom(ctx, o.maxNewTokens);
+  const budget = ctx - reply;
   if (originalTokens <= budget) return untouched;
 
   const ids = d.encode(userText);
@@ -107,7 +120,7 @@ export function fitPrompt(d: FitDeps, userText: string, o: FitOptions): FitResul
   const tooSmall = () =>
     new Error(
       `fit: the model's context (${ctx} tokens) cannot hold this prompt shortened: the chat template takes ${overhead} tokens, ` +
-        `the marker "${FIT_MARKER.trim()}" ${markerTokens} and the reply ${o.maxNewTokens} (max new tokens), leaving ` +
+        `the marker "${FIT_MARKER.trim()}" ${markerTokens} and the reply ${reply} (max new tokens), leaving ` +
         `${budget - overhead - markerTokens} for the message (at least ${least} needed); ask for fewer new tokens`,
     );
   let keep = Math.min(ids.length - 1, budget - overhead - markerTokens);

@@ -7,7 +7,7 @@
  */
 import { env } from '@huggingface/transformers';
 import { buildResourcePaths, isHttpUrl } from './hub-paths.js';
-import { getBaseCache, IS_NODE, loadNodeIo } from './base-cache.js';
+import { getBaseCache, IS_NODE, loadNodeIo, type CacheLike } from './base-cache.js';
 
 export class ModelFileNotFoundError extends Error {
   readonly code = 'MODEL_FILE_NOT_FOUND';
@@ -27,6 +27,9 @@ async function readAll(res: Response, what: string, progress: ByteProgress | und
     progress?.(buf.byteLength, total ?? buf.byteLength, fromCache);
     return buf;
   }
+  // With a known length every chunk is copied straight into the final buffer, so a multi-GB file never exists twice
+  // (chunk list + concatenation) in memory; without one the chunks are kept and joined at the end.
+  const out = total !== null ? new Uint8Array(total) : null;
   const chunks: Uint8Array[] = [];
   let loaded = 0;
   const reader = res.body.getReader();
@@ -34,24 +37,39 @@ async function readAll(res: Response, what: string, progress: ByteProgress | und
     for (;;) {
       const { done, value } = await reader.read();
       if (done) break;
-      chunks.push(value);
+      if (out) {
+        if (loaded + value.byteLength > out.byteLength) {
+          throw new Error(`got more than the ${total} bytes Content-Length announced`);
+        }
+        out.set(value, loaded);
+      } else {
+        chunks.push(value);
+      }
       loaded += value.byteLength;
       progress?.(loaded, total, fromCache);
     }
   } catch (e) {
+    await reader.cancel().catch(() => {});
     throw new Error(`reading ${what} failed after ${loaded}${total !== null ? ` of ${total}` : ''} bytes: ${(e as Error).message}`);
   }
   if (total !== null && loaded !== total) {
     throw new Error(`reading ${what} was cut short: got ${loaded} bytes, Content-Length says ${total}`);
   }
+  if (out) return out;
   if (chunks.length === 1) return chunks[0]!;
-  const out = new Uint8Array(loaded);
+  const joined = new Uint8Array(loaded);
   let off = 0;
   for (const c of chunks) {
-    out.set(c, off);
+    joined.set(c, off);
     off += c.byteLength;
   }
-  return out;
+  return joined;
+}
+
+/** Node: a file on disk in one read into one buffer (node-io.ts readLocalFile), with the same progress events. */
+async function readNodeFile(filePath: string, progress: ByteProgress | undefined, fromCache: boolean): Promise<Uint8Array> {
+  const { readLocalFile } = await loadNodeIo();
+  return readLocalFile(filePath, progress && ((loaded, total) => progress(loaded, total, fromCache)));
 }
 
 /** A cache answer can be a Response, transformers.js's FileResponse (node), or a file path string. */
@@ -59,9 +77,8 @@ async function fromCacheAnswer(ans: unknown, what: string, progress: ByteProgres
   if (ans === undefined || ans === null) return null;
   if (typeof ans === 'string') {
     if (!IS_NODE) return null;
-    const { localFileResponse } = await loadNodeIo();
-    const r = localFileResponse(ans);
-    return r ? readAll(r, what, progress, true) : null;
+    const { localFileSize } = await loadNodeIo();
+    return localFileSize(ans) === null ? null : readNodeFile(ans, progress, true);
   }
   if (typeof Response !== 'undefined' && ans instanceof Response) return readAll(ans, what, progress, true);
   const like = ans as { arrayBuffer?: () => Promise<ArrayBuffer>; status?: number };
@@ -70,6 +87,46 @@ async function fromCacheAnswer(ans: unknown, what: string, progress: ByteProgres
     progress?.(buf.byteLength, buf.byteLength, true);
     return buf;
   }
+  return null;
+}
+
+/** Node's file cache (node-io.ts NodeFileCache) knows where an entry lies on disk; other caches do not. */
+function cachedFilePath(cache: CacheLike, key: string): string | null {
+  const c = cache as CacheLike & { filePathFor?: (key: string) => string | null };
+  return typeof c.filePathFor === 'function' ? c.filePathFor(key) : null;
+}
+
+/**
+ * Node only: the path of the file that fetchModelFile would read for `filename`, when that file is on local disk
+ * (the file cache, a custom cache answering with a path, or the local model folder), so that onnxruntime can read it
+ * itself instead of from a copy in memory. null when it would come from memory or the network (then call
+ * fetchModelFile), and always null in a browser.
+ */
+export async function locateModelFile(idOrPath: string, filename: string, opts: { revision?: string } = {}): Promise<string | null> {
+  if (!IS_NODE) return null;
+  const { requestURL, localPath, remoteURL } = buildResourcePaths(idOrPath, filename, opts.revision);
+  const { localFileSize } = await loadNodeIo();
+  const cache = await getBaseCache();
+  if (cache) {
+    for (const key of [localPath, remoteURL]) {
+      const onDisk = cachedFilePath(cache, key);
+      if (onDisk !== null) return onDisk;
+      let ans: unknown;
+      try {
+        ans = await cache.match(key);
+      } catch {
+        continue;
+      }
+      if (ans === undefined || ans === null) continue;
+      // transformers.js accepts a path string or its FileResponse (which carries filePath) from a custom cache.
+      const p = typeof ans === 'string' ? ans : (ans as { filePath?: unknown }).filePath;
+      if (typeof p === 'string' && localFileSize(p) !== null) return p;
+      const body = (ans as { body?: { cancel?: () => Promise<void> } | null }).body;
+      if (body && typeof body.cancel === 'function') await body.cancel().catch(() => {});
+      return null; // the cache holds it, but only as bytes
+    }
+  }
+  if (env.allowLocalModels && env.useFS && !isHttpUrl(requestURL) && localFileSize(localPath) !== null) return localPath;
   return null;
 }
 
@@ -85,6 +142,8 @@ export async function fetchModelFile(
   const cache = await getBaseCache();
   if (cache) {
     for (const key of [localPath, remoteURL]) {
+      const onDisk = cachedFilePath(cache, key);
+      if (onDisk !== null) return readNodeFile(onDisk, progress, true);
       let ans: unknown;
       try {
         ans = await cache.match(key);
@@ -100,8 +159,8 @@ export async function fetchModelFile(
   if (env.allowLocalModels && !isHttpUrl(requestURL)) {
     let res: Response | null = null;
     if (IS_NODE && env.useFS) {
-      const { localFileResponse } = await loadNodeIo();
-      res = localFileResponse(localPath);
+      const { localFileSize } = await loadNodeIo();
+      if (localFileSize(localPath) !== null) return readNodeFile(localPath, progress, false);
     } else {
       try {
         const r = (await env.fetch(localPath)) as Response;

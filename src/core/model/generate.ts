@@ -64,7 +64,7 @@ export function checkIds(ids: number[], vocab: number, what: string): void {
 /** Rotary tables and learned positions end at max_position_embeddings: past it a model computes garbage or fails. */
 export function checkContext(length: number, contextLength: number | null, what: string): void {
   if (contextLength !== null && length > contextLength) {
-    throw new Error(`${what} has ${length} tokens, longer than the model's context (max_position_embeddings = ${contextLength}); shorten the prompt`);
+    throw new Error(`${what} has ${length} tokens, longer than the model's context (max_position_embeddings = ${contextLength}); shorten the prompt (lab eval and lab generate fit long prompts with --fit middle|head|tail)`);
   }
 }
 

@@ -10,9 +10,9 @@
  */
 import { AutoConfig, AutoModelForCausalLM, AutoTokenizer } from '@huggingface/transformers';
 import { patchDecoder, type PatchReport } from '../onnx/patcher.js';
-import { IS_NODE } from './base-cache.js';
+import { IS_NODE, loadNodeIo } from './base-cache.js';
 import { externalDataLocations } from './external-data.js';
-import { fetchModelFile, ModelFileNotFoundError } from './fetch-file.js';
+import { fetchModelFile, locateModelFile, ModelFileNotFoundError } from './fetch-file.js';
 import { DTYPE_SUFFIX, externalDataChunkNames } from './hub-paths.js';
 import { installSteerlabCache } from './patched-cache.js';
 import type { TjsTokenizer } from './prompt.js';
@@ -88,6 +88,37 @@ async function fetchOriginalGraph(id: string, names: string[], suffix: string, p
   throw new ModelLoadError('MODEL_FILE_NOT_FOUND', `"${id}" has no ONNX decoder for this dtype; tried: ${tried.join('; ')}`);
 }
 
+/**
+ * Node only: the folder holding every external-data file of the graph on local disk (where fetchModelFile would
+ * read them), or null when any of them is not on disk, they are spread over folders, or in a browser.
+ */
+async function externalDataFolder(id: string, locations: string[], progress: LoadOptions['progress']): Promise<string | null> {
+  // transformers.js runs onnxruntime-node in Node unless the runtime supplies its own ORT (globalThis[ORT symbol]);
+  // only onnxruntime-node reads external data from a folder.
+  if (!IS_NODE || Symbol.for('onnxruntime') in globalThis || locations.length === 0) return null;
+  const found: { file: string; path: string }[] = [];
+  let folder: string | null = null;
+  for (const loc of locations) {
+    // ORT joins the folder and the location; anything but a plain relative name is left to the in-memory path.
+    if (loc.startsWith('/') || loc.includes('\\') || loc.split('/').includes('..')) return null;
+    const file = `${SUBFOLDER}/${loc}`;
+    const p = await locateModelFile(id, file);
+    if (p === null || !p.endsWith(loc)) return null;
+    const dir = p.slice(0, p.length - loc.length);
+    if (folder !== null && dir !== folder) return null;
+    folder = dir;
+    found.push({ file, path: p });
+  }
+  if (progress) {
+    const { localFileSize } = await loadNodeIo();
+    for (const { file, path } of found) {
+      const size = localFileSize(path) ?? 0;
+      progress({ stage: 'download', file, loaded: size, total: size, done: true, fromCache: false });
+    }
+  }
+  return folder === '' ? '.' : folder;
+}
+
 export async function loadSteerableModel(idOrPath: string, opts: LoadOptions = {}): Promise<SteerableModel> {
   if (typeof idOrPath !== 'string' || idOrPath.trim() === '') throw new ModelLoadError('BAD_OPTIONS', 'loadSteerableModel: expected a hub id ("org/name") or a model folder path');
   const device: Device = opts.device ?? (IS_NODE ? 'cpu' : 'wasm');
@@ -114,35 +145,54 @@ export async function loadSteerableModel(idOrPath: string, opts: LoadOptions = {
   const names = opts.modelFileName ? [opts.modelFileName] : MODEL_FILE_NAMES;
   const dtype: Dtype = opts.dtype ?? configDtype(config, names[0]!) ?? (device === 'wasm' ? 'q8' : 'fp32');
   const suffix = DTYPE_SUFFIX[dtype]!;
-  const original = await fetchOriginalGraph(idOrPath, names, suffix, progress);
+  let original: { name: string; file: string; bytes: Uint8Array } | null = await fetchOriginalGraph(idOrPath, names, suffix, progress);
+  const originalName = original.name;
 
-  // External data: fetch each file the graph names; the patched graph will name them after its own file.
   const steerName = `${original.name}${STEERABLE_SUFFIX}`;
   const steerFile = `${steerName}${suffix}.onnx`;
-  const locations = externalDataLocations(original.bytes);
-  const chunkNames = externalDataChunkNames(steerFile, locations.length);
-  const renameExternalData = Object.fromEntries(locations.map((loc, i) => [loc, chunkNames[i]!]));
-  const dataFiles: Uint8Array[] = [];
-  for (const loc of locations) {
-    const file = `${SUBFOLDER}/${loc}`;
-    dataFiles.push(await fetchModelFile(idOrPath, file, { progress: byteProgress(progress, file) }));
-  }
-
-  progress?.({ stage: 'patch', file: original.file });
-  let patched: { bytes: Uint8Array; report: PatchReport };
+  let locations: string[];
   try {
-    patched = patchDecoder(original.bytes, { expectedNumLayers: numLayers, expectedHiddenSize: hiddenSize, renameExternalData });
+    locations = externalDataLocations(original.bytes);
   } catch (e) {
     const code = (e as { code?: string }).code ?? 'PATCH_FAILED';
     throw new ModelLoadError(code, `cannot make ${original.file} of "${idOrPath}" steerable: ${(e as Error).message}`);
   }
+  // External data, Node: when every data file lies on local disk in one folder, onnxruntime reads it there itself
+  // (session option model_external_initializers_file_folder_path), as a plain transformers.js load would: no copy
+  // of GBs of weights in JS memory, and the locations in the graph stay as they are.
+  const dataFolder = await externalDataFolder(idOrPath, locations, progress);
+  // Otherwise (browser, or Node with data only in a cache's memory or on the hub): fetch each file; the patched graph
+  // names them after its own file, which is what transformers.js asks for and hands onnxruntime as externalData.
+  const chunkNames = dataFolder === null ? externalDataChunkNames(steerFile, locations.length) : [];
+  const renameExternalData = Object.fromEntries(chunkNames.map((name, i) => [locations[i]!, name]));
+  const dataFiles: Uint8Array[] = [];
+  if (dataFolder === null) {
+    for (const loc of locations) {
+      const file = `${SUBFOLDER}/${loc}`;
+      dataFiles.push(await fetchModelFile(idOrPath, file, { progress: byteProgress(progress, file) }));
+    }
+  }
+
+  progress?.({ stage: 'patch', file: original.file });
+  let patchedBytes: Uint8Array | null;
+  let report: PatchReport;
+  try {
+    ({ bytes: patchedBytes, report } = patchDecoder(original.bytes, { expectedNumLayers: numLayers, expectedHiddenSize: hiddenSize, renameExternalData }));
+  } catch (e) {
+    const code = (e as { code?: string }).code ?? 'PATCH_FAILED';
+    throw new ModelLoadError(code, `cannot make ${original.file} of "${idOrPath}" steerable: ${(e as Error).message}`);
+  }
+  // The original graph (as large as the model when its weights are inline) is not needed past this point.
+  const originalFile = original.file;
+  original = null;
 
   progress?.({ stage: 'session', file: `${SUBFOLDER}/${steerFile}` });
   const cache = installSteerlabCache();
   const release = [
-    cache.register(idOrPath, `${SUBFOLDER}/${steerFile}`, patched.bytes),
+    cache.register(idOrPath, `${SUBFOLDER}/${steerFile}`, patchedBytes),
     ...dataFiles.map((bytes, i) => cache.register(idOrPath, `${SUBFOLDER}/${chunkNames[i]}`, bytes)),
   ];
+  dataFiles.length = 0;
   let model: TjsModel;
   try {
     model = (await AutoModelForCausalLM.from_pretrained(idOrPath, {
@@ -150,12 +200,14 @@ export async function loadSteerableModel(idOrPath: string, opts: LoadOptions = {
       dtype,
       device,
       model_file_name: steerName,
-      use_external_data_format: locations.length,
+      use_external_data_format: chunkNames.length,
+      ...(dataFolder !== null ? { session_options: { extra: { session: { model_external_initializers_file_folder_path: dataFolder } } } } : {}),
     } as never)) as unknown as TjsModel;
   } catch (e) {
-    throw new ModelLoadError('SESSION_FAILED', `cannot create an inference session for the patched ${original.file} of "${idOrPath}" (${device}, ${dtype}): ${(e as Error).message}`);
+    throw new ModelLoadError('SESSION_FAILED', `cannot create an inference session for the patched ${originalFile} of "${idOrPath}" (${device}, ${dtype}): ${(e as Error).message}`);
   } finally {
     for (const r of release) r();
+    patchedBytes = null; // the session holds its own copy
   }
 
   let tokenizer: TjsTokenizer;
@@ -166,13 +218,13 @@ export async function loadSteerableModel(idOrPath: string, opts: LoadOptions = {
     throw new ModelLoadError('TOKENIZER_FAILED', `cannot load the tokenizer of "${idOrPath}": ${(e as Error).message}`);
   }
 
-  const sm = new SteerableModel({ id: idOrPath, model, tokenizer, report: patched.report, numLayers, hiddenSize, vocabSize, device, dtype, modelFileName: original.name });
+  const sm = new SteerableModel({ id: idOrPath, model, tokenizer, report, numLayers, hiddenSize, vocabSize, device, dtype, modelFileName: originalName });
   if (opts.selfCheck !== false) {
     progress?.({ stage: 'self-check' });
-    const result = await runSelfCheck({ numLayers, hiddenSize, streamDtype: patched.report.stream_dtype, forward: (ids, o) => sm.forward(ids, o) }, probeIds(vocabSize));
+    const result = await runSelfCheck({ numLayers, hiddenSize, streamDtype: report.stream_dtype, forward: (ids, o) => sm.forward(ids, o) }, probeIds(vocabSize));
     if (!result.ok) {
       await sm.dispose();
-      throw new SelfCheckError(`"${idOrPath}" (${original.file}): ${describeFailure(result)}`, result);
+      throw new SelfCheckError(`"${idOrPath}" (${originalFile}): ${describeFailure(result)}`, result);
     }
     sm.selfCheck = result;
   }

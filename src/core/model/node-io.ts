@@ -7,6 +7,45 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import type { CacheLike } from './base-cache.js';
 
+/** The size of a regular file at filePath, or null when there is none. */
+export function localFileSize(filePath: string): number | null {
+  try {
+    const stat = fs.statSync(filePath);
+    return stat.isFile() ? stat.size : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Reads of 64 MiB: few syscalls, and progress events a UI can show for a multi-GB file. */
+const READ_BLOCK = 64 << 20;
+
+/**
+ * A whole local file into ONE buffer allocated at its final size: no stream chunks to keep and concatenate (which
+ * cost a second full-size copy), and no 2 GiB limit as fs.readFile has (external data files are often larger).
+ */
+export async function readLocalFile(
+  filePath: string,
+  progress?: (loaded: number, total: number) => void,
+): Promise<Uint8Array> {
+  const fh = await fs.promises.open(filePath, 'r');
+  try {
+    const size = (await fh.stat()).size;
+    const out = new Uint8Array(size);
+    let off = 0;
+    while (off < size) {
+      const { bytesRead } = await fh.read(out, off, Math.min(READ_BLOCK, size - off), off);
+      if (bytesRead === 0) throw new Error(`reading ${filePath} was cut short: got ${off} bytes, the file has ${size}`);
+      off += bytesRead;
+      progress?.(off, size);
+    }
+    if (size === 0) progress?.(0, 0);
+    return out;
+  } finally {
+    await fh.close();
+  }
+}
+
 /** A local file as a streaming Response (so progress and size checks work the same as for downloads), or null. */
 export function localFileResponse(filePath: string): Response | null {
   let stat: fs.Stats;
@@ -29,9 +68,16 @@ export class NodeFileCache implements CacheLike {
   constructor(readonly dir: string, private readonly keyOf: (key: string) => string | null) {}
 
   async match(key: string): Promise<Response | undefined> {
+    const file = this.filePathFor(key);
+    return file === null ? undefined : (localFileResponse(file) ?? undefined);
+  }
+
+  /** Where the cached file for `key` lies on disk, or null when it is not cached (lets ORT read it by path). */
+  filePathFor(key: string): string | null {
     const rel = this.keyOf(key);
-    if (rel === null) return undefined;
-    return localFileResponse(path.join(this.dir, rel)) ?? undefined;
+    if (rel === null) return null;
+    const file = path.join(this.dir, rel);
+    return localFileSize(file) === null ? null : file;
   }
 
   async put(key: string, response: Response): Promise<void> {

@@ -10,6 +10,9 @@
  * - The patched files carry distinct names (model_file_name 'model_steerable' ...) so they never collide with, or get
  *   stored over, the original files.
  * - Entries are held only while a session is being created, then dropped (they are as large as the model).
+ * - A Response built from bytes copies them (fetch's body extraction), and transformers.js asks up to three times per
+ *   file, so each answer is a BytesResponse: arrayBuffer() hands out the registered bytes themselves and the body
+ *   stream is one chunk over them. The bytes are never written to, by us, transformers.js or onnxruntime.
  */
 import { env } from '@huggingface/transformers';
 import { buildResourcePaths } from './hub-paths.js';
@@ -19,6 +22,44 @@ interface Entry {
   requestURL: string;
   remoteURL: string;
   bytes: Uint8Array;
+}
+
+/** A whole ArrayBuffer holding exactly these bytes: the bytes' own buffer when they span it, else a copy. */
+function wholeBuffer(bytes: Uint8Array): ArrayBuffer {
+  const b = bytes.buffer as ArrayBuffer;
+  return bytes.byteOffset === 0 && bytes.byteLength === b.byteLength ? b : (b.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer);
+}
+
+/**
+ * A 200 Response over registered bytes that never copies them: transformers.js reads it with arrayBuffer() (no
+ * progress callback) or through body (progress callback), and tests it with instanceof Response, status and the
+ * content-length header, all of which this keeps.
+ */
+class BytesResponse extends Response {
+  constructor(private readonly held: Uint8Array) {
+    super(null, { status: 200, headers: { 'content-length': String(held.byteLength), 'content-type': 'application/octet-stream' } });
+  }
+  override get body(): Response['body'] {
+    const bytes = this.held;
+    return new ReadableStream<Uint8Array>({
+      start(c) {
+        if (bytes.byteLength > 0) c.enqueue(bytes);
+        c.close();
+      },
+    }) as Response['body'];
+  }
+  override get bodyUsed(): boolean {
+    return false;
+  }
+  override async arrayBuffer(): Promise<ArrayBuffer> {
+    return wholeBuffer(this.held);
+  }
+  override async bytes(): ReturnType<Response['bytes']> {
+    return new Uint8Array(wholeBuffer(this.held)) as Awaited<ReturnType<Response['bytes']>>;
+  }
+  override async blob(): Promise<Blob> {
+    return new Blob([this.held as unknown as BlobPart], { type: 'application/octet-stream' });
+  }
 }
 
 function endsWithPath(key: string, suffix: string): boolean {
@@ -46,12 +87,7 @@ export class SteerlabCache implements CacheLike {
 
   async match(key: string): Promise<unknown> {
     const e = this.find(key);
-    if (e) {
-      return new Response(e.bytes as unknown as BodyInit, {
-        status: 200,
-        headers: { 'content-length': String(e.bytes.byteLength), 'content-type': 'application/octet-stream' },
-      });
-    }
+    if (e) return new BytesResponse(e.bytes);
     const base = await getBaseCache();
     return base ? await base.match(key) : undefined;
   }

@@ -4,8 +4,12 @@
  * re-running the same plan after a reload finishes what is left. Cancellable between generations (and the running
  * generation is stopped through the signal). The model and controller are injected, so this runs in Node tests.
  *
- * A prompt the model cannot take (e.g. longer than its context) becomes a record with `error` and no `refused`, so
- * the summary counts it as unjudged instead of the run failing; MAX_CONSECUTIVE_FAILURES in a row stop the run.
+ * Each prompt is first fitted into the model's context (deps.fit: src/core/method/fit.ts in the LLM worker, the same
+ * function the CLI uses; the run's fit mode, default 'middle'), and the fitted text is what is observed and
+ * generated; every record carries `truncated`, `prompt_tokens` (the chat-formatted prompt's length before fitting)
+ * and `kept_tokens`, as the CLI's records do. A prompt the model still cannot take (fit 'none', or a context too small
+ * even for the template) becomes a record with `error` and no `refused`, so the summary counts it as unjudged
+ * instead of the run failing; MAX_CONSECUTIVE_FAILURES in a row stop the run.
  *
  * Per prompt, the unsteered activation of the last prompt token is observed once and shared by every condition
  * (the controller and CAST read it); the 'off' condition's own generation provides it when 'off' is planned.
@@ -15,6 +19,7 @@ import { sample } from '../../core/data/sample.js';
 import type { LoadResult, PromptRecord } from '../../core/data/types.js';
 import { judgeOutput, type RefusalJudge } from '../../core/eval/judges.js';
 import type { EvalRecord, RecordStore } from '../../core/eval/records.js';
+import { parseFitMode, type FitMode, type FitResult } from '../../core/method/fit.js';
 import type { ControllerPrediction, PolicyKind } from '../../core/steering/index.js';
 import type { SteeringOutcome } from './steer.js';
 
@@ -43,6 +48,8 @@ export interface GenerationOut {
 }
 
 export interface EvalDeps {
+  /** The user message fitted into the context for this run's reply length and fit mode (the worker's fit()). */
+  fit(text: string): Promise<FitResult>;
   /** Unsteered residual of the last prompt token [L+1, H] of the chat-formatted prompt. */
   observe(text: string): Promise<Float32Array>;
   /** Controller prediction from the observed residual; null when no controller is loaded. */
@@ -73,6 +80,19 @@ function aborted(signal?: AbortSignal): boolean {
   return signal?.aborted === true;
 }
 
+/**
+ * The fit mode of a stored run's settings. Runs stored before fitting existed had none, and a resume must keep
+ * doing what they did ('none'); a new run carries its choice (the panel's default is 'middle').
+ */
+export function runFitMode(settings: { fit?: unknown }): FitMode {
+  return settings.fit === undefined ? 'none' : parseFitMode(settings.fit, 'the run\'s fit setting');
+}
+
+/** What the model saw, in the CLI records' names (nothing when the fit itself failed). */
+function fitFields(f: FitResult | null): Partial<EvalRecord> {
+  return f ? { truncated: f.truncated, prompt_tokens: f.originalTokens, kept_tokens: f.keptTokens } : {};
+}
+
 /** Runs (or resumes) the plan. Resolves with cancelled = true when the signal fired; rejects on a real error. */
 export async function runEval(plan: readonly PlannedPrompt[], conditions: readonly PolicyKind[], deps: EvalDeps): Promise<EvalRunSummary> {
   if (conditions.length === 0) throw new RangeError('choose at least one condition to evaluate');
@@ -90,6 +110,7 @@ export async function runEval(plan: readonly PlannedPrompt[], conditions: readon
       deps.onProgress?.({ done, total, skipped });
       continue;
     }
+    let fitted: FitResult | null = null;
     let residuals: Float32Array | null = null;
     let prediction: ControllerPrediction | null | undefined;
     let succeeded = false;
@@ -100,19 +121,20 @@ export async function runEval(plan: readonly PlannedPrompt[], conditions: readon
       let outcome: SteeringOutcome | null = null;
       let gen: GenerationOut;
       try {
-        if (condition !== 'off' && !residuals) residuals = await deps.observe(prompt.text);
+        fitted ??= await deps.fit(prompt.text);
+        if (condition !== 'off' && !residuals) residuals = await deps.observe(fitted.text);
         if (condition !== 'off') {
           if (prediction === undefined) prediction = await deps.predict(residuals!);
           outcome = deps.steering(condition, residuals!, prediction);
         }
-        gen = await deps.generate(prompt.text, outcome?.matrix ?? null, condition === 'off' && !residuals);
+        gen = await deps.generate(fitted.text, outcome?.matrix ?? null, condition === 'off' && !residuals);
         succeeded = true;
       } catch (e) {
         if (aborted(deps.signal)) return { done, skipped, total, cancelled: true };
         // A prompt the model cannot take (e.g. longer than its context) is recorded unjudged and the run goes on.
         lastError = e;
         const record: EvalRecord = {
-          dataset, id: prompt.id, condition, label: prompt.label, prompt: prompt.text, error: e instanceof Error ? e.message : String(e), ms: Date.now() - t0,
+          dataset, id: prompt.id, condition, label: prompt.label, prompt: prompt.text, ...fitFields(fitted), error: e instanceof Error ? e.message : String(e), ms: Date.now() - t0,
         };
         await deps.store.append(record);
         done++;
@@ -129,6 +151,7 @@ export async function runEval(plan: readonly PlannedPrompt[], conditions: readon
         condition,
         label: prompt.label,
         prompt: prompt.text,
+        ...fitFields(fitted),
         output: gen.text,
         tokens: gen.tokenIds.length,
         finish: gen.finishReason,
@@ -152,7 +175,7 @@ export async function runEval(plan: readonly PlannedPrompt[], conditions: readon
   return { done, skipped, total, cancelled: false };
 }
 
-const RECORD_COLUMNS = ['dataset', 'id', 'condition', 'label', 'refused', 'judge', 'matched', 's', 'w', 'steered', 'cast_similarity', 'tokens', 'finish', 'ms', 'error', 'prompt', 'output'] as const;
+const RECORD_COLUMNS = ['dataset', 'id', 'condition', 'label', 'refused', 'judge', 'matched', 's', 'w', 'steered', 'cast_similarity', 'tokens', 'finish', 'ms', 'error', 'truncated', 'prompt_tokens', 'kept_tokens', 'prompt', 'output'] as const;
 
 /** Per-prompt records as CSV (w joined by spaces); formulas escaped because prompts and outputs are untrusted text. */
 export function recordsToCsv(records: readonly EvalRecord[]): string {
