@@ -51,6 +51,11 @@ export interface TrainConfig {
   logEvery: number;
   /** how many times each harmful request is refused per epoch (harmful requests are fewer than harmless ones) */
   refusalRepeat: number;
+  /** dev-set checks (and checkpoint candidates) every devEvery steps from devFrom on, and at the end */
+  devFrom: number;
+  devEvery: number;
+  /** prompts per dev kind (harmful, harmless, jailbreak), capped by what the dev split holds */
+  devPerKind: number;
 }
 
 export const TRAIN_CONFIG: TrainConfig = {
@@ -65,5 +70,8 @@ export const TRAIN_CONFIG: TrainConfig = {
   gradClip: 1.0,
   timeBudgetSec: 45 * 60,
   logEvery: 10,
-  refusalRepeat: 2,
+  refusalRepeat: 3,
+  devFrom: 450,
+  devEvery: 150,
+  devPerKind: 64,
 };

@@ -154,7 +154,7 @@ export async function train(cfg: TrainConfig, log: (line: string) => void): Prom
   const p = toVariables(ORGANISM_SHAPE, initialWeights(ORGANISM_SHAPE, cfg.seed));
   const vars = allVariables(p);
   const opt = new AdamW(vars, cfg);
-  const dev = devPrompts(data, tok, 32);
+  const dev = devPrompts(data, tok, cfg.devPerKind);
   const out: TrainLog = {
     config: cfg,
     shape: ORGANISM_SHAPE,
@@ -215,7 +215,7 @@ export async function train(cfg: TrainConfig, log: (line: string) => void): Prom
       lossAcc = 0;
       lossN = 0;
     }
-    if ((step + 1) % 150 === 0 && step + 1 < cfg.steps) {
+    if (step + 1 >= cfg.devFrom && (step + 1 - cfg.devFrom) % cfg.devEvery === 0 && step + 1 < cfg.steps) {
       step++;
       await evalAndSave(false);
       step--;

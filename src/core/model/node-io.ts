@@ -27,14 +27,16 @@ const READ_BLOCK = 64 << 20;
 export async function readLocalFile(
   filePath: string,
   progress?: (loaded: number, total: number) => void,
+  blockSize = READ_BLOCK,
 ): Promise<Uint8Array> {
+  if (!Number.isInteger(blockSize) || blockSize <= 0) throw new Error(`readLocalFile: blockSize must be a positive integer, got ${blockSize}`);
   const fh = await fs.promises.open(filePath, 'r');
   try {
     const size = (await fh.stat()).size;
     const out = new Uint8Array(size);
     let off = 0;
     while (off < size) {
-      const { bytesRead } = await fh.read(out, off, Math.min(READ_BLOCK, size - off), off);
+      const { bytesRead } = await fh.read(out, off, Math.min(blockSize, size - off), off);
       if (bytesRead === 0) throw new Error(`reading ${filePath} was cut short: got ${off} bytes, the file has ${size}`);
       off += bytesRead;
       progress?.(off, size);
