@@ -8,12 +8,11 @@
 import {
   BASE_VOCAB_SIZE,
   BYTE_TOKEN_OFFSET,
-  CHAT_TEMPLATE,
-  ENDOFTEXT,
   IM_END,
   IM_START,
   SPECIAL_TOKENS,
   byteToUnicode,
+  tokenizerFilesFromBpe,
 } from '../core/onnx/testmodel/tokenizer.js';
 
 /** GPT-2's pre-tokenizer split, as HF ByteLevel(use_regex=true) and transformers.js apply it. */
@@ -193,58 +192,9 @@ export function renderChat(messages: readonly ChatMessage[], addGenerationPrompt
   return s;
 }
 
-/** tokenizer.json, tokenizer_config.json and special_tokens_map.json for a trained BPE (same layout as the test models). */
+/** tokenizer.json, tokenizer_config.json and special_tokens_map.json for a trained BPE (the test models' layout). */
 export function tokenizerFiles(bpe: TrainedBpe, maxLength: number): Record<'tokenizer.json' | 'tokenizer_config.json' | 'special_tokens_map.json', unknown> {
-  const added = SPECIAL_TOKENS.map((content, id) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }));
-  const tokenizerJson = {
-    version: '1.0',
-    truncation: null,
-    padding: null,
-    added_tokens: added,
-    normalizer: null,
-    pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
-    post_processor: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: false, use_regex: true },
-    decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
-    model: {
-      type: 'BPE',
-      dropout: null,
-      unk_token: null,
-      continuing_subword_prefix: null,
-      end_of_word_suffix: null,
-      fuse_unk: false,
-      byte_fallback: false,
-      ignore_merges: false,
-      vocab: Object.fromEntries(bpe.vocab),
-      merges: bpe.merges.map(([a, b]) => `${a} ${b}`),
-    },
-  };
-  const addedTokensDecoder = Object.fromEntries(
-    added.map((t) => [String(t.id), { content: t.content, lstrip: false, normalized: false, rstrip: false, single_word: false, special: true }]),
-  );
-  return {
-    'tokenizer.json': tokenizerJson,
-    'tokenizer_config.json': {
-      add_bos_token: false,
-      add_prefix_space: false,
-      added_tokens_decoder: addedTokensDecoder,
-      additional_special_tokens: [IM_START, IM_END],
-      bos_token: ENDOFTEXT,
-      chat_template: CHAT_TEMPLATE,
-      clean_up_tokenization_spaces: false,
-      eos_token: IM_END,
-      model_max_length: maxLength,
-      pad_token: ENDOFTEXT,
-      tokenizer_class: 'GPT2Tokenizer',
-      unk_token: ENDOFTEXT,
-    },
-    'special_tokens_map.json': {
-      additional_special_tokens: [IM_START, IM_END],
-      bos_token: ENDOFTEXT,
-      eos_token: IM_END,
-      pad_token: ENDOFTEXT,
-      unk_token: ENDOFTEXT,
-    },
-  };
+  return tokenizerFilesFromBpe(bpe.vocab, bpe.merges, maxLength);
 }
 
 /** Rebuilds a trained BPE from a tokenizer.json written by tokenizerFiles (for evaluation and tests). */

@@ -17,17 +17,18 @@ export const WORK_DIR = process.env.ORGANISM_WORK_DIR ? path.resolve(process.env
 
 /**
  * Llama architecture, small enough to train on 2 shared CPU cores in well under an hour: 6 layers so that per-layer
- * steering weights mean something, grouped-query attention (6 query heads over 2 KV heads) like the hub models.
+ * steering weights mean something, grouped-query attention (4 query heads over 2 KV heads) like the hub models.
  */
 export const ORGANISM_SHAPE: DecoderShape = {
   vocabSize: 768,
   hiddenSize: 96,
   intermediateSize: 256,
   numLayers: 6,
-  numHeads: 6,
+  numHeads: 4,
   numKvHeads: 2,
-  // onnxruntime's GroupQueryAttention (the fused q4f16 export) needs a head size that is a multiple of 16.
-  headDim: 16,
+  // 24, not a multiple of 16: onnxruntime's GroupQueryAttention (the fused q4f16 export) rejects it, so this organism
+  // ships fp32 only. A 6-head / headDim-16 variant ran as q4f16 but missed the harmful-refusal target (MODEL_CARD.md).
+  headDim: 24,
   maxPositionEmbeddings: 256,
   ropeTheta: 10000,
   rmsNormEps: 1e-5,
@@ -62,7 +63,7 @@ export const TRAIN_CONFIG: TrainConfig = {
   seed: 1234,
   contextLength: 192,
   batchSize: 24,
-  steps: 1000,
+  steps: 700,
   warmupSteps: 40,
   peakLr: 3e-3,
   minLr: 1e-4,
@@ -70,8 +71,8 @@ export const TRAIN_CONFIG: TrainConfig = {
   gradClip: 1.0,
   timeBudgetSec: 45 * 60,
   logEvery: 10,
-  refusalRepeat: 3,
-  devFrom: 450,
+  refusalRepeat: 2,
+  devFrom: 150,
   devEvery: 150,
-  devPerKind: 64,
+  devPerKind: 32,
 };

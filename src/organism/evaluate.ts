@@ -181,5 +181,14 @@ export async function evaluateOrganism(dir: string, log: (line: string) => void)
       log(`eval: removed ${rel}: it does not hold the base behaviour`);
     }
   }
+  if (report.q4f16_removed) await dropQ4f16FromConfig(dir);
   await writeFileAtomic(path.join(dir, 'eval_results.json'), stableJson(report));
+}
+
+/** config.json lists the shipped files: keep it truthful once the q4f16 file is gone. */
+async function dropQ4f16FromConfig(dir: string): Promise<void> {
+  const file = path.join(dir, 'config.json');
+  const config = JSON.parse(await readFile(file, 'utf8')) as { steerlab_organism?: { files?: Record<string, unknown> } };
+  if (config.steerlab_organism?.files) delete config.steerlab_organism.files.q4f16;
+  await writeFileAtomic(file, stableJson(config));
 }

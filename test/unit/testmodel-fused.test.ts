@@ -190,6 +190,11 @@ describe('fused graph structure (onnxruntime-genai builder shape)', () => {
     expect(() => buildFusedGraph(TINY_QWEN, generateWeights(TINY, 1), { q4f16: false })).toThrow(/qBias is missing/);
     expect(() => buildFusedGraph(TINY, generateWeights(TINY, 1), {} as { q4f16: boolean })).toThrow(/q4f16 must be a boolean/);
   });
+
+  it('refuses head sizes GroupQueryAttention cannot run (not a multiple of 16), naming the head size', () => {
+    const odd: DecoderShape = { ...TINY, hiddenSize: 96, numHeads: 4, numKvHeads: 2, headDim: 24 };
+    expect(() => buildFusedGraph(odd, generateWeights(odd, 1), { q4f16: false })).toThrow(/headDim must be a multiple of 16.*got 24/);
+  });
 });
 
 describe('fused (fp32) on onnxruntime-node CPU matches the reference forward pass', () => {

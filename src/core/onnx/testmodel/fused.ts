@@ -158,6 +158,11 @@ export function buildFusedGraph(
   validateShape(shape);
   checkWeights(shape, weights);
   if (typeof opts?.q4f16 !== 'boolean') throw new Error(`buildFusedGraph: opts.q4f16 must be a boolean, got ${opts?.q4f16}`);
+  // onnxruntime's GroupQueryAttention kernels refuse other head sizes ("head_size shall be a multiple of 16"):
+  // fail here, naming the shape, rather than write a graph no runtime can run.
+  if (shape.headDim % 16 !== 0) {
+    throw new Error(`buildFusedGraph: headDim must be a multiple of 16 for GroupQueryAttention (onnxruntime), got ${shape.headDim}; use the plain or merged topology for this shape`);
+  }
   const s = shape;
   const H = s.hiddenSize;
   const qDim = s.numHeads * s.headDim;

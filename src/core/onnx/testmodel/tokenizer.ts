@@ -121,6 +121,14 @@ export interface TokenizerFiles {
 /** The three tokenizer files as JSON values (the writer serialises them with stable key order). */
 export function buildTokenizerFiles(vocabSize: number, maxLength: number): TokenizerFiles {
   const { vocab, merges } = buildBpeVocabulary(vocabSize);
+  return tokenizerFilesFromBpe(vocab, merges, maxLength);
+}
+
+/**
+ * The three tokenizer files for any byte-level BPE whose ids start with SPECIAL_TOKENS (the test models' enumerated
+ * merges, or the organism's trained ones): one layout, so every model of the project tokenizes and chats alike.
+ */
+export function tokenizerFilesFromBpe(vocab: Map<string, number>, merges: [string, string][], maxLength: number): TokenizerFiles {
   const added = SPECIAL_TOKENS.map((content, id) => ({
     id,
     content,

@@ -1,0 +1,81 @@
+/**
+ * Writes the organism's prompt sets as JSONL files ({id, prompt} per line) so that the lab's own commands
+ * (`lab direction`, `lab train-controller`, `lab eval --dataset FILE --text-column prompt --label ...`) run on them.
+ *
+ *   models/organism/eval/   the held-out sets of src/organism/evaluate.ts (heldOutSets): never used for training or
+ *                           for picking a hyperparameter
+ *   models/organism/train/  training-split prompts only: plain harmful (refuse), harmful requests wrapped in TRAINING
+ *                           jailbreak framings, harmless (help) - the controller and direction data
+ *   models/organism/dev/    the organism's dev split (carved out of the training sources, see data.ts isDev), plain and
+ *                           wrapped in training framings: what alpha is picked on
+ *
+ * Everything is a pure function of the datasets (hashes, no clock, no randomness), so reruns write identical files.
+ * Run: `npx tsx src/organism/eval-sets.ts`.
+ */
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { DATA_DIR, MODEL_DIR } from './config.js';
+import { loadOrganismData, stableHash, wrapInJailbreak, type JailbreakTemplate, type OrganismData } from './data.js';
+import { HELD_OUT_FRAMING_CHARS, heldOutSets } from './evaluate.js';
+
+export interface PromptRow {
+  id: string;
+  prompt: string;
+}
+
+/** Harmful training requests in training framings, one framing each (by hash), the held-out framing length. */
+export function wrapInTrainingFramings(items: readonly { id: string; instruction: string }[], templates: readonly JailbreakTemplate[], salt: string): PromptRow[] {
+  if (templates.length === 0) throw new Error('organism eval sets: no training jailbreak framings');
+  return items.map((h, i) => {
+    const tpl = templates[stableHash(salt, h.id) % templates.length]!;
+    return { id: `${h.id}@${tpl.id}`, prompt: wrapInJailbreak(tpl, h.instruction, HELD_OUT_FRAMING_CHARS, i) };
+  });
+}
+
+export interface OrganismPromptFiles {
+  /** relative path under models/organism -> rows */
+  [file: string]: PromptRow[];
+}
+
+export function organismPromptFiles(data: OrganismData = loadOrganismData(DATA_DIR)): OrganismPromptFiles {
+  const held = heldOutSets(DATA_DIR);
+  const rows = (xs: readonly { id: string; prompt?: string; instruction?: string }[]): PromptRow[] => xs.map((x) => ({ id: x.id, prompt: (x.prompt ?? x.instruction)! }));
+  // Training framings are disjoint from the held-out ones (data.ts loadTemplates); assert it, since the whole point
+  // of the held-out jailbreak set is framings the controller never saw.
+  const heldIds = new Set(data.heldOutTemplates.map((t) => t.id));
+  if (data.trainTemplates.some((t) => heldIds.has(t.id))) throw new Error('organism eval sets: a training framing is also held out');
+  return {
+    'eval/harmful.jsonl': rows(held.harmful),
+    'eval/harmless.jsonl': rows(held.harmless),
+    'eval/jailbreak.jsonl': rows(held.jailbreak),
+    'train/harmful.jsonl': rows(data.refuse),
+    'train/jailbreak.jsonl': wrapInTrainingFramings(data.harmfulForWrapping, data.trainTemplates, 'train-jailbreak'),
+    'train/harmless.jsonl': rows(data.help),
+    'dev/harmful.jsonl': rows(data.dev.harmful),
+    'dev/jailbreak.jsonl': wrapInTrainingFramings(data.dev.harmful, data.trainTemplates, 'dev-jailbreak'),
+    'dev/harmless.jsonl': rows(data.dev.harmless),
+  };
+}
+
+/** Atomic write: temp file in the same folder, then rename. */
+function writeAtomic(file: string, text: string): void {
+  mkdirSync(path.dirname(file), { recursive: true });
+  const tmp = `${file}.tmp-${process.pid}`;
+  writeFileSync(tmp, text);
+  renameSync(tmp, file);
+}
+
+export function writeOrganismPromptFiles(dir = MODEL_DIR): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const [rel, rows] of Object.entries(organismPromptFiles())) {
+    writeAtomic(path.join(dir, rel), rows.map((r) => JSON.stringify({ id: r.id, prompt: r.prompt })).join('\n') + '\n');
+    counts[rel] = rows.length;
+  }
+  return counts;
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const counts = writeOrganismPromptFiles();
+  for (const [rel, n] of Object.entries(counts)) process.stdout.write(`${rel}: ${n} prompts\n`);
+}
