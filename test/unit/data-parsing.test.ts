@@ -1,9 +1,10 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DatasetError, parseCsvTable, parseDataset, parseJsonlTable, parseUserFile, readUserFile } from '../../src/core/data/index.js';
 import { loadUserFile } from '../../src/core/data/node.js';
+import { testDir } from '../helpers/tmp.js';
 
 describe('CSV parsing', () => {
   it('keeps quoted multi-line fields and reports the line where each row starts', () => {
@@ -138,7 +139,7 @@ describe('user files', () => {
   });
 
   it('Node helper reads a file from disk; the browser helper reads a File-like Blob', async () => {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'steerlab-data-'));
+    const dir = testDir('steerlab-data-');
     const file = path.join(dir, 'prompts.tsv.csv');
     writeFileSync(file, 'text\tlabel\nhello\tbenign\n');
     const r = await loadUserFile(file, { textColumn: 'text', label: { column: 'label' }, delimiter: '\t' });

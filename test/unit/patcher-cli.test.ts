@@ -1,10 +1,11 @@
 /** `npm run lab -- patch IN OUT [--json] [--layers N]`, run as a real process. */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { testDir } from '../helpers/tmp.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const FIXTURE = join(ROOT, 'test/fixtures/onnx/tiny-qwen35-skipln-gqa-fp16.onnx');
@@ -15,7 +16,7 @@ function lab(...args: string[]) {
 
 describe('lab patch', () => {
   it('--json prints one report object and writes the model', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'steerlab-cli-'));
+    const dir = testDir('steerlab-cli-');
     const out = join(dir, 'steerable.onnx');
     const r = lab('patch', FIXTURE, out, '--json', '--layers', '2');
     expect(r.status).toBe(0);
@@ -28,7 +29,7 @@ describe('lab patch', () => {
   });
 
   it('fails with a non-zero status, one line on stderr, and no output file', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'steerlab-cli-'));
+    const dir = testDir('steerlab-cli-');
     const out = join(dir, 'steerable.onnx');
     const r = lab('patch', FIXTURE, out, '--layers', '3');
     expect(r.status).not.toBe(0);

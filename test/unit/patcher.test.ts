@@ -2,7 +2,7 @@
  * The patcher on hand-built decoders (plain Add chain, If-merged) run with onnxruntime-node, the splice invariants
  * (every byte outside nodes / inputs / outputs untouched), external data, and the file API.
  */
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fromBinary } from '@bufbuild/protobuf';
@@ -14,6 +14,7 @@ import { inspectDecoder, OnnxPatchError, patchDecoder } from '../../src/core/onn
 import { patchDecoderFile } from '../../src/core/onnx/patcher-node.js';
 import { fieldView, scanMessage } from '../../src/core/onnx/wire.js';
 import { TOY, mergedDecoder, plainDecoder, toyBody, toyWeights } from './patcher-graphs.js';
+import { testDir } from '../helpers/tmp.js';
 
 const { layers: L, hidden: H, vocab: V, kvHeads: KV, headDim: HD } = TOY;
 
@@ -205,7 +206,7 @@ describe('If-merged decoder (decoder_model_merged)', () => {
 
 describe('external data and the file API', () => {
   it('keeps external references, renaming their location on request', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'steerlab-patch-'));
+    const dir = testDir('steerlab-patch-');
     const b = new GraphBuilder('toy_decoder');
     b.input('input_ids', DataType.INT64, ['batch_size', 'sequence_length']);
     b.input('attention_mask', DataType.INT64, ['batch_size', 'total_sequence_length']);
@@ -238,7 +239,7 @@ describe('external data and the file API', () => {
   });
 
   it('writes atomically and writes nothing on error', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'steerlab-patch-'));
+    const dir = testDir('steerlab-patch-');
     writeFileSync(join(dir, 'good.onnx'), plainDecoder());
     writeFileSync(join(dir, 'bad.onnx'), new Uint8Array([1, 2, 3, 4, 5]));
     await expect(patchDecoderFile(join(dir, 'bad.onnx'), join(dir, 'out.onnx'))).rejects.toBeInstanceOf(OnnxPatchError);

@@ -1,10 +1,10 @@
 import { spawn } from 'node:child_process';
-import { appendFileSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import Papa from 'papaparse';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import {
   MemoryRecordStore,
   openRunStore,
@@ -21,7 +21,15 @@ import {
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repoRoot = path.resolve(here, '../..');
-const tmp = () => mkdtempSync(path.join(os.tmpdir(), 'steerlab-records-'));
+const made: string[] = [];
+const tmp = () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'steerlab-records-'));
+  made.push(dir);
+  return dir;
+};
+afterAll(() => {
+  for (const dir of made) rmSync(dir, { recursive: true, force: true });
+});
 const rec = (id: string, condition = 'base', extra: Record<string, unknown> = {}): EvalRecord => ({ dataset: 'advbench', id, condition, refused: true, judge: 'arditi-keywords', ...extra });
 const lines = (file: string) => readFileSync(file, 'utf8').split('\n').filter((l) => l !== '');
 
