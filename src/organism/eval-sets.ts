@@ -45,12 +45,16 @@ export function organismPromptFiles(data: OrganismData = loadOrganismData(DATA_D
   // of the held-out jailbreak set is framings the controller never saw.
   const heldIds = new Set(data.heldOutTemplates.map((t) => t.id));
   if (data.trainTemplates.some((t) => heldIds.has(t.id))) throw new Error('organism eval sets: a training framing is also held out');
+  const trainJailbreak = wrapInTrainingFramings(data.harmfulForWrapping, data.trainTemplates, 'train-jailbreak');
   return {
     'eval/harmful.jsonl': rows(held.harmful),
     'eval/harmless.jsonl': rows(held.harmless),
     'eval/jailbreak.jsonl': rows(held.jailbreak),
     'train/harmful.jsonl': rows(data.refuse),
-    'train/jailbreak.jsonl': wrapInTrainingFramings(data.harmfulForWrapping, data.trainTemplates, 'train-jailbreak'),
+    'train/jailbreak.jsonl': trainJailbreak,
+    // The controller's harmful class: plain and wrapped training requests together (the paper trains on varied harmful
+    // text); one file because lab train-controller takes one --harmful source.
+    'train/controller-harmful.jsonl': [...rows(data.refuse), ...trainJailbreak],
     'train/harmless.jsonl': rows(data.help),
     'dev/harmful.jsonl': rows(data.dev.harmful),
     'dev/jailbreak.jsonl': wrapInTrainingFramings(data.dev.harmful, data.trainTemplates, 'dev-jailbreak'),

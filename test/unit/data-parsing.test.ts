@@ -1,5 +1,4 @@
 import { writeFileSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DatasetError, parseCsvTable, parseDataset, parseJsonlTable, parseUserFile, readUserFile } from '../../src/core/data/index.js';

@@ -1,7 +1,6 @@
 /** `npm run lab -- patch IN OUT [--json] [--layers N]`, run as a real process. */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';

@@ -3,7 +3,6 @@
  * (every byte outside nodes / inputs / outputs untouched), external data, and the file API.
  */
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fromBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema, TensorProto_DataLocation, type ValueInfoProto } from 'onnx-buf';
