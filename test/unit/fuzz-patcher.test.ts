@@ -32,9 +32,10 @@ const KNOWN_CODES = new Set([
 /** A single call may take this long at most (a hang or a quadratic blow-up shows here; normal calls take < 5 ms). */
 const MAX_CALL_MS = 1500;
 
-/** Small enough that thousands of patches stay within seconds; real topologies, so detection succeeds on seeds. */
+/** Small enough that thousands of patches stay within seconds; real topologies, so detection succeeds on seeds
+ * (head size 16: GroupQueryAttention's smallest). */
 const SHAPE: DecoderShape = {
-  vocabSize: 48, hiddenSize: 16, intermediateSize: 32, numLayers: 2, numHeads: 2, numKvHeads: 1, headDim: 8,
+  vocabSize: 48, hiddenSize: 32, intermediateSize: 32, numLayers: 2, numHeads: 2, numKvHeads: 1, headDim: 16,
   maxPositionEmbeddings: 64, ropeTheta: 10000, rmsNormEps: 1e-5, tieWordEmbeddings: false, attentionBias: true,
 };
 
