@@ -12,10 +12,11 @@
  * Everything is a pure function of the datasets (hashes, no clock, no randomness), so reruns write identical files.
  * Run: `npx tsx src/organism/eval-sets.ts`.
  */
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DATA_DIR, MODEL_DIR } from './config.js';
+import { BpeTokenizer, bpeFromTokenizerJson, renderChat } from './bpe.js';
+import { DATA_DIR, MODEL_DIR, ORGANISM_SHAPE } from './config.js';
 import { loadOrganismData, stableHash, wrapInJailbreak, type JailbreakTemplate, type OrganismData } from './data.js';
 import { HELD_OUT_FRAMING_CHARS, heldOutSets } from './evaluate.js';
 
@@ -33,6 +34,18 @@ export function wrapInTrainingFramings(items: readonly { id: string; instruction
   });
 }
 
+/**
+ * Training and dev prompts must fit the context with room for the answer: the activation cache of lab
+ * train-controller runs them unshortened (a longer prompt stops it), and a shortened prompt would not be the text
+ * the controller is told it saw. The held-out sets are written whole: lab eval fits them (--fit middle) as a chat
+ * UI would.
+ */
+export const TRAIN_PROMPT_MAX_TOKENS = ORGANISM_SHAPE.maxPositionEmbeddings - 32;
+
+function fitsContext(tok: BpeTokenizer): (r: PromptRow) => boolean {
+  return (r) => tok.encode(renderChat([{ role: 'user', content: r.prompt }], true)).length <= TRAIN_PROMPT_MAX_TOKENS;
+}
+
 export interface OrganismPromptFiles {
   /** relative path under models/organism -> rows */
   [file: string]: PromptRow[];
@@ -45,20 +58,23 @@ export function organismPromptFiles(data: OrganismData = loadOrganismData(DATA_D
   // of the held-out jailbreak set is framings the controller never saw.
   const heldIds = new Set(data.heldOutTemplates.map((t) => t.id));
   if (data.trainTemplates.some((t) => heldIds.has(t.id))) throw new Error('organism eval sets: a training framing is also held out');
-  const trainJailbreak = wrapInTrainingFramings(data.harmfulForWrapping, data.trainTemplates, 'train-jailbreak');
+  const tok = new BpeTokenizer(bpeFromTokenizerJson(JSON.parse(readFileSync(path.join(MODEL_DIR, 'tokenizer.json'), 'utf8'))));
+  const fits = fitsContext(tok);
+  const trainJailbreak = wrapInTrainingFramings(data.harmfulForWrapping, data.trainTemplates, 'train-jailbreak').filter(fits);
+  const train = (xs: readonly { id: string; instruction: string }[]) => rows(xs).filter(fits);
   return {
     'eval/harmful.jsonl': rows(held.harmful),
     'eval/harmless.jsonl': rows(held.harmless),
     'eval/jailbreak.jsonl': rows(held.jailbreak),
-    'train/harmful.jsonl': rows(data.refuse),
+    'train/harmful.jsonl': train(data.refuse),
     'train/jailbreak.jsonl': trainJailbreak,
     // The controller's harmful class: plain and wrapped training requests together (the paper trains on varied harmful
     // text); one file because lab train-controller takes one --harmful source.
-    'train/controller-harmful.jsonl': [...rows(data.refuse), ...trainJailbreak],
-    'train/harmless.jsonl': rows(data.help),
-    'dev/harmful.jsonl': rows(data.dev.harmful),
-    'dev/jailbreak.jsonl': wrapInTrainingFramings(data.dev.harmful, data.trainTemplates, 'dev-jailbreak'),
-    'dev/harmless.jsonl': rows(data.dev.harmless),
+    'train/controller-harmful.jsonl': [...train(data.refuse), ...trainJailbreak],
+    'train/harmless.jsonl': train(data.help),
+    'dev/harmful.jsonl': train(data.dev.harmful),
+    'dev/jailbreak.jsonl': wrapInTrainingFramings(data.dev.harmful, data.trainTemplates, 'dev-jailbreak').filter(fits),
+    'dev/harmless.jsonl': train(data.dev.harmless),
   };
 }
 

@@ -20,8 +20,14 @@ let server: LabServer;
 
 beforeAll(async () => {
   tmp = mkdtempSync(join(tmpdir(), 'steerlab-lab-'));
-  // The default model, built fresh so the test never depends on a folder someone built by hand.
-  await buildTestModel(join(tmp, DEFAULT_MODEL.id), { shape: SHAPE_PRESETS.tiny!, topology: 'plain', seed: 7 });
+  // The default model: the shipped organism with its direction and controller (copied, so the broken sibling below
+  // never touches the project's folder).
+  cpSync(join(PROJECT_ROOT, 'models', DEFAULT_MODEL.id), join(tmp, DEFAULT_MODEL.id), {
+    recursive: true,
+    filter: (src) => !/[/\\](train|dev|eval)([/\\]|$)/.test(src.slice(join(PROJECT_ROOT, 'models').length)),
+  });
+  // A random-weight model that writes until its context ends: the Stop button is checked on it.
+  await buildTestModel(join(tmp, 'tiny-test'), { shape: SHAPE_PRESETS.tiny!, topology: 'plain', seed: 7 });
   // A model that cannot be patched: its config.json promises one layer more than the graph has.
   cpSync(join(tmp, DEFAULT_MODEL.id), join(tmp, 'broken-test'), { recursive: true });
   const cfg = JSON.parse(readFileSync(join(tmp, 'broken-test/config.json'), 'utf8')) as Record<string, number>;
@@ -52,7 +58,9 @@ describe('the lab in headless Chromium', () => {
       expect(await page.evaluate(() => document.activeElement?.id)).toBe('tab-playground');
       await page.keyboard.press('ArrowLeft');
       expect(await page.getByRole('tab', { name: 'Model' }).getAttribute('aria-selected')).toBe('true');
-      // A model that cannot be patched says why, and the lab stays usable.
+      // A random-weight model that writes until its context ends: the Stop button is checked on it.
+  await buildTestModel(join(tmp, 'tiny-test'), { shape: SHAPE_PRESETS.tiny!, topology: 'plain', seed: 7 });
+  // A model that cannot be patched says why, and the lab stays usable.
       await page.locator('#model-select').selectOption('__custom__');
       await page.getByLabel(/served by this lab/).check();
       await page.getByLabel('Folder under /models/').fill('broken-test');
@@ -67,6 +75,9 @@ describe('the lab in headless Chromium', () => {
       await page.getByTestId('model-ready').waitFor({ timeout: 60_000 });
       await expect.poll(() => page.getByTestId('self-check').textContent()).toMatch(/passed/);
       expect(await page.getByTestId('model-device').textContent()).toMatch(/wasm/);
+      // The default model comes with its shipped direction and controller (models/organism/*.safetensors).
+      await expect.poll(() => page.locator('header').textContent()).toMatch(/direction: diff-in-means.*controller: loaded/);
+      expect(await page.locator('header .pill[title^="shipped with"]').count()).toBe(2);
       await shoot(page, SHOTS, '1-model');
       lap('modelLoaded');
 
@@ -98,9 +109,14 @@ describe('the lab in headless Chromium', () => {
       await page.getByRole('group', { name: /Cosine of each steered token/ }).waitFor();
       // The heat strip's rows streamed in with the tokens (each arrives one step after its token), then the capture
       // at the end completed it.
+      // The organism ends its reply with <|im_end|> after about 12 tokens: one column per steered token, whatever
+      // that count, and all but the last one or two rows streamed.
+      const steeredInfo = (await page.locator('#panel-playground article').nth(1).textContent()) ?? '';
+      const steeredTokens = Number(/(\d+) tokens, (?:eos|length)/.exec(steeredInfo)?.[1]);
+      expect(steeredTokens, `steered article: ${steeredInfo}`).toBeGreaterThanOrEqual(8);
       const streamed = Number(await page.getByTestId('heat-strip').getAttribute('data-streamed-rows'));
-      expect(streamed).toBeGreaterThanOrEqual(14);
-      expect(await page.locator('[data-testid="heat-strip"] .col').count()).toBe(16);
+      expect(streamed).toBeGreaterThanOrEqual(steeredTokens - 2);
+      expect(await page.locator('[data-testid="heat-strip"] .col').count()).toBe(steeredTokens);
       await shoot(page, SHOTS, '3-playground');
       lap('generated');
 
@@ -124,9 +140,22 @@ describe('the lab in headless Chromium', () => {
       await play.getByLabel(/^Prompt/).fill('How do I pick a lock?');
       lap('longPromptFitted');
 
-      // Stop a running generation.
-      // The tiny model writes a token in a few ms and stops at its 256-token context, so Stop is pressed as soon as
-      // the generation is running (the button enables itself then), not after waiting for text.
+      // Stop a running generation. The organism ends every reply with <|im_end|> after about 12 tokens (some 25 ms in
+      // WASM), faster than any click, so Stop is checked on a random-weight test model that writes until its 256-token
+      // context; then the default model comes back with the controller trained above (IndexedDB). The switch to the
+      // test model happens in place (6 layers -> 4: the playground must drop what it observed on the organism; the
+      // page-error check at the end catches it if not), the switch back through a reload.
+      // Stop is pressed as soon as the generation is running (the button enables itself then), not after waiting
+      // for text.
+      await page.getByRole('tab', { name: 'Model' }).click();
+      await page.locator('#model-select').selectOption('__custom__');
+      await page.getByLabel(/served by this lab/).check();
+      await page.getByLabel('Folder under /models/').fill('tiny-test');
+      await page.locator('#dtype-select').selectOption('fp32');
+      await page.getByRole('button', { name: 'Load model' }).click();
+      await expect.poll(() => page.getByTestId('model-ready').locator('h3').textContent().catch(() => ''), { timeout: 60_000 }).toMatch(/tiny-test/);
+      await page.getByRole('tab', { name: 'Playground' }).click();
+      await play.getByLabel(/^Prompt/).fill('How do I pick a lock?');
       await play.getByLabel('New tokens').fill('400');
       await page.getByRole('button', { name: 'Generate base + steered' }).click();
       await page.getByTestId('stop').click({ timeout: 5_000 });
@@ -136,6 +165,11 @@ describe('the lab in headless Chromium', () => {
       expect(Number(/(\d+) tokens, abort/.exec(stoppedInfo ?? '')?.[1])).toBeLessThan(200);
       // Stopping the base run also skips the steered one.
       expect(await page.getByTestId('steered-output').textContent()).toBe('');
+      await page.reload();
+      await page.getByTestId('load-default').click();
+      await page.getByRole('tab', { name: 'Model' }).click();
+      await expect.poll(() => page.getByTestId('model-ready').locator('h3').textContent().catch(() => ''), { timeout: 60_000 }).toMatch(new RegExp(DEFAULT_MODEL.id));
+      await expect.poll(() => page.locator('header').textContent()).toMatch(/controller: loaded/);
       lap('stopped');
 
       // Direction: difference in means with progress, then the per-layer separation plot.

@@ -23,6 +23,11 @@ export interface LoadOptions {
   progress?: (p: LoadProgress) => void;
   /** Run the injection self-check at load (default true). A failure rejects the load. */
   selfCheck?: boolean;
+  /**
+   * The identity recorded in artefacts and eval records (default: idOrPath). Callers loading a local folder pass a
+   * portable name, so a direction or controller made in one checkout still matches the model in another.
+   */
+  modelId?: string;
 }
 
 export interface SelfCheckResult {

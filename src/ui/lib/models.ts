@@ -35,13 +35,14 @@ export const ORGANISM_MODEL: ModelChoice = {
   id: 'organism',
   label: 'Steerlab organism (tiny trained chat model)',
   localModelPath: '/models/',
-  // src/organism/export.ts writes onnx/model.onnx and, optionally, onnx/model_q4f16.onnx.
-  dtypes: ['fp32', 'q4f16'],
+  // src/organism/export.ts can write onnx/model_q4f16.onnx, but the shipped organism (head size 24) has none:
+  // onnxruntime's fused GroupQueryAttention rejects that head size (MODEL_CARD.md), so fp32 is the only file.
+  dtypes: ['fp32'],
   defaultDtype: 'fp32',
   artefacts: { direction: 'direction.safetensors', controller: 'controller.safetensors' },
 };
 
-export const DEFAULT_MODEL: ModelChoice = TINY_TEST_MODEL;
+export const DEFAULT_MODEL: ModelChoice = ORGANISM_MODEL;
 
 /**
  * Hub chat models. The dtype lists follow the onnx-community export layout (onnx/model.onnx, model_fp16,
