@@ -13,6 +13,7 @@ import { buildTestModel } from '../../src/core/onnx/testmodel/build.js';
 import { SHAPE_PRESETS } from '../../src/core/onnx/testmodel/config.js';
 import { formatChat, type TjsTokenizer } from '../../src/core/model/prompt.js';
 import { FIT_MARKER, fitDepsFromTokenizer, fitNote, fitPrompt, parseFitMode, replyRoom, type FitDeps } from '../../src/core/method/fit.js';
+import { mulberry32 as rng } from '../../src/core/util/prng.js';
 
 const root = mkdtempSync(join(tmpdir(), 'steerlab-fit-'));
 let tok: TjsTokenizer;
@@ -33,17 +34,6 @@ beforeAll(async () => {
 }, 60_000);
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-/** A tiny seeded generator (mulberry32) for the property checks. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('fitPrompt on the tiny model tokenizer', () => {
   it('the long prompt really is longer than the context', () => {

@@ -55,7 +55,7 @@ export function tokenizePhrases(tok: TjsTokenizer, phrases: readonly string[]): 
 /** The model's original ONNX graph bytes (cache -> local -> hub, as the loader read them) and its external data. */
 export async function tokenMatrixOfModel(model: SteerableModel, prefer: EmbeddingSource = 'unembedding'): Promise<EmbeddingMatrix> {
   const suffix = DTYPE_SUFFIX[model.dtype] ?? '';
-  const bytes = await fetchModelFile(model.id, `onnx/${model.modelFileName}${suffix}.onnx`);
+  const bytes = await fetchModelFile(model.source, `onnx/${model.modelFileName}${suffix}.onnx`);
   const files = new Map<string, Uint8Array>();
   return readEmbeddingMatrix(bytes, {
     prefer,
@@ -64,7 +64,7 @@ export async function tokenMatrixOfModel(model: SteerableModel, prefer: Embeddin
     externalData: async (loc) => {
       let f = files.get(loc);
       if (!f) {
-        f = await fetchModelFile(model.id, `onnx/${loc}`);
+        f = await fetchModelFile(model.source, `onnx/${loc}`);
         files.set(loc, f);
       }
       return f;

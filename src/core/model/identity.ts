@@ -11,7 +11,7 @@ import type { Dense } from './types.js';
 
 /** Logits [1, S, V] of the unpatched model on `ids`. */
 export async function unpatchedLogits(sm: SteerableModel, idsList: number[][]): Promise<Dense[]> {
-  const model = (await AutoModelForCausalLM.from_pretrained(sm.id, {
+  const model = (await AutoModelForCausalLM.from_pretrained(sm.source, {
     dtype: sm.dtype,
     device: sm.device,
     model_file_name: sm.modelFileName,

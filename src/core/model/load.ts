@@ -224,7 +224,7 @@ export async function loadSteerableModel(idOrPath: string, opts: LoadOptions = {
     throw new ModelLoadError('TOKENIZER_FAILED', `cannot load the tokenizer of "${idOrPath}": ${(e as Error).message}`);
   }
 
-  const sm = new SteerableModel({ id: opts.modelId ?? idOrPath, model, tokenizer, report, numLayers, hiddenSize, vocabSize, device, dtype, modelFileName: originalName });
+  const sm = new SteerableModel({ id: opts.modelId ?? idOrPath, source: idOrPath, model, tokenizer, report, numLayers, hiddenSize, vocabSize, device, dtype, modelFileName: originalName });
   if (opts.selfCheck !== false) {
     progress?.({ stage: 'self-check' });
     const result = await runSelfCheck({ numLayers, hiddenSize, streamDtype: report.stream_dtype, forward: (ids, o) => sm.forward(ids, o) }, probeIds(vocabSize, SELF_CHECK_POSITIONS));

@@ -13,6 +13,8 @@ import type { Dense, Device, Dtype, ForwardResult, GenerateOptions, GenerateResu
 
 export interface SteerableModelInit {
   id: string;
+  /** Where the model was loaded from (hub id or folder): what to fetch its files by. `id` is only its identity. */
+  source: string;
   model: TjsModel;
   tokenizer: TjsTokenizer;
   report: PatchReport;
@@ -26,7 +28,10 @@ export interface SteerableModelInit {
 }
 
 export class SteerableModel {
+  /** The model's identity in artefacts and records (a hub id, or a local folder's name). */
   readonly id: string;
+  /** Where it was loaded from (hub id or folder path): files are fetched by this, never by `id`. */
+  readonly source: string;
   readonly numLayers: number;
   readonly hiddenSize: number;
   readonly vocabSize: number;
@@ -47,6 +52,7 @@ export class SteerableModel {
 
   constructor(init: SteerableModelInit) {
     this.id = init.id;
+    this.source = init.source;
     this.model = init.model;
     this.tokenizer = init.tokenizer;
     this.report = init.report;
