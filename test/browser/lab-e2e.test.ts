@@ -58,9 +58,7 @@ describe('the lab in headless Chromium', () => {
       expect(await page.evaluate(() => document.activeElement?.id)).toBe('tab-playground');
       await page.keyboard.press('ArrowLeft');
       expect(await page.getByRole('tab', { name: 'Model' }).getAttribute('aria-selected')).toBe('true');
-      // A random-weight model that writes until its context ends: the Stop button is checked on it.
-  await buildTestModel(join(tmp, 'tiny-test'), { shape: SHAPE_PRESETS.tiny!, topology: 'plain', seed: 7 });
-  // A model that cannot be patched says why, and the lab stays usable.
+      // A model that cannot be patched says why, and the lab stays usable.
       await page.locator('#model-select').selectOption('__custom__');
       await page.getByLabel(/served by this lab/).check();
       await page.getByLabel('Folder under /models/').fill('broken-test');
@@ -78,6 +76,10 @@ describe('the lab in headless Chromium', () => {
       // The default model comes with its shipped direction and controller (models/organism/*.safetensors).
       await expect.poll(() => page.locator('header').textContent()).toMatch(/direction: diff-in-means.*controller: loaded/);
       expect(await page.locator('header .pill[title^="shipped with"]').count()).toBe(2);
+      // The playground starts from the alpha the shipped controller was calibrated with (models/organism: 14).
+      await page.getByRole('tab', { name: 'Playground' }).click();
+      expect(await page.locator('#panel-playground label.alpha output').textContent()).toBe('14.0');
+      await page.getByRole('tab', { name: 'Model' }).click();
       await shoot(page, SHOTS, '1-model');
       lap('modelLoaded');
 

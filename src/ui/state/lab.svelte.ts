@@ -193,10 +193,10 @@ async function restoreArtefacts(choice: ModelChoice, info: LoadedModelInfo): Pro
     const bytes = saved?.bytes ?? shipped;
     if (bytes) {
       const c = await controllerWorker().load(bytes, { numLayers: info.numLayers, hiddenSize: info.hiddenSize });
-      lab.controller = {
+      setController({
         metadata: c.metadata, bytes, name: saved?.name ?? 'shipped controller', artefactId: saved?.id ?? null,
         origin: saved ? `saved ${saved.createdAt.slice(0, 19).replace('T', ' ')}` : `shipped with ${choice.id}`,
-      };
+      });
     }
   } catch (e) {
     notes.push(`controller not restored: ${errorText(e)}`);
@@ -271,6 +271,9 @@ export async function useControllerBytes(bytes: Uint8Array, name: string, origin
 /** Makes a controller active; WAS becomes the policy unless the user is steering by hand. */
 export function setController(c: ActiveController): void {
   lab.controller = c;
+  // A controller is calibrated for the alpha it was trained and evaluated with (the organism's is 14, not the
+  // paper's 2): start from it, as the CLI does; the slider still overrides.
+  if (Number.isFinite(c.metadata.alpha) && c.metadata.alpha > 0) lab.settings.alpha = c.metadata.alpha;
   if (!lab.manualEdited) lab.settings.kind = 'was';
 }
 
