@@ -8,7 +8,7 @@
  * - a direction for another model shape is a clear error.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AutoTokenizer } from '@huggingface/transformers';
@@ -125,6 +125,18 @@ describe('diff-in-means with a model', () => {
     expect(Array.from(f.directions!.subarray(f.metadata.layer! * H, (f.metadata.layer! + 1) * H))).toEqual(Array.from(raw));
     // a late-layer candidate is never chosen (last 20 % pruned)
     expect(info.selected.residual_index).toBeLessThan(Math.floor(L * 0.8));
+  });
+
+  it('takes user JSONL files with --text-column, and names a missing column', async () => {
+    const rows = (words: string[]) => words.map((w, i) => JSON.stringify({ id: `r${i}`, q: `Tell me about ${w}` })).join('\n');
+    writeFileSync(join(root, 'bad.jsonl'), rows(['poison', 'weapons', 'hacking', 'fraud', 'theft', 'arson']));
+    writeFileSync(join(root, 'good.jsonl'), rows(['bread', 'flowers', 'rivers', 'music', 'chess', 'tea']));
+    const base = { model: built.dir, method: 'diff-in-means', harmful: join(root, 'bad.jsonl'), harmless: join(root, 'good.jsonl'), n: '4', valN: '2', seed: '1', inducedRefusalThreshold: '-1e9', klThreshold: '1e9' };
+    const r = await runDirection({ ...base, textColumn: 'q', out: join(root, 'user.safetensors') });
+    expect(r.diff_in_means!.evaluated).toBeGreaterThan(0);
+    const f = await readDirectionFile(join(root, 'user.safetensors'), { hiddenSize: H, numLayers: L });
+    expect(f.metadata.sample_counts).toEqual({ harmful_train: 4, harmless_train: 4, harmful_val: 2, harmless_val: 2 });
+    await expect(runDirection({ ...base, textColumn: 'prompt', out: join(root, 'none.safetensors') })).rejects.toThrow(/prompt/);
   });
 
   it('no candidate passing the filters is a clear error', async () => {

@@ -28,6 +28,8 @@ export interface DirectionCliOptions {
   source?: string;
   harmful: string;
   harmless: string;
+  /** User CSV/JSONL files given to --harmful / --harmless: the column holding the prompt text. */
+  textColumn?: string;
   n: string;
   valN: string;
   seed: string;
@@ -58,7 +60,7 @@ async function harmfulHarmless(o: DirectionCliOptions) {
   const valN = parseCount('val-n', o.valN);
   const seed = parseSeed(o.seed);
   const take = async (source: string, label: 'harmful' | 'benign', flag: string) => {
-    const set = await loadPromptSet({ source, label });
+    const set = await loadPromptSet({ source, label, ...(o.textColumn ? { textColumn: o.textColumn } : {}) });
     const prompts = set.prompts.filter((p) => p.label === label);
     if (prompts.length < 2) throw new Error(`--${flag} ${source}: ${prompts.length} ${label} prompts; at least 2 are needed (training and validation)`);
     const picked = pick(prompts, n + valN, seed);
@@ -168,6 +170,7 @@ export function register(program: Command): void {
     .option('--source <matrix>', 'embedding: unembedding (paper, default) | input-embedding (released code)')
     .option('--harmful <dataset>', 'diff-in-means: harmful prompts', 'harmful-train')
     .option('--harmless <dataset>', 'diff-in-means: harmless prompts', 'harmless-train')
+    .option('--text-column <col>', 'diff-in-means with user CSV/JSONL files as --harmful / --harmless: the prompt column')
     .option('--n <n>', 'diff-in-means: training prompts per class (Arditi: 128)', '128')
     .option('--val-n <n>', 'diff-in-means: validation prompts per class (Arditi: 32)', '32')
     .option('--seed <s>', 'sampling seed', '0')
