@@ -12,6 +12,7 @@ import type {
   DeviceProbe, FitRequest, FitSummary, ForwardRequest, ForwardResult, GenerateEvent, GenerateRequest, GenerateResult, LlmWorkerApi,
   LoadedModelInfo, LoadProgressEvent, LoadRequest, ResidualEvent, SteeringMatrix,
 } from './protocol.js';
+import { yieldToEventLoop } from '../src/core/util/yield.js';
 
 /**
  * Comlink delivers a proxied callback's calls over its own MessageChannel, so they can overtake, or be overtaken by,
@@ -60,23 +61,9 @@ function checkSteeringArg(m: unknown, what: string): void {
 }
 
 /**
- * Resolves on a fresh macrotask. On WASM, onnxruntime-web's session.run resolves on microtasks only, so a whole
- * generate() loop never lets the worker read its message queue and a cancel() message would wait until the end.
- * A MessageChannel round trip yields without setTimeout's 4 ms clamping.
- */
-function yieldToEventLoop(): Promise<void> {
-  return new Promise((resolve) => {
-    const ch = new MessageChannel();
-    ch.port1.onmessage = () => {
-      ch.port1.close();
-      resolve();
-    };
-    ch.port2.postMessage(null);
-  });
-}
-
-/**
- * Makes every forward pass of a generation start on a new macrotask, so cancel() is heard between steps. Wraps the
+ * Makes every forward pass of a generation start on a new macrotask, so cancel() is heard between steps (on WASM,
+ * onnxruntime-web's session.run resolves on microtasks only, so a generate() loop would otherwise never let the
+ * worker read its message queue and a cancel() would wait until the end). Wraps the
  * instance's forward (already the steering patch's wrapper), which transformers.js calls once per decoding step.
  */
 function yieldBeforeEachStep(m: SteerableModel, active: () => boolean): void {

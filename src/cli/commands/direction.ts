@@ -16,6 +16,7 @@ import { importDirectionFile, writeDirectionFile } from '../../core/steering/dir
 import type { EmbeddingSource } from '../../core/onnx/weights-reader.js';
 import { ProgressBar } from '../progress.js';
 import { parseCount, parseIndex, parseNumber, parseSeed } from '../policy-options.js';
+import { addModelOptions } from '../model-options.js';
 
 export interface DirectionCliOptions {
   model: string;
@@ -157,13 +158,7 @@ function describe(r: DirectionRunResult): string {
 }
 
 export function register(program: Command): void {
-  program
-    .command('direction')
-    .description('compute a steering direction with the model and write it as a direction file')
-    .requiredOption('--model <id|dir>', 'hub id or local model folder')
-    .option('--dtype <dtype>', 'fp32 | fp16 | q8 | q4 | q4f16 (default: from config, else fp32)')
-    .option('--device <device>', 'cpu | wasm')
-    .option('--model-file-name <name>', "transformers.js model_file_name ('model' or 'decoder_model_merged')")
+  addModelOptions(program.command('direction').description('compute a steering direction with the model and write it as a direction file'))
     .requiredOption('--method <m>', 'embedding | diff-in-means | import')
     .option('--file <file>', 'import: the vector file (safetensors, JSON array, .npy)')
     .option('--layer <l>', 'import: row to take from a [num_layers, hidden] array')

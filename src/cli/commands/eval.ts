@@ -34,6 +34,7 @@ import type { Device, Dtype } from '../../core/model/types.js';
 import type { DirectionFile } from '../../core/steering/direction-file.js';
 import { ProgressBar } from '../progress.js';
 import { parseCount, parseNumber, parseSeed, readCastSettings } from '../policy-options.js';
+import { addModelOptions } from '../model-options.js';
 
 export interface EvalCliOptions {
   model: string;
@@ -254,13 +255,7 @@ function collect(value: string, previous: string[] = []): string[] {
 }
 
 export function register(program: Command): void {
-  program
-    .command('eval')
-    .description('refusal evaluation of steering conditions on datasets (resumable; Wilson 95 % intervals)')
-    .requiredOption('--model <id|dir>', 'hub id or local model folder')
-    .option('--dtype <dtype>', 'fp32 | fp16 | q8 | q4 | q4f16')
-    .option('--device <device>', 'cpu | wasm')
-    .option('--model-file-name <name>', "transformers.js model_file_name ('model' or 'decoder_model_merged')")
+  addModelOptions(program.command('eval').description('refusal evaluation of steering conditions on datasets (resumable; Wilson 95 % intervals)'))
     .requiredOption('--dataset <name|file>', 'dataset name or CSV/JSONL file (repeatable)', collect)
     .option('--text-column <col>', 'user files: the column holding the prompt text')
     .option('--label <label>', 'user files: harmful | benign (the label of every row)')

@@ -16,6 +16,7 @@ import { loadMethodModel } from '../../core/method/model.js';
 import type { Device, Dtype } from '../../core/model/types.js';
 import { ProgressBar } from '../progress.js';
 import { parseCount, parseNumber, parseSeed } from '../policy-options.js';
+import { addModelOptions } from '../model-options.js';
 
 export interface TrainControllerCliOptions {
   model: string;
@@ -138,13 +139,7 @@ export async function runTrainController(o: TrainControllerCliOptions, onEpoch: 
 const fmt = (x: number | null, d = 4) => (x === null ? '–' : x.toFixed(d));
 
 export function register(program: Command): void {
-  program
-    .command('train-controller')
-    .description('cache last-prompt-token activations and train the WAS controller (paper defaults)')
-    .requiredOption('--model <id|dir>', 'hub id or local model folder')
-    .option('--dtype <dtype>', 'fp32 | fp16 | q8 | q4 | q4f16')
-    .option('--device <device>', 'cpu | wasm')
-    .option('--model-file-name <name>', "transformers.js model_file_name ('model' or 'decoder_model_merged')")
+  addModelOptions(program.command('train-controller').description('cache last-prompt-token activations and train the WAS controller (paper defaults)'))
     .requiredOption('--direction <file>', 'the direction file the controller will drive')
     .requiredOption('--harmful <dataset>', 'harmful prompts (dataset name or file; only harmful-labelled rows are used)')
     .requiredOption('--benign <dataset>', 'benign prompts (dataset name or file; only benign-labelled rows are used)')

@@ -34,6 +34,7 @@ import {
   type InputStandardization,
 } from './params.js';
 import { SeededRandom } from './prng.js';
+import { yieldToEventLoop } from '../util/yield.js';
 
 /** Cached activations: x row-major [rows, inputSize], labels[r] = 1 harmful / 0 benign (rows = labels.length). */
 export interface ControllerDataset {
@@ -231,26 +232,6 @@ export function evaluateScales(
 function positiveInt(v: number, name: string): number {
   if (!Number.isInteger(v) || v <= 0) throw new Error(`controller training: ${name} must be a positive integer, got ${v}`);
   return v;
-}
-
-/**
- * One macrotask turn, so timers, a worker's incoming messages and abort signals can run. setImmediate (Node) and a
- * MessageChannel (browsers, workers) are not clamped to 4 ms the way nested setTimeout(0) is in browsers.
- */
-function yieldToEventLoop(): Promise<void> {
-  const g = globalThis as { setImmediate?: (cb: () => void) => unknown };
-  if (typeof g.setImmediate === 'function') return new Promise((resolve) => g.setImmediate!(resolve));
-  if (typeof MessageChannel !== 'undefined') {
-    return new Promise((resolve) => {
-      const ch = new MessageChannel();
-      ch.port1.onmessage = () => {
-        ch.port1.close();
-        resolve();
-      };
-      ch.port2.postMessage(null);
-    });
-  }
-  return new Promise((resolve) => setTimeout(resolve, 0));
 }
 
 /** Gives timers, workers' messages and abort signals a chance to run at most every this many ms. */
