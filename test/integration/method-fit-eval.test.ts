@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { buildTestModel, type BuiltModel } from '../../src/core/onnx/testmodel/build.js';
 import { SHAPE_PRESETS } from '../../src/core/onnx/testmodel/config.js';
 import { loadSteerableModel, type SteerableModel } from '../../src/core/model/index.js';
-import { ControllerNetwork } from '../../src/core/controller/network.js';
+import { ControllerForward } from '../../src/core/controller/forward.js';
 import { initControllerParams } from '../../src/core/controller/params.js';
 import { controllerInputLayers } from '../../src/core/controller/layers.js';
 import { normalize } from '../../src/core/steering/vector.js';
@@ -45,11 +45,10 @@ beforeAll(async () => {
   model = await loadSteerableModel(built.dir, { dtype: 'fp32', modelFileName: built.modelFileName });
   const inputLayers = controllerInputLayers(shape.numLayers);
   const params = initControllerParams({ inputSize: inputLayers.length * shape.hiddenSize, hiddenWidth: 8, numLayers: shape.numLayers }, 2);
-  controller = { network: new ControllerNetwork(params), inputLayers };
+  controller = { network: new ControllerForward(params), inputLayers };
 }, 60_000);
 afterAll(async () => {
   await model?.dispose();
-  controller?.network.dispose();
   rmSync(root, { recursive: true, force: true });
 });
 

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { buildTestModel } from '../../src/core/onnx/testmodel/build.js';
 import { SHAPE_PRESETS } from '../../src/core/onnx/testmodel/config.js';
 import { loadSteerableModel, type SteerableModel } from '../../src/core/model/index.js';
-import { ControllerNetwork } from '../../src/core/controller/network.js';
+import { ControllerForward } from '../../src/core/controller/forward.js';
 import { initControllerParams } from '../../src/core/controller/params.js';
 import { controllerInputLayers } from '../../src/core/controller/layers.js';
 import { steeringMatrix, type SteeringPolicy } from '../../src/core/steering/policies.js';
@@ -33,11 +33,10 @@ beforeAll(async () => {
   model = await loadSteerableModel(b.dir, { dtype: 'fp32', modelFileName: b.modelFileName });
   const inputLayers = controllerInputLayers(L);
   const params = initControllerParams({ inputSize: inputLayers.length * H, hiddenWidth: 16, numLayers: L }, 3);
-  controller = { network: new ControllerNetwork(params), inputLayers };
+  controller = { network: new ControllerForward(params), inputLayers };
 });
 afterAll(async () => {
   await model?.dispose();
-  controller?.network.dispose();
   rmSync(root, { recursive: true, force: true });
 });
 

@@ -23,7 +23,8 @@ export {
   type ControllerInit,
   type InputStandardization,
 } from './params.js';
-export { ControllerNetwork, type ControllerOutput, type ControllerBatchOutput } from './network.js';
+export { ControllerNetwork, type ControllerBatchOutput } from './network.js';
+export { ControllerForward, layerWeight, type ControllerOutput, type ControllerPredictor } from './forward.js';
 export {
   trainController,
   splitControllerDataset,

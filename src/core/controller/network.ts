@@ -9,6 +9,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 // Registers the CPU backend (and with it a backend that always works) for callers that never call selectBackend.
 import './backend.js';
+import { layerWeight, type ControllerOutput, type ControllerPredictor } from './forward.js';
 import {
   outputSize,
   standardizeRows,
@@ -19,12 +20,7 @@ import {
   type InputStandardization,
 } from './params.js';
 
-export interface ControllerOutput {
-  /** Global steering scale s (raw first output). */
-  scale: number;
-  /** Per-layer weights w_l = sigmoid(.), one per decoder layer, each in (0, 1). */
-  layerWeights: Float32Array;
-}
+export type { ControllerOutput };
 
 export interface ControllerBatchOutput {
   scales: Float32Array;
@@ -35,15 +31,7 @@ export interface ControllerBatchOutput {
 /** Rows per tfjs call in batch prediction: bounds the hidden activations ([rows, hiddenWidth]) kept in memory. */
 const PREDICT_CHUNK_ROWS = 256;
 
-/** Largest float32 below 1 and smallest normal float32: keep w strictly inside (0, 1) even where float32 rounds. */
-const W_MAX = 0.99999994;
-const W_MIN = 1.1754944e-38;
-
-function sigmoid(x: number): number {
-  return Math.min(W_MAX, Math.max(W_MIN, 1 / (1 + Math.exp(-x))));
-}
-
-export class ControllerNetwork {
+export class ControllerNetwork implements ControllerPredictor {
   readonly shape: ControllerShape;
   private readonly standardization: InputStandardization | null;
   private readonly w1: tf.Tensor2D;
@@ -186,6 +174,6 @@ export class ControllerNetwork {
 
 function toLayerWeights(out: Float32Array, offset: number, numLayers: number): Float32Array {
   const w = new Float32Array(numLayers);
-  for (let l = 0; l < numLayers; l++) w[l] = sigmoid(out[offset + 1 + l]);
+  for (let l = 0; l < numLayers; l++) w[l] = layerWeight(out[offset + 1 + l]);
   return w;
 }

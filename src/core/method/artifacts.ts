@@ -5,12 +5,11 @@
  * allowed). A direction's id ties a controller to the direction it was trained to drive.
  */
 import { createHash } from 'node:crypto';
-import { ControllerNetwork } from '../controller/network.js';
 import { loadControllerFile } from '../controller/node-io.js';
 import type { Controller } from '../controller/metadata.js';
 import { checkDirectionFits, type DirectionFile } from '../steering/direction-file.js';
 import { readDirectionFile } from '../steering/direction-file-node.js';
-import type { MethodController } from './flow.js';
+import { methodController, type MethodController } from './flow.js';
 
 export interface ModelIdentity {
   id: string;
@@ -46,6 +45,5 @@ export async function loadControllerFor(
   const controller = await loadControllerFile(path, {
     expect: { numLayers: model.numLayers, hiddenSize: model.hiddenSize, modelId: model.id, allowOtherModelId: opts.allowOtherModelId ?? false },
   });
-  const network = new ControllerNetwork(controller.params, controller.standardization);
-  return { controller, method: { network, inputLayers: [...controller.metadata.input_layers], metadata: controller.metadata } };
+  return { controller, method: methodController(controller) };
 }

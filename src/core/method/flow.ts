@@ -12,21 +12,28 @@
  * src/core/model/generate.ts). The matrix is computed once, at step 0, and reused for every later pass, as in the
  * paper (s, w are computed once from the prompt).
  */
-import type { ControllerNetwork } from '../controller/network.js';
-import type { ControllerMetadata } from '../controller/metadata.js';
+import { ControllerForward, type ControllerPredictor } from '../controller/forward.js';
+import type { Controller, ControllerMetadata } from '../controller/metadata.js';
 import type { SteerableModel } from '../model/steerable.js';
 import type { SamplingOptions, SteeringContext as ModelStepContext } from '../model/types.js';
 import { castDecision } from '../steering/cast.js';
 import { fitDepsFromTokenizer, fitPrompt, parseFitMode, type FitMode, type FitResult } from './fit.js';
 import { rowNorms } from '../steering/matrix.js';
+import { cosine } from '../steering/vector.js';
 import { steeringMatrix, type ControllerPrediction, type SteeringPolicy } from '../steering/policies.js';
 
 /** A controller ready for inference: its network and the layers it reads. */
 export interface MethodController {
-  network: ControllerNetwork;
+  /** The plain-TypeScript forward (controller/forward.ts) wherever the flow runs: CLI and LLM worker alike. */
+  network: ControllerPredictor;
   /** Decoder-layer indices whose OUTPUT residual (index l+1) forms the input, ascending (controller metadata). */
   inputLayers: number[];
   metadata?: ControllerMetadata;
+}
+
+/** A decoded controller file, ready for the flow. */
+export function methodController(c: Controller): MethodController {
+  return { network: ControllerForward.of(c), inputLayers: [...c.metadata.input_layers], metadata: c.metadata };
 }
 
 /** What a policy may need besides the prompt: the unit direction and the controller. */
@@ -147,12 +154,8 @@ export interface FlowResult {
   };
 }
 
-/**
- * Runs the method's path for one user message. The message is first fitted into the model's context (opts.fit,
- * fit.ts), then the model's chat template is applied (the same template and token position the controller was
- * trained on: see activations.ts).
- */
-export async function runFlow(model: SteerableModel, prompt: string, parts: Omit<MethodParts, 'numLayers' | 'hiddenSize'>, opts: FlowOptions): Promise<FlowResult> {
+/** The fitted prompt, its ids and the once-per-generation policy callback shared by runFlow and compareFlow. */
+function prepareFlow(model: SteerableModel, prompt: string, parts: Omit<MethodParts, 'numLayers' | 'hiddenSize'>, opts: Pick<FlowOptions, 'policy' | 'maxNewTokens' | 'fit'>) {
   const numLayers = model.numLayers;
   const hiddenSize = model.hiddenSize;
   const full: MethodParts = { ...parts, numLayers, hiddenSize };
@@ -161,49 +164,126 @@ export async function runFlow(model: SteerableModel, prompt: string, parts: Omit
   const fitDeps = { ...fitDepsFromTokenizer(model.tokenizer), promptTokens: (u: string) => model.formatChat(u).ids.length };
   const fit = fitPrompt(fitDeps, prompt, { contextLength: model.contextLength ?? null, maxNewTokens, mode: parseFitMode(opts.fit) });
   const ids = model.formatChat(fit.text).ids;
-  const observe = opts.policy.kind !== 'off' || (opts.observeAlways !== false && !!parts.controller);
   const t0 = performance.now();
-  let tReady: number | null = null;
-  let outcome: PolicyOutcome | null = null;
-  let observed: Float32Array | null = null;
-
+  const state = { outcome: null as PolicyOutcome | null, observed: null as Float32Array | null, tReady: null as number | null };
   const policyCallback = (ctx: ModelStepContext): Float32Array | null => {
-    if (!outcome) {
+    if (!state.outcome) {
       if (!ctx.promptResidual) throw new Error('the model did not hand the policy the observed residual of the last prompt token');
-      observed = ctx.promptResidual;
-      outcome = policyMatrix(opts.policy, ctx.promptResidual, full);
-      tReady = performance.now();
+      state.observed = ctx.promptResidual;
+      state.outcome = policyMatrix(opts.policy, ctx.promptResidual, full);
+      state.tReady = performance.now();
     }
-    return outcome.matrix;
+    return state.outcome.matrix;
   };
+  /** What the policy made of the observation, once generation has ended. */
+  const readouts = () => {
+    const t1 = performance.now();
+    const o = state.outcome;
+    const matrix = o?.matrix ?? null;
+    return {
+      scale: o?.prediction ? o.prediction.scale : null,
+      layerWeights: o?.prediction ? Array.from(o.prediction.layerWeights) : null,
+      rowNorms: matrix ? Array.from(rowNorms(matrix, { numLayers, hiddenSize })) : null,
+      matrix,
+      promptResidual: state.observed,
+      ...(o?.cast ? { cast: o.cast } : {}),
+      fit,
+      timings: {
+        observe_ms: state.tReady === null ? null : state.tReady - t0,
+        generate_ms: t1 - (state.tReady ?? t0),
+        total_ms: t1 - t0,
+      },
+    };
+  };
+  return { maxNewTokens, ids, policyCallback, readouts };
+}
 
+/**
+ * Runs the method's path for one user message. The message is first fitted into the model's context (opts.fit,
+ * fit.ts), then the model's chat template is applied (the same template and token position the controller was
+ * trained on: see activations.ts).
+ */
+export async function runFlow(model: SteerableModel, prompt: string, parts: Omit<MethodParts, 'numLayers' | 'hiddenSize'>, opts: FlowOptions): Promise<FlowResult> {
+  const f = prepareFlow(model, prompt, parts, opts);
+  const observe = opts.policy.kind !== 'off' || (opts.observeAlways !== false && !!parts.controller);
   const result = await model.generate({
-    inputIds: ids,
-    maxNewTokens,
-    steering: observe ? policyCallback : null,
+    inputIds: f.ids,
+    maxNewTokens: f.maxNewTokens,
+    steering: observe ? f.policyCallback : null,
     steerPromptPositions: opts.steerPromptPositions ?? 'last',
     sampling: opts.sampling ?? null,
     ...(opts.onToken ? { onToken: opts.onToken } : {}),
     ...(opts.signal ? { signal: opts.signal } : {}),
   });
-  const t1 = performance.now();
-  const o = outcome as PolicyOutcome | null;
-  const matrix = o?.matrix ?? null;
+  return { text: result.text, tokenIds: result.tokenIds, finishReason: result.finishReason, ...f.readouts() };
+}
+
+export interface CompareFlowOptions extends Omit<FlowOptions, 'onToken' | 'observeAlways'> {
+  /** Each generated token of a running row: row 0 = base (no patch), row 1 = steered. */
+  onToken?: (row: number, tokenId: number, textDelta: string) => void;
+  /** One heat-strip row [L] per steered token as it is generated (needs a direction): see directionHeat. */
+  onHeatRow?: (index: number, row: Float32Array) => void;
+}
+
+export type Reply = Pick<FlowResult, 'text' | 'tokenIds' | 'finishReason'>;
+
+export interface CompareFlowResult extends Omit<FlowResult, 'text' | 'tokenIds' | 'finishReason'> {
+  base: Reply;
+  steered: Reply;
+  /** [T, L] heat strip of the steered reply (directionHeat), or null without a direction. */
+  heat: Float32Array | null;
+}
+
+/**
+ * Base and steered replies side by side: the prompt is observed once, the policy's matrix computed once, and both
+ * replies come from one batch-2 generation (row 0 without patch, row 1 with it: SteerableModel.compare). Row 1 is
+ * what runFlow generates with the same policy; row 0 what it generates with policy 'off'.
+ */
+export async function compareFlow(
+  model: SteerableModel,
+  prompt: string,
+  parts: Omit<MethodParts, 'numLayers' | 'hiddenSize'>,
+  opts: CompareFlowOptions,
+): Promise<CompareFlowResult> {
+  const f = prepareFlow(model, prompt, parts, opts);
+  const { numLayers: L, hiddenSize: H } = model;
+  const d = parts.direction ?? null;
+  const r = await model.compare({
+    inputIds: f.ids,
+    maxNewTokens: f.maxNewTokens,
+    steering: f.policyCallback,
+    steerPromptPositions: opts.steerPromptPositions ?? 'last',
+    sampling: opts.sampling ?? null,
+    captureSteered: d !== null,
+    ...(opts.onToken ? { onToken: opts.onToken } : {}),
+    ...(d && opts.onHeatRow ? { onSteeredResidual: (i: number, res: Float32Array) => opts.onHeatRow!(i, directionHeat(res, d, L, H)) } : {}),
+    ...(opts.signal ? { signal: opts.signal } : {}),
+  });
+  const reply = (g: typeof r.base): Reply => ({ text: g.text, tokenIds: g.tokenIds, finishReason: g.finishReason });
   return {
-    text: result.text,
-    tokenIds: result.tokenIds,
-    finishReason: result.finishReason,
-    scale: o?.prediction ? o.prediction.scale : null,
-    layerWeights: o?.prediction ? Array.from(o.prediction.layerWeights) : null,
-    rowNorms: matrix ? Array.from(rowNorms(matrix, { numLayers, hiddenSize })) : null,
-    matrix,
-    promptResidual: observed,
-    ...(o?.cast ? { cast: o.cast } : {}),
-    fit,
-    timings: {
-      observe_ms: tReady === null ? null : (tReady as number) - t0,
-      generate_ms: t1 - (tReady ?? t0),
-      total_ms: t1 - t0,
-    },
+    base: reply(r.base),
+    steered: reply(r.steered),
+    heat: d && r.tokenResiduals ? directionHeat(r.tokenResiduals, d, L, H) : null,
+    ...f.readouts(),
   };
+}
+
+/**
+ * The heat strip the lab draws: cos(residual after layer l, d) for each token row t and decoder layer l, [T, L].
+ * `residuals` is [T, L+1, H] (residual index l + 1 is the output of layer l, with its steering row).
+ */
+export function directionHeat(residuals: Float32Array, direction: Float32Array, numLayers: number, hiddenSize: number): Float32Array {
+  const stride = (numLayers + 1) * hiddenSize;
+  if (residuals.length % stride !== 0) throw new RangeError(`residuals have ${residuals.length} values, not a multiple of (L+1) x H = ${stride}`);
+  if (direction.length !== hiddenSize) throw new RangeError(`direction has ${direction.length} values, expected hidden ${hiddenSize}`);
+  const T = residuals.length / stride;
+  const out = new Float32Array(T * numLayers);
+  for (let t = 0; t < T; t++) {
+    for (let l = 0; l < numLayers; l++) {
+      const start = t * stride + (l + 1) * hiddenSize;
+      const c = cosine(residuals.subarray(start, start + hiddenSize), direction);
+      out[t * numLayers + l] = Number.isFinite(c) ? c : 0;
+    }
+  }
+  return out;
 }

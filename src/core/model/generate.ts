@@ -13,11 +13,18 @@
  *      and every new token. Step 2 is skipped when nothing needs the observation.
  * With 'all', every prompt position carries the patch; a policy then needs an unsteered pass over the whole prompt
  * first (unavoidable: the policy's output must reach every prompt position).
+ *
+ * Base and steered side by side (compareSteered): ONE generation of batch 2 over the same prompt, steering input
+ * [steer_batch 2, L, H] with row 0 zero and row 1 the policy's matrix, so both replies stream together. Both rows
+ * have the same length at every step (no padding), so fused GroupQueryAttention graphs run it as they run batch 1.
+ * transformers.js 4.3.1 keeps feeding a batch row after its EOS and stops only when every row's LAST token is an EOS
+ * at the same step (EosTokenCriteria looks at the last token only); a sticky stopping criterion (RowsFinished) marks
+ * a row done at its first EOS, its later tokens are ignored, and the loop ends when every row is done.
  */
-import { DynamicCache, InterruptableStoppingCriteria, Tensor } from '@huggingface/transformers';
+import { DynamicCache, InterruptableStoppingCriteria, StoppingCriteria, Tensor } from '@huggingface/transformers';
 import { disposeOutputs, residualAt, type ModelOutputs, type SteeringPatch, type TjsModel, type TjsTensor } from './steering-patch.js';
 import { samplingProcessors } from './sampling.js';
-import type { Dense, GenerateOptions, GenerateResult, SteeringContext } from './types.js';
+import type { CompareOptions, CompareResult, Dense, GenerateOptions, GenerateResult, SteeringContext } from './types.js';
 
 export interface GenerateDeps {
   model: TjsModel;
@@ -68,9 +75,100 @@ export function checkContext(length: number, contextLength: number | null, what:
   }
 }
 
+/**
+ * A row is done from its first EOS on (transformers.js's EosTokenCriteria only looks at each row's last token, so a
+ * finished row of a batch would count as running again one step later). Also the one record of which rows finished.
+ */
+class RowsFinished extends StoppingCriteria {
+  readonly done: boolean[];
+  constructor(rows: number, private readonly eos: readonly number[], private readonly promptLength: number) {
+    super();
+    this.done = new Array<boolean>(rows).fill(false);
+  }
+  override _call(inputIds: (number | bigint)[][]): boolean[] {
+    inputIds.forEach((ids, b) => {
+      if (!this.done[b] && ids.length > this.promptLength && this.eos.includes(Number(ids.at(-1)))) this.done[b] = true;
+    });
+    return [...this.done];
+  }
+}
+
+/** What one generation of 1 or 2 rows over the same prompt needs; the LAST row carries the steering. */
+interface RowsSpec {
+  ids: number[];
+  /** 1 = a plain (steered) generation; 2 = row 0 unsteered, row 1 steered (compare). */
+  rows: 1 | 2;
+  maxNewTokens?: number;
+  /** A fixed [L*H] matrix for the steered row, a policy called before each pass, or null. */
+  steering: GenerateOptions['steering'];
+  steerPromptPositions?: 'last' | 'all';
+  sampling?: GenerateOptions['sampling'];
+  capture: 'none' | 'prompt-last' | 'all';
+  onToken?: (row: number, tokenId: number, textDelta: string) => void;
+  onSteeredResidual?: CompareOptions['onSteeredResidual'];
+  streamer?: GenerateOptions['streamer'];
+  signal?: AbortSignal;
+}
+
+interface RowsResult {
+  rows: GenerateResult[];
+  promptResidual: Float32Array | null;
+  /** [T, L+1, H] of the steered row (capture 'all'). */
+  tokenResiduals: Float32Array | null;
+}
+
 export async function generateSteered(d: GenerateDeps, o: GenerateOptions): Promise<GenerateResult> {
   if ((o.prompt === undefined) === (o.inputIds === undefined)) throw new Error('generate: pass exactly one of prompt (text) or inputIds (token ids)');
-  const ids = o.inputIds ?? d.chatIds(o.prompt!);
+  const capture = o.capture ?? 'none';
+  if (!['none', 'prompt-last', 'all'].includes(capture)) throw new Error(`capture must be 'none', 'prompt-last' or 'all', got ${String(capture)}`);
+  const r = await generateRows(d, {
+    ids: o.inputIds ?? d.chatIds(o.prompt!),
+    rows: 1,
+    ...(o.maxNewTokens !== undefined ? { maxNewTokens: o.maxNewTokens } : {}),
+    steering: o.steering ?? null,
+    ...(o.steerPromptPositions !== undefined ? { steerPromptPositions: o.steerPromptPositions } : {}),
+    sampling: o.sampling ?? null,
+    capture,
+    ...(o.onToken ? { onToken: (_row: number, id: number, delta: string) => o.onToken!(id, delta) } : {}),
+    ...(o.streamer ? { streamer: o.streamer } : {}),
+    ...(o.signal ? { signal: o.signal } : {}),
+  });
+  const result = r.rows[0]!;
+  if (capture !== 'none' && r.promptResidual) result.promptResiduals = r.promptResidual;
+  if (capture === 'all' && r.tokenResiduals) result.tokenResiduals = r.tokenResiduals;
+  return result;
+}
+
+/**
+ * Base and steered replies of one prompt from one batch-2 generation (see the module comment). The policy sees the
+ * unsteered residual of the last prompt token, observed once, and returns row 1's matrix (null = no patch); row 0
+ * is never patched. With greedy decoding row 0 equals a plain unsteered generation and row 1 a batch-1 generation
+ * with the same matrix; with sampling, each row draws from its own stream seeded alike, so the same holds.
+ */
+export async function compareSteered(d: GenerateDeps, o: CompareOptions): Promise<CompareResult> {
+  if (typeof o.steering !== 'function') throw new Error('compare: steering must be a policy (context) => matrix | null');
+  const r = await generateRows(d, {
+    ids: o.inputIds,
+    rows: 2,
+    ...(o.maxNewTokens !== undefined ? { maxNewTokens: o.maxNewTokens } : {}),
+    steering: o.steering,
+    ...(o.steerPromptPositions !== undefined ? { steerPromptPositions: o.steerPromptPositions } : {}),
+    sampling: o.sampling ?? null,
+    capture: o.captureSteered ? 'all' : 'prompt-last',
+    ...(o.onToken ? { onToken: o.onToken } : {}),
+    ...(o.onSteeredResidual ? { onSteeredResidual: o.onSteeredResidual } : {}),
+    ...(o.signal ? { signal: o.signal } : {}),
+  });
+  return {
+    base: r.rows[0]!,
+    steered: r.rows[1]!,
+    promptResidual: r.promptResidual,
+    ...(r.tokenResiduals ? { tokenResiduals: r.tokenResiduals } : {}),
+  };
+}
+
+async function generateRows(d: GenerateDeps, o: RowsSpec): Promise<RowsResult> {
+  const ids = o.ids;
   checkIds(ids, d.vocabSize, 'generate inputIds');
   checkContext(ids.length, d.contextLength, 'generate prompt');
   const asked = o.maxNewTokens ?? 64;
@@ -82,31 +180,34 @@ export async function generateSteered(d: GenerateDeps, o: GenerateOptions): Prom
   const maxNew = d.contextLength === null ? asked : Math.min(asked, d.contextLength - ids.length);
   const positions = o.steerPromptPositions ?? 'last';
   if (positions !== 'last' && positions !== 'all') throw new Error(`steerPromptPositions must be 'last' or 'all', got ${String(positions)}`);
-  const capture = o.capture ?? 'none';
-  if (!['none', 'prompt-last', 'all'].includes(capture)) throw new Error(`capture must be 'none', 'prompt-last' or 'all', got ${String(capture)}`);
+  const capture = o.capture;
   const steering = o.steering ?? null;
   const policy = typeof steering === 'function' ? steering : null;
   if (steering instanceof Float32Array) d.patch.checkSteering(steering, 1);
 
+  const B = o.rows;
+  const steered = B - 1; // the row that carries the patch (and whose residuals are read)
   const n = ids.length;
   const L1H = (d.numLayers + 1) * d.hiddenSize;
+  const LH = d.numLayers * d.hiddenSize;
   const patch = d.patch;
   const zero = { steering: () => null };
   const aborted = () => o.signal?.aborted === true;
-  const emptyResult = (): GenerateResult => ({ text: '', tokenIds: [], finishReason: 'abort' });
-  if (aborted()) return emptyResult();
+  const emptyRows = (): GenerateResult[] => Array.from({ length: B }, () => ({ text: '', tokenIds: [], finishReason: 'abort' as const }));
+  if (aborted()) return { rows: emptyRows(), promptResidual: null, tokenResiduals: null };
 
   let cache: InstanceType<typeof DynamicCache> | undefined;
   let promptResidual: Float32Array | null = null;
   const needObservation = policy !== null || capture !== 'none';
   let lastRes: Dense | null = null;
   const grab = { residual: (r: Dense) => (lastRes = r) };
+  const same = (row: number[]) => Array.from({ length: B }, () => row);
 
   try {
-    // 1 + 2: unsteered prefill and observation
+    // 1 + 2: unsteered prefill (every row: they are the same prompt) and observation
     if (positions === 'last' && n > 1) {
       patch.hooks = { ...zero, ...grab };
-      const out = await d.model.forward({ input_ids: int64([ids.slice(0, -1)]), attention_mask: ones(1, n - 1) });
+      const out = await d.model.forward({ input_ids: int64(same(ids.slice(0, -1))), attention_mask: ones(B, n - 1) });
       cache = cacheFrom(out);
       disposeOutputs(out, new Set(Object.values(cache)));
     }
@@ -114,38 +215,49 @@ export async function generateSteered(d: GenerateDeps, o: GenerateOptions): Prom
       patch.hooks = { ...zero, ...grab };
       const out =
         positions === 'last' && cache
-          ? await d.model.forward({ input_ids: int64([ids.slice(-1)]), attention_mask: ones(1, n), past_key_values: cache })
+          ? await d.model.forward({ input_ids: int64(same(ids.slice(-1))), attention_mask: ones(B, n), past_key_values: cache })
           : await d.model.forward({ input_ids: int64([ids]), attention_mask: ones(1, n) });
       disposeOutputs(out);
       const r = lastRes as Dense | null;
       promptResidual = residualAt(r!, 0, r!.dims[2]! - 1);
     }
-    if (aborted()) return { ...emptyResult(), ...(capture !== 'none' && promptResidual ? { promptResiduals: promptResidual } : {}) };
+    if (aborted()) return { rows: emptyRows(), promptResidual, tokenResiduals: null };
 
-    // 3: steered generation on transformers.js's loop
-    const generated: number[] = [];
+    // 3: generation on transformers.js's loop; the steered row gets the matrix, row 0 (compare) a zero row
+    const generated: number[][] = Array.from({ length: B }, () => []);
     const tokenRes: Float32Array[] = [];
+    const stop = new InterruptableStoppingCriteria();
+    const finished = new RowsFinished(B, d.eosTokenIds, n);
     let step = 0;
     let previous: Float32Array | null = null;
+    let paired: { matrix: Float32Array; both: Float32Array } | null = null;
+    const forBatch = (m: Float32Array | null): Float32Array | null => {
+      if (m === null || B === 1) return m;
+      if (paired?.matrix !== m) {
+        const both = new Float32Array(B * LH);
+        both.set(m, steered * LH);
+        paired = { matrix: m, both };
+      }
+      return paired.both;
+    };
     patch.hooks = {
       steering: () => {
-        if (!policy) return steering as Float32Array | null;
-        const ctx: SteeringContext = { step, promptResidual, previousResidual: previous, generated: [...generated] };
+        if (!policy) return forBatch(steering as Float32Array | null);
+        const ctx: SteeringContext = { step, promptResidual, previousResidual: previous, generated: [...generated[steered]!] };
         const m = policy(ctx);
         if (m !== null) patch.checkSteering(m, 1);
-        return m;
+        return forBatch(m);
       },
       residual: (r) => {
-        previous = residualAt(r, 0, r.dims[2]! - 1);
+        previous = residualAt(r, steered, r.dims[2]! - 1);
         if (capture === 'all') tokenRes.push(previous);
+        if (o.onSteeredResidual && !finished.done[steered]) o.onSteeredResidual(step, previous);
         step++;
       },
     };
-
-    const stop = new InterruptableStoppingCriteria();
     const onAbort = () => stop.interrupt();
     o.signal?.addEventListener('abort', onAbort);
-    let emitted = '';
+    const emitted = Array.from({ length: B }, () => '');
     let sawPrompt = false;
     const streamer = {
       put: (batch: bigint[][]) => {
@@ -154,30 +266,35 @@ export async function generateSteered(d: GenerateDeps, o: GenerateOptions): Prom
           sawPrompt = true; // generate() first puts the prompt
           return;
         }
-        for (const t of batch[0] ?? []) {
-          generated.push(Number(t));
-          if (o.onToken) {
-            const text = d.decode(generated);
-            // Hold back while the text ends inside a multi-byte character.
-            const delta = text.endsWith('\uFFFD') || !text.startsWith(emitted) ? '' : text.slice(emitted.length);
-            if (delta) emitted = text;
-            o.onToken(Number(t), delta);
+        // Called before the stopping criteria of the same step: a row's EOS is still taken, later tokens are not.
+        batch.forEach((tokens, b) => {
+          if (finished.done[b]) return;
+          for (const t of tokens) {
+            const row = generated[b]!;
+            row.push(Number(t));
+            if (o.onToken) {
+              const text = d.decode(row);
+              // Hold back while the text ends inside a multi-byte character.
+              const delta = text.endsWith('\uFFFD') || !text.startsWith(emitted[b]!) ? '' : text.slice(emitted[b]!.length);
+              if (delta) emitted[b] = text;
+              o.onToken(b, Number(t), delta);
+            }
           }
-        }
+        });
       },
       end: () => o.streamer?.end(),
     };
 
     const kwargs: Record<string, unknown> = {
-      input_ids: int64([ids]),
-      attention_mask: ones(1, n),
+      input_ids: int64(same(ids)),
+      attention_mask: ones(B, n),
       max_new_tokens: maxNew,
       min_new_tokens: null,
       do_sample: false,
       num_beams: 1,
       eos_token_id: d.eosTokenIds.length ? d.eosTokenIds : null,
       logits_processor: o.sampling ? samplingProcessors(o.sampling) : null,
-      stopping_criteria: [stop],
+      stopping_criteria: [stop, finished],
       streamer,
     };
     if (positions === 'all') {
@@ -185,28 +302,24 @@ export async function generateSteered(d: GenerateDeps, o: GenerateOptions): Prom
     } else if (cache) {
       kwargs['past_key_values'] = cache;
     }
-    let sequences: TjsTensor;
     try {
-      sequences = (await d.model.generate(kwargs)) as TjsTensor;
+      await d.model.generate(kwargs);
     } finally {
       o.signal?.removeEventListener('abort', onAbort);
     }
-    const all = Array.from(sequences.data as BigInt64Array, Number);
-    const tokenIds = all.slice(n);
-    const last = tokenIds.at(-1);
-    const finishReason: GenerateResult['finishReason'] = stop.interrupted
-      ? 'abort'
-      : last !== undefined && d.eosTokenIds.includes(last)
-        ? 'eos'
-        : 'length';
-    const result: GenerateResult = { text: d.decode(tokenIds), tokenIds, finishReason };
-    if (capture !== 'none' && promptResidual) result.promptResiduals = promptResidual;
+    const rows: GenerateResult[] = generated.map((tokenIds, b) => ({
+      text: d.decode(tokenIds),
+      tokenIds,
+      finishReason: finished.done[b] ? 'eos' : stop.interrupted ? 'abort' : 'length',
+    }));
+    let tokenResiduals: Float32Array | null = null;
     if (capture === 'all') {
-      const tr = new Float32Array(tokenRes.length * L1H);
-      tokenRes.forEach((r, i) => tr.set(r, i * L1H));
-      result.tokenResiduals = tr;
+      // One residual per pass of the loop; passes after the steered row's EOS belong to no token of it.
+      const T = Math.min(tokenRes.length, generated[steered]!.length);
+      tokenResiduals = new Float32Array(T * L1H);
+      for (let i = 0; i < T; i++) tokenResiduals.set(tokenRes[i]!, i * L1H);
     }
-    return result;
+    return { rows, promptResidual, tokenResiduals };
   } finally {
     patch.hooks = null;
     if (cache) await (cache as unknown as { dispose(): Promise<void> }).dispose();

@@ -75,14 +75,19 @@ export function drawFrom(row: Float32Array, rand: () => number): number {
   return 0;
 }
 
-/** The processor chain for one sampled generation (run transformers.js greedy after it). */
+/**
+ * The processor chain for one sampled generation (run transformers.js greedy after it). Each batch row draws from
+ * its own stream with the same seed, so a row of a batch samples what a batch-1 generation with that seed would
+ * (the base and steered rows of a compare are paired draws).
+ */
 export function samplingProcessors(s: SamplingOptions): LogitsProcessorFn[] {
   const o = validateSampling(s);
-  const rand = mulberry32(o.seed);
+  const rands: (() => number)[] = [];
   return [
     (_ids, logits) => {
       const [B, V] = logits.dims as [number, number];
       for (let b = 0; b < B; b++) {
+        const rand = (rands[b] ??= mulberry32(o.seed));
         const row = logits.data.subarray(b * V, (b + 1) * V);
         if (o.temperature !== 1) for (let i = 0; i < V; i++) row[i] = row[i]! / o.temperature;
         topKFilter(row, o.topK);

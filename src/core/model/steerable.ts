@@ -6,10 +6,10 @@
  */
 import { Tensor } from '@huggingface/transformers';
 import type { PatchReport } from '../onnx/patcher.js';
-import { checkContext, checkIds, generateSteered } from './generate.js';
+import { checkContext, checkIds, compareSteered, generateSteered, type GenerateDeps } from './generate.js';
 import { formatChat, type ChatOptions, type ChatPrompt, type TjsTokenizer } from './prompt.js';
 import { disposeOutputs, SteeringPatch, toDense, type TjsModel, type TjsTensor } from './steering-patch.js';
-import type { Dense, Device, Dtype, ForwardResult, GenerateOptions, GenerateResult, SelfCheckResult } from './types.js';
+import type { CompareOptions, CompareResult, Dense, Device, Dtype, ForwardResult, GenerateOptions, GenerateResult, SelfCheckResult } from './types.js';
 
 export interface SteerableModelInit {
   id: string;
@@ -130,24 +130,30 @@ export class SteerableModel {
     });
   }
 
+  private generateDeps(): GenerateDeps {
+    return {
+      model: this.model,
+      patch: this.patch,
+      numLayers: this.numLayers,
+      hiddenSize: this.hiddenSize,
+      vocabSize: this.vocabSize,
+      contextLength: this.contextLength,
+      eosTokenIds: this.eosTokenIds,
+      decode: (ids) => this.tokenizer.decode(ids, { skip_special_tokens: true }),
+      chatIds: (p) => this.formatChat(p).ids,
+    };
+  }
+
   /** Steered generation (see generate.ts for the flow). steering: undefined = setSteering's matrix. */
   generate(opts: GenerateOptions): Promise<GenerateResult> {
     return this.run(() =>
-      generateSteered(
-        {
-          model: this.model,
-          patch: this.patch,
-          numLayers: this.numLayers,
-          hiddenSize: this.hiddenSize,
-          vocabSize: this.vocabSize,
-          contextLength: this.contextLength,
-          eosTokenIds: this.eosTokenIds,
-          decode: (ids) => this.tokenizer.decode(ids, { skip_special_tokens: true }),
-          chatIds: (p) => this.formatChat(p).ids,
-        },
-        { ...opts, steering: opts.steering === undefined ? this.patch.defaultSteering : opts.steering },
-      ),
+      generateSteered(this.generateDeps(), { ...opts, steering: opts.steering === undefined ? this.patch.defaultSteering : opts.steering }),
     );
+  }
+
+  /** Base (row 0, no patch) and steered (row 1) replies from one batch-2 generation (generate.ts compareSteered). */
+  compare(opts: CompareOptions): Promise<CompareResult> {
+    return this.run(() => compareSteered(this.generateDeps(), opts));
   }
 
   async dispose(): Promise<void> {

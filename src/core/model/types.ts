@@ -109,3 +109,36 @@ export interface GenerateResult {
 }
 
 export type { PatchReport };
+
+/** Base and steered replies of one prompt from one batch-2 generation (generate.ts compareSteered). */
+export interface CompareOptions {
+  /** Token ids of the formatted prompt. */
+  inputIds: number[];
+  maxNewTokens?: number;
+  /** Row 1's patch: called before each pass with the unsteered residual of the last prompt token; null = none. */
+  steering: SteeringPolicy;
+  steerPromptPositions?: 'last' | 'all';
+  /** Absent = greedy. With sampling each row draws from its own stream, seeded alike. */
+  sampling?: SamplingOptions | null;
+  /** Called once per generated token of a running row (row 0 = base, 1 = steered). */
+  onToken?: (row: number, tokenId: number, textDelta: string) => void;
+  /** Keep the steered row's residual at every new token (tokenResiduals). */
+  captureSteered?: boolean;
+  /**
+   * The steered row's residual [L+1, H] at the position whose logits produce token `index`, as each pass runs (the
+   * token itself follows a moment later); not called once the steered row has finished.
+   */
+  onSteeredResidual?: (index: number, residual: Float32Array) => void;
+  signal?: AbortSignal;
+}
+
+export interface CompareResult {
+  /** Row 0: no patch. */
+  base: GenerateResult;
+  /** Row 1: the policy's matrix. */
+  steered: GenerateResult;
+  /** Unsteered residual of the last prompt token, [L+1, H]. */
+  promptResidual: Float32Array | null;
+  /** [T, L+1, H] of the steered row (captureSteered): row t = residual at the position whose logits produced token t. */
+  tokenResiduals?: Float32Array;
+}
