@@ -1,8 +1,8 @@
 /// <reference types="vite/client" />
 /**
- * Controller worker: trains and runs the WAS controller (src/core/controller, TensorFlow.js) off the UI thread and
- * serves workers/protocol.ts's ControllerWorkerApi through Comlink. It holds one active controller: the last one
- * trained or loaded.
+ * Controller worker: trains the WAS controller (src/core/controller, TensorFlow.js) off the UI thread and serves
+ * workers/protocol.ts's ControllerWorkerApi through Comlink. The trained controller's bytes go back to the UI, which
+ * hands them to the LLM worker: inference runs there, where the flow runs (src/core/controller/forward.ts).
  *
  * Backend: WASM (XNNPACK), else CPU. WebGPU/WebGL are skipped on purpose: a controller step is a batch of 4 rows
  * through a 2-layer MLP, so GPU launch and read-back latency would dominate, and the LLM worker already uses the GPU.
@@ -16,14 +16,8 @@ import '@tensorflow/tfjs-backend-wasm';
 import wasmPlain from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm?url';
 import wasmSimd from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm?url';
 import wasmThreaded from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-threaded-simd.wasm?url';
-import {
-  ControllerNetwork, decodeController, encodeController, lastBackendReport, selectBackend, trainController,
-  type Controller,
-} from '../src/core/controller/index.js';
-import type {
-  ControllerBackendInfo, ControllerInfo, ControllerPredictionBatch, ControllerTrainEvent, ControllerTrainJob,
-  ControllerWorkerApi,
-} from './protocol.js';
+import { encodeController, lastBackendReport, selectBackend, trainController } from '../src/core/controller/index.js';
+import type { ControllerBackendInfo, ControllerInfo, ControllerTrainEvent, ControllerTrainJob, ControllerWorkerApi } from './protocol.js';
 
 // The threaded WASM build starts helper workers from a Blob of its own (minified) source, which breaks once Vite has
 // bundled it ("e is not defined" in the built app). A 4-row batch through a 2-layer MLP gains nothing from threads:
@@ -31,7 +25,6 @@ import type {
 tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', false);
 
 let backend: Promise<ControllerBackendInfo> | null = null;
-let active: { controller: Controller; network: ControllerNetwork } | null = null;
 let training: AbortController | null = null;
 
 function ensureBackend(): Promise<ControllerBackendInfo> {
@@ -46,15 +39,6 @@ function ensureBackend(): Promise<ControllerBackendInfo> {
     attempts: (lastBackendReport()?.attempts ?? []).map((a) => ({ name: a.name, ok: a.ok, reason: a.reason ?? null })),
   }));
   return backend;
-}
-
-function info(c: Controller): ControllerInfo {
-  return { metadata: JSON.parse(JSON.stringify(c.metadata)) as ControllerInfo['metadata'], bytes: encodeController(c) };
-}
-
-function activate(c: Controller): void {
-  active?.network.dispose();
-  active = { controller: c, network: new ControllerNetwork(c.params, c.standardization) };
 }
 
 function checkRows(x: Float32Array, rows: number, what: string): number {
@@ -88,8 +72,7 @@ const api: ControllerWorkerApi = {
           onEpoch: onEvent ? (m) => onEvent({ type: 'epoch', metrics: { ...m } }) : undefined,
         },
       );
-      activate(c);
-      const out = info(c);
+      const out: ControllerInfo = { metadata: JSON.parse(JSON.stringify(c.metadata)) as ControllerInfo['metadata'], bytes: encodeController(c) };
       return Comlink.transfer(out, [out.bytes.buffer as ArrayBuffer]);
     } finally {
       training = null;
@@ -98,29 +81,6 @@ const api: ControllerWorkerApi = {
 
   async cancel(): Promise<void> {
     training?.abort(new DOMException('training cancelled', 'AbortError'));
-  },
-
-  async load(bytes: Uint8Array, expect?: { numLayers: number; hiddenSize: number }): Promise<ControllerInfo> {
-    if (!(bytes instanceof Uint8Array)) throw new TypeError('load: expected the controller file as a Uint8Array');
-    await ensureBackend();
-    const c = decodeController(bytes, { expect: expect ? { ...expect } : undefined, source: 'controller file' });
-    activate(c);
-    return info(c);
-  },
-
-  async predict(features: Float32Array, rows: number): Promise<ControllerPredictionBatch> {
-    if (!active) throw new Error('predict: no controller is loaded; train or load one first');
-    const n = checkRows(features, rows, 'predict');
-    if (n !== active.network.shape.inputSize) {
-      throw new RangeError(`predict: rows have ${n} features, the controller expects ${active.network.shape.inputSize} (${active.controller.metadata.input_layers.length} layers x hidden ${active.controller.metadata.hidden_size})`);
-    }
-    const out = active.network.predictBatch(features, rows);
-    return Comlink.transfer({ scales: out.scales, layerWeights: out.layerWeights }, [out.scales.buffer as ArrayBuffer, out.layerWeights.buffer as ArrayBuffer]);
-  },
-
-  async unload(): Promise<void> {
-    active?.network.dispose();
-    active = null;
   },
 };
 

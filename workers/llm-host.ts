@@ -1,23 +1,44 @@
 /**
- * The LLM worker's object: one SteerableModel (src/core/model) behind workers/protocol.ts's LlmWorkerApi.
- * Thin by design: it chooses the device, sets transformers.js's model-location settings, translates protocol
- * requests into core calls and copies results into transferable arrays. All method logic lives in the core.
+ * The LLM worker's object: one SteerableModel (src/core/model) with its active direction and controller, behind
+ * workers/protocol.ts's LlmWorkerApi. Thin by design: it chooses the device, sets transformers.js's model-location
+ * settings, checks requests, and calls the same core functions the CLI calls (compareFlow, the direction builders,
+ * controllerActivations, runEval); it copies results into transferable arrays. No method logic lives here.
  */
 import * as Comlink from 'comlink';
 import { env } from '@huggingface/transformers';
-import { formatChat, loadSteerableModel, type GenerateOptions, type LoadProgress, type SteerableModel } from '../src/core/model/index.js';
-import { fitDepsFromTokenizer, fitPrompt, parseFitMode } from '../src/core/method/fit.js';
+import { controllerInputLayers } from '../src/core/controller/layers.js';
+import { decodeController } from '../src/core/controller/format.js';
+import { splitControllerDataset } from '../src/core/controller/dataset.js';
+import { getJudge } from '../src/core/eval/judges.js';
+import { IdbRecordStore } from '../src/core/eval/records-idb.js';
+import { PAPER_SAMPLING, runEval } from '../src/core/eval/runner.js';
+import type { ConditionName, EvalCondition } from '../src/core/method/conditions.js';
+import { controllerActivations, lastTokenActivations } from '../src/core/method/activations.js';
+import { diffInMeansOfModel, directionReport, embeddingDirectionOfModel } from '../src/core/method/directions.js';
+import { compareFlow, methodController, policyMatrix, type MethodController, type PolicyOutcome } from '../src/core/method/flow.js';
+import { controllerPrompts, directionPrompts } from '../src/core/method/prompt-sets.js';
+import { conditionKind, policyFromSettings, type PolicySettings } from '../src/core/method/settings.js';
+import { loadSteerableModel, type GenerateOptions, type LoadProgress, type SteerableModel } from '../src/core/model/index.js';
+import { validateCastCondition } from '../src/core/steering/cast.js';
+import { checkDirectionFits, decodeDirectionFile, directionId, encodeDirectionFile, type DirectionFile } from '../src/core/steering/direction-file.js';
+import { importDirection } from '../src/core/steering/direction-import.js';
+import { encodeControlVector } from '../src/core/steering/gguf.js';
+import { rowNorms } from '../src/core/steering/matrix.js';
+import { steeringMatrix } from '../src/core/steering/policies.js';
+import type { CastCondition } from '../src/core/steering/cast.js';
 import { chooseDevice, probeWebGpu } from './device.js';
 import type {
-  DeviceProbe, FitRequest, FitSummary, ForwardRequest, ForwardResult, GenerateEvent, GenerateRequest, GenerateResult, LlmWorkerApi,
-  LoadedModelInfo, LoadProgressEvent, LoadRequest, ResidualEvent, SteeringMatrix,
+  CompareEvent, CompareReply, CompareRequest, ControllerActivationSpec, ControlVectorFile, ControllerSummary, ControllerTrainingSet, DeviceProbe,
+  DirectionInfo, DirectionJobResult, DirectionJobSpec, EvalOutcome, EvalPlan, EvalProgressEvent, ForwardRequest, ForwardResult,
+  GenerateEvent, GenerateRequest, GenerateResult, ImportDirectionRequest, JobProgressEvent, LlmWorkerApi, LoadedModelInfo,
+  LoadProgressEvent, LoadRequest, PolicyReadout, PreviewReply, UseControllerRequest, UseDirectionRequest,
 } from './protocol.js';
 import { yieldToEventLoop } from '../src/core/util/yield.js';
 
 /**
  * Comlink delivers a proxied callback's calls over its own MessageChannel, so they can overtake, or be overtaken by,
- * the method's result. Every call is kept and awaited before the method resolves: when a load() or generate()
- * resolves, the UI has seen all of its events.
+ * the method's result. Every call is kept and awaited before the method resolves: when an operation resolves, the
+ * UI has seen all of its events.
  */
 class EventSink<E> {
   private pending: Promise<unknown>[] = [];
@@ -60,11 +81,21 @@ function checkSteeringArg(m: unknown, what: string): void {
   }
 }
 
+function checkBytes(b: unknown, what: string): Uint8Array {
+  if (!(b instanceof Uint8Array) || b.length === 0) throw new Error(`${what}: expected the file's bytes as a non-empty Uint8Array`);
+  return b;
+}
+
+function checkCount(v: unknown, what: string): number {
+  if (!Number.isInteger(v) || (v as number) < 1) throw new Error(`${what} must be a whole number >= 1, got ${JSON.stringify(v)}`);
+  return v as number;
+}
+
 /**
- * Makes every forward pass of a generation start on a new macrotask, so cancel() is heard between steps (on WASM,
+ * Makes every forward pass of a job start on a new macrotask, so cancel() is heard between steps (on WASM,
  * onnxruntime-web's session.run resolves on microtasks only, so a generate() loop would otherwise never let the
- * worker read its message queue and a cancel() would wait until the end). Wraps the
- * instance's forward (already the steering patch's wrapper), which transformers.js calls once per decoding step.
+ * worker read its message queue and a cancel() would wait until the end). Wraps the instance's forward (already the
+ * steering patch's wrapper), which transformers.js calls once per decoding step and SteerableModel.forward once.
  */
 function yieldBeforeEachStep(m: SteerableModel, active: () => boolean): void {
   const tjs = m.model as { forward: (inputs: never) => Promise<unknown> };
@@ -75,15 +106,62 @@ function yieldBeforeEachStep(m: SteerableModel, active: () => boolean): void {
   };
 }
 
+interface ActiveDirection {
+  file: DirectionFile;
+  id: string;
+  bytes: Uint8Array;
+  cast: CastCondition | null;
+}
+
+function readout(policy: PolicySettings['kind'], o: PolicyOutcome, numLayers: number, hiddenSize: number): PolicyReadout {
+  return {
+    policy,
+    prediction: o.prediction ? { scale: o.prediction.scale, layerWeights: own(o.prediction.layerWeights) } : null,
+    rowNorms: o.matrix ? rowNorms(o.matrix, { numLayers, hiddenSize }) : null,
+    cast: o.cast ?? null,
+  };
+}
+
 export function createLlmHost(): LlmWorkerApi {
   let model: SteerableModel | null = null;
   let loading = false;
-  let generation: AbortController | null = null;
+  let direction: ActiveDirection | null = null;
+  let controller: MethodController | null = null;
+  /** Unsteered residual of the last compared prompt's last token: what preview() recomputes the read-outs on. */
+  let observed: Float32Array | null = null;
+  let job: { name: string; abort: AbortController } | null = null;
 
   const loaded = (what: string): SteerableModel => {
+    if (loading) throw new Error(`${what}: a model is loading; wait for load() to finish`);
     if (!model) throw new Error(`${what}: no model is loaded; call load() first`);
     return model;
   };
+
+  /** One job at a time: the steering patch of a model carries one operation's steering. */
+  async function runJob<T>(name: string, fn: (signal: AbortSignal, m: SteerableModel) => Promise<T>): Promise<T> {
+    const m = loaded(name);
+    if (job) throw new Error(`${name}: ${job.name} is running; cancel() it or wait`);
+    const abort = new AbortController();
+    job = { name, abort };
+    try {
+      return await fn(abort.signal, m);
+    } finally {
+      job = null;
+    }
+  }
+
+  const parts = () => ({ direction: direction?.file.direction ?? null, controller });
+  const artefacts = () => ({ direction: direction?.file ?? null, cast: direction?.cast ?? null, hasController: controller !== null });
+
+  async function activateDirection(m: SteerableModel, file: DirectionFile, bytes: Uint8Array, cast: CastCondition | null, source: string): Promise<DirectionInfo> {
+    const warnings = checkDirectionFits(file, { hiddenSize: m.hiddenSize, numLayers: m.numLayers, modelId: m.id }, source);
+    if (cast) validateCastCondition(cast, m.numLayers, m.hiddenSize);
+    const id = await directionId(file);
+    const tied = controller?.metadata?.direction_id;
+    if (tied && tied !== id) warnings.push(`the active controller was trained with direction ${tied}, this direction is ${id}`);
+    direction = { file, id, bytes, cast };
+    return { metadata: { ...file.metadata }, id, bytes: bytes.slice(), cast: cast ? { ...cast, vector: cast.vector.slice() } : null, warnings };
+  }
 
   return {
     async probeDevice(): Promise<DeviceProbe> {
@@ -102,12 +180,15 @@ export function createLlmHost(): LlmWorkerApi {
         throw new Error('load: expected { model: "<hub id or local folder name>" }');
       }
       if (loading) throw new Error('load: another load is in progress; wait for it to finish');
-      if (generation) throw new Error('load: a generation is running; cancel() it first');
+      if (job) throw new Error(`load: ${job.name} is running; cancel() it first`);
       loading = true;
       const t0 = performance.now();
       const sink = new EventSink(onProgress);
       try {
         const choice = await chooseDevice(req.device ?? 'auto', req.dtype);
+        direction = null;
+        controller = null;
+        observed = null;
         if (model) {
           const old = model;
           model = null;
@@ -137,10 +218,11 @@ export function createLlmHost(): LlmWorkerApi {
             { cause: e },
           );
         }
-        yieldBeforeEachStep(m, () => generation !== null);
+        yieldBeforeEachStep(m, () => job !== null);
         model = m;
         return {
           model: req.model,
+          modelId: m.id,
           numLayers: m.numLayers,
           hiddenSize: m.hiddenSize,
           device: choice.device,
@@ -156,92 +238,269 @@ export function createLlmHost(): LlmWorkerApi {
       }
     },
 
-    async setSteering(matrix: SteeringMatrix): Promise<void> {
-      checkSteeringArg(matrix, 'setSteering');
-      loaded('setSteering').setSteering(matrix);
+    async useDirection(req: UseDirectionRequest): Promise<DirectionInfo> {
+      const m = loaded('useDirection');
+      const source = req?.source ?? 'direction file';
+      const bytes = checkBytes(req?.bytes, 'useDirection');
+      return activateDirection(m, decodeDirectionFile(bytes, undefined, source), bytes, req.cast ?? null, source);
     },
 
-    async generate(req: GenerateRequest, onEvent?: (e: GenerateEvent) => void, onResidual?: (e: ResidualEvent) => void): Promise<GenerateResult> {
-      if (loading) throw new Error('generate: a model is loading; wait for load() to finish');
-      const m = loaded('generate');
-      if (generation) throw new Error('generate: a generation is already running; cancel() it or wait');
-      if (!req || !req.prompt) throw new Error("generate: expected { prompt: { kind: 'chat', user } | { kind: 'ids', ids }, maxNewTokens }");
-      if (!Number.isInteger(req.maxNewTokens) || req.maxNewTokens < 1) {
-        throw new Error(`generate: maxNewTokens must be a positive integer, got ${JSON.stringify(req.maxNewTokens)}`);
-      }
-      checkSteeringArg(req.steering, 'generate');
-      if (onResidual && req.steering === undefined) {
-        throw new Error('generate: streaming residuals needs an explicit steering in the request (a matrix, or null for none)');
-      }
-      let promptIds: number[];
-      if (req.prompt.kind === 'chat') promptIds = formatChat(m.tokenizer, req.prompt.user, { system: req.prompt.system }).ids;
-      else if (req.prompt.kind === 'ids') promptIds = req.prompt.ids.slice();
-      else throw new Error(`generate: prompt.kind must be 'chat' or 'ids', got ${JSON.stringify((req.prompt as { kind?: unknown }).kind)}`);
+    async importDirection(req: ImportDirectionRequest): Promise<DirectionInfo> {
+      const m = loaded('importDirection');
+      const bytes = checkBytes(req?.bytes, 'importDirection');
+      const file = importDirection(bytes, req.fileName, { modelId: m.id, numLayers: m.numLayers, hiddenSize: m.hiddenSize });
+      return activateDirection(m, file, encodeDirectionFile(file), null, req.fileName);
+    },
 
-      const controller = new AbortController();
-      generation = controller;
-      const t0 = performance.now();
-      const sink = new EventSink(onEvent);
-      const residualSink = new EventSink(onResidual);
-      let index = 0;
-      try {
-        const opts: GenerateOptions = {
-          inputIds: promptIds,
-          maxNewTokens: req.maxNewTokens,
-          sampling: req.sampling ?? null,
-          steerPromptPositions: req.steerPromptPositions,
-          capture: req.capture ?? 'none',
-          signal: controller.signal,
-          onToken: sink.active ? (id, text) => sink.emit({ type: 'token', index: index++, id, text }) : undefined,
-        };
-        // undefined = the model's setSteering matrix; the core treats a missing key the same way.
-        if (req.steering !== undefined) opts.steering = req.steering;
-        if (residualSink.active) {
-          // The same fixed matrix, handed over as a policy: the core then shows it, before each pass, the residual
-          // of the previous pass, i.e. of the token just generated (step k sees token k - 1's).
-          const fixed = req.steering ?? null;
-          opts.steering = (ctx) => {
-            if (ctx.previousResidual) {
-              const residual = own(ctx.previousResidual);
-              residualSink.emit(Comlink.transfer({ type: 'residual', index: ctx.step - 1, residual }, [residual.buffer as ArrayBuffer]));
-            }
-            return fixed;
+    async useController(req: UseControllerRequest): Promise<ControllerSummary> {
+      const m = loaded('useController');
+      const bytes = checkBytes(req?.bytes, 'useController');
+      const c = decodeController(bytes, {
+        expect: { numLayers: m.numLayers, hiddenSize: m.hiddenSize, modelId: m.id, allowOtherModelId: req.allowOtherModel ?? false },
+        source: req.source ?? 'controller file',
+      });
+      controller = methodController(c);
+      const warnings: string[] = [];
+      const tied = c.metadata.direction_id;
+      if (tied && direction && tied !== direction.id) warnings.push(`controller was trained with direction ${tied}, the active direction is ${direction.id}`);
+      return { metadata: JSON.parse(JSON.stringify(c.metadata)) as ControllerSummary['metadata'], warnings };
+    },
+
+    async clearController(): Promise<void> {
+      controller = null;
+    },
+
+    async exportControlVector(settings: PolicySettings): Promise<ControlVectorFile> {
+      const m = loaded('exportControlVector');
+      if (!direction) throw new Error('exportControlVector: no direction is active');
+      const policy = policyFromSettings({ ...settings, kind: 'manual' }, artefacts());
+      const matrix = steeringMatrix(policy, { numLayers: m.numLayers, hiddenSize: m.hiddenSize, direction: direction.file.direction });
+      if (!matrix) throw new Error('exportControlVector: the steering matrix is empty');
+      const out = encodeControlVector(matrix, { numLayers: m.numLayers, hiddenSize: m.hiddenSize, modelHint: m.id.split('/').pop()!.toLowerCase() });
+      return Comlink.transfer({ bytes: out.bytes, layers: out.layers, warnings: out.warnings }, [out.bytes.buffer as ArrayBuffer]);
+    },
+
+    async compare(req: CompareRequest, onEvent?: (e: CompareEvent) => void): Promise<CompareReply> {
+      if (!req || typeof req.prompt !== 'string' || req.prompt.trim() === '') throw new Error('compare: expected { prompt: "<user message>", maxNewTokens, settings }');
+      const maxNewTokens = checkCount(req.maxNewTokens, 'compare: maxNewTokens');
+      const policy = policyFromSettings(req.settings, artefacts());
+      return runJob('compare', async (signal, m) => {
+        const t0 = performance.now();
+        const sink = new EventSink(onEvent);
+        const index = [0, 0];
+        try {
+          const r = await compareFlow(m, req.prompt, parts(), {
+            policy,
+            maxNewTokens,
+            sampling: req.sampling ? { ...req.sampling } : null,
+            fit: req.fit ?? 'middle',
+            signal,
+            ...(sink.active
+              ? {
+                  onToken: (row: number, id: number, text: string) => sink.emit({ type: 'token', row: row as 0 | 1, index: index[row]!++, id, text }),
+                  onHeatRow: (i: number, values: Float32Array) => sink.emit(Comlink.transfer({ type: 'heat', index: i, values }, [values.buffer as ArrayBuffer])),
+                }
+              : {}),
+          });
+          observed = r.promptResidual;
+          const reply: CompareReply = {
+            ...readout(req.settings.kind, { matrix: r.matrix, prediction: r.scale === null ? null : { scale: r.scale, layerWeights: Float32Array.from(r.layerWeights!) }, ...(r.cast ? { cast: r.cast } : {}) }, m.numLayers, m.hiddenSize),
+            base: { ...r.base, tokenIds: [...r.base.tokenIds] },
+            steered: { ...r.steered, tokenIds: [...r.steered.tokenIds] },
+            heat: r.heat,
+            fit: { ...r.fit },
+            ms: performance.now() - t0,
           };
+          const transfers = [reply.rowNorms, reply.heat, reply.prediction?.layerWeights].filter((a): a is Float32Array => a instanceof Float32Array);
+          return Comlink.transfer(reply, transfers.map((a) => a.buffer as ArrayBuffer));
+        } finally {
+          await sink.drain();
         }
-        const r = await m.generate(opts);
-        const result: GenerateResult = {
-          promptIds, tokenIds: r.tokenIds.slice(), text: r.text, finishReason: r.finishReason, ms: performance.now() - t0,
-        };
-        const transfers: ArrayBuffer[] = [];
-        if (r.promptResiduals) transfers.push((result.promptResiduals = own(r.promptResiduals)).buffer as ArrayBuffer);
-        if (r.tokenResiduals) transfers.push((result.tokenResiduals = own(r.tokenResiduals)).buffer as ArrayBuffer);
-        return Comlink.transfer(result, transfers);
-      } finally {
-        await sink.drain();
-        await residualSink.drain();
-        generation = null;
+      });
+    },
+
+    async preview(settings: PolicySettings): Promise<PreviewReply> {
+      const m = loaded('preview');
+      let policy;
+      try {
+        policy = policyFromSettings(settings, artefacts());
+      } catch (e) {
+        return { ok: false, reason: (e as Error).message };
+      }
+      const needsObservation = policy.kind === 'was' || policy.kind === 'uniform' || policy.kind === 'cast';
+      if (!observed) {
+        if (needsObservation) return { ok: false, reason: `run a prompt: ${policy.kind === 'cast' ? 'CAST checks its condition on the prompt' : 'the controller predicts s and w from its activations'}` };
+        // The matrix of off / manual / actadd does not depend on the prompt; without one there is no prediction to show.
+        const o = policyMatrix(policy, new Float32Array((m.numLayers + 1) * m.hiddenSize), { ...parts(), controller: null, numLayers: m.numLayers, hiddenSize: m.hiddenSize });
+        return { ok: true, ...readout(settings.kind, o, m.numLayers, m.hiddenSize) };
+      }
+      try {
+        const o = policyMatrix(policy, observed, { ...parts(), numLayers: m.numLayers, hiddenSize: m.hiddenSize });
+        return { ok: true, ...readout(settings.kind, o, m.numLayers, m.hiddenSize) };
+      } catch (e) {
+        return { ok: false, reason: (e as Error).message };
       }
     },
 
-    async fit(req: FitRequest): Promise<FitSummary> {
-      if (loading) throw new Error('fit: a model is loading; wait for load() to finish');
-      const m = loaded('fit');
-      if (!req || typeof req.user !== 'string') throw new Error("fit: expected { user: '<message>', maxNewTokens, mode }");
-      const mode = parseFitMode(req.mode, 'fit: mode');
-      const r = fitPrompt(fitDepsFromTokenizer(m.tokenizer, { system: req.system }), req.user, { contextLength: m.contextLength, maxNewTokens: req.maxNewTokens, mode });
-      return { ...r };
+    async computeDirection(spec: DirectionJobSpec, onProgress?: (e: JobProgressEvent) => void): Promise<DirectionJobResult> {
+      if (!spec || (spec.method !== 'embedding' && spec.method !== 'diff-in-means')) throw new Error("computeDirection: method must be 'embedding' or 'diff-in-means'");
+      if ((spec.harmful === undefined) !== (spec.harmless === undefined)) throw new Error('computeDirection: give both harmful and harmless prompt sets, or neither');
+      if (spec.method === 'diff-in-means' && !spec.harmful) throw new Error('computeDirection: diff-in-means needs harmful and harmless prompt sets');
+      const sets = spec.harmful && spec.harmless
+        ? directionPrompts({ name: `harmful set ${spec.harmful.name}`, prompts: spec.harmful.prompts }, { name: `harmless set ${spec.harmless.name}`, prompts: spec.harmless.prompts }, spec.n, spec.valN, spec.seed)
+        : null;
+      return runJob('computeDirection', async (signal, m) => {
+        const sink = new EventSink(onProgress);
+        try {
+          const progress = (stage: string, done: number, total: number) => sink.emit({ stage, done, total });
+          let file: DirectionFile;
+          let summary: string;
+          let acts = null;
+          if (spec.method === 'diff-in-means') {
+            const r = await diffInMeansOfModel(
+              m,
+              { harmfulTrain: sets!.harmful.train, harmlessTrain: sets!.harmless.train, harmfulVal: sets!.harmful.val, harmlessVal: sets!.harmless.val },
+              { seed: spec.seed, datasets: { harmful: spec.harmful!.name, harmless: spec.harmless!.name }, selection: { ...spec.selection }, onProgress: progress, signal },
+            );
+            file = r.file;
+            acts = r.lastToken;
+            const sel = r.info.selected;
+            summary = `chose residual index ${sel.residual_index} (the output of layer ${sel.steering_row}), post-instruction position ${sel.position} of ${r.info.positions}; ${r.info.evaluated} of ${r.info.candidates} candidates evaluated`;
+          } else {
+            const r = await embeddingDirectionOfModel(m);
+            file = r.file;
+            summary = `rows of the ${r.info.source_matrix} "${r.info.tensor}"; ${r.info.refusal_token_count} refusal and ${r.info.answer_token_count} answer tokens${r.info.fallback_reason ? `; unembedding not used: ${r.info.fallback_reason}` : ''}`;
+            if (sets) {
+              const n = sets.harmful.train.length + sets.harmless.train.length;
+              let done = 0;
+              const step = () => progress('activations', ++done, n);
+              acts = {
+                harmful: await lastTokenActivations(m, sets.harmful.train, step, signal),
+                harmless: await lastTokenActivations(m, sets.harmless.train, step, signal),
+              };
+            }
+          }
+          const report = acts ? directionReport(file, acts, m.numLayers, m.hiddenSize) : { separation: [], cast: null };
+          const bytes = encodeDirectionFile(file);
+          return Comlink.transfer(
+            { bytes, metadata: { ...file.metadata }, id: await directionId(file), separation: report.separation.map((x) => ({ ...x })), cast: report.cast, summary },
+            [bytes.buffer as ArrayBuffer],
+          );
+        } finally {
+          await sink.drain();
+        }
+      });
+    },
+
+    async collectControllerActivations(spec: ControllerActivationSpec, onProgress?: (e: JobProgressEvent) => void): Promise<ControllerTrainingSet> {
+      if (!spec || !spec.harmful || !spec.benign) throw new Error('collectControllerActivations: expected { harmful, benign, n, valFraction, seed }');
+      if (!(spec.valFraction > 0 && spec.valFraction < 1)) throw new Error(`held-out fraction must be between 0 and 1 (exclusive), got ${spec.valFraction}`);
+      const chosen = controllerPrompts({ name: `harmful set ${spec.harmful.name}`, prompts: spec.harmful.prompts }, { name: `benign set ${spec.benign.name}`, prompts: spec.benign.prompts }, spec.n, spec.seed);
+      return runJob('collectControllerActivations', async (signal, m) => {
+        const sink = new EventSink(onProgress);
+        try {
+          const inputLayers = controllerInputLayers(m.numLayers);
+          const x = await controllerActivations(m, chosen.prompts, inputLayers, (done, total) => sink.emit({ stage: 'activations', done, total }), signal);
+          const { train, validation } = splitControllerDataset({ x, labels: chosen.labels }, inputLayers.length * m.hiddenSize, spec.valFraction, spec.seed);
+          const set: ControllerTrainingSet = {
+            train: { features: train.x, labels: Uint8Array.from(train.labels) },
+            validation: { features: validation.x, labels: Uint8Array.from(validation.labels) },
+            inputLayers,
+            counts: chosen.counts,
+            modelId: m.id,
+            directionId: direction?.id ?? null,
+          };
+          return Comlink.transfer(set, [set.train.features.buffer as ArrayBuffer, set.validation.features.buffer as ArrayBuffer]);
+        } finally {
+          await sink.drain();
+        }
+      });
+    },
+
+    async evaluate(plan: EvalPlan, onProgress?: (e: EvalProgressEvent) => void): Promise<EvalOutcome> {
+      if (!plan || typeof plan.runId !== 'string' || plan.runId === '') throw new Error('evaluate: expected { runId, datasets, conditions, settings, ... }');
+      if (!Array.isArray(plan.conditions) || plan.conditions.length === 0) throw new Error('evaluate: choose at least one condition');
+      if (!Array.isArray(plan.datasets) || plan.datasets.length === 0) throw new Error('evaluate: choose at least one dataset');
+      const judge = getJudge(plan.judge);
+      // 'manual' is a lab condition the core's list does not name yet; the runner only records the name.
+      const conditions: EvalCondition[] = plan.conditions.map((name) => ({
+        name: name as ConditionName,
+        policy: policyFromSettings({ ...plan.settings, kind: conditionKind(name) }, artefacts()),
+      }));
+      return runJob('evaluate', async (signal, m) => {
+        const sink = new EventSink(onProgress);
+        const store = await IdbRecordStore.open(plan.runId);
+        try {
+          const r = await runEval({
+            model: m,
+            datasets: plan.datasets,
+            conditions,
+            direction: direction?.file.direction ?? null,
+            controller,
+            store,
+            judge,
+            maxNewTokens: checkCount(plan.maxNewTokens, 'evaluate: maxNewTokens'),
+            sampling: plan.sampling === 'paper' ? { ...PAPER_SAMPLING } : null,
+            seed: plan.seed,
+            fit: plan.fit,
+            stamp: { model_id: m.id, direction_id: direction?.id ?? null },
+            signal,
+            onProgress: (p) => sink.emit({ done: p.done, total: p.total, skipped: p.skipped, record: p.record }),
+          });
+          return { ...r, cancelled: signal.aborted };
+        } finally {
+          await store.close();
+          await sink.drain();
+        }
+      });
     },
 
     async cancel(): Promise<void> {
-      generation?.abort();
+      job?.abort.abort();
+    },
+
+    async generate(req: GenerateRequest, onEvent?: (e: GenerateEvent) => void): Promise<GenerateResult> {
+      if (!req || !req.prompt) throw new Error("generate: expected { prompt: { kind: 'chat', user } | { kind: 'ids', ids }, maxNewTokens }");
+      checkCount(req.maxNewTokens, 'generate: maxNewTokens');
+      checkSteeringArg(req.steering, 'generate');
+      return runJob('generate', async (signal, m) => {
+        let promptIds: number[];
+        if (req.prompt.kind === 'chat') promptIds = m.formatChat(req.prompt.user, { system: req.prompt.system }).ids;
+        else if (req.prompt.kind === 'ids') promptIds = req.prompt.ids.slice();
+        else throw new Error(`generate: prompt.kind must be 'chat' or 'ids', got ${JSON.stringify((req.prompt as { kind?: unknown }).kind)}`);
+        const t0 = performance.now();
+        const sink = new EventSink(onEvent);
+        let index = 0;
+        try {
+          const opts: GenerateOptions = {
+            inputIds: promptIds,
+            maxNewTokens: req.maxNewTokens,
+            sampling: req.sampling ?? null,
+            steering: req.steering ?? null,
+            steerPromptPositions: req.steerPromptPositions,
+            capture: req.capture ?? 'none',
+            signal,
+            onToken: sink.active ? (id, text) => sink.emit({ type: 'token', index: index++, id, text }) : undefined,
+          };
+          const r = await m.generate(opts);
+          const result: GenerateResult = {
+            promptIds, tokenIds: r.tokenIds.slice(), text: r.text, finishReason: r.finishReason, ms: performance.now() - t0,
+          };
+          const transfers: ArrayBuffer[] = [];
+          if (r.promptResiduals) transfers.push((result.promptResiduals = own(r.promptResiduals)).buffer as ArrayBuffer);
+          if (r.tokenResiduals) transfers.push((result.tokenResiduals = own(r.tokenResiduals)).buffer as ArrayBuffer);
+          return Comlink.transfer(result, transfers);
+        } finally {
+          await sink.drain();
+        }
+      });
     },
 
     async forward(req: ForwardRequest): Promise<ForwardResult> {
-      if (loading) throw new Error('forward: a model is loading; wait for load() to finish');
       const m = loaded('forward');
       if (!req || !Array.isArray(req.inputIds)) throw new Error('forward: expected { inputIds: number[][] }');
       checkSteeringArg(req.steering, 'forward');
-      const r = await m.forward(req.inputIds, req.steering === undefined ? {} : { steering: req.steering });
+      const r = await m.forward(req.inputIds, { steering: req.steering ?? null });
       const result: ForwardResult = {
         logits: own(r.logits.data), logitsDims: r.logits.dims.slice(),
         residuals: own(r.residuals.data), residualDims: r.residuals.dims.slice(),
@@ -249,15 +508,13 @@ export function createLlmHost(): LlmWorkerApi {
       return Comlink.transfer(result, [result.logits.buffer as ArrayBuffer, result.residuals.buffer as ArrayBuffer]);
     },
 
-    async tokenize(text: string): Promise<number[]> {
-      if (typeof text !== 'string') throw new Error(`tokenize: expected a string, got ${typeof text}`);
-      return loaded('tokenize').tokenizer.encode(text, { add_special_tokens: false });
-    },
-
     async dispose(): Promise<void> {
-      generation?.abort();
+      job?.abort.abort();
       const m = model;
       model = null;
+      direction = null;
+      controller = null;
+      observed = null;
       await m?.dispose();
     },
   };

@@ -4,15 +4,28 @@
  * { type: 'module' }))`. Callbacks cross the boundary wrapped in `Comlink.proxy(fn)`; large arrays come back
  * transferred, so a Float32Array the UI receives is its own.
  *
+ * The LLM worker offers the method's operations, each a thin call into the same core function the CLI uses
+ * (compare -> compareFlow, computeDirection -> the core direction builders, collectControllerActivations ->
+ * controllerActivations, evaluate -> the core eval runner); the UI sends settings and prompts and draws what comes
+ * back. It never builds a controller input, a steering matrix or a direction itself.
+ *
  * Everything here is structured-clone friendly (plain objects, numbers, strings, typed arrays): no classes,
  * no tensors, no functions except the event callbacks. Types imported from src/core are type-only (erased).
  */
-import type { EpochMetrics, ControllerMetadata, TrainControllerOptions } from '../src/core/controller/index.js';
-import type { LoadProgress, PatchReport, SelfCheckResult } from '../src/core/model/types.js';
+import type { ControllerMetadata, EpochMetrics, TrainControllerOptions } from '../src/core/controller/index.js';
+import type { PromptRecord } from '../src/core/data/types.js';
+import type { EvalRecord } from '../src/core/eval/records.js';
 import type { FitMode, FitResult } from '../src/core/method/fit.js';
+import type { LabCondition, PolicySettings } from '../src/core/method/settings.js';
+import type { LoadProgress, PatchReport, SelfCheckResult } from '../src/core/model/types.js';
+import type { CastCondition } from '../src/core/steering/cast.js';
+import type { LayerSeparation } from '../src/core/steering/diff-in-means.js';
+import type { DirectionMetadata } from '../src/core/steering/direction-file.js';
+import type { PolicyKind } from '../src/core/steering/policies.js';
 
 // ---------------------------------------------------------------------------------------------------------------
-// LLM worker: hosts one steerable model (src/core/model/loadSteerableModel) at a time.
+// LLM worker: hosts one steerable model (src/core/model/loadSteerableModel) at a time, with its active direction
+// and controller, and runs the method on it.
 // ---------------------------------------------------------------------------------------------------------------
 
 /** Where onnxruntime-web runs the model. 'webgpu' only when navigator.gpu hands out an adapter. */
@@ -49,7 +62,10 @@ export type ModelPatchSummary = PatchReport;
 export type SelfCheckSummary = SelfCheckResult;
 
 export interface LoadedModelInfo {
+  /** What was asked for (hub id or folder name). */
   model: string;
+  /** The model's identity, as directions, controllers and eval records record it (SteerableModel.id). */
+  modelId: string;
   numLayers: number;
   hiddenSize: number;
   device: LlmDevice;
@@ -63,6 +79,199 @@ export interface LoadedModelInfo {
   loadMs: number;
 }
 
+// --- artefacts ------------------------------------------------------------------------------------------------
+
+/** A direction made active: checked against the loaded model (hidden size, layers; another model id warns). */
+export interface DirectionInfo {
+  metadata: DirectionMetadata;
+  /** Content id (method + hash of the unit vector): what a controller trained with it records. */
+  id: string;
+  /** The file's bytes, as given or as computed (safetensors, the CLI's direction file format). */
+  bytes: Uint8Array;
+  cast: CastCondition | null;
+  warnings: string[];
+}
+
+export interface UseDirectionRequest {
+  /** A direction file (safetensors with Steerlab metadata). */
+  bytes: Uint8Array;
+  /** The CAST condition that goes with it (fitted when the direction was computed from datasets). */
+  cast?: CastCondition | null;
+  /** For error messages: the file or artefact name. */
+  source?: string;
+}
+
+/** Another vector (JSON array, .npy, foreign safetensors) turned into a direction file for the loaded model. */
+export interface ImportDirectionRequest {
+  bytes: Uint8Array;
+  fileName: string;
+}
+
+/** A controller made active: checked against the loaded model (layers, hidden size, model id). */
+export interface ControllerSummary {
+  metadata: ControllerMetadata;
+  /** The controller drives another direction than the active one (its direction_id differs): said in words. */
+  warnings: string[];
+}
+
+export interface UseControllerRequest {
+  bytes: Uint8Array;
+  source?: string;
+  /** Accept a controller trained on another model id of the same shape (the CLI's --allow-other-model). */
+  allowOtherModel?: boolean;
+}
+
+export interface ControlVectorFile {
+  bytes: Uint8Array;
+  /** The decoder layers with a non-zero row (llama.cpp cannot steer layer 0). */
+  layers: number[];
+  warnings: string[];
+}
+
+// --- compare (the playground) -----------------------------------------------------------------------------------
+
+export interface SamplingRequest {
+  temperature: number;
+  topP: number;
+  seed: number;
+}
+
+export interface CompareRequest {
+  /** The user message (fitted into the context, then chat-formatted, as the CLI does). */
+  prompt: string;
+  maxNewTokens: number;
+  /** null = greedy. */
+  sampling: SamplingRequest | null;
+  settings: PolicySettings;
+  /** How a prompt too long for the context is shortened; default 'middle'. */
+  fit?: FitMode;
+}
+
+export type CompareEvent =
+  /** A generated token of row 0 (base, no patch) or row 1 (steered). */
+  | { type: 'token'; row: 0 | 1; index: number; id: number; text: string }
+  /** Heat-strip row [L] of steered token `index` (cosine of each layer's residual with the direction). */
+  | { type: 'heat'; index: number; values: Float32Array };
+
+export type FinishReason = 'eos' | 'length' | 'abort';
+
+export interface ReplyInfo {
+  text: string;
+  tokenIds: number[];
+  /** 'abort' = cancel() was called. */
+  finishReason: FinishReason;
+}
+
+/** The policy's read-outs for one observed prompt: what the playground's charts draw. */
+export interface PolicyReadout {
+  policy: PolicyKind;
+  /** The controller's s and w for the prompt (also under base and manual: what WAS would do); null without one. */
+  prediction: { scale: number; layerWeights: Float32Array } | null;
+  /** Per-layer norm of the steering matrix's rows; null = no patch (off, or CAST whose condition did not hold). */
+  rowNorms: Float32Array | null;
+  cast: { similarity: number; active: boolean } | null;
+}
+
+export interface CompareReply extends PolicyReadout {
+  base: ReplyInfo;
+  steered: ReplyInfo;
+  /** [T, L] heat strip of the steered reply (null without a direction). */
+  heat: Float32Array | null;
+  /** What the model saw (the message may have been shortened to fit the context). */
+  fit: FitResult;
+  ms: number;
+}
+
+/** The read-outs for other settings on the last compared prompt (the playground redraws while a control moves). */
+export type PreviewReply = ({ ok: true } & PolicyReadout) | { ok: false; reason: string };
+
+// --- jobs on datasets -------------------------------------------------------------------------------------------
+
+/** A loaded prompt set: the UI fetches datasets (src/core/data), the worker chooses from them as the CLI does. */
+export interface PromptSetData {
+  name: string;
+  prompts: PromptRecord[];
+}
+
+export interface DirectionJobSpec {
+  method: 'embedding' | 'diff-in-means';
+  /**
+   * Harmful and harmless prompts: diff-in-means trains on them (n per class) and selects with Arditi's filters on
+   * valN held-out prompts per class; both methods draw the separation plot and fit a CAST condition on the training
+   * prompts. Omit both for the embedding direction alone.
+   */
+  harmful?: PromptSetData;
+  harmless?: PromptSetData;
+  n: number;
+  valN: number;
+  seed: number;
+  /** Arditi's selection thresholds (core defaults when absent). */
+  selection?: { klThreshold?: number; inducedRefusalThreshold?: number; pruneLayerFraction?: number };
+}
+
+export type JobProgressEvent = { stage: string; done: number; total: number };
+
+export interface DirectionJobResult {
+  /** The direction file (the same bytes `lab direction` writes); use it with useDirection. */
+  bytes: Uint8Array;
+  metadata: DirectionMetadata;
+  id: string;
+  /** Per residual index 0..L (empty without datasets). */
+  separation: LayerSeparation[];
+  cast: CastCondition | null;
+  /** diff-in-means: the chosen candidate and Arditi's scores; embedding: which matrix's rows were averaged. */
+  summary: string;
+}
+
+export interface ControllerActivationSpec {
+  harmful: PromptSetData;
+  benign: PromptSetData;
+  /** Prompts per class. */
+  n: number;
+  /** Held-out share of each class. */
+  valFraction: number;
+  seed: number;
+}
+
+/** Controller inputs (input-layer residuals at the last prompt token) and labels, split as the CLI splits them. */
+export interface ControllerTrainingSet {
+  train: { features: Float32Array; labels: Uint8Array };
+  validation: { features: Float32Array; labels: Uint8Array };
+  inputLayers: number[];
+  counts: { harmful: number; benign: number };
+  modelId: string;
+  /** The active direction's id, recorded in the trained controller (null when none is active). */
+  directionId: string | null;
+}
+
+export interface EvalPlan {
+  /** The IndexedDB run (src/core/eval/records-idb.ts) the records go to; a rerun skips what it holds (resume). */
+  runId: string;
+  /** Prompts per dataset, already chosen (src/core/method/prompt-sets.ts pick). */
+  datasets: PromptSetData[];
+  conditions: LabCondition[];
+  /** Alpha, manual s and w, ActAdd coefficient and CAST strength of the steered conditions. */
+  settings: PolicySettings;
+  maxNewTokens: number;
+  /** 'paper': temperature 0.7, top-p 0.9, per-prompt seeds from `seed`. */
+  sampling: 'greedy' | 'paper';
+  seed: number;
+  fit: FitMode;
+  /** A judge id of src/core/eval/judges.ts. */
+  judge: string;
+}
+
+export type EvalProgressEvent = { done: number; total: number; skipped: number; record: EvalRecord | null };
+
+export interface EvalOutcome {
+  total: number;
+  written: number;
+  skipped: number;
+  cancelled: boolean;
+}
+
+// --- low level (tests, benchmarks, the debug page) --------------------------------------------------------------
+
 /** Steering matrix [numLayers * hiddenSize], row l added to the residual after layer l; null = no steering. */
 export type SteeringMatrix = Float32Array | null;
 
@@ -72,7 +281,7 @@ export interface GenerateRequest {
   maxNewTokens: number;
   /** Omitted or null = greedy. */
   sampling?: { temperature?: number; topK?: number; topP?: number; seed?: number } | null;
-  /** Per-call steering [L*H]; omitted = the matrix set by setSteering; null = none. */
+  /** A fixed steering matrix [L*H] for every pass; omitted or null = none. */
   steering?: SteeringMatrix;
   /** 'last' (default): only the last prompt token and the new tokens carry the steering; 'all': every prompt token. */
   steerPromptPositions?: 'last' | 'all';
@@ -80,38 +289,12 @@ export interface GenerateRequest {
   capture?: 'none' | 'prompt-last' | 'all';
 }
 
-/**
- * Fitting a user message into the loaded model's context (src/core/method/fit.ts, the same function the CLI uses):
- * the UI fits once, then observes and generates the fitted text, so the observation and the reply see one prompt.
- */
-export interface FitRequest {
-  user: string;
-  system?: string;
-  /** The reply's length: the fitted prompt leaves room for all of it. */
-  maxNewTokens: number;
-  /** 'middle' (head and tail around " [...] "), 'head', 'tail' or 'none' (untouched). */
-  mode: FitMode;
-}
-
-/** The message to chat-format and the prompt's token counts before and after (plain data). */
-export type FitSummary = FitResult;
-
 export type GenerateEvent = { type: 'token'; index: number; id: number; text: string };
-
-/**
- * The residual stream [L+1, H] (float32, as steered) at the position whose logits produced token `index`, streamed
- * while generating (generate's third callback). It arrives one step after its token (the next pass reads it), so
- * the last token's residual comes only with the result (capture 'all').
- */
-export interface ResidualEvent { type: 'residual'; index: number; residual: Float32Array }
-
-export type FinishReason = 'eos' | 'length' | 'abort';
 
 export interface GenerateResult {
   promptIds: number[];
   tokenIds: number[];
   text: string;
-  /** 'abort' = cancel() was called. */
   finishReason: FinishReason;
   ms: number;
   /** Unsteered residual of the last prompt token, float32 [L+1, H] (capture 'prompt-last' or 'all'). */
@@ -123,7 +306,7 @@ export interface GenerateResult {
 export interface ForwardRequest {
   /** One or more equal-length token id rows. */
   inputIds: number[][];
-  /** Per-call steering [L*H] or [B*L*H]; omitted = the matrix set by setSteering; null = none. */
+  /** Steering [L*H] or [B*L*H]; omitted or null = none. */
   steering?: SteeringMatrix;
 }
 
@@ -147,38 +330,58 @@ export interface DeviceProbe {
   hardwareConcurrency: number;
 }
 
+/**
+ * Every call that takes an event callback resolves only after every event has reached it. One job runs at a time
+ * (compare, computeDirection, collectControllerActivations, evaluate, generate); a second is refused with the name
+ * of the running one. cancel() stops the running job after its current forward pass.
+ */
 export interface LlmWorkerApi {
   /** Reports whether WebGPU is usable here (UI shows it before loading). */
   probeDevice(): Promise<DeviceProbe>;
-  /** Loads, patches and self-checks a model; replaces (disposes) any loaded one. */
+  /** Loads, patches and self-checks a model; replaces (disposes) any loaded one, with its direction and controller. */
   load(req: LoadRequest, onProgress?: (e: LoadProgressEvent) => void): Promise<LoadedModelInfo>;
-  /** Sets the steering matrix used by later generate/forward calls that bring none; null clears it. */
-  setSteering(matrix: SteeringMatrix): Promise<void>;
+
+  /** Makes a direction file active for the loaded model (refused when its shape does not fit). */
+  useDirection(req: UseDirectionRequest): Promise<DirectionInfo>;
+  /** Turns a user's vector (JSON array, .npy, safetensors) into a direction file for the loaded model, made active. */
+  importDirection(req: ImportDirectionRequest): Promise<DirectionInfo>;
+  /** Makes a controller file active for the loaded model (refused when made for another model or shape). */
+  useController(req: UseControllerRequest): Promise<ControllerSummary>;
+  /** Drops the active controller. */
+  clearController(): Promise<void>;
   /**
-   * Streams tokens through onEvent; resolves when generation stops (eos, max tokens, or cancel()), and only after
-   * every token event has reached onEvent. Same for load() and its progress events.
+   * The active direction as a llama.cpp control vector (GGUF): the manual policy's matrix s * w_l * alpha * d from
+   * these settings, baked in per layer (llama.cpp has no controller).
    */
-  generate(req: GenerateRequest, onEvent?: (e: GenerateEvent) => void, onResidual?: (e: ResidualEvent) => void): Promise<GenerateResult>;
-  /**
-   * Shortens a user message so that its chat-formatted prompt plus maxNewTokens fits the model's context; an
-   * unknown context or mode 'none' returns it untouched. Rejects when the context cannot hold even the template.
-   */
-  fit(req: FitRequest): Promise<FitSummary>;
-  /** Stops the running generate() after its current step; no-op when idle. */
+  exportControlVector(settings: PolicySettings): Promise<ControlVectorFile>;
+
+  /** Base and steered replies of one prompt from one batch-2 generation (core compareFlow), streamed together. */
+  compare(req: CompareRequest, onEvent?: (e: CompareEvent) => void): Promise<CompareReply>;
+  /** The read-outs of other settings on the last compared prompt (no generation). */
+  preview(settings: PolicySettings): Promise<PreviewReply>;
+  /** A direction: the paper's embedding direction or diff-in-means with Arditi's selection, with plot and CAST. */
+  computeDirection(spec: DirectionJobSpec, onProgress?: (e: JobProgressEvent) => void): Promise<DirectionJobResult>;
+  /** Controller training rows for the controller worker (the same activations `lab train-controller` caches). */
+  collectControllerActivations(spec: ControllerActivationSpec, onProgress?: (e: JobProgressEvent) => void): Promise<ControllerTrainingSet>;
+  /** Runs (or resumes) an evaluation with the core runner; records go to IndexedDB as they finish. */
+  evaluate(plan: EvalPlan, onProgress?: (e: EvalProgressEvent) => void): Promise<EvalOutcome>;
+  /** Stops the running job after its current step; no-op when idle. */
   cancel(): Promise<void>;
-  /** One forward pass without cache: logits and the residual stream of every layer. */
+
+  /** Low level: one generation with a fixed matrix (tests, benchmarks, the debug page; the lab uses compare). */
+  generate(req: GenerateRequest, onEvent?: (e: GenerateEvent) => void): Promise<GenerateResult>;
+  /** Low level: one forward pass without cache: logits and the residual stream of every layer. */
   forward(req: ForwardRequest): Promise<ForwardResult>;
-  tokenize(text: string): Promise<number[]>;
   /** Releases the model (GPU buffers, WASM memory). */
   dispose(): Promise<void>;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Controller worker (workers/controller.worker.ts): trains and runs the WAS controller (src/core/controller, tfjs),
-// which maps the residuals at the last prompt token to (scale s, layer weights w).
+// Controller worker (workers/controller.worker.ts): trains the WAS controller (src/core/controller, TensorFlow.js).
+// Inference runs in the LLM worker, where the flow runs (src/core/controller/forward.ts).
 // ---------------------------------------------------------------------------------------------------------------
 
-/** Which tfjs backend the controller runs on, and why the ones tried before it were refused. */
+/** Which tfjs backend the controller trains on, and why the ones tried before it were refused. */
 export interface ControllerBackendInfo {
   backend: string;
   attempts: { name: string; ok: boolean; reason: string | null }[];
@@ -200,28 +403,17 @@ export type ControllerTrainEvent =
   | { type: 'batch'; epoch: number; batch: number; batches: number; loss: number }
   | { type: 'epoch'; metrics: EpochMetrics };
 
-/** A trained or loaded controller: its metadata and its file bytes (src/core/controller/format.ts). */
+/** A trained controller: its metadata and its file bytes (src/core/controller/format.ts). */
 export interface ControllerInfo {
   metadata: ControllerMetadata;
   bytes: Uint8Array;
 }
 
-export interface ControllerPredictionBatch {
-  /** float32 [rows]: global steering scale s per prompt. */
-  scales: Float32Array;
-  /** float32 [rows * numLayers], row-major: layer weights w per prompt. */
-  layerWeights: Float32Array;
-}
-
 export interface ControllerWorkerApi {
   /** Picks the tfjs backend (WASM, else CPU) and reports it. */
   init(): Promise<ControllerBackendInfo>;
-  /** Trains a controller and makes it the active one; onEvent streams batch losses and epoch metrics. */
+  /** Trains a controller; onEvent streams batch losses and epoch metrics. Hand the bytes to the LLM worker to use it. */
   train(job: ControllerTrainJob, onEvent?: (e: ControllerTrainEvent) => void): Promise<ControllerInfo>;
   /** Stops a running train(), which then rejects with an AbortError. */
   cancel(): Promise<void>;
-  /** Loads a controller file; `expect` refuses one made for another model shape. */
-  load(bytes: Uint8Array, expect?: { numLayers: number; hiddenSize: number }): Promise<ControllerInfo>;
-  predict(features: Float32Array, rows: number): Promise<ControllerPredictionBatch>;
-  unload(): Promise<void>;
 }

@@ -6,7 +6,8 @@
  */
 import type { Command } from 'commander';
 import { loadMethodModel } from '../../core/method/model.js';
-import { loadPromptSet, pick } from '../../core/method/datasets.js';
+import { loadPromptSet } from '../../core/method/datasets.js';
+import { directionPrompts } from '../../core/method/prompt-sets.js';
 import { diffInMeansOfModel, embeddingDirectionOfModel, type DiffInMeansInfo, type EmbeddingDirectionInfo } from '../../core/method/directions.js';
 import { directionId } from '../../core/method/artifacts.js';
 import type { SteerableModel } from '../../core/model/steerable.js';
@@ -60,18 +61,12 @@ async function harmfulHarmless(o: DirectionCliOptions) {
   const n = parseCount('n', o.n);
   const valN = parseCount('val-n', o.valN);
   const seed = parseSeed(o.seed);
-  const take = async (source: string, label: 'harmful' | 'benign', flag: string) => {
+  const load = async (source: string, label: 'harmful' | 'benign', flag: string) => {
     const set = await loadPromptSet({ source, label, ...(o.textColumn ? { textColumn: o.textColumn } : {}) });
-    const prompts = set.prompts.filter((p) => p.label === label);
-    if (prompts.length < 2) throw new Error(`--${flag} ${source}: ${prompts.length} ${label} prompts; at least 2 are needed (training and validation)`);
-    const picked = pick(prompts, n + valN, seed);
-    // Train and validation are disjoint: the first n of the seeded sample train, the rest validate.
-    const k = Math.min(n, picked.length - 1);
-    return { train: picked.slice(0, k).map((p) => p.text), val: picked.slice(k).map((p) => p.text) };
+    return { name: `--${flag} ${source}`, prompts: set.prompts };
   };
-  const hf = await take(o.harmful, 'harmful', 'harmful');
-  const hl = await take(o.harmless, 'benign', 'harmless');
-  return { hf, hl, seed };
+  const sets = directionPrompts(await load(o.harmful, 'harmful', 'harmful'), await load(o.harmless, 'benign', 'harmless'), n, valN, seed);
+  return { hf: sets.harmful, hl: sets.harmless, seed };
 }
 
 export async function runDirection(o: DirectionCliOptions, log: (s: string) => void = () => {}): Promise<DirectionRunResult> {
@@ -124,7 +119,7 @@ export async function runDirection(o: DirectionCliOptions, log: (s: string) => v
     log(`wrote ${o.out}`);
     return {
       out: o.out,
-      id: directionId(file),
+      id: await directionId(file),
       method: o.method,
       model_id: model.id,
       hidden_size: model.hiddenSize,

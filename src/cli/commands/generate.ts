@@ -10,7 +10,7 @@ import { loadSteerableModel } from '../../core/model/load.js';
 import { applyHub, parseDevice, parseDtype, readSteeringFile, resolveModelArg, stderrProgress } from '../../core/model/node-cli.js';
 import type { GenerateResult, SamplingOptions } from '../../core/model/types.js';
 import { fitDepsFromTokenizer, fitNote, fitPrompt, FIT_MODES, parseFitMode, type FitResult } from '../../core/method/fit.js';
-import { runFlow } from '../../core/method/flow.js';
+import { compareFlow, runFlow, type Reply } from '../../core/method/flow.js';
 import { addPolicyOptions, resolvePolicyOptions, type PolicyCliOptions } from '../policy-options.js';
 
 export interface GenerateCliOptions extends PolicyCliOptions {
@@ -31,6 +31,8 @@ export interface GenerateCliOptions extends PolicyCliOptions {
   modelFile?: string;
   hub?: string;
   json?: boolean;
+  /** Base and steered replies side by side, from one batch-2 generation (compareFlow). */
+  compare?: boolean;
 }
 
 function num(flag: string, v: string | undefined, integer: boolean): number | undefined {
@@ -46,6 +48,8 @@ export interface GenerateCliResult extends GenerateResult {
   fit?: FitResult;
   /** Set when a steering policy (not a raw matrix) drove the patch. */
   policy?: { kind: string; scale: number | null; layerWeights: number[] | null; rowNorms: number[] | null; warnings: string[] };
+  /** --compare: the unsteered reply of the same batch (the top-level text and tokens are the steered reply). */
+  base?: Reply;
 }
 
 export async function runGenerate(o: GenerateCliOptions, onText?: (t: string) => void): Promise<GenerateCliResult> {
@@ -78,6 +82,25 @@ export async function runGenerate(o: GenerateCliOptions, onText?: (t: string) =>
   });
   try {
     const policyKind = o.policy ?? 'off';
+    if (o.compare) {
+      if (o.steering) throw new Error('--compare steers with a --policy, not a fixed --steering matrix');
+      if (o.raw) throw new Error('--compare cannot be used with --raw: policies observe the chat-formatted prompt');
+      const resolved = await resolvePolicyOptions(o, { id: sm.id, numLayers: sm.numLayers, hiddenSize: sm.hiddenSize });
+      const flow = await compareFlow(sm, o.prompt, { direction: resolved.direction, controller: resolved.controller }, {
+        policy: resolved.policy,
+        maxNewTokens,
+        steerPromptPositions: steerPrompt,
+        sampling: sample ? sampling : null,
+        fit: fitMode,
+      });
+      return {
+        ...flow.steered,
+        base: flow.base,
+        promptTokenIds: sm.formatChat(flow.fit.text).ids,
+        fit: flow.fit,
+        policy: { kind: policyKind, scale: flow.scale, layerWeights: flow.layerWeights, rowNorms: flow.rowNorms, warnings: resolved.warnings },
+      };
+    }
     if (policyKind !== 'off') {
       if (o.steering) throw new Error('--steering (a fixed matrix) and --policy are exclusive: give one of them');
       if (o.raw) throw new Error('--raw cannot be used with --policy: policies observe the chat-formatted prompt');
@@ -135,9 +158,10 @@ export function register(program: Command): void {
     .option('--device <device>', 'cpu | wasm | webgpu (default cpu in Node)')
     .option('--model-file <name>', "transformers.js model_file_name, e.g. 'model' or 'decoder_model_merged'")
     .option('--hub <url>', 'hub base URL (default: STEERLAB_HUB, else transformers.js default)')
+    .option('--compare', 'base and steered replies side by side, from one batch-2 generation (row 0 unpatched, row 1 the policy)')
     .option('--json', 'print one JSON object on stdout instead of streaming text');
   addPolicyOptions(cmd).action(async (o: GenerateCliOptions) => {
-    const r = await runGenerate(o, o.json ? undefined : (t) => process.stdout.write(t));
+    const r = await runGenerate(o, o.json || o.compare ? undefined : (t) => process.stdout.write(t));
     for (const w of r.policy?.warnings ?? []) process.stderr.write(`warning: ${w}\n`);
     const note = r.fit ? fitNote(r.fit) : null;
     if (note) process.stderr.write(`note: ${note}\n`);
@@ -145,8 +169,10 @@ export function register(program: Command): void {
       const out: Record<string, unknown> = { text: r.text, token_ids: r.tokenIds, finish_reason: r.finishReason, prompt_token_ids: r.promptTokenIds };
       if (r.fit) Object.assign(out, { truncated: r.fit.truncated, prompt_tokens: r.fit.originalTokens, kept_tokens: r.fit.keptTokens });
       if (r.policy) Object.assign(out, { policy: r.policy.kind, scale: r.policy.scale, layer_weights: r.policy.layerWeights, row_norms: r.policy.rowNorms });
+      if (r.base) out.base = { text: r.base.text, token_ids: r.base.tokenIds, finish_reason: r.base.finishReason };
       process.stdout.write(`${JSON.stringify(out)}\n`);
     } else {
+      if (r.base) process.stdout.write(`base:\n${r.base.text}\n\nsteered (${r.policy?.kind ?? 'off'}):\n${r.text}`);
       process.stdout.write('\n');
       if (r.policy) {
         const fmt = (v: number[] | null) => (v ? v.map((x) => x.toFixed(3)).join(' ') : '-');

@@ -9,9 +9,11 @@ import { saveControllerFile } from '../../core/controller/node-io.js';
 import { selectBackend } from '../../core/controller/backend.js';
 import { PAPER_DEFAULTS, splitControllerDataset, trainController } from '../../core/controller/train.js';
 import type { Controller, ControllerLoss, EpochMetrics } from '../../core/controller/metadata.js';
-import { controllerActivations, readActivationCache, writeActivationCache } from '../../core/method/activations.js';
+import { controllerActivations } from '../../core/method/activations.js';
+import { readActivationCache, writeActivationCache } from '../../core/method/activations-cache-node.js';
 import { loadDirectionFor } from '../../core/method/artifacts.js';
-import { loadPromptSet, pick } from '../../core/method/datasets.js';
+import { loadPromptSet } from '../../core/method/datasets.js';
+import { controllerPrompts } from '../../core/method/prompt-sets.js';
 import { loadMethodModel } from '../../core/method/model.js';
 import type { Device, Dtype } from '../../core/model/types.js';
 import { ProgressBar } from '../progress.js';
@@ -69,14 +71,11 @@ export async function runTrainController(o: TrainControllerCliOptions, onEpoch: 
   const alpha = o.alpha !== undefined ? parseNumber('alpha', o.alpha) : PAPER_DEFAULTS.alpha;
 
   // Prompt sets first: a bad dataset fails before the model loads.
-  const take = async (source: string, label: 'harmful' | 'benign', flag: string) => {
+  const load = async (source: string, label: 'harmful' | 'benign', flag: string) => {
     const set = await loadPromptSet({ source, label, ...(o.textColumn ? { textColumn: o.textColumn } : {}) });
-    const prompts = set.prompts.filter((p) => p.label === label);
-    if (prompts.length === 0) throw new Error(`--${flag} ${source}: no ${label} prompts`);
-    return pick(prompts, n, seed);
+    return { name: `--${flag} ${source}`, prompts: set.prompts };
   };
-  const harmful = await take(o.harmful, 'harmful', 'harmful');
-  const benign = await take(o.benign, 'benign', 'benign');
+  const chosen = controllerPrompts(await load(o.harmful, 'harmful', 'harmful'), await load(o.benign, 'benign', 'benign'), n, seed);
 
   const t0 = performance.now();
   const model = await loadMethodModel({ model: o.model, dtype: o.dtype, device: o.device, modelFileName: o.modelFileName });
@@ -84,8 +83,7 @@ export async function runTrainController(o: TrainControllerCliOptions, onEpoch: 
     const dir = await loadDirectionFor(o.direction, model);
     const t1 = performance.now();
     const inputLayers = controllerInputLayers(model.numLayers);
-    const prompts = [...harmful, ...benign].map((p) => p.text);
-    const labels = Uint8Array.from([...harmful.map(() => 1), ...benign.map(() => 0)]);
+    const { prompts, labels } = chosen;
     const key = { modelId: model.id, inputLayers, hiddenSize: model.hiddenSize, prompts };
     let x = o.cache ? await readActivationCache(o.cache, key) : null;
     const fromCache = x !== null;
@@ -112,7 +110,7 @@ export async function runTrainController(o: TrainControllerCliOptions, onEpoch: 
       validation,
       directionId: dir.id,
       alpha,
-      trainingSetDescription: `harmful: ${o.harmful} (${harmful.length}), benign: ${o.benign} (${benign.length}); last prompt token with chat template and generation prompt; validation fraction ${valFraction}, seed ${seed}`,
+      trainingSetDescription: `harmful: ${o.harmful} (${chosen.counts.harmful}), benign: ${o.benign} (${chosen.counts.benign}); last prompt token with chat template and generation prompt; validation fraction ${valFraction}, seed ${seed}`,
       onEpoch,
     });
     await saveControllerFile(o.out, controller);
@@ -123,7 +121,7 @@ export async function runTrainController(o: TrainControllerCliOptions, onEpoch: 
       model_id: model.id,
       direction_id: dir.id,
       input_layers: inputLayers,
-      rows: { harmful: harmful.length, benign: benign.length, train: train.labels.length, validation: validation.labels.length },
+      rows: { harmful: chosen.counts.harmful, benign: chosen.counts.benign, train: train.labels.length, validation: validation.labels.length },
       epochs: m.epochs,
       held_out_accuracy: m.held_out_accuracy,
       held_out_balanced_accuracy: m.held_out_balanced_accuracy,

@@ -5,16 +5,17 @@
  *     prompt and ran with it, which this project does not repeat), rows l+1 of the controller's input layers;
  *   - diff-in-means inputs: residuals at every residual index (0..L) and at the last P post-instruction positions.
  * One unsteered forward per prompt (prompts differ in length; batch-1 rows need no padding mask).
- * A small safetensors cache lets train-controller reuse cached activations across runs.
+ * Browser-safe: the lab's LLM worker runs these; the CLI's activation cache is in activations-cache-node.ts.
  */
-import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import type { SteerableModel } from '../model/steerable.js';
-import { decodeSafetensors, encodeSafetensors } from '../steering/safetensors.js';
-import { writeFileAtomic } from '../steering/direction-file-node.js';
 import { controllerInput } from './flow.js';
 
 export type Progress = (done: number, total: number) => void;
+
+/** Stops a loop over prompts between two forward passes when the signal fires (the lab's cancel). */
+export function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new DOMException('cancelled', 'AbortError');
+}
 
 /** Unsteered residual [L+1, H] of the last chat-templated prompt token. */
 export async function lastTokenResidual(model: SteerableModel, prompt: string): Promise<Float32Array> {
@@ -31,15 +32,34 @@ function residualColumn(data: Float32Array, K: number, S: number, H: number, p: 
 }
 
 /** Controller input rows [n, inputLayers * H] for a prompt list. */
-export async function controllerActivations(model: SteerableModel, prompts: readonly string[], inputLayers: readonly number[], onProgress?: Progress): Promise<Float32Array> {
+export async function controllerActivations(
+  model: SteerableModel,
+  prompts: readonly string[],
+  inputLayers: readonly number[],
+  onProgress?: Progress,
+  signal?: AbortSignal,
+): Promise<Float32Array> {
   const width = inputLayers.length * model.hiddenSize;
   const x = new Float32Array(prompts.length * width);
   for (let i = 0; i < prompts.length; i++) {
+    throwIfAborted(signal);
     const r = await lastTokenResidual(model, prompts[i]!);
     x.set(controllerInput(r, inputLayers, model.numLayers, model.hiddenSize), i * width);
     onProgress?.(i + 1, prompts.length);
   }
   return x;
+}
+
+/** Unsteered residuals [n, L+1, H] of the last chat-templated prompt token of each prompt. */
+export async function lastTokenActivations(model: SteerableModel, prompts: readonly string[], onProgress?: Progress, signal?: AbortSignal): Promise<Float32Array> {
+  const stride = (model.numLayers + 1) * model.hiddenSize;
+  const out = new Float32Array(prompts.length * stride);
+  for (let i = 0; i < prompts.length; i++) {
+    throwIfAborted(signal);
+    out.set(await lastTokenResidual(model, prompts[i]!), i * stride);
+    onProgress?.(i + 1, prompts.length);
+  }
+  return out;
 }
 
 /** Number of post-instruction template tokens every prompt has (the minimum over prompts, at least 1). */
@@ -59,6 +79,7 @@ export async function postInstructionResiduals(
   prompts: readonly string[],
   positions: number,
   onProgress?: Progress,
+  signal?: AbortSignal,
 ): Promise<{ data: Float32Array; logits: Float32Array }> {
   const K = model.numLayers + 1;
   const H = model.hiddenSize;
@@ -66,6 +87,7 @@ export async function postInstructionResiduals(
   const data = new Float32Array(prompts.length * K * positions * H);
   const logits = new Float32Array(prompts.length * V);
   for (let i = 0; i < prompts.length; i++) {
+    throwIfAborted(signal);
     const { ids } = model.formatChat(prompts[i]!);
     if (ids.length < positions) throw new Error(`prompt ${i} has ${ids.length} tokens, fewer than ${positions} post-instruction positions`);
     const out = await model.forward([ids], { steering: null });
@@ -80,47 +102,4 @@ export async function postInstructionResiduals(
     onProgress?.(i + 1, prompts.length);
   }
   return { data, logits };
-}
-
-// ------------------------------------------------------------------------------------------------ on-disk cache
-
-export interface ActivationCacheKey {
-  modelId: string;
-  inputLayers: readonly number[];
-  hiddenSize: number;
-  /** The prompts, in row order (their texts are hashed: a changed set misses the cache). */
-  prompts: readonly string[];
-}
-
-export function activationCacheDigest(key: ActivationCacheKey): string {
-  const h = createHash('sha256');
-  h.update(JSON.stringify({ m: key.modelId, l: key.inputLayers, h: key.hiddenSize, template: 'chat+generation-prompt/last-token' }));
-  for (const p of key.prompts) h.update(`\u0000${p}`);
-  return h.digest('hex');
-}
-
-/** Cached rows for exactly this key, or null (missing file or another key). A corrupt file is an error. */
-export async function readActivationCache(file: string, key: ActivationCacheKey): Promise<Float32Array | null> {
-  let bytes: Uint8Array;
-  try {
-    bytes = new Uint8Array(await readFile(file));
-  } catch {
-    return null;
-  }
-  const { tensors, metadata } = decodeSafetensors(bytes, { source: file });
-  if (metadata.format !== 'steerlab-activations') throw new Error(`${file} is not a Steerlab activation cache (format ${JSON.stringify(metadata.format)})`);
-  if (metadata.digest !== activationCacheDigest(key)) return null;
-  const x = tensors.x;
-  const width = key.inputLayers.length * key.hiddenSize;
-  if (!x || x.data.length !== key.prompts.length * width) throw new Error(`${file}: tensor "x" does not hold ${key.prompts.length} rows of ${width} values`);
-  return x.data;
-}
-
-export async function writeActivationCache(file: string, key: ActivationCacheKey, x: Float32Array): Promise<void> {
-  const width = key.inputLayers.length * key.hiddenSize;
-  const bytes = encodeSafetensors(
-    { x: { dtype: 'F32', shape: [key.prompts.length, width], data: x } },
-    { format: 'steerlab-activations', digest: activationCacheDigest(key), model_id: key.modelId, input_layers: JSON.stringify(key.inputLayers) },
-  );
-  await writeFileAtomic(file, bytes);
 }

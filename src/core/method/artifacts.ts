@@ -4,10 +4,9 @@
  * quantised copy) and a controller file (layers and hidden size must match; another model id is an error unless
  * allowed). A direction's id ties a controller to the direction it was trained to drive.
  */
-import { createHash } from 'node:crypto';
 import { loadControllerFile } from '../controller/node-io.js';
 import type { Controller } from '../controller/metadata.js';
-import { checkDirectionFits, type DirectionFile } from '../steering/direction-file.js';
+import { checkDirectionFits, directionId, type DirectionFile } from '../steering/direction-file.js';
 import { readDirectionFile } from '../steering/direction-file-node.js';
 import { methodController, type MethodController } from './flow.js';
 
@@ -17,12 +16,7 @@ export interface ModelIdentity {
   hiddenSize: number;
 }
 
-/** Stable id of a direction: its method and a hash of the unit vector's bytes. */
-export function directionId(file: DirectionFile): string {
-  const d = file.direction;
-  const hash = createHash('sha256').update(new Uint8Array(d.buffer, d.byteOffset, d.byteLength)).digest('hex');
-  return `${file.metadata.method}:${hash.slice(0, 16)}`;
-}
+export { directionId };
 
 export async function loadDirectionFor(path: string, model: ModelIdentity): Promise<{ file: DirectionFile; id: string; warnings: string[] }> {
   let file: DirectionFile;
@@ -34,7 +28,7 @@ export async function loadDirectionFor(path: string, model: ModelIdentity): Prom
     throw e;
   }
   const warnings = checkDirectionFits(file, { hiddenSize: model.hiddenSize, numLayers: model.numLayers, modelId: model.id });
-  return { file, id: directionId(file), warnings };
+  return { file, id: await directionId(file), warnings };
 }
 
 export async function loadControllerFor(

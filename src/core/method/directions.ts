@@ -28,17 +28,20 @@ import { DTYPE_SUFFIX } from '../model/hub-paths.js';
 import type { TjsTokenizer } from '../model/prompt.js';
 import { readEmbeddingMatrix, type EmbeddingMatrix, type EmbeddingSource } from '../onnx/weights-reader.js';
 import { ANSWER_PHRASES, REFUSAL_PHRASES, denseEmbeddingRows, embeddingDirection } from '../steering/direction.js';
+import { fitCastCondition, type CastCondition } from '../steering/cast.js';
 import {
   candidateAt,
   diffInMeans,
+  layerSeparation,
   listCandidates,
   residualsFromArray,
   steeringRowOfResidualIndex,
   type DirectionCandidate,
+  type LayerSeparation,
 } from '../steering/diff-in-means.js';
 import { diffInMeansDirectionFile, embeddingDirectionFile, type DirectionFile } from '../steering/direction-file.js';
 import { klDivergence, refusalScore, selectDirection, type CandidateScores, type SelectionOptions, type SelectionResult } from '../steering/selection.js';
-import { postInstructionResiduals, commonPostInstructionCount, type Progress } from './activations.js';
+import { postInstructionResiduals, commonPostInstructionCount, throwIfAborted, type Progress } from './activations.js';
 
 export const ABLATION_PROXY =
   'mean-projection ablation: row l = -(mu_{l+1} - mu_l) d (row 0 = -mu_1 d), mu_k = mean over the evaluated set of (x_k . d) at the post-instruction positions, unsteered; true per-position directional ablation is not expressible as an additive patch';
@@ -126,6 +129,8 @@ export interface DiffInMeansOptions {
   refusalTokenIds?: number[];
   /** Stage progress (stage names: 'train activations', 'validation activations', 'candidates'). */
   onProgress?: (stage: string, done: number, total: number) => void;
+  /** Stops between forward passes (the lab's cancel). */
+  signal?: AbortSignal;
   datasets?: Record<string, string>;
   seed?: number;
   createdAt?: string;
@@ -186,11 +191,23 @@ async function lastLogits(model: SteerableModel, prompts: readonly string[], ste
   return out;
 }
 
+/** Residuals [n, K, P, H] at position p -> [n, K, H]. */
+function atPosition(data: Float32Array, n: number, K: number, P: number, H: number, p: number): Float32Array {
+  const out = new Float32Array(n * K * H);
+  for (let i = 0; i < n; i++) {
+    for (let k = 0; k < K; k++) {
+      const from = ((i * K + k) * P + p) * H;
+      out.set(data.subarray(from, from + H), (i * K + k) * H);
+    }
+  }
+  return out;
+}
+
 export async function diffInMeansOfModel(
   model: SteerableModel,
   sets: DiffInMeansSets,
   opts: DiffInMeansOptions = {},
-): Promise<{ file: DirectionFile; info: DiffInMeansInfo }> {
+): Promise<{ file: DirectionFile; info: DiffInMeansInfo; lastToken: LastTokenActivations }> {
   const L = model.numLayers;
   const K = L + 1;
   const H = model.hiddenSize;
@@ -202,8 +219,8 @@ export async function diffInMeansOfModel(
   const nTrain = sets.harmfulTrain.length + sets.harmlessTrain.length;
   let done = 0;
   const trainProgress: Progress = () => progress('train activations')(++done, nTrain);
-  const hf = await postInstructionResiduals(model, sets.harmfulTrain, P, trainProgress);
-  const hl = await postInstructionResiduals(model, sets.harmlessTrain, P, trainProgress);
+  const hf = await postInstructionResiduals(model, sets.harmfulTrain, P, trainProgress, opts.signal);
+  const hl = await postInstructionResiduals(model, sets.harmlessTrain, P, trainProgress, opts.signal);
   const cands = diffInMeans(
     residualsFromArray(hf.data, [sets.harmfulTrain.length, K, P, H]),
     residualsFromArray(hl.data, [sets.harmlessTrain.length, K, P, H]),
@@ -214,14 +231,15 @@ export async function diffInMeansOfModel(
   const nVal = sets.harmfulVal.length + sets.harmlessVal.length;
   done = 0;
   const valProgress: Progress = () => progress('validation activations')(++done, nVal);
-  const hfVal = await postInstructionResiduals(model, sets.harmfulVal, P, valProgress);
-  const hlVal = await postInstructionResiduals(model, sets.harmlessVal, P, valProgress);
+  const hfVal = await postInstructionResiduals(model, sets.harmfulVal, P, valProgress, opts.signal);
+  const hlVal = await postInstructionResiduals(model, sets.harmlessVal, P, valProgress, opts.signal);
   const V = model.vocabSize;
   const baseHarmless = Array.from({ length: sets.harmlessVal.length }, (_, i) => hlVal.logits.subarray(i * V, (i + 1) * V));
   const refusalIds = opts.refusalTokenIds ?? refusalFirstTokens(model.tokenizer);
   const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
   const evaluate = async (c: DirectionCandidate): Promise<CandidateScores> => {
+    throwIfAborted(opts.signal);
     // Residual index 0 (embedding output) has no steering row: scored NaN so the selection filters it.
     if (c.layer < 1) return { ablationRefusalScore: NaN, steeringRefusalScore: NaN, kl: NaN };
     const d = c.direction;
@@ -276,5 +294,36 @@ export async function diffInMeansOfModel(
       selected: { residual_index: best.layer, steering_row: best.layer - 1, position: best.position, norm: best.norm, scores: row?.scores ?? null },
       ranking: sel.ranking.slice(0, 10),
     },
+    // The last post-instruction position is the last prompt token: what the flow observes, for the report.
+    lastToken: {
+      harmful: atPosition(hf.data, sets.harmfulTrain.length, K, P, H, P - 1),
+      harmless: atPosition(hl.data, sets.harmlessTrain.length, K, P, H, P - 1),
+    },
+  };
+}
+
+// ------------------------------------------------------------------------------------------------ report
+
+/** Unsteered residuals [n, L+1, H] of the last prompt token of harmful and harmless prompts. */
+export interface LastTokenActivations {
+  harmful: Float32Array;
+  harmless: Float32Array;
+}
+
+export interface DirectionReport {
+  /** Per residual index 0..L: how far apart the two classes lie along the direction (the lab's separation plot). */
+  separation: LayerSeparation[];
+  /** A CAST condition fitted on the same activations (fitCastCondition), or null with fewer than two pairs. */
+  cast: CastCondition | null;
+}
+
+/** What a direction does on labelled prompts: the per-layer separation plot and a fitted CAST condition. */
+export function directionReport(file: DirectionFile, acts: LastTokenActivations, numLayers: number, hiddenSize: number): DirectionReport {
+  const K = numLayers + 1;
+  const stride = K * hiddenSize;
+  const residuals = (a: Float32Array) => residualsFromArray(a, [a.length / stride, K, 1, hiddenSize]);
+  return {
+    separation: layerSeparation(residuals(acts.harmful), residuals(acts.harmless), file.direction),
+    cast: fitCastCondition(acts.harmful, acts.harmless, numLayers, hiddenSize),
   };
 }

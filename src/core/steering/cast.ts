@@ -204,3 +204,57 @@ export function fitConditionLayer(
   for (const r of perLayer) if (r.f1 > best.f1) best = r;
   return { ...best, perLayer };
 }
+
+/**
+ * A CAST condition fitted on labelled prompt activations, as IBM's grid search does it: at every residual index
+ * 1..L a condition vector by PCA of (harmful_i, harmless_i) pairs, the similarity of every prompt to it, and the
+ * threshold with the best F1 for "harmful = steer"; the residual index with the best F1 wins. `harmful` and
+ * `harmless` are [n, L+1, H] activations of one token per prompt (the flow reads the last prompt token). null when
+ * there are fewer than two pairs or no layer yields a condition vector.
+ */
+export function fitCastCondition(harmful: Float32Array, harmless: Float32Array, numLayers: number, hiddenSize: number): CastCondition | null {
+  const stride = (numLayers + 1) * hiddenSize;
+  for (const [what, a] of [['harmful', harmful], ['harmless', harmless]] as const) {
+    if (a.length % stride !== 0) throw new RangeError(`${what} activations have ${a.length} values, not a multiple of (L+1) x H = ${stride}`);
+  }
+  const nh = harmful.length / stride;
+  const nb = harmless.length / stride;
+  const pairs = Math.min(nh, nb);
+  if (pairs < 2) return null;
+  const row = (a: Float32Array, i: number, k: number) => a.subarray(i * stride + k * hiddenSize, i * stride + (k + 1) * hiddenSize);
+  const labels = [...new Array<boolean>(nh).fill(true), ...new Array<boolean>(nb).fill(false)];
+  const byLayer: { layer: number; similarities: number[]; vector: Float32Array }[] = [];
+  for (let k = 1; k <= numLayers; k++) {
+    let vector: Float32Array;
+    try {
+      vector = conditionVectorPCA(
+        Array.from({ length: pairs }, (_, i) => row(harmful, i, k)),
+        Array.from({ length: pairs }, (_, i) => row(harmless, i, k)),
+      ).vector;
+    } catch {
+      // Every pair identical at this layer: no condition vector, the layer cannot be chosen.
+      continue;
+    }
+    const similarities = [
+      ...Array.from({ length: nh }, (_, i) => castSimilarity(row(harmful, i, k), vector)),
+      ...Array.from({ length: nb }, (_, i) => castSimilarity(row(harmless, i, k), vector)),
+    ];
+    byLayer.push({ layer: k, similarities, vector });
+  }
+  if (byLayer.length === 0) return null;
+  const fit = fitConditionLayer(byLayer, labels);
+  const chosen = byLayer.find((b) => b.layer === fit.layer)!;
+  return { vector: chosen.vector, layer: fit.layer, threshold: fit.threshold, activeWhen: fit.activeWhen };
+}
+
+/** Throws unless the condition fits a model of this shape (vector of hidden size, layer a residual index 0..L). */
+export function validateCastCondition(c: CastCondition, numLayers: number, hiddenSize: number): CastCondition {
+  if (!c || typeof c !== 'object') throw new TypeError('CAST condition must be an object { vector, layer, threshold, activeWhen }');
+  checkVector(c.vector, hiddenSize, 'CAST condition vector');
+  if (!Number.isSafeInteger(c.layer) || c.layer < 0 || c.layer > numLayers) {
+    throw new RangeError(`CAST condition layer ${String(c.layer)} is not a residual index in 0..${numLayers}`);
+  }
+  if (typeof c.threshold !== 'number' || !Number.isFinite(c.threshold)) throw new RangeError(`CAST threshold must be a finite number, got ${String(c.threshold)}`);
+  if (c.activeWhen !== 'above' && c.activeWhen !== 'below') throw new RangeError(`CAST activeWhen must be 'above' or 'below', got ${String(c.activeWhen)}`);
+  return c;
+}

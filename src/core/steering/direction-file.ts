@@ -279,3 +279,14 @@ export function diffInMeansDirectionFile(
   const metadata = validateDirectionMetadata({ ...common(o), method: 'diff-in-means', layer: selected.layer - 1, position: selected.position });
   return assemble(metadata, { direction: selected.direction, rawDirection: selected.vector, ...(directions ? { directions } : {}) });
 }
+
+/**
+ * Stable id of a direction: its method and a hash (SHA-256, first 16 hex digits) of the unit vector's bytes. Web
+ * Crypto, so Node and the browser compute the same id; a controller records the id of the direction it drives.
+ */
+export async function directionId(file: DirectionFile): Promise<string> {
+  const d = file.direction;
+  const digest = await globalThis.crypto.subtle.digest('SHA-256', new Uint8Array(d.buffer, d.byteOffset, d.byteLength).slice());
+  const hex = Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('');
+  return `${file.metadata.method}:${hex.slice(0, 16)}`;
+}

@@ -5,9 +5,13 @@
  */
 import * as Comlink from 'comlink';
 import type {
-  DeviceProbe, ForwardRequest, ForwardResult, GenerateEvent, GenerateRequest, GenerateResult, LlmWorkerApi,
-  LoadedModelInfo, LoadProgressEvent, LoadRequest, SteeringMatrix,
+  CompareEvent, CompareReply, CompareRequest, ControllerActivationSpec, ControllerSummary, DeviceProbe, DirectionInfo,
+  DirectionJobResult, DirectionJobSpec, EvalOutcome, EvalPlan, ForwardRequest, ForwardResult, GenerateEvent, GenerateRequest,
+  GenerateResult, LlmWorkerApi, LoadedModelInfo, LoadProgressEvent, LoadRequest, PreviewReply,
 } from '../../../workers/protocol.js';
+import type { PolicySettings } from '../../core/method/settings.js';
+import { IdbRecordStore } from '../../core/eval/records-idb.js';
+import type { EvalRecord } from '../../core/eval/records.js';
 
 const logEl = document.getElementById('log');
 function log(line: string): void {
@@ -30,60 +34,79 @@ const workerFailed = new Promise<never>((_, reject) => {
 });
 workerFailed.catch(() => undefined);
 const guard = <T>(p: Promise<T>): Promise<T> => Promise.race([p, workerFailed]);
-const llm = {
-  probeDevice: () => guard(llmRemote.probeDevice()),
-  load: (req: LoadRequest, cb: (e: LoadProgressEvent) => void) => guard(llmRemote.load(req, cb)),
-  setSteering: (m: SteeringMatrix) => guard(llmRemote.setSteering(m)),
-  generate: (req: GenerateRequest, cb: (e: GenerateEvent) => void) => guard(llmRemote.generate(req, cb)),
-  cancel: () => guard(llmRemote.cancel()),
-  forward: (req: ForwardRequest) => guard(llmRemote.forward(req)),
-  tokenize: (text: string) => guard(llmRemote.tokenize(text)),
-  dispose: () => guard(llmRemote.dispose()),
-};
 
-/** Typed arrays become plain number arrays here so page.evaluate can hand them to Node. */
+/** Typed arrays become plain number arrays (and back) here so page.evaluate can hand them to and from Node. */
+type Plain<T> = T extends Float32Array | Uint8Array ? number[] : T extends (infer U)[] ? Plain<U>[] : T extends object ? { [K in keyof T]: Plain<T[K]> } : T;
+
+function plain<T>(x: T): Plain<T> {
+  if (x instanceof Float32Array || x instanceof Uint8Array) return Array.from(x) as Plain<T>;
+  if (Array.isArray(x)) return x.map(plain) as Plain<T>;
+  if (x && typeof x === 'object') return Object.fromEntries(Object.entries(x).map(([k, v]) => [k, plain(v)])) as Plain<T>;
+  return x as Plain<T>;
+}
+
+const bytesOf = (b: number[]) => Uint8Array.from(b);
+
 const debugApi = {
-  probeDevice: (): Promise<DeviceProbe> => llm.probeDevice(),
+  probeDevice: (): Promise<DeviceProbe> => guard(llmRemote.probeDevice()),
   async load(req: LoadRequest): Promise<{ info: LoadedModelInfo; events: LoadProgressEvent[] }> {
     const events: LoadProgressEvent[] = [];
-    const info = await llm.load(req, Comlink.proxy((e: LoadProgressEvent) => {
+    const info = await guard(llmRemote.load(req, Comlink.proxy((e: LoadProgressEvent) => {
       events.push(e);
       if (e.stage !== 'download') log(`load: ${e.stage}${'file' in e ? ` ${e.file}` : ''}`);
-    }));
+    })));
     log(`loaded ${info.model} on ${info.device} (${info.deviceReason}) in ${info.loadMs.toFixed(0)} ms`);
     return { info, events };
   },
-  setSteering: (matrix: number[] | null): Promise<void> => llm.setSteering(matrix ? Float32Array.from(matrix) : null),
+  async useDirection(bytes: number[], cast?: { vector: number[]; layer: number; threshold: number; activeWhen: 'above' | 'below' } | null): Promise<Plain<DirectionInfo>> {
+    const c = cast ? { ...cast, vector: Float32Array.from(cast.vector) } : null;
+    return plain(await guard(llmRemote.useDirection({ bytes: bytesOf(bytes), cast: c, source: 'test' })));
+  },
+  useController: async (bytes: number[]): Promise<ControllerSummary> => guard(llmRemote.useController({ bytes: bytesOf(bytes), source: 'test' })),
+  /** cancelAfter: call cancel() once that many token events have arrived (tests the cancel path). */
+  async compare(req: CompareRequest, opts: { cancelAfter?: number } = {}): Promise<{ reply: Plain<CompareReply>; events: Plain<CompareEvent>[] }> {
+    const events: CompareEvent[] = [];
+    const reply = await guard(llmRemote.compare(req, Comlink.proxy((e: CompareEvent) => {
+      events.push(e);
+      if (events.filter((x) => x.type === 'token').length === opts.cancelAfter) void llmRemote.cancel();
+    })));
+    log(`compared: base ${reply.base.tokenIds.length} tokens, steered ${reply.steered.tokenIds.length} tokens in ${reply.ms.toFixed(0)} ms`);
+    return { reply: plain(reply), events: events.map(plain) };
+  },
+  preview: async (settings: PolicySettings): Promise<Plain<PreviewReply>> => plain(await guard(llmRemote.preview(settings) as Promise<PreviewReply>)),
+  computeDirection: async (spec: DirectionJobSpec): Promise<Plain<DirectionJobResult>> => plain(await guard(llmRemote.computeDirection(spec))),
+  async collectControllerActivations(spec: ControllerActivationSpec): Promise<{ trainFeatures: number[]; trainLabels: number[]; inputLayers: number[] }> {
+    const r = await guard(llmRemote.collectControllerActivations(spec));
+    return { trainFeatures: Array.from(r.train.features), trainLabels: Array.from(r.train.labels), inputLayers: r.inputLayers };
+  },
+  /** Runs an evaluation into IndexedDB run `plan.runId` and returns the run's records. */
+  async evaluate(plan: EvalPlan): Promise<{ outcome: EvalOutcome; records: EvalRecord[] }> {
+    const outcome = await guard(llmRemote.evaluate(plan));
+    const store = await IdbRecordStore.open(plan.runId);
+    const records = [...store.records()];
+    await store.close();
+    return { outcome, records };
+  },
   /** cancelAfter: call cancel() once that many token events have arrived (tests the cancel path). */
   async generate(req: Omit<GenerateRequest, 'steering'> & { steering?: number[] | null }, opts: { cancelAfter?: number } = {}): Promise<{
-    result: Omit<GenerateResult, 'promptResiduals' | 'tokenResiduals'> & { promptResiduals?: number[]; tokenResiduals?: number[] };
+    result: Plain<GenerateResult>;
     events: GenerateEvent[];
   }> {
     const events: GenerateEvent[] = [];
-    const steering: SteeringMatrix | undefined = req.steering === undefined ? undefined : req.steering === null ? null : Float32Array.from(req.steering);
-    const { promptResiduals, tokenResiduals, ...rest } = await llm.generate({ ...req, steering }, Comlink.proxy((e: GenerateEvent) => {
+    const steering = req.steering === undefined || req.steering === null ? null : Float32Array.from(req.steering);
+    const result = await guard(llmRemote.generate({ ...req, steering }, Comlink.proxy((e: GenerateEvent) => {
       events.push(e);
-      if (events.length === opts.cancelAfter) void llm.cancel();
-    }));
-    log(`generated ${rest.tokenIds.length} tokens (${rest.finishReason}) in ${rest.ms.toFixed(0)} ms`);
-    return {
-      result: {
-        ...rest,
-        promptResiduals: promptResiduals ? Array.from(promptResiduals) : undefined,
-        tokenResiduals: tokenResiduals ? Array.from(tokenResiduals) : undefined,
-      },
-      events,
-    };
+      if (events.length === opts.cancelAfter) void llmRemote.cancel();
+    })));
+    log(`generated ${result.tokenIds.length} tokens (${result.finishReason}) in ${result.ms.toFixed(0)} ms`);
+    return { result: plain(result), events };
   },
-  cancel: (): Promise<void> => llm.cancel(),
-  async forward(req: Omit<ForwardRequest, 'steering'> & { steering?: number[] | null }):
-    Promise<Omit<ForwardResult, 'logits' | 'residuals'> & { logits: number[]; residuals: number[] }> {
-    const steering = req.steering === undefined ? undefined : req.steering === null ? null : Float32Array.from(req.steering);
-    const r = await llm.forward({ ...req, steering });
-    return { ...r, logits: Array.from(r.logits), residuals: Array.from(r.residuals) };
+  cancel: (): Promise<void> => guard(llmRemote.cancel()),
+  async forward(req: Omit<ForwardRequest, 'steering'> & { steering?: number[] | null }): Promise<Plain<ForwardResult>> {
+    const steering = req.steering === undefined || req.steering === null ? null : Float32Array.from(req.steering);
+    return plain(await guard(llmRemote.forward({ ...req, steering })));
   },
-  tokenize: (text: string): Promise<number[]> => llm.tokenize(text),
-  dispose: (): Promise<void> => llm.dispose(),
+  dispose: (): Promise<void> => guard(llmRemote.dispose()),
 };
 
 export type SteerlabDebugApi = typeof debugApi;

@@ -1,20 +1,17 @@
 /**
  * The lab's shared state (Svelte 5 runes) and the actions that change it: the loaded model, the active direction and
- * controller, the steering settings. Panels read `lab` and call these functions; everything heavy goes to the
- * workers. Pure logic lives in src/ui/lib (tested in Node); this module only wires it to the workers and IndexedDB.
+ * controller (held by the LLM worker, which checks them against the model; the UI keeps their bytes for saving and
+ * export), the steering settings. Panels read `lab` and call these functions; the method runs in the LLM worker.
  */
-import {
-  checkDirectionFits, decodeDirectionFile, encodeDirectionFile, type CastCondition, type ControllerPrediction, type DirectionFile,
-  type LayerSeparation,
-} from '../../core/steering/index.js';
 import type { ControllerMetadata } from '../../core/controller/metadata.js';
-import type { DeviceProbe, LlmDeviceRequest, LlmDtype, LoadedModelInfo, LoadProgressEvent } from '../../../workers/protocol.js';
+import { defaultPolicySettings, type PolicyAvailability, type PolicySettings } from '../../core/method/settings.js';
+import type { CastCondition } from '../../core/steering/cast.js';
+import type { LayerSeparation } from '../../core/steering/diff-in-means.js';
+import type { DeviceProbe, DirectionInfo, LlmDeviceRequest, LlmDtype, LoadedModelInfo, LoadProgressEvent } from '../../../workers/protocol.js';
 import { listArtefacts, newArtefactId, saveArtefact } from '../lib/artefacts.js';
-import { embeddingDirectionResult } from '../lib/direction-job.js';
 import { errorText } from '../lib/format.js';
 import { DEFAULT_MODEL, type ModelChoice } from '../lib/models.js';
-import { controllerFeatures, defaultSettings, type SteeringArtefacts, type SteeringSettings } from '../lib/steer.js';
-import { controllerWorker, llmWorker, proxy } from '../lib/workers.js';
+import { llmWorker, proxy } from '../lib/workers.js';
 
 export interface FileProgress {
   file: string;
@@ -25,10 +22,10 @@ export interface FileProgress {
 }
 
 export interface ActiveDirection {
-  file: DirectionFile;
+  /** What the LLM worker made active: metadata, content id, file bytes, CAST condition. */
+  info: DirectionInfo;
   name: string;
   artefactId: string | null;
-  cast: CastCondition | null;
   separation: LayerSeparation[];
   /** Where it came from, in words (shown next to it). */
   origin: string;
@@ -57,30 +54,28 @@ export const lab = $state({
   },
   direction: null as ActiveDirection | null,
   controller: null as ActiveController | null,
-  controllerBackend: '' as string,
-  settings: defaultSettings(0) as SteeringSettings,
+  settings: defaultPolicySettings(0) as PolicySettings,
   /** True once the user edited manual s/w: a new prediction then no longer overwrites them. */
   manualEdited: false,
-  /** One long job at a time on the LLM worker (generation, activation collection, evaluation). */
+  /** One long job at a time on the LLM worker (generation, direction, activations, evaluation). */
   busy: null as null | 'generate' | 'direction' | 'controller' | 'eval',
   notice: null as string | null,
 });
 
-export function artefacts(): SteeringArtefacts {
-  const info = lab.model.info;
-  const d = lab.direction;
-  const actadd =
-    d && d.file.metadata.method === 'diff-in-means' && d.file.rawDirection && d.file.metadata.layer !== undefined
-      ? { vector: d.file.rawDirection, layer: d.file.metadata.layer }
-      : null;
+/** Which policies can run with what is loaded (core policyUnavailable says why not). */
+export function availability(): PolicyAvailability {
+  const d = lab.direction?.info;
   return {
-    numLayers: info?.numLayers ?? 0,
-    hiddenSize: info?.hiddenSize ?? 0,
-    direction: d?.file.direction ?? null,
-    actadd,
-    cast: d?.cast ?? null,
-    hasController: lab.controller !== null,
+    direction: !!d,
+    rawVector: !!d && d.metadata.method === 'diff-in-means' && d.metadata.layer !== undefined,
+    cast: !!d?.cast,
+    controller: lab.controller !== null,
   };
+}
+
+/** The settings as plain data for the worker (a Svelte proxy cannot be cloned). */
+export function settingsSnapshot(): PolicySettings {
+  return $state.snapshot(lab.settings) as PolicySettings;
 }
 
 export async function probeDevice(): Promise<void> {
@@ -114,7 +109,6 @@ export async function loadModel(choice: ModelChoice, dtype: LlmDtype, device: Ll
   lab.direction = null;
   lab.controller = null;
   try {
-    await controllerWorker().unload();
     const info = await llmWorker().load(
       {
         model: choice.id,
@@ -125,7 +119,7 @@ export async function loadModel(choice: ModelChoice, dtype: LlmDtype, device: Ll
       proxy(onLoadProgress),
     );
     lab.model.info = info;
-    lab.settings = defaultSettings(info.numLayers);
+    lab.settings = defaultPolicySettings(info.numLayers);
     lab.manualEdited = false;
     // The model counts as ready once its direction and controller are in place; until then other jobs wait.
     lab.model.stage = 'restoring the direction and controller';
@@ -159,71 +153,49 @@ async function fetchShipped(choice: ModelChoice, path: string | undefined): Prom
   }
 }
 
+const savedAt = (createdAt: string) => `saved ${createdAt.slice(0, 19).replace('T', ' ')}`;
+
 /**
  * After a load: the newest direction and controller saved for this model (IndexedDB), else those shipped with it,
- * else an embedding direction computed now (one forward pass over the phrase tokens) so the playground works at once.
+ * else the paper's embedding direction computed now, so the playground works at once.
  */
 async function restoreArtefacts(choice: ModelChoice, info: LoadedModelInfo): Promise<void> {
-  const shape = { numLayers: info.numLayers, hiddenSize: info.hiddenSize, modelId: info.model };
   const notes: string[] = [];
   try {
-    const saved = (await listArtefacts(info.model, 'direction'))[0];
+    const saved = (await listArtefacts(info.modelId, 'direction'))[0];
+    const shipped = saved ? null : await fetchShipped(choice, choice.artefacts?.direction);
     if (saved) {
-      const file = decodeDirectionFile(saved.bytes, shape, saved.name);
-      lab.direction = {
-        file, name: saved.name, artefactId: saved.id, origin: `saved ${saved.createdAt.slice(0, 19).replace('T', ' ')}`,
-        cast: (saved.extra.cast as SerializedCast | undefined) ? castFromJson(saved.extra.cast as SerializedCast) : null,
+      await useDirectionBytes(saved.bytes, saved.name, savedAt(saved.createdAt), {
+        artefactId: saved.id,
+        cast: saved.extra.cast ? castFromJson(saved.extra.cast as SerializedCast) : null,
         separation: (saved.extra.separation as LayerSeparation[] | undefined) ?? [],
-      };
+      });
+    } else if (shipped) {
+      await useDirectionBytes(shipped, 'shipped direction', `shipped with ${choice.id}`);
     } else {
-      const shipped = await fetchShipped(choice, choice.artefacts?.direction);
-      if (shipped) {
-        const file = decodeDirectionFile(shipped, shape, choice.artefacts!.direction);
-        lab.direction = { file, name: 'shipped direction', artefactId: null, origin: `shipped with ${choice.id}`, cast: null, separation: [] };
-      } else {
-        await computeEmbeddingDirection();
-      }
+      await computeEmbeddingDirection();
     }
   } catch (e) {
     notes.push(`direction not restored: ${errorText(e)}`);
   }
   try {
-    const saved = (await listArtefacts(info.model, 'controller'))[0];
+    const saved = (await listArtefacts(info.modelId, 'controller'))[0];
     const shipped = saved ? null : await fetchShipped(choice, choice.artefacts?.controller);
-    const bytes = saved?.bytes ?? shipped;
-    if (bytes) {
-      const c = await controllerWorker().load(bytes, { numLayers: info.numLayers, hiddenSize: info.hiddenSize });
-      setController({
-        metadata: c.metadata, bytes, name: saved?.name ?? 'shipped controller', artefactId: saved?.id ?? null,
-        origin: saved ? `saved ${saved.createdAt.slice(0, 19).replace('T', ' ')}` : `shipped with ${choice.id}`,
-      });
-    }
+    if (saved) await useControllerBytes(saved.bytes, saved.name, savedAt(saved.createdAt), saved.id);
+    else if (shipped) await useControllerBytes(shipped, 'shipped controller', `shipped with ${choice.id}`, null);
   } catch (e) {
     notes.push(`controller not restored: ${errorText(e)}`);
   }
   lab.notice = notes.length ? notes.join('; ') : null;
 }
 
-/** The paper's embedding direction (input-embedding rows from residual index 0), made active. */
+/** The paper's embedding direction (unembedding rows of the refusal and answer phrases), made active. */
 export async function computeEmbeddingDirection(): Promise<void> {
-  const info = lab.model.info;
-  if (!info) throw new Error('load a model first');
-  const llm = llmWorker();
-  const H = info.hiddenSize;
-  const r = await embeddingDirectionResult(
-    (t) => llm.tokenize(t),
-    async (ids) => {
-      const f = await llm.forward({ inputIds: [ids], steering: null });
-      // residuals [1, L+1, S, H]: index 0 is the embedding output, S = ids.length.
-      return f.residuals.slice(0, ids.length * H);
-    },
-    { modelId: info.model, numLayers: info.numLayers, hiddenSize: H, datasets: { harmful: '', harmless: '' }, seed: 0 },
-    null,
-    null,
-  );
-  lab.direction = { file: r.file, name: 'embedding direction', artefactId: null, origin: 'computed at load (paper Eq. 7, input embeddings)', cast: null, separation: [] };
+  const r = await llmWorker().computeDirection({ method: 'embedding', n: 1, valN: 1, seed: 0 });
+  await useDirectionBytes(r.bytes, 'embedding direction', `computed at load (paper Eq. 7: ${r.summary})`);
 }
 
+/** CAST conditions are kept as JSON next to a saved direction (IndexedDB extras hold plain data only). */
 export interface SerializedCast {
   vector: number[];
   layer: number;
@@ -246,50 +218,41 @@ export async function saveDirection(name: string): Promise<void> {
   if (!d || !info) throw new Error('no direction to save');
   const id = d.artefactId ?? newArtefactId('direction');
   await saveArtefact({
-    id, kind: 'direction', name, modelId: info.model, createdAt: new Date().toISOString(), bytes: encodeDirectionFile(d.file),
-    extra: { cast: d.cast ? castToJson(d.cast) : null, separation: d.separation },
+    id, kind: 'direction', name, modelId: info.modelId, createdAt: new Date().toISOString(), bytes: d.info.bytes,
+    extra: { cast: d.info.cast ? castToJson(d.info.cast) : null, separation: d.separation },
   });
   lab.direction = { ...d, name, artefactId: id, origin: 'saved in this browser' };
 }
 
-/** Makes a direction file active after checking it fits the loaded model; returns non-blocking warnings. */
-export function useDirectionFile(file: DirectionFile, name: string, origin: string, extra: { cast?: CastCondition | null; separation?: LayerSeparation[]; artefactId?: string | null } = {}): string[] {
-  const info = lab.model.info;
-  if (!info) throw new Error('load a model first');
-  const warnings = checkDirectionFits(file, { numLayers: info.numLayers, hiddenSize: info.hiddenSize, modelId: info.model }, name);
-  lab.direction = { file, name, origin, artefactId: extra.artefactId ?? null, cast: extra.cast ?? null, separation: extra.separation ?? [] };
-  return warnings;
+/** Makes a direction file active in the LLM worker (which checks it fits the model); returns non-blocking warnings. */
+export async function useDirectionBytes(
+  bytes: Uint8Array,
+  name: string,
+  origin: string,
+  extra: { cast?: CastCondition | null; separation?: LayerSeparation[]; artefactId?: string | null } = {},
+): Promise<string[]> {
+  if (!lab.model.info) throw new Error('load a model first');
+  const info = await llmWorker().useDirection({ bytes: bytes.slice(), cast: extra.cast ?? null, source: name });
+  lab.direction = { info, name, origin, artefactId: extra.artefactId ?? null, separation: extra.separation ?? [] };
+  return info.warnings;
 }
 
-export async function useControllerBytes(bytes: Uint8Array, name: string, origin: string, artefactId: string | null): Promise<void> {
-  const info = lab.model.info;
-  if (!info) throw new Error('load a model first');
-  const c = await controllerWorker().load(bytes, { numLayers: info.numLayers, hiddenSize: info.hiddenSize });
-  setController({ metadata: c.metadata, bytes, name, origin, artefactId });
+/** A user's vector file (a direction file, safetensors, JSON array or .npy), turned into a direction by the worker. */
+export async function importDirectionFile(bytes: Uint8Array, fileName: string): Promise<string[]> {
+  if (!lab.model.info) throw new Error('load a model first');
+  const info = await llmWorker().importDirection({ bytes: bytes.slice(), fileName });
+  lab.direction = { info, name: fileName, origin: `imported from ${fileName}`, artefactId: null, separation: [] };
+  return info.warnings;
 }
 
-/** Makes a controller active; WAS becomes the policy unless the user is steering by hand. */
-export function setController(c: ActiveController): void {
-  lab.controller = c;
+/** Makes a controller file active in the LLM worker (refused when made for another model). */
+export async function useControllerBytes(bytes: Uint8Array, name: string, origin: string, artefactId: string | null): Promise<string[]> {
+  if (!lab.model.info) throw new Error('load a model first');
+  const c = await llmWorker().useController({ bytes: bytes.slice(), source: name });
+  lab.controller = { metadata: c.metadata, bytes, name, origin, artefactId };
   // A controller is calibrated for the alpha it was trained and evaluated with (the organism's is 14, not the
   // paper's 2): start from it, as the CLI does; the slider still overrides.
   if (Number.isFinite(c.metadata.alpha) && c.metadata.alpha > 0) lab.settings.alpha = c.metadata.alpha;
   if (!lab.manualEdited) lab.settings.kind = 'was';
-}
-
-/** Unsteered residual of the last prompt token [L+1, H] of the chat-formatted prompt (one decoding step). */
-export async function observe(text: string): Promise<Float32Array> {
-  const r = await llmWorker().generate({ prompt: { kind: 'chat', user: text }, maxNewTokens: 1, steering: null, capture: 'prompt-last' });
-  if (!r.promptResiduals) throw new Error('the LLM worker returned no prompt residuals');
-  return r.promptResiduals;
-}
-
-/** The controller's (s, w) for an observed prompt; null when no controller is loaded. */
-export async function predict(promptResiduals: Float32Array): Promise<ControllerPrediction | null> {
-  const c = lab.controller;
-  const info = lab.model.info;
-  if (!c || !info) return null;
-  const x = controllerFeatures(promptResiduals, c.metadata.input_layers, info.numLayers, info.hiddenSize);
-  const p = await controllerWorker().predict(x, 1);
-  return { scale: p.scales[0]!, layerWeights: p.layerWeights };
+  return c.warnings;
 }
