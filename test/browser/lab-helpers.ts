@@ -1,11 +1,114 @@
-/** Helpers for the lab's browser test: screenshots, steering-matrix read-out, streaming observation. */
+/**
+ * Helpers for the lab's per-panel browser tests: a folder of models served under /models/ (the shipped organism with
+ * its direction and controller, optionally a random-weight test model and a model that cannot be patched), a page
+ * on the lab, diagnostics on failure (a screenshot and the browser's console log in test-output/browser/<test>/),
+ * and read-outs of the playground and the evaluation table.
+ *
+ * Waiting is on the page's state, never on a guessed duration: every wait uses the one generous guard below, which
+ * a correct run on a loaded 2-core machine never reaches (it only ends a run that hangs).
+ */
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { expect } from 'vitest';
 import type { Locator, Page } from 'playwright-core';
+import { buildTestModel } from '../../src/core/onnx/testmodel/build.js';
+import { SHAPE_PRESETS } from '../../src/core/onnx/testmodel/config.js';
+import { DEFAULT_MODEL } from '../../src/ui/lib/models.js';
+import { launchChromium, PROJECT_ROOT, startLabServer, type BrowserSession, type LabServer } from './harness.js';
 
-export async function shoot(page: Page, dir: string, name: string): Promise<string> {
-  const file = join(dir, `${name}.png`);
-  await page.screenshot({ path: file, fullPage: true });
-  return file;
+/** The last guard of every wait and test: far above what a correct run takes on a loaded machine. */
+export const GUARD_MS = 300_000;
+/** A test's own limit, above the sum of its waits' guards never being reached. */
+export const TEST_GUARD_MS = 900_000;
+
+export const OUTPUT = join(PROJECT_ROOT, 'test-output/browser');
+
+export interface LabFixture {
+  server: LabServer;
+  close(): Promise<void>;
+}
+
+/**
+ * Models under /models/: the default model (the shipped organism, copied with its direction and controller);
+ * `tinyTest` a random-weight model that writes until its context ends (Stop is checked on it); `broken` a copy of
+ * the organism whose config promises one layer more than its graph has (it cannot be patched).
+ */
+export async function labFixture(opts: { tinyTest?: boolean; broken?: boolean } = {}): Promise<LabFixture> {
+  const tmp = mkdtempSync(join(tmpdir(), 'steerlab-lab-'));
+  cpSync(join(PROJECT_ROOT, 'models', DEFAULT_MODEL.id), join(tmp, DEFAULT_MODEL.id), {
+    recursive: true,
+    filter: (src) => !/[/\\](train|dev|eval)([/\\]|$)/.test(src.slice(join(PROJECT_ROOT, 'models').length)),
+  });
+  if (opts.tinyTest) await buildTestModel(join(tmp, 'tiny-test'), { shape: SHAPE_PRESETS.tiny!, topology: 'plain', seed: 7 });
+  if (opts.broken) {
+    cpSync(join(tmp, DEFAULT_MODEL.id), join(tmp, 'broken-test'), { recursive: true });
+    const cfg = JSON.parse(readFileSync(join(tmp, 'broken-test/config.json'), 'utf8')) as Record<string, number>;
+    writeFileSync(join(tmp, 'broken-test/config.json'), JSON.stringify({ ...cfg, num_hidden_layers: cfg.num_hidden_layers! + 1 }));
+  }
+  const server = await startLabServer({ [DEFAULT_MODEL.localModelPath!]: tmp });
+  return {
+    server,
+    async close() {
+      await server.close();
+      rmSync(tmp, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface LabPage {
+  page: Page;
+  session: BrowserSession;
+  /** Saves a screenshot of the page under the test's output folder. */
+  shoot(name: string): Promise<void>;
+}
+
+/**
+ * Opens the lab in a fresh Chromium, runs `fn`, and on failure writes a screenshot and the browser's console log
+ * (page, workers, page errors) to test-output/browser/<name>/, naming both in the error. Also fails on uncaught page
+ * errors and on any request that left the local server.
+ */
+export async function withLab(fixture: LabFixture, name: string, fn: (lab: LabPage) => Promise<void>): Promise<void> {
+  const dir = join(OUTPUT, name);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const session = await launchChromium();
+  const { page } = session;
+  page.setDefaultTimeout(GUARD_MS);
+  const shoot = async (shot: string) => {
+    await page.screenshot({ path: join(dir, `${shot}.png`), fullPage: true });
+  };
+  try {
+    await page.setViewportSize({ width: 1366, height: 900 });
+    await page.goto(fixture.server.url);
+    await fn({ page, session, shoot });
+    expect(session.log.filter((l) => l.startsWith('[pageerror]')), 'uncaught page errors').toEqual([]);
+    const url = fixture.server.url;
+    const foreign = session.requests.filter((u) => !u.startsWith(url) && !u.startsWith('blob:') && !u.startsWith('data:'));
+    expect(foreign, 'requests that left the local server').toEqual([]);
+  } catch (e) {
+    const shot = join(dir, 'failure.png');
+    const log = join(dir, 'console.log');
+    await page.screenshot({ path: shot, fullPage: true }).catch(() => undefined);
+    writeFileSync(log, `${session.log.join('\n')}\n`);
+    throw new Error(`${(e as Error).message}\n(screenshot: ${shot}; browser console: ${log})\nlast browser lines:\n${session.log.slice(-20).join('\n')}`, { cause: e });
+  } finally {
+    await session.close();
+  }
+}
+
+/** Loads the default model (the organism) from the header button and waits until the Model tab says it is ready. */
+export async function loadDefaultModel(page: Page): Promise<void> {
+  await page.getByTestId('load-default').click();
+  await page.getByRole('tab', { name: 'Model' }).click();
+  await expect.poll(() => page.getByTestId('model-ready').locator('h3').textContent().catch(() => ''), { timeout: GUARD_MS }).toMatch(new RegExp(DEFAULT_MODEL.id));
+  // Ready means its direction and controller are in place (restored or shipped).
+  await expect.poll(() => page.locator('header').textContent(), { timeout: GUARD_MS }).toMatch(/direction: (diff-in-means|embedding)/);
+}
+
+/** Waits until no job runs (the header's busy pill is gone). */
+export async function idle(page: Page): Promise<void> {
+  await expect.poll(() => page.locator('header .pill.busy').count(), { timeout: GUARD_MS }).toBe(0);
 }
 
 /** Per-layer row norms of the playground's current steering matrix (data-norms on the chart wrapper). */

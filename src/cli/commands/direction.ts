@@ -8,7 +8,12 @@ import type { Command } from 'commander';
 import { loadMethodModel } from '../../core/method/model.js';
 import { loadPromptSet } from '../../core/method/datasets.js';
 import { directionPrompts } from '../../core/method/prompt-sets.js';
-import { diffInMeansOfModel, embeddingDirectionOfModel, type DiffInMeansInfo, type EmbeddingDirectionInfo } from '../../core/method/directions.js';
+import { lastTokenActivations } from '../../core/method/activations.js';
+import {
+  diffInMeansOfModel, directionReport, embeddingDirectionOfModel, type DiffInMeansInfo, type EmbeddingDirectionInfo, type LastTokenActivations,
+} from '../../core/method/directions.js';
+import type { LayerSeparation } from '../../core/steering/diff-in-means.js';
+import { writeFileAtomic } from '../../core/util/atomic-write.js';
 import { directionId } from '../../core/method/artifacts.js';
 import type { SteerableModel } from '../../core/model/steerable.js';
 import type { Device, Dtype } from '../../core/model/types.js';
@@ -39,6 +44,8 @@ export interface DirectionCliOptions {
   inducedRefusalThreshold?: string;
   pruneLayerFraction?: string;
   out: string;
+  /** Also fit a CAST condition on the harmful/harmless training prompts and write it here (the --cast file format). */
+  castOut?: string;
   json?: boolean;
 }
 
@@ -52,6 +59,10 @@ export interface DirectionRunResult {
   embedding?: EmbeddingDirectionInfo;
   diff_in_means?: DiffInMeansInfo;
   import?: { source_file: string; source_norm: number | null };
+  /** Per residual index: separation of the training prompts along the direction (diff-in-means, or with --cast-out). */
+  separation?: LayerSeparation[];
+  /** The CAST condition written to --cast-out (null when it could not be fitted). */
+  cast?: { file: string; layer: number; threshold: number; active_when: string } | null;
   seconds: { load: number; compute: number; total: number };
 }
 
@@ -73,6 +84,9 @@ export async function runDirection(o: DirectionCliOptions, log: (s: string) => v
   if (!(METHODS as readonly string[]).includes(o.method)) throw new Error(`--method must be one of ${METHODS.join(', ')}, got "${o.method}"`);
   if (!o.out || !o.out.endsWith('.safetensors')) throw new Error(`--out must name a .safetensors file, got "${o.out ?? ''}"`);
   if (o.method === 'import' && !o.file) throw new Error('--method import needs --file FILE (safetensors, JSON array or .npy)');
+  if (o.castOut !== undefined && (o.method === 'import' || !o.castOut.endsWith('.json'))) {
+    throw new Error(`--cast-out must name a .json file and works with --method embedding or diff-in-means, got "${o.castOut}" with --method ${o.method}`);
+  }
   if (o.source !== undefined && o.source !== 'unembedding' && o.source !== 'input-embedding') {
     throw new Error(`--source must be unembedding or input-embedding, got "${o.source}"`);
   }
@@ -82,10 +96,15 @@ export async function runDirection(o: DirectionCliOptions, log: (s: string) => v
   try {
     let file: DirectionFile;
     const result: Partial<DirectionRunResult> = {};
+    let acts: LastTokenActivations | null = null;
     if (o.method === 'embedding') {
       const r = await embeddingDirectionOfModel(model, { prefer: (o.source as EmbeddingSource | undefined) ?? 'unembedding' });
       file = r.file;
       result.embedding = r.info;
+      if (o.castOut) {
+        const { hf, hl } = await harmfulHarmless(o);
+        acts = { harmful: await lastTokenActivations(model, hf.train), harmless: await lastTokenActivations(model, hl.train) };
+      }
     } else if (o.method === 'diff-in-means') {
       const { hf, hl, seed } = await harmfulHarmless(o);
       const bars = new Map<string, ProgressBar>();
@@ -109,12 +128,23 @@ export async function runDirection(o: DirectionCliOptions, log: (s: string) => v
       );
       file = r.file;
       result.diff_in_means = r.info;
+      acts = r.lastToken;
     } else {
       const layer = o.layer !== undefined ? parseIndex('layer', o.layer, model.numLayers) : undefined;
       file = await importDirectionFile(o.file!, { modelId: model.id, hiddenSize: model.hiddenSize, numLayers: model.numLayers, ...(layer !== undefined ? { layer } : {}) });
       result.import = { source_file: o.file!, source_norm: file.metadata.source_norm ?? null };
     }
     await writeDirectionFile(o.out, file);
+    if (acts) {
+      // The lab's separation plot and CAST condition, from the same core function (directionReport).
+      const report = directionReport(file, acts, model.numLayers, model.hiddenSize);
+      result.separation = report.separation;
+      if (o.castOut) {
+        const c = report.cast;
+        if (c) await writeFileAtomic(o.castOut, `${JSON.stringify({ vector: Array.from(c.vector), layer: c.layer, threshold: c.threshold, activeWhen: c.activeWhen })}\n`);
+        result.cast = c ? { file: o.castOut, layer: c.layer, threshold: c.threshold, active_when: c.activeWhen } : null;
+      }
+    }
     const t2 = performance.now();
     log(`wrote ${o.out}`);
     return {
@@ -147,6 +177,8 @@ function describe(r: DirectionRunResult): string {
     if (s.scores) lines.push(`  ablation refusal score ${s.scores.ablationRefusalScore.toFixed(3)}, induced refusal score ${s.scores.steeringRefusalScore.toFixed(3)}, KL ${s.scores.kl.toFixed(4)}`);
     lines.push(`  ablation: ${d.ablation}`);
   }
+  if (r.cast) lines.push(`  CAST condition at residual index ${r.cast.layer} (steer when similarity ${r.cast.active_when === 'above' ? '>=' : '<='} ${r.cast.threshold.toPrecision(4)}) -> ${r.cast.file}`);
+  else if (r.cast === null) lines.push('  no CAST condition could be fitted (fewer than two prompt pairs)');
   if (r.import) lines.push(`  imported from ${r.import.source_file}${r.import.source_norm !== null ? ` (norm ${r.import.source_norm.toPrecision(4)})` : ''}`);
   lines.push(`  ${r.seconds.load.toFixed(2)} s load, ${r.seconds.compute.toFixed(2)} s compute`);
   return `${lines.join('\n')}\n`;
@@ -168,6 +200,7 @@ export function register(program: Command): void {
     .option('--induced-refusal-threshold <x>', 'diff-in-means: minimum refusal score the added vector must induce (default 0)')
     .option('--prune-layer-fraction <x>', 'diff-in-means: drop candidates in the last fraction of layers (default 0.2)')
     .requiredOption('--out <file>', 'output .safetensors direction file')
+    .option('--cast-out <file>', 'also fit a CAST condition on the training prompts (best-F1 layer and threshold) and write it as JSON for --cast')
     .option('--json', 'print the result as JSON')
     .action(async (opts: DirectionCliOptions) => {
       const r = await runDirection(opts);

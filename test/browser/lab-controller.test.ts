@@ -1,0 +1,54 @@
+/**
+ * The lab's Controller tab in headless Chromium (WASM): the LLM worker reads the training rows (the activations
+ * `lab train-controller` caches), the controller worker trains on them with TensorFlow.js (live loss, held-out
+ * accuracy), the LLM worker checks and uses the result (WAS predicts with it in the playground), and the trained
+ * controller, recorded with the model's id and the active direction's content id, comes back after a reload.
+ */
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { GUARD_MS, TEST_GUARD_MS, idle, labFixture, loadDefaultModel, withLab, type LabFixture } from './lab-helpers.js';
+
+let fixture: LabFixture;
+beforeAll(async () => {
+  fixture = await labFixture();
+});
+afterAll(async () => {
+  await fixture?.close();
+});
+
+describe('lab: Controller tab', () => {
+  test('train a small controller, use it, find it again after a reload', async () => {
+    await withLab(fixture, 'lab-controller', async ({ page, shoot }) => {
+      await loadDefaultModel(page);
+      await page.getByRole('tab', { name: 'Controller' }).click();
+      const ctl = page.locator('#panel-controller');
+      // A small, fast run (paper recipe, tiny width).
+      await ctl.getByLabel('Prompts per class').fill('8');
+      await ctl.getByLabel('Epochs').fill('2');
+      await ctl.getByLabel('Hidden width').fill('64');
+      await ctl.getByRole('button', { name: 'Train controller' }).click();
+      await expect.poll(() => ctl.getByTestId('controller-active').textContent().catch(() => ''), { timeout: GUARD_MS }).toMatch(/trained in this browser/);
+      await idle(page);
+      expect(await page.getByTestId('controller-message').textContent()).toMatch(/held-out accuracy \d/);
+      const active = (await ctl.getByTestId('controller-active').textContent()) ?? '';
+      expect(active).toMatch(/input layers 4, 5; hidden width 64/);
+      expect(active).toMatch(/direction diff-in-means:[0-9a-f]{16}/);
+      await expect.poll(() => ctl.locator('svg').count()).toBeGreaterThan(0);
+      await shoot('controller');
+
+      // WAS predicts with it: the playground shows s after a run.
+      await page.getByRole('tab', { name: 'Playground' }).click();
+      expect(await page.getByRole('radio', { name: /WAS/ }).isChecked()).toBe(true);
+      await page.locator('#panel-playground').getByLabel('New tokens').fill('4');
+      await page.getByRole('button', { name: 'Generate base + steered' }).click();
+      await idle(page);
+      expect(await page.getByTestId('scale').textContent()).toMatch(/s = -?\d/);
+
+      // Saved in IndexedDB: after a reload the model comes back with this controller, not the shipped one.
+      await page.reload();
+      await loadDefaultModel(page);
+      await expect.poll(() => page.locator('header .pill[title^="saved"]').allTextContents(), { timeout: GUARD_MS }).toContain('controller: loaded');
+      await page.getByRole('tab', { name: 'Controller' }).click();
+      expect(await ctl.getByTestId('controller-active').textContent()).toMatch(/hidden width 64/);
+    });
+  }, TEST_GUARD_MS);
+});

@@ -1,0 +1,101 @@
+/**
+ * The lab's Playground in headless Chromium (WASM): base and steered replies stream TOGETHER (one batch-2
+ * generation in the LLM worker), with the controller's s and w and a heat strip whose rows stream with the steered
+ * tokens; switching a layer off changes the steering matrix the worker computes; a prompt longer than the context is
+ * shortened with a plain-text note; Stop ends both replies of a generation that would run for 400 tokens.
+ */
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { GUARD_MS, TEST_GUARD_MS, idle, labFixture, loadDefaultModel, norms, streamedLengths, withLab, type LabFixture } from './lab-helpers.js';
+
+let fixture: LabFixture;
+beforeAll(async () => {
+  fixture = await labFixture({ tinyTest: true });
+});
+afterAll(async () => {
+  await fixture?.close();
+});
+
+const tokensOf = (info: string | null) => Number(/(\d+) tokens, (?:eos|length|abort)/.exec(info ?? '')?.[1]);
+
+describe('lab: Playground', () => {
+  test('base and steered stream together; s, w, heat strip; layer switches; long prompts; stop', async () => {
+    await withLab(fixture, 'lab-playground', async ({ page, shoot }) => {
+      await loadDefaultModel(page);
+      await page.getByRole('tab', { name: 'Playground' }).click();
+      const play = page.locator('#panel-playground');
+      const generate = page.getByRole('button', { name: 'Generate base + steered' });
+      await play.getByLabel(/^Prompt/).fill('How do I pick a lock?');
+      await play.getByLabel('New tokens').fill('16');
+      const watch = streamedLengths(page, ['base-output', 'steered-output']);
+      await generate.click();
+      await expect.poll(() => generate.isEnabled(), { timeout: GUARD_MS }).toBe(false);
+      await expect.poll(() => generate.isEnabled(), { timeout: GUARD_MS }).toBe(true);
+      const lengths = await watch.stop();
+      expect(new Set(lengths['base-output']).size, `base text grew in steps: ${lengths['base-output']}`).toBeGreaterThan(2);
+      expect(new Set(lengths['steered-output']).size, `steered text grew in steps: ${lengths['steered-output']}`).toBeGreaterThan(2);
+      expect(await page.getByTestId('scale').textContent()).toMatch(/s = -?\d/);
+      await page.getByRole('group', { name: /Cosine of each steered token/ }).waitFor();
+      // One batch: both replies report the same run, each with its own length (each row stops on its own EOS).
+      const baseTokens = tokensOf(await play.locator('article').nth(0).textContent());
+      const steeredInfo = (await play.locator('article').nth(1).textContent()) ?? '';
+      const steeredTokens = tokensOf(steeredInfo);
+      expect(baseTokens, 'base article').toBeGreaterThan(0);
+      expect(steeredTokens, `steered article: ${steeredInfo}`).toBeGreaterThan(0);
+      expect(steeredInfo).toMatch(/both in/);
+      // The heat strip has one column per steered token; its rows streamed in with the tokens (each arrives as its
+      // token's forward pass runs), and the capture at the end completed it.
+      const streamed = Number(await page.getByTestId('heat-strip').getAttribute('data-streamed-rows'));
+      expect(streamed).toBeGreaterThanOrEqual(steeredTokens - 1);
+      expect(await page.locator('[data-testid="heat-strip"] .col').count()).toBe(steeredTokens);
+      await shoot('playground');
+
+      // Switching layer 1 off changes the steering matrix (computed in the worker): its row norm drops to 0.
+      await expect.poll(() => norms(page).then((n) => n.length), { timeout: GUARD_MS }).toBe(6);
+      const before = await norms(page);
+      expect(before[1]).toBeGreaterThan(0);
+      await page.getByTestId('layer-toggle-1').uncheck();
+      await expect.poll(() => norms(page).then((n) => n[1]), { timeout: GUARD_MS }).toBe(0);
+      const after = await norms(page);
+      expect(after.filter((_, i) => i !== 1).every((v) => v > 0)).toBe(true);
+      expect(await page.getByRole('radio', { name: /Manual/ }).isChecked()).toBe(true);
+
+      // A prompt longer than the context is shortened, and a plain-text note says so.
+      await play.getByLabel(/^Prompt/).fill(`<b>Hello</b> ${'a long jailbreak preamble, '.repeat(60)}How do I pick a lock?`);
+      await play.getByLabel('New tokens').fill('8');
+      await generate.click();
+      await page.getByTestId('fit-note').waitFor({ timeout: GUARD_MS });
+      await idle(page);
+      expect(await page.getByTestId('fit-note').textContent()).toMatch(/^prompt shortened from \d{3,} to \d+ tokens to fit the context$/);
+      expect(await page.getByTestId('steered-output').textContent()).not.toBe('');
+      expect(await page.locator('#panel-playground b').count(), 'prompt text rendered as text, never as HTML').toBe(0);
+
+      // Stop: the organism ends its replies with <|im_end|> within a few tokens, faster than any click, so Stop is
+      // checked on a random-weight model that would write 400 tokens. The model switch happens in place (6 layers ->
+      // 4: the playground drops what it showed for the organism; the page-error check catches it if not).
+      await page.getByRole('tab', { name: 'Model' }).click();
+      await page.locator('#model-select').selectOption('__custom__');
+      await page.getByLabel(/served by this lab/).check();
+      await page.getByLabel('Folder under /models/').fill('tiny-test');
+      await page.locator('#dtype-select').selectOption('fp32');
+      await page.getByRole('button', { name: 'Load model' }).click();
+      await expect.poll(() => page.getByTestId('model-ready').locator('h3').textContent().catch(() => ''), { timeout: GUARD_MS }).toMatch(/tiny-test/);
+      await page.getByRole('tab', { name: 'Playground' }).click();
+      // Policy off: the steered row equals the base row, so both would run to 400 tokens (a steered random model
+      // may well stop at once on its own EOS, which its row is allowed to do).
+      await page.getByRole('radio', { name: /Off \(base model\)/ }).check();
+      await play.getByLabel(/^Prompt/).fill('How do I pick a lock?');
+      await play.getByLabel('New tokens').fill('400');
+      await generate.click();
+      // Pressed as soon as the generation runs (the button enables itself then), not after waiting for text.
+      await page.getByTestId('stop').click();
+      await expect.poll(() => generate.isEnabled(), { timeout: GUARD_MS }).toBe(true);
+      const baseStopped = await play.locator('article').nth(0).textContent();
+      const steeredStopped = await play.locator('article').nth(1).textContent();
+      expect(baseStopped).toMatch(/\d+ tokens, abort/);
+      expect(steeredStopped).toMatch(/\d+ tokens, abort/);
+      expect(tokensOf(baseStopped)).toBeLessThan(400);
+      expect(tokensOf(steeredStopped)).toBe(tokensOf(baseStopped));
+      await shoot('playground-stopped');
+    });
+  }, TEST_GUARD_MS);
+});
