@@ -6,12 +6,14 @@ interface Results {
   mode: string;
   duration_s: number;
   machine: Record<string, unknown>;
-  goals: { decode_ratio_min: number; prefill_capture_overhead_max: number; controller_infer_ms_max: number; patch_seconds_max_for_500mb: number; patch_peak_extra_max_x_file: number };
+  goals: { decode_ratio_min: number; prefill_capture_overhead_max: number; controller_infer_ms_max: number; patch_seconds_max_for_500mb: number; patch_peak_extra_max_x_file: number; compare_over_plain_max?: number };
   decode: Record<string, any>[];
   prefill: Record<string, any>[];
   patch: Record<string, any>[];
   controller: Record<string, any>[];
   eval: Record<string, any>[];
+  /** Older results files have no compare section. */
+  compare?: Record<string, any>[];
   browser: Record<string, any> | null;
   skipped: string[];
   notes: string[];
@@ -89,6 +91,16 @@ export function renderMarkdown(r: Results): string {
   out.push('| model | condition | batch | prompts | max new tokens | prompts/min | generated tokens/s |', '|---|---|---:|---:|---:|---:|---:|');
   for (const e of r.eval) out.push(`| ${e.model} ${e.topology} | ${e.condition} | ${e.batch_size} | ${e.prompts} | ${e.max_new_tokens} | ${f(e.prompts_per_min, 1)} | ${f(e.tokens_per_s, 2)} |`);
   out.push('');
+
+  if (r.compare?.length) {
+    out.push('## Base and steered side by side (compare)', '');
+    out.push(`Goal: the playground's compare, base and steered from ONE batch-2 generation, takes <= ${g.compare_over_plain_max ?? 1.3}x the wall time of one plain generation of the same length. Ratios per generated token, paired per repeat, median (min–max); "sequential" is a base generation followed by a steered one (what the lab did before).`, '');
+    out.push('| model | topology | prompt / new tokens | plain (s) | compare (s) | sequential (s) | compare / plain | sequential / plain | goal |', '|---|---|---|---|---|---|---|---:|---|');
+    for (const c of r.compare) {
+      out.push(`| ${c.model} | ${c.topology} | ${c.prompt_tokens} / ${c.new_tokens} | ${spread(c.seconds.plain, 3)} | ${spread(c.seconds.compare, 3)} | ${spread(c.seconds.sequential, 3)} | ${f(c.compare_over_plain, 3)} (${f(c.compare_over_plain_spread?.min, 2)}–${f(c.compare_over_plain_spread?.max, 2)}) | ${f(c.sequential_over_plain, 3)} | ${mark(c.compare_over_plain <= (g.compare_over_plain_max ?? 1.3))} |`);
+    }
+    out.push('');
+  }
 
   if (r.browser) {
     out.push('## Browser (headless Chromium, ORT-web WASM)', '');

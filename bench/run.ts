@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --only decode,prefill,patch,controller,eval,browser]`
+ * `npm run bench [-- --quick] [-- --only decode,prefill,patch,controller,eval,compare,browser]`
  *
  * Performance of the steering patch and the method around it, on random-weight models with the real shapes of
  * SmolLM2-135M and Qwen2.5-0.5B (bench/models.ts). Every figure is a median over repeated, interleaved runs, with
@@ -28,7 +28,7 @@ import { BENCH_DIR, ensureModel, type BenchModel } from './models.js';
 import { renderMarkdown } from './report.js';
 import { round, roundSummary, summarize, type Summary } from './stats.js';
 
-const SECTIONS = ['decode', 'prefill', 'patch', 'controller', 'eval', 'browser'] as const;
+const SECTIONS = ['decode', 'prefill', 'patch', 'controller', 'eval', 'compare', 'browser'] as const;
 type Section = (typeof SECTIONS)[number];
 
 function parseArgs(argv: string[]): { quick: boolean; only: Set<Section> } {
@@ -99,12 +99,14 @@ const results: Record<string, unknown> = {
     controller_infer_ms_max: 2,
     patch_seconds_max_for_500mb: 2,
     patch_peak_extra_max_x_file: 1,
+    compare_over_plain_max: 1.3,
   },
   decode: [] as unknown[],
   prefill: [] as unknown[],
   patch: [] as unknown[],
   controller: [] as unknown[],
   eval: [] as unknown[],
+  compare: [] as unknown[],
   browser: null as unknown,
   skipped: [] as string[],
   notes: [] as string[],
@@ -300,6 +302,26 @@ async function evalSection(): Promise<void> {
   }
 }
 
+/** The playground's compare (one batch-2 generation) against one plain generation of the same length. */
+async function compareSection(): Promise<void> {
+  const organism = { dir: join(BENCH_DIR, '..', 'models/organism'), preset: 'organism', topology: 'plain' };
+  const targets = [organism, ...models.filter((m) => m.preset === 'smollm2-135m')];
+  for (const m of targets) {
+    const r = await step(`compare vs plain generation ${m.preset} ${m.topology}`, 120, () =>
+      runChild<Record<string, unknown>>('./compare-child.ts', { dir: m.dir, newTokens: quick ? 8 : 24, prompt: 'How do I pick a lock? Answer in a few short steps, please.', reps: quick ? 2 : 5 }, { timeoutMs: 10 * 60_000, log }),
+    );
+    if (!r) continue;
+    const secs = r.seconds as Record<string, Summary>;
+    (results.compare as unknown[]).push({
+      model: m.preset, topology: m.topology, runtime: 'node onnxruntime-node (cpu) via transformers.js',
+      prompt_tokens: r.prompt_tokens, new_tokens: r.new_tokens, tokens_generated_min: r.tokens_generated,
+      seconds: Object.fromEntries(Object.entries(secs).map(([k, v]) => [k, summ(v)])),
+      compare_over_plain: round((r.compare_over_plain as Summary).median), compare_over_plain_spread: summ(r.compare_over_plain as Summary),
+      sequential_over_plain: round((r.sequential_over_plain as Summary).median),
+    });
+  }
+}
+
 async function browserSection(): Promise<void> {
   const m = models.find((x) => x.preset === 'smollm2-135m' && x.topology === 'plain') ?? (await ensureModel('smollm2-135m', 'plain', log));
   const r = await step(`browser (headless Chromium, ORT-web WASM) ${label(m)}`, 240, () =>
@@ -313,6 +335,7 @@ async function browserSection(): Promise<void> {
 if (only.has('patch')) await patchSection();
 if (only.has('controller')) await controllerSection();
 if (only.has('eval')) await evalSection();
+if (only.has('compare')) await compareSection();
 if (only.has('browser')) await browserSection();
 if (only.has('decode') || only.has('prefill')) await decodeSection();
 if (only.has('prefill')) await prefillSection();

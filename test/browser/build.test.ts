@@ -13,7 +13,7 @@ import { referenceGreedy } from '../../src/core/onnx/testmodel/reference.js';
 import { ENDOFTEXT_ID, IM_END_ID } from '../../src/core/onnx/testmodel/tokenizer.js';
 import { generateWeights } from '../../src/core/onnx/testmodel/weights.js';
 import type { SteerlabDebugApi } from '../../src/ui/debug/main.js';
-import { buildAndPreview, launchChromium, openDebugPage } from './harness.js';
+import { buildAndPreview, launchChromium, openDebugPage, failureDiagnostics, TEST_GUARD_MS } from './harness.js';
 
 declare global {
   interface Window { steerlabDebug: SteerlabDebugApi }
@@ -71,8 +71,8 @@ test('built app: ort/ files are emitted once, and the worker loads and generates
     expect(session.requests.filter((u) => u.startsWith(`${app.url}/ort/`)).map((u) => new URL(u).pathname).sort())
       .toEqual(['/ort/ort-wasm-simd-threaded.asyncify.mjs', '/ort/ort-wasm-simd-threaded.asyncify.wasm']);
   } catch (e) {
-    throw new Error(`${(e as Error).message}\nbrowser log:\n${session.log.join('\n')}`, { cause: e });
+    throw await failureDiagnostics(session, 'build', e);
   } finally {
     await session.close();
   }
-}, 60_000);
+}, TEST_GUARD_MS);

@@ -12,7 +12,7 @@ import { buildTestModel, type BuiltModel } from '../../src/core/onnx/testmodel/b
 import { SHAPE_PRESETS } from '../../src/core/onnx/testmodel/config.js';
 import { loadSteerableModel } from '../../src/core/model/index.js';
 import type { SteerlabDebugApi } from '../../src/ui/debug/main.js';
-import { launchChromium, openDebugPage, startLabServer, type LabServer } from './harness.js';
+import { launchChromium, openDebugPage, startLabServer, type LabServer, failureDiagnostics, TEST_GUARD_MS } from './harness.js';
 
 declare global {
   interface Window { steerlabDebug: SteerlabDebugApi }
@@ -80,8 +80,8 @@ test('q4f16 model: auto picks WASM on an adapter without shader-f16 and says why
     expect(diff).toBeLessThan(5e-2);
     expect(result.tokenIds).toEqual(nodeTokens);
   } catch (e) {
-    throw new Error(`${(e as Error).message}\nbrowser log:\n${session.log.join('\n')}`, { cause: e });
+    throw await failureDiagnostics(session, 'fallback', e);
   } finally {
     await session.close();
   }
-}, 60_000);
+}, TEST_GUARD_MS);

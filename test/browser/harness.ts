@@ -4,7 +4,7 @@
  * Flags follow METHOD.md section 5: without the background-networking flags Chromium's connections are refused
  * many at a time on these machines.
  */
-import { createReadStream, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { createReadStream, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, extname, join, normalize, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +14,16 @@ import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { build, createServer, preview, type Plugin, type ViteDevServer } from 'vite';
 
 export const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+
+/**
+ * Browser tests wait on the page's state, never on a guessed duration. This is the last guard of every wait: far
+ * above what a correct run takes on a loaded 2-core machine, so it only ends a run that hangs.
+ */
+export const GUARD_MS = 300_000;
+/** A browser test's own limit, as a last guard above its waits. */
+export const TEST_GUARD_MS = 900_000;
+/** Where browser tests leave a screenshot and the browser's console log when they fail. */
+export const BROWSER_OUTPUT = join(PROJECT_ROOT, 'test-output/browser');
 export const CHROMIUM_PATH = process.env.STEERLAB_CHROMIUM ?? '/usr/bin/chromium';
 
 const CONTENT_TYPES: Record<string, string> = {
@@ -119,9 +129,10 @@ export async function launchChromium(opts: { webgpu?: boolean } = {}): Promise<B
   ];
   if (opts.webgpu) args.push('--enable-unsafe-webgpu');
   const context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM_PATH, headless: true, args, timeout: 60_000,
+    executablePath: CHROMIUM_PATH, headless: true, args, timeout: GUARD_MS,
   });
   const page = context.pages()[0] ?? (await context.newPage());
+  page.setDefaultTimeout(GUARD_MS);
   const requests: string[] = [];
   const log: string[] = [];
   context.on('request', (r) => requests.push(r.url()));
@@ -141,8 +152,31 @@ export async function launchChromium(opts: { webgpu?: boolean } = {}): Promise<B
 export async function openDebugPage(session: BrowserSession, serverUrl: string): Promise<void> {
   await session.page.goto(`${serverUrl}/src/ui/debug/index.html`);
   try {
-    await session.page.waitForFunction(() => 'steerlabDebug' in window, null, { timeout: 30_000 });
+    await session.page.waitForFunction(() => 'steerlabDebug' in window, null, { timeout: GUARD_MS });
   } catch (e) {
     throw new Error(`debug page did not start: ${(e as Error).message}\nbrowser log:\n${session.log.join('\n')}`);
+  }
+}
+
+/**
+ * A failed browser test's evidence: a screenshot and the browser's console log (page, workers, page errors) in
+ * test-output/browser/<name>/, and an error that names both and carries the last console lines.
+ */
+export async function failureDiagnostics(session: BrowserSession, name: string, e: unknown): Promise<Error> {
+  const dir = join(BROWSER_OUTPUT, name);
+  mkdirSync(dir, { recursive: true });
+  const shot = join(dir, 'failure.png');
+  const log = join(dir, 'console.log');
+  await session.page.screenshot({ path: shot, fullPage: true }).catch(() => undefined);
+  writeFileSync(log, `${session.log.join('\n')}\n`);
+  return new Error(`${(e as Error).message}\n(screenshot: ${shot}; browser console: ${log})\nlast browser lines:\n${session.log.slice(-20).join('\n')}`, { cause: e });
+}
+
+/** Runs a browser test's body; on failure leaves failureDiagnostics and rethrows. */
+export async function withDiagnostics<T>(session: BrowserSession, name: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    throw await failureDiagnostics(session, name, e);
   }
 }

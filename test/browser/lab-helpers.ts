@@ -2,10 +2,8 @@
  * Helpers for the lab's per-panel browser tests: a folder of models served under /models/ (the shipped organism with
  * its direction and controller, optionally a random-weight test model and a model that cannot be patched), a page
  * on the lab, diagnostics on failure (a screenshot and the browser's console log in test-output/browser/<test>/),
- * and read-outs of the playground and the evaluation table.
- *
- * Waiting is on the page's state, never on a guessed duration: every wait uses the one generous guard below, which
- * a correct run on a loaded 2-core machine never reaches (it only ends a run that hangs).
+ * and read-outs of the playground and the evaluation table. Waits are on the page's state, bounded only by
+ * harness.ts's GUARD_MS.
  */
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,14 +13,9 @@ import type { Locator, Page } from 'playwright-core';
 import { buildTestModel } from '../../src/core/onnx/testmodel/build.js';
 import { SHAPE_PRESETS } from '../../src/core/onnx/testmodel/config.js';
 import { DEFAULT_MODEL } from '../../src/ui/lib/models.js';
-import { launchChromium, PROJECT_ROOT, startLabServer, type BrowserSession, type LabServer } from './harness.js';
+import { BROWSER_OUTPUT, GUARD_MS, launchChromium, PROJECT_ROOT, startLabServer, TEST_GUARD_MS, withDiagnostics, type BrowserSession, type LabServer } from './harness.js';
 
-/** The last guard of every wait and test: far above what a correct run takes on a loaded machine. */
-export const GUARD_MS = 300_000;
-/** A test's own limit, above the sum of its waits' guards never being reached. */
-export const TEST_GUARD_MS = 900_000;
-
-export const OUTPUT = join(PROJECT_ROOT, 'test-output/browser');
+export { GUARD_MS, TEST_GUARD_MS };
 
 export interface LabFixture {
   server: LabServer;
@@ -64,34 +57,29 @@ export interface LabPage {
 }
 
 /**
- * Opens the lab in a fresh Chromium, runs `fn`, and on failure writes a screenshot and the browser's console log
- * (page, workers, page errors) to test-output/browser/<name>/, naming both in the error. Also fails on uncaught page
- * errors and on any request that left the local server.
+ * Opens the lab in a fresh Chromium and runs `fn` (withDiagnostics: on failure a screenshot and the browser's
+ * console log in test-output/browser/<name>/). Also fails on uncaught page errors and on any request that left the
+ * local server.
  */
 export async function withLab(fixture: LabFixture, name: string, fn: (lab: LabPage) => Promise<void>): Promise<void> {
-  const dir = join(OUTPUT, name);
+  const dir = join(BROWSER_OUTPUT, name);
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   const session = await launchChromium();
   const { page } = session;
-  page.setDefaultTimeout(GUARD_MS);
   const shoot = async (shot: string) => {
     await page.screenshot({ path: join(dir, `${shot}.png`), fullPage: true });
   };
   try {
-    await page.setViewportSize({ width: 1366, height: 900 });
-    await page.goto(fixture.server.url);
-    await fn({ page, session, shoot });
-    expect(session.log.filter((l) => l.startsWith('[pageerror]')), 'uncaught page errors').toEqual([]);
-    const url = fixture.server.url;
-    const foreign = session.requests.filter((u) => !u.startsWith(url) && !u.startsWith('blob:') && !u.startsWith('data:'));
-    expect(foreign, 'requests that left the local server').toEqual([]);
-  } catch (e) {
-    const shot = join(dir, 'failure.png');
-    const log = join(dir, 'console.log');
-    await page.screenshot({ path: shot, fullPage: true }).catch(() => undefined);
-    writeFileSync(log, `${session.log.join('\n')}\n`);
-    throw new Error(`${(e as Error).message}\n(screenshot: ${shot}; browser console: ${log})\nlast browser lines:\n${session.log.slice(-20).join('\n')}`, { cause: e });
+    await withDiagnostics(session, name, async () => {
+      await page.setViewportSize({ width: 1366, height: 900 });
+      await page.goto(fixture.server.url);
+      await fn({ page, session, shoot });
+      expect(session.log.filter((l) => l.startsWith('[pageerror]')), 'uncaught page errors').toEqual([]);
+      const url = fixture.server.url;
+      const foreign = session.requests.filter((u) => !u.startsWith(url) && !u.startsWith('blob:') && !u.startsWith('data:'));
+      expect(foreign, 'requests that left the local server').toEqual([]);
+    });
   } finally {
     await session.close();
   }

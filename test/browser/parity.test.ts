@@ -32,8 +32,7 @@ import { decodeDirectionFile, type DirectionFile } from '../../src/core/steering
 import { cosine } from '../../src/core/steering/vector.js';
 import type { SteerlabDebugApi } from '../../src/ui/debug/main.js';
 import type { EvalPlan } from '../../workers/protocol.js';
-import { launchChromium, openDebugPage, PROJECT_ROOT, startLabServer, type BrowserSession, type LabServer } from './harness.js';
-import { GUARD_MS, TEST_GUARD_MS } from './lab-helpers.js';
+import { launchChromium, openDebugPage, PROJECT_ROOT, startLabServer, TEST_GUARD_MS, withDiagnostics, type BrowserSession, type LabServer } from './harness.js';
 
 declare global {
   interface Window { steerlabDebug: SteerlabDebugApi }
@@ -73,7 +72,6 @@ beforeAll(async () => {
   controller = methodController(decodeController(new Uint8Array(readFileSync(CONTROLLER))));
   server = await startLabServer({ '/models/': join(PROJECT_ROOT, 'models') });
   session = await launchChromium();
-  session.page.setDefaultTimeout(GUARD_MS);
   await openDebugPage(session, server.url);
   const { info } = await session.page.evaluate(
     (req) => window.steerlabDebug.load(req),
@@ -90,13 +88,7 @@ afterAll(async () => {
   if (tmp) rmSync(tmp, { recursive: true, force: true });
 });
 
-async function withLog<T>(fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (e) {
-    throw new Error(`${(e as Error).message}\nbrowser log:\n${session.log.slice(-30).join('\n')}`, { cause: e });
-  }
-}
+const withLog = <T>(fn: () => Promise<T>): Promise<T> => withDiagnostics(session, 'parity', fn);
 
 function sameDirection(lab: DirectionFile, cli: DirectionFile, what: string): void {
   const c = cosine(lab.direction, cli.direction);

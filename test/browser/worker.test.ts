@@ -14,7 +14,11 @@ import { mulberry32 } from '../../src/core/onnx/testmodel/weights.js';
 import { loadSteerableModel, type SteerableModel } from '../../src/core/model/index.js';
 import type { SteerlabDebugApi } from '../../src/ui/debug/main.js';
 import type { LlmDevice } from '../../workers/protocol.js';
-import { launchChromium, openDebugPage, startLabServer, type BrowserSession, type LabServer } from './harness.js';
+import { compareFlow } from '../../src/core/method/flow.js';
+import { defaultPolicySettings, policyFromSettings, type PolicySettings } from '../../src/core/method/settings.js';
+import { decodeDirectionFile, embeddingDirectionFile, encodeDirectionFile } from '../../src/core/steering/direction-file.js';
+import { normalize } from '../../src/core/steering/vector.js';
+import { launchChromium, openDebugPage, startLabServer, type BrowserSession, type LabServer, failureDiagnostics, TEST_GUARD_MS } from './harness.js';
 
 const MODEL_NAME = 'tiny-plain';
 const MOUNT = '/test-models/';
@@ -33,6 +37,8 @@ interface NodeExpectations {
   steered: number[];
   /** [1, S, V] logits of one forward over the prompt, with the steering matrix. */
   steeredLogits: Float32Array;
+  /** compareFlow with the manual policy on DIRECTION: row 0 and row 1 of one batch-2 generation. */
+  compare: { base: number[]; steered: number[] };
 }
 
 let tmp: string;
@@ -49,12 +55,20 @@ function makeSteering(L: number, H: number, scale: number): Float32Array {
   return m;
 }
 
+/** A unit direction file for the test model, and manual settings strong enough to change its replies. */
+let directionBytes: Uint8Array;
+let manual: PolicySettings;
+
 async function nodeExpectations(model: SteerableModel): Promise<NodeExpectations> {
   const promptIds = model.formatChat(USER_PROMPT).ids;
   const unsteered = (await model.generate({ inputIds: promptIds, maxNewTokens: NEW_TOKENS, steering: null })).tokenIds;
   const steered = (await model.generate({ inputIds: promptIds, maxNewTokens: NEW_TOKENS, steering })).tokenIds;
   const steeredLogits = (await model.forward([promptIds], { steering })).logits.data;
-  return { promptIds, unsteered, steered, steeredLogits };
+  const file = decodeDirectionFile(directionBytes);
+  const pair = await compareFlow(model, USER_PROMPT, { direction: file.direction }, {
+    policy: policyFromSettings(manual, { direction: file, cast: null, hasController: false }), maxNewTokens: NEW_TOKENS, fit: 'none',
+  });
+  return { promptIds, unsteered, steered, steeredLogits, compare: { base: pair.base.tokenIds, steered: pair.steered.tokenIds } };
 }
 
 beforeAll(async () => {
@@ -62,6 +76,9 @@ beforeAll(async () => {
   built = await buildTestModel(join(tmp, MODEL_NAME), { shape: SHAPE_PRESETS.tiny!, topology: 'plain', seed: 7 });
   const { numLayers: L, hiddenSize: H } = built.shape;
   steering = makeSteering(L, H, 3);
+  const unit = normalize(Float32Array.from({ length: H }, (_, h) => Math.sin(h * 0.9 + 0.4)));
+  directionBytes = encodeDirectionFile(embeddingDirectionFile(unit, 'unembedding', { modelId: MODEL_NAME, hiddenSize: H, numLayers: L }));
+  manual = { ...defaultPolicySettings(L), kind: 'manual', manualScale: 1, manualWeights: new Array<number>(L).fill(1), alpha: 30 };
   const nodeModel = await loadSteerableModel(built.dir, { device: 'cpu', dtype: 'fp32' });
   try {
     expected = await nodeExpectations(nodeModel);
@@ -70,6 +87,7 @@ beforeAll(async () => {
   }
   // The test is only meaningful if the matrix changes what the model says.
   expect(expected.steered, 'steering matrix must change the greedy tokens in Node').not.toEqual(expected.unsteered);
+  expect(expected.compare.steered, 'the manual policy must change the greedy tokens in Node').not.toEqual(expected.compare.base);
   server = await startLabServer({ [MOUNT]: tmp });
 });
 
@@ -138,6 +156,14 @@ async function checkDevice(session: BrowserSession, device: LlmDevice | 'auto', 
   times.maxLogitDiffVsNode = logitDiff;
   expect(logitDiff, 'steered forward logits vs Node').toBeLessThan(LOGIT_TOLERANCE);
 
+  // compare: base and steered from one batch-2 generation, as in Node (on WebGPU the KV cache stays on the GPU, so
+  // both rows are prefilled there; on WASM the batch-1 prefix cache is repeated).
+  await page.evaluate((b) => window.steerlabDebug.useDirection(b, null), Array.from(directionBytes));
+  const pair = await page.evaluate((req) => window.steerlabDebug.compare(req), { prompt: USER_PROMPT, maxNewTokens: NEW_TOKENS, sampling: null, settings: manual, fit: 'none' as const });
+  expect(pair.reply.base.tokenIds, 'compare row 0 (base) vs Node').toEqual(expected.compare.base);
+  expect(pair.reply.steered.tokenIds, 'compare row 1 (steered) vs Node').toEqual(expected.compare.steered);
+  expect(pair.reply.base.tokenIds, 'row 0 is the plain unsteered generation').toEqual(expected.unsteered);
+
   // cancel() after the 2nd streamed token stops the generation early.
   const cancelled = await gen(null, 2, 200);
   expect(cancelled.result.finishReason).toBe('abort');
@@ -161,11 +187,11 @@ describe('LLM worker in headless Chromium', () => {
       const times = await checkDevice(session, 'wasm', 'wasm');
       console.log(`[browser wasm] ${JSON.stringify(times)}`);
     } catch (e) {
-      throw new Error(`${(e as Error).message}\nbrowser log:\n${session.log.join('\n')}`, { cause: e });
+      throw await failureDiagnostics(session, 'worker-wasm', e);
     } finally {
       await session.close();
     }
-  }, 60_000);
+  }, TEST_GUARD_MS);
 
   test('WebGPU (SwiftShader adapter): fp32 model, greedy tokens with and without steering equal Node', async () => {
     const session = await launchChromium({ webgpu: true });
@@ -177,9 +203,9 @@ describe('LLM worker in headless Chromium', () => {
       const times = await checkDevice(session, 'auto', 'webgpu');
       console.log(`[browser webgpu] adapter: ${probe.reason}; ${JSON.stringify(times)}`);
     } catch (e) {
-      throw new Error(`${(e as Error).message}\nbrowser log:\n${session.log.join('\n')}`, { cause: e });
+      throw await failureDiagnostics(session, 'worker-webgpu', e);
     } finally {
       await session.close();
     }
-  }, 90_000); // ~30 s measured on 2 cores (SwiftShader compiles every shader on the CPU); headroom for a busy machine
+  }, TEST_GUARD_MS); // ~30-40 s on 2 cores (SwiftShader compiles every shader on the CPU)
 });

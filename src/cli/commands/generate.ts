@@ -10,7 +10,7 @@ import { loadSteerableModel } from '../../core/model/load.js';
 import { applyHub, parseDevice, parseDtype, readSteeringFile, resolveModelArg, stderrProgress } from '../../core/model/node-cli.js';
 import type { GenerateResult, SamplingOptions } from '../../core/model/types.js';
 import { fitDepsFromTokenizer, fitNote, fitPrompt, FIT_MODES, parseFitMode, type FitResult } from '../../core/method/fit.js';
-import { compareFlow, runFlow, type Reply } from '../../core/method/flow.js';
+import { compareFlow, runFlow, type FlowOptions, type Reply } from '../../core/method/flow.js';
 import { addPolicyOptions, resolvePolicyOptions, type PolicyCliOptions } from '../policy-options.js';
 
 export interface GenerateCliOptions extends PolicyCliOptions {
@@ -82,41 +82,22 @@ export async function runGenerate(o: GenerateCliOptions, onText?: (t: string) =>
   });
   try {
     const policyKind = o.policy ?? 'off';
-    if (o.compare) {
-      if (o.steering) throw new Error('--compare steers with a --policy, not a fixed --steering matrix');
-      if (o.raw) throw new Error('--compare cannot be used with --raw: policies observe the chat-formatted prompt');
+    if (o.compare || policyKind !== 'off') {
+      const what = o.compare ? '--compare' : '--policy';
+      if (o.steering) throw new Error(`--steering (a fixed matrix) and ${what} are exclusive: ${o.compare ? '--compare steers with a --policy' : 'give one of them'}`);
+      if (o.raw) throw new Error(`--raw cannot be used with ${what}: policies observe the chat-formatted prompt`);
       const resolved = await resolvePolicyOptions(o, { id: sm.id, numLayers: sm.numLayers, hiddenSize: sm.hiddenSize });
-      const flow = await compareFlow(sm, o.prompt, { direction: resolved.direction, controller: resolved.controller }, {
-        policy: resolved.policy,
-        maxNewTokens,
-        steerPromptPositions: steerPrompt,
-        sampling: sample ? sampling : null,
-        fit: fitMode,
-      });
+      const parts = { direction: resolved.direction, controller: resolved.controller };
+      const flowOptions: Omit<FlowOptions, 'onToken'> = { policy: resolved.policy, maxNewTokens, steerPromptPositions: steerPrompt, sampling: sample ? sampling : null, fit: fitMode };
+      const flow = o.compare
+        ? await compareFlow(sm, o.prompt, parts, flowOptions)
+        : await runFlow(sm, o.prompt, parts, { ...flowOptions, ...(onText ? { onToken: (_id: number, delta: string) => delta && onText(delta) } : {}) });
+      const reply = 'steered' in flow ? flow.steered : flow;
       return {
-        ...flow.steered,
-        base: flow.base,
-        promptTokenIds: sm.formatChat(flow.fit.text).ids,
-        fit: flow.fit,
-        policy: { kind: policyKind, scale: flow.scale, layerWeights: flow.layerWeights, rowNorms: flow.rowNorms, warnings: resolved.warnings },
-      };
-    }
-    if (policyKind !== 'off') {
-      if (o.steering) throw new Error('--steering (a fixed matrix) and --policy are exclusive: give one of them');
-      if (o.raw) throw new Error('--raw cannot be used with --policy: policies observe the chat-formatted prompt');
-      const resolved = await resolvePolicyOptions(o, { id: sm.id, numLayers: sm.numLayers, hiddenSize: sm.hiddenSize });
-      const flow = await runFlow(sm, o.prompt, { direction: resolved.direction, controller: resolved.controller }, {
-        policy: resolved.policy,
-        maxNewTokens,
-        steerPromptPositions: steerPrompt,
-        sampling: sample ? sampling : null,
-        fit: fitMode,
-        ...(onText ? { onToken: (_id: number, delta: string) => delta && onText(delta) } : {}),
-      });
-      return {
-        text: flow.text,
-        tokenIds: flow.tokenIds,
-        finishReason: flow.finishReason,
+        text: reply.text,
+        tokenIds: reply.tokenIds,
+        finishReason: reply.finishReason,
+        ...('base' in flow ? { base: flow.base } : {}),
         promptTokenIds: sm.formatChat(flow.fit.text).ids,
         fit: flow.fit,
         policy: { kind: policyKind, scale: flow.scale, layerWeights: flow.layerWeights, rowNorms: flow.rowNorms, warnings: resolved.warnings },

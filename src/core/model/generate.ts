@@ -15,8 +15,10 @@
  * first (unavoidable: the policy's output must reach every prompt position).
  *
  * Base and steered side by side (compareSteered): ONE generation of batch 2 over the same prompt, steering input
- * [steer_batch 2, L, H] with row 0 zero and row 1 the policy's matrix, so both replies stream together. Both rows
- * have the same length at every step (no padding), so fused GroupQueryAttention graphs run it as they run batch 1.
+ * [steer_batch 2, L, H] with row 0 zero and row 1 the policy's matrix, so both replies stream together. The prompt
+ * is prefilled and observed once at batch 1 and its cache repeated for both rows (rows prefill on their own only
+ * where the cache lives on the GPU). Both rows have the same length at every step (no padding), so fused
+ * GroupQueryAttention graphs run it as they run batch 1.
  * transformers.js 4.3.1 keeps feeding a batch row after its EOS and stops only when every row's LAST token is an EOS
  * at the same step (EosTokenCriteria looks at the last token only); a sticky stopping criterion (RowsFinished) marks
  * a row done at its first EOS, its later tokens are ignored, and the loop ends when every row is done.
@@ -58,6 +60,24 @@ function cacheFrom(out: ModelOutputs): InstanceType<typeof DynamicCache> {
     if (name.startsWith('present')) entries[name.replace('present', 'past_key_values')] = t;
   }
   return new DynamicCache(entries as never);
+}
+
+/**
+ * The batch-1 prefix cache repeated to `rows` rows (both rows of a compare share the prompt), so the prompt is
+ * prefilled and observed once, as a batch-1 flow does. null when a tensor is not in CPU memory (WebGPU keeps the
+ * cache on the GPU): the caller then prefills every row itself.
+ */
+function repeatRows(cache: InstanceType<typeof DynamicCache>, rows: number): InstanceType<typeof DynamicCache> | null {
+  const entries = Object.entries(cache as unknown as Record<string, TjsTensor>);
+  if (entries.some(([, t]) => (t.location ?? 'cpu') !== 'cpu' || t.dims[0] !== 1)) return null;
+  const out: Record<string, TjsTensor> = {};
+  for (const [name, t] of entries) {
+    const data = t.data as unknown as { length: number; constructor: new (n: number) => { set(a: unknown, o: number): void } };
+    const repeated = new data.constructor(data.length * rows);
+    for (let r = 0; r < rows; r++) repeated.set(data, r * data.length);
+    out[name] = new Tensor(t.type as never, repeated as never, [rows, ...t.dims.slice(1)]) as unknown as TjsTensor;
+  }
+  return new DynamicCache(out as never);
 }
 
 export function checkIds(ids: number[], vocab: number, what: string): void {
@@ -204,22 +224,30 @@ async function generateRows(d: GenerateDeps, o: RowsSpec): Promise<RowsResult> {
   const same = (row: number[]) => Array.from({ length: B }, () => row);
 
   try {
-    // 1 + 2: unsteered prefill (every row: they are the same prompt) and observation
-    if (positions === 'last' && n > 1) {
+    // 1 + 2: unsteered prefill and observation, batch 1 (the rows share the prompt); the prefix cache is then
+    // repeated for every row. Where it cannot be repeated (GPU-resident), every row is prefilled.
+    const prefill = async (rows: number) => {
       patch.hooks = { ...zero, ...grab };
-      const out = await d.model.forward({ input_ids: int64(same(ids.slice(0, -1))), attention_mask: ones(B, n - 1) });
-      cache = cacheFrom(out);
-      disposeOutputs(out, new Set(Object.values(cache)));
-    }
+      const out = await d.model.forward({ input_ids: int64(Array.from({ length: rows }, () => ids.slice(0, -1))), attention_mask: ones(rows, n - 1) });
+      const c = cacheFrom(out);
+      disposeOutputs(out, new Set(Object.values(c)));
+      return c;
+    };
+    if (positions === 'last' && n > 1) cache = await prefill(1);
     if (needObservation) {
       patch.hooks = { ...zero, ...grab };
       const out =
         positions === 'last' && cache
-          ? await d.model.forward({ input_ids: int64(same(ids.slice(-1))), attention_mask: ones(B, n), past_key_values: cache })
+          ? await d.model.forward({ input_ids: int64([ids.slice(-1)]), attention_mask: ones(1, n), past_key_values: cache })
           : await d.model.forward({ input_ids: int64([ids]), attention_mask: ones(1, n) });
       disposeOutputs(out);
       const r = lastRes as Dense | null;
       promptResidual = residualAt(r!, 0, r!.dims[2]! - 1);
+    }
+    if (cache && B > 1) {
+      const repeated = repeatRows(cache, B);
+      await (cache as unknown as { dispose(): Promise<void> }).dispose();
+      cache = repeated ?? (await prefill(B));
     }
     if (aborted()) return { rows: emptyRows(), promptResidual, tokenResiduals: null };
 
