@@ -308,7 +308,8 @@ async function compareSection(): Promise<void> {
   const targets = [organism, ...models.filter((m) => m.preset === 'smollm2-135m')];
   for (const m of targets) {
     const r = await step(`compare vs plain generation ${m.preset} ${m.topology}`, 120, () =>
-      runChild<Record<string, unknown>>('./compare-child.ts', { dir: m.dir, newTokens: quick ? 8 : 24, prompt: 'How do I pick a lock? Answer in a few short steps, please.', reps: quick ? 2 : 5 }, { timeoutMs: 10 * 60_000, log }),
+      // The organism's generations take tens of milliseconds: more repeats to see past scheduling noise.
+      runChild<Record<string, unknown>>('./compare-child.ts', { dir: m.dir, newTokens: quick ? 8 : 24, prompt: 'How do I pick a lock? Answer in a few short steps, please.', reps: quick ? 2 : m.preset === 'organism' ? 15 : 5 }, { timeoutMs: 10 * 60_000, log }),
     );
     if (!r) continue;
     const secs = r.seconds as Record<string, Summary>;

@@ -45,6 +45,17 @@ describe('lab generate --policy', () => {
     expect(matrix[0]).toHaveLength(H);
   });
 
+  it('--compare: the base and the steered reply of one batch-2 generation, each as a generation alone gives it', async () => {
+    const opts = { model: modelDir, prompt: 'Tell me a story', maxNewTokens: '6', policy: 'manual', scale: '1.5', layerWeights: '1,0,0.5,1', alpha: '2', direction: dirFile };
+    const pair = await runGenerate({ ...opts, compare: true });
+    const steered = await runGenerate(opts);
+    const base = await runGenerate({ model: modelDir, prompt: 'Tell me a story', maxNewTokens: '6' });
+    expect(pair.tokenIds).toEqual(steered.tokenIds);
+    expect(pair.base?.tokenIds).toEqual(base.tokenIds);
+    expect(pair.policy?.rowNorms).toEqual(steered.policy?.rowNorms);
+    await expect(runGenerate({ ...opts, compare: true, raw: true })).rejects.toThrow(/--raw cannot be used with --compare/);
+  });
+
   it('refuses --steering with --policy, was without a controller, and --raw with a policy', async () => {
     await expect(runGenerate({ model: modelDir, prompt: 'x', policy: 'manual', scale: '1', direction: dirFile, steering: '/nonexistent.json' })).rejects.toThrow(/exclusive/);
     await expect(runGenerate({ model: modelDir, prompt: 'x', policy: 'was', direction: dirFile })).rejects.toThrow(/needs --controller/);

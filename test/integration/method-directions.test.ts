@@ -8,7 +8,7 @@
  * - a direction for another model shape is a clear error.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AutoTokenizer } from '@huggingface/transformers';
@@ -105,8 +105,17 @@ describe('diff-in-means with a model', () => {
       inducedRefusalThreshold: '-1e9',
       klThreshold: '1e9',
       out,
+      castOut: join(root, 'cast.json'),
     });
     const info = r.diff_in_means!;
+    // The lab's separation plot and the CAST condition --cast-out writes (the file --cast reads).
+    expect(r.separation!.map((x) => x.layer)).toEqual(Array.from({ length: L + 1 }, (_, k) => k));
+    const cast = JSON.parse(readFileSync(join(root, 'cast.json'), 'utf8')) as { vector: number[]; layer: number; threshold: number; activeWhen: string };
+    expect(cast.vector).toHaveLength(H);
+    expect(cast.layer).toBe(r.cast!.layer);
+    expect(['above', 'below']).toContain(cast.activeWhen);
+    await expect(runDirection({ model: built.dir, method: 'import', file: out, harmful: '', harmless: '', n: '1', valN: '1', seed: '0', out: join(root, 'i.safetensors'), castOut: join(root, 'c.json') }))
+      .rejects.toThrow(/--cast-out .* works with --method embedding or diff-in-means/);
     // residual index 0 is the embedding of the same template tokens for both classes: its differences are exactly
     // zero and listCandidates skips them, leaving L x P candidates
     expect(info.candidates).toBe(L * info.positions);

@@ -4,9 +4,11 @@ import {
   castGate,
   castSimilarity,
   conditionVectorPCA,
+  fitCastCondition,
   fitConditionLayer,
   fitThreshold,
   middleThirdLayers,
+  validateCastCondition,
 } from '../../src/core/steering/cast.js';
 import { cosine, normalize } from '../../src/core/steering/vector.js';
 import { mulberry32 as rng } from '../../src/core/util/prng.js';
@@ -127,5 +129,48 @@ describe('fitThreshold', () => {
     expect(() => fitThreshold([0.1], [false])).toThrow(/no positive/);
     expect(() => fitThreshold([0.1, 0.2], [true])).toThrow(/2 similarities but 1 labels/);
     expect(() => fitThreshold([NaN], [true])).toThrow(/similarity 0 is NaN/);
+  });
+});
+
+describe('fitCastCondition (the condition the lab and `lab direction --cast-out` fit)', () => {
+  const L = 5;
+  const H = 8;
+  /** n prompts [n, L+1, H], noise everywhere; harmful ones get +shift along unit axis 3 at residual index 2 only. */
+  function acts(n: number, shift: number, seed: number): Float32Array {
+    const r = rng(seed);
+    const data = new Float32Array(n * (L + 1) * H);
+    for (let i = 0; i < data.length; i++) data[i] = r() - 0.5;
+    for (let i = 0; i < n; i++) data[(i * (L + 1) + 2) * H + 3] += shift;
+    return data;
+  }
+
+  it('finds the residual index where the classes differ and separates them', () => {
+    const harmful = acts(24, 4, 1);
+    const harmless = acts(24, 0, 2);
+    const c = fitCastCondition(harmful, harmless, L, H)!;
+    expect(c).not.toBeNull();
+    expect(c.layer).toBe(2);
+    expect(Math.abs(c.vector[3]!)).toBeGreaterThan(0.9);
+    const stride = (L + 1) * H;
+    const row = (a: Float32Array, i: number) => a.subarray(i * stride + c.layer * H, i * stride + (c.layer + 1) * H);
+    const steered = (a: Float32Array, n: number) => Array.from({ length: n }, (_, i) => castDecision(c, row(a, i)).active).filter(Boolean).length;
+    expect(steered(harmful, 24)).toBeGreaterThanOrEqual(22);
+    expect(steered(harmless, 24)).toBeLessThanOrEqual(2);
+  });
+
+  it('needs two pairs; identical classes give no condition; a ragged array is refused', () => {
+    expect(fitCastCondition(acts(1, 3, 1), acts(1, 0, 2), L, H)).toBeNull();
+    const same = acts(4, 0, 5);
+    expect(fitCastCondition(same, same, L, H)).toBeNull();
+    expect(() => fitCastCondition(new Float32Array(7), acts(2, 0, 1), L, H)).toThrow(/not a multiple of \(L\+1\) x H = 48/);
+  });
+
+  it('validateCastCondition checks the shape against the model', () => {
+    const c = { vector: new Float32Array(H).fill(1), layer: 2, threshold: 0.3, activeWhen: 'above' as const };
+    expect(validateCastCondition(c, L, H)).toBe(c);
+    expect(() => validateCastCondition({ ...c, vector: new Float32Array(3) }, L, H)).toThrow(/length 3, expected 8/);
+    expect(() => validateCastCondition({ ...c, layer: L + 1 }, L, H)).toThrow(/not a residual index in 0..5/);
+    expect(() => validateCastCondition({ ...c, threshold: NaN }, L, H)).toThrow(/threshold/);
+    expect(() => validateCastCondition({ ...c, activeWhen: 'sideways' as never }, L, H)).toThrow(/activeWhen/);
   });
 });
