@@ -28,8 +28,9 @@ describe('lab: Playground', () => {
       await play.getByLabel('New tokens').fill('16');
       const watch = streamedLengths(page, ['base-output', 'steered-output']);
       await generate.click();
-      await expect.poll(() => generate.isEnabled(), { timeout: GUARD_MS }).toBe(false);
-      await expect.poll(() => generate.isEnabled(), { timeout: GUARD_MS }).toBe(true);
+      // Done when the steered reply reports the run (its line is empty until then), and no job runs.
+      await expect.poll(() => play.locator('article').nth(1).textContent(), { timeout: GUARD_MS }).toMatch(/both in/);
+      await idle(page);
       const lengths = await watch.stop();
       expect(new Set(lengths['base-output']).size, `base text grew in steps: ${lengths['base-output']}`).toBeGreaterThan(2);
       expect(new Set(lengths['steered-output']).size, `steered text grew in steps: ${lengths['steered-output']}`).toBeGreaterThan(2);
