@@ -177,7 +177,8 @@ describe('LLM worker in headless Chromium', () => {
       const probe = await session.page.evaluate(() => window.steerlabDebug.probeDevice());
       // Fail loudly: this environment is expected to offer SwiftShader's WebGPU adapter (METHOD.md section 5).
       if (!probe.webgpu) throw new Error(`WebGPU adapter not offered in headless Chromium with --enable-unsafe-webgpu: ${probe.reason}`);
-      const times = await checkDevice(session, 'auto', 'webgpu');
+      // Asked for by name: 'auto' rightly prefers WASM on this software adapter (fallback.test.ts).
+      const times = await checkDevice(session, 'webgpu', 'webgpu');
       console.log(`[browser webgpu] adapter: ${probe.reason}; ${JSON.stringify(times)}`);
     } catch (e) {
       throw new Error(`${(e as Error).message}\nbrowser log:\n${session.log.join('\n')}`, { cause: e });
