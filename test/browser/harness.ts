@@ -76,13 +76,18 @@ export async function startLabServer(mounts: Record<string, string> = {}): Promi
   };
 }
 
+/** `vite build` of the app (the production bundle: index.html, workers, ort/, data/, models/) into outDir. */
+export async function buildApp(outDir: string): Promise<void> {
+  await build({ root: PROJECT_ROOT, configFile: join(PROJECT_ROOT, 'vite.config.ts'), logLevel: 'error', build: { outDir, emptyOutDir: true } });
+}
+
 /**
  * Builds the app (vite build, the production bundle: worker, ort/ files) into outDir and serves it with
  * `vite preview` on 127.0.0.1, folders mounted as in startLabServer. Proves the built app works with no dev server.
  */
 export async function buildAndPreview(outDir: string, mounts: Record<string, string> = {}): Promise<{ url: string; close(): Promise<void> }> {
   const configFile = join(PROJECT_ROOT, 'vite.config.ts');
-  await build({ root: PROJECT_ROOT, configFile, logLevel: 'error', build: { outDir, emptyOutDir: true } });
+  await buildApp(outDir);
   const server = await preview({
     root: PROJECT_ROOT,
     configFile,

@@ -1,0 +1,99 @@
+/**
+ * The built lab works from any folder of any static host: `vite build` output served by a plain static server under
+ * /some/sub/path/ (no dev server, no preview server, no cross-origin isolation headers). The lab opens, the default
+ * model loads (its files, onnxruntime-web's WASM, the shipped controller and tfjs's WASM all from under the sub-path),
+ * a greedy generation streams tokens, a small controller training fetches its datasets, and not one request 404s
+ * or leaves the sub-path. Chromium gets its software WebGPU adapter, so the Model panel must also show that Auto
+ * chose WASM and why. On failure: a screenshot and the browser log in test-output/subpath/.
+ */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { buildApp, launchChromium, PROJECT_ROOT } from './harness.js';
+import { shoot } from './lab-helpers.js';
+import { serveStatic, type StaticServer } from './static-server.js';
+
+const SUB = '/some/sub/path/';
+const OUT = join(PROJECT_ROOT, 'test-output/subpath');
+let tmp: string;
+let server: StaticServer;
+
+beforeAll(async () => {
+  tmp = mkdtempSync(join(tmpdir(), 'steerlab-subpath-'));
+  await buildApp(join(tmp, 'dist'));
+  server = await serveStatic(join(tmp, 'dist'), SUB);
+});
+
+afterAll(async () => {
+  await server?.close();
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
+});
+
+test('built lab served under a sub-path by a plain static server: default model, greedy tokens, no 404', async () => {
+  const session = await launchChromium({ webgpu: true });
+  const { page } = session;
+  const failed: string[] = [];
+  session.context.on('response', (r) => { if (r.status() >= 400) failed.push(`${r.status()} ${r.url()}`); });
+  session.context.on('requestfailed', (r) => failed.push(`failed (${r.failure()?.errorText}) ${r.url()}`));
+  const app = `${server.url}${SUB}`;
+  try {
+    await page.setViewportSize({ width: 1366, height: 900 });
+    await page.goto(app);
+    // The default model: loaded when the lab opens, or by the header's button.
+    const ready = page.getByTestId('model-ready');
+    const loadDefault = page.getByTestId('load-default');
+    await ready.or(loadDefault).first().waitFor({ timeout: 60_000 });
+    if (await loadDefault.isVisible()) await loadDefault.click();
+    const loadError = page.getByTestId('load-error');
+    await ready.or(loadError).first().waitFor({ timeout: 120_000 });
+    if (await loadError.isVisible()) throw new Error(`the default model did not load: ${await loadError.textContent()}`);
+    await expect.poll(() => page.getByTestId('self-check').textContent()).toMatch(/passed/);
+    // Auto on SwiftShader: WASM, and the Model panel says the adapter is a software one.
+    const device = (await page.getByTestId('model-device').textContent()) ?? '';
+    expect(device).toMatch(/^wasm /);
+    expect(device).toMatch(/swiftshader, a software adapter that runs on the CPU/);
+    // The shipped direction and controller came from the model's folder under the sub-path.
+    await expect.poll(() => page.locator('header').textContent()).toMatch(/direction: diff-in-means.*controller: loaded/);
+
+    await page.getByRole('tab', { name: 'Playground' }).click();
+    const play = page.locator('#panel-playground');
+    await play.getByLabel(/^Prompt/).fill('Tell me about the sea.');
+    await play.getByLabel('New tokens').fill('8');
+    const generate = page.getByRole('button', { name: 'Generate base + steered' });
+    await generate.click();
+    await expect.poll(() => page.getByTestId('base-output').textContent(), { timeout: 60_000 }).not.toBe('');
+    await expect.poll(() => generate.isEnabled(), { timeout: 60_000 }).toBe(true);
+    const baseInfo = (await play.locator('article').first().textContent()) ?? '';
+    expect(Number(/(\d+) tokens, (?:eos|length)/.exec(baseInfo)?.[1]), `base reply: ${baseInfo}`).toBeGreaterThan(0);
+
+    // Training fetches its prompt sets from data/ under the sub-path (and runs in the controller worker).
+    await page.getByRole('tab', { name: 'Controller' }).click();
+    const ctl = page.locator('#panel-controller');
+    await ctl.getByLabel('Prompts per class').fill('8');
+    await ctl.getByLabel('Epochs').fill('2');
+    await ctl.getByLabel('Hidden width').fill('64');
+    await ctl.getByRole('button', { name: 'Train controller' }).click();
+    await page.getByTestId('controller-active').waitFor({ timeout: 120_000 });
+
+    expect(server.notFound, '404s at the static server').toEqual([]);
+    expect(failed, 'failed requests seen by the browser').toEqual([]);
+    const outside = session.requests.filter((u) => !u.startsWith(app) && !u.startsWith('blob:') && !u.startsWith('data:'));
+    expect(outside, 'requests outside the sub-path').toEqual([]);
+    // The files that used to be fetched from the host's root really came from under the sub-path.
+    const paths = session.requests.filter((u) => u.startsWith(app)).map((u) => new URL(u).pathname.slice(SUB.length));
+    for (const expected of [
+      /^assets\/llm\.worker-[\w-]+\.js$/, /^assets\/controller\.worker-[\w-]+\.js$/, /^ort\/ort-wasm-simd-threaded\.asyncify\.wasm$/,
+      /^ort\/ort-wasm-simd-threaded\.asyncify\.mjs$/, /^assets\/tfjs-backend-wasm[\w-]*\.wasm$/, /^models\/organism\/onnx\/model\.onnx$/,
+      /^models\/organism\/controller\.safetensors$/, /^data\/.+\.(csv|jsonl|json)$/,
+    ]) expect(paths.some((p) => expected.test(p)), `a request for ${expected} under ${SUB}; got ${paths.join(', ')}`).toBe(true);
+    expect(session.log.filter((l) => l.startsWith('[pageerror]')), 'page errors').toEqual([]);
+  } catch (e) {
+    mkdirSync(OUT, { recursive: true });
+    const shot = await shoot(page, OUT, 'failure').catch((err: Error) => `no screenshot: ${err.message}`);
+    writeFileSync(join(OUT, 'failure.log'), [...session.log, '', 'requests:', ...session.requests, '', 'failed:', ...failed].join('\n'));
+    throw new Error(`${(e as Error).message}\nscreenshot: ${shot}; log: ${join(OUT, 'failure.log')}\nbrowser log:\n${session.log.join('\n')}`, { cause: e });
+  } finally {
+    await session.close();
+  }
+}, 300_000); // the waits above end first, so a failure leaves its screenshot and log
