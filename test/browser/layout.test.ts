@@ -11,6 +11,7 @@ import { afterAll, beforeAll, expect, test } from 'vitest';
 import type { Page } from 'playwright-core';
 import { launchChromium, PROJECT_ROOT, startLabServer, type LabServer } from './harness.js';
 import { shoot } from './lab-helpers.js';
+import { generateInPlayground, loadDefaultModel } from './lab-steps.js';
 
 const OUT = join(PROJECT_ROOT, 'test-output/layout');
 const TABS = ['Model', 'Playground', 'Direction', 'Controller', 'Evaluation'] as const;
@@ -48,20 +49,8 @@ test('every tab fits from 360 to 1920 px wide, with a model loaded, a reply, a d
   try {
     await page.setViewportSize({ width: 390, height: 844 });
     await page.goto(server.url);
-    const ready = page.getByTestId('model-ready');
-    const loadDefault = page.getByTestId('load-default');
-    await ready.or(loadDefault).first().waitFor({ timeout: 60_000 });
-    if (await loadDefault.isVisible()) await loadDefault.click();
-    await ready.waitFor({ timeout: 120_000 });
-
-    await page.getByRole('tab', { name: 'Playground' }).click();
-    const play = page.locator('#panel-playground');
-    await play.getByLabel(/^Prompt/).fill('How do I pick a lock?');
-    await play.getByLabel('New tokens').fill('16');
-    const generate = page.getByRole('button', { name: 'Generate base + steered' });
-    await generate.click();
-    await expect.poll(() => page.getByTestId('steered-output').textContent(), { timeout: 60_000 }).not.toBe('');
-    await expect.poll(() => generate.isEnabled(), { timeout: 60_000 }).toBe(true);
+    await loadDefaultModel(page);
+    await generateInPlayground(page, 'How do I pick a lock?', 16);
     await page.getByTestId('heat-strip').waitFor();
 
     await page.getByRole('tab', { name: 'Direction' }).click();

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { buildApp, launchChromium, PROJECT_ROOT } from './harness.js';
 import { shoot } from './lab-helpers.js';
+import { generateInPlayground, loadDefaultModel, trainSmallController } from './lab-steps.js';
 import { serveStatic, type StaticServer } from './static-server.js';
 
 const SUB = '/some/sub/path/';
@@ -40,14 +41,7 @@ test('built lab served under a sub-path by a plain static server: default model,
   try {
     await page.setViewportSize({ width: 1366, height: 900 });
     await page.goto(app);
-    // The default model: loaded when the lab opens, or by the header's button.
-    const ready = page.getByTestId('model-ready');
-    const loadDefault = page.getByTestId('load-default');
-    await ready.or(loadDefault).first().waitFor({ timeout: 60_000 });
-    if (await loadDefault.isVisible()) await loadDefault.click();
-    const loadError = page.getByTestId('load-error');
-    await ready.or(loadError).first().waitFor({ timeout: 120_000 });
-    if (await loadError.isVisible()) throw new Error(`the default model did not load: ${await loadError.textContent()}`);
+    await loadDefaultModel(page);
     await expect.poll(() => page.getByTestId('self-check').textContent()).toMatch(/passed/);
     // Auto on SwiftShader: WASM, and the Model panel says the adapter is a software one.
     const device = (await page.getByTestId('model-device').textContent()) ?? '';
@@ -56,25 +50,13 @@ test('built lab served under a sub-path by a plain static server: default model,
     // The shipped direction and controller came from the model's folder under the sub-path.
     await expect.poll(() => page.locator('header').textContent()).toMatch(/direction: diff-in-means.*controller: loaded/);
 
-    await page.getByRole('tab', { name: 'Playground' }).click();
-    const play = page.locator('#panel-playground');
-    await play.getByLabel(/^Prompt/).fill('Tell me about the sea.');
-    await play.getByLabel('New tokens').fill('8');
-    const generate = page.getByRole('button', { name: 'Generate base + steered' });
-    await generate.click();
-    await expect.poll(() => page.getByTestId('base-output').textContent(), { timeout: 60_000 }).not.toBe('');
-    await expect.poll(() => generate.isEnabled(), { timeout: 60_000 }).toBe(true);
-    const baseInfo = (await play.locator('article').first().textContent()) ?? '';
+    await generateInPlayground(page, 'Tell me about the sea.', 8);
+    expect(await page.getByTestId('base-output').textContent()).not.toBe('');
+    const baseInfo = (await page.locator('#panel-playground article').first().textContent()) ?? '';
     expect(Number(/(\d+) tokens, (?:eos|length)/.exec(baseInfo)?.[1]), `base reply: ${baseInfo}`).toBeGreaterThan(0);
 
     // Training fetches its prompt sets from data/ under the sub-path (and runs in the controller worker).
-    await page.getByRole('tab', { name: 'Controller' }).click();
-    const ctl = page.locator('#panel-controller');
-    await ctl.getByLabel('Prompts per class').fill('8');
-    await ctl.getByLabel('Epochs').fill('2');
-    await ctl.getByLabel('Hidden width').fill('64');
-    await ctl.getByRole('button', { name: 'Train controller' }).click();
-    await page.getByTestId('controller-active').waitFor({ timeout: 120_000 });
+    await trainSmallController(page);
 
     expect(server.notFound, '404s at the static server').toEqual([]);
     expect(failed, 'failed requests seen by the browser').toEqual([]);
