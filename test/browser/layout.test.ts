@@ -90,4 +90,4 @@ test('every tab fits from 360 to 1920 px wide, with a model loaded, a reply, a d
   } finally {
     await session.close();
   }
-}, 600_000); // the waits above end first, so a failure leaves its screenshots and log
+}, 900_000); // above the sum of the waits: a stuck step fails first, leaving its screenshots and log

@@ -78,4 +78,4 @@ test('built lab served under a sub-path by a plain static server: default model,
   } finally {
     await session.close();
   }
-}, 300_000); // the waits above end first, so a failure leaves its screenshot and log
+}, 900_000); // above the sum of the waits: a stuck step fails first, leaving its screenshot and log
