@@ -16,7 +16,8 @@
  */
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { loadControllerFor, loadDirectionFor, type ModelIdentity } from '../core/method/artifacts.js';
+import { directionTieWarning, type ArtefactTarget } from '../core/method/artifacts.js';
+import { loadControllerFor, loadDirectionFor } from '../core/method/artifacts-node.js';
 import type { CastSettings } from '../core/method/conditions.js';
 import type { MethodController } from '../core/method/flow.js';
 import type { DirectionFile } from '../core/steering/direction-file.js';
@@ -50,7 +51,7 @@ export function addPolicyOptions(cmd: Command): Command {
     .option('--coefficient <c>', 'actadd policy: coefficient (default 1)')
     .option('--actadd-layer <l>', "actadd policy: steering row (default: the direction file's layer)")
     .option('--cast <file>', 'cast policy: JSON settings {vector|"direction", layer, threshold, activeWhen, strength?, layers?}')
-    .option('--allow-other-model', 'accept a controller trained on another model id of the same shape');
+    .option('--allow-other-model', 'accept a direction or controller made for another model of the same shape (it then warns)');
 }
 
 export function parseNumber(flag: string, v: string): number {
@@ -84,7 +85,7 @@ export function parseNumberList(flag: string, v: string): number[] {
 }
 
 /** A CAST settings file. `vector: "direction"` uses the direction as condition vector. */
-export async function readCastSettings(path: string, model: ModelIdentity, direction: DirectionFile | null): Promise<CastSettings> {
+export async function readCastSettings(path: string, model: { numLayers: number; hiddenSize: number }, direction: DirectionFile | null): Promise<CastSettings> {
   let raw: unknown;
   try {
     raw = JSON.parse(await readFile(path, 'utf8'));
@@ -122,27 +123,33 @@ export interface ResolvedPolicy {
   directionFile: DirectionFile | null;
   directionId: string | null;
   controller: MethodController | null;
+  controllerId: string | null;
   warnings: string[];
 }
 
 /** Loads --direction / --controller for `model` and turns --policy and its settings into a policy. */
-export async function resolvePolicyOptions(o: PolicyCliOptions, model: ModelIdentity): Promise<ResolvedPolicy> {
+export async function resolvePolicyOptions(o: PolicyCliOptions, model: ArtefactTarget): Promise<ResolvedPolicy> {
   const kind = o.policy ?? 'off';
   if (!(POLICY_KINDS as readonly string[]).includes(kind)) throw new Error(`--policy must be one of ${POLICY_KINDS.join(', ')}, got "${kind}"`);
   const warnings: string[] = [];
   let directionFile: DirectionFile | null = null;
   let directionIdValue: string | null = null;
+  const allow = { allowOtherModel: o.allowOtherModel === true };
   if (o.direction) {
-    const d = await loadDirectionFor(o.direction, model);
+    const d = await loadDirectionFor(o.direction, model, allow);
     directionFile = d.file;
     directionIdValue = d.id;
     warnings.push(...d.warnings);
   }
   let controller: MethodController | null = null;
+  let controllerIdValue: string | null = null;
   if (o.controller) {
-    controller = (await loadControllerFor(o.controller, model, { allowOtherModelId: o.allowOtherModel })).method;
-    const tied = controller.metadata?.direction_id;
-    if (tied && directionIdValue && tied !== directionIdValue) warnings.push(`controller ${o.controller} was trained with direction ${tied}, but --direction is ${directionIdValue}`);
+    const c = await loadControllerFor(o.controller, model, allow);
+    controller = c.method;
+    controllerIdValue = c.id;
+    warnings.push(...c.warnings);
+    const tie = directionTieWarning(controller, directionIdValue);
+    if (tie) warnings.push(tie);
   }
   const alpha = o.alpha !== undefined ? parseNumber('alpha', o.alpha) : (controller?.metadata?.alpha ?? DEFAULT_ALPHA);
   const L = model.numLayers;
@@ -192,5 +199,5 @@ export async function resolvePolicyOptions(o: PolicyCliOptions, model: ModelIden
     }
   }
   validatePolicy(policy, { numLayers: L, hiddenSize: model.hiddenSize });
-  return { policy, direction: directionFile?.direction ?? null, directionFile, directionId: directionIdValue, controller, warnings };
+  return { policy, direction: directionFile?.direction ?? null, directionFile, directionId: directionIdValue, controller, controllerId: controllerIdValue, warnings };
 }

@@ -22,6 +22,7 @@
  *   projection elsewhere; the mean-projection proxy matches the target at every layer.
  *   The induced-refusal test (b) is exact: ActAdd of the raw vector at the candidate's own layer (row k - 1).
  */
+import { modelFields } from '../model/model-id.js';
 import type { SteerableModel } from '../model/steerable.js';
 import { fetchModelFile } from '../model/fetch-file.js';
 import { DTYPE_SUFFIX } from '../model/hub-paths.js';
@@ -91,7 +92,7 @@ export async function embeddingDirectionOfModel(
   const r = embeddingDirection(rows, tokenizePhrases(model.tokenizer, REFUSAL_PHRASES), tokenizePhrases(model.tokenizer, ANSWER_PHRASES));
   const note = `rows of ${matrix.source} "${matrix.tensor}" (${matrix.storage})${matrix.fallbackReason ? `; unembedding not used: ${matrix.fallbackReason}` : ''}`;
   const file = embeddingDirectionFile(r.direction, matrix.source, {
-    modelId: model.id,
+    ...modelFields(model.identity),
     hiddenSize: model.hiddenSize,
     numLayers: model.numLayers,
     note,
@@ -250,7 +251,7 @@ export async function diffInMeansOfModel(
   }
   const best = sel.selected;
   const file = diffInMeansDirectionFile(best, (k) => candidateAt(cands, k, best.position).vector, {
-    modelId: model.id,
+    ...modelFields(model.identity),
     hiddenSize: H,
     numLayers: L,
     sampleCounts: {

@@ -15,7 +15,7 @@
 import type { ControllerNetwork } from '../controller/network.js';
 import type { ControllerMetadata } from '../controller/metadata.js';
 import type { SteerableModel } from '../model/steerable.js';
-import type { SamplingOptions, SteeringContext as ModelStepContext } from '../model/types.js';
+import type { SamplingOptions, StepContext } from '../model/types.js';
 import { castDecision } from '../steering/cast.js';
 import { fitDepsFromTokenizer, fitPrompt, parseFitMode, type FitMode, type FitResult } from './fit.js';
 import { rowNorms } from '../steering/matrix.js';
@@ -167,7 +167,7 @@ export async function runFlow(model: SteerableModel, prompt: string, parts: Omit
   let outcome: PolicyOutcome | null = null;
   let observed: Float32Array | null = null;
 
-  const policyCallback = (ctx: ModelStepContext): Float32Array | null => {
+  const policyCallback = (ctx: StepContext): Float32Array | null => {
     if (!outcome) {
       if (!ctx.promptResidual) throw new Error('the model did not hand the policy the observed residual of the last prompt token');
       observed = ctx.promptResidual;

@@ -14,6 +14,7 @@ import {
   type DirectionMetadata,
   type ModelShape,
 } from './direction-file.js';
+import type { ModelVariant } from '../model/model-id.js';
 import { decodeSafetensors } from './safetensors.js';
 import { checkVector, norm, normalize } from './vector.js';
 
@@ -23,6 +24,9 @@ function bad(source: string, message: string): never {
 
 export interface ImportOptions extends ModelShape {
   modelId: string;
+  /** Display name and variant of the model (SteerableModel.identity), recorded beside its id. */
+  modelName?: string;
+  modelVariant?: ModelVariant;
   /** Row to take when the user's file holds one vector per layer [num_layers, hidden]. */
   layer?: number;
   /** Creation time (default now); fixed in tests. */
@@ -164,6 +168,8 @@ export function importDirection(bytes: Uint8Array, fileName: string, options: Im
     format: DIRECTION_FORMAT,
     version: DIRECTION_FORMAT_VERSION,
     model_id: options.modelId,
+    ...(options.modelName !== undefined ? { model_name: options.modelName } : {}),
+    ...(options.modelVariant !== undefined ? { model_variant: { ...options.modelVariant } } : {}),
     hidden_size: H,
     num_layers: L,
     method: 'import',
