@@ -14,6 +14,7 @@
  *
  * resolvePolicyOptions() loads the files (refusing ones made for another model) and returns what runFlow needs.
  */
+import { decoderLayer, decoderLayers, residualIndex } from '../core/model/layer-index.js';
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { directionTieWarning, type ArtefactTarget } from '../core/method/artifacts.js';
@@ -110,9 +111,9 @@ export async function readCastSettings(path: string, model: { numLayers: number;
   if (o.strength !== undefined && (typeof o.strength !== 'number' || !Number.isFinite(o.strength))) throw new Error(`--cast ${path}: "strength" must be a number`);
   if (o.layers !== undefined && !(Array.isArray(o.layers) && o.layers.every((l) => Number.isSafeInteger(l)))) throw new Error(`--cast ${path}: "layers" must be an array of layer indices`);
   return {
-    condition: { vector, layer: o.layer as number, threshold: o.threshold, activeWhen: o.activeWhen },
+    condition: { vector, layer: residualIndex(o.layer as number, model.numLayers), threshold: o.threshold, activeWhen: o.activeWhen },
     ...(o.strength !== undefined ? { strength: o.strength as number } : {}),
-    ...(o.layers !== undefined ? { layers: o.layers as number[] } : {}),
+    ...(o.layers !== undefined ? { layers: decoderLayers(o.layers as number[]) } : {}),
   };
 }
 
@@ -182,7 +183,7 @@ export async function resolvePolicyOptions(o: PolicyCliOptions, model: ArtefactT
       if (!directionFile) throw new Error('--policy actadd needs --direction FILE (a diff-in-means direction carries its raw vector and layer)');
       const layerFromFile = directionFile.metadata.layer;
       if (o.actaddLayer === undefined && layerFromFile === undefined) throw new Error('--policy actadd needs --actadd-layer L (the direction file names no layer)');
-      const layer = o.actaddLayer !== undefined ? parseIndex('actadd-layer', o.actaddLayer, L) : layerFromFile!;
+      const layer = o.actaddLayer !== undefined ? decoderLayer(parseIndex('actadd-layer', o.actaddLayer, L)) : layerFromFile!;
       policy = {
         kind: 'actadd',
         vector: directionFile.rawDirection ?? directionFile.direction,

@@ -5,6 +5,7 @@
  * MAX_CONSECUTIVE_FAILURES in a row stop it), resume after an abort (no lost or duplicate rows, same records),
  * per-prompt seeds, summaries with labels, condition and policy option errors.
  */
+import { decoderLayers, type DecoderLayer } from '../../src/core/model/layer-index.js';
 import { describe, expect, it } from 'vitest';
 import { MemoryRecordStore, type EvalRecord } from '../../src/core/eval/records.js';
 import { wasKeywordJudge } from '../../src/core/eval/judges.js';
@@ -51,7 +52,7 @@ function fakeModel(calls: { n: number; seeds: (number | undefined)[] }): Steerab
 
 /** A controller whose scale is the first input value and whose weights are 0.5. */
 const controller: MethodController = {
-  inputLayers: [2],
+  inputLayers: decoderLayers([2]),
   network: { predict: (row: Float32Array) => ({ scale: row[0]!, layerWeights: new Float32Array(L).fill(0.5) }) } as unknown as MethodController['network'],
 };
 const direction = Float32Array.from([1, 0, 0, 0]);
@@ -255,7 +256,8 @@ describe('conditions and policy options', () => {
 
   it('controller input takes residual rows l+1 of each input layer', () => {
     const res = Float32Array.from({ length: (L + 1) * H }, (_, i) => i);
-    expect(Array.from(controllerInput(res, [0, 2], L, H))).toEqual([4, 5, 6, 7, 12, 13, 14, 15]);
-    expect(() => controllerInput(res, [3], L, H)).toThrow(/not a decoder layer in 0..2/);
+    expect(Array.from(controllerInput(res, decoderLayers([0, 2]), L, H))).toEqual([4, 5, 6, 7, 12, 13, 14, 15]);
+    // Unchecked input (a hand-edited file) is still caught at run time.
+    expect(() => controllerInput(res, [3 as DecoderLayer], L, H)).toThrow(/not a decoder layer in 0..2/);
   });
 });

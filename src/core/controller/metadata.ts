@@ -2,6 +2,7 @@
  * A trained controller: its metadata (what model, layers, direction and training produced it) together with its
  * parameters. The metadata object is stored verbatim (snake_case JSON) in the controller file (format.ts).
  */
+import type { DecoderLayer } from '../model/layer-index.js';
 import { recordedModelProblem, type ModelVariant } from '../model/model-id.js';
 import { validateInputLayers } from './layers.js';
 import type { ControllerParams, ControllerShape, InputStandardization } from './params.js';
@@ -72,7 +73,7 @@ export interface ControllerMetadata {
   num_layers: number;
   hidden_size: number;
   /** Decoder-layer indices (0-based) whose output residuals (residual_stream index l+1) form the input, ascending. */
-  input_layers: number[];
+  input_layers: DecoderLayer[];
   hidden_width: number;
   /** Id of the steering direction this controller was trained to drive, or null if not tied to one. */
   direction_id: string | null;

@@ -59,7 +59,7 @@ export interface TrainControllerOptions {
   numLayers: number;
   hiddenSize: number;
   /** Decoder-layer indices feeding the controller; default controllerInputLayers(numLayers) (l >= 2/3 N). */
-  inputLayers?: number[];
+  inputLayers?: readonly number[];
   /** Hidden width of the MLP (paper 1024). */
   hiddenWidth?: number;
   /** 'mse' (paper, targets 1/0 on raw s) or 'bce' (BCE-with-logits on s). */

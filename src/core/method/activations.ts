@@ -9,6 +9,7 @@
  * train-controller reuse activations across runs; it is keyed by the model's identity AND variant (activations of a
  * quantised graph differ), the input layers and the prompts.
  */
+import type { DecoderLayer } from '../model/layer-index.js';
 import type { ModelIdentity } from '../model/model-id.js';
 import type { SteerableModel } from '../model/steerable.js';
 import { decodeSafetensors, encodeSafetensors } from '../steering/safetensors.js';
@@ -32,7 +33,7 @@ function residualColumn(data: Float32Array, K: number, S: number, H: number, p: 
 }
 
 /** Controller input rows [n, inputLayers * H] for a prompt list. */
-export async function controllerActivations(model: SteerableModel, prompts: readonly string[], inputLayers: readonly number[], onProgress?: Progress): Promise<Float32Array> {
+export async function controllerActivations(model: SteerableModel, prompts: readonly string[], inputLayers: readonly DecoderLayer[], onProgress?: Progress): Promise<Float32Array> {
   const width = inputLayers.length * model.hiddenSize;
   const x = new Float32Array(prompts.length * width);
   for (let i = 0; i < prompts.length; i++) {

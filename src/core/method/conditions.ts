@@ -12,6 +12,7 @@
  * alpha defaults to the controller's own alpha (what it was trained for), else 2.0. These names are the one
  * vocabulary of CLI and lab runs ('base', never 'off').
  */
+import type { DecoderLayer } from '../model/layer-index.js';
 import type { CastCondition } from '../steering/cast.js';
 import type { DirectionFile } from '../steering/direction-file.js';
 import { DEFAULT_ALPHA, type SteeringPolicy } from '../steering/policies.js';
@@ -29,7 +30,8 @@ export interface EvalCondition {
 export interface CastSettings {
   condition: CastCondition;
   strength?: number;
-  layers?: number[];
+  /** Steering rows the behaviour vector is added at (default: the middle third). */
+  layers?: DecoderLayer[];
   behaviourVector?: Float32Array;
 }
 

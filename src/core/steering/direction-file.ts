@@ -11,6 +11,7 @@
  * Importing a user's vector (safetensors, JSON, .npy) is direction-import.ts. Pure (no Node APIs); the Node
  * reader/writer with atomic writes is direction-file-node.ts.
  */
+import { decoderLayer, layerBefore, outputOf, type DecoderLayer, type ResidualIndex } from '../model/layer-index.js';
 import { recordedModelProblem, type ModelVariant } from '../model/model-id.js';
 import { decodeSafetensors, encodeSafetensors, type SafetensorsTensor } from './safetensors.js';
 import { checkVector, norm, normalize } from './vector.js';
@@ -36,7 +37,7 @@ export interface DirectionMetadata {
   /** Required for method 'embedding': which matrix's rows were averaged (paper: unembedding; released code: input). */
   source_matrix?: SourceMatrix;
   /** diff-in-means: steering row (output of decoder layer `layer`, residual index layer + 1) of the chosen vector. */
-  layer?: number;
+  layer?: DecoderLayer;
   /** diff-in-means: post-instruction position index (0 = first template token after the user's text). */
   position?: number;
   /** e.g. { harmful: 'advbench', harmless: 'alpaca' } */
@@ -275,19 +276,20 @@ export function embeddingDirectionFile(direction: Float32Array, sourceMatrix: So
  * residual index; the file records the steering row, selected.layer - 1.
  */
 export function diffInMeansDirectionFile(
-  selected: { layer: number; position: number; vector: Float32Array; direction: Float32Array },
-  perLayer: ((residualIndex: number) => Float32Array) | null,
+  selected: { layer: ResidualIndex; position: number; vector: Float32Array; direction: Float32Array },
+  perLayer: ((k: ResidualIndex) => Float32Array) | null,
   o: BuildOptions,
 ): DirectionFile {
   const { hiddenSize: H, numLayers: L } = o;
-  if (!Number.isSafeInteger(selected.layer) || selected.layer < 1 || selected.layer > L) {
-    throw new RangeError(`selected candidate at residual index ${selected.layer} has no steering row: expected 1..${L} (index 0 is the embedding output)`);
-  }
+  const row = layerBefore(selected.layer, L);
   let directions: Float32Array | undefined;
   if (perLayer) {
     directions = new Float32Array(L * H);
-    for (let l = 0; l < L; l++) directions.set(checkVector(perLayer(l + 1), H, `diff-in-means vector at residual index ${l + 1}`), l * H);
+    for (let l = 0; l < L; l++) {
+      const k = outputOf(decoderLayer(l));
+      directions.set(checkVector(perLayer(k), H, `diff-in-means vector at residual index ${k}`), l * H);
+    }
   }
-  const metadata = validateDirectionMetadata({ ...common(o), method: 'diff-in-means', layer: selected.layer - 1, position: selected.position });
+  const metadata = validateDirectionMetadata({ ...common(o), method: 'diff-in-means', layer: row, position: selected.position });
   return assemble(metadata, { direction: selected.direction, rawDirection: selected.vector, ...(directions ? { directions } : {}) });
 }

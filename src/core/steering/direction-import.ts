@@ -4,6 +4,7 @@
  * chosen layer). The format is detected from the content, not the file name. The result is a DirectionFile with
  * method 'import', ready to save with encodeDirectionFile. Pure (no Node APIs).
  */
+import { decoderLayer } from '../model/layer-index.js';
 import {
   DIRECTION_FORMAT,
   DIRECTION_FORMAT_VERSION,
@@ -176,7 +177,7 @@ export function importDirection(bytes: Uint8Array, fileName: string, options: Im
     created_at: options.createdAt ?? new Date().toISOString(),
     source_file: fileName,
     source_norm: norm(vector),
-    ...(shape.length === 2 && shape[0] > 1 ? { layer: options.layer } : {}),
+    ...(shape.length === 2 && shape[0] > 1 && options.layer !== undefined ? { layer: decoderLayer(options.layer, L) } : {}),
   };
   return {
     metadata: validateDirectionMetadata(metadata, source),
