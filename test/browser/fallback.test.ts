@@ -1,6 +1,6 @@
 /**
  * Device choice by dtype: SwiftShader's WebGPU adapter has no shader-f16, so a q4f16 graph (fp16 activations,
- * MatMulNBits) cannot run on it (METHOD.md section 5). With device 'auto' the worker must load it on WASM and say
+ * MatMulNBits) cannot run on it (docs/METHOD-NOTES.md section 5). With device 'auto' the worker must load it on WASM and say
  * why; an explicit 'webgpu' must be refused with the reason before any WebGPU session exists (a failed WebGPU run
  * leaves onnxruntime-web broken in that worker). On WASM the q4f16 model must match Node.
  */
