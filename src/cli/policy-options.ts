@@ -17,9 +17,9 @@
 import { decoderLayer, decoderLayers, residualIndex } from '../core/model/layer-index.js';
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { directionTieWarning, type ArtefactTarget } from '../core/method/artifacts.js';
-import { loadControllerFor, loadDirectionFor } from '../core/method/artifacts-node.js';
-import type { CastSettings } from '../core/method/conditions.js';
+import type { ArtefactTarget } from '../core/method/artifacts.js';
+import { loadMethodArtefacts } from '../core/method/artifacts-node.js';
+import type { CastSettings, ManualSettings } from '../core/method/conditions.js';
 import type { MethodController } from '../core/method/flow.js';
 import type { DirectionFile } from '../core/steering/direction-file.js';
 import { DEFAULT_ALPHA, validatePolicy, type SteeringPolicy } from '../core/steering/policies.js';
@@ -85,6 +85,26 @@ export function parseNumberList(flag: string, v: string): number[] {
   return parts.map((p) => parseNumber(flag, p));
 }
 
+/**
+ * --scale / --layer-weights / --enabled-layers: the manual policy's (and eval's manual condition's) settings for a
+ * model of numLayers layers; null when no --scale is given (then the other two must be absent too).
+ */
+export function parseManualSettings(o: Pick<PolicyCliOptions, 'scale' | 'layerWeights' | 'enabledLayers'>, numLayers: number): ManualSettings | null {
+  if (o.scale === undefined) {
+    if (o.layerWeights !== undefined || o.enabledLayers !== undefined) throw new Error('--layer-weights / --enabled-layers set the manual steering: give --scale S too');
+    return null;
+  }
+  const w = o.layerWeights !== undefined ? parseNumberList('layer-weights', o.layerWeights) : [1];
+  if (w.length !== 1 && w.length !== numLayers) throw new Error(`--layer-weights: ${w.length} values given, expected 1 or ${numLayers} (one per layer)`);
+  const layerWeights = w.length === 1 ? new Array<number>(numLayers).fill(w[0]!) : w;
+  let enabledLayers: boolean[] | undefined;
+  if (o.enabledLayers !== undefined) {
+    const on = o.enabledLayers.split(',').map((x) => parseIndex('enabled-layers', x, numLayers));
+    enabledLayers = Array.from({ length: numLayers }, (_, l) => on.includes(l));
+  }
+  return { scale: parseNumber('scale', o.scale), layerWeights, ...(enabledLayers ? { enabledLayers } : {}) };
+}
+
 /** A CAST settings file. `vector: "direction"` uses the direction as condition vector. */
 export async function readCastSettings(path: string, model: { numLayers: number; hiddenSize: number }, direction: DirectionFile | null): Promise<CastSettings> {
   let raw: unknown;
@@ -132,26 +152,12 @@ export interface ResolvedPolicy {
 export async function resolvePolicyOptions(o: PolicyCliOptions, model: ArtefactTarget): Promise<ResolvedPolicy> {
   const kind = o.policy ?? 'off';
   if (!(POLICY_KINDS as readonly string[]).includes(kind)) throw new Error(`--policy must be one of ${POLICY_KINDS.join(', ')}, got "${kind}"`);
-  const warnings: string[] = [];
-  let directionFile: DirectionFile | null = null;
-  let directionIdValue: string | null = null;
-  const allow = { allowOtherModel: o.allowOtherModel === true };
-  if (o.direction) {
-    const d = await loadDirectionFor(o.direction, model, allow);
-    directionFile = d.file;
-    directionIdValue = d.id;
-    warnings.push(...d.warnings);
-  }
-  let controller: MethodController | null = null;
-  let controllerIdValue: string | null = null;
-  if (o.controller) {
-    const c = await loadControllerFor(o.controller, model, allow);
-    controller = c.method;
-    controllerIdValue = c.id;
-    warnings.push(...c.warnings);
-    const tie = directionTieWarning(controller, directionIdValue);
-    if (tie) warnings.push(tie);
-  }
+  const art = await loadMethodArtefacts(o, model, { allowOtherModel: o.allowOtherModel === true });
+  const warnings = [...art.warnings];
+  const directionFile: DirectionFile | null = art.direction?.file ?? null;
+  const directionIdValue = art.direction?.id ?? null;
+  const controller: MethodController | null = art.controller?.method ?? null;
+  const controllerIdValue = art.controller?.id ?? null;
   const alpha = o.alpha !== undefined ? parseNumber('alpha', o.alpha) : (controller?.metadata?.alpha ?? DEFAULT_ALPHA);
   const L = model.numLayers;
   let policy: SteeringPolicy;
@@ -168,15 +174,8 @@ export async function resolvePolicyOptions(o: PolicyCliOptions, model: ArtefactT
     case 'manual': {
       if (!directionFile) throw new Error('--policy manual needs --direction FILE');
       if (o.scale === undefined) throw new Error('--policy manual needs --scale S');
-      const w = o.layerWeights !== undefined ? parseNumberList('layer-weights', o.layerWeights) : [1];
-      if (w.length !== 1 && w.length !== L) throw new Error(`--layer-weights: ${w.length} values given, expected 1 or ${L} (one per layer)`);
-      const layerWeights = w.length === 1 ? new Array<number>(L).fill(w[0]!) : w;
-      let enabledLayers: boolean[] | undefined;
-      if (o.enabledLayers !== undefined) {
-        const on = o.enabledLayers.split(',').map((s) => parseIndex('enabled-layers', s, L));
-        enabledLayers = Array.from({ length: L }, (_, l) => on.includes(l));
-      }
-      policy = { kind: 'manual', scale: parseNumber('scale', o.scale), layerWeights, alpha, ...(enabledLayers ? { enabledLayers } : {}) };
+      const m = parseManualSettings(o, L)!;
+      policy = { kind: 'manual', scale: m.scale, layerWeights: m.layerWeights, alpha, ...(m.enabledLayers ? { enabledLayers: m.enabledLayers } : {}) };
       break;
     }
     case 'actadd': {

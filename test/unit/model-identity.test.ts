@@ -14,6 +14,8 @@ import {
   WHOLE_FILE_LIMIT,
   type ModelFileReader,
 } from '../../src/core/model/model-content-id.js';
+import { decodeActivationCache, encodeActivationCache } from '../../src/core/method/activations.js';
+import { decoderLayers } from '../../src/core/model/layer-index.js';
 import { checkSameModel, recordedModel, type ModelIdentity } from '../../src/core/model/model-id.js';
 import { buildTestModel } from '../../src/core/onnx/testmodel/build.js';
 
@@ -143,5 +145,18 @@ describe('checking an artefact against the loaded model', () => {
     const w = checkSameModel(other, loaded, 'controller c', { allowOtherModel: true }).warnings;
     expect(w).toHaveLength(1);
     expect(w[0]).toMatch(/accepted/);
+  });
+});
+
+describe('activation caches record the model and its variant', () => {
+  it('a cache made with one model or variant is not used for another', async () => {
+    const model: ModelIdentity = { id: 'sha256:aaaaaaaaaaaaaaaa', name: 'm', variant: { dtype: 'fp32', graph: 'onnx/model.onnx' } };
+    const key = { model, inputLayers: decoderLayers([2, 3]), hiddenSize: 2, prompts: ['a', 'b'] };
+    const x = Float32Array.from({ length: 8 }, (_, i) => i);
+    const bytes = await encodeActivationCache(key, x);
+    expect(Array.from((await decodeActivationCache(bytes, key, 'c'))!)).toEqual(Array.from(x));
+    expect(await decodeActivationCache(bytes, { ...key, model: { ...model, id: 'sha256:bbbbbbbbbbbbbbbb' } }, 'c')).toBeNull();
+    expect(await decodeActivationCache(bytes, { ...key, model: { ...model, variant: { dtype: 'q4f16', graph: 'onnx/model_q4f16.onnx' } } }, 'c')).toBeNull();
+    expect(await decodeActivationCache(bytes, { ...key, prompts: ['a', 'c'] }, 'c')).toBeNull();
   });
 });

@@ -19,16 +19,15 @@ import type { EvalRecord } from '../../core/eval/records.js';
 import { openRunStore } from '../../core/eval/records-node.js';
 import { PAPER_SAMPLING, runEval, runSettings, settingsDiff, type EvalDataset } from '../../core/eval/runner.js';
 import { parseRecordsJsonl, runSettingsJson, runSummaryMarkdown, summarizeRun, summaryFiles, type RunSummary } from '../../core/eval/summary.js';
-import { directionTieWarning } from '../../core/method/artifacts.js';
-import { loadControllerFor, loadDirectionFor } from '../../core/method/artifacts-node.js';
-import { castId, parseConditionList, resolveConditions, type CastSettings, type ManualSettings } from '../../core/method/conditions.js';
+import { loadMethodArtefacts } from '../../core/method/artifacts-node.js';
+import { castId, parseConditionList, resolveConditions, type CastSettings } from '../../core/method/conditions.js';
 import { loadPromptSet, pick } from '../../core/method/datasets.js';
 import { FIT_MODES, parseFitMode } from '../../core/method/fit.js';
 import type { MethodController } from '../../core/method/flow.js';
 import type { DirectionFile } from '../../core/steering/direction-file.js';
 import { writeFileAtomic } from '../../core/util/atomic-write.js';
 import { ProgressBar } from '../progress.js';
-import { parseCount, parseIndex, parseNumber, parseNumberList, parseSeed, readCastSettings } from '../policy-options.js';
+import { parseCount, parseManualSettings, parseNumber, parseSeed, readCastSettings } from '../policy-options.js';
 import { addModelOptions, loadCommandModel, type ModelCliOptions } from '../model-options.js';
 
 export interface EvalCliOptions extends ModelCliOptions {
@@ -100,23 +99,6 @@ async function checkManifest(dir: string, manifest: Record<string, unknown>): Pr
   await writeFileAtomic(file, runSettingsJson(manifest));
 }
 
-/** --scale / --layer-weights / --enabled-layers for the manual condition (numLayers: the model's). */
-function manualSettings(o: EvalCliOptions, numLayers: number): ManualSettings | null {
-  if (o.scale === undefined) {
-    if (o.layerWeights !== undefined || o.enabledLayers !== undefined) throw new Error('--layer-weights / --enabled-layers set the manual condition: give --scale S too');
-    return null;
-  }
-  const w = o.layerWeights !== undefined ? parseNumberList('layer-weights', o.layerWeights) : [1];
-  if (w.length !== 1 && w.length !== numLayers) throw new Error(`--layer-weights: ${w.length} values given, expected 1 or ${numLayers} (one per layer)`);
-  const layerWeights = w.length === 1 ? new Array<number>(numLayers).fill(w[0]!) : w;
-  let enabledLayers: boolean[] | undefined;
-  if (o.enabledLayers !== undefined) {
-    const on = o.enabledLayers.split(',').map((x) => parseIndex('enabled-layers', x, numLayers));
-    enabledLayers = Array.from({ length: numLayers }, (_, l) => on.includes(l));
-  }
-  return { scale: parseNumber('scale', o.scale), layerWeights, ...(enabledLayers ? { enabledLayers } : {}) };
-}
-
 export async function runEvalCommand(o: EvalCliOptions, progress = true): Promise<EvalRunResult> {
   if (!o.out) throw new Error('--out DIR is required');
   if (!o.dataset || o.dataset.length === 0) throw new Error('--dataset is required (a dataset name or a CSV/JSONL file; repeatable)');
@@ -150,28 +132,15 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
   const t0 = performance.now();
   const model = await loadCommandModel(o);
   try {
-    const allow = { allowOtherModel: o.allowOtherModel === true };
-    let direction: DirectionFile | null = null;
-    let directionId: string | null = null;
-    if (o.direction) {
-      const d = await loadDirectionFor(o.direction, model, allow);
-      direction = d.file;
-      directionId = d.id;
-      warnings.push(...d.warnings);
-    }
-    let controller: MethodController | null = null;
-    let controllerId: string | null = null;
-    if (o.controller) {
-      const c = await loadControllerFor(o.controller, model, allow);
-      controller = c.method;
-      controllerId = c.id;
-      warnings.push(...c.warnings);
-      const tie = directionTieWarning(controller, directionId);
-      if (tie) warnings.push(tie);
-      await selectBackend();
-    }
+    const art = await loadMethodArtefacts(o, model, { allowOtherModel: o.allowOtherModel === true });
+    warnings.push(...art.warnings);
+    const direction: DirectionFile | null = art.direction?.file ?? null;
+    const directionId = art.direction?.id ?? null;
+    const controller: MethodController | null = art.controller?.method ?? null;
+    const controllerId = art.controller?.id ?? null;
+    if (controller) await selectBackend();
     const cast: CastSettings | null = o.cast ? await readCastSettings(o.cast, model, direction) : null;
-    const manual = manualSettings(o, model.numLayers);
+    const manual = parseManualSettings(o, model.numLayers);
     if (manual && !names.includes('manual')) throw new Error('--scale / --layer-weights / --enabled-layers set the manual condition, which --conditions does not list');
     const conditions = resolveConditions(names, { direction, controller, cast, manual, ...(alpha !== undefined ? { alpha } : {}) });
     const sampling = o.sampling ? { ...PAPER_SAMPLING } : null;
