@@ -16,6 +16,7 @@ import { externalDataLocations } from './external-data.js';
 import { fetchModelFile, locateModelFile, ModelFileNotFoundError } from './fetch-file.js';
 import { DTYPE_SUFFIX, externalDataChunkNames } from './hub-paths.js';
 import { modelIdentity } from './model-content-id.js';
+import type { ModelIdentity } from './model-id.js';
 import { modelSourceOf } from './model-source.js';
 import { installSteerlabCache } from './patched-cache.js';
 import type { TjsTokenizer } from './prompt.js';
@@ -228,7 +229,7 @@ export async function loadSteerableModel(modelArg: string, opts: LoadOptions = {
     throw new ModelLoadError('TOKENIZER_FAILED', `cannot load the tokenizer of "${idOrPath}": ${(e as Error).message}`);
   }
 
-  let identity;
+  let identity: ModelIdentity;
   try {
     // The one model identity (model-id.ts): hub id, or a local folder's content hash; recorded in every artefact.
     identity = await modelIdentity(await modelSourceOf(idOrPath), { dtype, modelFileName: originalName });
