@@ -79,6 +79,8 @@ export function createLlmHost(): LlmWorkerApi {
   let model: SteerableModel | null = null;
   let loading = false;
   let generation: AbortController | null = null;
+  // The protocol's setSteering matrix, kept here: the core model holds no steering between calls.
+  let hostSteering: Float32Array | null = null;
 
   const loaded = (what: string): SteerableModel => {
     if (!model) throw new Error(`${what}: no model is loaded; call load() first`);
@@ -139,6 +141,7 @@ export function createLlmHost(): LlmWorkerApi {
         }
         yieldBeforeEachStep(m, () => generation !== null);
         model = m;
+        hostSteering = null;
         return {
           model: req.model,
           numLayers: m.numLayers,
@@ -158,7 +161,8 @@ export function createLlmHost(): LlmWorkerApi {
 
     async setSteering(matrix: SteeringMatrix): Promise<void> {
       checkSteeringArg(matrix, 'setSteering');
-      loaded('setSteering').setSteering(matrix);
+      loaded('setSteering');
+      hostSteering = matrix;
     },
 
     async generate(req: GenerateRequest, onEvent?: (e: GenerateEvent) => void, onResidual?: (e: ResidualEvent) => void): Promise<GenerateResult> {
@@ -194,8 +198,8 @@ export function createLlmHost(): LlmWorkerApi {
           signal: controller.signal,
           onToken: sink.active ? (id, text) => sink.emit({ type: 'token', index: index++, id, text }) : undefined,
         };
-        // undefined = the model's setSteering matrix; the core treats a missing key the same way.
-        if (req.steering !== undefined) opts.steering = req.steering;
+        // undefined = the setSteering matrix.
+        opts.steering = req.steering === undefined ? hostSteering : req.steering;
         if (residualSink.active) {
           // The same fixed matrix, handed over as a policy: the core then shows it, before each pass, the residual
           // of the previous pass, i.e. of the token just generated (step k sees token k - 1's).
@@ -241,7 +245,7 @@ export function createLlmHost(): LlmWorkerApi {
       const m = loaded('forward');
       if (!req || !Array.isArray(req.inputIds)) throw new Error('forward: expected { inputIds: number[][] }');
       checkSteeringArg(req.steering, 'forward');
-      const r = await m.forward(req.inputIds, req.steering === undefined ? {} : { steering: req.steering });
+      const r = await m.forward(req.inputIds, { steering: req.steering === undefined ? hostSteering : req.steering });
       const result: ForwardResult = {
         logits: own(r.logits.data), logitsDims: r.logits.dims.slice(),
         residuals: own(r.residuals.data), residualDims: r.residuals.dims.slice(),

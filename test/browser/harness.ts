@@ -1,7 +1,7 @@
 /**
  * Headless-Chromium harness for browser tests run by vitest in Node: a Vite dev server on 127.0.0.1 (the app's own
  * vite.config.ts, plus folders mounted under URL prefixes) and Debian's /usr/bin/chromium driven by playwright-core.
- * Flags follow METHOD.md section 5: without the background-networking flags Chromium's connections are refused
+ * Flags follow docs/METHOD-NOTES.md section 5: without the background-networking flags Chromium's connections are refused
  * many at a time on these machines.
  */
 import { createReadStream, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';

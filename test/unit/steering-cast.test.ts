@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { residualIndex } from '../../src/core/model/layer-index.js';
 import {
   castDecision,
   castGate,
@@ -33,7 +34,7 @@ describe('CAST similarity and gate', () => {
     expect(castGate(0.5, 0.5, 'below')).toBe(true);
     expect(castGate(0.51, 0.5, 'below')).toBe(false);
     expect(() => castGate(NaN, 0.5, 'above')).toThrow(/similarity is NaN/);
-    const c = { vector: Float32Array.from([1, 0]), layer: 2, threshold: 0.9, activeWhen: 'above' as const };
+    const c = { vector: Float32Array.from([1, 0]), layer: residualIndex(2), threshold: 0.9, activeWhen: 'above' as const };
     expect(castDecision(c, [5, 0.1]).active).toBe(true);
     expect(castDecision(c, [0.1, 5]).active).toBe(false);
   });

@@ -1,4 +1,5 @@
 /** The playground's path from activations to the steering matrix (src/ui/lib/steer.ts). */
+import { residualIndex } from '../../src/core/model/layer-index.js';
 import { describe, expect, test } from 'vitest';
 import {
   controllerFeatures, defaultSettings, directionHeat, manualFromPrediction, policyUnavailable, steeringFor, type SteeringArtefacts,
@@ -41,7 +42,7 @@ describe('steering matrix from UI settings', () => {
   });
 
   test('CAST reads the prompt activation at its condition layer and gates the patch', () => {
-    const cast = { vector: Float32Array.from([0, 1, 0, 0]), layer: 2, threshold: 0.5, activeWhen: 'above' as const };
+    const cast = { vector: Float32Array.from([0, 1, 0, 0]), layer: residualIndex(2), threshold: 0.5, activeWhen: 'above' as const };
     const res = new Float32Array((L + 1) * H);
     res.set([0, 3, 0, 0], 2 * H); // along the condition vector at residual index 2
     const on = steeringFor({ ...defaultSettings(L), kind: 'cast' }, arts({ cast }), null, res);

@@ -5,7 +5,8 @@ import { register as verify } from './verify.js';
 import { register as generate } from './generate.js';
 import { register as direction } from './direction.js';
 import { register as trainController } from './train-controller.js';
-import { register as evalCommand } from './eval.js';
+import { register as evalCommand, registerSummarize as summarize } from './eval.js';
+import { register as restamp } from './restamp.js';
 
 /** Every CLI command registers itself here (one import + one list entry per command file). */
 export type RegisterCommand = (program: Command) => void;
@@ -18,4 +19,6 @@ export const COMMANDS: RegisterCommand[] = [
   direction,
   trainController,
   evalCommand,
+  summarize,
+  restamp,
 ];

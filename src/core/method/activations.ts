@@ -5,13 +5,15 @@
  *     prompt and ran with it, which this project does not repeat), rows l+1 of the controller's input layers;
  *   - diff-in-means inputs: residuals at every residual index (0..L) and at the last P post-instruction positions.
  * One unsteered forward per prompt (prompts differ in length; batch-1 rows need no padding mask).
- * A small safetensors cache lets train-controller reuse cached activations across runs.
+ * A small safetensors cache (encodeActivationCache / decodeActivationCache here, files in activations-node.ts) lets
+ * train-controller reuse activations across runs; it is keyed by the model's identity AND variant (activations of a
+ * quantised graph differ), the input layers and the prompts.
  */
-import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import type { DecoderLayer } from '../model/layer-index.js';
+import type { ModelIdentity } from '../model/model-id.js';
 import type { SteerableModel } from '../model/steerable.js';
 import { decodeSafetensors, encodeSafetensors } from '../steering/safetensors.js';
-import { writeFileAtomic } from '../steering/direction-file-node.js';
+import { sha256Hex } from '../util/sha256.js';
 import { controllerInput } from './flow.js';
 
 export type Progress = (done: number, total: number) => void;
@@ -31,7 +33,7 @@ function residualColumn(data: Float32Array, K: number, S: number, H: number, p: 
 }
 
 /** Controller input rows [n, inputLayers * H] for a prompt list. */
-export async function controllerActivations(model: SteerableModel, prompts: readonly string[], inputLayers: readonly number[], onProgress?: Progress): Promise<Float32Array> {
+export async function controllerActivations(model: SteerableModel, prompts: readonly string[], inputLayers: readonly DecoderLayer[], onProgress?: Progress): Promise<Float32Array> {
   const width = inputLayers.length * model.hiddenSize;
   const x = new Float32Array(prompts.length * width);
   for (let i = 0; i < prompts.length; i++) {
@@ -82,45 +84,45 @@ export async function postInstructionResiduals(
   return { data, logits };
 }
 
-// ------------------------------------------------------------------------------------------------ on-disk cache
+// ------------------------------------------------------------------------------------------------ cache
 
 export interface ActivationCacheKey {
-  modelId: string;
+  /** The model the activations were read from: its id and the variant (graph) that computed them. */
+  model: ModelIdentity;
   inputLayers: readonly number[];
   hiddenSize: number;
   /** The prompts, in row order (their texts are hashed: a changed set misses the cache). */
   prompts: readonly string[];
 }
 
-export function activationCacheDigest(key: ActivationCacheKey): string {
-  const h = createHash('sha256');
-  h.update(JSON.stringify({ m: key.modelId, l: key.inputLayers, h: key.hiddenSize, template: 'chat+generation-prompt/last-token' }));
-  for (const p of key.prompts) h.update(`\u0000${p}`);
-  return h.digest('hex');
+export async function activationCacheDigest(key: ActivationCacheKey): Promise<string> {
+  const enc = new TextEncoder();
+  const head = JSON.stringify({ m: key.model.id, v: key.model.variant, l: key.inputLayers, h: key.hiddenSize, template: 'chat+generation-prompt/last-token' });
+  return sha256Hex(enc.encode(head), ...key.prompts.map((p) => enc.encode(`\u0000${p}`)));
 }
 
-/** Cached rows for exactly this key, or null (missing file or another key). A corrupt file is an error. */
-export async function readActivationCache(file: string, key: ActivationCacheKey): Promise<Float32Array | null> {
-  let bytes: Uint8Array;
-  try {
-    bytes = new Uint8Array(await readFile(file));
-  } catch {
-    return null;
-  }
-  const { tensors, metadata } = decodeSafetensors(bytes, { source: file });
-  if (metadata.format !== 'steerlab-activations') throw new Error(`${file} is not a Steerlab activation cache (format ${JSON.stringify(metadata.format)})`);
-  if (metadata.digest !== activationCacheDigest(key)) return null;
+/** Cached rows for exactly this key, or null (another key). Bytes that are not an activation cache are an error. */
+export async function decodeActivationCache(bytes: Uint8Array, key: ActivationCacheKey, source: string): Promise<Float32Array | null> {
+  const { tensors, metadata } = decodeSafetensors(bytes, { source });
+  if (metadata.format !== 'steerlab-activations') throw new Error(`${source} is not a Steerlab activation cache (format ${JSON.stringify(metadata.format)})`);
+  if (metadata.digest !== (await activationCacheDigest(key))) return null;
   const x = tensors.x;
   const width = key.inputLayers.length * key.hiddenSize;
-  if (!x || x.data.length !== key.prompts.length * width) throw new Error(`${file}: tensor "x" does not hold ${key.prompts.length} rows of ${width} values`);
+  if (!x || x.data.length !== key.prompts.length * width) throw new Error(`${source}: tensor "x" does not hold ${key.prompts.length} rows of ${width} values`);
   return x.data;
 }
 
-export async function writeActivationCache(file: string, key: ActivationCacheKey, x: Float32Array): Promise<void> {
+export async function encodeActivationCache(key: ActivationCacheKey, x: Float32Array): Promise<Uint8Array> {
   const width = key.inputLayers.length * key.hiddenSize;
-  const bytes = encodeSafetensors(
+  return encodeSafetensors(
     { x: { dtype: 'F32', shape: [key.prompts.length, width], data: x } },
-    { format: 'steerlab-activations', digest: activationCacheDigest(key), model_id: key.modelId, input_layers: JSON.stringify(key.inputLayers) },
+    {
+      format: 'steerlab-activations',
+      digest: await activationCacheDigest(key),
+      model_id: key.model.id,
+      model_name: key.model.name,
+      model_variant: JSON.stringify(key.model.variant),
+      input_layers: JSON.stringify(key.inputLayers),
+    },
   );
-  await writeFileAtomic(file, bytes);
 }

@@ -6,8 +6,8 @@ import { existsSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 import { datasetNames, findDataset, findView } from '../data/catalog.js';
 import { loadDataset, loadUserFile } from '../data/node.js';
-import { sample } from '../data/sample.js';
-import { DatasetError, type Label, type LoadResult, type PromptRecord } from '../data/types.js';
+import { pick } from '../data/sample.js';
+import { DatasetError, type Label, type LoadResult } from '../data/types.js';
 
 export interface PromptSetSpec {
   /** Dataset or view name, or a path to a .csv / .jsonl file. */
@@ -40,8 +40,4 @@ export async function loadPromptSet(spec: PromptSetSpec): Promise<LoadResult> {
   throw new DatasetError(`unknown dataset '${source}'${hint}: expected a file path or one of ${datasetNames().join(', ')}`);
 }
 
-/** n prompts chosen by seed (all when n is undefined or larger, with a note). */
-export function pick(prompts: readonly PromptRecord[], n: number | undefined, seed: number): PromptRecord[] {
-  if (n === undefined) return [...prompts];
-  return sample(prompts, Math.min(n, prompts.length), seed);
-}
+export { pick };

@@ -22,6 +22,8 @@
  *   projection elsewhere; the mean-projection proxy matches the target at every layer.
  *   The induced-refusal test (b) is exact: ActAdd of the raw vector at the candidate's own layer (row k - 1).
  */
+import { layerBefore } from '../model/layer-index.js';
+import { modelFields } from '../model/model-id.js';
 import type { SteerableModel } from '../model/steerable.js';
 import { fetchModelFile } from '../model/fetch-file.js';
 import { DTYPE_SUFFIX } from '../model/hub-paths.js';
@@ -33,7 +35,6 @@ import {
   diffInMeans,
   listCandidates,
   residualsFromArray,
-  steeringRowOfResidualIndex,
   type DirectionCandidate,
 } from '../steering/diff-in-means.js';
 import { diffInMeansDirectionFile, embeddingDirectionFile, type DirectionFile } from '../steering/direction-file.js';
@@ -91,7 +92,7 @@ export async function embeddingDirectionOfModel(
   const r = embeddingDirection(rows, tokenizePhrases(model.tokenizer, REFUSAL_PHRASES), tokenizePhrases(model.tokenizer, ANSWER_PHRASES));
   const note = `rows of ${matrix.source} "${matrix.tensor}" (${matrix.storage})${matrix.fallbackReason ? `; unembedding not used: ${matrix.fallbackReason}` : ''}`;
   const file = embeddingDirectionFile(r.direction, matrix.source, {
-    modelId: model.id,
+    ...modelFields(model.identity),
     hiddenSize: model.hiddenSize,
     numLayers: model.numLayers,
     note,
@@ -228,7 +229,7 @@ export async function diffInMeansOfModel(
     const ablHarmful = meanProjectionAblation(meanProjections(hfVal.data, sets.harmfulVal.length, K, P, H, d), d, L);
     const ablHarmless = meanProjectionAblation(meanProjections(hlVal.data, sets.harmlessVal.length, K, P, H, d), d, L);
     const actadd = new Float32Array(L * H);
-    actadd.set(c.vector, steeringRowOfResidualIndex(c.layer, L) * H);
+    actadd.set(c.vector, layerBefore(c.layer, L) * H);
     const a = await lastLogits(model, sets.harmfulVal, ablHarmful);
     const k = await lastLogits(model, sets.harmlessVal, ablHarmless);
     const s = await lastLogits(model, sets.harmlessVal, actadd);
@@ -250,7 +251,7 @@ export async function diffInMeansOfModel(
   }
   const best = sel.selected;
   const file = diffInMeansDirectionFile(best, (k) => candidateAt(cands, k, best.position).vector, {
-    modelId: model.id,
+    ...modelFields(model.identity),
     hiddenSize: H,
     numLayers: L,
     sampleCounts: {

@@ -17,7 +17,7 @@
 import { DynamicCache, InterruptableStoppingCriteria, Tensor } from '@huggingface/transformers';
 import { disposeOutputs, residualAt, type ModelOutputs, type SteeringPatch, type TjsModel, type TjsTensor } from './steering-patch.js';
 import { samplingProcessors } from './sampling.js';
-import type { Dense, GenerateOptions, GenerateResult, SteeringContext } from './types.js';
+import type { Dense, GenerateOptions, GenerateResult, StepContext } from './types.js';
 
 export interface GenerateDeps {
   model: TjsModel;
@@ -130,7 +130,7 @@ export async function generateSteered(d: GenerateDeps, o: GenerateOptions): Prom
     patch.hooks = {
       steering: () => {
         if (!policy) return steering as Float32Array | null;
-        const ctx: SteeringContext = { step, promptResidual, previousResidual: previous, generated: [...generated] };
+        const ctx: StepContext = { step, promptResidual, previousResidual: previous, generated: [...generated] };
         const m = policy(ctx);
         if (m !== null) patch.checkSteering(m, 1);
         return m;

@@ -15,6 +15,9 @@ import { IS_NODE, loadNodeIo } from './base-cache.js';
 import { externalDataLocations } from './external-data.js';
 import { fetchModelFile, locateModelFile, ModelFileNotFoundError } from './fetch-file.js';
 import { DTYPE_SUFFIX, externalDataChunkNames } from './hub-paths.js';
+import { modelIdentity } from './model-content-id.js';
+import type { ModelIdentity } from './model-id.js';
+import { modelSourceOf } from './model-source.js';
 import { installSteerlabCache } from './patched-cache.js';
 import type { TjsTokenizer } from './prompt.js';
 import { describeFailure, probeIds, runSelfCheck, SelfCheckError } from './self-check.js';
@@ -125,8 +128,10 @@ async function externalDataFolder(id: string, locations: string[], progress: Loa
   return folder === '' ? '.' : folder;
 }
 
-export async function loadSteerableModel(idOrPath: string, opts: LoadOptions = {}): Promise<SteerableModel> {
-  if (typeof idOrPath !== 'string' || idOrPath.trim() === '') throw new ModelLoadError('BAD_OPTIONS', 'loadSteerableModel: expected a hub id ("org/name") or a model folder path');
+export async function loadSteerableModel(modelArg: string, opts: LoadOptions = {}): Promise<SteerableModel> {
+  if (typeof modelArg !== 'string' || modelArg.trim() === '') throw new ModelLoadError('BAD_OPTIONS', 'loadSteerableModel: expected a hub id ("org/name") or a model folder path');
+  // Node: an existing folder, relative or not, is read from disk (transformers.js would take "a/b" for a hub id).
+  const idOrPath = IS_NODE ? ((await loadNodeIo()).absoluteFolder(modelArg) ?? modelArg) : modelArg;
   const device: Device = opts.device ?? (IS_NODE ? 'cpu' : 'wasm');
   if (!DEVICES.includes(device)) throw new ModelLoadError('BAD_OPTIONS', `device must be one of ${DEVICES.join(', ')}, got ${String(opts.device)}`);
   if (opts.dtype !== undefined && !DTYPES.includes(opts.dtype)) throw new ModelLoadError('BAD_OPTIONS', `dtype must be one of ${DTYPES.join(', ')}, got ${String(opts.dtype)}`);
@@ -224,7 +229,15 @@ export async function loadSteerableModel(idOrPath: string, opts: LoadOptions = {
     throw new ModelLoadError('TOKENIZER_FAILED', `cannot load the tokenizer of "${idOrPath}": ${(e as Error).message}`);
   }
 
-  const sm = new SteerableModel({ id: opts.modelId ?? idOrPath, source: idOrPath, model, tokenizer, report, numLayers, hiddenSize, vocabSize, device, dtype, modelFileName: originalName });
+  let identity: ModelIdentity;
+  try {
+    // The one model identity (model-id.ts): hub id, or a local folder's content hash; recorded in every artefact.
+    identity = await modelIdentity(await modelSourceOf(idOrPath), { dtype, modelFileName: originalName });
+  } catch (e) {
+    await model.dispose();
+    throw new ModelLoadError('IDENTITY_FAILED', `cannot name the model "${idOrPath}": ${(e as Error).message}`);
+  }
+  const sm = new SteerableModel({ identity, source: idOrPath, model, tokenizer, report, numLayers, hiddenSize, vocabSize, device, dtype, modelFileName: originalName });
   if (opts.selfCheck !== false) {
     progress?.({ stage: 'self-check' });
     const result = await runSelfCheck({ numLayers, hiddenSize, streamDtype: report.stream_dtype, forward: (ids, o) => sm.forward(ids, o) }, probeIds(vocabSize, SELF_CHECK_POSITIONS));

@@ -8,12 +8,13 @@ import { Tensor } from '@huggingface/transformers';
 import type { PatchReport } from '../onnx/patcher.js';
 import { checkContext, checkIds, generateSteered } from './generate.js';
 import { formatChat, type ChatOptions, type ChatPrompt, type TjsTokenizer } from './prompt.js';
+import type { ModelIdentity } from './model-id.js';
 import { disposeOutputs, SteeringPatch, toDense, type TjsModel, type TjsTensor } from './steering-patch.js';
 import type { Dense, Device, Dtype, ForwardResult, GenerateOptions, GenerateResult, SelfCheckResult } from './types.js';
 
 export interface SteerableModelInit {
-  id: string;
-  /** Where the model was loaded from (hub id or folder): what to fetch its files by. `id` is only its identity. */
+  identity: ModelIdentity;
+  /** Where the model was loaded from (hub id or folder): what to fetch its files by. `identity` only names it. */
   source: string;
   model: TjsModel;
   tokenizer: TjsTokenizer;
@@ -28,7 +29,9 @@ export interface SteerableModelInit {
 }
 
 export class SteerableModel {
-  /** The model's identity in artefacts and records (a hub id, or a local folder's name). */
+  /** The model's identity (model-id.ts): id (hub id or a local folder's content hash), display name, variant loaded. */
+  readonly identity: ModelIdentity;
+  /** identity.id: what artefacts and records carry and loads compare. */
   readonly id: string;
   /** Where it was loaded from (hub id or folder path): files are fetched by this, never by `id`. */
   readonly source: string;
@@ -51,7 +54,8 @@ export class SteerableModel {
   private disposed = false;
 
   constructor(init: SteerableModelInit) {
-    this.id = init.id;
+    this.identity = init.identity;
+    this.id = init.identity.id;
     this.source = init.source;
     this.model = init.model;
     this.tokenizer = init.tokenizer;
@@ -82,23 +86,14 @@ export class SteerableModel {
     return next;
   }
 
-  /**
-   * Persistent steering for later forward() / generate() calls that do not pass their own:
-   * [L*H] (every batch row) or [B*L*H]; null = none. Mutates this model's state.
-   */
-  setSteering(matrix: Float32Array | null): void {
-    if (matrix !== null) this.patch.checkSteering(matrix, Math.max(1, Math.floor(matrix.length / (this.numLayers * this.hiddenSize))));
-    this.patch.defaultSteering = matrix;
-  }
-
   /** Chat-formats one user message with the generation prompt and reports the positions WAS reads. */
   formatChat(user: string, opts?: ChatOptions): ChatPrompt {
     return formatChat(this.tokenizer, user, opts);
   }
 
   /**
-   * One forward pass over B equal-length rows (no cache). steering: undefined = setSteering's matrix, null = none.
-   * Returns logits [B, S, V] and residuals [B, L+1, S, H].
+   * One forward pass over B equal-length rows (no cache). steering: [L*H] (every row) or [B*L*H]; absent or null =
+   * none (the model keeps no steering between calls). Returns logits [B, S, V] and residuals [B, L+1, S, H].
    */
   forward(inputIds: number[][], opts: { steering?: Float32Array | null } = {}): Promise<ForwardResult> {
     return this.run(async () => {
@@ -110,7 +105,7 @@ export class SteerableModel {
         if (row.length !== S) throw new Error(`forward: all rows must have the same length (row 0 has ${S}, row ${b} has ${row.length}); pad or call per row`);
       });
       const B = inputIds.length;
-      const steering = opts.steering === undefined ? this.patch.defaultSteering : opts.steering;
+      const steering = opts.steering ?? null;
       if (steering !== null) this.patch.checkSteering(steering, B);
       const flat = new BigInt64Array(B * S);
       inputIds.forEach((row, b) => row.forEach((id, i) => (flat[b * S + i] = BigInt(id))));
@@ -130,7 +125,7 @@ export class SteerableModel {
     });
   }
 
-  /** Steered generation (see generate.ts for the flow). steering: undefined = setSteering's matrix. */
+  /** Steered generation (see generate.ts for the flow). steering: absent or null = none. */
   generate(opts: GenerateOptions): Promise<GenerateResult> {
     return this.run(() =>
       generateSteered(
@@ -145,7 +140,7 @@ export class SteerableModel {
           decode: (ids) => this.tokenizer.decode(ids, { skip_special_tokens: true }),
           chatIds: (p) => this.formatChat(p).ids,
         },
-        { ...opts, steering: opts.steering === undefined ? this.patch.defaultSteering : opts.steering },
+        opts,
       ),
     );
   }

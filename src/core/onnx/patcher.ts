@@ -300,7 +300,7 @@ function rewriteDecoder(site: DecoderSite, numLayers: number, names: Names, stac
       residuals.push(out);
       report.injection_points.push({ layer: l, graph: graphLabel, kind: 'add', value: out });
     } else {
-      // Steer one summand with an explicit Add (never the `bias` input, METHOD.md 4): output 3 = input + skip is then
+      // Steer one summand with an explicit Add (never the `bias` input, docs/METHOD-NOTES.md 4): output 3 = input + skip is then
       // the steered residual and output 0 normalises it. Output 3 is added when the node (a final norm) exposes only
       // output 0. The summand is the incoming stream, not the branch: in onnxruntime 1.30 CPU an fp16 Add of +0 on a
       // MatMulNBits output changed ~60% of the logits by an ulp, while +0 on the stream is bit-exact.

@@ -7,6 +7,7 @@
  *   - the per-layer separation of the two classes along it (what the plot shows), and a CAST condition fitted on the
  *     same activations (condition vector by PCA, layer and threshold by best F1).
  */
+import { residualIndex } from '../../core/model/layer-index.js';
 import {
   ANSWER_PHRASES, REFUSAL_PHRASES, candidateAt, conditionVectorPCA, castSimilarity, diffInMeans, diffInMeansDirectionFile,
   embeddingDirection, embeddingDirectionFile, fitConditionLayer, layerSeparation, residualsFromArray,
@@ -84,7 +85,7 @@ export function diffInMeansDirection(harmful: Activations, harmless: Activations
     if (best < 0 || Math.abs(sepAll[k]!.separation) > Math.abs(sepAll[best]!.separation)) best = k;
   }
   if (best < 0) throw new RangeError('harmful and harmless activations are identical at every layer: no direction to find');
-  const selected = candidateAt(c, best, 0);
+  const selected = candidateAt(c, residualIndex(best), 0);
   const file = diffInMeansDirectionFile(selected, (k) => c.vectors.slice(k * H, (k + 1) * H), {
     modelId: o.modelId, hiddenSize: H, numLayers: L, datasets: { harmful: o.datasets.harmful, harmless: o.datasets.harmless },
     sampleCounts: { harmful: harmful.count, harmless: harmless.count }, seed: o.seed, note: `layer chosen by largest class separation (residual index ${best})`,
@@ -162,5 +163,5 @@ export function fitCast(harmful: Activations, harmless: Activations, L: number, 
   if (byLayer.length === 0) return null;
   const fit = fitConditionLayer(byLayer, labels);
   const chosen = byLayer.find((b) => b.layer === fit.layer)!;
-  return { vector: chosen.vector, layer: fit.layer, threshold: fit.threshold, activeWhen: fit.activeWhen };
+  return { vector: chosen.vector, layer: residualIndex(fit.layer), threshold: fit.threshold, activeWhen: fit.activeWhen };
 }

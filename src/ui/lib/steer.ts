@@ -9,6 +9,7 @@
  * plus the read-outs the UI draws: per-layer effective weight, row norms, and the heat strip (how far each steered
  * token's residual points along the direction, per layer).
  */
+import { decoderLayer } from '../../core/model/layer-index.js';
 import {
   castDecision, cosine, rowNorms, steeringMatrix, type CastCondition, type ControllerPrediction, type PolicyKind, type SteeringPolicy,
 } from '../../core/steering/index.js';
@@ -109,7 +110,7 @@ export function buildPolicy(s: SteeringSettings, a: SteeringArtefacts): Steering
     case 'manual':
       return { kind: 'manual', scale: s.manualScale, layerWeights: s.manualWeights, enabledLayers: s.manualEnabled, alpha: s.alpha };
     case 'actadd':
-      return { kind: 'actadd', vector: a.actadd!.vector, layer: a.actadd!.layer, coefficient: s.actaddCoefficient };
+      return { kind: 'actadd', vector: a.actadd!.vector, layer: decoderLayer(a.actadd!.layer), coefficient: s.actaddCoefficient };
     case 'cast':
       return { kind: 'cast', condition: a.cast!, strength: s.castStrength };
   }

@@ -3,6 +3,7 @@
  * controller, the steering settings. Panels read `lab` and call these functions; everything heavy goes to the
  * workers. Pure logic lives in src/ui/lib (tested in Node); this module only wires it to the workers and IndexedDB.
  */
+import { residualIndex } from '../../core/model/layer-index.js';
 import {
   checkDirectionFits, decodeDirectionFile, encodeDirectionFile, type CastCondition, type ControllerPrediction, type DirectionFile,
   type LayerSeparation,
@@ -236,7 +237,7 @@ export function castToJson(c: CastCondition): SerializedCast {
 }
 
 export function castFromJson(c: SerializedCast): CastCondition {
-  return { vector: Float32Array.from(c.vector), layer: c.layer, threshold: c.threshold, activeWhen: c.activeWhen };
+  return { vector: Float32Array.from(c.vector), layer: residualIndex(c.layer), threshold: c.threshold, activeWhen: c.activeWhen };
 }
 
 /** Stores the active direction in IndexedDB (with its CAST condition and separation plot). */
