@@ -6,6 +6,8 @@
  */
 import { Tensor } from '@huggingface/transformers';
 import type { PatchReport } from '../onnx/patcher.js';
+import type { DecodeEngine, DecodeOptions, DecodeResult, DecodeRow } from './decode.js';
+import { engineFromTjs } from './decode-tjs.js';
 import { checkContext, checkIds, generateSteered } from './generate.js';
 import { formatChat, type ChatOptions, type ChatPrompt, type TjsTokenizer } from './prompt.js';
 import { disposeOutputs, SteeringPatch, toDense, type TjsModel, type TjsTensor } from './steering-patch.js';
@@ -48,6 +50,7 @@ export class SteerableModel {
   readonly model: TjsModel;
   private readonly patch: SteeringPatch;
   private queue: Promise<unknown> = Promise.resolve();
+  private engine: DecodeEngine | null = null;
   private disposed = false;
 
   constructor(init: SteerableModelInit) {
@@ -148,6 +151,26 @@ export class SteerableModel {
         { ...opts, steering: opts.steering === undefined ? this.patch.defaultSteering : opts.steering },
       ),
     );
+  }
+
+  /**
+   * Steered decoding of B prompts per forward pass on the lean engine (decode.ts): per-row matrices, sampling, stops
+   * and captures; the same tokens as generate() row by row.
+   */
+  decode(rows: readonly DecodeRow[], opts: DecodeOptions = {}): Promise<DecodeResult[]> {
+    return this.run(() => this.decodeEngine().decode(rows, opts));
+  }
+
+  /** The decode engine over this model's session (made on first use). */
+  decodeEngine(): DecodeEngine {
+    this.engine ??= engineFromTjs(this.model, {
+      numLayers: this.numLayers,
+      hiddenSize: this.hiddenSize,
+      vocabSize: this.vocabSize,
+      contextLength: this.contextLength,
+      eosTokenIds: this.eosTokenIds,
+    });
+    return this.engine;
   }
 
   async dispose(): Promise<void> {
