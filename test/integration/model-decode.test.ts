@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildTestModel, type BuiltModel } from '../../src/core/onnx/testmodel/build.js';
 import { SHAPE_PRESETS, type TestTopology } from '../../src/core/onnx/testmodel/config.js';
-import { loadSteerableModel, type SamplingOptions, type SteerableModel, type SteeringContext } from '../../src/core/model/index.js';
+import { loadSteerableModel, type GenerateResult, type SamplingOptions, type SteerableModel, type SteeringContext } from '../../src/core/model/index.js';
 import { DecodeEngine, type DecodeRow, type OrtTensorLike } from '../../src/core/model/decode.js';
 import { fromFloat16Array } from '../../src/core/util/float16.js';
 
@@ -132,7 +132,7 @@ describe.each(TOPOLOGIES)('decode engine, %s graph', (topology) => {
       for (let i = 0; i < H; i++) m[(k % L) * H + i] = 6 * Math.tanh(r[(k % L + 1) * H + i]!);
       return m;
     };
-    const ref = [];
+    const ref: GenerateResult[] = [];
     for (let i = 0; i < 4; i++) {
       const policy = (ctx: SteeringContext) => fromResidual(ctx.promptResidual!, i);
       ref.push(await sm.generate({ inputIds: PROMPTS[i]!, maxNewTokens: NEW, steering: policy, capture: 'all', sampling: GREEDY[i]! }));
@@ -159,7 +159,7 @@ describe.each(TOPOLOGIES)('decode engine, %s graph', (topology) => {
       for (let h = 0; h < H; h++) m[((ctx.step + i) % L) * H + h] = 3 * Math.sign(ctx.previousResidual![L * H + h]!);
       return m;
     };
-    const refP = [];
+    const refP: number[][] = [];
     for (let i = 0; i < 3; i++) refP.push((await sm.generate({ inputIds: PROMPTS[i]!, maxNewTokens: NEW, steering: policy(i) })).tokenIds);
     const stats = { passes: 0, capturedPasses: 0, runMs: 0, totalMs: 0 };
     const gotP = await sm.decode(PROMPTS.slice(0, 3).map((ids, i) => ({ ids, maxNewTokens: NEW, steering: policy(i) })), { stats });
@@ -201,6 +201,42 @@ describe.each(TOPOLOGIES)('decode engine, %s graph', (topology) => {
     expect(aborted.filter((r) => r.finishReason === 'abort').length).toBeGreaterThan(0);
     expect(aborted.reduce((n, r) => n + r.tokenIds.length, 0)).toBe(seen.length);
     expect(seen.length).toBeLessThan(PROMPTS.length * NEW);
+  });
+
+  it('the lean session (no residual_stream) returns the capturing session\'s logits and cache, and the same tokens', async () => {
+    expect(await sm.useLeanSession()).toBe(true);
+    const g = sm.decodeEngine().g;
+    expect(g.lean).toBeTruthy();
+    expect(g.lean!.outputNames).not.toContain('residual_stream');
+    const record = (into: { lean: boolean; out: Record<string, Float32Array> }[]) =>
+      new DecodeEngine({
+        ...g,
+        lean: into === viaLean ? g.lean! : null,
+        run: async (s, f, fetches) => {
+          const o = await s.run(f, fetches);
+          const out: Record<string, Float32Array> = {};
+          for (const [k, t] of Object.entries(o)) {
+            if (k !== 'residual_stream') out[k] = t.type === 'float16' ? fromFloat16Array(t.data as Uint16Array) : (t.data as Float32Array);
+          }
+          into.push({ lean: s === g.lean, out });
+          return o;
+        },
+      });
+    const viaCapture: { lean: boolean; out: Record<string, Float32Array> }[] = [];
+    const viaLean: typeof viaCapture = [];
+    const a = await record(viaCapture).decode(rows(GREEDY));
+    const b = await record(viaLean).decode(rows(GREEDY));
+    expect(b.map((r) => r.tokenIds)).toEqual(a.map((r) => r.tokenIds));
+    expect(viaLean.length).toBe(viaCapture.length);
+    expect(viaLean.every((p) => p.lean)).toBe(true); // nothing here reads a residual
+    expect(viaCapture.some((p) => p.lean)).toBe(false);
+    let worst = 0;
+    viaCapture.forEach((p, i) => {
+      expect(Object.keys(viaLean[i]!.out).sort()).toEqual(Object.keys(p.out).sort());
+      for (const [k, v] of Object.entries(p.out)) worst = Math.max(worst, maxAbsDiff(v, viaLean[i]!.out[k]!));
+    });
+    console.info(`[${topology}] lean vs capturing session: max difference of logits and KV ${worst.toExponential(2)}`);
+    expect(worst).toBeLessThanOrEqual(fp16 ? 2e-3 : 1e-5);
   });
 
   it('refuses bad rows with a message naming the row and what was expected', async () => {
