@@ -6,6 +6,7 @@ import { register as generate } from './generate.js';
 import { register as direction } from './direction.js';
 import { register as trainController } from './train-controller.js';
 import { register as evalCommand } from './eval.js';
+import { register as exportGguf } from './export-gguf.js';
 
 /** Every CLI command registers itself here (one import + one list entry per command file). */
 export type RegisterCommand = (program: Command) => void;
@@ -18,4 +19,5 @@ export const COMMANDS: RegisterCommand[] = [
   direction,
   trainController,
   evalCommand,
+  exportGguf,
 ];
