@@ -58,12 +58,13 @@ describe('GGUF writer: model-file metadata and tensor types', () => {
     expect(t['q8']!.raw.length).toBe((192 / 32) * 34);
     expect(t['q4']!.raw.length).toBe((192 / 32) * 18);
     for (const [name, steps] of [['f16', 1e-3], ['q8', 127], ['q4', 8]] as const) {
-      // each value within half a quantisation step (f16: relative rounding), plus the fp16 rounding of the block scale
+      // each value within half a quantisation step (f16: relative rounding; Q4_0: one step, as ggml clips the side
+      // opposite the largest value at code 15), plus the fp16 rounding of the block scale
       for (let b = 0; b < 6; b++) {
         const block = x.subarray(b * 32, b * 32 + 32);
         const amax = Math.max(...Array.from(block, Math.abs));
         const step = name === 'f16' ? amax * steps : amax / steps;
-        for (let j = 0; j < 32; j++) expect(Math.abs(t[name]!.data[b * 32 + j]! - block[j]!)).toBeLessThanOrEqual(step * (name === 'f16' ? 0.5 : 0.57) + 1e-6);
+        for (let j = 0; j < 32; j++) expect(Math.abs(t[name]!.data[b * 32 + j]! - block[j]!)).toBeLessThanOrEqual(step * (name === 'f16' ? 0.5 : name === 'q8' ? 0.57 : 1.07) + 1e-6);
       }
     }
   });
