@@ -2,13 +2,20 @@
  * Child: llama.cpp beside Steerlab on the same weights (the `peer` section). llama.cpp is the prebuilt library the
  * npm package node-llama-cpp ships (pinned devDependency; no build, no download), run on GGUF files that
  * `lab export-gguf` wrote from the very ONNX model Steerlab loads. Variants, interleaved per repeat:
- *   steerlab            the decode engine (SteerableModel.decode), batch 1, a WAS-like steering matrix on every pass
+ *   steerlab            the decode engine (SteerableModel.decode), batch 1, a WAS-like steering matrix on every pass,
+ *                       on the session transformers.js made (onnxruntime's default: one intra-op thread per core, spinning)
+ *   steerlab t1         the same engine on a session of the same patched graph with one intra-op thread, no spinning
  *   llama.cpp <file> tN  node-llama-cpp, batch 1, unsteered, N threads
  * Each run: a prompt of `promptTokens`, then `newTokens` greedy tokens; the decode rate counts the tokens after the
  * first (prefill excluded on both sides). End tokens are not sampled (llama.cpp: token bias; Steerlab: no end ids),
  * so every run decodes the same number of tokens. CPU ms per token = process CPU time (all threads) / tokens.
  */
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import * as ort from 'onnxruntime-node';
 import { getLlama, LlamaLogLevel, TokenBias } from 'node-llama-cpp';
+import { patchDecoder } from '../src/core/onnx/patcher.js';
+import type { OrtSessionLike } from '../src/core/model/decode.js';
 import { DecodeEngine } from '../src/core/model/decode.js';
 import { loadSteerableModel } from '../src/core/model/index.js';
 import { childArgs } from './child.js';
@@ -32,6 +39,13 @@ const cpuMs = () => {
 
 const sm = await loadSteerableModel(args.dir, { dtype: args.dtype });
 const eng = new DecodeEngine({ ...sm.decodeEngine().g, eosTokenIds: [] });
+const graph = join(args.dir, 'onnx', args.dtype === 'q4f16' ? 'model_q4f16.onnx' : 'model.onnx');
+const oneThread = await ort.InferenceSession.create(patchDecoder(readFileSync(graph), { weightsByReference: graph.split('/').pop()! }).bytes, {
+  executionProviders: ['cpu'],
+  intraOpNumThreads: 1,
+  extra: { session: { 'intra_op.allow_spinning': '0', model_external_initializers_file_folder_path: dirname(graph) } },
+} as never);
+const eng1 = new DecodeEngine({ ...eng.g, session: oneThread as unknown as OrtSessionLike, lean: null });
 const L = sm.numLayers;
 const H = sm.hiddenSize;
 const V = sm.vocabSize;
@@ -39,11 +53,11 @@ const matrix = new Float32Array(L * H);
 for (let l = Math.ceil((2 * L) / 3); l < L; l++) for (let h = 0; h < H; h++) matrix[l * H + h] = (2 * Math.sin(h * 1.7 + 0.3)) / Math.sqrt(H / 2);
 const prompt = Array.from({ length: args.promptTokens }, (_, i) => 3 + ((i * 7919) % (V - 10)));
 
-async function steerlab(): Promise<{ rate: number; cpu: number }> {
+async function steerlab(e: DecodeEngine): Promise<{ rate: number; cpu: number }> {
   // time to the first token (prefill + first step) and the whole run: decode rate over the tokens after the first
   let first = 0;
   let firstCpu = 0;
-  const [r] = await eng.decode([{ ids: prompt, maxNewTokens: args.newTokens, steering: matrix }], {
+  const [r] = await e.decode([{ ids: prompt, maxNewTokens: args.newTokens, steering: matrix }], {
     onToken: () => {
       if (first === 0) {
         first = performance.now();
@@ -79,7 +93,10 @@ async function llamaRun(mi: number, threads: number): Promise<{ rate: number; cp
   }
 }
 
-const variants: { key: string; run: () => Promise<{ rate: number; cpu: number }> }[] = [{ key: 'steerlab', run: steerlab }];
+const variants: { key: string; run: () => Promise<{ rate: number; cpu: number }> }[] = [
+  { key: 'steerlab', run: () => steerlab(eng) },
+  { key: 'steerlab t1', run: () => steerlab(eng1) },
+];
 args.ggufs.forEach((g, i) => {
   for (const th of args.threads) variants.push({ key: `llama.cpp ${g.label} t${th}`, run: () => llamaRun(i, th) });
 });
@@ -99,6 +116,7 @@ for (let r = 0; r < args.reps; r++) {
 }
 await Promise.all(models.map((m) => m.dispose()));
 await llama.dispose();
+await oneThread.release();
 await sm.dispose();
 done({
   new_tokens: args.newTokens,

@@ -151,7 +151,7 @@ function throughputSections(r: Results): string[] {
   }
   if (r.peer?.length) {
     out.push('## Peer: llama.cpp on the same weights', '');
-    out.push('llama.cpp = the prebuilt library of node-llama-cpp 3.21.1 on GGUF files written by `lab export-gguf` from the ONNX model Steerlab runs; unsteered, batch 1, 1 and 2 threads. Steerlab = the decode engine, batch 1, a WAS-like steering matrix on every pass, onnxruntime-node default threads. Decode rate after the first token; CPU ms per token = process CPU time (all threads). Ratio = Steerlab tok/s over the variant\'s, paired per repeat. Goal: Steerlab steered >= the ratio below against llama.cpp at its best thread count.', '');
+    out.push('llama.cpp = the prebuilt library of node-llama-cpp 3.21.1 on GGUF files written by `lab export-gguf` from the ONNX model Steerlab runs; unsteered, batch 1, 1 and 2 threads. Steerlab = the decode engine, batch 1, a WAS-like steering matrix on every pass, on the session transformers.js made (onnxruntime-node defaults: 2 intra-op threads here, spinning) and, as \`steerlab t1\`, on a session of the same graph with one thread and no spinning. Decode rate after the first token; CPU ms per token = process CPU time (all threads). Ratio = Steerlab tok/s over the variant\'s, paired per repeat. Goal: Steerlab steered >= the ratio below against llama.cpp at its best thread count.', '');
     out.push('| model | variant | tok/s | CPU ms per token | Steerlab / variant |', '|---|---|---|---|---|');
     for (const p of r.peer) {
       for (const v of p.variants) out.push(`| ${p.model} | ${v.variant} | ${spread(v.tok_s, 1)} | ${spread(v.cpu_ms_per_token, 2)} | ${v.variant === 'steerlab' ? '–' : ratio(v.steerlab_ratio)} |`);

@@ -390,7 +390,7 @@ async function peerSection(): Promise<void> {
     });
     if (!r) continue;
     const variants = (r.variants as Record<string, any>[]).map((v) => ({ variant: v.variant, tok_s: summ(v.tok_s), cpu_ms_per_token: summ(v.cpu_ms_per_token), steerlab_ratio: summ(v.steerlab_ratio) }));
-    const peers = variants.filter((v) => v.variant !== 'steerlab');
+    const peers = variants.filter((v) => !v.variant.startsWith('steerlab'));
     // the goal compares with llama.cpp at its best thread count (highest median rate)
     const best = peers.reduce((a, b) => (b.tok_s.median > a.tok_s.median ? b : a));
     (results.peer as unknown[]).push({ model: c.name, steerlab: 'decode engine, batch 1, WAS-like steering matrix', llama_cpp: 'node-llama-cpp 3.21.1 prebuilt, unsteered', prompt_tokens: r.prompt_tokens, new_tokens: r.new_tokens, repeats: r.repeats, variants, best_peer: best.variant, ratio_vs_best_peer: best.steerlab_ratio });
@@ -400,7 +400,7 @@ async function peerSection(): Promise<void> {
 async function evalBatchSection(): Promise<void> {
   const m = models.find((x) => x.preset === 'smollm2-135m' && x.topology === 'plain') ?? (await ensureModel('smollm2-135m', 'plain', log));
   const node = await step(`eval_batch (decode engine, node) ${label(m)}`, 400, () =>
-    runChild<Record<string, any>>('./eval-batch-child.ts', { dir: m.dir, prompts: quick ? 8 : 32, maxNewTokens: P.evalTokens, batches: quick ? [1, 4, 8] : [1, 2, 4, 8, 16], reps: quick ? 1 : 2, lean: true }, { timeoutMs: 20 * 60_000, log }),
+    runChild<Record<string, any>>('./eval-batch-child.ts', { dir: m.dir, prompts: quick ? 8 : 16, maxNewTokens: P.evalTokens, batches: quick ? [1, 4, 8] : [1, 2, 4, 8, 16], reps: quick ? 1 : 2, lean: true }, { timeoutMs: 20 * 60_000, log }),
   );
   const browser = await step(`eval_batch (decode engine, headless Chromium WASM) ${label(m)}`, 400, () =>
     runChild<Record<string, any>>('./browser-eval-batch-child.ts', { dir: m.dir, prompts: 8, maxNewTokens: quick ? 8 : 16, batches: [1, 2, 4, 8], reps: quick ? 1 : 2 }, { timeoutMs: 20 * 60_000, log }),
