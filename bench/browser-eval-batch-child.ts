@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { launchChromium, startLabServer } from '../test/browser/harness.js';
 import { childArgs } from './child.js';
+import { harmlessPrompts } from './eval-batch-common.js';
 import { summarize } from './stats.js';
 
 interface Args {
@@ -19,8 +20,7 @@ interface Args {
 
 const { args, done } = childArgs<Args>();
 const MOUNT = '/bench-models/';
-const lines = readFileSync(join(import.meta.dirname, '..', 'public', 'data', 'refusal_direction', 'harmless_test.jsonl'), 'utf8').split('\n').filter(Boolean);
-const messages = lines.slice(0, args.prompts).map((l) => (JSON.parse(l) as { instruction: string }).instruction);
+const messages = harmlessPrompts(readFileSync(join(import.meta.dirname, '..', 'public', 'data', 'refusal_direction', 'harmless_test.jsonl'), 'utf8'), args.prompts);
 const server = await startLabServer({ [MOUNT]: dirname(args.dir) });
 const session = await launchChromium();
 try {

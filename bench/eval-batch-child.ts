@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadSteerableModel } from '../src/core/model/index.js';
 import { childArgs } from './child.js';
+import { decodeInChunks, harmlessPrompts } from './eval-batch-common.js';
 import { rotated, summarize } from './stats.js';
 
 interface Args {
@@ -24,28 +25,9 @@ interface Args {
 const { args, done } = childArgs<Args>();
 const sm = await loadSteerableModel(args.dir, { dtype: 'fp32' });
 const lean = args.lean ? await sm.useLeanSession() : false;
-const L = sm.numLayers;
-const H = sm.hiddenSize;
-const lines = readFileSync(join(import.meta.dirname, '..', 'public', 'data', 'refusal_direction', 'harmless_test.jsonl'), 'utf8').split('\n').filter(Boolean);
-const messages = lines.slice(0, args.prompts).map((l) => (JSON.parse(l) as { instruction: string }).instruction);
+const messages = harmlessPrompts(readFileSync(join(import.meta.dirname, '..', 'public', 'data', 'refusal_direction', 'harmless_test.jsonl'), 'utf8'), args.prompts);
 const prompts = messages.map((m) => sm.formatChat(m).ids);
-const dir = new Float32Array(H).map((_, h) => Math.sin(h * 1.7 + 0.3) / Math.sqrt(H / 2));
-const observe = (res: Float32Array) => {
-  const s = Math.tanh(res[L * H]!); // a number read from the observation, like the controller's scale
-  const m = new Float32Array(L * H);
-  for (let l = Math.ceil((2 * L) / 3); l < L; l++) m.set(dir.map((x) => 4 * s * x), l * H);
-  return m;
-};
-
-async function runAll(B: number): Promise<{ seconds: number; tokens: number }> {
-  const t = performance.now();
-  let tokens = 0;
-  for (let i = 0; i < prompts.length; i += B) {
-    const rows = prompts.slice(i, i + B).map((ids) => ({ ids, maxNewTokens: args.maxNewTokens, steering: { observe } }));
-    for (const r of await sm.decode(rows)) tokens += r.tokenIds.length;
-  }
-  return { seconds: (performance.now() - t) / 1000, tokens };
-}
+const runAll = (B: number) => decodeInChunks(sm, prompts, B, args.maxNewTokens);
 
 await runAll(Math.max(...args.batches)); // warm-up
 const per: Record<number, { ppm: number[]; tps: number[] }> = {};
