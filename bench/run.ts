@@ -378,15 +378,13 @@ async function peerSection(): Promise<void> {
     { name: 'organism', dir: organism, dtype: 'fp32', ggufs: ['f32'], promptTokens: 32, newTokens: quick ? 64 : 128 },
     { name: 'smollm2-135m fp32', dir: smol.dir, dtype: 'fp32', ggufs: ['f32'], promptTokens: 32, newTokens: quick ? 12 : 32 },
   ];
-  if (!quick) {
-    const q4 = await ensureModel('smollm2-135m', 'fused-q4f16', log);
-    cases.push({ name: 'smollm2-135m q4', dir: q4.dir, dtype: 'q4f16', ggufs: ['q4_0', 'q8_0'], promptTokens: 32, newTokens: 32 });
-  }
+  const q4 = await ensureModel('smollm2-135m', 'fused-q4f16', log);
+  cases.push({ name: 'smollm2-135m q4', dir: q4.dir, dtype: 'q4f16', ggufs: ['q4_0', 'q8_0'], promptTokens: 32, newTokens: quick ? 12 : 32 });
   for (const c of cases) {
     const r = await step(`peer (llama.cpp vs Steerlab, same weights) ${c.name}`, 240, async () => {
       const ggufs = [];
       for (const t of c.ggufs) ggufs.push({ label: t, file: await ggufOf(c.dir, c.name.replace(/ /g, '-'), t, c.dtype) });
-      return runChild<Record<string, any>>('./peer-child.ts', { dir: c.dir, dtype: c.dtype, ggufs, threads: [1, 2], promptTokens: c.promptTokens, newTokens: c.newTokens, reps: quick ? 2 : 5 }, { timeoutMs: 15 * 60_000, log });
+      return runChild<Record<string, any>>('./peer-child.ts', { dir: c.dir, dtype: c.dtype, ggufs, threads: [1, 2], promptTokens: c.promptTokens, newTokens: c.newTokens, reps: quick ? 2 : 3 }, { timeoutMs: 15 * 60_000, log });
     });
     if (!r) continue;
     const variants = (r.variants as Record<string, any>[]).map((v) => ({ variant: v.variant, tok_s: summ(v.tok_s), cpu_ms_per_token: summ(v.cpu_ms_per_token), steerlab_ratio: summ(v.steerlab_ratio) }));
