@@ -19,6 +19,7 @@ import { SHAPE_PRESETS, type TestTopology } from '../../src/core/onnx/testmodel/
 import { loadSteerableModel, type GenerateResult, type SamplingOptions, type SteerableModel, type SteeringContext } from '../../src/core/model/index.js';
 import { DecodeEngine, type DecodeRow, type OrtTensorLike } from '../../src/core/model/decode.js';
 import { fromFloat16Array } from '../../src/core/util/float16.js';
+import { maxAbsDiff } from '../unit/testmodel-helpers.js';
 
 const shape = SHAPE_PRESETS.tiny!;
 const L = shape.numLayers;
@@ -30,13 +31,6 @@ const NEW = 10;
 function rowSteering(layer: number, scale: number, seed: number): Float32Array {
   const m = new Float32Array(L * H);
   for (let i = 0; i < H; i++) m[layer * H + i] = scale * Math.sin(seed * 0.9 + i * 1.3);
-  return m;
-}
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
   return m;
 }
 
