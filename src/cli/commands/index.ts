@@ -7,6 +7,7 @@ import { register as direction } from './direction.js';
 import { register as trainController } from './train-controller.js';
 import { register as evalCommand, registerSummarize as summarize } from './eval.js';
 import { register as restamp } from './restamp.js';
+import { register as exportGguf } from './export-gguf.js';
 
 /** Every CLI command registers itself here (one import + one list entry per command file). */
 export type RegisterCommand = (program: Command) => void;
@@ -21,4 +22,5 @@ export const COMMANDS: RegisterCommand[] = [
   evalCommand,
   summarize,
   restamp,
+  exportGguf,
 ];

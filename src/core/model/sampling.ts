@@ -75,19 +75,44 @@ export function drawFrom(row: Float32Array, rand: () => number): number {
   return 0;
 }
 
-/** The processor chain for one sampled generation (run transformers.js greedy after it). */
-export function samplingProcessors(s: SamplingOptions): LogitsProcessorFn[] {
+/**
+ * One sampled row's draw: temperature, top-k, top-p, then a draw from this generation's own seeded stream. Modifies
+ * `row` (logits of one position) in place and returns the drawn token id. The decode engine calls it per row; the
+ * transformers.js processor below calls it for each row of its batch.
+ */
+export function rowSampler(s: SamplingOptions): (row: Float32Array) => number {
   const o = validateSampling(s);
   const rand = mulberry32(o.seed);
+  return (row) => {
+    if (o.temperature !== 1) for (let i = 0; i < row.length; i++) row[i] = row[i]! / o.temperature;
+    topKFilter(row, o.topK);
+    topPFilter(row, o.topP);
+    return drawFrom(row, rand);
+  };
+}
+
+/** Index of the first largest value: transformers.js's greedy choice (its `max` keeps the first of equal maxima). */
+export function argmax(row: Float32Array): number {
+  let best = row[0]!;
+  let at = 0;
+  for (let i = 1; i < row.length; i++) {
+    if (row[i]! > best) {
+      best = row[i]!;
+      at = i;
+    }
+  }
+  return at;
+}
+
+/** The processor chain for one sampled generation (run transformers.js greedy after it). */
+export function samplingProcessors(s: SamplingOptions): LogitsProcessorFn[] {
+  const draw = rowSampler(s);
   return [
     (_ids, logits) => {
       const [B, V] = logits.dims as [number, number];
       for (let b = 0; b < B; b++) {
         const row = logits.data.subarray(b * V, (b + 1) * V);
-        if (o.temperature !== 1) for (let i = 0; i < V; i++) row[i] = row[i]! / o.temperature;
-        topKFilter(row, o.topK);
-        topPFilter(row, o.topP);
-        const pick = drawFrom(row, rand);
+        const pick = draw(row);
         row.fill(-Infinity);
         row[pick] = 0;
       }

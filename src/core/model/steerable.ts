@@ -6,6 +6,8 @@
  */
 import { Tensor } from '@huggingface/transformers';
 import type { PatchReport } from '../onnx/patcher.js';
+import type { DecodeEngine, DecodeOptions, DecodeResult, DecodeRow, OrtSessionLike } from './decode.js';
+import { engineFromTjs } from './decode-tjs.js';
 import { checkContext, checkIds, generateSteered } from './generate.js';
 import { formatChat, type ChatOptions, type ChatPrompt, type TjsTokenizer } from './prompt.js';
 import type { ModelIdentity } from './model-id.js';
@@ -26,6 +28,8 @@ export interface SteerableModelInit {
   dtype: Dtype;
   /** The original graph's transformers.js model_file_name ('model' | 'decoder_model_merged'). */
   modelFileName: string;
+  /** Makes the patched graph's session without residual_stream (load.ts), where one can be made. */
+  leanSession?: () => Promise<OrtSessionLike>;
 }
 
 export class SteerableModel {
@@ -51,6 +55,9 @@ export class SteerableModel {
   readonly model: TjsModel;
   private readonly patch: SteeringPatch;
   private queue: Promise<unknown> = Promise.resolve();
+  private engine: DecodeEngine | null = null;
+  private readonly leanFactory: (() => Promise<OrtSessionLike>) | null;
+  private lean: OrtSessionLike | null = null;
   private disposed = false;
 
   constructor(init: SteerableModelInit) {
@@ -69,6 +76,7 @@ export class SteerableModel {
     const maxPos = (init.model.config as { max_position_embeddings?: unknown }).max_position_embeddings;
     this.contextLength = Number.isInteger(maxPos) && (maxPos as number) > 0 ? (maxPos as number) : null;
     this.patch = new SteeringPatch(init.model, init.numLayers, init.hiddenSize);
+    this.leanFactory = init.leanSession ?? null;
   }
 
   /** Token ids that end a reply (generation_config, else config). */
@@ -145,10 +153,48 @@ export class SteerableModel {
     );
   }
 
+  /**
+   * Steered decoding of B prompts per forward pass on the lean engine (decode.ts): per-row matrices, sampling, stops
+   * and captures; the same tokens as generate() row by row.
+   */
+  decode(rows: readonly DecodeRow[], opts: DecodeOptions = {}): Promise<DecodeResult[]> {
+    return this.run(() => this.decodeEngine().decode(rows, opts));
+  }
+
+  /** The decode engine over this model's session (made on first use). */
+  decodeEngine(): DecodeEngine {
+    this.engine ??= engineFromTjs(this.model, {
+      numLayers: this.numLayers,
+      hiddenSize: this.hiddenSize,
+      vocabSize: this.vocabSize,
+      contextLength: this.contextLength,
+      eosTokenIds: this.eosTokenIds,
+      lean: this.lean,
+    });
+    return this.engine;
+  }
+
+  /**
+   * Lets decode() run the passes that read no residual (prefills, most decode steps) on a second session of the graph
+   * without residual_stream, which runs at the unpatched graph's speed. It holds a second copy of the weights, so it
+   * is opt-in; only Node with the graph on local disk can make one (false elsewhere: decode() then runs those passes on
+   * the capturing session without fetching the residual).
+   */
+  useLeanSession(): Promise<boolean> {
+    return this.run(async () => {
+      if (this.lean) return true;
+      if (!this.leanFactory) return false;
+      this.lean = await this.leanFactory();
+      this.engine = null;
+      return true;
+    });
+  }
+
   async dispose(): Promise<void> {
     if (this.disposed) return;
     await this.queue;
     this.disposed = true;
+    await (this.lean as { release?: () => Promise<void> } | null)?.release?.();
     await this.model.dispose();
   }
 }
