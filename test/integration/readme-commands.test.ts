@@ -28,11 +28,13 @@ afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 const NOT_RUN: Record<string, string> = {
   'npm ci': 'installs the dependencies from the npm registry: what .ci/run does before it runs this suite',
   'npm start': "starts the Vite dev server on port 5173; the browser tests start the same vite.config.ts (test/browser/harness.ts)",
+  'apt-get update': "refreshes Debian's package lists (root, network) before the chromium install",
   'apt-get install -y chromium': 'installs a Debian package (root, network); the browser tests use that chromium',
   'npm test': 'this test suite itself',
   'npm run bench': 'benchmark (5-15 min, ~10 GB of generated models); speed goals live in benchmarks, never in timed tests',
   'npm run bench -- --quick': 'benchmark (minutes, builds the SmolLM2-shape models first)',
   'npm run bench -- --only decode,prefill': 'benchmark sections (minutes, builds the models first)',
+  'npm run bench -- --only capture,load,peer,eval_batch': 'benchmark sections (minutes, builds the models first; wants a quiet machine)',
   'npx tsx bench/profile-step.ts smollm2-135m-fused 64 40': 'profiles a benchmark model built by npm run bench (bench/out/)',
   'npx tsx bench/load-profile.ts --repeats 3 bench/out/smollm2-135m-plain bench/out/qwen2.5-0.5b-plain': 'times loads of the 0.5-2.5 GB benchmark models built by npm run bench',
 };
@@ -51,6 +53,7 @@ const TABLE_EXAMPLES: Record<string, string[][]> = {
   verify: [['verify', '--model', '{tmp}/tm', '--identity']],
   summarize: [['summarize', '{run}']],
   restamp: [['restamp', '--model', 'models/organism', '{tmp}/direction-copy.safetensors', '{tmp}/controller-copy.safetensors']],
+  'export-gguf': [['export-gguf', '--model', 'models/organism', '--out', '{tmp}/organism.gguf', '--type', 'f16']],
 };
 
 /** Shell blocks' commands: line continuations joined, comments dropped, `a && b` split. */
@@ -119,7 +122,7 @@ const table = tableCommands(README);
 
 describe('the README', () => {
   it('lists its commands where this test finds them', () => {
-    expect(table).toEqual(['build-test-model', 'patch', 'verify', 'generate', 'direction', 'train-controller', 'eval', 'summarize', 'restamp']);
+    expect(table).toEqual(['build-test-model', 'patch', 'verify', 'generate', 'direction', 'train-controller', 'export-gguf', 'eval', 'summarize', 'restamp']);
     expect(commands.filter((c) => c.startsWith('npm run lab --')).length).toBeGreaterThanOrEqual(4);
     const other = commands.filter((c) => !c.startsWith('npm run lab --') && !/^\w+=\S+$/.test(c));
     for (const c of other) expect(NOT_RUN, `README command "${c}" is neither run by this test nor listed in NOT_RUN with a reason`).toHaveProperty([c]);
@@ -173,6 +176,7 @@ describe('the README', () => {
     expect(get('summarize').stdout).toMatch(/\| jailbreak\.jsonl \| was \| refusal \|/);
     expect(get('verify').stdout).toMatch(/^OK .* = sha256:[0-9a-f]{16} \(plain, 4 layers x 64/);
     expect(get('patch').stdout).toMatch(/4/);
+    expect(get('export-gguf').stdout).toMatch(/^wrote .*organism\.gguf: \d+ tensors, [\d.]+ MB, f16, from onnx\/model\.onnx/);
     expect(get('restamp').stdout).toMatch(/direction-copy\.safetensors: direction diff-in-means:[0-9a-f]{16}, already stamped for organism \(sha256:[0-9a-f]{16}\)/);
   }, 1_800_000);
 });
