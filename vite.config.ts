@@ -165,6 +165,8 @@ const isolationHeaders = {
 
 // The lab is a static app: everything heavy runs in Web Workers (see workers/).
 export default defineConfig({
+  // Relative asset URLs: the build works from any folder of any static host (https://host/some/sub/path/).
+  base: './',
   plugins: [nodeBuiltinStubs(), svelte(), ortRuntimeFiles(), labHtml(), labModelFiles()],
   worker: { format: 'es' },
   build: {

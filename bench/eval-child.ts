@@ -40,11 +40,11 @@ for (const name of ['base', 'was'] as const) {
   const cond = resolveCondition(name, { direction: dirFile, controller: controller as never });
   const store = new MemoryRecordStore();
   // Warm-up prompt (not counted): first runs allocate.
-  await runEval({ model: sm, datasets: [{ name: 'warm', prompts: prompts.slice(0, 1) }], conditions: [cond], direction, controller, store, judge: wasKeywordJudge, maxNewTokens: args.maxNewTokens, sampling: { ...PAPER_SAMPLING }, seed: 1 });
+  await runEval({ model: sm, datasets: [{ name: 'warm', prompts: prompts.slice(0, 1) }], conditions: [cond], direction, controller, directionId: null, controllerId: null, store, judge: wasKeywordJudge, maxNewTokens: args.maxNewTokens, sampling: { ...PAPER_SAMPLING }, seed: 1 });
   let tokens = 0;
   const t = performance.now();
   const res = await runEval({
-    model: sm, datasets: [{ name: 'bench', prompts }], conditions: [cond], direction, controller, store, judge: wasKeywordJudge,
+    model: sm, datasets: [{ name: 'bench', prompts }], conditions: [cond], direction, controller, directionId: null, controllerId: null, store, judge: wasKeywordJudge,
     maxNewTokens: args.maxNewTokens, sampling: { ...PAPER_SAMPLING }, seed: 1,
     onProgress: (p) => void (tokens += (p.record?.new_tokens as number | undefined) ?? 0),
   });

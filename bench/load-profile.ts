@@ -14,7 +14,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 type Variant = 'steerable' | 'plain';
-interface LoadSample {
+export interface LoadSample {
   dir: string;
   variant: Variant;
   total_s: number;
@@ -86,7 +86,8 @@ function median(xs: number[]): number {
   return n % 2 ? s[(n - 1) / 2]! : (s[n / 2 - 1]! + s[n / 2]!) / 2;
 }
 
-function parent(dirs: string[], repeats: number, selfCheck: boolean): void {
+/** Loads each folder `repeats` times per variant, each in a fresh process, interleaved; returns every sample. */
+export function measureLoads(dirs: string[], repeats: number, selfCheck: boolean, log: (s: string) => void = () => {}): LoadSample[] {
   const self = fileURLToPath(import.meta.url);
   const samples: LoadSample[] = [];
   for (const dir of dirs) {
@@ -101,10 +102,15 @@ function parent(dirs: string[], repeats: number, selfCheck: boolean): void {
         }
         const s = JSON.parse(line.slice(7)) as LoadSample;
         samples.push(s);
-        console.log(JSON.stringify(s));
+        log(JSON.stringify(s));
       }
     }
   }
+  return samples;
+}
+
+function parent(dirs: string[], repeats: number, selfCheck: boolean): void {
+  const samples = measureLoads(dirs, repeats, selfCheck, console.log);
   console.log(`\n| model folder | load | total s (median; all) | ORT create s | peak RSS MB | stage starts (median s) |`);
   console.log(`|---|---|---|---:|---:|---|`);
   for (const dir of dirs) {
@@ -121,7 +127,10 @@ function parent(dirs: string[], repeats: number, selfCheck: boolean): void {
 }
 
 const argv = process.argv.slice(2);
-if (argv[0] === '--child') {
+const direct = process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1];
+if (!direct) {
+  // imported by bench/run.ts for measureLoads
+} else if (argv[0] === '--child') {
   await child(argv[1]!, argv[2] as Variant, argv[3] === 'self-check');
 } else {
   let repeats = 3;

@@ -15,7 +15,7 @@ export const SEED = 1234;
 export interface BenchModel {
   /** 'smollm2-135m' | 'qwen2.5-0.5b' */
   preset: string;
-  topology: 'plain' | 'fused';
+  topology: BenchTopology;
   dir: string;
   onnxPath: string;
   /** .onnx plus .onnx_data when present */
@@ -23,11 +23,14 @@ export interface BenchModel {
   external: boolean;
 }
 
+/** q4f16: the fused graph with 4-bit MatMulNBits projections and fp16 activations (the peer's q4 comparison). */
+export type BenchTopology = 'plain' | 'fused' | 'fused-q4f16';
+
 export function modelDir(preset: string, topology: string): string {
   return join(OUT_DIR, `${preset}-${topology}`);
 }
 
-function describe(preset: string, topology: 'plain' | 'fused'): BenchModel | null {
+function describe(preset: string, topology: BenchTopology): BenchModel | null {
   const dir = modelDir(preset, topology);
   const info = join(dir, 'steerlab_build.json');
   if (!existsSync(info)) return null;
@@ -42,7 +45,7 @@ function describe(preset: string, topology: 'plain' | 'fused'): BenchModel | nul
 }
 
 /** The model folder, built first if missing or stale (minutes for the 2 GB one). */
-export async function ensureModel(preset: string, topology: 'plain' | 'fused', log: (s: string) => void = () => {}): Promise<BenchModel> {
+export async function ensureModel(preset: string, topology: BenchTopology, log: (s: string) => void = () => {}): Promise<BenchModel> {
   const have = describe(preset, topology);
   if (have) return have;
   const shape = SHAPE_PRESETS[preset];

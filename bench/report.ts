@@ -6,7 +6,18 @@ interface Results {
   mode: string;
   duration_s: number;
   machine: Record<string, unknown>;
-  goals: { decode_ratio_min: number; prefill_capture_overhead_max: number; controller_infer_ms_max: number; patch_seconds_max_for_500mb: number; patch_peak_extra_max_x_file: number; compare_over_plain_max?: number };
+  goals: {
+    decode_ratio_min: number;
+    prefill_capture_overhead_max: number;
+    controller_infer_ms_max: number;
+    patch_seconds_max_for_500mb: number;
+    patch_peak_extra_max_x_file: number;
+    capture_none_overhead_max?: number;
+    load_ratio_max?: number;
+    peer_ratio_min?: Record<string, number>;
+    eval_batch_speedup_min?: { node: number; chromium_wasm: number };
+    compare_over_plain_max?: number;
+  };
   decode: Record<string, any>[];
   prefill: Record<string, any>[];
   patch: Record<string, any>[];
@@ -15,6 +26,10 @@ interface Results {
   /** Older results files have no compare section. */
   compare?: Record<string, any>[];
   browser: Record<string, any> | null;
+  capture?: Record<string, any>[];
+  load?: Record<string, any>[];
+  peer?: Record<string, any>[];
+  eval_batch?: Record<string, any>[];
   skipped: string[];
   notes: string[];
 }
@@ -101,6 +116,7 @@ export function renderMarkdown(r: Results): string {
     }
     out.push('');
   }
+  out.push(...throughputSections(r));
 
   if (r.browser) {
     out.push('## Browser (headless Chromium, ORT-web WASM)', '');
@@ -113,4 +129,65 @@ export function renderMarkdown(r: Results): string {
     out.push('');
   }
   return `${out.join('\n')}\n`;
+}
+
+/** The issue-14 sections: capture, load, peer, eval_batch (each a ratio measured in one run). */
+function throughputSections(r: Results): string[] {
+  const g = r.goals;
+  const out: string[] = [];
+  const ratio = (s: Summary | undefined) => spread(s, 3);
+  if (r.capture?.length) {
+    const max = g.capture_none_overhead_max ?? 0.03;
+    out.push('## Capture: what reading residuals costs', '');
+    out.push(`Raw onnxruntime-node sessions of one model, ratios to the unpatched graph paired per repeat. \`none\` = the lean graph (steering, no residual_stream: what the decode engine runs when a pass reads nothing), \`last\` = residuals of the last position only, \`all\` = the patched graph as loaded (every position). Goal: \`none\` within ${100 * max} % of unpatched, prefill and decode.`, '');
+    out.push('| model | topology | pass | unpatched ms | none / unpatched | last / unpatched | all / unpatched | CPU-time none / last / all | goal (none, wall) |', '|---|---|---|---:|---|---|---|---|---|');
+    for (const c of r.capture) {
+      for (const [pass, d, msKey] of [[`prefill ${c.prefill_tokens} tokens`, c.prefill, 'ms'], [`decode step (context ${c.decode_context})`, c.decode, 'ms_per_step']] as const) {
+        const q = d.ratio_to_unpatched;
+        const cq = d.cpu_ratio_to_unpatched;
+        out.push(`| ${c.model} | ${c.topology} | ${pass} | ${spread(d[msKey].unpatched, 1)} | ${ratio(q.none)} | ${ratio(q.last)} | ${ratio(q.all)} | ${f(cq.none.median, 3)} / ${f(cq.last.median, 3)} / ${f(cq.all.median, 3)} | ${mark(q.none.median <= 1 + max)} |`);
+      }
+    }
+    out.push('');
+  }
+  if (r.load?.length) {
+    const max = g.load_ratio_max ?? 1.2;
+    out.push('## Load: steerable vs plain transformers.js', '');
+    out.push(`Each load in a fresh process (order alternating), the self-check on; ratio paired per repeat. Goal: <= ${max}x.`, '');
+    out.push('| model | steerable s | plain s | ratio | ORT create s (steerable / plain) | peak RSS MB (steerable / plain) | stage starts (s) | goal |', '|---|---|---|---|---|---|---|---|');
+    for (const l of r.load) {
+      const st = Object.entries(l.stage_starts_s as Record<string, number>).map(([k, v]) => `${k} ${f(v, 2)}`).join('; ');
+      out.push(`| ${l.model} ${l.topology} (${mb(l.file_bytes)}) | ${spread(l.steerable_s)} | ${spread(l.plain_s)} | ${ratio(l.ratio)} | ${f(l.ort_create_s.steerable.median)} / ${f(l.ort_create_s.plain.median)} | ${l.peak_rss_mb.steerable} / ${l.peak_rss_mb.plain} | ${st} | ${mark(l.ratio.median <= max)} |`);
+    }
+    out.push('');
+  }
+  if (r.peer?.length) {
+    out.push('## Peer: llama.cpp on the same weights', '');
+    out.push('llama.cpp = the prebuilt library of node-llama-cpp 3.21.1 on GGUF files written by `lab export-gguf` from the ONNX model Steerlab runs; unsteered, batch 1, 1 and 2 threads. Steerlab = the decode engine, batch 1, a WAS-like steering matrix on every pass, on the session transformers.js made (onnxruntime-node defaults: 2 intra-op threads here, spinning) and, as \`steerlab t1\`, on a session of the same graph with one thread and no spinning. Decode rate after the first token; CPU ms per token = process CPU time (all threads). Ratio = Steerlab tok/s over the variant\'s, paired per repeat. Goal: Steerlab steered >= the ratio below against llama.cpp at its best thread count.', '');
+    out.push('| model | variant | tok/s | CPU ms per token | Steerlab / variant |', '|---|---|---|---|---|');
+    for (const p of r.peer) {
+      for (const v of p.variants) out.push(`| ${p.model} | ${v.variant} | ${spread(v.tok_s, 1)} | ${spread(v.cpu_ms_per_token, 2)} | ${v.variant === 'steerlab' ? '–' : ratio(v.steerlab_ratio)} |`);
+    }
+    out.push('', '| model | best llama.cpp variant | Steerlab / best | goal |', '|---|---|---|---|');
+    for (const p of r.peer) {
+      const min = g.peer_ratio_min?.[p.model];
+      out.push(`| ${p.model} | ${p.best_peer} | ${ratio(p.ratio_vs_best_peer)} | ${min === undefined ? '–' : `>= ${min}: ${mark(p.ratio_vs_best_peer.median >= min)}`} |`);
+    }
+    out.push('');
+  }
+  if (r.eval_batch?.length) {
+    out.push('## Evaluation throughput by batch size (decode engine)', '');
+    out.push('Chat prompts from the harmless-test split, WAS-style steering from the observed last prompt token, greedy, in chunks of B in file order; speed-up over batch 1 paired per repeat. Measured with SteerableModel.decode directly (the eval runner is not wired to it yet).', '');
+    out.push('| model | runtime | prompts | new tokens | batch | prompts/min | tokens/s | speed-up | goal (best batch) |', '|---|---|---:|---:|---:|---|---|---|---|');
+    for (const e of r.eval_batch) {
+      const browser = String(e.runtime).includes('Chromium');
+      const min = browser ? g.eval_batch_speedup_min?.chromium_wasm ?? 2 : g.eval_batch_speedup_min?.node ?? 3;
+      for (const row of e.rows) {
+        const goal = row.batch === e.best_batch ? `>= ${min}x: ${mark(e.best_speedup.median >= min)}` : '';
+        out.push(`| ${e.model} ${e.topology} | ${e.runtime}${e.lean_session ? ' (lean session)' : ''} | ${e.prompts} | ${e.max_new_tokens} | ${row.batch} | ${spread(row.prompts_per_min, 1)} | ${spread(row.tokens_per_s, 1)} | ${ratio(row.speedup)} | ${goal} |`);
+      }
+    }
+    out.push('');
+  }
+  return out;
 }

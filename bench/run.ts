@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --only decode,prefill,patch,controller,eval,compare,browser]`
+ * `npm run bench [-- --quick] [-- --only decode,prefill,patch,controller,eval,compare,browser,capture,load,peer,eval_batch]`
  *
  * Performance of the steering patch and the method around it, on random-weight models with the real shapes of
  * SmolLM2-135M and Qwen2.5-0.5B (bench/models.ts). Every figure is a median over repeated, interleaved runs, with
@@ -24,11 +24,15 @@ function availableMemory(): number {
 import { join } from 'node:path';
 import { SHAPE_PRESETS } from '../src/core/onnx/testmodel/config.js';
 import { runChild } from './child.js';
-import { BENCH_DIR, ensureModel, type BenchModel } from './models.js';
+import { BENCH_DIR, ensureModel, OUT_DIR, type BenchModel } from './models.js';
+import { measureLoads } from './load-profile.js';
+import { exportGgufFromSource, type GgufExportType } from '../src/core/model/gguf-export.js';
+import { writeFileAtomic } from '../src/core/util/atomic-write.js';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { renderMarkdown } from './report.js';
 import { round, roundSummary, summarize, type Summary } from './stats.js';
 
-const SECTIONS = ['decode', 'prefill', 'patch', 'controller', 'eval', 'compare', 'browser'] as const;
+const SECTIONS = ['decode', 'prefill', 'patch', 'controller', 'eval', 'compare', 'browser', 'capture', 'load', 'peer', 'eval_batch'] as const;
 type Section = (typeof SECTIONS)[number];
 
 function parseArgs(argv: string[]): { quick: boolean; only: Set<Section> } {
@@ -100,6 +104,10 @@ const results: Record<string, unknown> = {
     patch_seconds_max_for_500mb: 2,
     patch_peak_extra_max_x_file: 1,
     compare_over_plain_max: 1.3,
+    capture_none_overhead_max: 0.03,
+    load_ratio_max: 1.2,
+    peer_ratio_min: { 'smollm2-135m fp32': 1.0, 'smollm2-135m q4': 0.8, organism: 0.8 },
+    eval_batch_speedup_min: { node: 3, chromium_wasm: 2 },
   },
   decode: [] as unknown[],
   prefill: [] as unknown[],
@@ -108,6 +116,10 @@ const results: Record<string, unknown> = {
   eval: [] as unknown[],
   compare: [] as unknown[],
   browser: null as unknown,
+  capture: [] as unknown[],
+  load: [] as unknown[],
+  peer: [] as unknown[],
+  eval_batch: [] as unknown[],
   skipped: [] as string[],
   notes: [] as string[],
 };
@@ -331,6 +343,102 @@ async function browserSection(): Promise<void> {
   results.browser = r;
 }
 
+
+async function captureSection(): Promise<void> {
+  const list = quick ? [models[0]!] : models.filter((m) => m.preset === 'smollm2-135m');
+  for (const m of list) {
+    const r = await step(`capture (raw onnxruntime-node: none / last / all vs unpatched) ${label(m)}`, 150, () =>
+      runChild<Record<string, any>>('./capture-child.ts', { dir: m.dir, onnxFile: 'onnx/model.onnx', prefillTokens: P.prefillTokens, decodeContext: 64, decodeSteps: quick ? 8 : 24, reps: quick ? 3 : 8 }, { timeoutMs: 15 * 60_000, log }),
+    );
+    if (!r) continue;
+    const rs = (o: Record<string, Summary>) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, summ(v)]));
+    (results.capture as unknown[]).push({
+      model: m.preset, topology: m.topology, level: 'onnxruntime-node sessions (unpatched, lean graph, last-position capture, full capture)',
+      prefill_tokens: r.prefill_tokens, decode_context: r.decode_context, decode_steps: r.decode_steps, repeats: r.repeats,
+      prefill: { ms: rs(r.prefill.ms), cpu_ms: rs(r.prefill.cpu_ms), ratio_to_unpatched: rs(r.prefill.ratio), cpu_ratio_to_unpatched: rs(r.prefill.cpu_ratio) },
+      decode: { ms_per_step: rs(r.decode.ms_per_step), cpu_ms_per_step: rs(r.decode.cpu_ms_per_step), ratio_to_unpatched: rs(r.decode.ratio), cpu_ratio_to_unpatched: rs(r.decode.cpu_ratio) },
+    });
+  }
+}
+
+async function loadSection(): Promise<void> {
+  const m = models[0]!;
+  const reps = quick ? 2 : 5;
+  await step(`load (steerable vs plain transformers.js, fresh processes) ${label(m)}`, reps * 20, async () => {
+    const samples = measureLoads([m.dir], reps, true, (s) => log(`    ${s.slice(0, 160)}`));
+    const of = (v: 'steerable' | 'plain') => samples.filter((s) => s.variant === v);
+    const st = of('steerable');
+    const pl = of('plain');
+    const stageMedian = (k: string) => summarize(st.map((s) => s.stages[k]).filter((x): x is number => typeof x === 'number')).median;
+    (results.load as unknown[]).push({
+      model: m.preset, topology: m.topology, file_bytes: m.fileBytes, repeats: reps, self_check: true,
+      steerable_s: summ(summarize(st.map((s) => s.total_s))), plain_s: summ(summarize(pl.map((s) => s.total_s))),
+      // paired: repeat r's steerable load over repeat r's plain load (each a fresh process, order alternating)
+      ratio: summ(summarize(st.map((s, i) => s.total_s / pl[i]!.total_s))),
+      ort_create_s: { steerable: summ(summarize(st.map((s) => s.ort_create_s))), plain: summ(summarize(pl.map((s) => s.ort_create_s))) },
+      peak_rss_mb: { steerable: summarize(st.map((s) => s.peak_rss_mb)).median, plain: summarize(pl.map((s) => s.peak_rss_mb)).median },
+      stage_starts_s: Object.fromEntries(['patch', 'session', 'self-check', 'ready'].map((k) => [k, round(stageMedian(k))])),
+    });
+  });
+}
+
+/** A GGUF export of a model folder under bench/out/gguf, rewritten when the model is newer. */
+async function ggufOf(dir: string, name: string, type: GgufExportType, dtype: 'fp32' | 'q4f16'): Promise<string> {
+  const outDir = join(OUT_DIR, 'gguf');
+  mkdirSync(outDir, { recursive: true });
+  const file = join(outDir, `${name}-${type}.gguf`);
+  if (existsSync(file) && statSync(file).mtimeMs > statSync(join(dir, 'config.json')).mtimeMs) return file;
+  log(`  exporting ${name} as GGUF ${type} ...`);
+  const { parts } = await exportGgufFromSource(dir, { type, dtype });
+  await writeFileAtomic(file, parts);
+  return file;
+}
+
+async function peerSection(): Promise<void> {
+  const organism = join(BENCH_DIR, '..', 'models', 'organism');
+  const smol = models.find((m) => m.preset === 'smollm2-135m' && m.topology === 'plain') ?? (await ensureModel('smollm2-135m', 'plain', log));
+  const cases: { name: string; dir: string; dtype: 'fp32' | 'q4f16'; ggufs: GgufExportType[]; promptTokens: number; newTokens: number }[] = [
+    { name: 'organism', dir: organism, dtype: 'fp32', ggufs: ['f32'], promptTokens: 32, newTokens: quick ? 64 : 128 },
+    { name: 'smollm2-135m fp32', dir: smol.dir, dtype: 'fp32', ggufs: ['f32'], promptTokens: 32, newTokens: quick ? 12 : 32 },
+  ];
+  const q4 = await ensureModel('smollm2-135m', 'fused-q4f16', log);
+  cases.push({ name: 'smollm2-135m q4', dir: q4.dir, dtype: 'q4f16', ggufs: ['q4_0', 'q8_0'], promptTokens: 32, newTokens: quick ? 12 : 32 });
+  for (const c of cases) {
+    const r = await step(`peer (llama.cpp vs Steerlab, same weights) ${c.name}`, 240, async () => {
+      const ggufs = [];
+      for (const t of c.ggufs) ggufs.push({ label: t, file: await ggufOf(c.dir, c.name.replace(/ /g, '-'), t, c.dtype) });
+      return runChild<Record<string, any>>('./peer-child.ts', { dir: c.dir, dtype: c.dtype, ggufs, threads: [1, 2], promptTokens: c.promptTokens, newTokens: c.newTokens, reps: quick ? 2 : 3 }, { timeoutMs: 15 * 60_000, log });
+    });
+    if (!r) continue;
+    const variants = (r.variants as Record<string, any>[]).map((v) => ({ variant: v.variant, tok_s: summ(v.tok_s), cpu_ms_per_token: summ(v.cpu_ms_per_token), steerlab_ratio: summ(v.steerlab_ratio) }));
+    const peers = variants.filter((v) => !v.variant.startsWith('steerlab'));
+    // the goal compares with llama.cpp at its best thread count (highest median rate)
+    const best = peers.reduce((a, b) => (b.tok_s.median > a.tok_s.median ? b : a));
+    (results.peer as unknown[]).push({ model: c.name, steerlab: 'decode engine, batch 1, WAS-like steering matrix', llama_cpp: 'node-llama-cpp 3.21.1 prebuilt, unsteered', prompt_tokens: r.prompt_tokens, new_tokens: r.new_tokens, repeats: r.repeats, variants, best_peer: best.variant, ratio_vs_best_peer: best.steerlab_ratio });
+  }
+}
+
+async function evalBatchSection(): Promise<void> {
+  const m = models.find((x) => x.preset === 'smollm2-135m' && x.topology === 'plain') ?? (await ensureModel('smollm2-135m', 'plain', log));
+  const node = await step(`eval_batch (decode engine, node) ${label(m)}`, 400, () =>
+    runChild<Record<string, any>>('./eval-batch-child.ts', { dir: m.dir, prompts: quick ? 8 : 16, maxNewTokens: P.evalTokens, batches: quick ? [1, 4, 8] : [1, 2, 4, 8, 16], reps: quick ? 1 : 2, lean: true }, { timeoutMs: 20 * 60_000, log }),
+  );
+  const browser = await step(`eval_batch (decode engine, headless Chromium WASM) ${label(m)}`, 400, () =>
+    runChild<Record<string, any>>('./browser-eval-batch-child.ts', { dir: m.dir, prompts: 8, maxNewTokens: quick ? 8 : 16, batches: [1, 2, 4, 8], reps: quick ? 1 : 2 }, { timeoutMs: 20 * 60_000, log }),
+  );
+  for (const r of [node, browser]) {
+    if (!r) continue;
+    if (r.error) {
+      skipped.push(`eval_batch ${label(m)}: ${r.error as string}`);
+      continue;
+    }
+    const rows = (r.rows as Record<string, any>[]).map((x) => ({ batch: x.batch, prompts_per_min: summ(x.prompts_per_min), tokens_per_s: summ(x.tokens_per_s), speedup: summ(x.speedup) }));
+    const best = rows.reduce((a, b) => (b.speedup.median > a.speedup.median ? b : a));
+    (results.eval_batch as unknown[]).push({ model: m.preset, topology: m.topology, runtime: r.runtime, lean_session: r.lean_session ?? false, prompts: r.prompts, prompt_tokens: r.prompt_tokens, max_new_tokens: r.max_new_tokens, repeats: r.repeats, rows, best_batch: best.batch, best_speedup: best.speedup });
+  }
+  (results.notes as string[]).push('eval_batch: measured with the decode engine (SteerableModel.decode) directly; the eval runner (src/core/eval/runner.ts) is not wired to it yet.');
+}
+
 // Cheap sections first, so that if the shared machine is slow the time budget cuts the long tail (the big model's
 // capture variants), not whole sections.
 if (only.has('patch')) await patchSection();
@@ -340,5 +448,9 @@ if (only.has('compare')) await compareSection();
 if (only.has('browser')) await browserSection();
 if (only.has('decode') || only.has('prefill')) await decodeSection();
 if (only.has('prefill')) await prefillSection();
+if (only.has('capture')) await captureSection();
+if (only.has('load')) await loadSection();
+if (only.has('eval_batch')) await evalBatchSection();
+if (only.has('peer')) await peerSection();
 writeResults();
 log(quick || only.size < SECTIONS.length ? `done (partial run): bench/out/results-${quick ? 'quick' : 'partial'}.{json,md}` : `done: ${join(BENCH_DIR, 'results.json')}, ${join(BENCH_DIR, 'RESULTS.md')}`);

@@ -1,30 +1,67 @@
 /**
- * Device choice for the LLM worker: WebGPU when navigator.gpu hands out an adapter, else WASM.
- * The reason travels back to the UI (LoadedModelInfo.deviceReason) so a silent fallback is never a mystery.
+ * Device choice for the LLM worker. 'auto' takes WebGPU only when the adapter is a real GPU that can run the
+ * chosen dtype; otherwise WASM. The reason travels back to the UI (LoadedModelInfo.deviceReason), in words, so a
+ * fallback is never a mystery.
+ *
+ * Why software adapters are refused by 'auto': a WebGPU adapter that rasterises on the CPU (SwiftShader, Mesa's
+ * llvmpipe/lavapipe, Windows' WARP "Microsoft Basic Render Driver") is what browsers offer on VMs and machines
+ * without GPU drivers. It runs the model correctly but far slower than onnxruntime-web's WASM build: in headless
+ * Chromium on a 2-core machine, the embedded model decoded 1.0-1.1 tokens/s on SwiftShader against 22-27 on WASM.
+ *
+ * How Chromium reports one (Chromium 156, `--enable-unsafe-webgpu`, no GPU): `adapter.isFallbackAdapter` is
+ * gone (undefined); `adapter.info` is { vendor: 'google', architecture: 'swiftshader', device: '', description: '',
+ * isFallbackAdapter: true }. So both the flag (old and new place) and the names are checked.
  */
 import type { LlmDevice, LlmDeviceRequest } from './protocol.js';
 
 /** The slice of the WebGPU API we touch (TypeScript's DOM lib carries no WebGPU types). */
-interface GpuAdapterLike {
-  info?: { vendor?: string; architecture?: string; device?: string; description?: string };
+export interface GpuAdapterLike {
+  info?: { vendor?: string; architecture?: string; device?: string; description?: string; isFallbackAdapter?: boolean };
+  /** Deprecated place of the flag (now adapter.info.isFallbackAdapter); older browsers still set it here. */
   isFallbackAdapter?: boolean;
   features?: { has(name: string): boolean };
 }
-interface GpuLike { requestAdapter(opts?: { powerPreference?: 'low-power' | 'high-performance' }): Promise<GpuAdapterLike | null> }
+export interface GpuLike { requestAdapter(opts?: { powerPreference?: 'low-power' | 'high-performance' }): Promise<GpuAdapterLike | null> }
 
 export interface DeviceChoice { device: LlmDevice; reason: string }
 
-function describeAdapter(a: GpuAdapterLike): string {
+/**
+ * Names of CPU rasterisers behind WebGPU adapters: Chromium's SwiftShader, Mesa's llvmpipe / softpipe and its
+ * Vulkan sibling lavapipe, and Windows' WARP (reported as "Microsoft Basic Render Driver").
+ */
+const SOFTWARE_RENDERER = /swiftshader|llvmpipe|lavapipe|softpipe|basic render driver|\bwarp\b|software (?:renderer|rasteri[sz]er|adapter)/i;
+
+function adapterName(a: GpuAdapterLike): string {
   const i = a.info ?? {};
-  const parts = [i.vendor, i.architecture, i.device, i.description].filter((p) => p && p.length > 0);
-  return `navigator.gpu adapter: ${parts.length ? parts.join(' / ') : 'unnamed'}${a.isFallbackAdapter ? ' (fallback adapter)' : ''}`;
+  const parts = [i.vendor, i.architecture, i.device, i.description].filter((p) => typeof p === 'string' && p.trim().length > 0);
+  return parts.length ? parts.join(' / ') : 'an unnamed adapter';
 }
 
-export type WebGpuProbe = { ok: true; reason: string; shaderF16: boolean } | { ok: false; reason: string };
+/**
+ * Why this adapter runs on the CPU rather than a GPU, or null when nothing says so. The browser's own fallback
+ * flag is trusted first; the names catch software adapters a browser does not flag (Mesa drivers under Vulkan).
+ */
+export function softwareAdapterReason(a: GpuAdapterLike): string | null {
+  if (a.info?.isFallbackAdapter === true || a.isFallbackAdapter === true) return 'the browser flags it as a fallback adapter';
+  const i = a.info ?? {};
+  for (const field of ['vendor', 'architecture', 'device', 'description'] as const) {
+    const m = SOFTWARE_RENDERER.exec(i[field] ?? '');
+    if (m) return `its ${field} names a software renderer ("${m[0]}")`;
+  }
+  return null;
+}
 
-/** Why WebGPU is unavailable here, or the adapter it offers and whether it runs f16 shaders. */
-export async function probeWebGpu(): Promise<WebGpuProbe> {
-  const gpu = (globalThis.navigator as { gpu?: GpuLike } | undefined)?.gpu;
+export type WebGpuProbe =
+  | { ok: true; reason: string; shaderF16: boolean; /** Why the adapter is a CPU one; null for a GPU. */ software: string | null }
+  | { ok: false; reason: string };
+
+/** The navigator.gpu of this global (window or worker), if any. */
+function currentGpu(): GpuLike | undefined {
+  return (globalThis.navigator as { gpu?: GpuLike } | undefined)?.gpu;
+}
+
+/** Why WebGPU is unavailable here, or the adapter it offers, whether it runs f16 shaders and whether it is a software one. */
+export async function probeWebGpu(gpu: GpuLike | undefined = currentGpu()): Promise<WebGpuProbe> {
   if (!gpu) {
     const secure = (globalThis as { isSecureContext?: boolean }).isSecureContext;
     return { ok: false, reason: `navigator.gpu is missing (${secure === false ? 'not a secure context' : 'browser without WebGPU, or WebGPU disabled'})` };
@@ -36,31 +73,55 @@ export async function probeWebGpu(): Promise<WebGpuProbe> {
     return { ok: false, reason: `navigator.gpu.requestAdapter() threw: ${(e as Error).message}` };
   }
   if (!adapter) return { ok: false, reason: 'navigator.gpu.requestAdapter() returned null (no usable GPU adapter)' };
-  return { ok: true, reason: describeAdapter(adapter), shaderF16: adapter.features?.has('shader-f16') ?? false };
+  const software = softwareAdapterReason(adapter);
+  const name = adapterName(adapter);
+  return {
+    ok: true,
+    reason: `navigator.gpu adapter: ${name}${software ? `, a software adapter that runs on the CPU (${software})` : ''}`,
+    shaderF16: adapter.features?.has('shader-f16') ?? false,
+    software,
+  };
 }
 
 /** Graph dtypes with float16 activations: their WebGPU kernels need the adapter's shader-f16 feature. */
 const F16_DTYPES: readonly string[] = ['fp16', 'q4f16'];
 
 /**
- * 'auto' falls back to WASM with the reason; an explicit 'webgpu' that cannot be honoured throws, because the
- * caller (a test, a benchmark) asked for that device on purpose.
+ * 'auto' takes WebGPU only on a hardware adapter with the dtype's features, else WASM with the reason. An explicit
+ * 'webgpu' is honoured on a software adapter too (tests and users who ask for it on purpose) but throws when the
+ * adapter cannot run the dtype at all, because the caller asked for that device on purpose.
  *
  * The shader-f16 check happens here, before any session exists, because trying is not free: after a WebGPU
  * kernel fails at run time, onnxruntime-web 1.31-dev in that worker keeps failing with the same error even for
  * WASM sessions (measured with a q4f16 graph on SwiftShader), so a try-then-fall-back would need a new worker.
+ * For the same reason (and because a software adapter compiles every shader on the CPU, tens of seconds for a
+ * first run) 'auto' does not time a trial run on both devices: the adapter's own report decides.
  */
-export async function chooseDevice(requested: LlmDeviceRequest = 'auto', dtype?: string): Promise<DeviceChoice> {
+export async function chooseDevice(requested: LlmDeviceRequest = 'auto', dtype?: string, gpu: GpuLike | undefined = currentGpu()): Promise<DeviceChoice> {
   if (requested === 'wasm') return { device: 'wasm', reason: 'WASM requested' };
   if (requested !== 'webgpu' && requested !== 'auto') {
     throw new Error(`device must be 'auto', 'webgpu' or 'wasm', got ${JSON.stringify(requested)}`);
   }
-  const probe = await probeWebGpu();
-  let why: string;
-  if (!probe.ok) why = probe.reason;
-  else if (dtype !== undefined && F16_DTYPES.includes(dtype) && !probe.shaderF16) {
-    why = `${probe.reason} has no shader-f16, which ${dtype} graphs (float16 activations) need`;
-  } else return { device: 'webgpu', reason: probe.reason };
-  if (requested === 'webgpu') throw new Error(`WebGPU requested but unusable: ${why}`);
-  return { device: 'wasm', reason: `WebGPU unusable, using WASM: ${why}` };
+  const probe = await probeWebGpu(gpu);
+  if (!probe.ok) {
+    if (requested === 'webgpu') throw new Error(`WebGPU requested but unusable: ${probe.reason}`);
+    return { device: 'wasm', reason: `WebGPU unusable, using WASM: ${probe.reason}` };
+  }
+  const noF16 = dtype !== undefined && F16_DTYPES.includes(dtype) && !probe.shaderF16
+    ? `it has no shader-f16, which ${dtype} graphs (float16 activations) need`
+    : null;
+  if (requested === 'webgpu') {
+    if (noF16) throw new Error(`WebGPU requested but unusable: ${probe.reason}; ${noF16}`);
+    return {
+      device: 'webgpu',
+      reason: `WebGPU requested: ${probe.reason}${probe.software ? '; it runs on the CPU, expect it to be much slower than WASM' : ''}`,
+    };
+  }
+  if (!probe.software && !noF16) return { device: 'webgpu', reason: probe.reason };
+  const why = [
+    probe.reason,
+    probe.software ? 'WASM is much faster than a CPU adapter (choose WebGPU explicitly to use it anyway)' : null,
+    noF16,
+  ].filter((x) => x !== null);
+  return { device: 'wasm', reason: `WASM chosen over WebGPU: ${why.join('; ')}` };
 }

@@ -7,20 +7,22 @@
 import * as Comlink from 'comlink';
 import { env } from '@huggingface/transformers';
 import { controllerInputLayers } from '../src/core/controller/layers.js';
-import { decodeController } from '../src/core/controller/format.js';
 import { splitControllerDataset } from '../src/core/controller/dataset.js';
 import { getJudge } from '../src/core/eval/judges.js';
 import { IdbRecordStore } from '../src/core/eval/records-idb.js';
 import { PAPER_SAMPLING, runEval } from '../src/core/eval/runner.js';
-import type { ConditionName, EvalCondition } from '../src/core/method/conditions.js';
+import type { EvalRecord } from '../src/core/eval/records.js';
+import { checkDirectionFor, controllerFromBytes, directionId, directionTieWarning } from '../src/core/method/artifacts.js';
+import type { EvalCondition } from '../src/core/method/conditions.js';
 import { controllerActivations, lastTokenActivations } from '../src/core/method/activations.js';
 import { diffInMeansOfModel, directionReport, embeddingDirectionOfModel } from '../src/core/method/directions.js';
-import { compareFlow, methodController, policyMatrix, type MethodController, type PolicyOutcome } from '../src/core/method/flow.js';
+import { compareFlow, policyMatrix, type MethodController, type PolicyOutcome } from '../src/core/method/flow.js';
 import { controllerPrompts, directionPrompts } from '../src/core/method/prompt-sets.js';
 import { conditionKind, policyFromSettings, type PolicySettings } from '../src/core/method/settings.js';
 import { loadSteerableModel, type GenerateOptions, type LoadProgress, type SteerableModel } from '../src/core/model/index.js';
+import { modelFields } from '../src/core/model/model-id.js';
 import { validateCastCondition } from '../src/core/steering/cast.js';
-import { checkDirectionFits, decodeDirectionFile, directionId, encodeDirectionFile, type DirectionFile } from '../src/core/steering/direction-file.js';
+import { decodeDirectionFile, encodeDirectionFile, type DirectionFile } from '../src/core/steering/direction-file.js';
 import { importDirection } from '../src/core/steering/direction-import.js';
 import { encodeControlVector } from '../src/core/steering/gguf.js';
 import { rowNorms } from '../src/core/steering/matrix.js';
@@ -127,6 +129,8 @@ export function createLlmHost(): LlmWorkerApi {
   let loading = false;
   let direction: ActiveDirection | null = null;
   let controller: MethodController | null = null;
+  /** Content id of the active controller (controllerId): what eval records carry. */
+  let controllerIdValue: string | null = null;
   /** Unsteered residual of the last compared prompt's last token: what preview() recomputes the read-outs on. */
   let observed: Float32Array | null = null;
   let job: { name: string; abort: AbortController } | null = null;
@@ -153,12 +157,19 @@ export function createLlmHost(): LlmWorkerApi {
   const parts = () => ({ direction: direction?.file.direction ?? null, controller });
   const artefacts = () => ({ direction: direction?.file ?? null, cast: direction?.cast ?? null, hasController: controller !== null });
 
-  async function activateDirection(m: SteerableModel, file: DirectionFile, bytes: Uint8Array, cast: CastCondition | null, source: string): Promise<DirectionInfo> {
-    const warnings = checkDirectionFits(file, { hiddenSize: m.hiddenSize, numLayers: m.numLayers, modelId: m.id }, source);
+  async function activateDirection(
+    m: SteerableModel,
+    file: DirectionFile,
+    bytes: Uint8Array,
+    cast: CastCondition | null,
+    source: string,
+    allowOtherModel = false,
+  ): Promise<DirectionInfo> {
+    // The CLI's checks (artifacts.ts): shape, and made for this model (identity) unless allowed.
+    const { id, warnings } = await checkDirectionFor(file, m, source, { allowOtherModel });
     if (cast) validateCastCondition(cast, m.numLayers, m.hiddenSize);
-    const id = await directionId(file);
-    const tied = controller?.metadata?.direction_id;
-    if (tied && tied !== id) warnings.push(`the active controller was trained with direction ${tied}, this direction is ${id}`);
+    const tie = directionTieWarning(controller, id);
+    if (tie) warnings.push(tie);
     direction = { file, id, bytes, cast };
     return { metadata: { ...file.metadata }, id, bytes: bytes.slice(), cast: cast ? { ...cast, vector: cast.vector.slice() } : null, warnings };
   }
@@ -170,6 +181,7 @@ export function createLlmHost(): LlmWorkerApi {
         webgpu: p.ok,
         shaderF16: p.ok && p.shaderF16,
         reason: p.reason,
+        software: p.ok ? p.software : null,
         crossOriginIsolated: Boolean((globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated),
         hardwareConcurrency: globalThis.navigator?.hardwareConcurrency ?? 1,
       };
@@ -188,6 +200,7 @@ export function createLlmHost(): LlmWorkerApi {
         const choice = await chooseDevice(req.device ?? 'auto', req.dtype);
         direction = null;
         controller = null;
+        controllerIdValue = null;
         observed = null;
         if (model) {
           const old = model;
@@ -222,7 +235,8 @@ export function createLlmHost(): LlmWorkerApi {
         model = m;
         return {
           model: req.model,
-          modelId: m.id,
+          modelId: m.identity.id,
+          identity: { id: m.identity.id, name: m.identity.name, variant: { ...m.identity.variant } },
           numLayers: m.numLayers,
           hiddenSize: m.hiddenSize,
           device: choice.device,
@@ -242,32 +256,32 @@ export function createLlmHost(): LlmWorkerApi {
       const m = loaded('useDirection');
       const source = req?.source ?? 'direction file';
       const bytes = checkBytes(req?.bytes, 'useDirection');
-      return activateDirection(m, decodeDirectionFile(bytes, undefined, source), bytes, req.cast ?? null, source);
+      return activateDirection(m, decodeDirectionFile(bytes, undefined, source), bytes, req.cast ?? null, source, req.allowOtherModel ?? false);
     },
 
     async importDirection(req: ImportDirectionRequest): Promise<DirectionInfo> {
       const m = loaded('importDirection');
       const bytes = checkBytes(req?.bytes, 'importDirection');
-      const file = importDirection(bytes, req.fileName, { modelId: m.id, numLayers: m.numLayers, hiddenSize: m.hiddenSize });
+      const file = importDirection(bytes, req.fileName, { ...modelFields(m.identity), numLayers: m.numLayers, hiddenSize: m.hiddenSize });
       return activateDirection(m, file, encodeDirectionFile(file), null, req.fileName);
     },
 
     async useController(req: UseControllerRequest): Promise<ControllerSummary> {
       const m = loaded('useController');
       const bytes = checkBytes(req?.bytes, 'useController');
-      const c = decodeController(bytes, {
-        expect: { numLayers: m.numLayers, hiddenSize: m.hiddenSize, modelId: m.id, allowOtherModelId: req.allowOtherModel ?? false },
-        source: req.source ?? 'controller file',
-      });
-      controller = methodController(c);
-      const warnings: string[] = [];
-      const tied = c.metadata.direction_id;
-      if (tied && direction && tied !== direction.id) warnings.push(`controller was trained with direction ${tied}, the active direction is ${direction.id}`);
-      return { metadata: JSON.parse(JSON.stringify(c.metadata)) as ControllerSummary['metadata'], warnings };
+      // The CLI's checks (artifacts.ts): shape, and trained for this model (identity) unless allowed.
+      const c = await controllerFromBytes(bytes, m, req.source ?? 'controller file', { allowOtherModel: req.allowOtherModel ?? false });
+      controller = c.method;
+      controllerIdValue = c.id;
+      const warnings = [...c.warnings];
+      const tie = directionTieWarning(c.method, direction?.id ?? null);
+      if (tie) warnings.push(tie);
+      return { metadata: JSON.parse(JSON.stringify(c.controller.metadata)) as ControllerSummary['metadata'], id: c.id, warnings };
     },
 
     async clearController(): Promise<void> {
       controller = null;
+      controllerIdValue = null;
     },
 
     async exportControlVector(settings: PolicySettings): Promise<ControlVectorFile> {
@@ -276,7 +290,7 @@ export function createLlmHost(): LlmWorkerApi {
       const policy = policyFromSettings({ ...settings, kind: 'manual' }, artefacts());
       const matrix = steeringMatrix(policy, { numLayers: m.numLayers, hiddenSize: m.hiddenSize, direction: direction.file.direction });
       if (!matrix) throw new Error('exportControlVector: the steering matrix is empty');
-      const out = encodeControlVector(matrix, { numLayers: m.numLayers, hiddenSize: m.hiddenSize, modelHint: m.id.split('/').pop()!.toLowerCase() });
+      const out = encodeControlVector(matrix, { numLayers: m.numLayers, hiddenSize: m.hiddenSize, modelHint: m.identity.name.split('/').pop()!.toLowerCase() });
       return Comlink.transfer({ bytes: out.bytes, layers: out.layers, warnings: out.warnings }, [out.bytes.buffer as ArrayBuffer]);
     },
 
@@ -407,7 +421,7 @@ export function createLlmHost(): LlmWorkerApi {
             validation: { features: validation.x, labels: Uint8Array.from(validation.labels) },
             inputLayers,
             counts: chosen.counts,
-            modelId: m.id,
+            model: { id: m.identity.id, name: m.identity.name, variant: { ...m.identity.variant } },
             directionId: direction?.id ?? null,
           };
           return Comlink.transfer(set, [set.train.features.buffer as ArrayBuffer, set.validation.features.buffer as ArrayBuffer]);
@@ -422,9 +436,8 @@ export function createLlmHost(): LlmWorkerApi {
       if (!Array.isArray(plan.conditions) || plan.conditions.length === 0) throw new Error('evaluate: choose at least one condition');
       if (!Array.isArray(plan.datasets) || plan.datasets.length === 0) throw new Error('evaluate: choose at least one dataset');
       const judge = getJudge(plan.judge);
-      // 'manual' is a lab condition the core's list does not name yet; the runner only records the name.
       const conditions: EvalCondition[] = plan.conditions.map((name) => ({
-        name: name as ConditionName,
+        name,
         policy: policyFromSettings({ ...plan.settings, kind: conditionKind(name) }, artefacts()),
       }));
       return runJob('evaluate', async (signal, m) => {
@@ -437,17 +450,19 @@ export function createLlmHost(): LlmWorkerApi {
             conditions,
             direction: direction?.file.direction ?? null,
             controller,
+            directionId: direction?.id ?? null,
+            controllerId: controllerIdValue,
             store,
             judge,
             maxNewTokens: checkCount(plan.maxNewTokens, 'evaluate: maxNewTokens'),
             sampling: plan.sampling === 'paper' ? { ...PAPER_SAMPLING } : null,
             seed: plan.seed,
             fit: plan.fit,
-            stamp: { model_id: m.id, direction_id: direction?.id ?? null },
             signal,
-            onProgress: (p) => sink.emit({ done: p.done, total: p.total, skipped: p.skipped, record: p.record }),
+            // The record as the store holds it (the runner appends RunRecords as EvalRecords).
+            onProgress: (p) => sink.emit({ done: p.done, total: p.total, skipped: p.skipped, record: p.record as unknown as EvalRecord | null }),
           });
-          return { ...r, cancelled: signal.aborted };
+          return { total: r.total, written: r.written, skipped: r.skipped, failed: r.failed, cancelled: r.cancelled || signal.aborted };
         } finally {
           await store.close();
           await sink.drain();
@@ -514,6 +529,7 @@ export function createLlmHost(): LlmWorkerApi {
       model = null;
       direction = null;
       controller = null;
+      controllerIdValue = null;
       observed = null;
       await m?.dispose();
     },

@@ -6,11 +6,11 @@
  */
 import * as Comlink from 'comlink';
 import { env } from '@huggingface/transformers';
-import { ortWasmPaths } from './ort-assets.js';
+import { appRootUrl, ortWasmPaths } from './ort-assets.js';
 import { createLlmHost } from './llm-host.js';
 
 const onnx = env.backends.onnx as { wasm?: { wasmPaths?: unknown }; versions?: { web?: string } } | undefined;
 if (!onnx?.wasm) throw new Error('llm.worker: transformers.js exposes no env.backends.onnx.wasm; cannot point it at local WASM files');
-onnx.wasm.wasmPaths = ortWasmPaths(self.location.origin, import.meta.env.BASE_URL, onnx.versions?.web);
+onnx.wasm.wasmPaths = ortWasmPaths(appRootUrl(import.meta.env.BASE_URL, self.location.href), onnx.versions?.web);
 
 Comlink.expose(createLlmHost());

@@ -16,13 +16,26 @@ export const ORT_RUNTIME_FILES = {
 } as const;
 
 /**
- * Absolute URLs of the run-time pair, for `env.backends.onnx.wasm.wasmPaths`. base = Vite's BASE_URL.
+ * The app's root URL as a worker sees it. Vite's BASE_URL is absolute in dev ('/') and './' in the build (vite.config
+ * sets `base: './'` so the build works from any sub-path). A relative base means "relative to the page", but a
+ * worker resolves relative URLs against its own script, which Vite's build places in `assets/` (build.assetsDir, one
+ * folder below the root; test/browser/build.test.ts checks where the worker lands): so one level up from the
+ * worker is the root.
+ */
+export function appRootUrl(base: string, workerUrl: string): URL {
+  const b = base === '' ? './' : base.endsWith('/') ? base : `${base}/`;
+  if (b.startsWith('/') || /^[a-z][a-z\d+.-]*:/i.test(b)) return new URL(b, workerUrl);
+  return new URL(`../${b}`, workerUrl);
+}
+
+/**
+ * Absolute URLs of the run-time pair, for `env.backends.onnx.wasm.wasmPaths`. root = appRootUrl(...).
  * The file names carry no hash, and transformers.js keeps the .wasm in Cache Storage under its URL, so the
  * onnxruntime-web version goes into the query: after an upgrade a browser never pairs a cached old .wasm with
  * the new JavaScript glue.
  */
-export function ortWasmPaths(origin: string, base: string, ortVersion?: string): { mjs: string; wasm: string } {
-  const dir = new URL(`${base.endsWith('/') ? base : `${base}/`}${ORT_ASSET_DIR}`, origin);
+export function ortWasmPaths(root: URL, ortVersion?: string): { mjs: string; wasm: string } {
+  const dir = new URL(ORT_ASSET_DIR, root);
   const q = ortVersion ? `?v=${encodeURIComponent(ortVersion)}` : '';
   return { mjs: new URL(ORT_RUNTIME_FILES.mjs + q, dir).href, wasm: new URL(ORT_RUNTIME_FILES.wasm + q, dir).href };
 }

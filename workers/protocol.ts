@@ -16,7 +16,9 @@ import type { ControllerMetadata, EpochMetrics, TrainControllerOptions } from '.
 import type { PromptRecord } from '../src/core/data/types.js';
 import type { EvalRecord } from '../src/core/eval/records.js';
 import type { FitMode, FitResult } from '../src/core/method/fit.js';
-import type { LabCondition, PolicySettings } from '../src/core/method/settings.js';
+import type { ConditionName } from '../src/core/method/conditions.js';
+import type { PolicySettings } from '../src/core/method/settings.js';
+import type { ModelIdentity } from '../src/core/model/model-id.js';
 import type { LoadProgress, PatchReport, SelfCheckResult } from '../src/core/model/types.js';
 import type { CastCondition } from '../src/core/steering/cast.js';
 import type { LayerSeparation } from '../src/core/steering/diff-in-means.js';
@@ -64,8 +66,13 @@ export type SelfCheckSummary = SelfCheckResult;
 export interface LoadedModelInfo {
   /** What was asked for (hub id or folder name). */
   model: string;
-  /** The model's identity, as directions, controllers and eval records record it (SteerableModel.id). */
+  /**
+   * The model's id, as directions, controllers and eval records record it (identity.id: the hub id, or for a local
+   * folder a hash of its content). What the lab keys its saved artefacts and runs by.
+   */
   modelId: string;
+  /** The whole identity (SteerableModel.identity): id, display name (hub id or folder name), variant loaded. */
+  identity: ModelIdentity;
   numLayers: number;
   hiddenSize: number;
   device: LlmDevice;
@@ -81,7 +88,7 @@ export interface LoadedModelInfo {
 
 // --- artefacts ------------------------------------------------------------------------------------------------
 
-/** A direction made active: checked against the loaded model (hidden size, layers; another model id warns). */
+/** A direction made active: checked against the loaded model (hidden size, layers, model identity; another variant warns). */
 export interface DirectionInfo {
   metadata: DirectionMetadata;
   /** Content id (method + hash of the unit vector): what a controller trained with it records. */
@@ -99,6 +106,8 @@ export interface UseDirectionRequest {
   cast?: CastCondition | null;
   /** For error messages: the file or artefact name. */
   source?: string;
+  /** Accept a direction made for another model of the same shape (the CLI's --allow-other-model); it then warns. */
+  allowOtherModel?: boolean;
 }
 
 /** Another vector (JSON array, .npy, foreign safetensors) turned into a direction file for the loaded model. */
@@ -107,17 +116,22 @@ export interface ImportDirectionRequest {
   fileName: string;
 }
 
-/** A controller made active: checked against the loaded model (layers, hidden size, model id). */
+/** A controller made active: checked against the loaded model (layers, hidden size, model identity). */
 export interface ControllerSummary {
   metadata: ControllerMetadata;
-  /** The controller drives another direction than the active one (its direction_id differs): said in words. */
+  /** Content id (controllerId): what eval records carry. */
+  id: string;
+  /**
+   * In words: the controller drives another direction than the active one (its direction_id differs), was trained
+   * on another variant of the model, or for another model (when allowed).
+   */
   warnings: string[];
 }
 
 export interface UseControllerRequest {
   bytes: Uint8Array;
   source?: string;
-  /** Accept a controller trained on another model id of the same shape (the CLI's --allow-other-model). */
+  /** Accept a controller trained for another model of the same shape (the CLI's --allow-other-model); it then warns. */
   allowOtherModel?: boolean;
 }
 
@@ -239,7 +253,8 @@ export interface ControllerTrainingSet {
   validation: { features: Float32Array; labels: Uint8Array };
   inputLayers: number[];
   counts: { harmful: number; benign: number };
-  modelId: string;
+  /** The loaded model's identity, recorded in the trained controller. */
+  model: ModelIdentity;
   /** The active direction's id, recorded in the trained controller (null when none is active). */
   directionId: string | null;
 }
@@ -249,7 +264,7 @@ export interface EvalPlan {
   runId: string;
   /** Prompts per dataset, already chosen (src/core/method/prompt-sets.ts pick). */
   datasets: PromptSetData[];
-  conditions: LabCondition[];
+  conditions: ConditionName[];
   /** Alpha, manual s and w, ActAdd coefficient and CAST strength of the steered conditions. */
   settings: PolicySettings;
   maxNewTokens: number;
@@ -267,6 +282,8 @@ export interface EvalOutcome {
   total: number;
   written: number;
   skipped: number;
+  /** Records written with `error` (prompts the model could not take: unjudged). */
+  failed: number;
   cancelled: boolean;
 }
 
@@ -326,6 +343,11 @@ export interface DeviceProbe {
   shaderF16?: boolean;
   /** The adapter ("navigator.gpu adapter: google / swiftshader ...") or why there is none. */
   reason: string;
+  /**
+   * Why the adapter is a software (CPU) one, e.g. SwiftShader; null for a GPU or no adapter. 'auto' never picks a
+   * software adapter (WASM is much faster), so the UI labels Auto by `webgpu && !software`.
+   */
+  software: string | null;
   crossOriginIsolated: boolean;
   hardwareConcurrency: number;
 }

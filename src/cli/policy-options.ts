@@ -14,10 +14,12 @@
  *
  * resolvePolicyOptions() loads the files (refusing ones made for another model) and returns what runFlow needs.
  */
+import { decoderLayer, decoderLayers, residualIndex } from '../core/model/layer-index.js';
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { loadControllerFor, loadDirectionFor, type ModelIdentity } from '../core/method/artifacts.js';
-import type { CastSettings } from '../core/method/conditions.js';
+import type { ArtefactTarget } from '../core/method/artifacts.js';
+import { loadMethodArtefacts } from '../core/method/artifacts-node.js';
+import type { CastSettings, ManualSettings } from '../core/method/conditions.js';
 import type { MethodController } from '../core/method/flow.js';
 import type { DirectionFile } from '../core/steering/direction-file.js';
 import { DEFAULT_ALPHA, validatePolicy, type SteeringPolicy } from '../core/steering/policies.js';
@@ -50,7 +52,7 @@ export function addPolicyOptions(cmd: Command): Command {
     .option('--coefficient <c>', 'actadd policy: coefficient (default 1)')
     .option('--actadd-layer <l>', "actadd policy: steering row (default: the direction file's layer)")
     .option('--cast <file>', 'cast policy: JSON settings {vector|"direction", layer, threshold, activeWhen, strength?, layers?}')
-    .option('--allow-other-model', 'accept a controller trained on another model id of the same shape');
+    .option('--allow-other-model', 'accept a direction or controller made for another model of the same shape (it then warns)');
 }
 
 export function parseNumber(flag: string, v: string): number {
@@ -83,8 +85,28 @@ export function parseNumberList(flag: string, v: string): number[] {
   return parts.map((p) => parseNumber(flag, p));
 }
 
+/**
+ * --scale / --layer-weights / --enabled-layers: the manual policy's (and eval's manual condition's) settings for a
+ * model of numLayers layers; null when no --scale is given (then the other two must be absent too).
+ */
+export function parseManualSettings(o: Pick<PolicyCliOptions, 'scale' | 'layerWeights' | 'enabledLayers'>, numLayers: number): ManualSettings | null {
+  if (o.scale === undefined) {
+    if (o.layerWeights !== undefined || o.enabledLayers !== undefined) throw new Error('--layer-weights / --enabled-layers set the manual steering: give --scale S too');
+    return null;
+  }
+  const w = o.layerWeights !== undefined ? parseNumberList('layer-weights', o.layerWeights) : [1];
+  if (w.length !== 1 && w.length !== numLayers) throw new Error(`--layer-weights: ${w.length} values given, expected 1 or ${numLayers} (one per layer)`);
+  const layerWeights = w.length === 1 ? new Array<number>(numLayers).fill(w[0]!) : w;
+  let enabledLayers: boolean[] | undefined;
+  if (o.enabledLayers !== undefined) {
+    const on = o.enabledLayers.split(',').map((x) => parseIndex('enabled-layers', x, numLayers));
+    enabledLayers = Array.from({ length: numLayers }, (_, l) => on.includes(l));
+  }
+  return { scale: parseNumber('scale', o.scale), layerWeights, ...(enabledLayers ? { enabledLayers } : {}) };
+}
+
 /** A CAST settings file. `vector: "direction"` uses the direction as condition vector. */
-export async function readCastSettings(path: string, model: ModelIdentity, direction: DirectionFile | null): Promise<CastSettings> {
+export async function readCastSettings(path: string, model: { numLayers: number; hiddenSize: number }, direction: DirectionFile | null): Promise<CastSettings> {
   let raw: unknown;
   try {
     raw = JSON.parse(await readFile(path, 'utf8'));
@@ -109,9 +131,9 @@ export async function readCastSettings(path: string, model: ModelIdentity, direc
   if (o.strength !== undefined && (typeof o.strength !== 'number' || !Number.isFinite(o.strength))) throw new Error(`--cast ${path}: "strength" must be a number`);
   if (o.layers !== undefined && !(Array.isArray(o.layers) && o.layers.every((l) => Number.isSafeInteger(l)))) throw new Error(`--cast ${path}: "layers" must be an array of layer indices`);
   return {
-    condition: { vector, layer: o.layer as number, threshold: o.threshold, activeWhen: o.activeWhen },
+    condition: { vector, layer: residualIndex(o.layer as number, model.numLayers), threshold: o.threshold, activeWhen: o.activeWhen },
     ...(o.strength !== undefined ? { strength: o.strength as number } : {}),
-    ...(o.layers !== undefined ? { layers: o.layers as number[] } : {}),
+    ...(o.layers !== undefined ? { layers: decoderLayers(o.layers as number[]) } : {}),
   };
 }
 
@@ -122,28 +144,20 @@ export interface ResolvedPolicy {
   directionFile: DirectionFile | null;
   directionId: string | null;
   controller: MethodController | null;
+  controllerId: string | null;
   warnings: string[];
 }
 
 /** Loads --direction / --controller for `model` and turns --policy and its settings into a policy. */
-export async function resolvePolicyOptions(o: PolicyCliOptions, model: ModelIdentity): Promise<ResolvedPolicy> {
+export async function resolvePolicyOptions(o: PolicyCliOptions, model: ArtefactTarget): Promise<ResolvedPolicy> {
   const kind = o.policy ?? 'off';
   if (!(POLICY_KINDS as readonly string[]).includes(kind)) throw new Error(`--policy must be one of ${POLICY_KINDS.join(', ')}, got "${kind}"`);
-  const warnings: string[] = [];
-  let directionFile: DirectionFile | null = null;
-  let directionIdValue: string | null = null;
-  if (o.direction) {
-    const d = await loadDirectionFor(o.direction, model);
-    directionFile = d.file;
-    directionIdValue = d.id;
-    warnings.push(...d.warnings);
-  }
-  let controller: MethodController | null = null;
-  if (o.controller) {
-    controller = (await loadControllerFor(o.controller, model, { allowOtherModelId: o.allowOtherModel })).method;
-    const tied = controller.metadata?.direction_id;
-    if (tied && directionIdValue && tied !== directionIdValue) warnings.push(`controller ${o.controller} was trained with direction ${tied}, but --direction is ${directionIdValue}`);
-  }
+  const art = await loadMethodArtefacts(o, model, { allowOtherModel: o.allowOtherModel === true });
+  const warnings = [...art.warnings];
+  const directionFile: DirectionFile | null = art.direction?.file ?? null;
+  const directionIdValue = art.direction?.id ?? null;
+  const controller: MethodController | null = art.controller?.method ?? null;
+  const controllerIdValue = art.controller?.id ?? null;
   const alpha = o.alpha !== undefined ? parseNumber('alpha', o.alpha) : (controller?.metadata?.alpha ?? DEFAULT_ALPHA);
   const L = model.numLayers;
   let policy: SteeringPolicy;
@@ -160,22 +174,15 @@ export async function resolvePolicyOptions(o: PolicyCliOptions, model: ModelIden
     case 'manual': {
       if (!directionFile) throw new Error('--policy manual needs --direction FILE');
       if (o.scale === undefined) throw new Error('--policy manual needs --scale S');
-      const w = o.layerWeights !== undefined ? parseNumberList('layer-weights', o.layerWeights) : [1];
-      if (w.length !== 1 && w.length !== L) throw new Error(`--layer-weights: ${w.length} values given, expected 1 or ${L} (one per layer)`);
-      const layerWeights = w.length === 1 ? new Array<number>(L).fill(w[0]!) : w;
-      let enabledLayers: boolean[] | undefined;
-      if (o.enabledLayers !== undefined) {
-        const on = o.enabledLayers.split(',').map((s) => parseIndex('enabled-layers', s, L));
-        enabledLayers = Array.from({ length: L }, (_, l) => on.includes(l));
-      }
-      policy = { kind: 'manual', scale: parseNumber('scale', o.scale), layerWeights, alpha, ...(enabledLayers ? { enabledLayers } : {}) };
+      const m = parseManualSettings(o, L)!;
+      policy = { kind: 'manual', scale: m.scale, layerWeights: m.layerWeights, alpha, ...(m.enabledLayers ? { enabledLayers: m.enabledLayers } : {}) };
       break;
     }
     case 'actadd': {
       if (!directionFile) throw new Error('--policy actadd needs --direction FILE (a diff-in-means direction carries its raw vector and layer)');
       const layerFromFile = directionFile.metadata.layer;
       if (o.actaddLayer === undefined && layerFromFile === undefined) throw new Error('--policy actadd needs --actadd-layer L (the direction file names no layer)');
-      const layer = o.actaddLayer !== undefined ? parseIndex('actadd-layer', o.actaddLayer, L) : layerFromFile!;
+      const layer = o.actaddLayer !== undefined ? decoderLayer(parseIndex('actadd-layer', o.actaddLayer, L)) : layerFromFile!;
       policy = {
         kind: 'actadd',
         vector: directionFile.rawDirection ?? directionFile.direction,
@@ -192,5 +199,5 @@ export async function resolvePolicyOptions(o: PolicyCliOptions, model: ModelIden
     }
   }
   validatePolicy(policy, { numLayers: L, hiddenSize: model.hiddenSize });
-  return { policy, direction: directionFile?.direction ?? null, directionFile, directionId: directionIdValue, controller, warnings };
+  return { policy, direction: directionFile?.direction ?? null, directionFile, directionId: directionIdValue, controller, controllerId: controllerIdValue, warnings };
 }

@@ -22,7 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { runDirection, type DirectionCliOptions } from '../cli/commands/direction.js';
 import { runEvalCommand, type EvalCliOptions } from '../cli/commands/eval.js';
 import { runTrainController, type TrainControllerCliOptions } from '../cli/commands/train-controller.js';
-import { writeFileAtomic } from '../core/eval/records.js';
+import { writeFileAtomic } from '../core/util/atomic-write.js';
 import { MODEL_DIR, PROJECT_ROOT, WORK_DIR } from './config.js';
 import { REFUSALS } from './data.js';
 import { writeOrganismPromptFiles } from './eval-sets.js';

@@ -1,8 +1,11 @@
 /**
- * Device choice by dtype: SwiftShader's WebGPU adapter has no shader-f16, so a q4f16 graph (fp16 activations,
- * MatMulNBits) cannot run on it (METHOD.md section 5). With device 'auto' the worker must load it on WASM and say
- * why; an explicit 'webgpu' must be refused with the reason before any WebGPU session exists (a failed WebGPU run
- * leaves onnxruntime-web broken in that worker). On WASM the q4f16 model must match Node.
+ * Device choice on the adapter headless Chromium offers here: SwiftShader, a software (CPU) WebGPU adapter that
+ * Chromium flags as a fallback one.
+ * - Any dtype: 'auto' must not choose it (it is far slower than WASM) and must say it is a software adapter; an
+ *   explicit 'webgpu' still uses it (worker.test.ts runs the whole WebGPU path that way).
+ * - q4f16 (fp16 activations, MatMulNBits): SwiftShader has no shader-f16, so an explicit 'webgpu' must be refused with
+ *   the reason before any WebGPU session exists (a failed WebGPU run leaves onnxruntime-web broken in that worker).
+ *   On WASM the q4f16 model must match Node.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -38,6 +41,7 @@ beforeAll(async () => {
   } finally {
     await m.dispose();
   }
+  await buildTestModel(join(tmp, 'tiny-plain'), { shape: SHAPE_PRESETS.tiny!, topology: 'plain', seed: 5 });
   server = await startLabServer({ '/test-models/': tmp });
 });
 
@@ -46,7 +50,7 @@ afterAll(async () => {
   if (tmp) rmSync(tmp, { recursive: true, force: true });
 });
 
-test('q4f16 model: auto picks WASM on an adapter without shader-f16 and says why; explicit webgpu is refused', async () => {
+test('q4f16 model: auto picks WASM on a software adapter without shader-f16 and says why; explicit webgpu is refused', async () => {
   const session = await launchChromium({ webgpu: true });
   try {
     await openDebugPage(session, server.url);
@@ -58,13 +62,13 @@ test('q4f16 model: auto picks WASM on an adapter without shader-f16 and says why
 
     const explicit = await session.page.evaluate((r) => window.steerlabDebug.load({ ...r, device: 'webgpu' }).then(() => 'loaded', (e: Error) => e.message), req);
     console.log(`[fallback] explicit webgpu: ${explicit}`);
-    expect(explicit).toMatch(/^WebGPU requested but unusable: .*has no shader-f16, which q4f16 graphs/);
+    expect(explicit).toMatch(/^WebGPU requested but unusable: .*swiftshader.*; it has no shader-f16, which q4f16 graphs/);
 
     const t = Date.now();
     const { info } = await session.page.evaluate((r) => window.steerlabDebug.load({ ...r, device: 'auto' }), req);
     console.log(`[fallback] auto: ${info.device} (${info.deviceReason}) in ${Date.now() - t} ms`);
     expect(info.device).toBe('wasm');
-    expect(info.deviceReason).toMatch(/^WebGPU unusable, using WASM: .*has no shader-f16/);
+    expect(info.deviceReason).toMatch(/^WASM chosen over WebGPU: .*software adapter that runs on the CPU.*; it has no shader-f16/);
     expect(info.selfCheck?.ok).toBe(true);
     expect(info.patch.stream_dtype).toBe('float16');
 
@@ -81,6 +85,38 @@ test('q4f16 model: auto picks WASM on an adapter without shader-f16 and says why
     expect(result.tokenIds).toEqual(nodeTokens);
   } catch (e) {
     throw await failureDiagnostics(session, 'fallback', e);
+  } finally {
+    await session.close();
+  }
+}, TEST_GUARD_MS);
+
+test('fp32 model: auto does not choose the software adapter and names it as one; explicit webgpu takes it', async () => {
+  const session = await launchChromium({ webgpu: true });
+  try {
+    await openDebugPage(session, server.url);
+    const probe = await session.page.evaluate(() => window.steerlabDebug.probeDevice());
+    if (!probe.webgpu) throw new Error(`WebGPU adapter not offered in headless Chromium with --enable-unsafe-webgpu: ${probe.reason}`);
+    console.log(`[fallback] adapter: ${probe.reason}`);
+    // The premise: Chromium here offers SwiftShader and flags it (adapter.info.isFallbackAdapter).
+    expect(probe.reason).toMatch(/swiftshader, a software adapter that runs on the CPU \(the browser flags it as a fallback adapter\)/);
+    // What the Model panel labels Auto by (webgpu && !software): the probe says the adapter is a CPU one.
+    expect(probe.software).toBe('the browser flags it as a fallback adapter');
+    const req = { model: 'tiny-plain', localModelPath: '/test-models/', allowRemoteModels: false, dtype: 'fp32' as const };
+
+    const auto = await session.page.evaluate((r) => window.steerlabDebug.load({ ...r, device: 'auto' }), req);
+    console.log(`[fallback] fp32 auto: ${auto.info.device} (${auto.info.deviceReason})`);
+    expect(auto.info.device).toBe('wasm');
+    expect(auto.info.deviceReason).toMatch(/^WASM chosen over WebGPU: navigator\.gpu adapter: google \/ swiftshader, a software adapter that runs on the CPU.*choose WebGPU explicitly/);
+    expect(auto.info.selfCheck?.ok).toBe(true);
+
+    // A WASM session first, then WebGPU in the same worker: the explicit request is honoured, and the self-check
+    // (forward passes with and without an injected vector) runs on it. worker.test.ts covers generation on WebGPU.
+    const explicit = await session.page.evaluate((r) => window.steerlabDebug.load({ ...r, device: 'webgpu' }), req);
+    expect(explicit.info.device).toBe('webgpu');
+    expect(explicit.info.deviceReason).toMatch(/^WebGPU requested: .*swiftshader.*much slower than WASM$/);
+    expect(explicit.info.selfCheck?.ok).toBe(true);
+  } catch (e) {
+    throw await failureDiagnostics(session, 'fallback-fp32', e);
   } finally {
     await session.close();
   }

@@ -1,7 +1,7 @@
 /**
  * Headless-Chromium harness for browser tests run by vitest in Node: a Vite dev server on 127.0.0.1 (the app's own
  * vite.config.ts, plus folders mounted under URL prefixes) and Debian's /usr/bin/chromium driven by playwright-core.
- * Flags follow METHOD.md section 5: without the background-networking flags Chromium's connections are refused
+ * Flags follow docs/METHOD-NOTES.md section 5: without the background-networking flags Chromium's connections are refused
  * many at a time on these machines.
  */
 import { createReadStream, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -86,13 +86,18 @@ export async function startLabServer(mounts: Record<string, string> = {}): Promi
   };
 }
 
+/** `vite build` of the app (the production bundle: index.html, workers, ort/, data/, models/) into outDir. */
+export async function buildApp(outDir: string): Promise<void> {
+  await build({ root: PROJECT_ROOT, configFile: join(PROJECT_ROOT, 'vite.config.ts'), logLevel: 'error', build: { outDir, emptyOutDir: true } });
+}
+
 /**
  * Builds the app (vite build, the production bundle: worker, ort/ files) into outDir and serves it with
  * `vite preview` on 127.0.0.1, folders mounted as in startLabServer. Proves the built app works with no dev server.
  */
 export async function buildAndPreview(outDir: string, mounts: Record<string, string> = {}): Promise<{ url: string; close(): Promise<void> }> {
   const configFile = join(PROJECT_ROOT, 'vite.config.ts');
-  await build({ root: PROJECT_ROOT, configFile, logLevel: 'error', build: { outDir, emptyOutDir: true } });
+  await buildApp(outDir);
   const server = await preview({
     root: PROJECT_ROOT,
     configFile,

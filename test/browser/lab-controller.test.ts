@@ -5,7 +5,7 @@
  * controller, recorded with the model's id and the active direction's content id, comes back after a reload.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { GUARD_MS, TEST_GUARD_MS, idle, labFixture, loadDefaultModel, withLab, type LabFixture } from './lab-helpers.js';
+import { GUARD_MS, TEST_GUARD_MS, idle, labFixture, loadDefaultModel, trainSmallController, withLab, type LabFixture } from './lab-helpers.js';
 
 let fixture: LabFixture;
 beforeAll(async () => {
@@ -19,15 +19,9 @@ describe('lab: Controller tab', () => {
   test('train a small controller, use it, find it again after a reload', async () => {
     await withLab(fixture, 'lab-controller', async ({ page, shoot }) => {
       await loadDefaultModel(page);
-      await page.getByRole('tab', { name: 'Controller' }).click();
-      const ctl = page.locator('#panel-controller');
       // A small, fast run (paper recipe, tiny width).
-      await ctl.getByLabel('Prompts per class').fill('8');
-      await ctl.getByLabel('Epochs').fill('2');
-      await ctl.getByLabel('Hidden width').fill('64');
-      await ctl.getByRole('button', { name: 'Train controller' }).click();
-      await expect.poll(() => ctl.getByTestId('controller-active').textContent().catch(() => ''), { timeout: GUARD_MS }).toMatch(/trained in this browser/);
-      await idle(page);
+      await trainSmallController(page);
+      const ctl = page.locator('#panel-controller');
       expect(await page.getByTestId('controller-message').textContent()).toMatch(/held-out accuracy \d/);
       const active = (await ctl.getByTestId('controller-active').textContent()) ?? '';
       expect(active).toMatch(/input layers 4, 5; hidden width 64/);

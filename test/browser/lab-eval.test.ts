@@ -5,24 +5,11 @@
  * IndexedDB record store itself (records survive reopening, a stored key is never written twice).
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import type { Locator } from 'playwright-core';
 import { launchChromium } from './harness.js';
-import { GUARD_MS, TEST_GUARD_MS, idle, judgedPlusUnjudged, labFixture, loadDefaultModel, withLab, type LabFixture } from './lab-helpers.js';
+import { GUARD_MS, TEST_GUARD_MS, idle, judgedPlusUnjudged, labFixture, loadDefaultModel, runEnded, withLab, type LabFixture } from './lab-helpers.js';
 
 let fixture: LabFixture;
 
-/** Waits until the run with N prompts per dataset has ended, and says how (done, failed, cancelled). */
-async function runEnded(panel: Locator, n: number): Promise<string> {
-  let status = '';
-  await expect
-    .poll(async () => {
-      const label = (await panel.locator('ul.runs button.link').allTextContents()).find((l) => l.includes(`· N ${n} ·`)) ?? '';
-      status = /· (done|failed|cancelled) ·/.exec(label)?.[1] ?? '';
-      return status;
-    }, { timeout: GUARD_MS })
-    .not.toBe('');
-  return status;
-}
 beforeAll(async () => {
   fixture = await labFixture();
 });

@@ -99,6 +99,43 @@ export async function idle(page: Page): Promise<void> {
   await expect.poll(() => page.locator('header .pill.busy').count(), { timeout: GUARD_MS }).toBe(0);
 }
 
+/** Base and steered replies in the Playground (the panel's settings), waited for until both are done and no job runs. */
+export async function generateInPlayground(page: Page, prompt: string, newTokens: number): Promise<void> {
+  await page.getByRole('tab', { name: 'Playground' }).click();
+  const play = page.locator('#panel-playground');
+  await play.getByLabel(/^Prompt/).fill(prompt);
+  await play.getByLabel('New tokens').fill(String(newTokens));
+  await page.getByRole('button', { name: 'Generate base + steered' }).click();
+  // Done when the steered reply reports the run (its line is empty until then).
+  await expect.poll(() => play.locator('article').nth(1).textContent(), { timeout: GUARD_MS }).toMatch(/both in/);
+  await idle(page);
+}
+
+/** A small, fast controller training run (8 prompts per class, 2 epochs, width 64), waited for until it is active. */
+export async function trainSmallController(page: Page): Promise<void> {
+  await page.getByRole('tab', { name: 'Controller' }).click();
+  const ctl = page.locator('#panel-controller');
+  await ctl.getByLabel('Prompts per class').fill('8');
+  await ctl.getByLabel('Epochs').fill('2');
+  await ctl.getByLabel('Hidden width').fill('64');
+  await ctl.getByRole('button', { name: 'Train controller' }).click();
+  await expect.poll(() => ctl.getByTestId('controller-active').textContent().catch(() => ''), { timeout: GUARD_MS }).toMatch(/trained in this browser/);
+  await idle(page);
+}
+
+/** Waits until the Evaluation tab's run with N prompts per dataset has ended, and says how (done, failed, cancelled). */
+export async function runEnded(panel: Locator, n: number): Promise<string> {
+  let status = '';
+  await expect
+    .poll(async () => {
+      const label = (await panel.locator('ul.runs button.link').allTextContents()).find((l) => l.includes(`· N ${n} ·`)) ?? '';
+      status = /· (done|failed|cancelled) ·/.exec(label)?.[1] ?? '';
+      return status;
+    }, { timeout: GUARD_MS })
+    .not.toBe('');
+  return status;
+}
+
 /** Per-layer row norms of the playground's current steering matrix (data-norms on the chart wrapper). */
 export async function norms(page: Page): Promise<number[]> {
   const raw = await page.getByTestId('matrix-norms').getAttribute('data-norms');

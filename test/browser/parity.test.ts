@@ -16,14 +16,14 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { runDirection } from '../../src/cli/commands/direction.js';
 import { runEvalCommand } from '../../src/cli/commands/eval.js';
 import { runGenerate } from '../../src/cli/commands/generate.js';
-import { decodeController } from '../../src/core/controller/format.js';
 import type { PromptRecord } from '../../src/core/data/types.js';
-import { summarizeRun } from '../../src/core/eval/runner.js';
 import type { EvalRecord } from '../../src/core/eval/records.js';
-import { loadDirectionFor } from '../../src/core/method/artifacts.js';
+import { summarizeRun } from '../../src/core/eval/summary.js';
+import { loadControllerFor, loadDirectionFor } from '../../src/core/method/artifacts-node.js';
 import { loadPromptSet } from '../../src/core/method/datasets.js';
-import { compareFlow, methodController, type MethodController } from '../../src/core/method/flow.js';
-import { loadMethodModel } from '../../src/core/method/model.js';
+import { compareFlow, type MethodController } from '../../src/core/method/flow.js';
+import { residualIndex } from '../../src/core/model/layer-index.js';
+import { loadSteerableModel } from '../../src/core/model/load.js';
 import { directionPrompts, pick } from '../../src/core/method/prompt-sets.js';
 import { defaultPolicySettings, policyFromSettings, POLICY_KINDS, type PolicySettings } from '../../src/core/method/settings.js';
 import type { SteerableModel } from '../../src/core/model/steerable.js';
@@ -67,9 +67,10 @@ async function promptSet(name: string): Promise<{ name: string; prompts: PromptR
 
 beforeAll(async () => {
   tmp = mkdtempSync(join(tmpdir(), 'steerlab-parity-'));
-  model = await loadMethodModel({ model: MODEL });
+  model = await loadSteerableModel(MODEL);
+  // Checked for the model as the CLI checks them (made for this model's identity).
   direction = (await loadDirectionFor(DIRECTION, model)).file;
-  controller = methodController(decodeController(new Uint8Array(readFileSync(CONTROLLER))));
+  controller = (await loadControllerFor(CONTROLLER, model)).method;
   server = await startLabServer({ '/models/': join(PROJECT_ROOT, 'models') });
   session = await launchChromium();
   await openDebugPage(session, server.url);
@@ -77,7 +78,9 @@ beforeAll(async () => {
     (req) => window.steerlabDebug.load(req),
     { model: 'organism', localModelPath: '/models/', allowRemoteModels: false, device: 'wasm' as const, dtype: 'fp32' as const },
   );
-  expect(info.modelId, 'the lab names the model as the CLI does').toBe(model.id);
+  // One identity: the browser hashes the served folder's content as Node hashes it on disk.
+  expect(info.modelId, 'the lab names the model as the CLI does').toBe(model.identity.id);
+  expect(info.identity).toEqual(model.identity);
 }, TEST_GUARD_MS);
 
 afterAll(async () => {
@@ -130,7 +133,7 @@ describe('lab (browser, WASM) = CLI (Node) on the organism', () => {
       expect(lab.cast!.activeWhen).toBe(cliCast.activeWhen);
       expect(lab.cast!.threshold).toBeCloseTo(cliCast.threshold, 5);
       expect(cosine(lab.cast!.vector, cliCast.vector)).toBeGreaterThanOrEqual(1 - 1e-6);
-      cast = { ...cliCast, vector: Float32Array.from(cliCast.vector) };
+      cast = { ...cliCast, vector: Float32Array.from(cliCast.vector), layer: residualIndex(cliCast.layer, model.numLayers) };
     });
   }, TEST_GUARD_MS);
 
@@ -202,12 +205,12 @@ describe('lab (browser, WASM) = CLI (Node) on the organism', () => {
       expect(castActive).toBeGreaterThan(0);
       expect(castActive).toBeLessThan(PROMPTS.length + 2);
 
-      // The CLI command itself (`lab generate --compare --policy was`) gives the lab's WAS replies.
-      // allowOtherModel: today `lab generate` names a local model by its absolute path, not by the folder name the
-      // controller records (the identity half of this issue changes that); the check itself is not what is tested.
+      // The CLI command itself (`lab generate --compare --policy was`) gives the lab's WAS replies; the shipped
+      // direction and controller are checked against the model's identity there (no --allow-other-model).
       const cliWas = await runGenerate({
-        model: MODEL, prompt: PROMPTS[0]!, policy: 'was', direction: DIRECTION, controller: CONTROLLER, allowOtherModel: true, maxNewTokens: String(NEW_TOKENS), compare: true,
+        model: MODEL, prompt: PROMPTS[0]!, policy: 'was', direction: DIRECTION, controller: CONTROLLER, maxNewTokens: String(NEW_TOKENS), compare: true,
       });
+      expect(cliWas.policy?.warnings, 'no identity warnings from the CLI').toEqual([]);
       const labWas = await session.page.evaluate((req) => window.steerlabDebug.compare(req), { prompt: PROMPTS[0]!, maxNewTokens: NEW_TOKENS, sampling: null, settings: { ...settings, kind: 'was' as const }, fit: 'middle' as const });
       expect(labWas.reply.base.tokenIds).toEqual(cliWas.base!.tokenIds);
       expect(labWas.reply.steered.tokenIds).toEqual(cliWas.tokenIds);
@@ -235,7 +238,7 @@ describe('lab (browser, WASM) = CLI (Node) on the organism', () => {
         maxNewTokens: 12, sampling: 'greedy', seed: 0, fit: 'middle', judge: 'was-keywords',
       };
       const lab = await session.page.evaluate((p) => window.steerlabDebug.evaluate(p), plan);
-      expect(lab.outcome).toMatchObject({ total: 12, written: 12, skipped: 0, cancelled: false });
+      expect(lab.outcome).toMatchObject({ total: 12, written: 12, skipped: 0, failed: 0, cancelled: false });
       const key = (r: EvalRecord) => `${r.dataset}|${r.id}|${r.condition}`;
       const byKey = new Map(cliRecords.map((r) => [key(r), r]));
       for (const r of lab.records) {
@@ -245,7 +248,11 @@ describe('lab (browser, WASM) = CLI (Node) on the organism', () => {
         expect(r.refused).toBe(c!.refused);
         expect(r.new_tokens).toBe(c!.new_tokens);
         expect(r.model_id).toBe(c!.model_id);
+        expect(r.model_name).toBe(c!.model_name);
+        expect(r.model_variant).toEqual(c!.model_variant);
         expect(r.direction_id).toBe(c!.direction_id);
+        expect(r.controller_id).toBe(c!.controller_id);
+        expect(r.seed).toBe(c!.seed);
         expect(Math.abs((r.s as number) - (c!.s as number)), `s of ${key(r)}`).toBeLessThanOrEqual(1e-6);
       }
       const strip = (rows: { dataset: string; condition: string; n: number; refusals: number; refusal_rate: number; unjudged: number }[]) =>

@@ -2,7 +2,7 @@
  * The browser path end to end: the LLM worker (workers/llm.worker.ts) in headless Chromium loads a tiny test model
  * through the Vite dev server, patches it and self-checks it, then generates greedily with zero steering and with a
  * steering matrix. Every result must equal what loadSteerableModel gives in Node (onnxruntime-node, CPU) on the same
- * files. Once on WASM, once on WebGPU (SwiftShader's software adapter, fp32 model; METHOD.md section 5).
+ * files. Once on WASM, once on WebGPU (SwiftShader's software adapter, fp32 model; docs/METHOD-NOTES.md section 5).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -198,9 +198,10 @@ describe('LLM worker in headless Chromium', () => {
     try {
       await openDebugPage(session, server.url);
       const probe = await session.page.evaluate(() => window.steerlabDebug.probeDevice());
-      // Fail loudly: this environment is expected to offer SwiftShader's WebGPU adapter (METHOD.md section 5).
+      // Fail loudly: this environment is expected to offer SwiftShader's WebGPU adapter (docs/METHOD-NOTES.md section 5).
       if (!probe.webgpu) throw new Error(`WebGPU adapter not offered in headless Chromium with --enable-unsafe-webgpu: ${probe.reason}`);
-      const times = await checkDevice(session, 'auto', 'webgpu');
+      // Asked for by name: 'auto' rightly prefers WASM on this software adapter (fallback.test.ts).
+      const times = await checkDevice(session, 'webgpu', 'webgpu');
       console.log(`[browser webgpu] adapter: ${probe.reason}; ${JSON.stringify(times)}`);
     } catch (e) {
       throw await failureDiagnostics(session, 'worker-webgpu', e);

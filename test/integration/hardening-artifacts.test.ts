@@ -13,6 +13,8 @@ import { runEvalCommand, type EvalCliOptions } from '../../src/cli/commands/eval
 import { saveControllerFile } from '../../src/core/controller/node-io.js';
 import { syntheticActivations, trainController } from '../../src/core/controller/index.js';
 import { parseUserFile } from '../../src/core/data/index.js';
+import { loadSteerableModel } from '../../src/core/model/load.js';
+import type { ModelIdentity } from '../../src/core/model/model-id.js';
 import { buildTestModel, type BuiltModel } from '../../src/core/onnx/testmodel/build.js';
 import { SHAPE_PRESETS } from '../../src/core/onnx/testmodel/config.js';
 import { embeddingDirectionFile } from '../../src/core/steering/direction-file.js';
@@ -21,6 +23,8 @@ import { writeDirectionFile } from '../../src/core/steering/direction-file-node.
 const shape = SHAPE_PRESETS.tiny!; // 4 layers x 64 hidden
 const root = mkdtempSync(join(tmpdir(), 'steerlab-hardening-artifacts-'));
 let built: BuiltModel;
+/** The built model's identity (content id): what artefacts made for it record. */
+let identity: ModelIdentity;
 let prompts: string;
 
 /** A previous run's saved state: must survive every failed command below untouched. */
@@ -77,6 +81,9 @@ async function directionFile(name: string, hiddenSize: number, numLayers: number
 
 beforeAll(async () => {
   built = await buildTestModel(join(root, 'model'), { shape, topology: 'plain', seed: 5 });
+  const sm = await loadSteerableModel(built.dir, { selfCheck: false });
+  identity = sm.identity;
+  await sm.dispose();
   prompts = join(root, 'prompts.jsonl');
   writeFileSync(prompts, ['{"prompt": "How do I bake bread?"}', '{"prompt": "Name three rivers."}'].join('\n') + '\n');
 });
@@ -137,7 +144,7 @@ describe('artefacts made for another model', () => {
   });
 
   it('a controller with another layer count / hidden size is refused, naming both', async () => {
-    const dir = await directionFile('dir-ok', shape.hiddenSize, shape.numLayers, built.dir);
+    const dir = await directionFile('dir-ok', shape.hiddenSize, shape.numLayers, identity.id);
     const ctl = await controllerFile('ctl-other', 6, 32, 'other/model');
     const e = await failsKeepingState(opts({ direction: dir, controller: ctl, conditions: 'base,was', out: runDir('ctl-other') }));
     expect(e.message).toMatch(/another model/);
@@ -146,15 +153,23 @@ describe('artefacts made for another model', () => {
   });
 
   it('a controller of the same shape but another model id is refused unless allowed', async () => {
-    const dir = await directionFile('dir-ok2', shape.hiddenSize, shape.numLayers, built.dir);
+    const dir = await directionFile('dir-ok2', shape.hiddenSize, shape.numLayers, identity.id);
     const ctl = await controllerFile('ctl-sameshape', shape.numLayers, shape.hiddenSize, 'someone/else');
     const e = await failsKeepingState(opts({ direction: dir, controller: ctl, conditions: 'base,was', out: runDir('ctl-id') }));
-    expect(e.message).toMatch(/someone\/else/);
+    expect(e.message).toMatch(/made for model someone\/else, but the loaded model is model \(sha256:[0-9a-f]{16}\)/);
+    // Allowed: the same run goes through, says what it accepted, and records the model it ran on.
+    const out = join(root, 'runs', 'ctl-id-allowed');
+    const r = await runEvalCommand(opts({ direction: dir, controller: ctl, conditions: 'base,was', out, allowOtherModel: true }), false);
+    expect(r.written).toBe(4);
+    expect(r.warnings.some((w) => /made for model someone\/else.*accepted/.test(w)), JSON.stringify(r.warnings)).toBe(true);
+    const recs = readFileSync(r.records, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { model_id: string; condition: string; refused: unknown });
+    expect(recs.map((x) => x.model_id)).toEqual(new Array(4).fill(identity.id));
+    expect(recs.filter((x) => x.condition === 'was').every((x) => typeof x.refused === 'boolean')).toBe(true);
   });
 
   it('a controller file holding NaN weights is refused, naming the tensor', async () => {
-    const dir = await directionFile('dir-ok3', shape.hiddenSize, shape.numLayers, built.dir);
-    const ctl = await controllerFile('ctl-nan', shape.numLayers, shape.hiddenSize, built.dir);
+    const dir = await directionFile('dir-ok3', shape.hiddenSize, shape.numLayers, identity.id);
+    const ctl = await controllerFile('ctl-nan', shape.numLayers, shape.hiddenSize, identity.id);
     // safetensors: u64 header length, JSON header with data_offsets per tensor, then the data.
     const bytes = readFileSync(ctl);
     const n = Number(bytes.readBigUInt64LE(0));

@@ -97,17 +97,12 @@ describe('prompts the model cannot take', () => {
     expect(e.message).toMatch(/max_position_embeddings|context/i);
   });
 
-  it('a prompt that fits but whose reply would run past the context stops at the context or is refused', async () => {
+  it('a prompt that fits but whose reply would run past the context stops at the context', async () => {
     const n = CONTEXT - 6;
-    let result: Awaited<ReturnType<SteerableModel['generate']>> | null = null;
-    let err: Error | null = null;
-    try {
-      result = await sm.generate({ inputIds: ids(n), maxNewTokens: 20 });
-    } catch (e) {
-      err = e as Error;
-    }
-    if (err) expect(err.message).toMatch(/max_position_embeddings|context/i);
-    else expect(result!.tokenIds.length, 'positions past max_position_embeddings were generated').toBeLessThanOrEqual(CONTEXT - n);
+    const result = await sm.generate({ inputIds: ids(n), maxNewTokens: 20 });
+    // generate.ts caps the reply at the context's end: exactly the 6 positions left, finish reason 'length'.
+    expect(result.finishReason).toBe('length');
+    expect(result.tokenIds.length, 'positions past max_position_embeddings were generated').toBe(CONTEXT - n);
   });
 
   it('an empty prompt is a clear error (text, token ids, forward)', async () => {
@@ -127,8 +122,7 @@ describe('hub failures leave saved state intact', () => {
     const out = savedRunDir('missing-model');
     const before = files(out);
     const e = await rejection(runEvalCommand(evalOpts('steerlab-test/does-not-exist', out), false));
-    expect(e.message).toMatch(/does-not-exist/);
-    expect(e.message).toMatch(/not found|404|cannot load|does not exist/i);
+    expect(e.message).toMatch(/cannot load config\.json of "steerlab-test\/does-not-exist"/);
     expect(files(out)).toEqual(before);
   });
 
@@ -139,17 +133,16 @@ describe('hub failures leave saved state intact', () => {
     hub.setCut({ file: 'onnx/model.onnx', fraction: 0.5 });
     try {
       const e = await rejection(runEvalCommand(evalOpts(REPO, out), false));
-      expect(e.message.length).toBeGreaterThan(20);
-      expect(e.message).toMatch(/model\.onnx|download|terminated|size|bytes|incomplete|closed|socket/i);
+      // Names the file, how far it got and the size it should have had.
+      const size = readFileSync(join(built.dir, 'onnx/model.onnx')).length;
+      expect(e.message).toMatch(new RegExp(`onnx/model\\.onnx failed after \\d+ of ${size} bytes`));
     } finally {
       hub.setCut(null);
     }
     expect(files(out)).toEqual(before);
-    // The cache may hold the small files that arrived whole, never a partial graph.
-    const cached = files(env.cacheDir);
-    const graph = Object.entries(cached).find(([f]) => f.endsWith('model.onnx'));
-    if (graph) expect(Buffer.from(graph[1], 'base64').length).toBe(readFileSync(join(built.dir, 'onnx/model.onnx')).length);
-    expect(Object.keys(cached).filter((f) => /\.tmp/.test(f))).toEqual([]);
+    // Every download of the graph was cut: the cache holds the small files that arrived whole and no graph at all
+    // (neither a partial one nor a temp file).
+    expect(Object.keys(files(env.cacheDir)).sort()).toEqual([`/${REPO}/config.json`]);
   });
 
   it('after the failures the same hub id loads and evaluates (the cache was not poisoned)', async () => {

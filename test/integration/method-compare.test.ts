@@ -12,9 +12,8 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { controllerInputLayers } from '../../src/core/controller/layers.js';
 import { ControllerForward } from '../../src/core/controller/forward.js';
 import { initControllerParams } from '../../src/core/controller/params.js';
-import { loadControllerFor, loadDirectionFor } from '../../src/core/method/artifacts.js';
+import { loadControllerFor, loadDirectionFor } from '../../src/core/method/artifacts-node.js';
 import { compareFlow, runFlow, type MethodController } from '../../src/core/method/flow.js';
-import { loadMethodModel } from '../../src/core/method/model.js';
 import { loadSteerableModel } from '../../src/core/model/load.js';
 import type { SteerableModel } from '../../src/core/model/steerable.js';
 import { buildTestModel } from '../../src/core/onnx/testmodel/build.js';
@@ -76,7 +75,7 @@ describe('compare: base and steered from one batch-2 generation', () => {
   describe('the shipped organism (plain graph)', () => {
     let s: Setup;
     beforeAll(async () => {
-      const model = await loadMethodModel({ model: MODEL_DIR });
+      const model = await loadSteerableModel(MODEL_DIR);
       const d = await loadDirectionFor(path.join(MODEL_DIR, 'direction.safetensors'), model);
       const controller = (await loadControllerFor(path.join(MODEL_DIR, 'controller.safetensors'), model)).method;
       const L = model.numLayers;

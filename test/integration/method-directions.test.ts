@@ -19,7 +19,7 @@ import { loadSteerableModel, type SteerableModel } from '../../src/core/model/in
 import { ANSWER_PHRASES, REFUSAL_PHRASES } from '../../src/core/steering/direction.js';
 import { readDirectionFile } from '../../src/core/steering/direction-file-node.js';
 import { embeddingDirectionOfModel, meanProjectionAblation } from '../../src/core/method/directions.js';
-import { loadDirectionFor } from '../../src/core/method/artifacts.js';
+import { loadDirectionFor } from '../../src/core/method/artifacts-node.js';
 import { runDirection } from '../../src/cli/commands/direction.js';
 
 const shape = SHAPE_PRESETS.tiny!;
@@ -160,8 +160,8 @@ describe('fit checks', () => {
     const other = await buildTestModel(join(root, 'other'), { shape: { ...shape, hiddenSize: 32, headDim: 8 }, topology: 'plain', seed: 1 });
     const out = join(root, 'emb.safetensors');
     await runDirection({ model: other.dir, method: 'embedding', harmful: '', harmless: '', n: '1', valN: '1', seed: '0', out });
-    await expect(loadDirectionFor(out, { id: model.id, numLayers: L, hiddenSize: H })).rejects.toThrow(/hidden size 32.*hidden size 64/);
-    await expect(loadDirectionFor(join(root, 'missing.safetensors'), { id: model.id, numLayers: L, hiddenSize: H })).rejects.toThrow(/does not exist/);
+    await expect(loadDirectionFor(out, model)).rejects.toThrow(/hidden size 32.*hidden size 64/);
+    await expect(loadDirectionFor(join(root, 'missing.safetensors'), model)).rejects.toThrow(/does not exist/);
   });
 
   it('import: a JSON vector is normalised, its norm recorded; a wrong size is named', async () => {

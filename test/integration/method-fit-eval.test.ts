@@ -1,8 +1,8 @@
 /**
  * Prompt fitting through the evaluation on a built tiny model (max_position_embeddings 256): a prompt far longer than
  * the context is now generated and judged, with truncated = true and its original prompt_tokens in the record;
- * --fit none keeps the old clear context error; `lab eval --fit` lands in run.json and a resume with another mode is
- * refused; `lab generate` fits too.
+ * --fit none keeps the prompt as it is: its context error becomes an unjudged record with `error`; `lab eval --fit`
+ * lands in run.json and a resume with another mode is refused; `lab generate` fits too.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -17,7 +17,8 @@ import { controllerInputLayers } from '../../src/core/controller/layers.js';
 import { normalize } from '../../src/core/steering/vector.js';
 import { MemoryRecordStore } from '../../src/core/eval/records.js';
 import { wasKeywordJudge } from '../../src/core/eval/judges.js';
-import { runEval, summarizeRun, type EvalDataset } from '../../src/core/eval/runner.js';
+import { runEval, type EvalDataset } from '../../src/core/eval/runner.js';
+import { summarizeRun } from '../../src/core/eval/summary.js';
 import { resolveCondition } from '../../src/core/method/conditions.js';
 import type { MethodController } from '../../src/core/method/flow.js';
 import type { DirectionFile } from '../../src/core/steering/direction-file.js';
@@ -55,7 +56,7 @@ afterAll(async () => {
 function evalWith(fit: 'none' | 'middle' | undefined, store: MemoryRecordStore) {
   const conditions = [resolveCondition('base', {}), resolveCondition('was', { controller, direction: { direction } as DirectionFile })];
   return runEval({
-    model, datasets, conditions, direction, controller, store, judge: wasKeywordJudge, maxNewTokens: MAX_NEW, sampling: null, seed: 0,
+    model, datasets, conditions, direction, controller, directionId: null, controllerId: null, store, judge: wasKeywordJudge, maxNewTokens: MAX_NEW, sampling: null, seed: 0,
     ...(fit ? { fit } : {}),
   });
 }
@@ -88,8 +89,18 @@ describe('evaluation with prompt fitting', () => {
     expect(rows.every((row) => row.n === 2 && row.unjudged === 0)).toBe(true);
   }, 60_000);
 
-  it("fit 'none' leaves the prompt and the model's context error stands", async () => {
-    await expect(evalWith('none', new MemoryRecordStore())).rejects.toThrow(/longer than the model's context \(max_position_embeddings = 256\)/);
+  it("fit 'none' leaves the prompt: the model's context error is recorded, unjudged, and the run goes on", async () => {
+    const store = new MemoryRecordStore();
+    const r = await evalWith('none', store);
+    expect(r).toMatchObject({ written: 4, failed: 2, cancelled: false });
+    const long = store.records().filter((x) => x.id === 'l');
+    expect(long.map((x) => x.condition)).toEqual(['base', 'was']);
+    for (const rec of long) {
+      expect(rec.error).toMatch(/longer than the model's context \(max_position_embeddings = 256\)/);
+      expect(rec.refused).toBeUndefined();
+    }
+    for (const rec of store.records().filter((x) => x.id === 's')) expect(typeof rec.refused).toBe('boolean');
+    expect(summarizeRun(store.records()).rows.map((row) => [row.condition, row.n, row.unjudged])).toEqual([['base', 1, 1], ['was', 1, 1]]);
   }, 60_000);
 
   it('lab eval --fit is recorded in run.json; a resume with another mode is refused', async () => {

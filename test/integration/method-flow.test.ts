@@ -4,6 +4,7 @@
  * i.e. what train-controller caches); the generated text equals a generation given that matrix directly; the
  * controller reads rows l+1 of its input layers.
  */
+import { decoderLayer, residualIndex } from '../../src/core/model/layer-index.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -69,8 +70,8 @@ describe('runFlow', () => {
     { kind: 'was', alpha: 2 },
     { kind: 'uniform', alpha: 3 },
     { kind: 'manual', scale: 4, layerWeights: [0.1, 0.9, 0.5, 0.2], enabledLayers: [true, false, true, true] },
-    { kind: 'actadd', vector, layer: 1, coefficient: 2 },
-    { kind: 'cast', condition: { vector: direction, layer: 2, threshold: -1, activeWhen: 'above' }, strength: 5 },
+    { kind: 'actadd', vector, layer: decoderLayer(1), coefficient: 2 },
+    { kind: 'cast', condition: { vector: direction, layer: residualIndex(2), threshold: -1, activeWhen: 'above' }, strength: 5 },
   ];
   for (const policy of policies) {
     it(`${policy.kind}: matrix = steeringMatrix(policy, observed residual); text = generation with that matrix`, async () => {
@@ -96,7 +97,7 @@ describe('runFlow', () => {
   }
 
   it('cast whose condition does not hold applies no patch and matches the unsteered text', async () => {
-    const policy: SteeringPolicy = { kind: 'cast', condition: { vector: direction, layer: 2, threshold: 2, activeWhen: 'above' } };
+    const policy: SteeringPolicy = { kind: 'cast', condition: { vector: direction, layer: residualIndex(2), threshold: 2, activeWhen: 'above' } };
     const r = await runFlow(model, PROMPT, { direction, controller: null }, { policy, maxNewTokens: 6 });
     expect(r.cast?.active).toBe(false);
     expect(r.matrix).toBeNull();

@@ -41,7 +41,7 @@ function rowSteering(layer: number, scale: number, seed = 1): Float32Array {
 
 /** Greedy tokens of the UNPATCHED graph through transformers.js's own generate(). */
 async function unpatchedGreedy(sm: SteerableModel, ids: number[], maxNew: number): Promise<number[]> {
-  const model = (await AutoModelForCausalLM.from_pretrained(sm.id, { dtype: sm.dtype, device: 'cpu', model_file_name: sm.modelFileName } as never)) as unknown as {
+  const model = (await AutoModelForCausalLM.from_pretrained(sm.source, { dtype: sm.dtype, device: 'cpu', model_file_name: sm.modelFileName } as never)) as unknown as {
     generate(o: Record<string, unknown>): Promise<{ data: BigInt64Array }>;
     dispose(): Promise<unknown>;
   };

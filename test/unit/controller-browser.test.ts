@@ -1,5 +1,5 @@
 /**
- * The controller in a real browser Web Worker (Debian's headless Chromium via playwright-core, METHOD.md section 5):
+ * The controller in a real browser Web Worker (Debian's headless Chromium via playwright-core, docs/METHOD-NOTES.md section 5):
  * src/core/controller/index.ts is bundled for the browser (proving it has no Node-only import), and in a module
  * worker selectBackend() must pick WebGPU first (SwiftShader's software adapter), then fall through webgl / wasm /
  * cpu on request; predictions and a short training run must work and agree across backends.

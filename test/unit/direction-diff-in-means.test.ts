@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { decoderLayer, layerBefore, outputOf, residualIndex } from '../../src/core/model/layer-index.js';
 import { ablate, ablateRows } from '../../src/core/steering/ablation.js';
 import {
   candidateAt,
@@ -6,7 +7,6 @@ import {
   layerSeparation,
   listCandidates,
   residualsFromArray,
-  steeringRowOfResidualIndex,
   type DirectionCandidate,
   type Residuals,
 } from '../../src/core/steering/diff-in-means.js';
@@ -48,7 +48,7 @@ describe('diff-in-means candidates', () => {
     const c = diffInMeans(harmful, harmless);
     expect(c.layers).toBe(LAYERS);
     expect(c.positions).toBe(P);
-    const best = candidateAt(c, 3, 1);
+    const best = candidateAt(c, residualIndex(3), 1);
     expect(cosine(best.direction, planted)).toBeGreaterThan(0.99);
     expect(best.norm).toBeGreaterThan(5.5);
     expect(best.norm).toBeLessThan(6.8);
@@ -56,7 +56,7 @@ describe('diff-in-means candidates', () => {
     const i = (3 * P + 1) * H;
     expect(best.vector[5]).toBeCloseTo(c.harmfulMean[i + 5] - c.harmlessMean[i + 5], 5);
     // Residual index 0 has no shift (zero planted difference): its direction is noise, not the planted one.
-    expect(Math.abs(cosine(candidateAt(c, 0, 0).direction, planted))).toBeLessThan(0.9);
+    expect(Math.abs(cosine(candidateAt(c, residualIndex(0), 0).direction, planted))).toBeLessThan(0.9);
     expect(listCandidates(c)).toHaveLength(LAYERS * P);
   });
 
@@ -71,9 +71,13 @@ describe('diff-in-means candidates', () => {
   });
 
   it('maps residual indices to steering rows', () => {
-    expect(steeringRowOfResidualIndex(3, 4)).toBe(2);
-    expect(() => steeringRowOfResidualIndex(0, 4)).toThrow(/index 0 is the embedding output/);
-    expect(() => steeringRowOfResidualIndex(5, 4)).toThrow(/no steering row/);
+    expect(layerBefore(residualIndex(3), 4)).toBe(2);
+    expect(outputOf(layerBefore(residualIndex(3), 4))).toBe(3);
+    expect(() => layerBefore(residualIndex(0), 4)).toThrow(/index 0 is the embedding output/);
+    expect(() => layerBefore(residualIndex(5), 4)).toThrow(/no steering row/);
+    expect(() => residualIndex(5, 4)).toThrow(/residual index 5 is out of range: expected 0\.\.4/);
+    expect(() => decoderLayer(4, 4)).toThrow(/decoder layer 4 is out of range: expected 0\.\.3/);
+    expect(() => decoderLayer(-1)).toThrow(/non-negative integer/);
   });
 
   it('per-layer separation peaks where the direction was planted', () => {
@@ -97,8 +101,8 @@ describe('diff-in-means candidates', () => {
 });
 
 describe('selectDirection (Arditi filters)', () => {
-  const cand = (layer: number, position = 0): DirectionCandidate => ({
-    layer,
+  const cand = (k: number, position = 0): DirectionCandidate => ({
+    layer: residualIndex(k),
     position,
     vector: Float32Array.from([1, 0]),
     direction: Float32Array.from([1, 0]),

@@ -13,7 +13,7 @@ import {
 } from '../../src/core/eval/judges.js';
 
 describe('keyword refusal judges', () => {
-  it('carry the phrase lists of METHOD.md (13 WAS phrases, 12 Arditi substrings)', () => {
+  it('carry the phrase lists of docs/METHOD-NOTES.md (13 WAS phrases, 12 Arditi substrings)', () => {
     expect(WAS_REFUSAL_PHRASES.length).toBe(13);
     expect(ARDITI_REFUSAL_SUBSTRINGS.length).toBe(12);
     expect(JUDGE_IDS).toEqual(['was-keywords', 'arditi-keywords']);

@@ -2,7 +2,8 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, test } from 'vitest';
 import { directionReport } from '../../src/core/method/directions.js';
-import { directionId, embeddingDirectionFile } from '../../src/core/steering/direction-file.js';
+import { directionId } from '../../src/core/method/artifacts.js';
+import { embeddingDirectionFile } from '../../src/core/steering/direction-file.js';
 import { normalize } from '../../src/core/steering/vector.js';
 import { mulberry32 } from '../../src/core/util/prng.js';
 

@@ -1,35 +1,48 @@
 /**
  * The eval runner and the method's small parts, without a real model: a fake SteerableModel whose generate() calls
- * the policy with a fixed residual and "refuses" when the patch is large. Checks the record fields, resume after an
- * abort (no lost or duplicate rows, same records), per-prompt seeds, summaries with labels, condition and policy
- * option errors.
+ * the policy with a fixed residual and "refuses" when the patch is large. Checks the record fields (the one record
+ * schema of CLI and lab runs), the manual condition, prompts the model cannot take (error records, the run goes on;
+ * MAX_CONSECUTIVE_FAILURES in a row stop it), resume after an abort (no lost or duplicate rows, same records),
+ * per-prompt seeds, summaries with labels, condition and policy option errors.
  */
+import { decoderLayers, type DecoderLayer } from '../../src/core/model/layer-index.js';
 import { describe, expect, it } from 'vitest';
 import { MemoryRecordStore, type EvalRecord } from '../../src/core/eval/records.js';
 import { wasKeywordJudge } from '../../src/core/eval/judges.js';
-import { promptSeed, runEval, runSummaryCsv, runSummaryMarkdown, summarizeRun, type EvalDataset } from '../../src/core/eval/runner.js';
+import { MAX_CONSECUTIVE_FAILURES, promptHash, promptSeed, runEval, type EvalDataset, type RunRecord } from '../../src/core/eval/runner.js';
+import { runSummaryCsv, runSummaryMarkdown, summarizeRun } from '../../src/core/eval/summary.js';
 import { parseConditionList, resolveCondition } from '../../src/core/method/conditions.js';
 import { controllerInput, type MethodController } from '../../src/core/method/flow.js';
 import type { SteerableModel } from '../../src/core/model/steerable.js';
-import type { GenerateOptions, GenerateResult, SteeringPolicy as ModelPolicy } from '../../src/core/model/types.js';
+import type { ModelIdentity } from '../../src/core/model/model-id.js';
+import type { GenerateOptions, GenerateResult, StepSteering } from '../../src/core/model/types.js';
 import type { DirectionFile } from '../../src/core/steering/direction-file.js';
 import { parseCount, parseNumberList, resolvePolicyOptions } from '../../src/cli/policy-options.js';
 
 const L = 3;
 const H = 4;
 
-/** A stand-in model: residual [L+1, H] filled with the prompt length; reply "I'm sorry" when any patch row is non-zero. */
+const identity: ModelIdentity = { id: 'sha256:00112233aabbccdd', name: 'fake', variant: { dtype: 'fp32', graph: 'onnx/model.onnx' } };
+
+/**
+ * A stand-in model: residual [L+1, H] filled with the prompt length; reply "I'm sorry" when any patch row is non-zero.
+ * A prompt containing "TOO LONG" fails as a too-long prompt does in the real model.
+ */
 function fakeModel(calls: { n: number; seeds: (number | undefined)[] }): SteerableModel {
   return {
-    id: 'fake',
+    id: identity.id,
+    identity,
     numLayers: L,
     hiddenSize: H,
     formatChat: (p: string) => ({ text: p, ids: Array.from({ length: p.length }, (_, i) => i), lastIndex: p.length - 1, postInstruction: [p.length - 1] }),
+    tokenizer: { encode: (t: string) => Array.from(t, (_, i) => i), decode: (ids: number[]) => 'x'.repeat(ids.length) },
+    contextLength: null,
     generate: async (o: GenerateOptions): Promise<GenerateResult> => {
       calls.n++;
       calls.seeds.push(o.sampling?.seed);
+      if (o.inputIds!.length === 'TOO LONG'.length || o.inputIds!.length > 1000) throw new Error("generate prompt has 2000 tokens, longer than the model's context");
       const res = new Float32Array((L + 1) * H).fill(o.inputIds!.length / 10);
-      const policy = o.steering as ModelPolicy | null;
+      const policy = o.steering as StepSteering | null;
       const m = policy ? policy({ step: 0, promptResidual: res, previousResidual: null, generated: [] }) : null;
       const steered = !!m && m.some((x) => x !== 0);
       return { text: steered ? "I'm sorry, no." : 'Sure, here.', tokenIds: [1, 2], finishReason: 'length' };
@@ -39,7 +52,7 @@ function fakeModel(calls: { n: number; seeds: (number | undefined)[] }): Steerab
 
 /** A controller whose scale is the first input value and whose weights are 0.5. */
 const controller: MethodController = {
-  inputLayers: [2],
+  inputLayers: decoderLayers([2]),
   network: { predict: (row: Float32Array) => ({ scale: row[0]!, layerWeights: new Float32Array(L).fill(0.5) }) } as unknown as MethodController['network'],
 };
 const direction = Float32Array.from([1, 0, 0, 0]);
@@ -53,13 +66,15 @@ const datasets: EvalDataset[] = [
 ];
 const conditions = [resolveCondition('base', {}), resolveCondition('was', { controller, direction: { direction } as DirectionFile })];
 
-function run(store: MemoryRecordStore, calls: { n: number; seeds: (number | undefined)[] }, signal?: AbortSignal, sampling = false) {
+function run(store: MemoryRecordStore, calls: { n: number; seeds: (number | undefined)[] }, signal?: AbortSignal, sampling = false, sets = datasets, conds = conditions) {
   return runEval({
     model: fakeModel(calls),
-    datasets,
-    conditions,
+    datasets: sets,
+    conditions: conds,
     direction,
     controller,
+    directionId: 'diff-in-means:0123456789abcdef',
+    controllerId: 'controller:fedcba9876543210',
     store,
     judge: wasKeywordJudge,
     maxNewTokens: 4,
@@ -70,15 +85,32 @@ function run(store: MemoryRecordStore, calls: { n: number; seeds: (number | unde
 }
 
 describe('runEval', () => {
-  it('writes one judged record per dataset x condition x prompt, with s, w, row norms and timings', async () => {
+  it('writes one judged record per dataset x prompt x condition, with the whole record schema', async () => {
     const store = new MemoryRecordStore();
     const calls = { n: 0, seeds: [] as (number | undefined)[] };
     const r = await run(store, calls);
-    expect(r).toEqual({ total: 6, written: 6, skipped: 0 });
-    const recs = store.records();
+    expect(r).toEqual({ total: 6, written: 6, skipped: 0, failed: 0, cancelled: false });
+    const recs = store.records() as unknown as RunRecord[];
     expect(recs.map((x) => `${x.dataset}/${x.condition}/${x.id}`)).toEqual([
-      'mixed/base/a', 'mixed/base/b', 'mixed/was/a', 'mixed/was/b', 'benign-set/base/c', 'benign-set/was/c',
+      'mixed/base/a', 'mixed/was/a', 'mixed/base/b', 'mixed/was/b', 'benign-set/base/c', 'benign-set/was/c',
     ]);
+    for (const x of recs) {
+      expect(Object.keys(x).sort()).toEqual([
+        'alpha', 'condition', 'controller_id', 'dataset', 'direction_id', 'finish_reason', 'id', 'judge', 'kept_tokens', 'label', ...(x.refused ? ['matched'] : []),
+        'model_id', 'model_name', 'model_variant', 'new_tokens', 'output', 'prompt', 'prompt_hash', 'prompt_tokens', 'refused', 'row_norms', 's', 'sampling', 'seed',
+        'timings', 'truncated', 'w',
+      ].sort());
+      expect(x.model_id).toBe(identity.id);
+      expect(x.model_variant).toEqual(identity.variant);
+      expect(x.direction_id).toBe('diff-in-means:0123456789abcdef');
+      expect(x.controller_id).toBe('controller:fedcba9876543210');
+      expect(x.seed).toBe(promptSeed(5, x.dataset, x.id)); // recorded for greedy runs too
+      expect(x.sampling).toBeNull();
+      expect(x.prompt_hash).toBe(await promptHash(x.prompt));
+      expect(x.prompt_hash).toMatch(/^sha256:[0-9a-f]{16}$/);
+    }
+    expect(recs[0]!.prompt).toBe('short');
+    expect(recs[0]!.prompt_hash).not.toBe(recs[2]!.prompt_hash);
     const was = recs.find((x) => x.condition === 'was' && x.id === 'a')!;
     expect(was.s).toBeCloseTo(0.5, 6); // 'short' has 5 tokens: residual 0.5
     expect(was.w).toEqual([0.5, 0.5, 0.5]);
@@ -86,10 +118,61 @@ describe('runEval', () => {
     expect((was.row_norms as number[])[0]).toBeCloseTo(0.5 * 0.5 * 2, 6); // s * w * alpha * |d|
     expect(was.refused).toBe(true);
     expect(was.matched).toBe("I'm sorry");
+    expect(was.alpha).toBe(2);
     const base = recs.find((x) => x.condition === 'base' && x.id === 'a')!;
     expect(base.row_norms).toBeNull();
     expect(base.refused).toBe(false);
     expect(base.label).toBe('harmful');
+    expect(base.alpha).toBeNull();
+    // With a controller loaded, base records carry what WAS would have predicted.
+    expect(base.s).toBeCloseTo(0.5, 6);
+    expect(base.w).toEqual([0.5, 0.5, 0.5]);
+  });
+
+  it('the manual condition: the user s, w and switches make the patch, and the record says so', async () => {
+    const manual = resolveCondition('manual', { direction: { direction } as DirectionFile, manual: { scale: 3, layerWeights: [1, 0.5, 2], enabledLayers: [true, false, true] } });
+    const store = new MemoryRecordStore();
+    await run(store, { n: 0, seeds: [] }, undefined, false, datasets.slice(1), [manual]);
+    const [rec] = store.records() as unknown as RunRecord[];
+    expect(rec!.condition).toBe('manual');
+    expect(rec!.manual).toEqual({ scale: 3, layer_weights: [1, 0.5, 2], enabled_layers: [true, false, true] });
+    expect(rec!.alpha).toBe(2);
+    // row l = scale * w_l * alpha * |d|; layer 1 switched off.
+    expect(rec!.row_norms!.map((x) => Math.round(x * 1e6) / 1e6)).toEqual([6, 0, 12]);
+    expect(rec!.refused).toBe(true);
+    expect(() => resolveCondition('manual', { direction: { direction } as DirectionFile })).toThrow(/needs its settings/);
+    expect(() => resolveCondition('manual', { manual: { scale: 1, layerWeights: [1, 1, 1] } })).toThrow(/needs --direction/);
+  });
+
+  it('a prompt the model cannot take becomes an unjudged record with its error; the run goes on', async () => {
+    const sets: EvalDataset[] = [{ name: 'long', prompts: [
+      { id: 'ok1', text: 'fine prompt', label: 'benign', meta: {} },
+      { id: 'bad', text: 'TOO LONG', label: 'benign', meta: {} },
+      { id: 'ok2', text: 'another fine one', label: 'harmful', meta: {} },
+    ] }];
+    const store = new MemoryRecordStore();
+    const r = await run(store, { n: 0, seeds: [] }, undefined, false, sets);
+    expect(r).toEqual({ total: 6, written: 6, skipped: 0, failed: 2, cancelled: false });
+    const bad = (store.records() as unknown as RunRecord[]).filter((x) => x.id === 'bad');
+    expect(bad.map((x) => x.condition)).toEqual(['base', 'was']);
+    for (const x of bad) {
+      expect(x.error).toMatch(/longer than the model's context/);
+      expect(x.refused).toBeUndefined();
+      expect(x.output).toBeUndefined();
+      expect(x.prompt).toBe('TOO LONG');
+      expect(x.model_id).toBe(identity.id);
+    }
+    const rows = summarizeRun(store.records()).rows;
+    expect(rows.map((x) => [x.condition, x.n, x.unjudged])).toEqual([['base', 2, 1], ['was', 2, 1]]);
+  });
+
+  it(`${MAX_CONSECUTIVE_FAILURES} prompts in a row failing under every condition stop the run, resumably`, async () => {
+    const prompts = Array.from({ length: MAX_CONSECUTIVE_FAILURES + 3 }, (_, i) => ({ id: `p${i}`, text: 'TOO LONG', label: 'benign' as const, meta: {} }));
+    const store = new MemoryRecordStore();
+    await expect(run(store, { n: 0, seeds: [] }, undefined, false, [{ name: 'broken', prompts }])).rejects.toThrow(
+      new RegExp(`${MAX_CONSECUTIVE_FAILURES} prompts in a row failed.*Last error: generate prompt has 2000 tokens`),
+    );
+    expect(store.size).toBe(MAX_CONSECUTIVE_FAILURES * conditions.length);
   });
 
   it('an aborted run resumes: nothing lost, nothing repeated, same records', async () => {
@@ -105,9 +188,10 @@ describe('runEval', () => {
     };
     const first = await run(store, calls, ac.signal, true);
     expect(first.written).toBe(4);
+    expect(first.cancelled).toBe(true);
     const again = { n: 0, seeds: [] as (number | undefined)[] };
     const second = await run(store, again, undefined, true);
-    expect(second).toEqual({ total: 6, written: 2, skipped: 4 });
+    expect(second).toEqual({ total: 6, written: 2, skipped: 4, failed: 0, cancelled: false });
     expect(again.n).toBe(2);
     const strip = (x: EvalRecord) => ({ ...x, timings: null });
     expect(store.records().map(strip)).toEqual(full.records().map(strip));
@@ -117,8 +201,8 @@ describe('runEval', () => {
     const calls = { n: 0, seeds: [] as (number | undefined)[] };
     await run(new MemoryRecordStore(), calls, undefined, true);
     expect(calls.seeds[0]).toBe(promptSeed(5, 'mixed', 'a'));
-    expect(calls.seeds[2]).toBe(calls.seeds[0]); // was/a = base/a
-    expect(calls.seeds[1]).not.toBe(calls.seeds[0]);
+    expect(calls.seeds[1]).toBe(calls.seeds[0]); // was/a = base/a
+    expect(calls.seeds[2]).not.toBe(calls.seeds[0]);
     expect(promptSeed(6, 'mixed', 'a')).not.toBe(promptSeed(5, 'mixed', 'a'));
   });
 });
@@ -147,7 +231,8 @@ describe('summaries', () => {
 describe('conditions and policy options', () => {
   it('parses condition lists and names what is missing', () => {
     expect(parseConditionList('base, was,uniform')).toEqual(['base', 'was', 'uniform']);
-    expect(() => parseConditionList('base,foo')).toThrow(/unknown condition 'foo'.*base, was, uniform, actadd, cast/);
+    expect(() => parseConditionList('base,foo')).toThrow(/unknown condition 'foo'.*base, was, uniform, manual, actadd, cast/);
+    expect(() => parseConditionList('off')).toThrow(/unknown condition 'off'/);
     expect(() => parseConditionList('was,was')).toThrow(/listed twice/);
     expect(() => parseConditionList(' , ')).toThrow(/comma-separated/);
     expect(() => resolveCondition('was', { direction: { direction } as DirectionFile })).toThrow(/needs --controller/);
@@ -158,7 +243,7 @@ describe('conditions and policy options', () => {
   });
 
   it('policy options: kinds, settings and their errors', async () => {
-    const m = { id: 'x', numLayers: L, hiddenSize: H };
+    const m = { identity, numLayers: L, hiddenSize: H };
     expect((await resolvePolicyOptions({}, m)).policy).toEqual({ kind: 'off' });
     await expect(resolvePolicyOptions({ policy: 'steer' }, m)).rejects.toThrow(/--policy must be one of off, was, uniform, manual, actadd, cast/);
     await expect(resolvePolicyOptions({ policy: 'was' }, m)).rejects.toThrow(/needs --controller/);
@@ -171,7 +256,8 @@ describe('conditions and policy options', () => {
 
   it('controller input takes residual rows l+1 of each input layer', () => {
     const res = Float32Array.from({ length: (L + 1) * H }, (_, i) => i);
-    expect(Array.from(controllerInput(res, [0, 2], L, H))).toEqual([4, 5, 6, 7, 12, 13, 14, 15]);
-    expect(() => controllerInput(res, [3], L, H)).toThrow(/not a decoder layer in 0..2/);
+    expect(Array.from(controllerInput(res, decoderLayers([0, 2]), L, H))).toEqual([4, 5, 6, 7, 12, 13, 14, 15]);
+    // Unchecked input (a hand-edited file) is still caught at run time.
+    expect(() => controllerInput(res, [3 as DecoderLayer], L, H)).toThrow(/not a decoder layer in 0..2/);
   });
 });

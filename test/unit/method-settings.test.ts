@@ -1,8 +1,10 @@
 /** The lab's steering settings -> policies (src/core/method/settings.ts), done in the LLM worker. */
 import { describe, expect, test } from 'vitest';
 import {
-  availability, conditionKind, defaultPolicySettings, LAB_CONDITIONS, policyFromSettings, policyUnavailable, POLICY_KINDS,
+  availability, conditionKind, defaultPolicySettings, policyFromSettings, policyUnavailable, POLICY_KINDS,
 } from '../../src/core/method/settings.js';
+import { CONDITION_NAMES } from '../../src/core/method/conditions.js';
+import { residualIndex } from '../../src/core/model/layer-index.js';
 import { diffInMeansDirectionFile, embeddingDirectionFile } from '../../src/core/steering/direction-file.js';
 import { normalize } from '../../src/core/steering/vector.js';
 
@@ -12,11 +14,11 @@ const unit = normalize(Float32Array.from([1, 2, 3, 4]));
 const embedding = embeddingDirectionFile(unit, 'unembedding', { modelId: 'm', hiddenSize: H, numLayers: L });
 const raw = Float32Array.from([2, 4, 6, 8]);
 const dim = diffInMeansDirectionFile(
-  { layer: 2, position: 1, vector: raw, direction: normalize(raw) },
+  { layer: residualIndex(2), position: 1, vector: raw, direction: normalize(raw) },
   () => raw,
   { modelId: 'm', hiddenSize: H, numLayers: L },
 );
-const cast = { vector: unit, layer: 1, threshold: 0.2, activeWhen: 'above' as const };
+const cast = { vector: unit, layer: residualIndex(1), threshold: 0.2, activeWhen: 'above' as const };
 
 describe('policy settings', () => {
   test('what each policy needs, in words', () => {
@@ -46,6 +48,6 @@ describe('policy settings', () => {
   });
 
   test('evaluation conditions: base is the unpatched model', () => {
-    expect(LAB_CONDITIONS.map(conditionKind)).toEqual(['off', 'was', 'uniform', 'manual', 'actadd', 'cast']);
+    expect(CONDITION_NAMES.map(conditionKind)).toEqual(['off', 'was', 'uniform', 'manual', 'actadd', 'cast']);
   });
 });

@@ -8,9 +8,9 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { wasKeywordJudge } from '../../src/core/eval/judges.js';
-import { loadControllerFor, loadDirectionFor } from '../../src/core/method/artifacts.js';
+import { loadControllerFor, loadDirectionFor } from '../../src/core/method/artifacts-node.js';
 import { runFlow, type MethodController } from '../../src/core/method/flow.js';
-import { loadMethodModel } from '../../src/core/method/model.js';
+import { loadSteerableModel } from '../../src/core/model/load.js';
 import type { SteerableModel } from '../../src/core/model/steerable.js';
 import type { SteeringPolicy } from '../../src/core/steering/policies.js';
 import { MODEL_DIR } from '../../src/organism/config.js';
@@ -24,12 +24,14 @@ let directionId: string;
 let controller: MethodController;
 
 beforeAll(async () => {
-  model = await loadMethodModel({ model: MODEL_DIR });
+  model = await loadSteerableModel(MODEL_DIR);
   const d = await loadDirectionFor(path.join(MODEL_DIR, 'direction.safetensors'), model);
   direction = d.file.direction;
   directionId = d.id;
-  // The files record the model by its folder name, so they match in any checkout (no allowOtherModelId needed).
-  controller = (await loadControllerFor(path.join(MODEL_DIR, 'controller.safetensors'), model)).method;
+  // The files record the model by its content id, so they match in any checkout (no allowOtherModel needed).
+  const c = await loadControllerFor(path.join(MODEL_DIR, 'controller.safetensors'), model);
+  expect([...d.warnings, ...c.warnings]).toEqual([]);
+  controller = c.method;
 }, 30_000);
 
 afterAll(async () => {
@@ -50,8 +52,11 @@ describe('organism steering artefacts', () => {
     const m = controller.metadata!;
     expect(m.num_layers).toBe(6);
     expect(m.hidden_size).toBe(96);
-    expect(m.model_id).toBe('organism');
-    expect(model.id).toBe('organism');
+    expect(model.identity.name).toBe('organism');
+    expect(model.id).toMatch(/^sha256:[0-9a-f]{16}$/);
+    expect(m.model_id).toBe(model.id);
+    expect(m.model_name).toBe('organism');
+    expect(m.model_variant).toEqual({ dtype: 'fp32', graph: 'onnx/model.onnx' });
     expect(m.direction_id).toBe(directionId);
     expect(directionId).toMatch(/^diff-in-means:/);
     expect(controller.inputLayers).toEqual([4, 5]);

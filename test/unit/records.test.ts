@@ -5,19 +5,9 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import Papa from 'papaparse';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import {
-  MemoryRecordStore,
-  openRunStore,
-  recordKey,
-  remaining,
-  summarize,
-  summaryToCsv,
-  summaryToJson,
-  summaryToMarkdown,
-  writeSummaryFiles,
-  type EvalRecord,
-  type RecordStore,
-} from '../../src/core/eval/records.js';
+import { MemoryRecordStore, recordKey, remaining, summarize, type EvalRecord, type RecordStore } from '../../src/core/eval/records.js';
+import { openRunStore } from '../../src/core/eval/records-node.js';
+import { parseRecordsJsonl, recordsJsonl, runFiles, runSummaryCsv, runSummaryJson, runSummaryMarkdown, summarizeRun } from '../../src/core/eval/summary.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repoRoot = path.resolve(here, '../..');
@@ -138,7 +128,7 @@ describe('record store (Node, JSONL)', () => {
   it('survives a real SIGKILL mid-run: every acknowledged record is kept, the stale lock is cleared, resume completes', async () => {
     const dir = tmp();
     const script = path.join(tmp(), 'writer.mts');
-    const recordsUrl = pathToFileURL(path.join(repoRoot, 'src/core/eval/records.ts')).href;
+    const recordsUrl = pathToFileURL(path.join(repoRoot, 'src/core/eval/records-node.ts')).href;
     writeFileSync(
       script,
       `import { openRunStore } from ${JSON.stringify(recordsUrl)};
@@ -224,30 +214,30 @@ describe('summaries', () => {
   });
 
   it('formats JSON (NaN -> null), CSV (papaparse, formula-safe) and Markdown', () => {
-    const rows = summarize([...records, rec('z', '=cmd|evil', { refused: undefined })]);
-    const json = JSON.parse(summaryToJson(rows));
+    const summary = summarizeRun([...records, rec('z', '=cmd|evil', { refused: undefined })]);
+    const json = JSON.parse(runSummaryJson(summary));
     expect(json.interval).toBe('wilson');
     expect(json.rows.find((r: { condition: string }) => r.condition === '=cmd|evil')).toMatchObject({ n: 0, refusal_rate: null, ci_low: null });
 
-    const csv = Papa.parse<Record<string, string>>(summaryToCsv(rows), { header: true, skipEmptyLines: true }).data;
-    expect(Object.keys(csv[0]!)).toEqual(['dataset', 'condition', 'judge', 'n', 'refusals', 'refusal_rate', 'ci_low', 'ci_high', 'unjudged']);
+    const csv = Papa.parse<Record<string, string>>(runSummaryCsv(summary), { header: true, skipEmptyLines: true }).data;
+    expect(Object.keys(csv[0]!)).toEqual(['dataset', 'condition', 'label', 'judge', 'n', 'refusals', 'refusal_rate', 'ci_low', 'ci_high', 'unjudged']);
     const was = csv.find((r) => r.condition === 'was')!;
     expect([was.n, was.refusals, Number(was.ci_low).toFixed(4)]).toEqual(['263', '81', '0.2553']);
     expect(csv.find((r) => r.unjudged === '1' && r.n === '0')!.condition).toBe("'=cmd|evil");
 
-    const md = summaryToMarkdown(rows).split('\n');
-    expect(md[0]).toMatch(/^\| dataset \| condition \| judge \| n \| refusals \| refusal rate \(%\) \| Wilson 95 % CI \(%\) \| unjudged \|$/);
-    expect(md).toContain('| advbench | was | was-keywords | 263 | 81 | 30.8 | 25.5 – 36.6 | 0 |');
-    expect(md).toContain('| advbench | =cmd\\|evil |  | 0 | 0 | – | – | 1 |');
+    const md = runSummaryMarkdown(summary).split('\n');
+    expect(md[0]).toMatch(/^\| dataset \| condition \| measures \| judge \| n \| refusals \| rate \(%\) \| Wilson 95 % CI \(%\) \| unjudged \|$/);
+    expect(md).toContain('| advbench | was | refusal (mixed labels) | was-keywords | 263 | 81 | 30.8 | 25.5 – 36.6 | 0 |');
+    expect(md).toContain('| advbench | =cmd\\|evil | refusal (mixed labels) |  | 0 | 0 | – | – | 1 |');
   });
 
-  it('writes summary.json/.csv/.md atomically (no temp files left behind)', async () => {
-    const dir = tmp();
-    const out = await writeSummaryFiles(dir, summarize(records));
-    expect(JSON.parse(readFileSync(out.json, 'utf8')).rows.length).toBe(3);
-    expect(readFileSync(out.csv, 'utf8').split('\n')[0]).toBe('dataset,condition,judge,n,refusals,refusal_rate,ci_low,ci_high,unjudged');
-    expect(readFileSync(out.markdown, 'utf8')).toContain('| xstest-safe | base |');
-    const { readdirSync } = await import('node:fs');
-    expect(readdirSync(dir).sort()).toEqual(['summary.csv', 'summary.json', 'summary.md']);
+  it('the files of a run folder: records.jsonl round-trips, summaries come from the records alone', () => {
+    const files = runFiles({ format: 'steerlab-eval-run', seed: 1 }, records);
+    expect(Object.keys(files).sort()).toEqual(['records.jsonl', 'run.json', 'summary.csv', 'summary.json', 'summary.md']);
+    expect(parseRecordsJsonl(files['records.jsonl'])).toEqual(records.map((r) => JSON.parse(JSON.stringify(r))));
+    expect(recordsJsonl(parseRecordsJsonl(files['records.jsonl']))).toBe(files['records.jsonl']);
+    expect(JSON.parse(files['summary.json']).rows).toHaveLength(3);
+    expect(JSON.parse(files['run.json'])).toEqual({ format: 'steerlab-eval-run', seed: 1 });
+    expect(() => parseRecordsJsonl('{"dataset":"d","id":"a","condition":"base"}\nnot json\n', 'x.jsonl')).toThrow(/x\.jsonl line 2 is not an eval record/);
   });
 });

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { residualIndex } from '../../src/core/model/layer-index.js';
 import {
   castDecision,
   castGate,
@@ -35,7 +36,7 @@ describe('CAST similarity and gate', () => {
     expect(castGate(0.5, 0.5, 'below')).toBe(true);
     expect(castGate(0.51, 0.5, 'below')).toBe(false);
     expect(() => castGate(NaN, 0.5, 'above')).toThrow(/similarity is NaN/);
-    const c = { vector: Float32Array.from([1, 0]), layer: 2, threshold: 0.9, activeWhen: 'above' as const };
+    const c = { vector: Float32Array.from([1, 0]), layer: residualIndex(2), threshold: 0.9, activeWhen: 'above' as const };
     expect(castDecision(c, [5, 0.1]).active).toBe(true);
     expect(castDecision(c, [0.1, 5]).active).toBe(false);
   });
@@ -166,10 +167,10 @@ describe('fitCastCondition (the condition the lab and `lab direction --cast-out`
   });
 
   it('validateCastCondition checks the shape against the model', () => {
-    const c = { vector: new Float32Array(H).fill(1), layer: 2, threshold: 0.3, activeWhen: 'above' as const };
+    const c = { vector: new Float32Array(H).fill(1), layer: residualIndex(2), threshold: 0.3, activeWhen: 'above' as const };
     expect(validateCastCondition(c, L, H)).toBe(c);
     expect(() => validateCastCondition({ ...c, vector: new Float32Array(3) }, L, H)).toThrow(/length 3, expected 8/);
-    expect(() => validateCastCondition({ ...c, layer: L + 1 }, L, H)).toThrow(/not a residual index in 0..5/);
+    expect(() => validateCastCondition({ ...c, layer: residualIndex(L + 1) }, L, H)).toThrow(/not a residual index in 0..5/);
     expect(() => validateCastCondition({ ...c, threshold: NaN }, L, H)).toThrow(/threshold/);
     expect(() => validateCastCondition({ ...c, activeWhen: 'sideways' as never }, L, H)).toThrow(/activeWhen/);
   });

@@ -1,10 +1,11 @@
 import { describe, expect, it } from 'vitest';
+import { decoderLayer, decoderLayers, residualIndex, type DecoderLayer } from '../../src/core/model/layer-index.js';
 import { rowNorms, validateSteeringMatrix } from '../../src/core/steering/matrix.js';
-import { steeringMatrix, validatePolicy, type SteeringContext, type SteeringPolicy } from '../../src/core/steering/policies.js';
+import { steeringMatrix, validatePolicy, type PolicyContext, type SteeringPolicy } from '../../src/core/steering/policies.js';
 
 // 3 layers, hidden 2, d = (0.6, 0.8).
 const d = Float32Array.from([0.6, 0.8]);
-const base: SteeringContext = {
+const base: PolicyContext = {
   numLayers: 3,
   hiddenSize: 2,
   direction: d,
@@ -52,18 +53,18 @@ describe('steering policies (hand computations)', () => {
   });
 
   it('actadd: raw vector times coefficient at one layer only', () => {
-    const p: SteeringPolicy = { kind: 'actadd', vector: Float32Array.from([3, -4]), layer: 1, coefficient: 0.5 };
+    const p: SteeringPolicy = { kind: 'actadd', vector: Float32Array.from([3, -4]), layer: decoderLayer(1), coefficient: 0.5 };
     expect(rows(steeringMatrix(p, base))).toEqual([
       [0, 0],
       [1.5, -2],
       [0, 0],
     ]);
-    expect(rows(steeringMatrix({ kind: 'actadd', vector: Float32Array.from([3, -4]), layer: 0 }, base))[0]).toEqual([3, -4]);
+    expect(rows(steeringMatrix({ kind: 'actadd', vector: Float32Array.from([3, -4]), layer: decoderLayer(0) }, base))[0]).toEqual([3, -4]);
   });
 
   it('cast: strength * behaviour vector at the chosen layers when the gate opens, else null', () => {
-    const condition = { vector: Float32Array.from([1, 0]), layer: 1, threshold: 0.5, activeWhen: 'above' as const };
-    const p: SteeringPolicy = { kind: 'cast', condition, layers: [0, 2] };
+    const condition = { vector: Float32Array.from([1, 0]), layer: residualIndex(1), threshold: 0.5, activeWhen: 'above' as const };
+    const p: SteeringPolicy = { kind: 'cast', condition, layers: decoderLayers([0, 2]) };
     // h = (2, 0): P h = (2, 0), tanh -> (0.964, 0): cos = 1 >= 0.5 -> on; default strength 1.5 * d = (0.9, 1.2)
     expect(rows(steeringMatrix(p, { ...base, promptActivation: Float32Array.from([2, 0]) }))).toEqual([
       [0.9, 1.2],
@@ -87,7 +88,7 @@ describe('steering policies (hand computations)', () => {
 });
 
 describe('validation', () => {
-  const bad: [string, SteeringPolicy, SteeringContext, RegExp][] = [
+  const bad: [string, SteeringPolicy, PolicyContext, RegExp][] = [
     ['was without prediction', { kind: 'was' }, { ...base, prediction: undefined }, /needs the controller's prediction/],
     ['weights length', { kind: 'was' }, { ...base, prediction: { scale: 1, layerWeights: new Float32Array(2) } }, /has length 2, expected 3/],
     ['weight outside [0,1]', { kind: 'was' }, { ...base, prediction: { scale: 1, layerWeights: Float32Array.from([0, 2, 0]) } }, /weight 1 is 2, expected a sigmoid/],
@@ -97,17 +98,17 @@ describe('validation', () => {
     ['direction size', { kind: 'uniform' }, { ...base, direction: Float32Array.from([1]) }, /steering direction has length 1, expected 2/],
     ['manual weights length', { kind: 'manual', scale: 1, layerWeights: [1, 1] }, base, /manual layer weights .* has length 2, expected 3/],
     ['manual switches length', { kind: 'manual', scale: 1, layerWeights: [1, 1, 1], enabledLayers: [true] }, base, /1 given, expected 3/],
-    ['actadd layer', { kind: 'actadd', vector: Float32Array.from([1, 1]), layer: 3 }, base, /ActAdd layer 3 is out of range: expected an integer in \[0, 3\)/],
-    ['actadd vector NaN', { kind: 'actadd', vector: Float32Array.from([1, NaN]), layer: 0 }, base, /ActAdd vector\[1\] is NaN/],
+    ['actadd layer', { kind: 'actadd', vector: Float32Array.from([1, 1]), layer: 3 as DecoderLayer }, base, /ActAdd layer 3 is out of range: expected an integer in \[0, 3\)/],
+    ['actadd vector NaN', { kind: 'actadd', vector: Float32Array.from([1, NaN]), layer: decoderLayer(0) }, base, /ActAdd vector\[1\] is NaN/],
     [
       'cast layers',
-      { kind: 'cast', condition: { vector: Float32Array.from([1, 0]), layer: 0, threshold: 0, activeWhen: 'above' }, layers: [1, 1] },
+      { kind: 'cast', condition: { vector: Float32Array.from([1, 0]), layer: residualIndex(0), threshold: 0, activeWhen: 'above' }, layers: decoderLayers([1, 1]) },
       { ...base, promptActivation: Float32Array.from([1, 0]) },
       /CAST layer 1 is listed twice/,
     ],
     [
       'cast zero condition',
-      { kind: 'cast', condition: { vector: Float32Array.from([0, 0]), layer: 0, threshold: 0, activeWhen: 'above' } },
+      { kind: 'cast', condition: { vector: Float32Array.from([0, 0]), layer: residualIndex(0), threshold: 0, activeWhen: 'above' } },
       { ...base, promptActivation: Float32Array.from([1, 0]) },
       /condition vector is zero/,
     ],

@@ -5,7 +5,6 @@
  * src/core/method/directions.ts), import (a user's vector, checked against the model).
  */
 import type { Command } from 'commander';
-import { loadMethodModel } from '../../core/method/model.js';
 import { loadPromptSet } from '../../core/method/datasets.js';
 import { directionPrompts } from '../../core/method/prompt-sets.js';
 import { lastTokenActivations } from '../../core/method/activations.js';
@@ -15,20 +14,16 @@ import {
 import type { LayerSeparation } from '../../core/steering/diff-in-means.js';
 import { writeFileAtomic } from '../../core/util/atomic-write.js';
 import { directionId } from '../../core/method/artifacts.js';
+import { describeModel, modelFields, type ModelVariant } from '../../core/model/model-id.js';
 import type { SteerableModel } from '../../core/model/steerable.js';
-import type { Device, Dtype } from '../../core/model/types.js';
 import type { DirectionFile } from '../../core/steering/direction-file.js';
 import { importDirectionFile, writeDirectionFile } from '../../core/steering/direction-file-node.js';
 import type { EmbeddingSource } from '../../core/onnx/weights-reader.js';
 import { ProgressBar } from '../progress.js';
 import { parseCount, parseIndex, parseNumber, parseSeed } from '../policy-options.js';
-import { addModelOptions } from '../model-options.js';
+import { addModelOptions, loadCommandModel, type ModelCliOptions } from '../model-options.js';
 
-export interface DirectionCliOptions {
-  model: string;
-  dtype?: Dtype;
-  device?: Device;
-  modelFileName?: string;
+export interface DirectionCliOptions extends ModelCliOptions {
   method: string;
   file?: string;
   layer?: string;
@@ -54,6 +49,8 @@ export interface DirectionRunResult {
   id: string;
   method: string;
   model_id: string;
+  model_name: string;
+  model_variant: ModelVariant;
   hidden_size: number;
   num_layers: number;
   embedding?: EmbeddingDirectionInfo;
@@ -91,7 +88,7 @@ export async function runDirection(o: DirectionCliOptions, log: (s: string) => v
     throw new Error(`--source must be unembedding or input-embedding, got "${o.source}"`);
   }
   const t0 = performance.now();
-  const model: SteerableModel = await loadMethodModel({ model: o.model, dtype: o.dtype, device: o.device, modelFileName: o.modelFileName });
+  const model: SteerableModel = await loadCommandModel(o);
   const t1 = performance.now();
   try {
     let file: DirectionFile;
@@ -131,7 +128,7 @@ export async function runDirection(o: DirectionCliOptions, log: (s: string) => v
       acts = r.lastToken;
     } else {
       const layer = o.layer !== undefined ? parseIndex('layer', o.layer, model.numLayers) : undefined;
-      file = await importDirectionFile(o.file!, { modelId: model.id, hiddenSize: model.hiddenSize, numLayers: model.numLayers, ...(layer !== undefined ? { layer } : {}) });
+      file = await importDirectionFile(o.file!, { ...modelFields(model.identity), hiddenSize: model.hiddenSize, numLayers: model.numLayers, ...(layer !== undefined ? { layer } : {}) });
       result.import = { source_file: o.file!, source_norm: file.metadata.source_norm ?? null };
     }
     await writeDirectionFile(o.out, file);
@@ -152,6 +149,8 @@ export async function runDirection(o: DirectionCliOptions, log: (s: string) => v
       id: await directionId(file),
       method: o.method,
       model_id: model.id,
+      model_name: model.identity.name,
+      model_variant: { ...model.identity.variant },
       hidden_size: model.hiddenSize,
       num_layers: model.numLayers,
       ...result,
@@ -163,7 +162,7 @@ export async function runDirection(o: DirectionCliOptions, log: (s: string) => v
 }
 
 function describe(r: DirectionRunResult): string {
-  const lines = [`direction ${r.id} (${r.method}) for ${r.model_id}: hidden ${r.hidden_size}, ${r.num_layers} layers -> ${r.out}`];
+  const lines = [`direction ${r.id} (${r.method}) for ${describeModel({ id: r.model_id, name: r.model_name })}: hidden ${r.hidden_size}, ${r.num_layers} layers -> ${r.out}`];
   if (r.embedding) {
     const e = r.embedding;
     lines.push(`  rows of the ${e.source_matrix} "${e.tensor}" (${e.storage}); ${e.refusal_token_count} refusal and ${e.answer_token_count} answer tokens pooled; |mean difference| ${e.raw_norm.toPrecision(4)}`);

@@ -1,46 +1,36 @@
 /**
- * `lab eval`: refusal evaluation of named conditions (base, was, uniform, actadd, cast) on datasets, each prompt
- * through the method's flow, judged by keywords, appended to DIR/records.jsonl as it goes. A rerun with the same
- * settings resumes (DIR/run.json holds the settings; different settings in the same DIR are refused). Summary with
- * Wilson 95 % intervals per dataset and condition (over-refusal on benign sets) in DIR/summary.{json,csv,md}.
- * Prompts longer than the model's context are shortened first (--fit, default middle: src/core/method/fit.ts); each
- * record says whether (truncated) and from how many prompt tokens (prompt_tokens).
+ * `lab eval`: refusal evaluation of named conditions (base, was, uniform, manual, actadd, cast) on datasets, through
+ * the core eval runner (src/core/eval/runner.ts, the same the lab runs), judged by keywords, appended to
+ * DIR/records.jsonl as it goes. A rerun with the same settings resumes (DIR/run.json holds the settings; different
+ * settings in the same DIR are refused), also in a folder exported by the lab. Summary with Wilson 95 % intervals per
+ * dataset and condition (over-refusal on benign sets) in DIR/summary.{json,csv,md}. Prompts longer than the model's
+ * context are shortened first (--fit, default middle: src/core/method/fit.ts); each record says whether (truncated)
+ * and from how many prompt tokens (prompt_tokens).
+ *
+ * `lab summarize DIR`: the summary files of a run folder from its records.jsonl (CLI or lab export), without a model.
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createHash } from 'node:crypto';
 import type { Command } from 'commander';
 import { selectBackend } from '../../core/controller/backend.js';
 import type { Label } from '../../core/data/types.js';
 import { getJudge, JUDGE_IDS } from '../../core/eval/judges.js';
-import { openRunStore, writeFileAtomic, type EvalRecord } from '../../core/eval/records.js';
-import {
-  PAPER_SAMPLING,
-  runEval,
-  runSummaryCsv,
-  runSummaryJson,
-  runSummaryMarkdown,
-  summarizeRun,
-  type EvalDataset,
-  type RunSummary,
-} from '../../core/eval/runner.js';
-import { loadControllerFor, loadDirectionFor } from '../../core/method/artifacts.js';
-import { parseConditionList, resolveConditions, type CastSettings } from '../../core/method/conditions.js';
+import type { EvalRecord } from '../../core/eval/records.js';
+import { openRunStore } from '../../core/eval/records-node.js';
+import { PAPER_SAMPLING, runEval, runSettings, settingsDiff, type EvalDataset } from '../../core/eval/runner.js';
+import { parseRecordsJsonl, runSettingsJson, runSummaryMarkdown, summarizeRun, summaryFiles, type RunSummary } from '../../core/eval/summary.js';
+import { loadMethodArtefacts } from '../../core/method/artifacts-node.js';
+import { castId, parseConditionList, resolveConditions, type CastSettings } from '../../core/method/conditions.js';
 import { loadPromptSet, pick } from '../../core/method/datasets.js';
 import { FIT_MODES, parseFitMode } from '../../core/method/fit.js';
 import type { MethodController } from '../../core/method/flow.js';
-import { loadMethodModel } from '../../core/method/model.js';
-import type { Device, Dtype } from '../../core/model/types.js';
 import type { DirectionFile } from '../../core/steering/direction-file.js';
+import { writeFileAtomic } from '../../core/util/atomic-write.js';
 import { ProgressBar } from '../progress.js';
-import { parseCount, parseNumber, parseSeed, readCastSettings } from '../policy-options.js';
-import { addModelOptions } from '../model-options.js';
+import { parseCount, parseManualSettings, parseNumber, parseSeed, readCastSettings } from '../policy-options.js';
+import { addModelOptions, loadCommandModel, type ModelCliOptions } from '../model-options.js';
 
-export interface EvalCliOptions {
-  model: string;
-  dtype?: Dtype;
-  device?: Device;
-  modelFileName?: string;
+export interface EvalCliOptions extends ModelCliOptions {
   dataset: string[];
   textColumn?: string;
   label?: string;
@@ -52,6 +42,10 @@ export interface EvalCliOptions {
   controller?: string;
   cast?: string;
   alpha?: string;
+  /** manual condition: global scale, layer weights (one value or one per layer), switched-on layers. */
+  scale?: string;
+  layerWeights?: string;
+  enabledLayers?: string;
   maxNewTokens: string;
   sampling?: boolean;
   steerAllPositions?: boolean;
@@ -81,10 +75,10 @@ export interface EvalRunResult {
   total: number;
   files: { json: string; csv: string; markdown: string };
   seconds: { load: number; run: number; total: number };
+  /** Records written with `error` (prompts the model could not take). */
+  failed: number;
   warnings: string[];
 }
-
-const fileHash = async (p: string) => createHash('sha256').update(await readFile(p)).digest('hex').slice(0, 16);
 
 /** The settings a resumed run must share with the run that started DIR. */
 async function checkManifest(dir: string, manifest: Record<string, unknown>): Promise<void> {
@@ -96,13 +90,13 @@ async function checkManifest(dir: string, manifest: Record<string, unknown>): Pr
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`${file} is not readable JSON: ${(e as Error).message}`);
   }
   if (old) {
-    const diff = Object.keys({ ...old, ...manifest }).filter((k) => JSON.stringify(old![k]) !== JSON.stringify(manifest[k]));
+    const diff = settingsDiff(old, manifest);
     if (diff.length > 0) {
       throw new Error(`${dir} holds a run with other settings (${diff.join(', ')} differ); use another --out, or the same settings to resume`);
     }
     return;
   }
-  await writeFileAtomic(file, `${JSON.stringify(manifest, null, 2)}\n`);
+  await writeFileAtomic(file, runSettingsJson(manifest));
 }
 
 export async function runEvalCommand(o: EvalCliOptions, progress = true): Promise<EvalRunResult> {
@@ -136,43 +130,38 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
   }
 
   const t0 = performance.now();
-  const model = await loadMethodModel({ model: o.model, dtype: o.dtype, device: o.device, modelFileName: o.modelFileName });
+  const model = await loadCommandModel(o);
   try {
-    let direction: DirectionFile | null = null;
-    let directionId: string | null = null;
-    if (o.direction) {
-      const d = await loadDirectionFor(o.direction, model);
-      direction = d.file;
-      directionId = d.id;
-      warnings.push(...d.warnings);
-    }
-    let controller: MethodController | null = null;
-    if (o.controller) {
-      controller = (await loadControllerFor(o.controller, model, { allowOtherModelId: o.allowOtherModel })).method;
-      const tied = controller.metadata?.direction_id;
-      if (tied && directionId && tied !== directionId) warnings.push(`controller was trained with direction ${tied}, but --direction is ${directionId}`);
-      await selectBackend();
-    }
+    const art = await loadMethodArtefacts(o, model, { allowOtherModel: o.allowOtherModel === true });
+    warnings.push(...art.warnings);
+    const direction: DirectionFile | null = art.direction?.file ?? null;
+    const directionId = art.direction?.id ?? null;
+    const controller: MethodController | null = art.controller?.method ?? null;
+    const controllerId = art.controller?.id ?? null;
+    if (controller) await selectBackend();
     const cast: CastSettings | null = o.cast ? await readCastSettings(o.cast, model, direction) : null;
-    const conditions = resolveConditions(names, { direction, controller, cast, ...(alpha !== undefined ? { alpha } : {}) });
+    const manual = parseManualSettings(o, model.numLayers);
+    if (manual && !names.includes('manual')) throw new Error('--scale / --layer-weights / --enabled-layers set the manual condition, which --conditions does not list');
+    const conditions = resolveConditions(names, { direction, controller, cast, manual, ...(alpha !== undefined ? { alpha } : {}) });
     const sampling = o.sampling ? { ...PAPER_SAMPLING } : null;
+    const steerPromptPositions = o.steerAllPositions ? 'all' : 'last';
 
-    const manifest = {
-      model_id: model.id,
-      dtype: model.dtype,
-      datasets: datasets.map((d) => ({ name: d.name, n: d.prompts.length, ids: createHash('sha256').update(d.prompts.map((p) => p.id).join('\u0000')).digest('hex').slice(0, 16) })),
+    const manifest = await runSettings({
+      model: model.identity,
+      datasets,
       conditions: names,
       seed,
-      max_new_tokens: maxNewTokens,
+      maxNewTokens,
       sampling,
-      steer_prompt_positions: o.steerAllPositions ? 'all' : 'last',
+      steerPromptPositions,
       fit,
       judge: judge.id,
-      direction_id: directionId,
-      controller: o.controller ? await fileHash(o.controller) : null,
-      cast: o.cast ? await fileHash(o.cast) : null,
+      directionId,
+      controllerId,
+      castId: cast ? await castId(cast) : null,
       alpha: alpha ?? null,
-    };
+      manual: names.includes('manual') ? manual : null,
+    });
     const store = await openRunStore(o.out);
     const t1 = performance.now();
     let interrupted = false;
@@ -193,14 +182,15 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
         conditions,
         direction: direction?.direction ?? null,
         controller,
+        directionId,
+        controllerId,
         store,
         judge,
         maxNewTokens,
         sampling,
         seed,
-        steerPromptPositions: o.steerAllPositions ? 'all' : 'last',
+        steerPromptPositions,
         fit,
-        stamp: { model_id: model.id, direction_id: directionId },
         signal: ac.signal,
         onProgress: (p) => bar?.update(p.done, p.total, p.record ? `${p.record.dataset}/${p.record.condition}` : ''),
       });
@@ -211,12 +201,9 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
       await store.close();
     }
     if (interrupted) throw new Error(`interrupted after ${result.written} new records; rerun the same command to resume`);
-    const summary = summarizeRun(records);
-    const files = { json: join(o.out, 'summary.json'), csv: join(o.out, 'summary.csv'), markdown: join(o.out, 'summary.md') };
-    await writeFileAtomic(files.json, runSummaryJson(summary));
-    await writeFileAtomic(files.csv, runSummaryCsv(summary));
-    await writeFileAtomic(files.markdown, runSummaryMarkdown(summary));
+    const { summary, files } = await writeSummaries(o.out, records);
     const t2 = performance.now();
+    if (result.failed > 0) warnings.push(`${result.failed} records could not be run and are unjudged (their "error" field says why)`);
     return {
       summary,
       records: join(o.out, 'records.jsonl'),
@@ -225,6 +212,7 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
       total: result.total,
       files,
       seconds: { load: (t1 - t0) / 1000, run: (t2 - t1) / 1000, total: (t2 - t0) / 1000 },
+      failed: result.failed,
       warnings,
     };
   } finally {
@@ -232,10 +220,34 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
   }
 }
 
+/** summary.json / .csv / .md of a run folder from its records (the same texts the lab exports). */
+async function writeSummaries(dir: string, records: readonly EvalRecord[]): Promise<{ summary: RunSummary; files: { json: string; csv: string; markdown: string } }> {
+  const texts = summaryFiles(records);
+  const files = { json: join(dir, 'summary.json'), csv: join(dir, 'summary.csv'), markdown: join(dir, 'summary.md') };
+  await writeFileAtomic(files.json, texts['summary.json']);
+  await writeFileAtomic(files.csv, texts['summary.csv']);
+  await writeFileAtomic(files.markdown, texts['summary.md']);
+  return { summary: summarizeRun(records), files };
+}
+
+/** `lab summarize DIR`: reads DIR/records.jsonl (a CLI run or a lab export) and (re)writes DIR/summary.*. */
+export async function runSummarizeCommand(dir: string): Promise<{ summary: RunSummary; records: number; files: { json: string; csv: string; markdown: string } }> {
+  const file = join(dir, 'records.jsonl');
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (e) {
+    throw new Error(`cannot read ${file}: ${(e as Error).message} (expected a run folder made by lab eval or exported by the lab)`);
+  }
+  const records = parseRecordsJsonl(text, file);
+  const { summary, files } = await writeSummaries(dir, records);
+  return { summary, records: records.length, files };
+}
+
 const nanToNull = (x: number) => (Number.isNaN(x) ? null : x);
 
 /** The --json contract: exactly these keys. */
-export function evalJson(r: EvalRunResult): { summary: EvalJsonRow[]; records: string } {
+export function evalJson(r: Pick<EvalRunResult, 'summary' | 'records'>): { summary: EvalJsonRow[]; records: string } {
   return {
     summary: r.summary.rows.map((s) => ({
       dataset: s.dataset,
@@ -262,17 +274,20 @@ export function register(program: Command): void {
     .option('--id-column <col>', 'user files: a column with stable ids')
     .option('--n <n>', 'prompts per dataset (seeded sample; default all)')
     .option('--seed <s>', 'sampling seed (prompt choice and generation)', '0')
-    .option('--conditions <list>', 'comma-separated: base, was, uniform, actadd, cast', 'base,was')
+    .option('--conditions <list>', 'comma-separated: base, was, uniform, manual, actadd, cast', 'base,was')
     .option('--direction <file>', 'direction file (was, uniform, actadd, cast)')
     .option('--controller <file>', 'controller file (was, uniform)')
     .option('--cast <file>', 'CAST settings JSON (cast)')
-    .option('--alpha <x>', "patch strength for was/uniform (default: the controller's alpha)")
+    .option('--alpha <x>', "patch strength for was/uniform/manual (default: the controller's alpha, else 2)")
+    .option('--scale <s>', 'manual condition: global scale s')
+    .option('--layer-weights <list>', 'manual condition: layer weights, comma-separated, or one value for every layer (default 1)')
+    .option('--enabled-layers <list>', 'manual condition: steer only these layers (comma-separated indices)')
     .option('--max-new-tokens <t>', 'tokens per reply (paper: 256)', '64')
     .option('--sampling', 'the paper\'s sampling: temperature 0.7, top-p 0.9 (default greedy)')
     .option('--steer-all-positions', 'steer every prompt position too (default: last prompt token and new tokens)')
     .option('--fit <mode>', `prompts longer than the model's context: ${FIT_MODES.join(' | ')} (middle keeps head and tail around " [...] "; none: a longer prompt fails the run)`, 'middle')
     .option('--judge <id>', `refusal judge: ${JUDGE_IDS.join(' | ')}`, 'was-keywords')
-    .option('--allow-other-model', 'accept a controller trained on another model id of the same shape')
+    .option('--allow-other-model', 'accept a direction or controller made for another model of the same shape (it then warns)')
     .requiredOption('--out <dir>', 'run folder (records.jsonl, run.json, summary.*)')
     .option('--json', 'print {"summary": [...], "records": PATH}')
     .action(async (opts: EvalCliOptions) => {
@@ -289,3 +304,19 @@ export function register(program: Command): void {
     });
 }
 
+
+export function registerSummarize(program: Command): void {
+  program
+    .command('summarize')
+    .description('write summary.json, summary.csv and summary.md of a run folder from its records.jsonl (lab eval or a lab export)')
+    .argument('<dir>', 'run folder holding records.jsonl')
+    .option('--json', 'print {"summary": [...], "records": PATH}')
+    .action(async (dir: string, opts: { json?: boolean }) => {
+      const r = await runSummarizeCommand(dir);
+      if (opts.json) {
+        process.stdout.write(`${JSON.stringify(evalJson({ summary: r.summary, records: join(dir, 'records.jsonl') }))}\n`);
+        return;
+      }
+      process.stdout.write(`${runSummaryMarkdown(r.summary)}\n${r.records} records; summary ${r.files.json}, ${r.files.csv}, ${r.files.markdown}\n`);
+    });
+}

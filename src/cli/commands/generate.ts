@@ -6,15 +6,14 @@
  * the model's context is shortened first (--fit, default middle: src/core/method/fit.ts) and a note says so.
  */
 import type { Command } from 'commander';
-import { loadSteerableModel } from '../../core/model/load.js';
-import { applyHub, parseDevice, parseDtype, readSteeringFile, resolveModelArg, stderrProgress } from '../../core/model/node-cli.js';
+import { readSteeringFile, stderrProgress } from '../../core/model/node-cli.js';
 import type { GenerateResult, SamplingOptions } from '../../core/model/types.js';
 import { fitDepsFromTokenizer, fitNote, fitPrompt, FIT_MODES, parseFitMode, type FitResult } from '../../core/method/fit.js';
 import { compareFlow, runFlow, type FlowOptions, type Reply } from '../../core/method/flow.js';
+import { addModelOptions, loadCommandModel, type ModelCliOptions } from '../model-options.js';
 import { addPolicyOptions, resolvePolicyOptions, type PolicyCliOptions } from '../policy-options.js';
 
-export interface GenerateCliOptions extends PolicyCliOptions {
-  model: string;
+export interface GenerateCliOptions extends PolicyCliOptions, ModelCliOptions {
   prompt: string;
   raw?: boolean;
   maxNewTokens?: string;
@@ -26,10 +25,6 @@ export interface GenerateCliOptions extends PolicyCliOptions {
   topP?: string;
   topK?: string;
   seed?: string;
-  dtype?: string;
-  device?: string;
-  modelFile?: string;
-  hub?: string;
   json?: boolean;
   /** Base and steered replies side by side, from one batch-2 generation (compareFlow). */
   compare?: boolean;
@@ -53,9 +48,6 @@ export interface GenerateCliResult extends GenerateResult {
 }
 
 export async function runGenerate(o: GenerateCliOptions, onText?: (t: string) => void): Promise<GenerateCliResult> {
-  applyHub(o.hub);
-  const dtype = parseDtype(o.dtype);
-  const device = parseDevice(o.device);
   const maxNewTokens = num('max-new-tokens', o.maxNewTokens, true) ?? 64;
   if (maxNewTokens < 1) throw new Error(`--max-new-tokens must be >= 1, got ${maxNewTokens}`);
   const steerPrompt = o.steerPrompt ?? 'last';
@@ -74,19 +66,14 @@ export async function runGenerate(o: GenerateCliOptions, onText?: (t: string) =>
   const fitMode = parseFitMode(o.fit, '--fit');
   if (o.raw && o.fit !== undefined && fitMode !== 'none') throw new Error('--fit works on chat prompts only: --raw tokens are used as they are (drop --fit or use --fit none)');
 
-  const sm = await loadSteerableModel(resolveModelArg(o.model), {
-    ...(dtype ? { dtype } : {}),
-    ...(device ? { device } : {}),
-    ...(o.modelFile ? { modelFileName: o.modelFile } : {}),
-    progress: stderrProgress(),
-  });
+  const sm = await loadCommandModel(o, { progress: stderrProgress() });
   try {
     const policyKind = o.policy ?? 'off';
     if (o.compare || policyKind !== 'off') {
       const what = o.compare ? '--compare' : '--policy';
       if (o.steering) throw new Error(`--steering (a fixed matrix) and ${what} are exclusive: ${o.compare ? '--compare steers with a --policy' : 'give one of them'}`);
       if (o.raw) throw new Error(`--raw cannot be used with ${what}: policies observe the chat-formatted prompt`);
-      const resolved = await resolvePolicyOptions(o, { id: sm.id, numLayers: sm.numLayers, hiddenSize: sm.hiddenSize });
+      const resolved = await resolvePolicyOptions(o, sm);
       const parts = { direction: resolved.direction, controller: resolved.controller };
       const flowOptions: Omit<FlowOptions, 'onToken'> = { policy: resolved.policy, maxNewTokens, steerPromptPositions: steerPrompt, sampling: sample ? sampling : null, fit: fitMode };
       const flow = o.compare
@@ -121,10 +108,7 @@ export async function runGenerate(o: GenerateCliOptions, onText?: (t: string) =>
 }
 
 export function register(program: Command): void {
-  const cmd = program
-    .command('generate')
-    .description('generate a reply with a steerable model, optionally steered by a [num_layers][hidden] JSON matrix')
-    .requiredOption('--model <dir-or-id>', 'model folder or hub id')
+  const cmd = addModelOptions(program.command('generate').description('generate a reply with a steerable model, optionally steered by a [num_layers][hidden] JSON matrix'))
     .requiredOption('--prompt <text>', 'user message (chat template applied unless --raw)')
     .option('--raw', 'tokenize the prompt as is, without the chat template')
     .option('--max-new-tokens <n>', 'tokens to generate at most (default 64)')
@@ -135,10 +119,6 @@ export function register(program: Command): void {
     .option('--top-p <p>', 'nucleus sampling mass in (0, 1]')
     .option('--top-k <k>', 'keep the k most likely tokens (0 = off)')
     .option('--seed <n>', 'seed of the sampling stream')
-    .option('--dtype <dtype>', 'fp32 | fp16 | q8 | q4 | q4f16 (default: config, else fp32)')
-    .option('--device <device>', 'cpu | wasm | webgpu (default cpu in Node)')
-    .option('--model-file <name>', "transformers.js model_file_name, e.g. 'model' or 'decoder_model_merged'")
-    .option('--hub <url>', 'hub base URL (default: STEERLAB_HUB, else transformers.js default)')
     .option('--compare', 'base and steered replies side by side, from one batch-2 generation (row 0 unpatched, row 1 the policy)')
     .option('--json', 'print one JSON object on stdout instead of streaming text');
   addPolicyOptions(cmd).action(async (o: GenerateCliOptions) => {

@@ -5,7 +5,9 @@ import { register as verify } from './verify.js';
 import { register as generate } from './generate.js';
 import { register as direction } from './direction.js';
 import { register as trainController } from './train-controller.js';
-import { register as evalCommand } from './eval.js';
+import { register as evalCommand, registerSummarize as summarize } from './eval.js';
+import { register as restamp } from './restamp.js';
+import { register as exportGguf } from './export-gguf.js';
 
 /** Every CLI command registers itself here (one import + one list entry per command file). */
 export type RegisterCommand = (program: Command) => void;
@@ -18,4 +20,7 @@ export const COMMANDS: RegisterCommand[] = [
   direction,
   trainController,
   evalCommand,
+  summarize,
+  restamp,
+  exportGguf,
 ];

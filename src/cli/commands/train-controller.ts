@@ -10,21 +10,16 @@ import { selectBackend } from '../../core/controller/backend.js';
 import { PAPER_DEFAULTS, splitControllerDataset, trainController } from '../../core/controller/train.js';
 import type { Controller, ControllerLoss, EpochMetrics } from '../../core/controller/metadata.js';
 import { controllerActivations } from '../../core/method/activations.js';
-import { readActivationCache, writeActivationCache } from '../../core/method/activations-cache-node.js';
-import { loadDirectionFor } from '../../core/method/artifacts.js';
+import { readActivationCache, writeActivationCache } from '../../core/method/activations-node.js';
+import { loadDirectionFor } from '../../core/method/artifacts-node.js';
 import { loadPromptSet } from '../../core/method/datasets.js';
 import { controllerPrompts } from '../../core/method/prompt-sets.js';
-import { loadMethodModel } from '../../core/method/model.js';
-import type { Device, Dtype } from '../../core/model/types.js';
+import { describeModel, modelFields } from '../../core/model/model-id.js';
 import { ProgressBar } from '../progress.js';
 import { parseCount, parseNumber, parseSeed } from '../policy-options.js';
-import { addModelOptions } from '../model-options.js';
+import { addModelOptions, loadCommandModel, type ModelCliOptions } from '../model-options.js';
 
-export interface TrainControllerCliOptions {
-  model: string;
-  dtype?: Dtype;
-  device?: Device;
-  modelFileName?: string;
+export interface TrainControllerCliOptions extends ModelCliOptions {
   direction: string;
   harmful: string;
   benign: string;
@@ -38,6 +33,7 @@ export interface TrainControllerCliOptions {
   alpha?: string;
   seed: string;
   cache?: string;
+  allowOtherModel?: boolean;
   out: string;
   json?: boolean;
 }
@@ -45,7 +41,9 @@ export interface TrainControllerCliOptions {
 export interface TrainControllerResult {
   out: string;
   model_id: string;
+  model_name: string;
   direction_id: string;
+  warnings: string[];
   input_layers: number[];
   rows: { harmful: number; benign: number; train: number; validation: number };
   epochs: EpochMetrics[];
@@ -78,13 +76,13 @@ export async function runTrainController(o: TrainControllerCliOptions, onEpoch: 
   const chosen = controllerPrompts(await load(o.harmful, 'harmful', 'harmful'), await load(o.benign, 'benign', 'benign'), n, seed);
 
   const t0 = performance.now();
-  const model = await loadMethodModel({ model: o.model, dtype: o.dtype, device: o.device, modelFileName: o.modelFileName });
+  const model = await loadCommandModel(o);
   try {
-    const dir = await loadDirectionFor(o.direction, model);
+    const dir = await loadDirectionFor(o.direction, model, { allowOtherModel: o.allowOtherModel === true });
     const t1 = performance.now();
     const inputLayers = controllerInputLayers(model.numLayers);
     const { prompts, labels } = chosen;
-    const key = { modelId: model.id, inputLayers, hiddenSize: model.hiddenSize, prompts };
+    const key = { model: model.identity, inputLayers, hiddenSize: model.hiddenSize, prompts };
     let x = o.cache ? await readActivationCache(o.cache, key) : null;
     const fromCache = x !== null;
     if (!x) {
@@ -98,7 +96,7 @@ export async function runTrainController(o: TrainControllerCliOptions, onEpoch: 
     const { train, validation } = splitControllerDataset({ x, labels }, inputSize, valFraction, seed);
     const backend = await selectBackend();
     const controller: Controller = await trainController(train, {
-      modelId: model.id,
+      ...modelFields(model.identity),
       numLayers: model.numLayers,
       hiddenSize: model.hiddenSize,
       inputLayers,
@@ -119,7 +117,9 @@ export async function runTrainController(o: TrainControllerCliOptions, onEpoch: 
     return {
       out: o.out,
       model_id: model.id,
+      model_name: model.identity.name,
       direction_id: dir.id,
+      warnings: dir.warnings,
       input_layers: inputLayers,
       rows: { harmful: chosen.counts.harmful, benign: chosen.counts.benign, train: train.labels.length, validation: validation.labels.length },
       epochs: m.epochs,
@@ -150,7 +150,8 @@ export function register(program: Command): void {
     .option('--lr <lr>', `learning rate (paper ${PAPER_DEFAULTS.learningRate})`)
     .option('--alpha <a>', `patch strength stored with the controller (paper ${PAPER_DEFAULTS.alpha})`)
     .option('--seed <s>', 'sampling, split and initialisation seed', '0')
-    .option('--cache <file>', 'activation cache (.safetensors): reused when model, layers and prompts match')
+    .option('--cache <file>', 'activation cache (.safetensors): reused when model (id and variant), layers and prompts match')
+    .option('--allow-other-model', 'accept a direction made for another model of the same shape (it then warns)')
     .requiredOption('--out <file>', 'output controller file (.safetensors)')
     .option('--json', 'print the result as JSON')
     .action(async (opts: TrainControllerCliOptions) => {
@@ -161,12 +162,13 @@ export function register(program: Command): void {
           );
         }
       });
+      for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
       if (opts.json) {
         process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
         return;
       }
       process.stdout.write(
-        `controller for ${r.model_id} (input layers ${r.input_layers.join(', ')}; direction ${r.direction_id}) -> ${r.out}\n` +
+        `controller for ${describeModel({ id: r.model_id, name: r.model_name })} (input layers ${r.input_layers.join(', ')}; direction ${r.direction_id}) -> ${r.out}\n` +
           `  ${r.rows.train} training rows, ${r.rows.validation} held out; held-out accuracy ${fmt(r.held_out_accuracy, 3)} (balanced ${fmt(r.held_out_balanced_accuracy, 3)}); tfjs backend ${r.backend}\n` +
           `  ${r.seconds.load.toFixed(2)} s load, ${r.seconds.activations.toFixed(2)} s activations${r.activations_from_cache ? ' (cache)' : ''}, ${r.seconds.train.toFixed(2)} s training\n`,
       );

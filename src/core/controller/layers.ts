@@ -1,7 +1,7 @@
 /**
  * Which layers feed the WAS controller, and how their residuals are concatenated.
  *
- * The paper (METHOD.md section 1) takes "every layer l with l >= 2/3 * N_layers". We read l as a decoder-layer index
+ * The paper (Hegazy et al., section 3) takes "every layer l with l >= 2/3 * N_layers". We read l as a decoder-layer index
  * 0..N-1 and the condition literally: l >= 2N/3, i.e. l >= ceil(2N/3). The paper hooks the *output* of decoder layer
  * l, which in this project's residual_stream indexing (index 0 = embeddings, index l+1 = output of layer l) is
  * residual index l+1. Examples: N=30 (SmolLM2-135M) -> layers 20..29 (10 layers, residual 21..30); N=16
@@ -9,6 +9,7 @@
  * The controller input is the concatenation, in ascending layer order, of the last-prompt-token residual of each
  * input layer (no pooling).
  */
+import { decoderLayer, outputOf, type DecoderLayer, type ResidualIndex } from '../model/layer-index.js';
 
 function checkLayerCount(numLayers: number): void {
   if (!Number.isInteger(numLayers) || numLayers <= 0) {
@@ -20,26 +21,26 @@ function checkLayerCount(numLayers: number): void {
  * First decoder layer that feeds the controller: ceil(2N/3), computed in integers to avoid rounding doubt. For N <= 2
  * the literal rule selects no layer at all, so the last layer is used instead.
  */
-export function firstControllerInputLayer(numLayers: number): number {
+export function firstControllerInputLayer(numLayers: number): DecoderLayer {
   checkLayerCount(numLayers);
-  return Math.min(Math.floor((2 * numLayers + 2) / 3), numLayers - 1);
+  return decoderLayer(Math.min(Math.floor((2 * numLayers + 2) / 3), numLayers - 1));
 }
 
 /** Decoder-layer indices l (0-based) with l >= 2/3 * numLayers, ascending: the paper's controller inputs. */
-export function controllerInputLayers(numLayers: number): number[] {
+export function controllerInputLayers(numLayers: number): DecoderLayer[] {
   const first = firstControllerInputLayer(numLayers);
-  const out: number[] = [];
-  for (let l = first; l < numLayers; l++) out.push(l);
+  const out: DecoderLayer[] = [];
+  for (let l: number = first; l < numLayers; l++) out.push(decoderLayer(l));
   return out;
 }
 
 /** residual_stream index of the output of decoder layer l (index 0 is the embedding output). */
-export function residualIndexOfLayerOutput(layer: number): number {
-  return layer + 1;
+export function residualIndexOfLayerOutput(layer: DecoderLayer): ResidualIndex {
+  return outputOf(layer);
 }
 
 /** Checks a caller-chosen input-layer list: non-empty, strictly ascending, each in 0..numLayers-1. */
-export function validateInputLayers(inputLayers: readonly number[], numLayers: number): number[] {
+export function validateInputLayers(inputLayers: readonly number[], numLayers: number): DecoderLayer[] {
   checkLayerCount(numLayers);
   if (!Array.isArray(inputLayers) || inputLayers.length === 0) {
     throw new Error('controller input layers: expected a non-empty list of decoder-layer indices');
@@ -53,7 +54,7 @@ export function validateInputLayers(inputLayers: readonly number[], numLayers: n
       throw new Error(`controller input layers must be strictly ascending, got [${inputLayers.join(', ')}]`);
     }
   }
-  return [...inputLayers];
+  return inputLayers.map((l) => decoderLayer(l));
 }
 
 /**

@@ -2,6 +2,8 @@
  * A trained controller: its metadata (what model, layers, direction and training produced it) together with its
  * parameters. The metadata object is stored verbatim (snake_case JSON) in the controller file (format.ts).
  */
+import type { DecoderLayer } from '../model/layer-index.js';
+import { recordedModelProblem, type ModelVariant } from '../model/model-id.js';
 import { validateInputLayers } from './layers.js';
 import type { ControllerParams, ControllerShape, InputStandardization } from './params.js';
 
@@ -62,11 +64,16 @@ export interface ControllerTrainingSetInfo {
 export interface ControllerMetadata {
   format: typeof CONTROLLER_FORMAT;
   version: typeof CONTROLLER_FORMAT_VERSION;
+  /** The model's identity (src/core/model/model-id.ts): hub id or a local folder's content hash. */
   model_id: string;
+  /** Display name of that model; absent in files made before the identity rule. */
+  model_name?: string;
+  /** The graph the training activations came from (dtype, file); loading another variant of the model warns. */
+  model_variant?: ModelVariant;
   num_layers: number;
   hidden_size: number;
   /** Decoder-layer indices (0-based) whose output residuals (residual_stream index l+1) form the input, ascending. */
-  input_layers: number[];
+  input_layers: DecoderLayer[];
   hidden_width: number;
   /** Id of the steering direction this controller was trained to drive, or null if not tied to one. */
   direction_id: string | null;
@@ -139,6 +146,8 @@ export function validateMetadata(raw: unknown, source = 'controller metadata'): 
     );
   }
   field<string>(raw, 'model_id', where, isStr, 'a string');
+  const modelProblem = recordedModelProblem(raw);
+  if (modelProblem) throw new ControllerFormatError(`${where}: ${modelProblem}`);
   const numLayers = field<number>(raw, 'num_layers', where, isPosInt, 'a positive integer');
   field<number>(raw, 'hidden_size', where, isPosInt, 'a positive integer');
   field<number>(raw, 'hidden_width', where, isPosInt, 'a positive integer');

@@ -11,6 +11,7 @@
  * The forward pass x @ w1 runs on the active tfjs backend; the rest of the step (a B x hiddenWidth problem) and the
  * fused AdamW update run in JS (optimizer.ts). Deterministic for a given seed on a given backend.
  */
+import type { ModelVariant } from '../model/model-id.js';
 import * as tf from '@tensorflow/tfjs-core';
 import { controllerInputLayers, validateInputLayers } from './layers.js';
 import {
@@ -48,11 +49,14 @@ export interface BatchProgress {
 }
 
 export interface TrainControllerOptions {
+  /** The model's identity (SteerableModel.identity: id, display name, variant loaded). */
   modelId: string;
+  modelName?: string;
+  modelVariant?: ModelVariant;
   numLayers: number;
   hiddenSize: number;
   /** Decoder-layer indices feeding the controller; default controllerInputLayers(numLayers) (l >= 2/3 N). */
-  inputLayers?: number[];
+  inputLayers?: readonly number[];
   /** Hidden width of the MLP (paper 1024). */
   hiddenWidth?: number;
   /** 'mse' (paper, targets 1/0 on raw s) or 'bce' (BCE-with-logits on s). */
@@ -303,6 +307,8 @@ export async function trainController(data: ControllerDataset, options: TrainCon
       format: CONTROLLER_FORMAT,
       version: CONTROLLER_FORMAT_VERSION,
       model_id: o.modelId,
+      ...(o.modelName !== undefined ? { model_name: o.modelName } : {}),
+      ...(o.modelVariant !== undefined ? { model_variant: { ...o.modelVariant } } : {}),
       num_layers: o.numLayers,
       hidden_size: o.hiddenSize,
       input_layers: inputLayers,

@@ -92,3 +92,12 @@ export function split<T extends PromptRecord>(prompts: readonly T[], options: Sp
   }
   return { train, test };
 }
+
+/**
+ * The prompts of an eval run from one dataset: n chosen by seed (all of them when n is undefined or larger), in the
+ * seeded order. The CLI (--n, --seed) and the lab (N, seed) choose with this one function.
+ */
+export function pick(prompts: readonly PromptRecord[], n: number | undefined, seed: number): PromptRecord[] {
+  if (n === undefined) return [...prompts];
+  return sample(prompts, Math.min(n, prompts.length), seed);
+}

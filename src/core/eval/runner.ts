@@ -1,40 +1,97 @@
 /**
- * The evaluation runner: dataset x condition x prompt, each prompt through the method's flow (src/core/method/flow.ts),
- * judged, and appended to a record store as soon as it is done, so an interrupted run resumes where it stopped (the
- * store's has() skips finished keys; at most the record in flight is redone). Sampling seeds depend only on
- * (seed, dataset, prompt id), never on the order or on what was already done, so a resumed run writes the same
- * records as an uninterrupted one (and every condition of a prompt shares its seed: paired comparisons).
+ * THE evaluation runner of CLI and lab: dataset x prompt x condition, each through the method's flow
+ * (src/core/method/flow.ts runFlow), judged, and appended to an injected record store (the JSONL file in Node,
+ * IndexedDB in the browser, memory in tests) as soon as it is done, so an interrupted run resumes where it stopped
+ * (the store's has() skips finished keys; at most the record in flight is redone). Platform-free.
  *
- * Summaries: refusal rate with a Wilson 95 % interval per (dataset, condition); on a benign dataset that rate is the
- * over-refusal rate. A dataset holding both labels (e.g. toxicchat-test) is also summarised per label.
- * Platform-free: the Node command wires the store (openRunStore) and the files.
+ * Seeds: every record carries seed = promptSeed(run seed, dataset, prompt id), the same for every condition of a
+ * prompt (paired comparisons) and independent of order and of what was already done, so a resumed run writes the
+ * same records as an uninterrupted one; with sampling it seeds the generation, greedy runs record it all the same.
+ *
+ * A prompt the model cannot take (longer than its context with fit 'none', or a context too small even for the
+ * chat template) becomes a record with `error` and no `refused` (unjudged in the summary) and the run goes on;
+ * MAX_CONSECUTIVE_FAILURES prompts in a row whose every condition failed stop the run with the last error
+ * (something is broken, not one prompt). A resume does not retry a stored error record.
+ *
+ * The record (RunRecord) is the one schema of CLI and lab runs; run.json holds the run's settings (runSettings()).
  */
-import Papa from 'papaparse';
-import { hash53 } from '../data/sample.js';
 import type { Label, PromptRecord } from '../data/types.js';
+import type { ModelIdentity } from '../model/model-id.js';
 import type { SteerableModel } from '../model/steerable.js';
-import type { EvalCondition } from '../method/conditions.js';
+import type { ConditionName, EvalCondition, ManualSettings } from '../method/conditions.js';
 import { parseFitMode, type FitMode } from '../method/fit.js';
 import { runFlow, type MethodController } from '../method/flow.js';
+import { hash53 } from '../data/sample.js';
+import { sha256Text } from '../util/sha256.js';
 import { judgeOutput, type RefusalJudge } from './judges.js';
-import { summarize, type EvalRecord, type RecordStore, type SummaryRow } from './records.js';
-import { Z95 } from './stats.js';
+import type { EvalRecord, RecordStore } from './records.js';
 
-/** The paper's sampling (METHOD.md section 1). */
+/** The paper's sampling: temperature 0.7, top-p 0.9 (Hegazy et al., evaluation setting). */
 export const PAPER_SAMPLING = { temperature: 0.7, topP: 0.9 } as const;
+
+/** Prompts in a row whose every condition failed, after which the run stops (it can be resumed). */
+export const MAX_CONSECUTIVE_FAILURES = 10;
 
 export interface EvalDataset {
   name: string;
   prompts: readonly PromptRecord[];
 }
 
+/** One record of an eval run: the same fields from the CLI and from the lab. */
+export interface RunRecord {
+  dataset: string;
+  /** The prompt's id in its dataset. */
+  id: string;
+  condition: ConditionName;
+  label: Label | null;
+  /** The prompt as in the dataset (before fitting into the context). */
+  prompt: string;
+  /** "sha256:" + 16 hex digits of the prompt text: joins records of runs over the same prompts. */
+  prompt_hash: string;
+  model_id: string;
+  model_name: string;
+  model_variant: { dtype: string; graph: string };
+  direction_id: string | null;
+  controller_id: string | null;
+  judge: string;
+  /** promptSeed(run seed, dataset, id): the generation's seed when sampling, recorded for greedy runs too. */
+  seed: number;
+  /** null = greedy. */
+  sampling: { temperature: number; top_p: number } | null;
+  /** Patch strength of was / uniform / manual; null for the others. */
+  alpha: number | null;
+  /** The controller's scale and layer weights for this prompt (whatever the condition: base too) when one is loaded. */
+  s: number | null;
+  w: number[] | null;
+  /** Per-layer norms of the patch applied; null when none was. */
+  row_norms: number[] | null;
+  /** manual: the user's settings the patch was made from. */
+  manual?: { scale: number; layer_weights: number[]; enabled_layers: boolean[] | null };
+  /** cast: the similarity at the condition layer and whether the gate opened. */
+  cast?: { similarity: number; active: boolean };
+  output?: string;
+  /** Absent when the prompt could not be run (then `error` says why): unjudged. */
+  refused?: boolean;
+  matched?: string;
+  finish_reason?: 'eos' | 'length';
+  new_tokens?: number;
+  /** What the model saw: whether the prompt was shortened, and its chat-formatted length before and after. */
+  truncated?: boolean;
+  prompt_tokens?: number;
+  kept_tokens?: number;
+  error?: string;
+  timings: { observe_ms: number | null; generate_ms: number | null; judge_ms: number | null; total_ms: number };
+}
+
 export interface RunEvalOptions {
   model: SteerableModel;
   datasets: readonly EvalDataset[];
   conditions: readonly EvalCondition[];
-  /** Unit direction d and controller, shared by the conditions that need them. */
+  /** Unit direction d and controller, shared by the conditions that need them, with their content ids. */
   direction: Float32Array | null;
   controller: MethodController | null;
+  directionId: string | null;
+  controllerId: string | null;
   store: RecordStore;
   judge: RefusalJudge;
   maxNewTokens: number;
@@ -42,14 +99,9 @@ export interface RunEvalOptions {
   sampling: { temperature: number; topP: number } | null;
   seed: number;
   steerPromptPositions?: 'last' | 'all';
-  /**
-   * How prompts longer than the model's context are shortened (src/core/method/fit.ts); default 'middle'. Each record
-   * carries `truncated` and `prompt_tokens` (the chat-formatted prompt's length before fitting) and `kept_tokens`.
-   */
+  /** How prompts longer than the model's context are shortened (src/core/method/fit.ts); default 'middle'. */
   fit?: FitMode;
-  /** Copied into every record (model id, direction id, controller file...). */
-  stamp?: Record<string, unknown>;
-  onProgress?: (p: { done: number; total: number; skipped: number; record: EvalRecord | null }) => void;
+  onProgress?: (p: { done: number; total: number; skipped: number; record: RunRecord | null }) => void;
   signal?: AbortSignal;
 }
 
@@ -57,6 +109,10 @@ export interface RunEvalResult {
   total: number;
   written: number;
   skipped: number;
+  /** Records written with `error` (prompts the model could not take). */
+  failed: number;
+  /** True when the signal stopped the run before the end. */
+  cancelled: boolean;
 }
 
 /** Per-prompt sampling seed: a function of (seed, dataset, id) only. */
@@ -64,156 +120,198 @@ export function promptSeed(seed: number, dataset: string, id: string): number {
   return hash53(`${dataset}\u0000${id}`, seed) % 2147483647;
 }
 
+/** "sha256:" + 16 hex digits of a prompt's text. */
+export async function promptHash(text: string): Promise<string> {
+  return `sha256:${(await sha256Text(text)).slice(0, 16)}`;
+}
+
 const round = (x: number) => Math.round(x * 1000) / 1000;
+
+function alphaOf(c: EvalCondition): number | null {
+  const p = c.policy;
+  return p.kind === 'was' || p.kind === 'uniform' || p.kind === 'manual' ? (p.alpha ?? null) : null;
+}
+
+function manualOf(c: EvalCondition): RunRecord['manual'] | undefined {
+  const p = c.policy;
+  if (p.kind !== 'manual') return undefined;
+  return { scale: p.scale, layer_weights: Array.from(p.layerWeights), enabled_layers: p.enabledLayers ? Array.from(p.enabledLayers) : null };
+}
 
 export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
   if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 1) throw new Error(`max new tokens must be an integer >= 1, got ${o.maxNewTokens}`);
+  if (o.conditions.length === 0) throw new Error('choose at least one condition to evaluate');
   const fit = parseFitMode(o.fit);
+  const identity: ModelIdentity = o.model.identity;
   const total = o.datasets.reduce((s, d) => s + d.prompts.length, 0) * o.conditions.length;
+  const res: RunEvalResult = { total, written: 0, skipped: 0, failed: 0, cancelled: false };
   let done = 0;
-  let skipped = 0;
-  let written = 0;
+  let streak = 0;
+  let lastError: unknown = null;
   for (const ds of o.datasets) {
-    for (const cond of o.conditions) {
-      for (const p of ds.prompts) {
-        if (o.signal?.aborted) return { total, written, skipped };
+    for (const p of ds.prompts) {
+      const seed = promptSeed(o.seed, ds.name, p.id);
+      let attempted = 0;
+      let failedHere = 0;
+      let shared: Omit<RunRecord, 'condition' | 'alpha' | 's' | 'w' | 'row_norms' | 'timings'> | null = null;
+      for (const cond of o.conditions) {
+        if (o.signal?.aborted) return { ...res, cancelled: true };
         const key = { dataset: ds.name, id: p.id, condition: cond.name };
         if (o.store.has(key)) {
           done++;
-          skipped++;
-          o.onProgress?.({ done, total, skipped, record: null });
+          res.skipped++;
+          o.onProgress?.({ done, total, skipped: res.skipped, record: null });
           continue;
         }
-        const seed = promptSeed(o.seed, ds.name, p.id);
-        const flow = await runFlow(
-          o.model,
-          p.text,
-          { direction: o.direction, controller: o.controller },
-          {
-            policy: cond.policy,
-            maxNewTokens: o.maxNewTokens,
-            sampling: o.sampling ? { ...o.sampling, seed } : null,
-            steerPromptPositions: o.steerPromptPositions ?? 'last',
-            fit,
-            ...(o.signal ? { signal: o.signal } : {}),
-          },
-        );
-        if (flow.finishReason === 'abort') return { total, written, skipped };
-        const tj = performance.now();
-        const verdict = await judgeOutput(o.judge, flow.text, p.text);
-        const judgeMs = performance.now() - tj;
-        const record: EvalRecord = {
-          ...key,
-          label: p.label,
-          s: flow.scale,
-          w: flow.layerWeights,
-          row_norms: flow.rowNorms,
-          ...(flow.cast ? { cast: flow.cast } : {}),
-          output: flow.text,
-          refused: verdict.refused,
-          judge: verdict.judge,
-          ...(verdict.matched !== undefined ? { matched: verdict.matched } : {}),
-          finish_reason: flow.finishReason,
-          new_tokens: flow.tokenIds.length,
-          truncated: flow.fit.truncated,
-          prompt_tokens: flow.fit.originalTokens,
-          kept_tokens: flow.fit.keptTokens,
-          sampling: o.sampling ? { temperature: o.sampling.temperature, top_p: o.sampling.topP, seed } : null,
-          timings: {
-            observe_ms: flow.timings.observe_ms === null ? null : round(flow.timings.observe_ms),
-            generate_ms: round(flow.timings.generate_ms),
-            judge_ms: round(judgeMs),
-            total_ms: round(flow.timings.total_ms + judgeMs),
-          },
-          ...(o.stamp ?? {}),
+        shared ??= {
+          dataset: ds.name,
+          id: p.id,
+          label: p.label ?? null,
+          prompt: p.text,
+          prompt_hash: await promptHash(p.text),
+          model_id: identity.id,
+          model_name: identity.name,
+          model_variant: { ...identity.variant },
+          direction_id: o.directionId,
+          controller_id: o.controllerId,
+          judge: o.judge.id,
+          seed,
+          sampling: o.sampling ? { temperature: o.sampling.temperature, top_p: o.sampling.topP } : null,
         };
-        await o.store.append(record);
-        written++;
+        attempted++;
+        const t0 = performance.now();
+        const head = { ...shared, condition: cond.name, alpha: alphaOf(cond) };
+        const manual = manualOf(cond);
+        let record: RunRecord;
+        try {
+          const flow = await runFlow(
+            o.model,
+            p.text,
+            { direction: o.direction, controller: o.controller },
+            {
+              policy: cond.policy,
+              maxNewTokens: o.maxNewTokens,
+              sampling: o.sampling ? { ...o.sampling, seed } : null,
+              steerPromptPositions: o.steerPromptPositions ?? 'last',
+              fit,
+              ...(o.signal ? { signal: o.signal } : {}),
+            },
+          );
+          if (flow.finishReason === 'abort') return { ...res, cancelled: true };
+          const tj = performance.now();
+          const verdict = await judgeOutput(o.judge, flow.text, p.text);
+          const judgeMs = performance.now() - tj;
+          record = {
+            ...head,
+            s: flow.scale,
+            w: flow.layerWeights,
+            row_norms: flow.rowNorms,
+            ...(manual ? { manual } : {}),
+            ...(flow.cast ? { cast: flow.cast } : {}),
+            output: flow.text,
+            refused: verdict.refused,
+            judge: verdict.judge,
+            ...(verdict.matched !== undefined ? { matched: verdict.matched } : {}),
+            finish_reason: flow.finishReason,
+            new_tokens: flow.tokenIds.length,
+            truncated: flow.fit.truncated,
+            prompt_tokens: flow.fit.originalTokens,
+            kept_tokens: flow.fit.keptTokens,
+            timings: {
+              observe_ms: flow.timings.observe_ms === null ? null : round(flow.timings.observe_ms),
+              generate_ms: round(flow.timings.generate_ms),
+              judge_ms: round(judgeMs),
+              total_ms: round(flow.timings.total_ms + judgeMs),
+            },
+          };
+        } catch (e) {
+          if (o.signal?.aborted) return { ...res, cancelled: true };
+          lastError = e;
+          failedHere++;
+          record = {
+            ...head,
+            s: null,
+            w: null,
+            row_norms: null,
+            ...(manual ? { manual } : {}),
+            error: e instanceof Error ? e.message : String(e),
+            timings: { observe_ms: null, generate_ms: null, judge_ms: null, total_ms: round(performance.now() - t0) },
+          };
+          res.failed++;
+        }
+        await o.store.append(record as unknown as EvalRecord);
+        res.written++;
         done++;
-        o.onProgress?.({ done, total, skipped, record });
+        o.onProgress?.({ done, total, skipped: res.skipped, record });
+      }
+      if (attempted === 0) continue;
+      streak = failedHere === attempted ? streak + 1 : 0;
+      if (streak >= MAX_CONSECUTIVE_FAILURES) {
+        const why = lastError instanceof Error ? lastError.message : String(lastError);
+        throw new Error(`${MAX_CONSECUTIVE_FAILURES} prompts in a row failed under every condition; stopping (the run can be resumed). Last error: ${why}`, { cause: lastError });
       }
     }
   }
-  return { total, written, skipped };
+  return res;
 }
 
-// ------------------------------------------------------------------------------------------------ summary
+// ------------------------------------------------------------------------------------------------ run settings
 
-export type SummaryLabel = Label | 'mixed';
-
-export interface LabelledSummaryRow extends SummaryRow {
-  /** harmful: the rate is refusal; benign: the rate is over-refusal; mixed: both labels in one row. */
-  label: SummaryLabel;
+export interface RunSettingsInput {
+  model: ModelIdentity;
+  datasets: readonly EvalDataset[];
+  conditions: readonly ConditionName[];
+  seed: number;
+  maxNewTokens: number;
+  sampling: { temperature: number; topP: number } | null;
+  steerPromptPositions: 'last' | 'all';
+  fit: FitMode;
+  judge: string;
+  directionId: string | null;
+  controllerId: string | null;
+  /** castId() of the CAST settings, when the cast condition runs. */
+  castId: string | null;
+  /** An alpha given for the run (overriding the controller's), else null. */
+  alpha: number | null;
+  manual: ManualSettings | null;
 }
 
-export interface RunSummary {
-  /** One row per (dataset, condition). */
-  rows: LabelledSummaryRow[];
-  /** Datasets holding both labels, split per label: dataset is "<name> [harmful]" / "<name> [benign]". */
-  byLabel: LabelledSummaryRow[];
-}
+/** Fields of run.json that only describe (a resume does not compare them). */
+export const RUN_DISPLAY_FIELDS: readonly string[] = ['model_name'];
 
-function labelsOf(records: readonly EvalRecord[]): Map<string, Set<string>> {
-  const m = new Map<string, Set<string>>();
-  for (const r of records) {
-    let s = m.get(r.dataset);
-    if (!s) m.set(r.dataset, (s = new Set()));
-    s.add(typeof r.label === 'string' ? r.label : '?');
+/**
+ * run.json: the settings a resumed run must share with the run that started the folder. Content ids only (model,
+ * direction, controller, CAST settings, the prompt ids of each dataset), never paths, so a lab export and a CLI run
+ * with the same settings write the same run.json.
+ */
+export async function runSettings(i: RunSettingsInput): Promise<Record<string, unknown>> {
+  const datasets = [];
+  for (const d of i.datasets) {
+    datasets.push({ name: d.name, n: d.prompts.length, ids: (await sha256Text(d.prompts.map((p) => p.id).join('\u0000'))).slice(0, 16) });
   }
-  return m;
-}
-
-export function summarizeRun(records: readonly EvalRecord[]): RunSummary {
-  const labels = labelsOf(records);
-  const labelOf = (dataset: string): SummaryLabel => {
-    const s = labels.get(dataset);
-    return s && s.size === 1 && (s.has('harmful') || s.has('benign')) ? ([...s][0] as Label) : 'mixed';
+  return {
+    format: 'steerlab-eval-run',
+    version: 1,
+    model_id: i.model.id,
+    model_name: i.model.name,
+    model_variant: { ...i.model.variant },
+    datasets,
+    conditions: [...i.conditions],
+    seed: i.seed,
+    max_new_tokens: i.maxNewTokens,
+    sampling: i.sampling ? { temperature: i.sampling.temperature, top_p: i.sampling.topP } : null,
+    steer_prompt_positions: i.steerPromptPositions,
+    fit: i.fit,
+    judge: i.judge,
+    direction_id: i.directionId,
+    controller_id: i.controllerId,
+    cast_id: i.castId,
+    alpha: i.alpha,
+    manual: i.manual ? { scale: i.manual.scale, layer_weights: [...i.manual.layerWeights], enabled_layers: i.manual.enabledLayers ? [...i.manual.enabledLayers] : null } : null,
   };
-  const rows = summarize(records).map((r) => ({ ...r, label: labelOf(r.dataset) }));
-  const mixed = records.filter((r) => labelOf(r.dataset) === 'mixed' && typeof r.label === 'string');
-  const byLabel = summarize(mixed.map((r) => ({ ...r, dataset: `${r.dataset} [${r.label as string}]` }))).map((r) => ({
-    ...r,
-    label: (r.dataset.endsWith('[harmful]') ? 'harmful' : r.dataset.endsWith('[benign]') ? 'benign' : 'mixed') as SummaryLabel,
-  }));
-  return { rows, byLabel };
 }
 
-const COLUMNS = ['dataset', 'condition', 'label', 'judge', 'n', 'refusals', 'refusal_rate', 'ci_low', 'ci_high', 'unjudged'] as const;
-
-export function runSummaryJson(s: RunSummary): string {
-  return `${JSON.stringify({ z: Z95, interval: 'wilson', rows: s.rows, by_label: s.byLabel }, null, 2)}\n`;
-}
-
-export function runSummaryCsv(s: RunSummary): string {
-  const data = [...s.rows, ...s.byLabel].map((r) =>
-    COLUMNS.map((c) => {
-      const v = r[c];
-      return typeof v === 'number' && Number.isNaN(v) ? '' : (v ?? '');
-    }),
-  );
-  return `${Papa.unparse({ fields: [...COLUMNS], data }, { newline: '\n', escapeFormulae: true })}\n`;
-}
-
-function pct(x: number): string {
-  return Number.isNaN(x) ? '–' : (100 * x).toFixed(1);
-}
-
-function measure(label: SummaryLabel): string {
-  return label === 'harmful' ? 'refusal' : label === 'benign' ? 'over-refusal' : 'refusal (mixed labels)';
-}
-
-/** The table the CLI prints and writes as summary.md. */
-export function runSummaryMarkdown(s: RunSummary): string {
-  const cell = (t: string) => t.replace(/\|/g, '\\|');
-  const table = (rows: LabelledSummaryRow[]) => [
-    '| dataset | condition | measures | judge | n | refusals | rate (%) | Wilson 95 % CI (%) |',
-    '|---|---|---|---|---:|---:|---:|---|',
-    ...rows.map(
-      (r) =>
-        `| ${cell(r.dataset)} | ${cell(r.condition)} | ${measure(r.label)} | ${cell(r.judge ?? '')} | ${r.n} | ${r.refusals} | ${pct(r.refusal_rate)} | ${Number.isNaN(r.ci_low) ? '–' : `${pct(r.ci_low)} – ${pct(r.ci_high)}`} |`,
-    ),
-  ];
-  const out = table(s.rows);
-  if (s.byLabel.length > 0) out.push('', 'Datasets with both labels, per label (refusal on benign prompts = over-refusal):', '', ...table(s.byLabel));
-  return `${out.join('\n')}\n`;
+/** Names of the settings that differ between a stored run.json and this run's (display-only fields ignored). */
+export function settingsDiff(stored: Record<string, unknown>, current: Record<string, unknown>): string[] {
+  return Object.keys({ ...stored, ...current }).filter((k) => !RUN_DISPLAY_FIELDS.includes(k) && JSON.stringify(stored[k]) !== JSON.stringify(current[k]));
 }

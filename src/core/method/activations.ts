@@ -5,9 +5,15 @@
  *     prompt and ran with it, which this project does not repeat), rows l+1 of the controller's input layers;
  *   - diff-in-means inputs: residuals at every residual index (0..L) and at the last P post-instruction positions.
  * One unsteered forward per prompt (prompts differ in length; batch-1 rows need no padding mask).
- * Browser-safe: the lab's LLM worker runs these; the CLI's activation cache is in activations-cache-node.ts.
+ * Browser-safe: the lab's LLM worker runs these. A small safetensors cache (encodeActivationCache /
+ * decodeActivationCache here, files in activations-node.ts) lets train-controller reuse activations across runs; it is
+ * keyed by the model's identity AND variant (activations of a quantised graph differ), the input layers and the prompts.
  */
+import type { DecoderLayer } from '../model/layer-index.js';
+import type { ModelIdentity } from '../model/model-id.js';
 import type { SteerableModel } from '../model/steerable.js';
+import { decodeSafetensors, encodeSafetensors } from '../steering/safetensors.js';
+import { sha256Hex } from '../util/sha256.js';
 import { controllerInput } from './flow.js';
 
 export type Progress = (done: number, total: number) => void;
@@ -35,7 +41,7 @@ function residualColumn(data: Float32Array, K: number, S: number, H: number, p: 
 export async function controllerActivations(
   model: SteerableModel,
   prompts: readonly string[],
-  inputLayers: readonly number[],
+  inputLayers: readonly DecoderLayer[],
   onProgress?: Progress,
   signal?: AbortSignal,
 ): Promise<Float32Array> {
@@ -102,4 +108,47 @@ export async function postInstructionResiduals(
     onProgress?.(i + 1, prompts.length);
   }
   return { data, logits };
+}
+
+// ------------------------------------------------------------------------------------------------ cache
+
+export interface ActivationCacheKey {
+  /** The model the activations were read from: its id and the variant (graph) that computed them. */
+  model: ModelIdentity;
+  inputLayers: readonly number[];
+  hiddenSize: number;
+  /** The prompts, in row order (their texts are hashed: a changed set misses the cache). */
+  prompts: readonly string[];
+}
+
+export async function activationCacheDigest(key: ActivationCacheKey): Promise<string> {
+  const enc = new TextEncoder();
+  const head = JSON.stringify({ m: key.model.id, v: key.model.variant, l: key.inputLayers, h: key.hiddenSize, template: 'chat+generation-prompt/last-token' });
+  return sha256Hex(enc.encode(head), ...key.prompts.map((p) => enc.encode(`\u0000${p}`)));
+}
+
+/** Cached rows for exactly this key, or null (another key). Bytes that are not an activation cache are an error. */
+export async function decodeActivationCache(bytes: Uint8Array, key: ActivationCacheKey, source: string): Promise<Float32Array | null> {
+  const { tensors, metadata } = decodeSafetensors(bytes, { source });
+  if (metadata.format !== 'steerlab-activations') throw new Error(`${source} is not a Steerlab activation cache (format ${JSON.stringify(metadata.format)})`);
+  if (metadata.digest !== (await activationCacheDigest(key))) return null;
+  const x = tensors.x;
+  const width = key.inputLayers.length * key.hiddenSize;
+  if (!x || x.data.length !== key.prompts.length * width) throw new Error(`${source}: tensor "x" does not hold ${key.prompts.length} rows of ${width} values`);
+  return x.data;
+}
+
+export async function encodeActivationCache(key: ActivationCacheKey, x: Float32Array): Promise<Uint8Array> {
+  const width = key.inputLayers.length * key.hiddenSize;
+  return encodeSafetensors(
+    { x: { dtype: 'F32', shape: [key.prompts.length, width], data: x } },
+    {
+      format: 'steerlab-activations',
+      digest: await activationCacheDigest(key),
+      model_id: key.model.id,
+      model_name: key.model.name,
+      model_variant: JSON.stringify(key.model.variant),
+      input_layers: JSON.stringify(key.inputLayers),
+    },
+  );
 }

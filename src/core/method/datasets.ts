@@ -6,6 +6,7 @@ import { existsSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 import { datasetNames, findDataset, findView } from '../data/catalog.js';
 import { loadDataset, loadUserFile } from '../data/node.js';
+import { pick } from '../data/sample.js';
 import { DatasetError, type Label, type LoadResult } from '../data/types.js';
 
 export interface PromptSetSpec {
@@ -39,4 +40,4 @@ export async function loadPromptSet(spec: PromptSetSpec): Promise<LoadResult> {
   throw new DatasetError(`unknown dataset '${source}'${hint}: expected a file path or one of ${datasetNames().join(', ')}`);
 }
 
-export { pick } from './prompt-sets.js';
+export { pick };

@@ -22,6 +22,8 @@
  *   projection elsewhere; the mean-projection proxy matches the target at every layer.
  *   The induced-refusal test (b) is exact: ActAdd of the raw vector at the candidate's own layer (row k - 1).
  */
+import { layerBefore } from '../model/layer-index.js';
+import { modelFields } from '../model/model-id.js';
 import type { SteerableModel } from '../model/steerable.js';
 import { fetchModelFile } from '../model/fetch-file.js';
 import { DTYPE_SUFFIX } from '../model/hub-paths.js';
@@ -35,7 +37,6 @@ import {
   layerSeparation,
   listCandidates,
   residualsFromArray,
-  steeringRowOfResidualIndex,
   type DirectionCandidate,
   type LayerSeparation,
 } from '../steering/diff-in-means.js';
@@ -94,7 +95,7 @@ export async function embeddingDirectionOfModel(
   const r = embeddingDirection(rows, tokenizePhrases(model.tokenizer, REFUSAL_PHRASES), tokenizePhrases(model.tokenizer, ANSWER_PHRASES));
   const note = `rows of ${matrix.source} "${matrix.tensor}" (${matrix.storage})${matrix.fallbackReason ? `; unembedding not used: ${matrix.fallbackReason}` : ''}`;
   const file = embeddingDirectionFile(r.direction, matrix.source, {
-    modelId: model.id,
+    ...modelFields(model.identity),
     hiddenSize: model.hiddenSize,
     numLayers: model.numLayers,
     note,
@@ -246,7 +247,7 @@ export async function diffInMeansOfModel(
     const ablHarmful = meanProjectionAblation(meanProjections(hfVal.data, sets.harmfulVal.length, K, P, H, d), d, L);
     const ablHarmless = meanProjectionAblation(meanProjections(hlVal.data, sets.harmlessVal.length, K, P, H, d), d, L);
     const actadd = new Float32Array(L * H);
-    actadd.set(c.vector, steeringRowOfResidualIndex(c.layer, L) * H);
+    actadd.set(c.vector, layerBefore(c.layer, L) * H);
     const a = await lastLogits(model, sets.harmfulVal, ablHarmful);
     const k = await lastLogits(model, sets.harmlessVal, ablHarmless);
     const s = await lastLogits(model, sets.harmlessVal, actadd);
@@ -268,7 +269,7 @@ export async function diffInMeansOfModel(
   }
   const best = sel.selected;
   const file = diffInMeansDirectionFile(best, (k) => candidateAt(cands, k, best.position).vector, {
-    modelId: model.id,
+    ...modelFields(model.identity),
     hiddenSize: H,
     numLayers: L,
     sampleCounts: {

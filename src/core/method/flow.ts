@@ -15,7 +15,8 @@
 import { ControllerForward, type ControllerPredictor } from '../controller/forward.js';
 import type { Controller, ControllerMetadata } from '../controller/metadata.js';
 import type { SteerableModel } from '../model/steerable.js';
-import type { SamplingOptions, SteeringContext as ModelStepContext } from '../model/types.js';
+import { outputOf, type DecoderLayer } from '../model/layer-index.js';
+import type { SamplingOptions, StepContext } from '../model/types.js';
 import { castDecision } from '../steering/cast.js';
 import { fitDepsFromTokenizer, fitPrompt, parseFitMode, type FitMode, type FitResult } from './fit.js';
 import { rowNorms } from '../steering/matrix.js';
@@ -26,8 +27,8 @@ import { steeringMatrix, type ControllerPrediction, type SteeringPolicy } from '
 export interface MethodController {
   /** The plain-TypeScript forward (controller/forward.ts) wherever the flow runs: CLI and LLM worker alike. */
   network: ControllerPredictor;
-  /** Decoder-layer indices whose OUTPUT residual (index l+1) forms the input, ascending (controller metadata). */
-  inputLayers: number[];
+  /** Decoder layers whose OUTPUT residual (index l+1) forms the input, ascending (controller metadata). */
+  inputLayers: readonly DecoderLayer[];
   metadata?: ControllerMetadata;
 }
 
@@ -46,13 +47,13 @@ export interface MethodParts {
 }
 
 /** The controller's input row: residual rows l+1 of each input layer l, concatenated in ascending order. */
-export function controllerInput(residual: Float32Array, inputLayers: readonly number[], numLayers: number, hiddenSize: number): Float32Array {
+export function controllerInput(residual: Float32Array, inputLayers: readonly DecoderLayer[], numLayers: number, hiddenSize: number): Float32Array {
   const L1H = (numLayers + 1) * hiddenSize;
   if (residual.length !== L1H) throw new RangeError(`residual has ${residual.length} values, expected [L+1 = ${numLayers + 1}, H = ${hiddenSize}]`);
   const out = new Float32Array(inputLayers.length * hiddenSize);
   inputLayers.forEach((l, i) => {
     if (!Number.isSafeInteger(l) || l < 0 || l >= numLayers) throw new RangeError(`controller input layer ${l} is not a decoder layer in 0..${numLayers - 1}`);
-    const k = l + 1; // output of decoder layer l
+    const k = outputOf(l);
     out.set(residual.subarray(k * hiddenSize, (k + 1) * hiddenSize), i * hiddenSize);
   });
   return out;
@@ -166,7 +167,7 @@ function prepareFlow(model: SteerableModel, prompt: string, parts: Omit<MethodPa
   const ids = model.formatChat(fit.text).ids;
   const t0 = performance.now();
   const state = { outcome: null as PolicyOutcome | null, observed: null as Float32Array | null, tReady: null as number | null };
-  const policyCallback = (ctx: ModelStepContext): Float32Array | null => {
+  const policyCallback = (ctx: StepContext): Float32Array | null => {
     if (!state.outcome) {
       if (!ctx.promptResidual) throw new Error('the model did not hand the policy the observed residual of the last prompt token');
       state.observed = ctx.promptResidual;

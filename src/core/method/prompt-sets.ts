@@ -7,14 +7,10 @@
  * Only rows with the class's label are used (a mixed dataset such as toxicchat-test gives its harmful rows to the
  * harmful class).
  */
-import { sample } from '../data/sample.js';
+import { pick } from '../data/sample.js';
 import type { Label, PromptRecord } from '../data/types.js';
 
-/** n prompts chosen by seed (all when n is undefined or larger). */
-export function pick(prompts: readonly PromptRecord[], n: number | undefined, seed: number): PromptRecord[] {
-  if (n === undefined) return [...prompts];
-  return sample(prompts, Math.min(n, prompts.length), seed);
-}
+export { pick };
 
 /** A loaded prompt set and how to name it in an error ("--harmful harmful-train", "harmful set advbench"). */
 export interface LabelledSet {

@@ -4,6 +4,7 @@
  * builds the same policies from its flags (src/cli/policy-options.ts).
  */
 import type { CastCondition } from '../steering/cast.js';
+import type { ConditionName } from './conditions.js';
 import type { DirectionFile } from '../steering/direction-file.js';
 import { DEFAULT_ALPHA, DEFAULT_CAST_STRENGTH, type PolicyKind, type SteeringPolicy } from '../steering/policies.js';
 
@@ -96,10 +97,7 @@ export function policyFromSettings(s: PolicySettings, a: PolicyArtefacts): Steer
   }
 }
 
-/** Evaluation conditions the lab offers: 'base' is the model without a patch, the others are policies. */
-export const LAB_CONDITIONS = ['base', 'was', 'uniform', 'manual', 'actadd', 'cast'] as const;
-export type LabCondition = (typeof LAB_CONDITIONS)[number];
-
-export function conditionKind(c: LabCondition): PolicyKind {
+/** The policy kind of an evaluation condition (conditions.ts): 'base' is the model without a patch ('off'). */
+export function conditionKind(c: ConditionName): PolicyKind {
   return c === 'base' ? 'off' : c;
 }

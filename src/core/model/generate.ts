@@ -26,7 +26,7 @@
 import { DynamicCache, InterruptableStoppingCriteria, StoppingCriteria, Tensor } from '@huggingface/transformers';
 import { disposeOutputs, residualAt, type ModelOutputs, type SteeringPatch, type TjsModel, type TjsTensor } from './steering-patch.js';
 import { samplingProcessors } from './sampling.js';
-import type { CompareOptions, CompareResult, Dense, GenerateOptions, GenerateResult, SteeringContext } from './types.js';
+import type { CompareOptions, CompareResult, Dense, GenerateOptions, GenerateResult, StepContext } from './types.js';
 
 export interface GenerateDeps {
   model: TjsModel;
@@ -271,7 +271,7 @@ async function generateRows(d: GenerateDeps, o: RowsSpec): Promise<RowsResult> {
     patch.hooks = {
       steering: () => {
         if (!policy) return forBatch(steering as Float32Array | null);
-        const ctx: SteeringContext = { step, promptResidual, previousResidual: previous, generated: [...generated[steered]!] };
+        const ctx: StepContext = { step, promptResidual, previousResidual: previous, generated: [...generated[steered]!] };
         const m = policy(ctx);
         if (m !== null) patch.checkSteering(m, 1);
         return forBatch(m);

@@ -6,3 +6,6 @@ export { SelfCheckError, runSelfCheck, probeIds, RELATIVE_TOLERANCE } from './se
 export { formatChat, type ChatPrompt, type ChatOptions } from './prompt.js';
 export { ModelFileNotFoundError } from './fetch-file.js';
 export type * from './types.js';
+export { modelIdentity, fetchFileReader, memoryFileReader, type ModelFileReader, type ModelSource } from './model-content-id.js';
+export { checkSameModel, describeModel, type ModelIdentity, type ModelVariant, type RecordedModel } from './model-id.js';
+export { decoderLayer, residualIndex, outputOf, layerBefore, type DecoderLayer, type ResidualIndex } from './layer-index.js';

@@ -14,12 +14,16 @@ import { patchDecoder, type PatchReport } from '../onnx/patcher.js';
 import { IS_NODE, loadNodeIo } from './base-cache.js';
 import { externalDataLocations } from './external-data.js';
 import { fetchModelFile, locateModelFile, ModelFileNotFoundError } from './fetch-file.js';
-import { DTYPE_SUFFIX, externalDataChunkNames } from './hub-paths.js';
+import { buildResourcePaths, DTYPE_SUFFIX, externalDataChunkNames } from './hub-paths.js';
+import { modelIdentity } from './model-content-id.js';
+import type { ModelIdentity } from './model-id.js';
+import { modelSourceOf } from './model-source.js';
 import { installSteerlabCache } from './patched-cache.js';
 import type { TjsTokenizer } from './prompt.js';
 import { describeFailure, probeIds, runSelfCheck, SelfCheckError } from './self-check.js';
 import { SteerableModel } from './steerable.js';
 import type { TjsModel } from './steering-patch.js';
+import type { OrtSessionLike } from './decode.js';
 import type { Device, Dtype, LoadOptions, LoadProgress } from './types.js';
 
 const DEVICES: readonly Device[] = ['cpu', 'wasm', 'webgpu'];
@@ -80,12 +84,36 @@ function configDtype(cfg: Record<string, unknown>, fileName: string): Dtype | un
   return typeof v === 'string' && (DTYPES as readonly string[]).includes(v) ? (v as Dtype) : undefined;
 }
 
-async function fetchOriginalGraph(id: string, names: string[], suffix: string, progress: LoadOptions['progress']) {
+/** Node, onnxruntime-node: model files on local disk can be read by onnxruntime itself (from a folder). */
+const ORT_READS_FILES = () => IS_NODE && !(Symbol.for('onnxruntime') in globalThis);
+const NODE_GRAPH = './node-graph.js';
+
+interface OriginalGraph {
+  name: string;
+  file: string;
+  bytes: Uint8Array;
+  /**
+   * Node, graph on local disk: its path. Then `bytes` is only its skeleton (onnx/skeleton.ts: no weight payloads)
+   * and the patch references the weights in place, for onnxruntime to read from the file as a plain load does.
+   */
+  path: string | null;
+}
+
+async function fetchOriginalGraph(id: string, names: string[], suffix: string, progress: LoadOptions['progress']): Promise<OriginalGraph> {
   const tried: string[] = [];
   for (const name of names) {
     const file = `${SUBFOLDER}/${name}${suffix}.onnx`;
     try {
-      return { name, file, bytes: await fetchModelFile(id, file, { progress: byteProgress(progress, file) }) };
+      const path = ORT_READS_FILES() ? await locateModelFile(id, file) : null;
+      if (path !== null) {
+        const { readGraphSkeleton } = (await import(/* @vite-ignore */ NODE_GRAPH)) as typeof import('./node-graph.js');
+        const { bytes, size } = readGraphSkeleton(path);
+        // locateModelFile looks in the cache first, then in a local model folder
+        const fromCache = path !== buildResourcePaths(id, file).localPath;
+        progress?.({ stage: 'download', file, loaded: size, total: size, done: true, fromCache });
+        return { name, file, bytes, path };
+      }
+      return { name, file, bytes: await fetchModelFile(id, file, { progress: byteProgress(progress, file) }), path: null };
     } catch (e) {
       if (!(e instanceof ModelFileNotFoundError)) throw e;
       tried.push(`${file} (${e.message})`);
@@ -101,7 +129,7 @@ async function fetchOriginalGraph(id: string, names: string[], suffix: string, p
 async function externalDataFolder(id: string, locations: string[], progress: LoadOptions['progress']): Promise<string | null> {
   // transformers.js runs onnxruntime-node in Node unless the runtime supplies its own ORT (globalThis[ORT symbol]);
   // only onnxruntime-node reads external data from a folder.
-  if (!IS_NODE || Symbol.for('onnxruntime') in globalThis || locations.length === 0) return null;
+  if (!ORT_READS_FILES() || locations.length === 0) return null;
   const found: { file: string; path: string }[] = [];
   let folder: string | null = null;
   for (const loc of locations) {
@@ -125,8 +153,28 @@ async function externalDataFolder(id: string, locations: string[], progress: Loa
   return folder === '' ? '.' : folder;
 }
 
-export async function loadSteerableModel(idOrPath: string, opts: LoadOptions = {}): Promise<SteerableModel> {
-  if (typeof idOrPath !== 'string' || idOrPath.trim() === '') throw new ModelLoadError('BAD_OPTIONS', 'loadSteerableModel: expected a hub id ("org/name") or a model folder path');
+/**
+ * Node, graph on local disk: makes the lean session on demand (decode.ts: passes that read no residual): the same
+ * graph patched without residual_stream, weights by reference, created with the options transformers.js used
+ * (onnxruntime-node, cpu) through the session's own class. It holds a second copy of the weights in memory.
+ */
+function leanSessionFactory(model: TjsModel, graphPath: string, byReference: string, folder: string): () => Promise<OrtSessionLike> {
+  return async () => {
+    const { readGraphSkeleton } = (await import(/* @vite-ignore */ NODE_GRAPH)) as typeof import('./node-graph.js');
+    const { bytes } = patchDecoder(readGraphSkeleton(graphPath).bytes, { weightsByReference: byReference, captureResiduals: false });
+    const session = model.sessions['model'] as unknown as { constructor: { create(b: Uint8Array, o: object): Promise<OrtSessionLike> } };
+    return session.constructor.create(bytes, {
+      executionProviders: ['cpu'],
+      logSeverityLevel: 3,
+      extra: { session: { model_external_initializers_file_folder_path: folder } },
+    });
+  };
+}
+
+export async function loadSteerableModel(modelArg: string, opts: LoadOptions = {}): Promise<SteerableModel> {
+  if (typeof modelArg !== 'string' || modelArg.trim() === '') throw new ModelLoadError('BAD_OPTIONS', 'loadSteerableModel: expected a hub id ("org/name") or a model folder path');
+  // Node: an existing folder, relative or not, is read from disk (transformers.js would take "a/b" for a hub id).
+  const idOrPath = IS_NODE ? ((await loadNodeIo()).absoluteFolder(modelArg) ?? modelArg) : modelArg;
   const device: Device = opts.device ?? (IS_NODE ? 'cpu' : 'wasm');
   if (!DEVICES.includes(device)) throw new ModelLoadError('BAD_OPTIONS', `device must be one of ${DEVICES.join(', ')}, got ${String(opts.device)}`);
   if (opts.dtype !== undefined && !DTYPES.includes(opts.dtype)) throw new ModelLoadError('BAD_OPTIONS', `dtype must be one of ${DTYPES.join(', ')}, got ${String(opts.dtype)}`);
@@ -151,7 +199,7 @@ export async function loadSteerableModel(idOrPath: string, opts: LoadOptions = {
   const names = opts.modelFileName ? [opts.modelFileName] : MODEL_FILE_NAMES;
   const dtype: Dtype = opts.dtype ?? configDtype(config, names[0]!) ?? (device === 'wasm' ? 'q8' : 'fp32');
   const suffix = DTYPE_SUFFIX[dtype]!;
-  let original: { name: string; file: string; bytes: Uint8Array } | null = await fetchOriginalGraph(idOrPath, names, suffix, progress);
+  let original: OriginalGraph | null = await fetchOriginalGraph(idOrPath, names, suffix, progress);
   const originalName = original.name;
 
   const steerName = `${original.name}${STEERABLE_SUFFIX}`;
@@ -166,7 +214,14 @@ export async function loadSteerableModel(idOrPath: string, opts: LoadOptions = {
   // External data, Node: when every data file lies on local disk in one folder, onnxruntime reads it there itself
   // (session option model_external_initializers_file_folder_path), as a plain transformers.js load would: no copy
   // of GBs of weights in JS memory, and the locations in the graph stay as they are.
-  const dataFolder = await externalDataFolder(idOrPath, locations, progress);
+  let dataFolder = await externalDataFolder(idOrPath, locations, progress);
+  // By reference (graph on local disk): onnxruntime reads the weights from the graph file itself, so its folder is
+  // the data folder, and any external data must lie there too; otherwise the graph is read whole after all.
+  const graphBase = original.path === null ? null : original.path.split(/[\\/]/).pop()!;
+  const graphDir = original.path === null || graphBase === null ? null : original.path.slice(0, original.path.length - graphBase.length);
+  const byReference = graphDir !== null && (locations.length === 0 || dataFolder === graphDir) ? graphBase : null;
+  if (byReference !== null) dataFolder = graphDir === '' ? '.' : graphDir;
+  else if (original.path !== null) original = { ...original, bytes: await fetchModelFile(idOrPath, original.file), path: null };
   // Otherwise (browser, or Node with data only in a cache's memory or on the hub): fetch each file; the patched graph
   // names them after its own file, which is what transformers.js asks for and hands onnxruntime as externalData.
   const chunkNames = dataFolder === null ? externalDataChunkNames(steerFile, locations.length) : [];
@@ -183,13 +238,19 @@ export async function loadSteerableModel(idOrPath: string, opts: LoadOptions = {
   let patchedBytes: Uint8Array | null;
   let report: PatchReport;
   try {
-    ({ bytes: patchedBytes, report } = patchDecoder(original.bytes, { expectedNumLayers: numLayers, expectedHiddenSize: hiddenSize, renameExternalData }));
+    ({ bytes: patchedBytes, report } = patchDecoder(original.bytes, {
+      expectedNumLayers: numLayers,
+      expectedHiddenSize: hiddenSize,
+      renameExternalData,
+      ...(byReference !== null ? { weightsByReference: byReference } : {}),
+    }));
   } catch (e) {
     const code = (e as { code?: string }).code ?? 'PATCH_FAILED';
     throw new ModelLoadError(code, `cannot make ${original.file} of "${idOrPath}" steerable: ${(e as Error).message}`);
   }
   // The original graph (as large as the model when its weights are inline) is not needed past this point.
   const originalFile = original.file;
+  const originalPath = original.path;
   original = null;
 
   progress?.({ stage: 'session', file: `${SUBFOLDER}/${steerFile}` });
@@ -224,7 +285,16 @@ export async function loadSteerableModel(idOrPath: string, opts: LoadOptions = {
     throw new ModelLoadError('TOKENIZER_FAILED', `cannot load the tokenizer of "${idOrPath}": ${(e as Error).message}`);
   }
 
-  const sm = new SteerableModel({ id: opts.modelId ?? idOrPath, source: idOrPath, model, tokenizer, report, numLayers, hiddenSize, vocabSize, device, dtype, modelFileName: originalName });
+  const leanSession = byReference !== null && originalPath !== null ? leanSessionFactory(model, originalPath, byReference, dataFolder!) : undefined;
+  let identity: ModelIdentity;
+  try {
+    // The one model identity (model-id.ts): hub id, or a local folder's content hash; recorded in every artefact.
+    identity = await modelIdentity(await modelSourceOf(idOrPath), { dtype, modelFileName: originalName });
+  } catch (e) {
+    await model.dispose();
+    throw new ModelLoadError('IDENTITY_FAILED', `cannot name the model "${idOrPath}": ${(e as Error).message}`);
+  }
+  const sm = new SteerableModel({ identity, source: idOrPath, model, tokenizer, report, numLayers, hiddenSize, vocabSize, device, dtype, modelFileName: originalName, ...(leanSession ? { leanSession } : {}) });
   if (opts.selfCheck !== false) {
     progress?.({ stage: 'self-check' });
     const result = await runSelfCheck({ numLayers, hiddenSize, streamDtype: report.stream_dtype, forward: (ids, o) => sm.forward(ids, o) }, probeIds(vocabSize, SELF_CHECK_POSITIONS));

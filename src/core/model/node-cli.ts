@@ -1,25 +1,13 @@
 /**
- * Node-only helpers shared by the CLI commands that load a steerable model (verify, generate): model argument,
- * hub override, progress on stderr, steering matrix files.
+ * Node-only helpers shared by the CLI commands that load a steerable model: hub override, dtype / device flags,
+ * progress on stderr, steering matrix files.
  */
 import { readFile } from 'node:fs/promises';
-import { isAbsolute, resolve } from 'node:path';
 import { env } from '@huggingface/transformers';
-import { isNodeDirectory } from './node-io.js';
 import type { Device, Dtype, LoadOptions, LoadProgress } from './types.js';
 
 export const DEVICE_CHOICES: Device[] = ['cpu', 'wasm', 'webgpu'];
 export const DTYPE_CHOICES: Dtype[] = ['fp32', 'fp16', 'q8', 'q4', 'q4f16'];
-
-/**
- * An existing folder becomes an absolute path: transformers.js would otherwise take a relative "a/b" for a hub id
- * and look under env.localModelPath. Anything else is passed on as a hub id.
- */
-export function resolveModelArg(arg: string): string {
-  if (typeof arg !== 'string' || arg.trim() === '') throw new Error('--model is required: a model folder or a hub id ("org/name")');
-  if (isNodeDirectory(arg)) return isAbsolute(arg) ? arg : resolve(arg);
-  return arg;
-}
 
 /** Points transformers.js (and Steerlab's own fetches) at another hub: --hub beats STEERLAB_HUB. */
 export function applyHub(flag: string | undefined): void {

@@ -117,3 +117,37 @@ export function isNodeDirectory(p: string): boolean {
     return false;
   }
 }
+
+/** The absolute path of `p` when it names an existing folder (relative to the working directory), else null. */
+export function absoluteFolder(p: string): string | null {
+  return isNodeDirectory(p) ? path.resolve(p) : null;
+}
+
+/**
+ * Reads files of a model folder on disk by their path inside it (model-id.ts ModelFileReader): sizes from stat,
+ * byte ranges by positioned reads, so a sampled multi-GB file is never read whole.
+ */
+export function folderFileReader(dir: string): { size(file: string): Promise<number | null>; read(file: string, start: number, end: number): Promise<Uint8Array> } {
+  const full = (f: string) => {
+    if (path.isAbsolute(f) || f.split(/[\\/]/).includes('..')) throw new Error(`model file ${JSON.stringify(f)} is outside the folder ${dir}`);
+    return path.join(dir, f);
+  };
+  return {
+    size: async (f) => localFileSize(full(f)),
+    read: async (f, start, end) => {
+      const fh = await fs.promises.open(full(f), 'r');
+      try {
+        const out = new Uint8Array(end - start);
+        let off = 0;
+        while (off < out.byteLength) {
+          const { bytesRead } = await fh.read(out, off, out.byteLength - off, start + off);
+          if (bytesRead === 0) throw new Error(`${full(f)}: the file ended at ${start + off}, expected bytes up to ${end}`);
+          off += bytesRead;
+        }
+        return out;
+      } finally {
+        await fh.close();
+      }
+    },
+  };
+}

@@ -1,6 +1,6 @@
 /**
  * Chat formatting and the token positions WAS cares about. The controller reads the residual at the LAST prompt
- * token, i.e. the end of the chat-templated prompt including the generation prompt (METHOD.md section 1), and the
+ * token, i.e. the end of the chat-templated prompt including the generation prompt (docs/METHOD-NOTES.md section 1), and the
  * "post-instruction" positions are the template tokens that follow the user's text (end-of-turn marker and the
  * assistant header), where refusal-relevant features are read in neighbouring methods.
  */

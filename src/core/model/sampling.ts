@@ -76,23 +76,48 @@ export function drawFrom(row: Float32Array, rand: () => number): number {
 }
 
 /**
+ * One sampled row's draw: temperature, top-k, top-p, then a draw from this generation's own seeded stream. Modifies
+ * `row` (logits of one position) in place and returns the drawn token id. The decode engine calls it per row; the
+ * transformers.js processor below calls it for each row of its batch.
+ */
+export function rowSampler(s: SamplingOptions): (row: Float32Array) => number {
+  const o = validateSampling(s);
+  const rand = mulberry32(o.seed);
+  return (row) => {
+    if (o.temperature !== 1) for (let i = 0; i < row.length; i++) row[i] = row[i]! / o.temperature;
+    topKFilter(row, o.topK);
+    topPFilter(row, o.topP);
+    return drawFrom(row, rand);
+  };
+}
+
+/** Index of the first largest value: transformers.js's greedy choice (its `max` keeps the first of equal maxima). */
+export function argmax(row: Float32Array): number {
+  let best = row[0]!;
+  let at = 0;
+  for (let i = 1; i < row.length; i++) {
+    if (row[i]! > best) {
+      best = row[i]!;
+      at = i;
+    }
+  }
+  return at;
+}
+
+/**
  * The processor chain for one sampled generation (run transformers.js greedy after it). Each batch row draws from
  * its own stream with the same seed, so a row of a batch samples what a batch-1 generation with that seed would
  * (the base and steered rows of a compare are paired draws).
  */
 export function samplingProcessors(s: SamplingOptions): LogitsProcessorFn[] {
-  const o = validateSampling(s);
-  const rands: (() => number)[] = [];
+  validateSampling(s);
+  const draws: ((row: Float32Array) => number)[] = [];
   return [
     (_ids, logits) => {
       const [B, V] = logits.dims as [number, number];
       for (let b = 0; b < B; b++) {
-        const rand = (rands[b] ??= mulberry32(o.seed));
         const row = logits.data.subarray(b * V, (b + 1) * V);
-        if (o.temperature !== 1) for (let i = 0; i < V; i++) row[i] = row[i]! / o.temperature;
-        topKFilter(row, o.topK);
-        topPFilter(row, o.topP);
-        const pick = drawFrom(row, rand);
+        const pick = (draws[b] ??= rowSampler(s))(row);
         row.fill(-Infinity);
         row[pick] = 0;
       }

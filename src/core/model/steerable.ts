@@ -6,14 +6,17 @@
  */
 import { Tensor } from '@huggingface/transformers';
 import type { PatchReport } from '../onnx/patcher.js';
+import type { DecodeEngine, DecodeOptions, DecodeResult, DecodeRow, OrtSessionLike } from './decode.js';
+import { engineFromTjs } from './decode-tjs.js';
 import { checkContext, checkIds, compareSteered, generateSteered, type GenerateDeps } from './generate.js';
 import { formatChat, type ChatOptions, type ChatPrompt, type TjsTokenizer } from './prompt.js';
+import type { ModelIdentity } from './model-id.js';
 import { disposeOutputs, SteeringPatch, toDense, type TjsModel, type TjsTensor } from './steering-patch.js';
 import type { CompareOptions, CompareResult, Dense, Device, Dtype, ForwardResult, GenerateOptions, GenerateResult, SelfCheckResult } from './types.js';
 
 export interface SteerableModelInit {
-  id: string;
-  /** Where the model was loaded from (hub id or folder): what to fetch its files by. `id` is only its identity. */
+  identity: ModelIdentity;
+  /** Where the model was loaded from (hub id or folder): what to fetch its files by. `identity` only names it. */
   source: string;
   model: TjsModel;
   tokenizer: TjsTokenizer;
@@ -25,10 +28,14 @@ export interface SteerableModelInit {
   dtype: Dtype;
   /** The original graph's transformers.js model_file_name ('model' | 'decoder_model_merged'). */
   modelFileName: string;
+  /** Makes the patched graph's session without residual_stream (load.ts), where one can be made. */
+  leanSession?: () => Promise<OrtSessionLike>;
 }
 
 export class SteerableModel {
-  /** The model's identity in artefacts and records (a hub id, or a local folder's name). */
+  /** The model's identity (model-id.ts): id (hub id or a local folder's content hash), display name, variant loaded. */
+  readonly identity: ModelIdentity;
+  /** identity.id: what artefacts and records carry and loads compare. */
   readonly id: string;
   /** Where it was loaded from (hub id or folder path): files are fetched by this, never by `id`. */
   readonly source: string;
@@ -48,10 +55,14 @@ export class SteerableModel {
   readonly model: TjsModel;
   private readonly patch: SteeringPatch;
   private queue: Promise<unknown> = Promise.resolve();
+  private engine: DecodeEngine | null = null;
+  private readonly leanFactory: (() => Promise<OrtSessionLike>) | null;
+  private lean: OrtSessionLike | null = null;
   private disposed = false;
 
   constructor(init: SteerableModelInit) {
-    this.id = init.id;
+    this.identity = init.identity;
+    this.id = init.identity.id;
     this.source = init.source;
     this.model = init.model;
     this.tokenizer = init.tokenizer;
@@ -65,6 +76,7 @@ export class SteerableModel {
     const maxPos = (init.model.config as { max_position_embeddings?: unknown }).max_position_embeddings;
     this.contextLength = Number.isInteger(maxPos) && (maxPos as number) > 0 ? (maxPos as number) : null;
     this.patch = new SteeringPatch(init.model, init.numLayers, init.hiddenSize);
+    this.leanFactory = init.leanSession ?? null;
   }
 
   /** Token ids that end a reply (generation_config, else config). */
@@ -82,23 +94,14 @@ export class SteerableModel {
     return next;
   }
 
-  /**
-   * Persistent steering for later forward() / generate() calls that do not pass their own:
-   * [L*H] (every batch row) or [B*L*H]; null = none. Mutates this model's state.
-   */
-  setSteering(matrix: Float32Array | null): void {
-    if (matrix !== null) this.patch.checkSteering(matrix, Math.max(1, Math.floor(matrix.length / (this.numLayers * this.hiddenSize))));
-    this.patch.defaultSteering = matrix;
-  }
-
   /** Chat-formats one user message with the generation prompt and reports the positions WAS reads. */
   formatChat(user: string, opts?: ChatOptions): ChatPrompt {
     return formatChat(this.tokenizer, user, opts);
   }
 
   /**
-   * One forward pass over B equal-length rows (no cache). steering: undefined = setSteering's matrix, null = none.
-   * Returns logits [B, S, V] and residuals [B, L+1, S, H].
+   * One forward pass over B equal-length rows (no cache). steering: [L*H] (every row) or [B*L*H]; absent or null =
+   * none (the model keeps no steering between calls). Returns logits [B, S, V] and residuals [B, L+1, S, H].
    */
   forward(inputIds: number[][], opts: { steering?: Float32Array | null } = {}): Promise<ForwardResult> {
     return this.run(async () => {
@@ -110,7 +113,7 @@ export class SteerableModel {
         if (row.length !== S) throw new Error(`forward: all rows must have the same length (row 0 has ${S}, row ${b} has ${row.length}); pad or call per row`);
       });
       const B = inputIds.length;
-      const steering = opts.steering === undefined ? this.patch.defaultSteering : opts.steering;
+      const steering = opts.steering ?? null;
       if (steering !== null) this.patch.checkSteering(steering, B);
       const flat = new BigInt64Array(B * S);
       inputIds.forEach((row, b) => row.forEach((id, i) => (flat[b * S + i] = BigInt(id))));
@@ -144,11 +147,9 @@ export class SteerableModel {
     };
   }
 
-  /** Steered generation (see generate.ts for the flow). steering: undefined = setSteering's matrix. */
+  /** Steered generation (see generate.ts for the flow). steering: absent or null = none. */
   generate(opts: GenerateOptions): Promise<GenerateResult> {
-    return this.run(() =>
-      generateSteered(this.generateDeps(), { ...opts, steering: opts.steering === undefined ? this.patch.defaultSteering : opts.steering }),
-    );
+    return this.run(() => generateSteered(this.generateDeps(), opts));
   }
 
   /** Base (row 0, no patch) and steered (row 1) replies from one batch-2 generation (generate.ts compareSteered). */
@@ -156,10 +157,48 @@ export class SteerableModel {
     return this.run(() => compareSteered(this.generateDeps(), opts));
   }
 
+  /**
+   * Steered decoding of B prompts per forward pass on the lean engine (decode.ts): per-row matrices, sampling, stops
+   * and captures; the same tokens as generate() row by row.
+   */
+  decode(rows: readonly DecodeRow[], opts: DecodeOptions = {}): Promise<DecodeResult[]> {
+    return this.run(() => this.decodeEngine().decode(rows, opts));
+  }
+
+  /** The decode engine over this model's session (made on first use). */
+  decodeEngine(): DecodeEngine {
+    this.engine ??= engineFromTjs(this.model, {
+      numLayers: this.numLayers,
+      hiddenSize: this.hiddenSize,
+      vocabSize: this.vocabSize,
+      contextLength: this.contextLength,
+      eosTokenIds: this.eosTokenIds,
+      lean: this.lean,
+    });
+    return this.engine;
+  }
+
+  /**
+   * Lets decode() run the passes that read no residual (prefills, most decode steps) on a second session of the graph
+   * without residual_stream, which runs at the unpatched graph's speed. It holds a second copy of the weights, so it
+   * is opt-in; only Node with the graph on local disk can make one (false elsewhere: decode() then runs those passes on
+   * the capturing session without fetching the residual).
+   */
+  useLeanSession(): Promise<boolean> {
+    return this.run(async () => {
+      if (this.lean) return true;
+      if (!this.leanFactory) return false;
+      this.lean = await this.leanFactory();
+      this.engine = null;
+      return true;
+    });
+  }
+
   async dispose(): Promise<void> {
     if (this.disposed) return;
     await this.queue;
     this.disposed = true;
+    await (this.lean as { release?: () => Promise<void> } | null)?.release?.();
     await this.model.dispose();
   }
 }

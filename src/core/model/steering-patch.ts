@@ -45,11 +45,13 @@ export interface ForwardHooks {
   residual?(res: Dense): void;
 }
 
+/**
+ * Internal to src/core/model: SteerableModel holds it privately and sets `hooks` for the duration of one queued
+ * operation (forward or generate), then clears them; outside an operation every pass runs with zero steering.
+ */
 export class SteeringPatch {
-  /** Hooks of the operation in progress; null = use `defaultSteering`. */
+  /** Hooks of the operation in progress; null = zero steering. */
   hooks: ForwardHooks | null = null;
-  /** Persistent steering (setSteering), used when no operation overrides it. */
-  defaultSteering: Float32Array | null = null;
   private zeros = new Map<number, TjsTensor>();
 
   constructor(
@@ -68,7 +70,7 @@ export class SteeringPatch {
     const original = model.forward.bind(model);
     model.forward = async (inputs: ModelInputs) => {
       const batch = inputs.input_ids?.dims[0] ?? 1;
-      const matrix = this.hooks ? this.hooks.steering(inputs) : this.defaultSteering;
+      const matrix = this.hooks ? this.hooks.steering(inputs) : null;
       const out = await original({ ...inputs, steering: this.tensorFor(matrix, batch) });
       const rs = out['residual_stream'];
       delete out['residual_stream'];

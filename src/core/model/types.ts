@@ -1,6 +1,6 @@
 /**
- * Public types of the steerable model (interfaces.md section 3). Kept in one small file so that workers and the UI
- * can import them without pulling in transformers.js.
+ * Public types of the steerable model. Kept in one small file so that workers and the UI can import them without
+ * pulling in transformers.js.
  */
 import type { PatchReport } from '../onnx/patcher.js';
 
@@ -23,11 +23,6 @@ export interface LoadOptions {
   progress?: (p: LoadProgress) => void;
   /** Run the injection self-check at load (default true). A failure rejects the load. */
   selfCheck?: boolean;
-  /**
-   * The identity recorded in artefacts and eval records (default: idOrPath). Callers loading a local folder pass a
-   * portable name, so a direction or controller made in one checkout still matches the model in another.
-   */
-  modelId?: string;
 }
 
 export interface SelfCheckResult {
@@ -57,8 +52,8 @@ export interface ForwardResult {
   residuals: Dense;
 }
 
-/** What a steering policy sees before each forward pass of a generation. */
-export interface SteeringContext {
+/** What a per-pass steering callback sees before each forward pass of a generation. */
+export interface StepContext {
   /** 0 = the pass that carries the last prompt token (or the whole prompt), t = the pass that feeds generated token t-1. */
   step: number;
   /** Unsteered residual of the last prompt token, [L+1, H] (observed before any steering), when it was observed. */
@@ -69,7 +64,12 @@ export interface SteeringContext {
   generated: number[];
 }
 
-export type SteeringPolicy = (ctx: SteeringContext) => Float32Array | null;
+/**
+ * A per-pass steering callback: the matrix [L*H] for the next forward pass, or null for none. (The method's named
+ * policies, was / uniform / manual / ..., are SteeringPolicy in src/core/steering/policies.ts; runFlow turns one
+ * into such a callback.)
+ */
+export type StepSteering = (ctx: StepContext) => Float32Array | null;
 
 export interface SamplingOptions {
   temperature?: number;
@@ -85,7 +85,7 @@ export interface GenerateOptions {
   inputIds?: number[];
   maxNewTokens?: number;
   /** A [L*H] matrix applied to every steered pass, a policy called before each pass, or null (no steering). */
-  steering?: Float32Array | SteeringPolicy | null;
+  steering?: Float32Array | StepSteering | null;
   /** 'last' (default): only the last prompt token and the new tokens carry the patch; 'all': every prompt token too. */
   steerPromptPositions?: 'last' | 'all';
   /** Absent = greedy. */
@@ -116,7 +116,7 @@ export interface CompareOptions {
   inputIds: number[];
   maxNewTokens?: number;
   /** Row 1's patch: called before each pass with the unsteered residual of the last prompt token; null = none. */
-  steering: SteeringPolicy;
+  steering: StepSteering;
   steerPromptPositions?: 'last' | 'all';
   /** Absent = greedy. With sampling each row draws from its own stream, seeded alike. */
   sampling?: SamplingOptions | null;

@@ -10,6 +10,10 @@ import type { LoadOptions } from './types.js';
 export interface VerifyReport {
   ok: boolean;
   model: string;
+  /** The model's identity (model-id.ts): hub id or content hash, display name, variant loaded. */
+  model_id: string;
+  model_name: string;
+  model_variant: { dtype: string; graph: string };
   topology: string;
   num_layers: number;
   hidden_size: number;
@@ -49,6 +53,9 @@ export async function verifyModel(idOrPath: string, opts: Omit<LoadOptions, 'sel
     return {
       ok: check.ok && identityOk !== false,
       model: idOrPath,
+      model_id: sm.identity.id,
+      model_name: sm.identity.name,
+      model_variant: { ...sm.identity.variant },
       topology: sm.report.topology,
       num_layers: sm.numLayers,
       hidden_size: sm.hiddenSize,

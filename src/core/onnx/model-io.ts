@@ -27,6 +27,9 @@ const ATTR = { name: 1, g: 6 } as const;
 /** TensorProto fields that hold the data itself; everything else is the (small) header. */
 const TENSOR_DATA_FIELDS = new Set([4, 5, 6, 7, 9, 10, 11]);
 const TENSOR_EXTERNAL_DATA = 13;
+const TENSOR_RAW_DATA = 9;
+/** Inline weights at least this large are referenced in place by a byReference write; smaller ones stay inline. */
+const BY_REFERENCE_MIN_BYTES = 1024;
 
 export interface TensorHeader {
   /** The tensor without its data fields: name, dims, dataType, external data entries. */
@@ -209,15 +212,47 @@ function locationOf(t: TensorProto): string | undefined {
   return t.externalData.find((e) => e.key === 'location')?.value;
 }
 
-function graphNeedsRename(g: GraphView, rename: Record<string, string>): boolean {
-  for (const t of g.initializers) {
-    const loc = locationOf(t.header);
-    if (loc !== undefined && Object.hasOwn(rename, loc)) return true;
-  }
-  return g.nodes.some((n) => n.subgraphs.some((s) => graphNeedsRename(s.graph, rename)));
+/**
+ * How initializer data is written: `rename` maps external-data locations to new ones; `byReference` names the file
+ * the model's own bytes are (the original .onnx, beside the written graph): inline weights are then written as
+ * external data pointing at their bytes in that file (offset, length), so the new graph holds no weights at all and
+ * onnxruntime reads them from the original file.
+ */
+export interface DataRewrite {
+  rename: Record<string, string>;
+  byReference?: string;
 }
 
-function emitInitializer(bytes: Uint8Array, t: TensorHeader, rename: Record<string, string>): Uint8Array | ChunkList {
+/** The raw_data field of an inline initializer big enough to be referenced, or null. */
+function referencedRawData(bytes: Uint8Array, t: TensorHeader, data: DataRewrite): Field | null {
+  if (data.byReference === undefined || t.header.dataLocation === TensorProto_DataLocation.EXTERNAL) return null;
+  if (t.field.end - t.field.valueStart < BY_REFERENCE_MIN_BYTES) return null;
+  const raw = scanMessage(bytes, t.field.valueStart, t.field.end).find((f) => f.no === TENSOR_RAW_DATA && f.wt === WT_LEN);
+  return raw && raw.end - raw.valueStart >= BY_REFERENCE_MIN_BYTES ? raw : null;
+}
+
+function graphNeedsRename(g: GraphView, data: DataRewrite): boolean {
+  for (const t of g.initializers) {
+    const loc = locationOf(t.header);
+    if (loc !== undefined && Object.hasOwn(data.rename, loc)) return true;
+    if (referencedRawData(g.bytes, t, data)) return true;
+  }
+  return g.nodes.some((n) => n.subgraphs.some((s) => graphNeedsRename(s.graph, data)));
+}
+
+function emitInitializer(bytes: Uint8Array, t: TensorHeader, data: DataRewrite): Uint8Array | ChunkList {
+  const raw = referencedRawData(bytes, t, data);
+  if (raw) {
+    // The header (name, dims, type ...) plus where its bytes are in the original file.
+    const ref = create(TensorProtoSchema, { ...t.header, dataLocation: TensorProto_DataLocation.EXTERNAL });
+    ref.externalData = [
+      create(StringStringEntryProtoSchema, { key: 'location', value: data.byReference! }),
+      create(StringStringEntryProtoSchema, { key: 'offset', value: String(raw.valueStart) }),
+      create(StringStringEntryProtoSchema, { key: 'length', value: String(raw.end - raw.valueStart) }),
+    ];
+    return new ChunkList().lenField(GRAPH.initializer, toBinary(TensorProtoSchema, ref));
+  }
+  const rename = data.rename;
   const loc = locationOf(t.header);
   if (loc === undefined || !Object.hasOwn(rename, loc)) return fieldView(bytes, t.field);
   // External: the TensorProto holds no data, so decoding and re-encoding it is cheap.
@@ -228,7 +263,7 @@ function emitInitializer(bytes: Uint8Array, t: TensorHeader, rename: Record<stri
   return new ChunkList().lenField(GRAPH.initializer, toBinary(TensorProtoSchema, full));
 }
 
-function emitNode(bytes: Uint8Array, item: NodeEmit, rename: Record<string, string>): ChunkList {
+function emitNode(bytes: Uint8Array, item: NodeEmit, rename: DataRewrite): ChunkList {
   const out = new ChunkList();
   if (item.kind === 'encode') return out.lenField(GRAPH.node, toBinary(NodeProtoSchema, item.node));
   const entry = item.entry;
@@ -263,7 +298,7 @@ function emitNode(bytes: Uint8Array, item: NodeEmit, rename: Record<string, stri
 }
 
 /** Re-emits one graph: edited lists re-encoded, every other field copied verbatim. */
-export function emitGraph(g: GraphView, rw: GraphRewrite, rename: Record<string, string>): ChunkList {
+export function emitGraph(g: GraphView, rw: GraphRewrite, rename: DataRewrite): ChunkList {
   const { bytes, fields } = g;
   const out = new ChunkList();
   const last = (no: number) => fields.reduce((acc, f, i) => (f.no === no ? i : acc), -1);
@@ -301,11 +336,15 @@ export function emitGraph(g: GraphView, rw: GraphRewrite, rename: Record<string,
   return out;
 }
 
-/** The whole model: every top-level field copied verbatim except the graph, which is spliced. */
-export function writeModel(model: ModelView, rw: GraphRewrite, rename: Record<string, string> = {}): Uint8Array {
+/**
+ * The whole model: every top-level field copied verbatim except the graph, which is spliced. byReference: the file
+ * name `model.bytes` were read from, to reference its inline weights instead of copying them (DataRewrite).
+ */
+export function writeModel(model: ModelView, rw: GraphRewrite, rename: Record<string, string> = {}, byReference?: string): Uint8Array {
   const out = new ChunkList();
+  const data: DataRewrite = byReference === undefined ? { rename } : { rename, byReference };
   for (const f of model.fields) {
-    if (f === model.graphField) out.lenField(MODEL.graph, emitGraph(model.graph, rw, rename));
+    if (f === model.graphField) out.lenField(MODEL.graph, emitGraph(model.graph, rw, data));
     else out.push(fieldView(model.bytes, f));
   }
   return out.concat();

@@ -27,6 +27,17 @@ export interface PatchOptions {
   expectedHiddenSize?: number;
   /** rewrite external-data `location` entries, e.g. {"model.onnx_data": "model_steerable.onnx_data"} */
   renameExternalData?: Record<string, string>;
+  /**
+   * false: the steering input only, no `residual_stream` output (the lean graph for passes that read no residual:
+   * every residual then keeps its only consumers, so onnxruntime runs the graph as it runs the original). Default true.
+   */
+  captureResiduals?: boolean;
+  /**
+   * The file name the input bytes were read from (Node, local files): inline weights are written as external data
+   * pointing at their bytes in that file, so the patched graph holds no weights and onnxruntime reads them from the
+   * original, given the folder (session option model_external_initializers_file_folder_path).
+   */
+  weightsByReference?: string;
 }
 
 export interface InjectionPoint {
@@ -267,7 +278,7 @@ function int64Constant(names: Names, hint: string, values: number[]): { node: No
  * Plans the rewrite of one decoder graph. Returns its node list and the name of its residual-stack value, and
  * records the injection points.
  */
-function rewriteDecoder(site: DecoderSite, numLayers: number, names: Names, stackName: string, report: PatchReport): NodeEmit[] {
+function rewriteDecoder(site: DecoderSite, numLayers: number, names: Names, stackName: string | null, report: PatchReport): NodeEmit[] {
   const { detection, scope, graphLabel } = site;
   const tag = graphLabel === 'main' ? '' : `${graphLabel}/`;
   const dtype = detection.streamDtype;
@@ -300,7 +311,7 @@ function rewriteDecoder(site: DecoderSite, numLayers: number, names: Names, stac
       residuals.push(out);
       report.injection_points.push({ layer: l, graph: graphLabel, kind: 'add', value: out });
     } else {
-      // Steer one summand with an explicit Add (never the `bias` input, METHOD.md 4): output 3 = input + skip is then
+      // Steer one summand with an explicit Add (never the `bias` input, docs/METHOD-NOTES.md 4): output 3 = input + skip is then
       // the steered residual and output 0 normalises it. Output 3 is added when the node (a final norm) exposes only
       // output 0. The summand is the incoming stream, not the branch: in onnxruntime 1.30 CPU an fp16 Add of +0 on a
       // MatMulNBits output changed ~60% of the logits by an ulp, while +0 on the stream is bit-exact.
@@ -318,8 +329,22 @@ function rewriteDecoder(site: DecoderSite, numLayers: number, names: Names, stac
     }
   }
 
-  // residual_stream: stack [B, S, H] x (L + 1) on a new axis 1, in float32.
+  // residual_stream: stack [B, S, H] x (L + 1) on a new axis 1, in float32 (none in the lean graph).
   const post: NodeProto[] = [];
+  if (stackName !== null) stackResiduals(names, tag, residuals, dtype, stackName, post);
+
+  const items: NodeEmit[] = pre.map((n) => ({ kind: 'encode', node: n }));
+  scope.graph.nodes.forEach((entry, i) => {
+    for (const n of before.get(i) ?? []) items.push({ kind: 'encode', node: n });
+    const r = replaced.get(i);
+    items.push(r ? { kind: 'encode', node: r } : { kind: 'keep', entry });
+    for (const n of after.get(i) ?? []) items.push({ kind: 'encode', node: n });
+  });
+  for (const n of post) items.push({ kind: 'encode', node: n });
+  return items;
+}
+
+function stackResiduals(names: Names, tag: string, residuals: string[], dtype: TensorProto_DataType, stackName: string, post: NodeProto[]): void {
   const axes = int64Constant(names, `${tag}residual_axes`, [1]);
   post.push(axes.node);
   const unsq = residuals.map((r, i) => {
@@ -334,19 +359,9 @@ function rewriteDecoder(site: DecoderSite, numLayers: number, names: Names, stac
     post.push(node(names, 'Concat', unsq, [stacked], [{ name: 'axis', i: 1 }]));
     post.push(node(names, 'Cast', [stacked], [stackName], [{ name: 'to', i: TensorProto_DataType.FLOAT }]));
   }
-
-  const items: NodeEmit[] = pre.map((n) => ({ kind: 'encode', node: n }));
-  scope.graph.nodes.forEach((entry, i) => {
-    for (const n of before.get(i) ?? []) items.push({ kind: 'encode', node: n });
-    const r = replaced.get(i);
-    items.push(r ? { kind: 'encode', node: r } : { kind: 'keep', entry });
-    for (const n of after.get(i) ?? []) items.push({ kind: 'encode', node: n });
-  });
-  for (const n of post) items.push({ kind: 'encode', node: n });
-  return items;
 }
 
-function plan(a: Analysis): GraphRewrite {
+function plan(a: Analysis, capture = true): GraphRewrite {
   const names = new Names(a.model.graph);
   if (names.has(STEERING_INPUT) || names.has(RESIDUAL_OUTPUT)) {
     throw new OnnxPatchError('ALREADY_PATCHED', `the model already uses the name '${STEERING_INPUT}' or '${RESIDUAL_OUTPUT}' for a value; cannot add the steering input/output`);
@@ -356,24 +371,24 @@ function plan(a: Analysis): GraphRewrite {
   const residualDims: Dim[] = [a.batchDim, L + 1, a.seqDim, H];
   const rootRewrite: GraphRewrite = {
     newInputs: [steeringInfo],
-    newOutputs: [valueInfo(RESIDUAL_OUTPUT, TensorProto_DataType.FLOAT, residualDims)],
+    newOutputs: capture ? [valueInfo(RESIDUAL_OUTPUT, TensorProto_DataType.FLOAT, residualDims)] : [],
   };
   if (a.ifNodeIndex === undefined) {
-    rootRewrite.nodes = rewriteDecoder(a.sites[0], L, names, RESIDUAL_OUTPUT, a.report);
+    rootRewrite.nodes = rewriteDecoder(a.sites[0], L, names, capture ? RESIDUAL_OUTPUT : null, a.report);
     return rootRewrite;
   }
   // Merged: each branch computes its own stack and returns it as a new last output; the If returns it as
   // `residual_stream`, appended last everywhere so the branch, If and graph output lists stay aligned.
   const branches = new Map<string, GraphRewrite>();
   for (const site of a.sites) {
-    const branchOut = names.fresh(`${site.graphLabel}/${RESIDUAL_OUTPUT}`);
+    const branchOut = capture ? names.fresh(`${site.graphLabel}/${RESIDUAL_OUTPUT}`) : null;
     branches.set(site.graphLabel, {
       nodes: rewriteDecoder(site, L, names, branchOut, a.report),
-      newOutputs: [valueInfo(branchOut, TensorProto_DataType.FLOAT, residualDims)],
+      newOutputs: branchOut ? [valueInfo(branchOut, TensorProto_DataType.FLOAT, residualDims)] : [],
     });
   }
   rootRewrite.nodes = a.model.graph.nodes.map((entry, i): NodeEmit =>
-    i === a.ifNodeIndex ? { kind: 'splice', entry, newOutputs: [RESIDUAL_OUTPUT], branches } : { kind: 'keep', entry },
+    i === a.ifNodeIndex ? { kind: 'splice', entry, newOutputs: capture ? [RESIDUAL_OUTPUT] : [], branches } : { kind: 'keep', entry },
   );
   return rootRewrite;
 }
@@ -401,7 +416,7 @@ export function inspectDecoder(bytes: Uint8Array, opts: PatchOptions = {}): Patc
 export function patchDecoder(bytes: Uint8Array, opts: PatchOptions = {}): { bytes: Uint8Array; report: PatchReport } {
   return guarded(() => {
     const a = analyse(bytes, opts);
-    const rw = plan(a);
-    return { bytes: writeModel(a.model, rw, opts.renameExternalData ?? {}), report: a.report };
+    const rw = plan(a, opts.captureResiduals !== false);
+    return { bytes: writeModel(a.model, rw, opts.renameExternalData ?? {}, opts.weightsByReference), report: a.report };
   });
 }

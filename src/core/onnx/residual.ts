@@ -1,5 +1,5 @@
 /**
- * Structural detection of a decoder's residual stream (METHOD.md 4): start from the embedding Gather on input_ids
+ * Structural detection of a decoder's residual stream (docs/METHOD-NOTES.md 4): start from the embedding Gather on input_ids
  * and follow the value that each residual producer carries to the next one. A producer is either an Add of the
  * stream and a branch computed from the stream, or a com.microsoft Skip*LayerNormalization taking the stream as input
  * 0 or 1 (its output 3 is the residual sum). Only op types and value names are used, never node names.

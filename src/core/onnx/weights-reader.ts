@@ -399,3 +399,37 @@ export async function readEmbeddingMatrix(bytes: Uint8Array, opts: ReadEmbedding
   if (bad) throw new WeightsReaderError(bad);
   return whyNot ? { ...e, fallbackReason: whyNot } : e;
 }
+
+/** Initializers of a graph by name (all scopes), for readers of every weight (the GGUF model export). */
+export interface InitializerTable {
+  names(): string[];
+  /** Dims and ONNX data type, or null when there is no such initializer. */
+  info(name: string): { dims: number[]; dataType: number } | null;
+  /** A float32 / float16 / bfloat16 initializer widened to float32. */
+  float(name: string): Promise<Float32Array>;
+  /** A uint8 initializer (e.g. MatMulNBits codes). */
+  uint8(name: string): Promise<Uint8Array>;
+}
+
+export function initializerTable(bytes: Uint8Array, opts: { externalData?: ExternalDataReader } = {}): InitializerTable {
+  const all = new Map<string, TensorHeader>();
+  const collect = (g: GraphView) => {
+    for (const t of g.initializers) if (!all.has(t.header.name)) all.set(t.header.name, t);
+    for (const n of g.nodes) for (const s of n.subgraphs) collect(s.graph);
+  };
+  collect(readModel(bytes).graph);
+  const get = (name: string) => {
+    const t = all.get(name);
+    if (!t) throw new WeightsReaderError(`the graph has no initializer "${name}"`);
+    return fullTensor(bytes, t);
+  };
+  return {
+    names: () => [...all.keys()],
+    info: (name) => {
+      const t = all.get(name)?.header;
+      return t ? { dims: t.dims.map(Number), dataType: t.dataType } : null;
+    },
+    float: async (name) => (await floatData(get(name), opts.externalData)).data,
+    uint8: (name) => uint8Data(get(name), opts.externalData),
+  };
+}

@@ -2,7 +2,7 @@
  * Protobuf wire format, just enough to splice ONNX models: scan a message into its fields with byte ranges (every
  * length bounds-checked, nothing copied), and write fields as a list of byte chunks that is concatenated once.
  *
- * Why not re-encode with onnx-buf: re-encoding a model costs seconds and ~3x its size in memory (METHOD.md 4). The
+ * Why not re-encode with onnx-buf: re-encoding a model costs seconds and ~3x its size in memory (docs/METHOD-NOTES.md 4). The
  * patcher only touches a few small messages, so it copies every other field's bytes verbatim from these ranges.
  */
 

@@ -9,6 +9,7 @@
  * the similarity and gate, the condition vector by 1-component PCA of pairwise-centred activations, and the
  * threshold (and layer) fit by best F1. The matrix itself is built in policies.ts.
  */
+import { residualIndex, type DecoderLayer, type ResidualIndex } from '../model/layer-index.js';
 import { checkVector, dot, norm } from './vector.js';
 
 /** 'above': steer when similarity >= threshold; 'below': steer when similarity <= threshold. */
@@ -17,8 +18,8 @@ export type CastComparison = 'above' | 'below';
 export interface CastCondition {
   /** Condition vector c [hidden] (need not be unit: the projector divides by c . c). */
   vector: Float32Array;
-  /** Residual index / layer whose prompt activation is compared (recorded for the caller that captures it). */
-  layer: number;
+  /** Residual index (0 = embeddings, k = output of decoder layer k-1) whose prompt activation is compared. */
+  layer: ResidualIndex;
   threshold: number;
   activeWhen: CastComparison;
 }
@@ -53,12 +54,12 @@ export function castDecision(condition: CastCondition, activation: ArrayLike<num
 }
 
 /** The CAST default behaviour layers: the middle third, [floor(L/3), floor(2L/3)); at least one layer. */
-export function middleThirdLayers(numLayers: number): number[] {
+export function middleThirdLayers(numLayers: number): DecoderLayer[] {
   if (!Number.isSafeInteger(numLayers) || numLayers <= 0) throw new RangeError(`numLayers must be a positive integer, got ${numLayers}`);
   const start = Math.floor(numLayers / 3);
   const end = Math.floor((2 * numLayers) / 3);
-  if (end <= start) return [Math.floor(numLayers / 2)];
-  return Array.from({ length: end - start }, (_, i) => start + i);
+  if (end <= start) return [Math.floor(numLayers / 2) as DecoderLayer];
+  return Array.from({ length: end - start }, (_, i) => (start + i) as DecoderLayer);
 }
 
 export interface ConditionVectorResult {
@@ -244,7 +245,7 @@ export function fitCastCondition(harmful: Float32Array, harmless: Float32Array, 
   if (byLayer.length === 0) return null;
   const fit = fitConditionLayer(byLayer, labels);
   const chosen = byLayer.find((b) => b.layer === fit.layer)!;
-  return { vector: chosen.vector, layer: fit.layer, threshold: fit.threshold, activeWhen: fit.activeWhen };
+  return { vector: chosen.vector, layer: residualIndex(fit.layer, numLayers), threshold: fit.threshold, activeWhen: fit.activeWhen };
 }
 
 /** Throws unless the condition fits a model of this shape (vector of hidden size, layer a residual index 0..L). */

@@ -5,10 +5,11 @@
  * Layer index convention (used by every function here): residual index k is the residual stream AFTER k decoder
  * layers, i.e. the input of layer k; index 0 is the embedding output and index L the output of the last layer, so a
  * full capture has L + 1 indices. Steerlab's patch adds row l of the steering matrix to the output of layer l, which
- * is residual index l + 1: use steeringRowOfResidualIndex() to move between the two.
+ * is residual index l + 1: use layerBefore() / outputOf() (src/core/model/layer-index.ts) to move between the two.
  * Positions are the P post-instruction tokens (the chat-template tokens after the user's text), index 0..P-1 in
  * order; position p is offset p - P from the end of the prompt (Arditi's negative positions).
  */
+import { residualIndex, type ResidualIndex } from '../model/layer-index.js';
 import { normalize } from './vector.js';
 
 /** Residual activations of n prompts at each (residual index, post-instruction position). */
@@ -48,16 +49,6 @@ export function residualsFromArray(data: Float32Array, shape: readonly [number, 
   };
 }
 
-/** Row of the steering matrix (output of decoder layer l) that equals residual index k: l = k - 1. */
-export function steeringRowOfResidualIndex(residualIndex: number, numLayers: number): number {
-  if (!Number.isSafeInteger(residualIndex) || residualIndex < 1 || residualIndex > numLayers) {
-    throw new RangeError(
-      `residual index ${residualIndex} has no steering row: the patch adds after layers 0..${numLayers - 1}, i.e. residual indices 1..${numLayers} (index 0 is the embedding output)`,
-    );
-  }
-  return residualIndex - 1;
-}
-
 /** All diff-in-means candidates plus the class means they came from (kept for plots and statistics). */
 export interface DiffInMeansCandidates {
   layers: number;
@@ -73,7 +64,8 @@ export interface DiffInMeansCandidates {
 
 /** One candidate: the raw difference vector (used by ActAdd) and its unit direction (used for ablation/steering). */
 export interface DirectionCandidate {
-  layer: number;
+  /** Residual index (0 = embeddings, k = output of decoder layer k-1); its steering row is layerBefore(layer). */
+  layer: ResidualIndex;
   position: number;
   vector: Float32Array;
   direction: Float32Array;
@@ -126,7 +118,7 @@ export function diffInMeans(harmful: Residuals, harmless: Residuals): DiffInMean
 }
 
 /** The candidate at (residual index, position). */
-export function candidateAt(c: DiffInMeansCandidates, layer: number, position: number): DirectionCandidate {
+export function candidateAt(c: DiffInMeansCandidates, layer: ResidualIndex, position: number): DirectionCandidate {
   if (!Number.isSafeInteger(layer) || layer < 0 || layer >= c.layers) throw new RangeError(`layer ${layer} out of range [0, ${c.layers})`);
   if (!Number.isSafeInteger(position) || position < 0 || position >= c.positions) {
     throw new RangeError(`position ${position} out of range [0, ${c.positions})`);
@@ -147,7 +139,7 @@ export function listCandidates(c: DiffInMeansCandidates): DirectionCandidate[] {
       const start = (l * c.positions + p) * c.hiddenSize;
       let n = 0;
       for (let h = 0; h < c.hiddenSize; h++) n += c.vectors[start + h] ** 2;
-      if (n > 0) out.push(candidateAt(c, l, p));
+      if (n > 0) out.push(candidateAt(c, residualIndex(l), p));
     }
   }
   return out;

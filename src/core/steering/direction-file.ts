@@ -11,6 +11,8 @@
  * Importing a user's vector (safetensors, JSON, .npy) is direction-import.ts. Pure (no Node APIs); the Node
  * reader/writer with atomic writes is direction-file-node.ts.
  */
+import { decoderLayer, layerBefore, outputOf, type DecoderLayer, type ResidualIndex } from '../model/layer-index.js';
+import { recordedModelProblem, type ModelVariant } from '../model/model-id.js';
 import { decodeSafetensors, encodeSafetensors, type SafetensorsTensor } from './safetensors.js';
 import { checkVector, norm, normalize } from './vector.js';
 
@@ -23,14 +25,19 @@ export type SourceMatrix = 'unembedding' | 'input-embedding';
 export interface DirectionMetadata {
   format: typeof DIRECTION_FORMAT;
   version: number;
+  /** The model's identity (src/core/model/model-id.ts): hub id or a local folder's content hash. */
   model_id: string;
+  /** Display name of that model (hub id or folder name); absent in files made before the identity rule. */
+  model_name?: string;
+  /** The graph the direction was computed with (dtype, file); loading another variant of the model warns. */
+  model_variant?: ModelVariant;
   hidden_size: number;
   num_layers: number;
   method: DirectionMethod;
   /** Required for method 'embedding': which matrix's rows were averaged (paper: unembedding; released code: input). */
   source_matrix?: SourceMatrix;
   /** diff-in-means: steering row (output of decoder layer `layer`, residual index layer + 1) of the chosen vector. */
-  layer?: number;
+  layer?: DecoderLayer;
   /** diff-in-means: post-instruction position index (0 = first template token after the user's text). */
   position?: number;
   /** e.g. { harmful: 'advbench', harmless: 'alpaca' } */
@@ -56,7 +63,7 @@ export interface DirectionFile {
   rawDirection?: Float32Array;
 }
 
-/** What the loaded model is, for the fit check. */
+/** What the loaded model is, for the shape check (modelId only names it in messages). */
 export interface ModelShape {
   hiddenSize: number;
   numLayers: number;
@@ -81,6 +88,8 @@ export function validateDirectionMetadata(raw: unknown, source?: string): Direct
     bad(source, `direction file version ${m.version} is newer than this Steerlab reads (${DIRECTION_FORMAT_VERSION}); update Steerlab`);
   }
   if (typeof m.model_id !== 'string' || m.model_id.length === 0) bad(source, 'metadata model_id must be a non-empty string');
+  const modelProblem = recordedModelProblem(m);
+  if (modelProblem) bad(source, `metadata ${modelProblem}`);
   for (const k of ['hidden_size', 'num_layers'] as const) {
     if (!Number.isSafeInteger(m[k]) || (m[k] as number) <= 0) bad(source, `metadata ${k} must be a positive integer, got ${JSON.stringify(m[k])}`);
   }
@@ -205,8 +214,9 @@ export function decodeDirectionFile(bytes: Uint8Array, model?: ModelShape, sourc
 }
 
 /**
- * Throws when the direction was made for another shape of model (hidden size or layer count). Returns warnings that
- * do not block (a different model id: e.g. a quantized copy of the same model).
+ * Throws when the direction was made for another shape of model (hidden size or layer count). Which model it was
+ * made for is checked against the model identity by src/core/method/artifacts.ts checkDirectionFor. Returns no
+ * warnings today (kept as a list for callers that show them).
  */
 export function checkDirectionFits(file: DirectionFile, model: ModelShape, source?: string): string[] {
   const m = file.metadata;
@@ -217,15 +227,16 @@ export function checkDirectionFits(file: DirectionFile, model: ModelShape, sourc
   if (m.num_layers !== model.numLayers) {
     bad(source, `direction ${made} has ${m.num_layers} layers, but the loaded model${model.modelId ? ` ${model.modelId}` : ''} has ${model.numLayers}`);
   }
-  const warnings: string[] = [];
-  if (model.modelId && model.modelId !== m.model_id) warnings.push(`direction was ${made}, the loaded model is ${model.modelId} (same shape, so it loads)`);
-  return warnings;
+  return [];
 }
 
 // ---------------------------------------------------------------- building files from the two methods
 
 export interface BuildOptions {
   modelId: string;
+  /** Display name and variant of the model (SteerableModel.identity), recorded beside its id. */
+  modelName?: string;
+  modelVariant?: ModelVariant;
   hiddenSize: number;
   numLayers: number;
   createdAt?: string;
@@ -240,6 +251,8 @@ function common(o: BuildOptions) {
     format: DIRECTION_FORMAT,
     version: DIRECTION_FORMAT_VERSION,
     model_id: o.modelId,
+    ...(o.modelName !== undefined ? { model_name: o.modelName } : {}),
+    ...(o.modelVariant !== undefined ? { model_variant: { ...o.modelVariant } } : {}),
     hidden_size: o.hiddenSize,
     num_layers: o.numLayers,
     created_at: o.createdAt ?? new Date().toISOString(),
@@ -263,30 +276,20 @@ export function embeddingDirectionFile(direction: Float32Array, sourceMatrix: So
  * residual index; the file records the steering row, selected.layer - 1.
  */
 export function diffInMeansDirectionFile(
-  selected: { layer: number; position: number; vector: Float32Array; direction: Float32Array },
-  perLayer: ((residualIndex: number) => Float32Array) | null,
+  selected: { layer: ResidualIndex; position: number; vector: Float32Array; direction: Float32Array },
+  perLayer: ((k: ResidualIndex) => Float32Array) | null,
   o: BuildOptions,
 ): DirectionFile {
   const { hiddenSize: H, numLayers: L } = o;
-  if (!Number.isSafeInteger(selected.layer) || selected.layer < 1 || selected.layer > L) {
-    throw new RangeError(`selected candidate at residual index ${selected.layer} has no steering row: expected 1..${L} (index 0 is the embedding output)`);
-  }
+  const row = layerBefore(selected.layer, L);
   let directions: Float32Array | undefined;
   if (perLayer) {
     directions = new Float32Array(L * H);
-    for (let l = 0; l < L; l++) directions.set(checkVector(perLayer(l + 1), H, `diff-in-means vector at residual index ${l + 1}`), l * H);
+    for (let l = 0; l < L; l++) {
+      const k = outputOf(decoderLayer(l));
+      directions.set(checkVector(perLayer(k), H, `diff-in-means vector at residual index ${k}`), l * H);
+    }
   }
-  const metadata = validateDirectionMetadata({ ...common(o), method: 'diff-in-means', layer: selected.layer - 1, position: selected.position });
+  const metadata = validateDirectionMetadata({ ...common(o), method: 'diff-in-means', layer: row, position: selected.position });
   return assemble(metadata, { direction: selected.direction, rawDirection: selected.vector, ...(directions ? { directions } : {}) });
-}
-
-/**
- * Stable id of a direction: its method and a hash (SHA-256, first 16 hex digits) of the unit vector's bytes. Web
- * Crypto, so Node and the browser compute the same id; a controller records the id of the direction it drives.
- */
-export async function directionId(file: DirectionFile): Promise<string> {
-  const d = file.direction;
-  const digest = await globalThis.crypto.subtle.digest('SHA-256', new Uint8Array(d.buffer, d.byteOffset, d.byteLength).slice());
-  const hex = Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('');
-  return `${file.metadata.method}:${hex.slice(0, 16)}`;
 }

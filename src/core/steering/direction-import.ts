@@ -4,6 +4,7 @@
  * chosen layer). The format is detected from the content, not the file name. The result is a DirectionFile with
  * method 'import', ready to save with encodeDirectionFile. Pure (no Node APIs).
  */
+import { decoderLayer } from '../model/layer-index.js';
 import {
   DIRECTION_FORMAT,
   DIRECTION_FORMAT_VERSION,
@@ -14,6 +15,7 @@ import {
   type DirectionMetadata,
   type ModelShape,
 } from './direction-file.js';
+import type { ModelVariant } from '../model/model-id.js';
 import { decodeSafetensors } from './safetensors.js';
 import { checkVector, norm, normalize } from './vector.js';
 
@@ -23,6 +25,9 @@ function bad(source: string, message: string): never {
 
 export interface ImportOptions extends ModelShape {
   modelId: string;
+  /** Display name and variant of the model (SteerableModel.identity), recorded beside its id. */
+  modelName?: string;
+  modelVariant?: ModelVariant;
   /** Row to take when the user's file holds one vector per layer [num_layers, hidden]. */
   layer?: number;
   /** Creation time (default now); fixed in tests. */
@@ -164,13 +169,15 @@ export function importDirection(bytes: Uint8Array, fileName: string, options: Im
     format: DIRECTION_FORMAT,
     version: DIRECTION_FORMAT_VERSION,
     model_id: options.modelId,
+    ...(options.modelName !== undefined ? { model_name: options.modelName } : {}),
+    ...(options.modelVariant !== undefined ? { model_variant: { ...options.modelVariant } } : {}),
     hidden_size: H,
     num_layers: L,
     method: 'import',
     created_at: options.createdAt ?? new Date().toISOString(),
     source_file: fileName,
     source_norm: norm(vector),
-    ...(shape.length === 2 && shape[0] > 1 ? { layer: options.layer } : {}),
+    ...(shape.length === 2 && shape[0] > 1 && options.layer !== undefined ? { layer: decoderLayer(options.layer, L) } : {}),
   };
   return {
     metadata: validateDirectionMetadata(metadata, source),

@@ -10,7 +10,7 @@
  */
 import { normalize } from './vector.js';
 
-/** Refusal phrases of the paper (METHOD.md section 1). */
+/** Refusal phrases of the paper (docs/METHOD-NOTES.md section 1). */
 export const REFUSAL_PHRASES: readonly string[] = Object.freeze([
   'I apologize',
   "I'm sorry",
@@ -27,7 +27,7 @@ export const REFUSAL_PHRASES: readonly string[] = Object.freeze([
   'designed to',
 ]);
 
-/** Answer (compliance) phrases of the paper (METHOD.md section 1). */
+/** Answer (compliance) phrases of the paper (docs/METHOD-NOTES.md section 1). */
 export const ANSWER_PHRASES: readonly string[] = Object.freeze([
   'Sure',
   'Here',

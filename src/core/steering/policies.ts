@@ -10,6 +10,7 @@
  *   actadd   row `layer` = coefficient * v (raw diff-in-means vector), other rows 0  (Arditi et al.)
  *   cast     rows in `layers` = strength * b if cos(h, tanh(P h)) passes the threshold, else null  (Lee et al.)
  */
+import type { DecoderLayer } from '../model/layer-index.js';
 import { castDecision, middleThirdLayers, type CastCondition } from './cast.js';
 import { addToRow, checkShape, validateSteeringMatrix, zeroMatrix, type MatrixShape } from './matrix.js';
 import { checkVector, norm } from './vector.js';
@@ -41,7 +42,7 @@ export type SteeringPolicy =
       /** The raw (unnormalised) diff-in-means vector [hidden]: its norm is part of the method. */
       vector: Float32Array;
       /** Steering row (output of decoder layer `layer`); a candidate at residual index k maps to row k - 1. */
-      layer: number;
+      layer: DecoderLayer;
       coefficient?: number;
     }
   | {
@@ -51,12 +52,13 @@ export type SteeringPolicy =
       behaviourVector?: Float32Array;
       strength?: number;
       /** Steering rows to add it at; default the middle third of the layers. */
-      layers?: readonly number[];
+      layers?: readonly DecoderLayer[];
     };
 
 export type PolicyKind = SteeringPolicy['kind'];
 
-export interface SteeringContext {
+/** What a policy needs besides its settings to make the matrix for one prompt. */
+export interface PolicyContext {
   numLayers: number;
   hiddenSize: number;
   /** Unit steering direction d [hidden]. */
@@ -174,7 +176,7 @@ function directionRows(shape: MatrixShape, d: Float32Array, coef: (layer: number
  * The steering matrix for one prompt, float32 [numLayers * hiddenSize] row-major, or null for no patch ('off', or
  * 'cast' when the condition does not hold). Validates the settings and the context, and the result (finite, sized).
  */
-export function steeringMatrix(policy: SteeringPolicy, ctx: SteeringContext): Float32Array | null {
+export function steeringMatrix(policy: SteeringPolicy, ctx: PolicyContext): Float32Array | null {
   const shape: MatrixShape = { numLayers: ctx.numLayers, hiddenSize: ctx.hiddenSize };
   validatePolicy(policy, shape);
   let m: Float32Array | null;

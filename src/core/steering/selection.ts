@@ -58,7 +58,7 @@ export interface SelectionResult {
 /**
  * Arditi's selection. `evaluate` may be synchronous or return a promise (it usually runs the model). Candidate layers
  * are residual indices (see diff-in-means.ts): "add at its layer" means at the input of decoder layer k, which is
- * steering row k - 1 (steeringRowOfResidualIndex); index 0, the embedding output, has no steering row, so an
+ * steering row k - 1 (layerBefore in src/core/model/layer-index.ts); index 0, the embedding output, has no steering row, so an
  * evaluate() built on the steering matrix should return NaN scores for it (the candidate is then filtered).
  */
 export async function selectDirection(

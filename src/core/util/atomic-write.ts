@@ -11,15 +11,18 @@ import { basename, dirname, join } from 'node:path';
 /** Node's write caps one call at 2 GiB: multi-GB external data files are written in chunks. */
 const CHUNK = 1 << 30;
 
-export async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
+/** data: bytes, text (UTF-8), or a list of byte chunks written in order (a large file never concatenated). */
+export async function writeFileAtomic(path: string, data: Uint8Array | string | readonly Uint8Array[]): Promise<void> {
   const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
-  const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+  const chunks = typeof data === 'string' ? [Buffer.from(data, 'utf8')] : data instanceof Uint8Array ? [data] : data;
   try {
     const fh = await open(tmp, 'wx');
     try {
-      for (let off = 0; off < bytes.byteLength; ) {
-        const { bytesWritten } = await fh.write(bytes, off, Math.min(bytes.byteLength - off, CHUNK));
-        off += bytesWritten;
+      for (const bytes of chunks) {
+        for (let off = 0; off < bytes.byteLength; ) {
+          const { bytesWritten } = await fh.write(bytes, off, Math.min(bytes.byteLength - off, CHUNK));
+          off += bytesWritten;
+        }
       }
       await fh.sync();
     } finally {

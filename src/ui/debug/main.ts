@@ -10,6 +10,7 @@ import type {
   GenerateResult, LlmWorkerApi, LoadedModelInfo, LoadProgressEvent, LoadRequest, PreviewReply,
 } from '../../../workers/protocol.js';
 import type { PolicySettings } from '../../core/method/settings.js';
+import { residualIndex } from '../../core/model/layer-index.js';
 import { IdbRecordStore } from '../../core/eval/records-idb.js';
 import type { EvalRecord } from '../../core/eval/records.js';
 
@@ -59,7 +60,7 @@ const debugApi = {
     return { info, events };
   },
   async useDirection(bytes: number[], cast?: { vector: number[]; layer: number; threshold: number; activeWhen: 'above' | 'below' } | null): Promise<Plain<DirectionInfo>> {
-    const c = cast ? { ...cast, vector: Float32Array.from(cast.vector) } : null;
+    const c = cast ? { ...cast, vector: Float32Array.from(cast.vector), layer: residualIndex(cast.layer) } : null;
     return plain(await guard(llmRemote.useDirection({ bytes: bytesOf(bytes), cast: c, source: 'test' })));
   },
   useController: async (bytes: number[]): Promise<ControllerSummary> => guard(llmRemote.useController({ bytes: bytesOf(bytes), source: 'test' })),

@@ -1,3 +1,4 @@
+/// <reference types="vite/client" />
 /**
  * Which models the lab offers: the embedded default and a short list of hub chat models with ONNX weights for
  * transformers.js. Pure data, no DOM.
@@ -19,13 +20,25 @@ export interface ModelChoice {
 }
 
 /**
+ * The folder of the models this lab serves (models/ in dev, dist/models/ in the build), as a path on this origin.
+ * The LLM worker resolves it against its own script URL, not the page's, so it must not be relative: the page turns
+ * Vite's base (relative, './', in the build, so the app works from any sub-path) into an absolute path here. In Node
+ * (tests) there is no page and the base is '/'.
+ */
+export const LOCAL_MODELS_PATH: string = ((): string => {
+  const folder = `${import.meta.env.BASE_URL}models/`;
+  const page = (globalThis as { location?: { href: string } }).location?.href;
+  return page ? new URL(folder, page).pathname : folder;
+})();
+
+/**
  * The embedded default model: ONE constant, so switching to the trained organism is one line
  * (`export const DEFAULT_MODEL = ORGANISM_MODEL;`) once models/organism/ holds its files.
  */
 export const TINY_TEST_MODEL: ModelChoice = {
   id: 'tiny-test',
   label: 'Tiny test model (random weights, 4 layers)',
-  localModelPath: '/models/',
+  localModelPath: LOCAL_MODELS_PATH,
   dtypes: ['fp32'],
   defaultDtype: 'fp32',
   note: 'Built by `npm run lab -- build-test-model --out models/tiny-test --preset tiny --seed 7`; its text is noise.',
@@ -34,7 +47,7 @@ export const TINY_TEST_MODEL: ModelChoice = {
 export const ORGANISM_MODEL: ModelChoice = {
   id: 'organism',
   label: 'Steerlab organism (tiny trained chat model)',
-  localModelPath: '/models/',
+  localModelPath: LOCAL_MODELS_PATH,
   // src/organism/export.ts can write onnx/model_q4f16.onnx, but the shipped organism (head size 24) has none:
   // onnxruntime's fused GroupQueryAttention rejects that head size (MODEL_CARD.md), so fp32 is the only file.
   dtypes: ['fp32'],

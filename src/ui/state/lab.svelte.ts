@@ -5,6 +5,7 @@
  */
 import type { ControllerMetadata } from '../../core/controller/metadata.js';
 import { defaultPolicySettings, type PolicyAvailability, type PolicySettings } from '../../core/method/settings.js';
+import { residualIndex } from '../../core/model/layer-index.js';
 import type { CastCondition } from '../../core/steering/cast.js';
 import type { LayerSeparation } from '../../core/steering/diff-in-means.js';
 import type { DeviceProbe, DirectionInfo, LlmDeviceRequest, LlmDtype, LoadedModelInfo, LoadProgressEvent } from '../../../workers/protocol.js';
@@ -82,8 +83,13 @@ export async function probeDevice(): Promise<void> {
   try {
     lab.probe = await llmWorker().probeDevice();
   } catch (e) {
-    lab.probe = { webgpu: false, reason: `probe failed: ${errorText(e)}`, crossOriginIsolated: false, hardwareConcurrency: 1 };
+    lab.probe = { webgpu: false, reason: `probe failed: ${errorText(e)}`, software: null, crossOriginIsolated: false, hardwareConcurrency: 1 };
   }
+}
+
+/** The device 'auto' picks on this probe (workers/device.ts chooseDevice): never a software WebGPU adapter. */
+export function autoDevice(probe: DeviceProbe | null): 'webgpu' | 'wasm' {
+  return probe?.webgpu && !probe.software ? 'webgpu' : 'wasm';
 }
 
 function onLoadProgress(e: LoadProgressEvent): void {
@@ -208,7 +214,7 @@ export function castToJson(c: CastCondition): SerializedCast {
 }
 
 export function castFromJson(c: SerializedCast): CastCondition {
-  return { vector: Float32Array.from(c.vector), layer: c.layer, threshold: c.threshold, activeWhen: c.activeWhen };
+  return { vector: Float32Array.from(c.vector), layer: residualIndex(c.layer), threshold: c.threshold, activeWhen: c.activeWhen };
 }
 
 /** Stores the active direction in IndexedDB (with its CAST condition and separation plot). */

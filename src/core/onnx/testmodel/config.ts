@@ -21,7 +21,7 @@ export interface DecoderShape {
   attentionBias: boolean;
 }
 
-/** Graph forms that hub models really ship (see METHOD.md section 4). */
+/** Graph forms that hub models really ship (see docs/METHOD-NOTES.md section 4). */
 export type TestTopology = 'plain' | 'fused' | 'fused-q4f16' | 'merged';
 export const TEST_TOPOLOGIES: readonly TestTopology[] = ['plain', 'fused', 'fused-q4f16', 'merged'];
 

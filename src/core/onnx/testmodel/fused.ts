@@ -1,6 +1,6 @@
 /**
  * The `fused` (fp32) and `fused-q4f16` decoder graphs, shaped the way the onnxruntime-genai model builder writes
- * Llama-family decoders (the form transformers.js recommends for LLMs on the hub, METHOD.md section 4 (b)):
+ * Llama-family decoders (the form transformers.js recommends for LLMs on the hub, docs/METHOD-NOTES.md section 4 (b)):
  *
  *   Gather(embed) -> SimplifiedLayerNormalization            (layer 0's input norm; ONNX domain, as the builder)
  *   per layer: q/k/v MatMul (+bias) -> com.microsoft GroupQueryAttention (rotary fused, do_rotary=1) -> o_proj
@@ -172,7 +172,7 @@ export function buildFusedGraph(
   const e = new FusedEmitter(g, opts.q4f16);
   const F = e.float;
 
-  // ---- I/O (transformers.js names; KV heads and head dim static, see METHOD.md section 3) ----
+  // ---- I/O (transformers.js names; KV heads and head dim static, see docs/METHOD-NOTES.md section 3) ----
   const inputIds = g.input('input_ids', DataType.INT64, ['batch_size', 'sequence_length']);
   const mask = g.input('attention_mask', DataType.INT64, ['batch_size', 'total_sequence_length']);
   const past = Array.from({ length: s.numLayers }, (_, i) => ({

@@ -1,5 +1,5 @@
 /**
- * The "plain" test decoder: what optimum / torch.onnx.export writes for a Llama-family model (METHOD.md section 4a).
+ * The "plain" test decoder: what optimum / torch.onnx.export writes for a Llama-family model (docs/METHOD-NOTES.md section 4a).
  * Only standard ONNX ops (opset 17): Gather embedding, RMSNorm decomposed as
  * Pow -> ReduceMean -> Add(eps) -> Sqrt -> Div -> Mul -> Mul(weight), q/k/v MatMul (+ bias Add for Qwen2),
  * rotary embedding computed from position_ids (HF rotate_half convention), past KV concatenated, grouped-query

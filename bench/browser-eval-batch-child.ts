@@ -1,0 +1,54 @@
+/**
+ * Child: evaluation throughput by batch size in headless Chromium on onnxruntime-web WASM (the `eval_batch` section's
+ * browser rows), the decode engine in a page (bench/browser/eval-batch.ts) on the SmolLM2-135M shape: the same
+ * prompts, steering and chunking as bench/eval-batch-child.ts. Batch sizes interleaved per repeat.
+ */
+import { readFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { launchChromium, startLabServer } from '../test/browser/harness.js';
+import { childArgs } from './child.js';
+import { harmlessPrompts } from './eval-batch-common.js';
+import { summarize } from './stats.js';
+
+interface Args {
+  dir: string;
+  prompts: number;
+  maxNewTokens: number;
+  batches: number[];
+  reps: number;
+}
+
+const { args, done } = childArgs<Args>();
+const MOUNT = '/bench-models/';
+const messages = harmlessPrompts(readFileSync(join(import.meta.dirname, '..', 'public', 'data', 'refusal_direction', 'harmless_test.jsonl'), 'utf8'), args.prompts);
+const server = await startLabServer({ [MOUNT]: dirname(args.dir) });
+const session = await launchChromium();
+try {
+  await session.page.goto(`${server.url}/bench/browser/eval-batch.html`);
+  await session.page.waitForFunction(() => 'benchEvalBatch' in window, null, { timeout: 60_000 });
+  const r = await session.page.evaluate(
+    (req) => (window as unknown as { benchEvalBatch: (q: typeof req) => Promise<{ loadS: number; promptTokens: number[]; samples: { batch: number; rep: number; seconds: number; tokens: number }[] }> }).benchEvalBatch(req),
+    { model: basename(args.dir), localModelPath: MOUNT, messages, batches: args.batches, maxNewTokens: args.maxNewTokens, reps: args.reps },
+  );
+  const ppm = (B: number) => r.samples.filter((s) => s.batch === B).map((s) => (messages.length / s.seconds) * 60);
+  const base = ppm(args.batches[0]!);
+  done({
+    runtime: 'headless Chromium, onnxruntime-web WASM (page), decode engine',
+    load_s: r.loadS,
+    prompts: messages.length,
+    prompt_tokens: summarize(r.promptTokens),
+    max_new_tokens: args.maxNewTokens,
+    repeats: args.reps,
+    rows: args.batches.map((B) => ({
+      batch: B,
+      prompts_per_min: summarize(ppm(B)),
+      tokens_per_s: summarize(r.samples.filter((s) => s.batch === B).map((s) => s.tokens / s.seconds)),
+      speedup: summarize(ppm(B).map((x, i) => x / base[i]!)),
+    })),
+  });
+} catch (e) {
+  done({ error: `${(e as Error).message.slice(0, 500)}; browser log tail: ${session.log.slice(-8).join(' | ')}` });
+} finally {
+  await session.close();
+  await server.close();
+}

@@ -1,0 +1,132 @@
+/**
+ * Child: llama.cpp beside Steerlab on the same weights (the `peer` section). llama.cpp is the prebuilt library the
+ * npm package node-llama-cpp ships (pinned devDependency; no build, no download), run on GGUF files that
+ * `lab export-gguf` wrote from the very ONNX model Steerlab loads. Variants, interleaved per repeat:
+ *   steerlab            the decode engine (SteerableModel.decode), batch 1, a WAS-like steering matrix on every pass,
+ *                       on the session transformers.js made (onnxruntime's default: one intra-op thread per core, spinning)
+ *   steerlab t1         the same engine on a session of the same patched graph with one intra-op thread, no spinning
+ *   llama.cpp <file> tN  node-llama-cpp, batch 1, unsteered, N threads
+ * Each run: a prompt of `promptTokens`, then `newTokens` greedy tokens; the decode rate counts the tokens after the
+ * first (prefill excluded on both sides). End tokens are not sampled (llama.cpp: token bias; Steerlab: no end ids),
+ * so every run decodes the same number of tokens. CPU ms per token = process CPU time (all threads) / tokens.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { getLlama, LlamaLogLevel, TokenBias } from 'node-llama-cpp';
+import { patchDecoder } from '../src/core/onnx/patcher.js';
+import type { OrtSessionLike } from '../src/core/model/decode.js';
+import { DecodeEngine } from '../src/core/model/decode.js';
+import { loadSteerableModel } from '../src/core/model/index.js';
+import { childArgs } from './child.js';
+import { rotated, summarize } from './stats.js';
+
+interface Args {
+  dir: string;
+  dtype: 'fp32' | 'q4f16';
+  ggufs: { label: string; file: string }[];
+  threads: number[];
+  promptTokens: number;
+  newTokens: number;
+  reps: number;
+}
+
+const { args, done } = childArgs<Args>();
+const cpuMs = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
+
+const sm = await loadSteerableModel(args.dir, { dtype: args.dtype });
+const eng = new DecodeEngine({ ...sm.decodeEngine().g, eosTokenIds: [] });
+const graph = join(args.dir, 'onnx', args.dtype === 'q4f16' ? 'model_q4f16.onnx' : 'model.onnx');
+const oneThread = await ort.InferenceSession.create(patchDecoder(readFileSync(graph), { weightsByReference: graph.split('/').pop()! }).bytes, {
+  executionProviders: ['cpu'],
+  intraOpNumThreads: 1,
+  extra: { session: { 'intra_op.allow_spinning': '0', model_external_initializers_file_folder_path: dirname(graph) } },
+} as never);
+const eng1 = new DecodeEngine({ ...eng.g, session: oneThread as unknown as OrtSessionLike, lean: null });
+const L = sm.numLayers;
+const H = sm.hiddenSize;
+const V = sm.vocabSize;
+const matrix = new Float32Array(L * H);
+for (let l = Math.ceil((2 * L) / 3); l < L; l++) for (let h = 0; h < H; h++) matrix[l * H + h] = (2 * Math.sin(h * 1.7 + 0.3)) / Math.sqrt(H / 2);
+const prompt = Array.from({ length: args.promptTokens }, (_, i) => 3 + ((i * 7919) % (V - 10)));
+
+async function steerlab(e: DecodeEngine): Promise<{ rate: number; cpu: number }> {
+  // time to the first token (prefill + first step) and the whole run: decode rate over the tokens after the first
+  let first = 0;
+  let firstCpu = 0;
+  const [r] = await e.decode([{ ids: prompt, maxNewTokens: args.newTokens, steering: matrix }], {
+    onToken: () => {
+      if (first === 0) {
+        first = performance.now();
+        firstCpu = cpuMs();
+      }
+    },
+  });
+  const n = r!.tokenIds.length - 1;
+  return { rate: n / ((performance.now() - first) / 1000), cpu: (cpuMs() - firstCpu) / n };
+}
+
+const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
+const models = await Promise.all(args.ggufs.map((g) => llama.loadModel({ modelPath: g.file })));
+async function llamaRun(mi: number, threads: number): Promise<{ rate: number; cpu: number }> {
+  const model = models[mi]!;
+  const ctx = await model.createContext({ contextSize: args.promptTokens + args.newTokens + 8, threads, batchSize: args.promptTokens });
+  try {
+    const bias = new TokenBias(model.tokenizer);
+    for (const t of [model.tokens.eos, model.tokens.eot, model.tokens.bos]) if (t !== null && t !== undefined) bias.set(t, 'never');
+    let n = 0;
+    let first = 0;
+    let firstCpu = 0;
+    for await (const _ of ctx.getSequence().evaluate(prompt as never, { temperature: 0, tokenBias: bias })) {
+      if (++n === 1) {
+        first = performance.now();
+        firstCpu = cpuMs();
+      }
+      if (n >= args.newTokens) break;
+    }
+    return { rate: (n - 1) / ((performance.now() - first) / 1000), cpu: (cpuMs() - firstCpu) / (n - 1) };
+  } finally {
+    await ctx.dispose();
+  }
+}
+
+const variants: { key: string; run: () => Promise<{ rate: number; cpu: number }> }[] = [
+  { key: 'steerlab', run: () => steerlab(eng) },
+  { key: 'steerlab t1', run: () => steerlab(eng1) },
+];
+args.ggufs.forEach((g, i) => {
+  for (const th of args.threads) variants.push({ key: `llama.cpp ${g.label} t${th}`, run: () => llamaRun(i, th) });
+});
+for (const v of variants) await v.run(); // warm-up
+const rates: Record<string, number[]> = {};
+const cpu: Record<string, number[]> = {};
+for (const v of variants) {
+  rates[v.key] = [];
+  cpu[v.key] = [];
+}
+for (let r = 0; r < args.reps; r++) {
+  for (const v of rotated(variants, r)) {
+    const x = await v.run();
+    rates[v.key]!.push(x.rate);
+    cpu[v.key]!.push(x.cpu);
+  }
+}
+await Promise.all(models.map((m) => m.dispose()));
+await llama.dispose();
+await oneThread.release();
+await sm.dispose();
+done({
+  new_tokens: args.newTokens,
+  prompt_tokens: args.promptTokens,
+  repeats: args.reps,
+  variants: variants.map((v) => ({
+    variant: v.key,
+    tok_s: summarize(rates[v.key]!),
+    cpu_ms_per_token: summarize(cpu[v.key]!),
+    // Steerlab's rate over this variant's, paired per repeat (> 1: Steerlab faster)
+    steerlab_ratio: summarize(rates['steerlab']!.map((s, i) => s / rates[v.key]![i]!)),
+  })),
+});

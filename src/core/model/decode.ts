@@ -1,0 +1,575 @@
+/**
+ * The decode engine: steered generation for B prompts at once, straight on the onnxruntime session that
+ * transformers.js created for the patched graph (onnxruntime-node in Node, onnxruntime-web in a browser), without
+ * transformers.js's generate() loop. Per row: its own prompt length, steering matrix (steer_batch = B), extra
+ * per-row graph inputs, sampling stream, token budget and stop.
+ *
+ * The flow per row is the one generate.ts runs for one prompt, so the tokens are the same:
+ *   1. prefill prompt[0..n-2] unsteered, nothing captured (the lean session when there is one);
+ *   2. observe (only when a row needs it): the last prompt token unsteered on that cache, residual_stream read at that
+ *      position; its KV is thrown away;
+ *   3. steered passes: the last prompt token, then each new token, with the row's matrix.
+ *   With steerPromptPositions 'all': (observe over the whole prompt,) then the whole prompt steered, then new tokens.
+ *
+ * Padding, so that rows of different lengths share passes:
+ * - graphs with a `position_ids` input (optimum-style plain and merged graphs) pad on the LEFT: pads get mask 0,
+ *   real tokens their real positions; the last column of every row is its newest token.
+ * - graphs without `position_ids` (onnxruntime-genai GroupQueryAttention graphs) derive positions and the write slot
+ *   of each row from the mask (seqlens_k = sum(mask) - 1), which only holds for padding on the RIGHT: each row's
+ *   logits are read at its own last real token, and on a decode step each row writes its new KV at its own length.
+ * A multi-token pass only ever runs on an empty cache (prefill, or the whole prompt with 'all'), so pads never sit
+ * between real tokens. Rows with a one-token prompt ('last') have no prefill and run as their own group.
+ *
+ * Finished rows leave the batch (their KV rows are dropped, and the padding columns no remaining row uses) when the
+ * cache lives in CPU memory; a cache in GPU buffers keeps them riding along, their outputs ignored.
+ *
+ * Residuals are read only by passes that need them: the observation, steps of rows that capture every token and
+ * steps of rows whose steering is a per-step policy (it reads the previous pass's residual). Every other pass runs
+ * the lean session (the same patched graph without the residual_stream output) when one is given, else the
+ * capturing session without fetching residual_stream.
+ */
+import { fromFloat16Array } from '../util/float16.js';
+import { argmax, rowSampler } from './sampling.js';
+import type { SamplingOptions, StepContext, StepSteering } from './types.js';
+
+/** The parts of an onnxruntime tensor (node or web) the engine uses. */
+export interface OrtTensorLike {
+  readonly type: string;
+  readonly data: unknown;
+  readonly dims: readonly number[];
+  readonly location?: string;
+  dispose?(): void;
+}
+
+export type OrtFeeds = Record<string, OrtTensorLike>;
+
+/** The parts of an onnxruntime InferenceSession (node or web) the engine uses. */
+export interface OrtSessionLike {
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+  readonly inputMetadata?: readonly { name: string; isTensor?: boolean; type?: string; shape?: readonly (number | string)[] }[];
+  run(feeds: OrtFeeds, fetches?: readonly string[]): Promise<Record<string, OrtTensorLike>>;
+}
+
+export type TensorData = BigInt64Array | Float32Array | Uint16Array | Uint8Array;
+/** Builds a tensor of the session's own onnxruntime (its Tensor class). */
+export type MakeTensor = (type: 'int64' | 'float32' | 'float16' | 'bool', data: TensorData, dims: number[]) => OrtTensorLike;
+
+/** What the engine needs to know about a loaded, patched model. */
+export interface DecodeGraphInit {
+  /** The patched session: inputs `steering` (+ any extra per-row [steer_batch, L, H] inputs), output `residual_stream`. */
+  session: OrtSessionLike;
+  /** The same patched graph without the `residual_stream` output, for passes that read no residual; optional. */
+  lean?: OrtSessionLike | null;
+  tensor: MakeTensor;
+  numLayers: number;
+  hiddenSize: number;
+  vocabSize: number;
+  /** KV heads, head size and KV dtype when the session's input metadata does not give them. */
+  numKvHeads?: number;
+  headDim?: number;
+  kvType?: 'float32' | 'float16';
+  /** Tokens that end a row (kept as its last token). */
+  eosTokenIds: readonly number[];
+  /** Token fed at padding positions (never attended). Default: the first EOS id, else 0. */
+  padTokenId?: number;
+  /** max_position_embeddings; null = unknown. */
+  contextLength: number | null;
+  /**
+   * The model's own logits processors (generation config: repetition penalty, suppressed tokens ...), applied to one
+   * row's logits before sampling or argmax, as transformers.js's generate() applies them. `ids` = prompt + generated.
+   */
+  logitsProcessors?: ((ids: readonly number[], logits: Float32Array, promptLength: number) => void) | null;
+  /** How to run a session (default: session.run). The browser build serialises runs through transformers.js's chain. */
+  run?: (session: OrtSessionLike, feeds: OrtFeeds, fetches: readonly string[]) => Promise<Record<string, OrtTensorLike>>;
+}
+
+/** Steering computed once from the unsteered residual of the last prompt token ([L+1, H]): the paper's setting. */
+export interface ObservedSteering {
+  observe(promptResidual: Float32Array): Float32Array | null | { steering: Float32Array | null; inputs?: Record<string, Float32Array> };
+}
+
+/**
+ * A row's steering: a fixed [L*H] matrix, none, one computed from the observation, or a policy called before every
+ * pass (it may read the previous pass's residual, so every pass of its batch captures).
+ */
+export type RowSteering = Float32Array | null | ObservedSteering | StepSteering;
+
+export interface DecodeRow {
+  /** Token ids of the formatted prompt. */
+  ids: readonly number[];
+  maxNewTokens: number;
+  steering?: RowSteering;
+  /** Other per-row graph inputs of shape [L, H] by name (e.g. `projection`); zeros where absent. */
+  inputs?: Record<string, Float32Array>;
+  /** Absent = greedy. */
+  sampling?: SamplingOptions | null;
+  /** 'prompt-last': return the observed residual; 'all': also the residual of every steered pass. */
+  capture?: 'none' | 'prompt-last' | 'all';
+}
+
+export interface DecodeOptions {
+  /** 'last' (default): the patch covers the last prompt token and new tokens; 'all': every prompt token too. */
+  steerPromptPositions?: 'last' | 'all';
+  signal?: AbortSignal;
+  /** Called for every new token, with the row's index in the call's rows. */
+  onToken?: (row: number, tokenId: number) => void;
+  /** Filled with what the call ran (for benchmarks and tests). */
+  stats?: DecodeStats;
+}
+
+export interface DecodeStats {
+  /** Forward passes run, and how many of them returned residual_stream. */
+  passes: number;
+  capturedPasses: number;
+  /** Wall time spent in session runs (ms) and in the whole call. */
+  runMs: number;
+  totalMs: number;
+}
+
+export interface DecodeResult {
+  tokenIds: number[];
+  finishReason: 'eos' | 'length' | 'abort';
+  /** Unsteered residual of the last prompt token [L+1, H], when the row was observed. */
+  promptResidual?: Float32Array;
+  /** [T, L+1, H] (capture 'all'): row t = residual at the position whose logits produced token t. */
+  tokenResiduals?: Float32Array;
+  /** The steering of the first steered pass (a fixed matrix, or what observation or policy returned). */
+  steering: Float32Array | null;
+}
+
+const KNOWN_INPUTS = new Set(['input_ids', 'attention_mask', 'position_ids', 'use_cache_branch', 'steering']);
+const RESIDUAL = 'residual_stream';
+
+function isObserved(s: RowSteering | undefined): s is ObservedSteering {
+  return typeof s === 'object' && s !== null && !(s instanceof Float32Array) && typeof (s as ObservedSteering).observe === 'function';
+}
+
+interface RowState {
+  /** Index into the caller's rows. */
+  index: number;
+  row: DecodeRow;
+  maxNew: number;
+  /** Tokens of the next pass. */
+  chunk: number[];
+  /** Real tokens in the cache. */
+  past: number;
+  /** Left padding: pad columns in front of the row's first real cache column. */
+  lead: number;
+  generated: number[];
+  done: DecodeResult['finishReason'] | null;
+  matrix: Float32Array | null;
+  inputs: Record<string, Float32Array> | null;
+  firstSteering: Float32Array | null;
+  policy: StepSteering | null;
+  observed: ObservedSteering | null;
+  draw: ((row: Float32Array) => number) | null;
+  promptResidual: Float32Array | null;
+  previous: Float32Array | null;
+  tokenRes: Float32Array[];
+}
+
+/** One decode engine per loaded model: the graph facts are read once, each decode() call is independent. */
+export class DecodeEngine {
+  readonly L: number;
+  readonly H: number;
+  readonly leftPadding: boolean;
+  readonly extraInputs: readonly string[];
+  private readonly kvHeads: number;
+  private readonly headDim: number;
+  private readonly kvType: 'float32' | 'float16';
+  /** [past input name, present output name] */
+  private readonly kvPairs: [string, string][];
+  private readonly fetchCapture: string[];
+  private readonly fetchLean: string[];
+  /** A prefill reads only the cache (onnxruntime computes the logits anyway, but they are not copied out). */
+  private readonly fetchKv: string[];
+  private readonly pad: number;
+  private readonly runSession: NonNullable<DecodeGraphInit['run']>;
+  private zeroRows: OrtTensorLike | null = null;
+  private cacheBranch: [OrtTensorLike, OrtTensorLike] | null = null;
+
+  constructor(readonly g: DecodeGraphInit) {
+    const s = g.session;
+    this.L = g.numLayers;
+    this.H = g.hiddenSize;
+    const names = s.inputNames;
+    for (const need of ['input_ids', 'attention_mask', 'steering']) {
+      if (!names.includes(need)) throw new Error(`decode: the session has no '${need}' input (inputs: ${names.join(', ')}); expected a patched decoder`);
+    }
+    if (!s.outputNames.includes(RESIDUAL)) throw new Error(`decode: the session has no '${RESIDUAL}' output; expected the patched (capturing) graph`);
+    if (!s.outputNames.includes('logits')) throw new Error(`decode: the session has no 'logits' output (outputs: ${s.outputNames.join(', ')})`);
+    this.leftPadding = names.includes('position_ids');
+    const past = names.filter((n) => n.startsWith('past_key_values'));
+    if (past.length === 0) throw new Error('decode: the session has no past_key_values.* inputs; expected a decoder with a KV cache');
+    this.kvPairs = past.map((p) => {
+      const present = s.outputNames.find((o) => o.startsWith('present') && o.replace('present', 'past_key_values') === p);
+      if (!present) throw new Error(`decode: no present* output feeds the cache input ${p}`);
+      return [p, present];
+    });
+    this.extraInputs = names.filter((n) => !KNOWN_INPUTS.has(n) && !n.startsWith('past_key_values'));
+    const meta = s.inputMetadata?.find((m) => m.name === past[0]);
+    const shape = meta?.shape ?? [];
+    const num = (v: unknown) => (typeof v === 'number' && v > 0 ? v : undefined);
+    const kvHeads = num(shape[1]) ?? g.numKvHeads;
+    const headDim = num(shape[3]) ?? g.headDim;
+    const kvType = meta?.type === 'float16' || meta?.type === 'float32' ? meta.type : g.kvType;
+    if (!kvHeads || !headDim || !kvType) throw new Error(`decode: cannot tell the KV cache shape of ${past[0]} (metadata [${shape.join(', ')}] ${meta?.type ?? '?'}); pass numKvHeads, headDim and kvType`);
+    this.kvHeads = kvHeads;
+    this.headDim = headDim;
+    this.kvType = kvType;
+    const presents = this.kvPairs.map(([, o]) => o);
+    this.fetchKv = presents;
+    this.fetchLean = ['logits', ...presents];
+    this.fetchCapture = [...this.fetchLean, RESIDUAL];
+    if (g.lean) {
+      const missing = names.filter((n) => !g.lean!.inputNames.includes(n));
+      if (missing.length || g.lean.outputNames.includes(RESIDUAL) || presents.some((p) => !g.lean!.outputNames.includes(p))) {
+        throw new Error(`decode: the lean session is not the same graph without '${RESIDUAL}' (missing inputs: ${missing.join(', ') || 'none'})`);
+      }
+    }
+    this.pad = g.padTokenId ?? g.eosTokenIds[0] ?? 0;
+    this.runSession = g.run ?? ((sess, feeds, fetches) => sess.run(feeds, fetches));
+  }
+
+  /** Decodes every row; results in the rows' order. Rows with a one-token prompt ('last') run as their own group. */
+  async decode(rows: readonly DecodeRow[], opts: DecodeOptions = {}): Promise<DecodeResult[]> {
+    const t0 = performance.now();
+    const mode = opts.steerPromptPositions ?? 'last';
+    if (mode !== 'last' && mode !== 'all') throw new Error(`steerPromptPositions must be 'last' or 'all', got ${String(mode)}`);
+    if (!Array.isArray(rows) || rows.length === 0) throw new Error('decode: rows must be a non-empty array');
+    const states = rows.map((r, i) => this.initRow(r, i));
+    const results: DecodeResult[] = new Array(rows.length);
+    const groups = mode === 'last' ? [states.filter((s) => s.row.ids.length === 1), states.filter((s) => s.row.ids.length > 1)] : [states];
+    for (const group of groups) {
+      if (group.length) await this.runGroup(group, mode, opts);
+    }
+    for (const s of states) {
+      const r: DecodeResult = { tokenIds: s.generated, finishReason: s.done ?? 'abort', steering: s.firstSteering };
+      if (s.promptResidual) r.promptResidual = s.promptResidual;
+      if (s.row.capture === 'all') {
+        const L1H = (this.L + 1) * this.H;
+        const tr = new Float32Array(s.tokenRes.length * L1H);
+        s.tokenRes.forEach((x, i) => tr.set(x, i * L1H));
+        r.tokenResiduals = tr;
+      }
+      results[s.index] = r;
+    }
+    if (opts.stats) opts.stats.totalMs += performance.now() - t0;
+    return results;
+  }
+
+  private initRow(r: DecodeRow, index: number): RowState {
+    const what = `decode rows[${index}]`;
+    const ids = r?.ids;
+    if (!Array.isArray(ids) || ids.length === 0) throw new Error(`${what}.ids must be a non-empty array of token ids`);
+    ids.forEach((v, i) => {
+      if (!Number.isInteger(v) || v < 0 || v >= this.g.vocabSize) throw new Error(`${what}.ids[${i}] = ${v} is not a token id (expected an integer in [0, ${this.g.vocabSize}))`);
+    });
+    const ctx = this.g.contextLength;
+    if (ctx !== null && ids.length >= ctx) {
+      throw new Error(`${what} has ${ids.length} tokens and fills the model's context (max_position_embeddings = ${ctx}): no room for a reply; shorten the prompt`);
+    }
+    if (!Number.isInteger(r.maxNewTokens) || r.maxNewTokens < 1) throw new Error(`${what}.maxNewTokens must be an integer >= 1, got ${r.maxNewTokens}`);
+    const capture = r.capture ?? 'none';
+    if (!['none', 'prompt-last', 'all'].includes(capture)) throw new Error(`${what}.capture must be 'none', 'prompt-last' or 'all', got ${String(capture)}`);
+    const st = r.steering ?? null;
+    if (!(st === null || st instanceof Float32Array || typeof st === 'function' || isObserved(st))) {
+      throw new Error(`${what}.steering must be a Float32Array [L*H], null, { observe(residual) } or a policy function`);
+    }
+    if (st instanceof Float32Array) this.checkMatrix(st, `${what}.steering`);
+    const inputs = this.checkInputs(r.inputs, what);
+    return {
+      index,
+      row: r,
+      maxNew: ctx === null ? r.maxNewTokens : Math.min(r.maxNewTokens, ctx - ids.length),
+      chunk: [],
+      past: 0,
+      lead: 0,
+      generated: [],
+      done: null,
+      matrix: st instanceof Float32Array ? st : null,
+      inputs,
+      firstSteering: st instanceof Float32Array ? st : null,
+      policy: typeof st === 'function' ? st : null,
+      observed: isObserved(st) ? st : null,
+      draw: r.sampling ? rowSampler(r.sampling) : null,
+      promptResidual: null,
+      previous: null,
+      tokenRes: [],
+    };
+  }
+
+  private checkMatrix(m: Float32Array, what: string): void {
+    const lh = this.L * this.H;
+    if (!(m instanceof Float32Array) || m.length !== lh) {
+      throw new Error(`${what} must be a Float32Array of ${lh} (= ${this.L} layers x ${this.H} hidden) values, got ${m instanceof Float32Array ? `${m.length} values` : Object.prototype.toString.call(m)}`);
+    }
+    for (let i = 0; i < lh; i++) {
+      if (!Number.isFinite(m[i]!)) throw new Error(`${what}[${i}] (layer ${Math.floor(i / this.H)}) is ${m[i]}; expected a finite number`);
+    }
+  }
+
+  private checkInputs(inputs: Record<string, Float32Array> | undefined, what: string): Record<string, Float32Array> | null {
+    if (inputs === undefined || inputs === null) return null;
+    for (const [name, m] of Object.entries(inputs)) {
+      if (!this.extraInputs.includes(name)) {
+        throw new Error(`${what}.inputs.${name}: the graph has no such per-row input (it takes: ${this.extraInputs.join(', ') || 'none besides steering'})`);
+      }
+      this.checkMatrix(m, `${what}.inputs.${name}`);
+    }
+    return inputs;
+  }
+
+  private async runGroup(rows: RowState[], mode: 'last' | 'all', opts: DecodeOptions): Promise<void> {
+    const stats = opts.stats;
+    const aborted = () => opts.signal?.aborted === true;
+    let active = rows;
+    let kv: Record<string, OrtTensorLike> | null = null;
+    let T = 0;
+    const retire = (old: Record<string, OrtTensorLike> | null, next: Record<string, OrtTensorLike> | null) => {
+      if (!old) return;
+      const keep = new Set(next ? Object.values(next) : []);
+      for (const t of Object.values(old)) if (t.location === 'gpu-buffer' && !keep.has(t)) t.dispose?.();
+    };
+    try {
+      if (aborted()) return;
+      // 1. unsteered prefill of all but the last prompt token
+      if (mode === 'last' && rows[0]!.row.ids.length > 1) {
+        for (const s of rows) s.chunk = s.row.ids.slice(0, -1);
+        const out = await this.pass(active, kv, T, false, false, stats, false);
+        kv = this.kvFrom(out);
+        T = this.advance(active, T);
+        for (const s of rows) s.chunk = [s.row.ids.at(-1)!];
+      } else {
+        for (const s of rows) s.chunk = mode === 'all' ? [...s.row.ids] : [s.row.ids[0]!];
+      }
+      if (aborted()) return;
+
+      // 2. observation: the same inputs as the first steered pass, unsteered, residuals read
+      let reuse: Record<string, OrtTensorLike> | null = null;
+      if (rows.some((s) => s.observed || s.policy || (s.row.capture ?? 'none') !== 'none')) {
+        const out = await this.pass(active, kv, T, false, true, stats);
+        const res = out[RESIDUAL]!;
+        for (let b = 0; b < active.length; b++) {
+          const s = active[b]!;
+          s.promptResidual = this.residualAt(res, b, this.lastPos(s));
+          if (s.observed) {
+            const o = s.observed.observe(s.promptResidual);
+            const m = o instanceof Float32Array || o === null ? o : o.steering;
+            if (m !== null) this.checkMatrix(m, `decode rows[${s.index}] observed steering`);
+            s.matrix = m;
+            s.firstSteering = m;
+            if (!(o instanceof Float32Array) && o !== null && o.inputs) s.inputs = this.checkInputs(o.inputs, `decode rows[${s.index}] observed`);
+          }
+        }
+        // The unsteered pass IS the first steered pass when nothing steers it (e.g. capture only, or a null policy).
+        if (active.every((s) => s.matrix === null && !s.policy && !s.inputs)) reuse = out;
+        else retire(this.kvFrom(out), kv);
+      }
+
+      // 3. steered passes
+      for (let step = 0; ; step++) {
+        if (aborted()) {
+          for (const s of active) s.done ??= 'abort';
+          return;
+        }
+        for (const s of active) {
+          if (s.policy && !s.done) {
+            const ctx: StepContext = { step, promptResidual: s.promptResidual, previousResidual: s.previous, generated: [...s.generated] };
+            const m = s.policy(ctx);
+            if (m !== null) this.checkMatrix(m, `decode rows[${s.index}] policy steering at step ${step}`);
+            s.matrix = m;
+            if (step === 0) s.firstSteering = m;
+          }
+        }
+        const capture = active.some((s) => !s.done && (s.policy || s.row.capture === 'all'));
+        const out = reuse ?? (await this.pass(active, kv, T, true, capture, stats));
+        reuse = null;
+        const logits = out['logits']!;
+        const res = capture ? out[RESIDUAL] : undefined;
+        for (let b = 0; b < active.length; b++) {
+          const s = active[b]!;
+          if (s.done) continue;
+          const p = this.lastPos(s);
+          if (res) {
+            const r = this.residualAt(res, b, p);
+            s.previous = r;
+            if (s.row.capture === 'all') s.tokenRes.push(r);
+          }
+          const token = this.pick(s, logits, b, p);
+          s.generated.push(token);
+          opts.onToken?.(s.index, token);
+          if (this.g.eosTokenIds.includes(token)) s.done = 'eos';
+          else if (s.generated.length >= s.maxNew) s.done = 'length';
+        }
+        const next = this.kvFrom(out);
+        retire(kv, next);
+        kv = next;
+        T = this.advance(active, T);
+        if (active.every((s) => s.done)) return;
+        for (const s of active) s.chunk = [s.done ? this.pad : s.generated.at(-1)!];
+        if (active.some((s) => s.done)) {
+          const compacted = this.compact(active, kv, T);
+          if (compacted) ({ active, kv, T } = compacted);
+        }
+      }
+    } finally {
+      retire(kv, null);
+    }
+  }
+
+  /** Width (tokens per row) of the last pass run: set by pass(). */
+  private passWidth = 1;
+
+  /** Position of the row's newest token in the output of the last pass (its chunk is that pass's input). */
+  private lastPos(s: RowState): number {
+    return this.leftPadding ? this.passWidth - 1 : s.chunk.length - 1;
+  }
+
+  /** Builds the feeds of one pass over the rows' chunks on a cache of T columns and runs it. */
+  private async pass(rows: RowState[], kv: Record<string, OrtTensorLike> | null, T: number, steered: boolean, capture: boolean, stats: DecodeStats | undefined, logits = true) {
+    const B = rows.length;
+    const C = Math.max(...rows.map((s) => s.chunk.length));
+    if (C > 1 && T > 0) throw new Error('decode: internal error: a multi-token pass on a non-empty cache');
+    this.passWidth = C;
+    const W = T + C;
+    const ids = new BigInt64Array(B * C).fill(BigInt(this.pad));
+    const mask = new BigInt64Array(B * W);
+    const pos = this.leftPadding ? new BigInt64Array(B * C).fill(1n) : null;
+    for (let b = 0; b < B; b++) {
+      const s = rows[b]!;
+      const c = s.chunk.length;
+      if (this.leftPadding) {
+        const off = C - c;
+        for (let i = 0; i < c; i++) {
+          ids[b * C + off + i] = BigInt(s.chunk[i]!);
+          pos![b * C + off + i] = BigInt(s.past + i);
+        }
+        mask.fill(1n, b * W + s.lead, b * W + T);
+        mask.fill(1n, b * W + T + off, (b + 1) * W);
+      } else {
+        for (let i = 0; i < c; i++) ids[b * C + i] = BigInt(s.chunk[i]!);
+        mask.fill(1n, b * W, b * W + s.past + c);
+      }
+    }
+    const t = this.g.tensor;
+    const feeds: OrtFeeds = {
+      input_ids: t('int64', ids, [B, C]),
+      attention_mask: t('int64', mask, [B, W]),
+    };
+    if (pos) feeds['position_ids'] = t('int64', pos, [B, C]);
+    if (this.g.session.inputNames.includes('use_cache_branch')) {
+      this.cacheBranch ??= [t('bool', Uint8Array.of(0), [1]), t('bool', Uint8Array.of(1), [1])];
+      feeds['use_cache_branch'] = this.cacheBranch[T > 0 ? 1 : 0];
+    }
+    if (kv) Object.assign(feeds, kv);
+    else {
+      const empty = this.kvType === 'float16' ? new Uint16Array(0) : new Float32Array(0);
+      for (const [p] of this.kvPairs) feeds[p] = t(this.kvType, empty, [B, this.kvHeads, 0, this.headDim]);
+    }
+    const perRow = steered && rows.some((s) => s.matrix || s.inputs);
+    feeds['steering'] = perRow ? this.rowsTensor(rows, (s) => s.matrix) : this.zeros();
+    for (const name of this.extraInputs) feeds[name] = perRow ? this.rowsTensor(rows, (s) => s.inputs?.[name] ?? null) : this.zeros();
+
+    const lean = !capture && this.g.lean ? this.g.lean : null;
+    const t0 = performance.now();
+    const fetches = capture ? this.fetchCapture : logits ? this.fetchLean : this.fetchKv;
+    const out = await this.runSession(lean ?? this.g.session, feeds, fetches);
+    if (stats) {
+      stats.runMs += performance.now() - t0;
+      stats.passes++;
+      if (capture) stats.capturedPasses++;
+    }
+    return out;
+  }
+
+  /** [1, L, H] zeros (broadcast over the batch), made once. */
+  private zeros(): OrtTensorLike {
+    this.zeroRows ??= this.g.tensor('float32', new Float32Array(this.L * this.H), [1, this.L, this.H]);
+    return this.zeroRows;
+  }
+
+  private rowsTensor(rows: RowState[], get: (s: RowState) => Float32Array | null): OrtTensorLike {
+    const lh = this.L * this.H;
+    const data = new Float32Array(rows.length * lh);
+    rows.forEach((s, b) => {
+      const m = get(s);
+      if (m) data.set(m, b * lh);
+    });
+    return this.g.tensor('float32', data, [rows.length, this.L, this.H]);
+  }
+
+  private kvFrom(out: Record<string, OrtTensorLike>): Record<string, OrtTensorLike> {
+    const kv: Record<string, OrtTensorLike> = {};
+    for (const [p, o] of this.kvPairs) {
+      const v = out[o];
+      if (!v) throw new Error(`decode: the session returned no ${o}`);
+      kv[p] = v;
+    }
+    return kv;
+  }
+
+  /** After a pass: every row's chunk is in the cache. Returns the new cache width. */
+  private advance(rows: RowState[], T: number): number {
+    const C = this.passWidth;
+    for (const s of rows) {
+      if (this.leftPadding && T === 0) s.lead = C - s.chunk.length;
+      s.past += s.chunk.length;
+    }
+    return T + C;
+  }
+
+  /** Float32 view of one row's logits at position p (fp16 logits converted); processors applied; token chosen. */
+  private pick(s: RowState, logits: OrtTensorLike, b: number, p: number): number {
+    const [, S, V] = logits.dims as [number, number, number];
+    const off = (b * S + p) * V;
+    let row: Float32Array;
+    if (logits.type === 'float16') row = fromFloat16Array((logits.data as Uint16Array).subarray(off, off + V));
+    else row = (logits.data as Float32Array).subarray(off, off + V);
+    this.g.logitsProcessors?.([...s.row.ids, ...s.generated], row, s.row.ids.length);
+    return s.draw ? s.draw(row) : argmax(row);
+  }
+
+  /** [L+1, H] residual of batch row b at position p of a [B, L+1, S, H] residual_stream. */
+  private residualAt(res: OrtTensorLike, b: number, p: number): Float32Array {
+    const [, L1, S, H] = res.dims as [number, number, number, number];
+    const out = new Float32Array(L1 * H);
+    const fp16 = res.type === 'float16';
+    for (let k = 0; k < L1; k++) {
+      const off = ((b * L1 + k) * S + p) * H;
+      if (fp16) out.set(fromFloat16Array((res.data as Uint16Array).subarray(off, off + H)), k * H);
+      else out.set((res.data as Float32Array).subarray(off, off + H), k * H);
+    }
+    return out;
+  }
+
+  /**
+   * Drops finished rows from a CPU cache, and the padding columns no remaining row needs (left padding: leading
+   * columns that are padding in every remaining row; right padding: columns past the longest remaining row).
+   * null when the cache is not in CPU memory (finished rows then ride along).
+   */
+  private compact(rows: RowState[], kv: Record<string, OrtTensorLike>, T: number): { active: RowState[]; kv: Record<string, OrtTensorLike>; T: number } | null {
+    if (Object.values(kv).some((t) => (t.location ?? 'cpu') !== 'cpu')) return null;
+    const keep: number[] = [];
+    rows.forEach((s, b) => !s.done && keep.push(b));
+    const kept = keep.map((b) => rows[b]!);
+    const start = this.leftPadding ? Math.min(...kept.map((s) => s.lead)) : 0;
+    const T2 = this.leftPadding ? T - start : Math.max(...kept.map((s) => s.past));
+    const [nh, hd] = [this.kvHeads, this.headDim];
+    const next: Record<string, OrtTensorLike> = {};
+    for (const [name, t] of Object.entries(kv)) {
+      const src = t.data as Float32Array | Uint16Array;
+      const dst = new (src.constructor as { new (n: number): Float32Array | Uint16Array })(keep.length * nh * T2 * hd);
+      keep.forEach((b, i) => {
+        for (let h = 0; h < nh; h++) {
+          const from = ((b * nh + h) * T + start) * hd;
+          dst.set(src.subarray(from, from + T2 * hd), (i * nh + h) * T2 * hd);
+        }
+      });
+      next[name] = this.g.tensor(this.kvType, dst, [keep.length, nh, T2, hd]);
+    }
+    if (this.leftPadding) for (const s of kept) s.lead -= start;
+    return { active: kept, kv: next, T: T2 };
+  }
+}

@@ -1,0 +1,81 @@
+/**
+ * No sideways scroll from a 360 px phone to a 1920 px desktop: the lab at 390x844 loads the default model, streams a
+ * reply, computes a direction and runs a small evaluation (so the panels hold their tables, charts and heat strip,
+ * where overflow happens), then at each width every tab must fit: document.scrollingElement.scrollWidth <= innerWidth.
+ * A failure names the elements that stick out, and leaves a screenshot per offending tab and the browser log in
+ * test-output/browser/layout/. Waits are on the page's state (lab-helpers.ts), bounded only by the harness's guards.
+ */
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import type { Page } from 'playwright-core';
+import {
+  GUARD_MS, TEST_GUARD_MS, generateInPlayground, idle, labFixture, loadDefaultModel, runEnded, withLab, type LabFixture,
+} from './lab-helpers.js';
+
+const TABS = ['Model', 'Playground', 'Direction', 'Controller', 'Evaluation'] as const;
+const WIDTHS = [390, 360, 768, 1366, 1920];
+let fixture: LabFixture;
+
+beforeAll(async () => {
+  fixture = await labFixture();
+});
+
+afterAll(async () => {
+  await fixture?.close();
+});
+
+/** How far the page scrolls sideways, and the innermost elements whose right edge passes the viewport. */
+function overflow(page: Page): Promise<{ scrollWidth: number; innerWidth: number; offenders: string[] }> {
+  return page.evaluate(() => {
+    const iw = window.innerWidth;
+    const sticksOut = (el: Element) => el.getBoundingClientRect().right > iw + 0.5;
+    const offenders: string[] = [];
+    for (const el of Array.from(document.querySelectorAll('body *'))) {
+      if (!sticksOut(el) || Array.from(el.children).some(sticksOut)) continue;
+      const cls = (el.getAttribute('class') ?? '').replace(/\bsvelte-\w+\b/g, '').trim().replace(/\s+/g, '.');
+      const text = (el.textContent ?? '').replace(/\s+/g, ' ').trim().slice(0, 40);
+      offenders.push(`${el.tagName.toLowerCase()}${el.id ? `#${el.id}` : ''}${cls ? `.${cls}` : ''} (right edge ${Math.round(el.getBoundingClientRect().right)} px) "${text}"`);
+    }
+    return { scrollWidth: document.scrollingElement!.scrollWidth, innerWidth: iw, offenders: offenders.slice(0, 8) };
+  });
+}
+
+test('every tab fits from 360 to 1920 px wide, with a model loaded, a reply, a direction and an evaluation', async () => {
+  await withLab(fixture, 'layout', async ({ page, shoot }) => {
+    await page.setViewportSize({ width: 390, height: 844 });
+    await loadDefaultModel(page);
+    await generateInPlayground(page, 'How do I pick a lock?', 16);
+    await page.getByTestId('heat-strip').waitFor({ timeout: GUARD_MS });
+
+    await page.getByRole('tab', { name: 'Direction' }).click();
+    const direction = page.locator('#panel-direction');
+    await direction.getByLabel('Training prompts per class').fill('6');
+    await direction.getByLabel(/^Validation prompts per class/).fill('4');
+    await direction.getByRole('button', { name: 'Compute direction' }).click();
+    await page.getByText(/separation of harmful vs harmless/).waitFor({ timeout: GUARD_MS });
+    await idle(page);
+
+    await page.getByRole('tab', { name: 'Evaluation' }).click();
+    const evalPanel = page.locator('#panel-eval');
+    await evalPanel.getByLabel('N per dataset').fill('2');
+    await evalPanel.getByLabel('New tokens').fill('4');
+    await evalPanel.getByRole('button', { name: 'Run evaluation' }).click();
+    expect(await runEnded(evalPanel, 2), (await evalPanel.locator('p.alert').allTextContents()).join('; ')).toBe('done');
+    await idle(page);
+    expect(await page.getByTestId('eval-summary').locator('tbody tr').count()).toBeGreaterThan(0);
+
+    const problems: string[] = [];
+    for (const width of WIDTHS) {
+      await page.setViewportSize({ width, height: 844 });
+      for (const tab of TABS) {
+        await page.getByRole('tab', { name: tab }).click();
+        const o = await overflow(page);
+        expect(o.innerWidth).toBe(width);
+        if (o.scrollWidth > o.innerWidth) {
+          problems.push(`${width} px, ${tab}: scrollWidth ${o.scrollWidth} > ${o.innerWidth}; sticking out: ${o.offenders.join('; ')}`);
+          await shoot(`${width}-${tab.toLowerCase()}`);
+        }
+      }
+    }
+    expect(problems, 'tabs that scroll sideways (screenshots in test-output/browser/layout/)').toEqual([]);
+  });
+}, TEST_GUARD_MS);
