@@ -1,6 +1,7 @@
 /**
  * A plain static file server, as a static host (a project page, a bucket, nginx with defaults) would be: files of
- * one folder under a URL prefix, a content type by extension, an index.html for a folder, 404 for everything else,
+ * one folder under a URL prefix, a content type by extension, single byte ranges (what reading the head of a model
+ * file for its identity asks for), an index.html for a folder, 404 for everything else,
  * and none of the headers the dev and preview servers add (no cross-origin isolation, no CSP header; the built
  * index.html carries its own CSP meta tag). Every 404 is recorded for the test to report.
  */
@@ -31,7 +32,23 @@ export async function serveStatic(dir: string, prefix: string): Promise<StaticSe
       res.writeHead(404, { 'Content-Type': 'text/plain' }).end(`not found: ${path}`);
       return;
     }
-    res.writeHead(200, { 'Content-Type': TYPES[extname(file)] ?? 'application/octet-stream', 'Content-Length': statSync(file).size });
+    const size = statSync(file).size;
+    const type = TYPES[extname(file)] ?? 'application/octet-stream';
+    // One byte range (`bytes=a-b`, `bytes=a-`, `bytes=-n`), as static hosts answer it; other forms get the whole file.
+    const range = /^bytes=(\d*)-(\d*)$/.exec(req.headers.range ?? '');
+    if (range && (range[1] !== '' || range[2] !== '')) {
+      const start = range[1] === '' ? Math.max(0, size - Number(range[2])) : Number(range[1]);
+      const end = range[1] === '' || range[2] === '' ? size - 1 : Math.min(Number(range[2]), size - 1);
+      if (start > end || start >= size) {
+        res.writeHead(416, { 'Content-Range': `bytes */${size}` }).end();
+        return;
+      }
+      res.writeHead(206, { 'Content-Type': type, 'Content-Length': end - start + 1, 'Content-Range': `bytes ${start}-${end}/${size}`, 'Accept-Ranges': 'bytes' });
+      if (req.method === 'HEAD') res.end();
+      else createReadStream(file, { start, end }).pipe(res);
+      return;
+    }
+    res.writeHead(200, { 'Content-Type': type, 'Content-Length': size, 'Accept-Ranges': 'bytes' });
     if (req.method === 'HEAD') res.end();
     else createReadStream(file).pipe(res);
   });

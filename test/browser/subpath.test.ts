@@ -35,7 +35,7 @@ test('built lab served under a sub-path by a plain static server: default model,
   const { page } = session;
   const failed: string[] = [];
   session.context.on('response', (r) => { if (r.status() >= 400) failed.push(`${r.status()} ${r.url()}`); });
-  session.context.on('requestfailed', (r) => failed.push(`failed (${r.failure()?.errorText}) ${r.url()}`));
+  session.context.on('requestfailed', (r) => failed.push(`failed (${r.failure()?.errorText}) ${r.method()} ${r.url()}${r.headers().range ? ` (${r.headers().range})` : ''}`));
   const app = `${server.url}${SUB}`;
   try {
     await page.setViewportSize({ width: 1366, height: 900 });

@@ -17,6 +17,7 @@ import type { LlmDevice } from '../../workers/protocol.js';
 import { compareFlow } from '../../src/core/method/flow.js';
 import { defaultPolicySettings, policyFromSettings, type PolicySettings } from '../../src/core/method/settings.js';
 import { decodeDirectionFile, embeddingDirectionFile, encodeDirectionFile } from '../../src/core/steering/direction-file.js';
+import { modelFields } from '../../src/core/model/model-id.js';
 import { normalize } from '../../src/core/steering/vector.js';
 import { launchChromium, openDebugPage, startLabServer, type BrowserSession, type LabServer, failureDiagnostics, TEST_GUARD_MS } from './harness.js';
 
@@ -77,10 +78,11 @@ beforeAll(async () => {
   const { numLayers: L, hiddenSize: H } = built.shape;
   steering = makeSteering(L, H, 3);
   const unit = normalize(Float32Array.from({ length: H }, (_, h) => Math.sin(h * 0.9 + 0.4)));
-  directionBytes = encodeDirectionFile(embeddingDirectionFile(unit, 'unembedding', { modelId: MODEL_NAME, hiddenSize: H, numLayers: L }));
   manual = { ...defaultPolicySettings(L), kind: 'manual', manualScale: 1, manualWeights: new Array<number>(L).fill(1), alpha: 30 };
   const nodeModel = await loadSteerableModel(built.dir, { device: 'cpu', dtype: 'fp32' });
   try {
+    // Made for the model's identity (its content hash), as the worker checks: the browser must compute the same one.
+    directionBytes = encodeDirectionFile(embeddingDirectionFile(unit, 'unembedding', { ...modelFields(nodeModel.identity), hiddenSize: H, numLayers: L }));
     expected = await nodeExpectations(nodeModel);
   } finally {
     await nodeModel.dispose();

@@ -191,6 +191,8 @@ export function fetchFileReader(baseUrl: string, fetchFn: typeof fetch = (...a) 
   const sizeOf = async (f: string): Promise<number | null> => {
     if (sizes.has(f)) return sizes.get(f)!;
     const r = await fetchFn(url(f), { method: 'HEAD' });
+    // The (empty) body of a HEAD is read so the request ends cleanly: an unread one shows as aborted in the browser.
+    await r.arrayBuffer().catch(() => undefined);
     // A single-page-app host answers a missing file with its index.html: not a model file.
     const html = (r.headers.get('content-type') ?? '').includes('text/html');
     let size: number | null = null;
@@ -220,19 +222,28 @@ export function fetchFileReader(baseUrl: string, fetchFn: typeof fetch = (...a) 
   };
 }
 
-/** The first `limit` bytes of a response body (all of it when shorter); the rest of the stream is cancelled. */
+/**
+ * The first `limit` bytes of a response body (all of it when shorter); the rest of the stream is cancelled. A body
+ * read to its announced length is read to its end instead: a cancelled request shows as aborted in the browser.
+ */
 async function readUpTo(r: Response, limit: number): Promise<Uint8Array> {
   if (!r.body) return new Uint8Array(await r.arrayBuffer()).subarray(0, limit);
   const reader = r.body.getReader();
   const chunks: Uint8Array[] = [];
+  const announced = Number(r.headers.get('content-length') ?? Number.NaN);
   let n = 0;
+  let ended = false;
   while (n < limit) {
     const { done, value } = await reader.read();
-    if (done) break;
+    if (done) {
+      ended = true;
+      break;
+    }
     chunks.push(value);
     n += value.byteLength;
   }
-  if (n >= limit) await reader.cancel().catch(() => {});
+  if (!ended && n >= announced) ended = (await reader.read()).done;
+  if (!ended) await reader.cancel().catch(() => {});
   const out = new Uint8Array(Math.min(n, limit));
   let off = 0;
   for (const c of chunks) {
