@@ -53,7 +53,6 @@ const TABLE_EXAMPLES: Record<string, string[][]> = {
   verify: [['verify', '--model', '{tmp}/tm', '--identity']],
   summarize: [['summarize', '{run}']],
   restamp: [['restamp', '--model', 'models/organism', '{tmp}/direction-copy.safetensors', '{tmp}/controller-copy.safetensors']],
-  'export-gguf': [['export-gguf', '--model', 'models/organism', '--out', '{tmp}/organism.gguf', '--type', 'f16']],
 };
 
 /** Shell blocks' commands: line continuations joined, comments dropped, `a && b` split. */
