@@ -148,6 +148,14 @@ export interface TornTail {
   movedTo: string;
 }
 
+/** A lock left by a writer that no longer runs (killed), taken over on open. */
+export interface StaleLock {
+  pid: number;
+  host: string;
+  since: string;
+  command: string;
+}
+
 export interface OpenReport {
   file: string;
   /** Records read back from the file. */
@@ -156,8 +164,29 @@ export interface OpenReport {
   torn: TornTail | null;
   /** Lines repeating an earlier key (only possible if something else wrote the file): the first one is kept. */
   duplicates: { line: number; key: RecordKey }[];
-  /** A lock left by a writer that no longer runs (killed), removed on open. */
-  staleLockPid: number | null;
+  /** Where the dropped duplicate lines were appended (they are removed from the records file); null when none. */
+  duplicatesMovedTo: string | null;
+  /** Locks of killed writers, removed on open. */
+  staleLocks: StaleLock[];
+}
+
+/** What a user must hear about an open: every recovery, said with its file, never done silently. */
+export function describeOpenReport(r: OpenReport): string[] {
+  const out: string[] = [];
+  for (const l of r.staleLocks) {
+    out.push(`took over the run folder from process ${l.pid} on ${l.host} (${l.command}, since ${l.since}), which no longer runs`);
+  }
+  if (r.torn) {
+    out.push(`${r.file}: the last line (line ${r.torn.line}, ${r.torn.bytes} bytes) was cut off by a killed run; it was moved to ${r.torn.movedTo} and that record will be redone`);
+  }
+  if (r.duplicates.length > 0) {
+    const first = r.duplicates.slice(0, 5).map((d) => d.line).join(', ');
+    out.push(
+      `${r.file}: dropped ${r.duplicates.length} duplicate record line${r.duplicates.length === 1 ? '' : 's'} (line${r.duplicates.length === 1 ? '' : 's'} ${first}` +
+        `${r.duplicates.length > 5 ? ', ...' : ''}) that repeat an earlier (dataset, id, condition); the first of each is kept, the dropped lines are in ${r.duplicatesMovedTo}`,
+    );
+  }
+  return out;
 }
 
 export interface OpenRunStoreOptions {
@@ -186,50 +215,16 @@ async function fsyncDir(fs: Fs, dir: string): Promise<void> {
  * Writes a file so that readers see either the old or the new contents, never half of one. The project's one
  * atomic writer is Node-only, so it is imported lazily: this module stays loadable in a browser.
  */
-export async function writeFileAtomic(file: string, text: string): Promise<void> {
+export async function writeFileAtomic(file: string, text: string | Uint8Array): Promise<void> {
   const { writeFileAtomic: write } = await import('../util/atomic-write.js');
   await write(file, text);
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/** One writer per run directory: a second one would interleave and duplicate records. */
-async function takeLock(fs: Fs, lockFile: string): Promise<number | null> {
-  let stale: number | null = null;
-  for (let attempt = 0; attempt < 2; attempt++) {
-    // Write the pid to a private file and hard-link it into place: the lock appears atomically, never empty.
-    const tmp = `${lockFile}.${process.pid}.tmp`;
-    await fs.writeFile(tmp, `${process.pid}\n`);
-    try {
-      await fs.link(tmp, lockFile);
-      return stale;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    } finally {
-      await fs.rm(tmp, { force: true });
-    }
-    const pid = Number.parseInt((await fs.readFile(lockFile, 'utf8').catch(() => '')).trim(), 10);
-    if (pid === process.pid) throw new Error(`run store ${lockFile} is already open in this process: close it first`);
-    if (Number.isInteger(pid) && pid > 0 && processAlive(pid)) {
-      throw new Error(`run store is in use by process ${pid} (lock ${lockFile}); stop that run or wait for it`);
-    }
-    stale = Number.isInteger(pid) ? pid : -1;
-    await fs.rm(lockFile, { force: true });
-  }
-  throw new Error(`could not take the lock ${lockFile}: another process keeps creating it`);
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 interface ReadBack {
-  records: { line: number; record: EvalRecord }[];
+  /** Records with their line and byte range (newline excluded). */
+  records: { line: number; start: number; end: number; record: EvalRecord }[];
   /** Byte length of the good prefix; anything after it is a torn tail. */
   goodBytes: number;
   tornLine: number | null;
@@ -239,8 +234,8 @@ interface ReadBack {
  * Splits the file into finished records and a torn tail. Only the last line can be torn (every append is one
  * write of a whole line); a bad line anywhere else is corruption and stops the open with its line number.
  */
-function readBack(buf: Buffer, file: string): ReadBack {
-  const records: { line: number; record: EvalRecord }[] = [];
+export function readRecordLines(buf: Uint8Array, file: string): ReadBack {
+  const records: ReadBack['records'] = [];
   let start = 0;
   let line = 0;
   while (start < buf.length) {
@@ -265,10 +260,20 @@ function readBack(buf: Buffer, file: string): ReadBack {
       if (isLast) return { records, goodBytes: start, tornLine: line };
       throw new Error(`${file} line ${line} is not a valid eval record (${problem}); the file is corrupt before its last line, fix or remove that line`);
     }
-    if (record) records.push({ line, record });
+    if (record) records.push({ line, start, end, record });
     start = end + 1;
   }
   return { records, goodBytes: buf.length, tornLine: null };
+}
+
+/** "the disk is full" and friends, for a failed write of `file`; otherwise the OS message without temp names. */
+function writeFailure(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ENOSPC') return 'the disk is full';
+  if (code === 'EDQUOT') return 'the disk quota is exhausted';
+  if (code === 'EIO') return 'the disk reported an I/O error';
+  if (code === 'EROFS') return 'the file system is read-only';
+  return (err as Error).message;
 }
 
 class NodeRecordStore extends MemoryRecordStore {
@@ -277,9 +282,8 @@ class NodeRecordStore extends MemoryRecordStore {
   private broken: Error | null = null;
 
   constructor(
-    private readonly fs: Fs,
     private readonly handle: FileHandle,
-    private readonly lockFile: string,
+    private readonly release: () => Promise<void>,
     private bytes: number,
     readonly report: OpenReport,
   ) {
@@ -294,16 +298,25 @@ class NodeRecordStore extends MemoryRecordStore {
     const run = async () => {
       if (this.broken) throw new Error(`record store stopped after a failed write: ${this.broken.message}`);
       const buf = Buffer.from(line, 'utf8');
+      let off = 0;
       try {
-        // One write(2) on an O_APPEND descriptor: a kill leaves the whole line or, at worst, a torn last line.
-        const { bytesWritten } = await this.handle.write(buf, 0, buf.length);
-        if (bytesWritten !== buf.length) throw new Error(`short write (${bytesWritten} of ${buf.length} bytes)`);
+        // Writes on an O_APPEND descriptor: a kill leaves the whole line or, at worst, a torn last line. A short
+        // write (a disk filling up) is continued, so the error that stops it is the real one (ENOSPC).
+        while (off < buf.length) {
+          const { bytesWritten } = await this.handle.write(buf, off, buf.length - off);
+          if (bytesWritten === 0) throw Object.assign(new Error('the disk accepted no more bytes'), { code: 'ENOSPC' });
+          off += bytesWritten;
+        }
         await this.handle.sync();
         this.bytes += buf.length;
       } catch (err) {
-        this.broken = err as Error;
         await this.handle.truncate(this.bytes).catch(() => undefined);
-        throw err;
+        const file = this.report.file;
+        this.broken = new Error(
+          `writing a record to ${file} failed: ${writeFailure(err)} (${off} of ${buf.length} bytes written, then cut back). ` +
+            `The ${this.size} records before it are safe; ${(err as NodeJS.ErrnoException).code === 'ENOSPC' || (err as NodeJS.ErrnoException).code === 'EDQUOT' ? 'free space on that disk' : 'fix the cause'} and run the same command again to resume`,
+        );
+        throw this.broken;
       }
     };
     const result = this.queue.then(run);
@@ -316,61 +329,96 @@ class NodeRecordStore extends MemoryRecordStore {
     await this.queue;
     await super.close();
     await this.handle.close();
-    await this.fs.rm(this.lockFile, { force: true });
+    await this.release();
+  }
+}
+
+async function appendDurably(fs: Fs, file: string, bytes: Uint8Array): Promise<void> {
+  const h = await fs.open(file, 'a');
+  try {
+    await h.write(bytes);
+    await h.sync();
+  } finally {
+    await h.close();
   }
 }
 
 /**
  * Opens (creating if needed) `runDir/records.jsonl` for appending. A torn last line left by a killed writer is
- * appended to `records.jsonl.torn` and cut from the file; `report` says what was found. Only one writer may hold a
- * run directory; a lock left by a dead process is cleared.
+ * appended to `records.jsonl.torn` and cut from the file; lines repeating an earlier key are moved to
+ * `records.jsonl.duplicates`; `report` says what was found (describeOpenReport() words it). Only one process may
+ * hold a run directory at a time (run-lock-node.ts); the lock of a killed writer is taken over.
  */
 export async function openRunStore(runDir: string, options: OpenRunStoreOptions = {}): Promise<RecordStore & { readonly report: OpenReport }> {
   const { fs, path } = await nodeModules();
   const fileName = options.fileName ?? 'records.jsonl';
   if (fileName.includes('/') || fileName.includes('\\')) throw new Error(`fileName must be a plain file name, got '${fileName}'`);
-  await fs.mkdir(runDir, { recursive: true });
-  const file = path.join(runDir, fileName);
-  const lockFile = `${file}.lock`;
-  const staleLockPid = await takeLock(fs, lockFile);
-
   try {
-    const handle = await fs.open(file, 'a+');
-    try {
-      const buf = await fs.readFile(file);
-      const back = readBack(buf, file);
-      let torn: TornTail | null = null;
-      if (back.tornLine !== null) {
-        // Keep the torn bytes for inspection first, then cut them: a crash in between loses nothing.
-        const movedTo = `${file}.torn`;
-        const tail = buf.subarray(back.goodBytes);
-        const tornHandle = await fs.open(movedTo, 'a');
-        try {
-          await tornHandle.write(Buffer.concat([tail, Buffer.from('\n')]));
-          await tornHandle.sync();
-        } finally {
-          await tornHandle.close();
-        }
-        await handle.truncate(back.goodBytes);
-        await handle.sync();
-        torn = { line: back.tornLine, bytes: tail.length, movedTo };
-      }
-      await fsyncDir(fs, runDir);
+    await fs.mkdir(runDir, { recursive: true });
+  } catch (err) {
+    throw new Error(`cannot create the run folder ${runDir}: ${writeFailure(err)}`);
+  }
+  const file = path.join(runDir, fileName);
+  const { acquireRunLock, removeOldStaleLock } = await import('./run-lock-node.js');
+  const lock = await acquireRunLock(runDir, fileName);
+  try {
+    const old = await removeOldStaleLock(runDir, fileName);
+    const staleLocks: StaleLock[] = lock.staleTakenOver.map((o) => ({ pid: o.pid, host: o.host, since: o.since, command: o.command }));
+    if (old !== null) staleLocks.push({ pid: old, host: '(this host)', since: '?', command: '?' });
 
-      const seen = new Set<string>();
-      const unique: EvalRecord[] = [];
-      const duplicates: { line: number; key: RecordKey }[] = [];
-      for (const { line, record } of back.records) {
-        const k = recordKey(record);
-        if (seen.has(k)) {
-          duplicates.push({ line, key: { dataset: record.dataset, id: record.id, condition: record.condition } });
-          continue;
-        }
-        seen.add(k);
-        unique.push(record);
+    let buf: Uint8Array;
+    try {
+      buf = await fs.readFile(file);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      buf = new Uint8Array(0);
+    }
+    const back = readRecordLines(buf, file);
+    let torn: TornTail | null = null;
+    if (back.tornLine !== null) {
+      // Keep the torn bytes for inspection first, then cut them: a crash in between loses nothing.
+      const movedTo = `${file}.torn`;
+      const tail = buf.subarray(back.goodBytes);
+      await appendDurably(fs, movedTo, Buffer.concat([tail, Buffer.from('\n')]));
+      torn = { line: back.tornLine, bytes: tail.length, movedTo };
+    }
+
+    const seen = new Set<string>();
+    const unique: EvalRecord[] = [];
+    const kept: Uint8Array[] = [];
+    const dropped: Uint8Array[] = [];
+    const duplicates: { line: number; key: RecordKey }[] = [];
+    for (const { line, start, end, record } of back.records) {
+      const k = recordKey(record);
+      const bytes = buf.subarray(start, end + 1); // with its newline
+      if (seen.has(k)) {
+        duplicates.push({ line, key: { dataset: record.dataset, id: record.id, condition: record.condition } });
+        dropped.push(bytes);
+        continue;
       }
-      const report: OpenReport = { file, records: unique.length, torn, duplicates, staleLockPid };
-      const store = new NodeRecordStore(fs, handle, lockFile, back.goodBytes, report);
+      seen.add(k);
+      unique.push(record);
+      kept.push(bytes);
+    }
+    let size = back.goodBytes;
+    let duplicatesMovedTo: string | null = null;
+    if (dropped.length > 0) {
+      // Same order as for a torn tail: the dropped lines are kept aside before the records file is rewritten.
+      duplicatesMovedTo = `${file}.duplicates`;
+      await appendDurably(fs, duplicatesMovedTo, Buffer.concat(dropped));
+      const clean = Buffer.concat(kept);
+      await writeFileAtomic(file, clean);
+      size = clean.length;
+    } else if (torn) {
+      await fs.truncate(file, back.goodBytes);
+    }
+
+    const handle = await fs.open(file, 'a');
+    try {
+      await handle.sync();
+      await fsyncDir(fs, runDir);
+      const report: OpenReport = { file, records: unique.length, torn, duplicates, duplicatesMovedTo, staleLocks };
+      const store = new NodeRecordStore(handle, () => lock.release(), size, report);
       store.load(unique);
       return store;
     } catch (err) {
@@ -378,7 +426,7 @@ export async function openRunStore(runDir: string, options: OpenRunStoreOptions 
       throw err;
     }
   } catch (err) {
-    await fs.rm(lockFile, { force: true });
+    await lock.release();
     throw err;
   }
 }
