@@ -13,7 +13,8 @@ import type { Command } from 'commander';
 import { selectBackend } from '../../core/controller/backend.js';
 import type { Label } from '../../core/data/types.js';
 import { getJudge, JUDGE_IDS } from '../../core/eval/judges.js';
-import { openRunStore, writeFileAtomic, type EvalRecord } from '../../core/eval/records.js';
+import { describeOpenReport, openRunStore, writeFileAtomic, type EvalRecord } from '../../core/eval/records.js';
+import { checkResume, modelFingerprint, promptHash, type PlannedPrompt } from '../../core/eval/resume-check.js';
 import {
   PAPER_SAMPLING,
   runEval,
@@ -86,23 +87,28 @@ export interface EvalRunResult {
 
 const fileHash = async (p: string) => createHash('sha256').update(await readFile(p)).digest('hex').slice(0, 16);
 
-/** The settings a resumed run must share with the run that started DIR. */
-async function checkManifest(dir: string, manifest: Record<string, unknown>): Promise<void> {
+async function plannedPrompts(datasets: readonly EvalDataset[]): Promise<PlannedPrompt[]> {
+  const out: PlannedPrompt[] = [];
+  for (const d of datasets) for (const p of d.prompts) out.push({ dataset: d.name, id: p.id, label: p.label, promptHash: await promptHash(p.text) });
+  return out;
+}
+
+/** One hash of a dataset's prompts (id, label, text): any edit, even of a prompt not evaluated yet, changes it. */
+function contentHash(prompts: readonly PlannedPrompt[]): string {
+  const h = createHash('sha256');
+  for (const p of prompts) h.update(`${p.id}\u0000${p.label}\u0000${p.promptHash}\n`);
+  return h.digest('hex').slice(0, 16);
+}
+
+/** The run's manifest (DIR/run.json), or null when DIR has none yet. */
+async function readManifest(dir: string): Promise<Record<string, unknown> | null> {
   const file = join(dir, 'run.json');
-  let old: Record<string, unknown> | null = null;
   try {
-    old = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+    return JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`${file} is not readable JSON: ${(e as Error).message}`);
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new Error(`${file} is not readable JSON (${(e as Error).message}); restore it, or give another --out`);
   }
-  if (old) {
-    const diff = Object.keys({ ...old, ...manifest }).filter((k) => JSON.stringify(old![k]) !== JSON.stringify(manifest[k]));
-    if (diff.length > 0) {
-      throw new Error(`${dir} holds a run with other settings (${diff.join(', ')} differ); use another --out, or the same settings to resume`);
-    }
-    return;
-  }
-  await writeFileAtomic(file, `${JSON.stringify(manifest, null, 2)}\n`);
 }
 
 export async function runEvalCommand(o: EvalCliOptions, progress = true): Promise<EvalRunResult> {
@@ -157,10 +163,18 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
     const conditions = resolveConditions(names, { direction, controller, cast, ...(alpha !== undefined ? { alpha } : {}) });
     const sampling = o.sampling ? { ...PAPER_SAMPLING } : null;
 
+    const planned = await plannedPrompts(datasets);
     const manifest = {
       model_id: model.id,
+      model_fingerprint: await modelFingerprint(model),
+      model_file_name: model.modelFileName,
       dtype: model.dtype,
-      datasets: datasets.map((d) => ({ name: d.name, n: d.prompts.length, ids: createHash('sha256').update(d.prompts.map((p) => p.id).join('\u0000')).digest('hex').slice(0, 16) })),
+      datasets: datasets.map((d) => ({
+        name: d.name,
+        n: d.prompts.length,
+        ids: createHash('sha256').update(d.prompts.map((p) => p.id).join('\u0000')).digest('hex').slice(0, 16),
+        content: contentHash(planned.filter((p) => p.dataset === d.name)),
+      })),
       conditions: names,
       seed,
       max_new_tokens: maxNewTokens,
@@ -173,7 +187,9 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
       cast: o.cast ? await fileHash(o.cast) : null,
       alpha: alpha ?? null,
     };
+    const stamp = { model_id: model.id, direction_id: directionId };
     const store = await openRunStore(o.out);
+    warnings.push(...describeOpenReport(store.report));
     const t1 = performance.now();
     let interrupted = false;
     const ac = new AbortController();
@@ -185,7 +201,9 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
     let result;
     let records: EvalRecord[] = [];
     try {
-      await checkManifest(o.out, manifest);
+      const stored = await readManifest(o.out);
+      checkResume(o.out, { settings: stored, records: store.records() }, { settings: manifest, prompts: planned, recordStamp: stamp });
+      if (!stored) await writeFileAtomic(join(o.out, 'run.json'), `${JSON.stringify(manifest, null, 2)}\n`);
       const bar = progress ? new ProgressBar('eval', 0) : null;
       result = await runEval({
         model,
@@ -200,7 +218,7 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
         seed,
         steerPromptPositions: o.steerAllPositions ? 'all' : 'last',
         fit,
-        stamp: { model_id: model.id, direction_id: directionId },
+        stamp,
         signal: ac.signal,
         onProgress: (p) => bar?.update(p.done, p.total, p.record ? `${p.record.dataset}/${p.record.condition}` : ''),
       });

@@ -9,7 +9,8 @@ import { saveControllerFile } from '../../core/controller/node-io.js';
 import { selectBackend } from '../../core/controller/backend.js';
 import { PAPER_DEFAULTS, splitControllerDataset, trainController } from '../../core/controller/train.js';
 import type { Controller, ControllerLoss, EpochMetrics } from '../../core/controller/metadata.js';
-import { controllerActivations, readActivationCache, writeActivationCache } from '../../core/method/activations.js';
+import { controllerActivations, readActivationCache, writeActivationCache, type ActivationCacheKey } from '../../core/method/activations.js';
+import { modelFingerprint } from '../../core/eval/resume-check.js';
 import { loadDirectionFor } from '../../core/method/artifacts.js';
 import { loadPromptSet, pick } from '../../core/method/datasets.js';
 import { loadMethodModel } from '../../core/method/model.js';
@@ -51,6 +52,8 @@ export interface TrainControllerResult {
   held_out_balanced_accuracy: number | null;
   backend: string;
   activations_from_cache: boolean;
+  /** What the user should hear (e.g. why the activation cache was not used). */
+  notes: string[];
   seconds: { load: number; activations: number; train: number; total: number };
 }
 
@@ -86,13 +89,20 @@ export async function runTrainController(o: TrainControllerCliOptions, onEpoch: 
     const inputLayers = controllerInputLayers(model.numLayers);
     const prompts = [...harmful, ...benign].map((p) => p.text);
     const labels = Uint8Array.from([...harmful.map(() => 1), ...benign.map(() => 0)]);
-    const key = { modelId: model.id, inputLayers, hiddenSize: model.hiddenSize, prompts };
-    let x = o.cache ? await readActivationCache(o.cache, key) : null;
+    const notes: string[] = [];
+    let x: Float32Array | null = null;
+    let key: ActivationCacheKey | null = null;
+    if (o.cache) {
+      key = { modelId: model.id, inputLayers, hiddenSize: model.hiddenSize, promptIds: prompts.map((p) => model.formatChat(p).ids), fingerprint: await modelFingerprint(model) };
+      const cached = await readActivationCache(o.cache, key);
+      x = cached.x;
+      if (cached.why !== null) notes.push(`activation cache ${o.cache} not used (${cached.why}); computing the activations`);
+    }
     const fromCache = x !== null;
     if (!x) {
       const bar = new ProgressBar('activations', prompts.length);
       x = await controllerActivations(model, prompts, inputLayers, (d, t) => bar.update(d, t));
-      if (o.cache) await writeActivationCache(o.cache, key, x);
+      if (o.cache) await writeActivationCache(o.cache, key!, x);
     }
     const t2 = performance.now();
 
@@ -129,6 +139,7 @@ export async function runTrainController(o: TrainControllerCliOptions, onEpoch: 
       held_out_balanced_accuracy: m.held_out_balanced_accuracy,
       backend,
       activations_from_cache: fromCache,
+      notes,
       seconds: { load: (t1 - t0) / 1000, activations: (t2 - t1) / 1000, train: (t3 - t2) / 1000, total: (t3 - t0) / 1000 },
     };
   } finally {
@@ -163,6 +174,7 @@ export function register(program: Command): void {
           );
         }
       });
+      for (const n of r.notes) process.stderr.write(`note: ${n}\n`);
       if (opts.json) {
         process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
         return;

@@ -17,6 +17,7 @@ import type { EvalCondition } from '../method/conditions.js';
 import { parseFitMode, type FitMode } from '../method/fit.js';
 import { runFlow, type MethodController } from '../method/flow.js';
 import { judgeOutput, type RefusalJudge } from './judges.js';
+import { promptHash } from './resume-check.js';
 import { summarize, type EvalRecord, type RecordStore, type SummaryRow } from './records.js';
 import { Z95 } from './stats.js';
 
@@ -105,6 +106,7 @@ export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
         const record: EvalRecord = {
           ...key,
           label: p.label,
+          prompt_hash: await promptHash(p.text),
           s: flow.scale,
           w: flow.layerWeights,
           row_norms: flow.rowNorms,

@@ -12,6 +12,7 @@ import { readFile } from 'node:fs/promises';
 import type { SteerableModel } from '../model/steerable.js';
 import { decodeSafetensors, encodeSafetensors } from '../steering/safetensors.js';
 import { writeFileAtomic } from '../steering/direction-file-node.js';
+import { compareFingerprints, type ModelFingerprint } from '../eval/resume-check.js';
 import { controllerInput } from './flow.js';
 
 export type Progress = (done: number, total: number) => void;
@@ -84,43 +85,66 @@ export async function postInstructionResiduals(
 
 // ------------------------------------------------------------------------------------------------ on-disk cache
 
+/**
+ * What cached activations are keyed by: the model's identity (an opaque string, as the model gives it), the token
+ * ids each prompt was fed as (so a changed text, tokenizer, chat template or special-token setting misses), the
+ * layers read and the hidden size. The model's fingerprint (a few logits of a fixed probe) is stored beside the rows
+ * and compared on read, so another model under the same identity misses too.
+ */
 export interface ActivationCacheKey {
   modelId: string;
   inputLayers: readonly number[];
   hiddenSize: number;
-  /** The prompts, in row order (their texts are hashed: a changed set misses the cache). */
-  prompts: readonly string[];
+  /** Token ids of each chat-formatted prompt, in row order. */
+  promptIds: readonly (readonly number[])[];
+  fingerprint: ModelFingerprint;
 }
 
 export function activationCacheDigest(key: ActivationCacheKey): string {
   const h = createHash('sha256');
   h.update(JSON.stringify({ m: key.modelId, l: key.inputLayers, h: key.hiddenSize, template: 'chat+generation-prompt/last-token' }));
-  for (const p of key.prompts) h.update(`\u0000${p}`);
+  for (const ids of key.promptIds) h.update(`\u0000${ids.join(',')}`);
   return h.digest('hex');
 }
 
-/** Cached rows for exactly this key, or null (missing file or another key). A corrupt file is an error. */
-export async function readActivationCache(file: string, key: ActivationCacheKey): Promise<Float32Array | null> {
+export type ActivationCacheRead = { x: Float32Array; why: null } | { x: null; why: string };
+
+/** Cached rows for exactly this key, or why not (no file, other prompts, another model). A corrupt file is an error. */
+export async function readActivationCache(file: string, key: ActivationCacheKey): Promise<ActivationCacheRead> {
   let bytes: Uint8Array;
   try {
     bytes = new Uint8Array(await readFile(file));
   } catch {
-    return null;
+    return { x: null, why: 'no cache file yet' };
   }
   const { tensors, metadata } = decodeSafetensors(bytes, { source: file });
   if (metadata.format !== 'steerlab-activations') throw new Error(`${file} is not a Steerlab activation cache (format ${JSON.stringify(metadata.format)})`);
-  if (metadata.digest !== activationCacheDigest(key)) return null;
+  if (metadata.digest !== activationCacheDigest(key)) return { x: null, why: 'it holds other prompts, layers or another model identity' };
+  let stored: unknown = null;
+  try {
+    stored = JSON.parse(metadata.model_fingerprint ?? 'null');
+  } catch {
+    stored = null;
+  }
+  const other = compareFingerprints(stored, key.fingerprint);
+  if (other) return { x: null, why: `it was made with another model (${other})` };
   const x = tensors.x;
   const width = key.inputLayers.length * key.hiddenSize;
-  if (!x || x.data.length !== key.prompts.length * width) throw new Error(`${file}: tensor "x" does not hold ${key.prompts.length} rows of ${width} values`);
-  return x.data;
+  if (!x || x.data.length !== key.promptIds.length * width) throw new Error(`${file}: tensor "x" does not hold ${key.promptIds.length} rows of ${width} values`);
+  return { x: x.data, why: null };
 }
 
 export async function writeActivationCache(file: string, key: ActivationCacheKey, x: Float32Array): Promise<void> {
   const width = key.inputLayers.length * key.hiddenSize;
   const bytes = encodeSafetensors(
-    { x: { dtype: 'F32', shape: [key.prompts.length, width], data: x } },
-    { format: 'steerlab-activations', digest: activationCacheDigest(key), model_id: key.modelId, input_layers: JSON.stringify(key.inputLayers) },
+    { x: { dtype: 'F32', shape: [key.promptIds.length, width], data: x } },
+    {
+      format: 'steerlab-activations',
+      digest: activationCacheDigest(key),
+      model_id: key.modelId,
+      model_fingerprint: JSON.stringify(key.fingerprint),
+      input_layers: JSON.stringify(key.inputLayers),
+    },
   );
   await writeFileAtomic(file, bytes);
 }
