@@ -158,7 +158,7 @@ export async function loadSteerableModel(idOrPath: string, opts: LoadOptions = {
   const steerFile = `${steerName}${suffix}.onnx`;
   let locations: string[];
   try {
-    locations = externalDataLocations(original.bytes);
+    locations = externalDataLocations(original.bytes, original.file);
   } catch (e) {
     const code = (e as { code?: string }).code ?? 'PATCH_FAILED';
     throw new ModelLoadError(code, `cannot make ${original.file} of "${idOrPath}" steerable: ${(e as Error).message}`);

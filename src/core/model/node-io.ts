@@ -17,6 +17,30 @@ export function localFileSize(filePath: string): number | null {
   }
 }
 
+/**
+ * Throws unless `filePath`, a file of the model folder `modelDir`, resolves (through symbolic links) to a place inside
+ * that folder: a link in a model folder must not make Steerlab read a file elsewhere (onnxruntime applies the same
+ * rule to the external data it reads itself, and refuses even the links of a Hugging Face cache snapshot).
+ */
+export function checkInsideModelFolder(filePath: string, modelDir: string): void {
+  const root = path.resolve(modelDir);
+  let real: string;
+  let realRoot: string;
+  try {
+    real = fs.realpathSync(filePath);
+    realRoot = fs.realpathSync(root);
+  } catch {
+    return; // nothing there: the read that follows reports the missing file
+  }
+  const rel = path.relative(realRoot, real);
+  if (rel === '' || rel.startsWith('..') || path.isAbsolute(rel)) {
+    throw new Error(
+      `${filePath} resolves to ${real}, outside the model folder ${root}; a model may only read files inside its own folder. ` +
+        'Replace the link by the file itself, or load the model from the folder that holds it',
+    );
+  }
+}
+
 /** Reads of 64 MiB: few syscalls, and progress events a UI can show for a multi-GB file. */
 const READ_BLOCK = 64 << 20;
 
