@@ -14,6 +14,7 @@ import type { Device, Dtype } from '../../core/model/types.js';
 import type { DirectionFile } from '../../core/steering/direction-file.js';
 import { importDirectionFile, writeDirectionFile } from '../../core/steering/direction-file-node.js';
 import type { EmbeddingSource } from '../../core/onnx/weights-reader.js';
+import { modelFolderInputs, refuseOverwritingInputs } from '../../core/util/same-file-node.js';
 import { ProgressBar } from '../progress.js';
 import { parseCount, parseIndex, parseNumber, parseSeed } from '../policy-options.js';
 import { addModelOptions } from '../model-options.js';
@@ -81,6 +82,10 @@ export async function runDirection(o: DirectionCliOptions, log: (s: string) => v
   if (o.source !== undefined && o.source !== 'unembedding' && o.source !== 'input-embedding') {
     throw new Error(`--source must be unembedding or input-embedding, got "${o.source}"`);
   }
+  refuseOverwritingInputs(
+    [{ path: o.out, role: '--out' }],
+    [...(o.file ? [{ path: o.file, role: '--file' }] : []), { path: o.harmful, role: '--harmful' }, { path: o.harmless, role: '--harmless' }, ...modelFolderInputs(o.model)],
+  );
   const t0 = performance.now();
   const model: SteerableModel = await loadMethodModel({ model: o.model, dtype: o.dtype, device: o.device, modelFileName: o.modelFileName });
   const t1 = performance.now();

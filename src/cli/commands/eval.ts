@@ -33,6 +33,7 @@ import type { MethodController } from '../../core/method/flow.js';
 import { loadMethodModel } from '../../core/method/model.js';
 import type { Device, Dtype } from '../../core/model/types.js';
 import type { DirectionFile } from '../../core/steering/direction-file.js';
+import { modelFolderInputs, refuseOverwritingInputs } from '../../core/util/same-file-node.js';
 import { ProgressBar } from '../progress.js';
 import { parseCount, parseNumber, parseSeed, readCastSettings } from '../policy-options.js';
 import { addModelOptions } from '../model-options.js';
@@ -125,6 +126,16 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
   if ((names.includes('was') || names.includes('uniform')) && !o.controller) {
     throw new Error(`condition '${names.includes('was') ? 'was' : 'uniform'}' needs --controller FILE (train one with lab train-controller)`);
   }
+
+  const written = ['records.jsonl', 'records.jsonl.torn', 'records.jsonl.duplicates', 'run.json', 'summary.json', 'summary.csv', 'summary.md'];
+  refuseOverwritingInputs(
+    written.map((f) => ({ path: join(o.out, f), role: `--out ${o.out}: its` })),
+    [
+      ...o.dataset.map((d) => ({ path: d, role: '--dataset' })),
+      ...[o.direction, o.controller, o.cast].flatMap((p, i) => (p ? [{ path: p, role: ['--direction', '--controller', '--cast'][i]! }] : [])),
+      ...modelFolderInputs(o.model),
+    ],
+  );
 
   // Datasets before the model: a bad name or file fails fast.
   const datasets: EvalDataset[] = [];

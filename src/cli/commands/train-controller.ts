@@ -15,6 +15,7 @@ import { loadDirectionFor } from '../../core/method/artifacts.js';
 import { loadPromptSet, pick } from '../../core/method/datasets.js';
 import { loadMethodModel } from '../../core/method/model.js';
 import type { Device, Dtype } from '../../core/model/types.js';
+import { modelFolderInputs, refuseOverwritingInputs } from '../../core/util/same-file-node.js';
 import { ProgressBar } from '../progress.js';
 import { parseCount, parseNumber, parseSeed } from '../policy-options.js';
 import { addModelOptions } from '../model-options.js';
@@ -70,6 +71,10 @@ export async function runTrainController(o: TrainControllerCliOptions, onEpoch: 
   const learningRate = o.lr !== undefined ? parseNumber('lr', o.lr) : PAPER_DEFAULTS.learningRate;
   if (!(learningRate > 0)) throw new Error(`--lr must be > 0, got ${learningRate}`);
   const alpha = o.alpha !== undefined ? parseNumber('alpha', o.alpha) : PAPER_DEFAULTS.alpha;
+  refuseOverwritingInputs(
+    [{ path: o.out, role: '--out' }, ...(o.cache ? [{ path: o.cache, role: '--cache' }] : [])],
+    [{ path: o.direction, role: '--direction' }, { path: o.harmful, role: '--harmful' }, { path: o.benign, role: '--benign' }, ...modelFolderInputs(o.model)],
+  );
 
   // Prompt sets first: a bad dataset fails before the model loads.
   const take = async (source: string, label: 'harmful' | 'benign', flag: string) => {

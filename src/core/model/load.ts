@@ -11,6 +11,7 @@
  */
 import { AutoConfig, AutoModelForCausalLM, AutoTokenizer } from '@huggingface/transformers';
 import { patchDecoder, type PatchReport } from '../onnx/patcher.js';
+import { validateGraph } from '../onnx/validate.js';
 import { IS_NODE, loadNodeIo } from './base-cache.js';
 import { externalDataLocations } from './external-data.js';
 import { fetchModelFile, locateModelFile, ModelFileNotFoundError } from './fetch-file.js';
@@ -183,6 +184,7 @@ export async function loadSteerableModel(idOrPath: string, opts: LoadOptions = {
   let patchedBytes: Uint8Array | null;
   let report: PatchReport;
   try {
+    validateGraph(original.bytes, original.file);
     ({ bytes: patchedBytes, report } = patchDecoder(original.bytes, { expectedNumLayers: numLayers, expectedHiddenSize: hiddenSize, renameExternalData }));
   } catch (e) {
     const code = (e as { code?: string }).code ?? 'PATCH_FAILED';
