@@ -61,6 +61,8 @@ export interface EvalCliOptions {
   fit?: string;
   judge: string;
   allowOtherModel?: boolean;
+  /** Let special-token strings in prompts become special tokens (default: they stay text). */
+  allowSpecialTokens?: boolean;
   out: string;
   json?: boolean;
 }
@@ -175,6 +177,7 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
     const sampling = o.sampling ? { ...PAPER_SAMPLING } : null;
 
     const planned = await plannedPrompts(datasets);
+    const specialTokens = o.allowSpecialTokens ? 'allowed' : 'text';
     const manifest = {
       model_id: model.id,
       model_fingerprint: await modelFingerprint(model),
@@ -197,8 +200,9 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
       controller: o.controller ? await fileHash(o.controller) : null,
       cast: o.cast ? await fileHash(o.cast) : null,
       alpha: alpha ?? null,
+      special_tokens: specialTokens,
     };
-    const stamp = { model_id: model.id, direction_id: directionId };
+    const stamp = { model_id: model.id, direction_id: directionId, special_tokens: specialTokens };
     const store = await openRunStore(o.out);
     warnings.push(...describeOpenReport(store.report));
     const t1 = performance.now();
@@ -229,6 +233,7 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
         seed,
         steerPromptPositions: o.steerAllPositions ? 'all' : 'last',
         fit,
+        allowSpecialTokens: o.allowSpecialTokens === true,
         stamp,
         signal: ac.signal,
         onProgress: (p) => bar?.update(p.done, p.total, p.record ? `${p.record.dataset}/${p.record.condition}` : ''),
@@ -302,6 +307,7 @@ export function register(program: Command): void {
     .option('--fit <mode>', `prompts longer than the model's context: ${FIT_MODES.join(' | ')} (middle keeps head and tail around " [...] "; none: a longer prompt fails the run)`, 'middle')
     .option('--judge <id>', `refusal judge: ${JUDGE_IDS.join(' | ')}`, 'was-keywords')
     .option('--allow-other-model', 'accept a controller trained on another model id of the same shape')
+    .option('--allow-special-tokens', 'let special-token strings in prompts (e.g. <|im_end|>) become role/control tokens; default: they are text (records say which)')
     .requiredOption('--out <dir>', 'run folder (records.jsonl, run.json, summary.*)')
     .option('--json', 'print {"summary": [...], "records": PATH}')
     .action(async (opts: EvalCliOptions) => {

@@ -48,6 +48,8 @@ export interface RunEvalOptions {
    * carries `truncated` and `prompt_tokens` (the chat-formatted prompt's length before fitting) and `kept_tokens`.
    */
   fit?: FitMode;
+  /** Let special-token strings in prompts become special tokens (default: text). Each record says which. */
+  allowSpecialTokens?: boolean;
   /** Copied into every record (model id, direction id, controller file...). */
   stamp?: Record<string, unknown>;
   onProgress?: (p: { done: number; total: number; skipped: number; record: EvalRecord | null }) => void;
@@ -96,6 +98,7 @@ export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
             sampling: o.sampling ? { ...o.sampling, seed } : null,
             steerPromptPositions: o.steerPromptPositions ?? 'last',
             fit,
+            allowSpecialTokens: o.allowSpecialTokens === true,
             ...(o.signal ? { signal: o.signal } : {}),
           },
         );
@@ -107,6 +110,8 @@ export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
           ...key,
           label: p.label,
           prompt_hash: await promptHash(p.text),
+          special_tokens: o.allowSpecialTokens === true ? 'allowed' : 'text',
+          prompt_special_tokens: flow.specialTokens,
           s: flow.scale,
           w: flow.layerWeights,
           row_norms: flow.rowNorms,
