@@ -82,7 +82,9 @@ export async function startLabServer(mounts: Record<string, string> = {}): Promi
  */
 export async function buildAndPreview(outDir: string, mounts: Record<string, string> = {}): Promise<{ url: string; close(): Promise<void> }> {
   const configFile = join(PROJECT_ROOT, 'vite.config.ts');
-  await build({ root: PROJECT_ROOT, configFile, logLevel: 'error', build: { outDir, emptyOutDir: true } });
+  // The production build ships no debug page (vite.config.ts BUILD_PAGES); the tests drive the worker through it.
+  const input = { main: join(PROJECT_ROOT, 'index.html'), debug: join(PROJECT_ROOT, 'src/ui/debug/index.html') };
+  await build({ root: PROJECT_ROOT, configFile, logLevel: 'error', build: { outDir, emptyOutDir: true, rollupOptions: { input } } });
   const server = await preview({
     root: PROJECT_ROOT,
     configFile,

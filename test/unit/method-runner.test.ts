@@ -166,7 +166,7 @@ describe('conditions and policy options', () => {
     await expect(resolvePolicyOptions({ policy: 'off', direction: '/no/such/file.safetensors' }, m)).rejects.toThrow(/does not exist/);
     expect(parseNumberList('layer-weights', '0.1, 0.2,1')).toEqual([0.1, 0.2, 1]);
     expect(() => parseNumberList('layer-weights', '0.1,,2')).toThrow(/comma-separated list of numbers/);
-    expect(() => parseCount('n', '0')).toThrow(/--n must be a whole number >= 1/);
+    expect(() => parseCount('n', '0')).toThrow(/--n must be a whole number in 1..100000000, got "0"/);
   });
 
   it('controller input takes residual rows l+1 of each input layer', () => {

@@ -27,15 +27,18 @@ import {
 } from '../../core/eval/runner.js';
 import { loadControllerFor, loadDirectionFor } from '../../core/method/artifacts.js';
 import { parseConditionList, resolveConditions, type CastSettings } from '../../core/method/conditions.js';
-import { loadPromptSet, pick } from '../../core/method/datasets.js';
+import { datasetNamesFor, loadPromptSet, pick } from '../../core/method/datasets.js';
 import { FIT_MODES, parseFitMode } from '../../core/method/fit.js';
 import type { MethodController } from '../../core/method/flow.js';
 import { loadMethodModel } from '../../core/method/model.js';
 import type { Device, Dtype } from '../../core/model/types.js';
 import type { DirectionFile } from '../../core/steering/direction-file.js';
+import { parseDevice } from '../../core/model/node-cli.js';
+import { decodeUtf8 } from '../../core/util/utf8.js';
 import { modelFolderInputs, refuseOverwritingInputs } from '../../core/util/same-file-node.js';
 import { ProgressBar } from '../progress.js';
-import { parseCount, parseNumber, parseSeed, readCastSettings } from '../policy-options.js';
+import { parseStrength, parseTokenLimit } from '../numbers.js';
+import { parseCount, parseSeed, readCastSettings } from '../policy-options.js';
 import { addModelOptions } from '../model-options.js';
 
 export interface EvalCliOptions {
@@ -107,7 +110,7 @@ function contentHash(prompts: readonly PlannedPrompt[]): string {
 async function readManifest(dir: string): Promise<Record<string, unknown> | null> {
   const file = join(dir, 'run.json');
   try {
-    return JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+    return JSON.parse(decodeUtf8(await readFile(file), file)) as Record<string, unknown>;
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw new Error(`${file} is not readable JSON (${(e as Error).message}); restore it, or give another --out`);
@@ -117,14 +120,15 @@ async function readManifest(dir: string): Promise<Record<string, unknown> | null
 export async function runEvalCommand(o: EvalCliOptions, progress = true): Promise<EvalRunResult> {
   if (!o.out) throw new Error('--out DIR is required');
   if (!o.dataset || o.dataset.length === 0) throw new Error('--dataset is required (a dataset name or a CSV/JSONL file; repeatable)');
+  parseDevice(o.device);
   const names = parseConditionList(o.conditions);
   const judge = getJudge(o.judge);
-  const maxNewTokens = parseCount('max-new-tokens', o.maxNewTokens);
+  const maxNewTokens = parseTokenLimit('max-new-tokens', o.maxNewTokens);
   const seed = parseSeed(o.seed);
   const fit = parseFitMode(o.fit, '--fit');
   const n = o.n !== undefined ? parseCount('n', o.n) : undefined;
   if (o.label !== undefined && o.label !== 'harmful' && o.label !== 'benign') throw new Error(`--label must be harmful or benign, got "${o.label}"`);
-  const alpha = o.alpha !== undefined ? parseNumber('alpha', o.alpha) : undefined;
+  const alpha = o.alpha !== undefined ? parseStrength('alpha', o.alpha) : undefined;
   if ((names.includes('was') || names.includes('uniform')) && !o.controller) {
     throw new Error(`condition '${names.includes('was') ? 'was' : 'uniform'}' needs --controller FILE (train one with lab train-controller)`);
   }
@@ -142,9 +146,9 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
   // Datasets before the model: a bad name or file fails fast.
   const datasets: EvalDataset[] = [];
   const warnings: string[] = [];
-  for (const source of o.dataset) {
-    const set = await loadPromptSet({ source, ...(o.textColumn ? { textColumn: o.textColumn } : {}), ...(o.label ? { label: o.label as Label } : {}), ...(o.idColumn ? { idColumn: o.idColumn } : {}) });
-    if (datasets.some((d) => d.name === set.name)) throw new Error(`dataset '${set.name}' is given twice`);
+  const setNames = datasetNamesFor(o.dataset);
+  for (const [i, source] of o.dataset.entries()) {
+    const set = await loadPromptSet({ source, name: setNames[i]!, ...(o.textColumn ? { textColumn: o.textColumn } : {}), ...(o.label ? { label: o.label as Label } : {}), ...(o.idColumn ? { idColumn: o.idColumn } : {}) });
     if (set.problems.length > 0) {
       // Malformed rows are never dropped silently: the user hears the count and where they are.
       const shown = set.problems.slice(0, 10).map((p) => `line ${p.line}: ${p.message}`).join('; ');

@@ -11,6 +11,7 @@ import { applyHub, parseDevice, parseDtype, readSteeringFile, resolveModelArg, s
 import type { GenerateResult, SamplingOptions } from '../../core/model/types.js';
 import { fitDepsFromTokenizer, fitNote, fitPrompt, FIT_MODES, parseFitMode, type FitResult } from '../../core/method/fit.js';
 import { runFlow } from '../../core/method/flow.js';
+import { parseSeedOption, parseStrength, parseTemperature, parseTokenLimit, parseTopK, parseTopP } from '../numbers.js';
 import { encodeText } from '../../core/model/prompt.js';
 import { findSpecialTokenStrings } from '../../core/model/special-tokens.js';
 import { addPolicyOptions, resolvePolicyOptions, type PolicyCliOptions } from '../policy-options.js';
@@ -37,12 +38,6 @@ export interface GenerateCliOptions extends PolicyCliOptions {
   json?: boolean;
 }
 
-function num(flag: string, v: string | undefined, integer: boolean): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n) || (integer && !Number.isInteger(n))) throw new Error(`--${flag} must be ${integer ? 'an integer' : 'a number'}, got "${v}"`);
-  return n;
-}
 
 export interface GenerateCliResult extends GenerateResult {
   promptTokenIds: number[];
@@ -58,15 +53,18 @@ export async function runGenerate(o: GenerateCliOptions, onText?: (t: string) =>
   applyHub(o.hub);
   const dtype = parseDtype(o.dtype);
   const device = parseDevice(o.device);
-  const maxNewTokens = num('max-new-tokens', o.maxNewTokens, true) ?? 64;
-  if (maxNewTokens < 1) throw new Error(`--max-new-tokens must be >= 1, got ${maxNewTokens}`);
+  const maxNewTokens = o.maxNewTokens !== undefined ? parseTokenLimit('max-new-tokens', o.maxNewTokens) : 64;
   const steerPrompt = o.steerPrompt ?? 'last';
   if (steerPrompt !== 'last' && steerPrompt !== 'all') throw new Error(`--steer-prompt must be 'last' or 'all', got "${steerPrompt}"`);
   const sampling: SamplingOptions = {};
-  const t = num('temperature', o.temperature, false);
-  const p = num('top-p', o.topP, false);
-  const k = num('top-k', o.topK, true);
-  const s = num('seed', o.seed, true);
+  const t = o.temperature !== undefined ? parseTemperature(o.temperature) : undefined;
+  const p = o.topP !== undefined ? parseTopP(o.topP) : undefined;
+  const k = o.topK !== undefined ? parseTopK(o.topK) : undefined;
+  const s = o.seed !== undefined ? parseSeedOption(o.seed) : undefined;
+  // The policy's numbers too, before the model loads (resolvePolicyOptions reads them again after).
+  if (o.alpha !== undefined) parseStrength('alpha', o.alpha);
+  if (o.scale !== undefined) parseStrength('scale', o.scale);
+  if (o.coefficient !== undefined) parseStrength('coefficient', o.coefficient);
   if (t !== undefined) sampling.temperature = t;
   if (p !== undefined) sampling.topP = p;
   if (k !== undefined) sampling.topK = k;
@@ -142,7 +140,7 @@ export function register(program: Command): void {
     .option('--top-k <k>', 'keep the k most likely tokens (0 = off)')
     .option('--seed <n>', 'seed of the sampling stream')
     .option('--dtype <dtype>', 'fp32 | fp16 | q8 | q4 | q4f16 (default: config, else fp32)')
-    .option('--device <device>', 'cpu | wasm | webgpu (default cpu in Node)')
+    .option('--device <device>', 'cpu (the only device of the command line; wasm and webgpu are for the browser lab)')
     .option('--model-file <name>', "transformers.js model_file_name, e.g. 'model' or 'decoder_model_merged'")
     .option('--hub <url>', 'hub base URL (default: STEERLAB_HUB, else transformers.js default)')
     .option('--allow-special-tokens', 'let special-token strings in the prompt (e.g. <|im_end|>) become role/control tokens; default: they are text')

@@ -15,9 +15,11 @@ import { loadDirectionFor } from '../../core/method/artifacts.js';
 import { loadPromptSet, pick } from '../../core/method/datasets.js';
 import { loadMethodModel } from '../../core/method/model.js';
 import type { Device, Dtype } from '../../core/model/types.js';
+import { parseDevice } from '../../core/model/node-cli.js';
 import { modelFolderInputs, refuseOverwritingInputs } from '../../core/util/same-file-node.js';
 import { ProgressBar } from '../progress.js';
-import { parseCount, parseNumber, parseSeed } from '../policy-options.js';
+import { parseReal, parseStrength } from '../numbers.js';
+import { parseCount, parseSeed } from '../policy-options.js';
 import { addModelOptions } from '../model-options.js';
 
 export interface TrainControllerCliOptions {
@@ -62,15 +64,14 @@ export async function runTrainController(o: TrainControllerCliOptions, onEpoch: 
   if (!o.out) throw new Error('--out FILE is required (where the controller is written)');
   const loss = o.loss as ControllerLoss;
   if (loss !== 'mse' && loss !== 'bce') throw new Error(`--loss must be mse or bce, got "${o.loss}"`);
+  parseDevice(o.device);
   const n = parseCount('n', o.n);
-  const valFraction = parseNumber('val-fraction', o.valFraction);
-  if (!(valFraction > 0 && valFraction < 1)) throw new Error(`--val-fraction must be between 0 and 1 (exclusive), got ${valFraction}`);
+  const valFraction = parseReal('val-fraction', o.valFraction, 0, 1, { minOpen: true, maxOpen: true });
   const seed = parseSeed(o.seed);
-  const epochs = o.epochs !== undefined ? parseCount('epochs', o.epochs) : PAPER_DEFAULTS.epochs;
-  const batchSize = o.batch !== undefined ? parseCount('batch', o.batch) : PAPER_DEFAULTS.batchSize;
-  const learningRate = o.lr !== undefined ? parseNumber('lr', o.lr) : PAPER_DEFAULTS.learningRate;
-  if (!(learningRate > 0)) throw new Error(`--lr must be > 0, got ${learningRate}`);
-  const alpha = o.alpha !== undefined ? parseNumber('alpha', o.alpha) : PAPER_DEFAULTS.alpha;
+  const epochs = o.epochs !== undefined ? parseCount('epochs', o.epochs, 100_000) : PAPER_DEFAULTS.epochs;
+  const batchSize = o.batch !== undefined ? parseCount('batch', o.batch, 100_000) : PAPER_DEFAULTS.batchSize;
+  const learningRate = o.lr !== undefined ? parseReal('lr', o.lr, 0, 1, { minOpen: true }) : PAPER_DEFAULTS.learningRate;
+  const alpha = o.alpha !== undefined ? parseStrength('alpha', o.alpha) : PAPER_DEFAULTS.alpha;
   refuseOverwritingInputs(
     [{ path: o.out, role: '--out' }, ...(o.cache ? [{ path: o.cache, role: '--cache' }] : [])],
     [{ path: o.direction, role: '--direction' }, { path: o.harmful, role: '--harmful' }, { path: o.benign, role: '--benign' }, ...modelFolderInputs(o.model)],

@@ -39,7 +39,7 @@ export function register(program: Command): void {
     .description('load a model steerable and check the patch (injection self-check; --identity: same logits as the unpatched graph)')
     .requiredOption('--model <dir-or-id>', 'model folder or hub id')
     .option('--dtype <dtype>', 'fp32 | fp16 | q8 | q4 | q4f16 (default: config, else fp32)')
-    .option('--device <device>', 'cpu | wasm | webgpu (default cpu in Node)')
+    .option('--device <device>', 'cpu (the only device of the command line; wasm and webgpu are for the browser lab)')
     .option('--model-file <name>', "transformers.js model_file_name of the graph, e.g. 'model' or 'decoder_model_merged'")
     .option('--identity', 'also load the unpatched graph and compare logits with zero steering')
     .option('--hub <url>', 'hub base URL (default: STEERLAB_HUB, else transformers.js default)')

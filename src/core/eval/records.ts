@@ -266,16 +266,6 @@ export function readRecordLines(buf: Uint8Array, file: string): ReadBack {
   return { records, goodBytes: buf.length, tornLine: null };
 }
 
-/** "the disk is full" and friends, for a failed write of `file`; otherwise the OS message without temp names. */
-function writeFailure(err: unknown): string {
-  const code = (err as NodeJS.ErrnoException).code;
-  if (code === 'ENOSPC') return 'the disk is full';
-  if (code === 'EDQUOT') return 'the disk quota is exhausted';
-  if (code === 'EIO') return 'the disk reported an I/O error';
-  if (code === 'EROFS') return 'the file system is read-only';
-  return (err as Error).message;
-}
-
 class NodeRecordStore extends MemoryRecordStore {
   /** Serialises writes so a failed one can be cut back without touching another record. */
   private queue: Promise<void> = Promise.resolve();
@@ -284,6 +274,7 @@ class NodeRecordStore extends MemoryRecordStore {
   constructor(
     private readonly handle: FileHandle,
     private readonly release: () => Promise<void>,
+    private readonly describeWriteError: (path: string, err: unknown) => string,
     private bytes: number,
     readonly report: OpenReport,
   ) {
@@ -311,10 +302,10 @@ class NodeRecordStore extends MemoryRecordStore {
         this.bytes += buf.length;
       } catch (err) {
         await this.handle.truncate(this.bytes).catch(() => undefined);
-        const file = this.report.file;
+        // "cannot write FILE: the disk is full; free space ... and run the command again", then what was kept.
         this.broken = new Error(
-          `writing a record to ${file} failed: ${writeFailure(err)} (${off} of ${buf.length} bytes written, then cut back). ` +
-            `The ${this.size} records before it are safe; ${(err as NodeJS.ErrnoException).code === 'ENOSPC' || (err as NodeJS.ErrnoException).code === 'EDQUOT' ? 'free space on that disk' : 'fix the cause'} and run the same command again to resume`,
+          `${this.describeWriteError(this.report.file, err)} (a record was being appended: ${off} of ${buf.length} bytes written, then cut back; ` +
+            `the ${this.size} records before it are safe, and running the same command again resumes after them)`,
         );
         throw this.broken;
       }
@@ -353,10 +344,11 @@ export async function openRunStore(runDir: string, options: OpenRunStoreOptions 
   const { fs, path } = await nodeModules();
   const fileName = options.fileName ?? 'records.jsonl';
   if (fileName.includes('/') || fileName.includes('\\')) throw new Error(`fileName must be a plain file name, got '${fileName}'`);
+  const { describeWriteError } = await import('../util/atomic-write.js');
   try {
     await fs.mkdir(runDir, { recursive: true });
   } catch (err) {
-    throw new Error(`cannot create the run folder ${runDir}: ${writeFailure(err)}`);
+    throw new Error(describeWriteError(runDir, err).replace('cannot write', 'cannot create the run folder'));
   }
   const file = path.join(runDir, fileName);
   const { acquireRunLock, removeOldStaleLock } = await import('./run-lock-node.js');
@@ -418,7 +410,7 @@ export async function openRunStore(runDir: string, options: OpenRunStoreOptions 
       await handle.sync();
       await fsyncDir(fs, runDir);
       const report: OpenReport = { file, records: unique.length, torn, duplicates, duplicatesMovedTo, staleLocks };
-      const store = new NodeRecordStore(handle, () => lock.release(), size, report);
+      const store = new NodeRecordStore(handle, () => lock.release(), describeWriteError, size, report);
       store.load(unique);
       return store;
     } catch (err) {
@@ -524,9 +516,11 @@ function percent(x: number): string {
   return Number.isNaN(x) ? '–' : (100 * x).toFixed(1);
 }
 
-function cell(text: string): string {
-  return text.replace(/\\/g, '\\\\').replace(/\|/g, '\\|').replace(/[\r\n]+/g, ' ');
+/** Text as one Markdown table cell: backslashes and pipes escaped, line breaks (a file name may hold one) as spaces. */
+export function markdownCell(text: string): string {
+  return text.replace(/\\/g, '\\\\').replace(/\|/g, '\\|').replace(/[\r\n\u2028\u2029]+/g, ' ');
 }
+const cell = markdownCell;
 
 export function summaryToMarkdown(rows: readonly SummaryRow[], options: SummaryOptions = {}): string {
   const z = options.z ?? Z95;

@@ -26,6 +26,7 @@ import { readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
+import { escapeRegExp, pidExists, removeDeadWritersTemps } from '../util/temp-files-node.js';
 
 export interface LockOwner {
   pid: number;
@@ -87,15 +88,6 @@ export function processStartTime(pid: number): string | null {
     return out === '' ? null : out;
   } catch {
     return null;
-  }
-}
-
-function pidExists(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
@@ -162,22 +154,15 @@ async function replaceWhole(file: string, owner: LockOwner): Promise<void> {
   await fs.rename(tmp, file);
 }
 
-/** Temp files of lock writers killed between writing and linking (their pid is in the name). */
-async function removeDeadTemps(dir: string, prefix: string, names: string[]): Promise<void> {
-  for (const n of names) {
-    const m = n.startsWith(prefix) ? /^[0-9a-f]{16}\.(\d+)\.tmp$/.exec(n.slice(prefix.length)) : null;
-    if (m && !pidExists(Number(m[1]))) await fs.rm(path.join(dir, n), { force: true });
-  }
-}
-
 interface Seen {
   file: string;
   owner: LockOwner | null;
 }
 
 async function otherLocks(dir: string, prefix: string, mine: string): Promise<Seen[]> {
+  // Temp files of lock writers killed between writing and linking (their pid is in the name).
+  removeDeadWritersTemps(dir, new RegExp(`^${escapeRegExp(prefix)}[0-9a-f]{16}\\.(\\d+)\\.tmp$`));
   const names = await fs.readdir(dir);
-  await removeDeadTemps(dir, prefix, names);
   const out: Seen[] = [];
   for (const n of names) {
     if (!n.startsWith(prefix) || !TOKEN_RE.test(n.slice(prefix.length))) continue;

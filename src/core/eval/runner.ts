@@ -18,7 +18,7 @@ import { parseFitMode, type FitMode } from '../method/fit.js';
 import { runFlow, type MethodController } from '../method/flow.js';
 import { judgeOutput, type RefusalJudge } from './judges.js';
 import { promptHash } from './resume-check.js';
-import { summarize, type EvalRecord, type RecordStore, type SummaryRow } from './records.js';
+import { markdownCell, summarize, type EvalRecord, type RecordStore, type SummaryRow } from './records.js';
 import { Z95 } from './stats.js';
 
 /** The paper's sampling (METHOD.md section 1). */
@@ -211,7 +211,7 @@ function measure(label: SummaryLabel): string {
 
 /** The table the CLI prints and writes as summary.md. */
 export function runSummaryMarkdown(s: RunSummary): string {
-  const cell = (t: string) => t.replace(/\|/g, '\\|');
+  const cell = markdownCell;
   const table = (rows: LabelledSummaryRow[]) => [
     '| dataset | condition | measures | judge | n | refusals | rate (%) | Wilson 95 % CI (%) |',
     '|---|---|---|---|---:|---:|---:|---|',

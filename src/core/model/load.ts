@@ -130,6 +130,7 @@ export async function loadSteerableModel(idOrPath: string, opts: LoadOptions = {
   if (typeof idOrPath !== 'string' || idOrPath.trim() === '') throw new ModelLoadError('BAD_OPTIONS', 'loadSteerableModel: expected a hub id ("org/name") or a model folder path');
   const device: Device = opts.device ?? (IS_NODE ? 'cpu' : 'wasm');
   if (!DEVICES.includes(device)) throw new ModelLoadError('BAD_OPTIONS', `device must be one of ${DEVICES.join(', ')}, got ${String(opts.device)}`);
+  if (IS_NODE && device === 'wasm') throw new ModelLoadError('BAD_OPTIONS', "device 'wasm' is onnxruntime-web's, for browsers; in Node use 'cpu'");
   if (opts.dtype !== undefined && !DTYPES.includes(opts.dtype)) throw new ModelLoadError('BAD_OPTIONS', `dtype must be one of ${DTYPES.join(', ')}, got ${String(opts.dtype)}`);
   if (opts.modelFileName !== undefined && !/^[\w.-]+$/.test(opts.modelFileName)) {
     throw new ModelLoadError('BAD_OPTIONS', `modelFileName must be a bare file name without folder or .onnx (e.g. 'model'), got ${JSON.stringify(opts.modelFileName)}`);

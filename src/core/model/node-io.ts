@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
+import { escapeRegExp, removeDeadWritersTemps } from '../util/temp-files-node.js';
 import type { CacheLike } from './base-cache.js';
 
 /** The size of a regular file at filePath, or null when there is none. */
@@ -111,6 +112,8 @@ export class NodeFileCache implements CacheLike {
     if (rel === null || !response.body) return;
     const filePath = path.join(this.dir, rel);
     await fs.promises.mkdir(path.dirname(filePath), { recursive: true });
+    // Temp files of downloads killed mid-write (their pid is in the name) go first.
+    removeDeadWritersTemps(path.dirname(filePath), new RegExp(`^${escapeRegExp(path.basename(filePath))}\\.tmp\\.(\\d+)\\.[0-9a-z]+$`));
     // Atomic: a temp file in the same folder, renamed once complete, so readers never see half a file.
     const tmp = `${filePath}.tmp.${process.pid}.${Math.random().toString(36).slice(2)}`;
     try {

@@ -36,7 +36,7 @@ interface InnerTokenizer {
 }
 
 function inner(tok: unknown): InnerTokenizer | null {
-  const t = (tok as { _tokenizer?: unknown })._tokenizer as Partial<InnerTokenizer> | undefined;
+  const t = (tok as { _tokenizer?: unknown } | null | undefined)?._tokenizer as Partial<InnerTokenizer> | undefined;
   if (!t || !Array.isArray(t.added_tokens) || !(t.added_tokens_map instanceof Map) || typeof t.splitter_unnormalized?.split !== 'function') return null;
   if (typeof t.splitter_normalized?.split !== 'function' || typeof t.model !== 'function' || !(t.model.tokens_to_ids instanceof Map)) return null;
   return t as InnerTokenizer;
