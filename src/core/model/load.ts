@@ -9,13 +9,14 @@
  *      from_pretrained builds its session, KV-cache handling and generation machinery on the patched graph
  *   -> instance patch (steering-patch.ts) -> self-check (self-check.ts).
  */
-import { AutoConfig, AutoModelForCausalLM, AutoTokenizer } from '@huggingface/transformers';
+import { AutoModelForCausalLM } from '@huggingface/transformers';
 import { patchDecoder, type PatchReport } from '../onnx/patcher.js';
 import { validateGraph } from '../onnx/validate.js';
 import { IS_NODE, loadNodeIo } from './base-cache.js';
 import { externalDataLocations } from './external-data.js';
 import { fetchModelFile, locateModelFile, ModelFileNotFoundError } from './fetch-file.js';
 import { DTYPE_SUFFIX, externalDataChunkNames } from './hub-paths.js';
+import { loadCheckedTokenizer, loadModelConfig, ModelLoadError } from './model-files.js';
 import { installSteerlabCache } from './patched-cache.js';
 import type { TjsTokenizer } from './prompt.js';
 import { describeFailure, probeIds, runSelfCheck, SelfCheckError } from './self-check.js';
@@ -36,12 +37,7 @@ const SELF_CHECK_POSITIONS = 3;
 /** Suffix of the patched graph's model_file_name: never the name of a real file. */
 export const STEERABLE_SUFFIX = '_steerable';
 
-export class ModelLoadError extends Error {
-  constructor(readonly code: string, message: string) {
-    super(message);
-    this.name = 'ModelLoadError';
-  }
-}
+export { ModelLoadError };
 
 type TjsProgressEvent = { status: string; file?: string; loaded?: number; total?: number };
 
@@ -66,13 +62,6 @@ function byteProgress(progress: LoadOptions['progress'], file: string) {
   if (!progress) return undefined;
   return (loaded: number, total: number | null, fromCache: boolean) =>
     progress({ stage: 'download', file, loaded, total, done: total !== null && loaded >= total, fromCache });
-}
-
-function positiveInt(v: unknown, name: string, id: string): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) {
-    throw new ModelLoadError('BAD_CONFIG', `config.json of "${id}": ${name} must be a positive integer, got ${JSON.stringify(v)}`);
-  }
-  return v;
 }
 
 function configDtype(cfg: Record<string, unknown>, fileName: string): Dtype | undefined {
@@ -139,16 +128,8 @@ export async function loadSteerableModel(idOrPath: string, opts: LoadOptions = {
   installSteerlabCache();
   const progress_callback = tjsProgress(progress);
 
-  let config: Record<string, unknown>;
-  try {
-    config = (await AutoConfig.from_pretrained(idOrPath, { progress_callback } as never)) as unknown as Record<string, unknown>;
-  } catch (e) {
-    throw new ModelLoadError('MODEL_NOT_FOUND', `cannot load config.json of "${idOrPath}": ${(e as Error).message}`);
-  }
-  const text = (config['text_config'] as Record<string, unknown> | undefined) ?? config;
-  const numLayers = positiveInt(text['num_hidden_layers'], 'num_hidden_layers', idOrPath);
-  const hiddenSize = positiveInt(text['hidden_size'], 'hidden_size', idOrPath);
-  const vocabSize = positiveInt(text['vocab_size'], 'vocab_size', idOrPath);
+  // config.json and the tokenizer are read and checked by model-files.ts.
+  const { config, numLayers, hiddenSize, vocabSize } = await loadModelConfig(idOrPath, progress_callback);
 
   const names = opts.modelFileName ? [opts.modelFileName] : MODEL_FILE_NAMES;
   const dtype: Dtype = opts.dtype ?? configDtype(config, names[0]!) ?? (device === 'wasm' ? 'q8' : 'fp32');
@@ -221,10 +202,10 @@ export async function loadSteerableModel(idOrPath: string, opts: LoadOptions = {
 
   let tokenizer: TjsTokenizer;
   try {
-    tokenizer = (await AutoTokenizer.from_pretrained(idOrPath, { progress_callback } as never)) as unknown as TjsTokenizer;
+    tokenizer = await loadCheckedTokenizer(idOrPath, vocabSize, progress_callback);
   } catch (e) {
     await model.dispose();
-    throw new ModelLoadError('TOKENIZER_FAILED', `cannot load the tokenizer of "${idOrPath}": ${(e as Error).message}`);
+    throw e;
   }
 
   const sm = new SteerableModel({ id: opts.modelId ?? idOrPath, source: idOrPath, model, tokenizer, report, numLayers, hiddenSize, vocabSize, device, dtype, modelFileName: originalName });
