@@ -112,4 +112,19 @@ describe('resuming lab eval', () => {
     expect([r.written, r.skipped, r.total]).toEqual([1, 2, 3]);
     expect(r.warnings).toEqual([]);
   });
+
+  it('says what it recovered: a torn last line and duplicated lines of a killed or doubled writer', async () => {
+    const out = join(root, 'run-recover');
+    await runEvalCommand(opts({ n: '3', out }), false);
+    const file = join(out, 'records.jsonl');
+    const lines = readFileSync(file, 'utf8').split('\n').filter((l) => l !== '');
+    writeFileSync(file, `${lines[0]}\n${lines[1]}\n${lines[0]}\n${lines[2]!.slice(0, 40)}`);
+    const r = await runEvalCommand(opts({ n: '3', out }), false);
+    expect([r.written, r.skipped]).toEqual([1, 2]);
+    expect(r.warnings).toEqual([
+      `${file}: the last line (line 4, 40 bytes) was cut off by a killed run; it was moved to ${file}.torn and that record will be redone`,
+      expect.stringMatching(new RegExp(`^${file}: dropped 1 duplicate record line \\(line 3\\) that repeat`)),
+    ]);
+    expect(readFileSync(file, 'utf8').split('\n').filter((l) => l !== '')).toHaveLength(3);
+  });
 });

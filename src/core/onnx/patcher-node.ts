@@ -31,7 +31,7 @@ export async function patchDecoderFile(inPath: string, outPath: string, opts: Pa
   try {
     await writeFileAtomic(outPath, bytes);
   } catch (err) {
-    throw new OnnxPatchError('IO_ERROR', `cannot write ${outPath}: ${(err as Error).message}`);
+    throw new OnnxPatchError('IO_ERROR', (err as Error).message); // the atomic writer names outPath and the cause
   }
   return report;
 }
