@@ -30,7 +30,7 @@ export function parseReal(flag: string, v: string, min: number, max: number, o: 
   const n = Number(s);
   const lo = `${o.minOpen ? '(' : '['}${min}`;
   const hi = `${max}${o.maxOpen ? ')' : ']'}`;
-  const expected = `a number in ${lo}, ${hi}`;
+  const expected = max === Infinity ? `a number ${o.minOpen ? '>' : '>='} ${min}` : `a number in ${lo}, ${hi}`;
   if (s === '' || !Number.isFinite(n)) fail(flag, v, expected);
   if (n < min || n > max || (o.minOpen && n === min) || (o.maxOpen && n === max)) fail(flag, v, expected);
   return n;
@@ -39,6 +39,14 @@ export function parseReal(flag: string, v: string, min: number, max: number, o: 
 /** Model shapes a command can be asked about (decoder layers, hidden size): far above any real model. */
 export const MAX_LAYERS = 1024;
 export const MAX_HIDDEN = 1 << 20;
+
+/** Any finite number (a threshold where every value means something, e.g. -1e9 for "no filter"). */
+export function parseFinite(flag: string, v: string): number {
+  const s = String(v).trim();
+  const n = Number(s);
+  if (s === '' || !Number.isFinite(n)) fail(flag, v, 'a finite number');
+  return n;
+}
 
 /** Sampling and split seeds. */
 export function parseSeedOption(v: string, flag = 'seed'): number {

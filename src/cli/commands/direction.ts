@@ -17,7 +17,7 @@ import type { EmbeddingSource } from '../../core/onnx/weights-reader.js';
 import { parseDevice } from '../../core/model/node-cli.js';
 import { modelFolderInputs, refuseOverwritingInputs } from '../../core/util/same-file-node.js';
 import { ProgressBar } from '../progress.js';
-import { parseReal } from '../numbers.js';
+import { parseFinite, parseReal } from '../numbers.js';
 import { parseCount, parseIndex, parseSeed } from '../policy-options.js';
 import { addModelOptions } from '../model-options.js';
 
@@ -88,7 +88,7 @@ export async function runDirection(o: DirectionCliOptions, log: (s: string) => v
   parseDevice(o.device);
   const thresholds = {
     kl: o.klThreshold !== undefined ? parseReal('kl-threshold', o.klThreshold, 0, Infinity) : undefined,
-    induced: o.inducedRefusalThreshold !== undefined ? parseReal('induced-refusal-threshold', o.inducedRefusalThreshold, -1e6, 1e6) : undefined,
+    induced: o.inducedRefusalThreshold !== undefined ? parseFinite('induced-refusal-threshold', o.inducedRefusalThreshold) : undefined,
     prune: o.pruneLayerFraction !== undefined ? parseReal('prune-layer-fraction', o.pruneLayerFraction, 0, 1, { maxOpen: true }) : undefined,
   };
   if (o.method === 'diff-in-means') {
