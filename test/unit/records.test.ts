@@ -163,6 +163,16 @@ describe('record store (Node, JSONL)', () => {
     expect(lockFiles(other)).toEqual(['records.jsonl.lock-00000000000000aa']);
   });
 
+  it('the lock file of an older Steerlab left by a killed run is removed and reported', async () => {
+    const dir = tmp();
+    const { spawnSync } = await import('node:child_process');
+    const dead = Number(spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout);
+    writeFileSync(path.join(dir, 'records.jsonl.lock'), `${dead}\n`);
+    const s = await openTracked(dir);
+    expect(s.report.staleLocks.map((l) => l.pid)).toEqual([dead]);
+    expect(existsSync(path.join(dir, 'records.jsonl.lock'))).toBe(false);
+  });
+
   it('concurrent appends are serialised; a key in flight counts as present', async () => {
     const dir = tmp();
     const s = await openTracked(dir);
