@@ -17,6 +17,7 @@ import type { ControllerMetadata } from '../controller/metadata.js';
 import type { SteerableModel } from '../model/steerable.js';
 import { outputOf, type DecoderLayer } from '../model/layer-index.js';
 import type { SamplingOptions, StepContext } from '../model/types.js';
+import { findSpecialTokenStrings } from '../model/special-tokens.js';
 import { castDecision } from '../steering/cast.js';
 import { fitDepsFromTokenizer, fitPrompt, parseFitMode, type FitMode, type FitResult } from './fit.js';
 import { rowNorms } from '../steering/matrix.js';
@@ -121,6 +122,8 @@ export interface FlowOptions {
    * tail around a " [...] " marker, 'head' / 'tail' one end, 'none' leaves it (generation then fails clearly).
    */
   fit?: FitMode;
+  /** Let special-token strings in the prompt become special tokens (default: they stay text; prompt.ts). */
+  allowSpecialTokens?: boolean;
 }
 
 export interface FlowResult {
@@ -139,6 +142,8 @@ export interface FlowResult {
   cast?: { similarity: number; active: boolean };
   /** What the model saw: the (possibly shortened) message and the prompt's token counts before and after. */
   fit: FitResult;
+  /** Special-token strings in the prompt (text unless allowSpecialTokens); empty for most prompts. */
+  specialTokens: string[];
   timings: {
     /** Prefill + observation + controller + policy: until the matrix was ready. */
     observe_ms: number | null;
@@ -159,9 +164,10 @@ export async function runFlow(model: SteerableModel, prompt: string, parts: Omit
   const full: MethodParts = { ...parts, numLayers, hiddenSize };
   const maxNewTokens = opts.maxNewTokens ?? 64;
   // Measured with the model's own chat formatting, the same that builds the ids below.
-  const fitDeps = { ...fitDepsFromTokenizer(model.tokenizer), promptTokens: (u: string) => model.formatChat(u).ids.length };
+  const chat = { allowSpecialTokens: opts.allowSpecialTokens === true };
+  const fitDeps = { ...fitDepsFromTokenizer(model.tokenizer, chat), promptTokens: (u: string) => model.formatChat(u, chat).ids.length };
   const fit = fitPrompt(fitDeps, prompt, { contextLength: model.contextLength ?? null, maxNewTokens, mode: parseFitMode(opts.fit) });
-  const ids = model.formatChat(fit.text).ids;
+  const ids = model.formatChat(fit.text, chat).ids;
   const observe = opts.policy.kind !== 'off' || (opts.observeAlways !== false && !!parts.controller);
   const t0 = performance.now();
   let tReady: number | null = null;
@@ -201,6 +207,7 @@ export async function runFlow(model: SteerableModel, prompt: string, parts: Omit
     promptResidual: observed,
     ...(o?.cast ? { cast: o.cast } : {}),
     fit,
+    specialTokens: findSpecialTokenStrings(model.tokenizer, prompt),
     timings: {
       observe_ms: tReady === null ? null : (tReady as number) - t0,
       generate_ms: t1 - (tReady ?? t0),
