@@ -23,6 +23,8 @@ import type { CastSettings, ManualSettings } from '../core/method/conditions.js'
 import type { MethodController } from '../core/method/flow.js';
 import type { DirectionFile } from '../core/steering/direction-file.js';
 import { DEFAULT_ALPHA, validatePolicy, type SteeringPolicy } from '../core/steering/policies.js';
+import { decodeUtf8 } from '../core/util/utf8.js';
+import { parseCountOption, parseSeedOption, parseStrength } from './numbers.js';
 
 export const POLICY_KINDS = ['off', 'was', 'uniform', 'manual', 'actadd', 'cast'] as const;
 
@@ -68,21 +70,16 @@ export function parseIndex(flag: string, v: string, limit: number): number {
   return n;
 }
 
-/** A whole number >= 1 (counts of prompts, tokens, epochs...). */
-export function parseCount(flag: string, v: string): number {
-  if (!/^\d+$/.test(String(v).trim()) || Number(v) < 1) throw new Error(`--${flag} must be a whole number >= 1, got "${v}"`);
-  return Number(v);
-}
+/** A whole number >= 1 (counts of prompts, tokens, epochs...): numbers.ts. */
+export const parseCount = parseCountOption;
 
-export function parseSeed(v: string): number {
-  if (!/^-?\d+$/.test(String(v).trim()) || !Number.isSafeInteger(Number(v))) throw new Error(`--seed must be an integer, got "${v}"`);
-  return Number(v);
-}
+/** Seeds: integers in [0, 2^32) (numbers.ts). */
+export const parseSeed = (v: string): number => parseSeedOption(v);
 
 export function parseNumberList(flag: string, v: string): number[] {
   const parts = v.split(',').map((s) => s.trim());
   if (parts.length === 0 || parts.some((p) => p === '')) throw new Error(`--${flag} must be a comma-separated list of numbers, got "${v}"`);
-  return parts.map((p) => parseNumber(flag, p));
+  return parts.map((p) => parseStrength(flag, p));
 }
 
 /**
@@ -102,14 +99,14 @@ export function parseManualSettings(o: Pick<PolicyCliOptions, 'scale' | 'layerWe
     const on = o.enabledLayers.split(',').map((x) => parseIndex('enabled-layers', x, numLayers));
     enabledLayers = Array.from({ length: numLayers }, (_, l) => on.includes(l));
   }
-  return { scale: parseNumber('scale', o.scale), layerWeights, ...(enabledLayers ? { enabledLayers } : {}) };
+  return { scale: parseStrength('scale', o.scale), layerWeights, ...(enabledLayers ? { enabledLayers } : {}) };
 }
 
 /** A CAST settings file. `vector: "direction"` uses the direction as condition vector. */
 export async function readCastSettings(path: string, model: { numLayers: number; hiddenSize: number }, direction: DirectionFile | null): Promise<CastSettings> {
   let raw: unknown;
   try {
-    raw = JSON.parse(await readFile(path, 'utf8'));
+    raw = JSON.parse(decodeUtf8(await readFile(path), path));
   } catch (e) {
     throw new Error(`--cast ${path}: cannot read JSON settings: ${(e as Error).message}`);
   }
@@ -158,7 +155,7 @@ export async function resolvePolicyOptions(o: PolicyCliOptions, model: ArtefactT
   const directionIdValue = art.direction?.id ?? null;
   const controller: MethodController | null = art.controller?.method ?? null;
   const controllerIdValue = art.controller?.id ?? null;
-  const alpha = o.alpha !== undefined ? parseNumber('alpha', o.alpha) : (controller?.metadata?.alpha ?? DEFAULT_ALPHA);
+  const alpha = o.alpha !== undefined ? parseStrength('alpha', o.alpha) : (controller?.metadata?.alpha ?? DEFAULT_ALPHA);
   const L = model.numLayers;
   let policy: SteeringPolicy;
   switch (kind) {
@@ -187,7 +184,7 @@ export async function resolvePolicyOptions(o: PolicyCliOptions, model: ArtefactT
         kind: 'actadd',
         vector: directionFile.rawDirection ?? directionFile.direction,
         layer,
-        coefficient: o.coefficient !== undefined ? parseNumber('coefficient', o.coefficient) : 1,
+        coefficient: o.coefficient !== undefined ? parseStrength('coefficient', o.coefficient) : 1,
       };
       break;
     }

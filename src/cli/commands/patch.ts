@@ -5,6 +5,7 @@
 import type { Command } from 'commander';
 import { OnnxPatchError, type PatchOptions, type PatchReport } from '../../core/onnx/patcher.js';
 import { patchDecoderFile } from '../../core/onnx/patcher-node.js';
+import { MAX_HIDDEN, MAX_LAYERS, parseInteger } from '../numbers.js';
 
 export interface PatchCliOptions {
   json?: boolean;
@@ -13,11 +14,6 @@ export interface PatchCliOptions {
   renameExternalData?: string[];
 }
 
-function positiveInteger(flag: string, v: string): number {
-  const n = Number(v);
-  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n <= 0) throw new Error(`--${flag} must be a positive integer, got "${v}"`);
-  return n;
-}
 
 function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
@@ -25,8 +21,8 @@ function collect(value: string, previous: string[] = []): string[] {
 
 export function patchOptionsFromCli(o: PatchCliOptions): PatchOptions {
   const opts: PatchOptions = {};
-  if (o.layers !== undefined) opts.expectedNumLayers = positiveInteger('layers', o.layers);
-  if (o.hidden !== undefined) opts.expectedHiddenSize = positiveInteger('hidden', o.hidden);
+  if (o.layers !== undefined) opts.expectedNumLayers = parseInteger('layers', o.layers, 1, MAX_LAYERS);
+  if (o.hidden !== undefined) opts.expectedHiddenSize = parseInteger('hidden', o.hidden, 1, MAX_HIDDEN);
   if (o.renameExternalData?.length) {
     opts.renameExternalData = {};
     for (const pair of o.renameExternalData) {

@@ -3,6 +3,7 @@
  * with the generation prompt: the same token the flow observes at inference), trains the WAS controller with the
  * paper's defaults (MSE on s, balanced, AdamW 5e-5, batch 4, 4 epochs, clipping 1.0) and saves it with its metadata.
  */
+import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
 import { controllerInputLayers } from '../../core/controller/layers.js';
 import { saveControllerFile } from '../../core/controller/node-io.js';
@@ -15,8 +16,12 @@ import { loadDirectionFor } from '../../core/method/artifacts-node.js';
 import { loadPromptSet } from '../../core/method/datasets.js';
 import { controllerPrompts } from '../../core/method/prompt-sets.js';
 import { describeModel, modelFields } from '../../core/model/model-id.js';
+import { modelFingerprint } from '../../core/eval/resume-check.js';
+import { parseDevice } from '../../core/model/node-cli.js';
+import { modelFolderInputs, refuseOverwritingInputs } from '../../core/util/same-file-node.js';
+import { parseReal, parseStrength } from '../numbers.js';
 import { ProgressBar } from '../progress.js';
-import { parseCount, parseNumber, parseSeed } from '../policy-options.js';
+import { parseCount, parseSeed } from '../policy-options.js';
 import { addModelOptions, loadCommandModel, type ModelCliOptions } from '../model-options.js';
 
 export interface TrainControllerCliOptions extends ModelCliOptions {
@@ -51,6 +56,8 @@ export interface TrainControllerResult {
   held_out_balanced_accuracy: number | null;
   backend: string;
   activations_from_cache: boolean;
+  /** What the user should hear (e.g. why an existing activation cache was not used). */
+  notes: string[];
   seconds: { load: number; activations: number; train: number; total: number };
 }
 
@@ -58,15 +65,18 @@ export async function runTrainController(o: TrainControllerCliOptions, onEpoch: 
   if (!o.out) throw new Error('--out FILE is required (where the controller is written)');
   const loss = o.loss as ControllerLoss;
   if (loss !== 'mse' && loss !== 'bce') throw new Error(`--loss must be mse or bce, got "${o.loss}"`);
+  parseDevice(o.device);
   const n = parseCount('n', o.n);
-  const valFraction = parseNumber('val-fraction', o.valFraction);
-  if (!(valFraction > 0 && valFraction < 1)) throw new Error(`--val-fraction must be between 0 and 1 (exclusive), got ${valFraction}`);
+  const valFraction = parseReal('val-fraction', o.valFraction, 0, 1, { minOpen: true, maxOpen: true });
   const seed = parseSeed(o.seed);
-  const epochs = o.epochs !== undefined ? parseCount('epochs', o.epochs) : PAPER_DEFAULTS.epochs;
-  const batchSize = o.batch !== undefined ? parseCount('batch', o.batch) : PAPER_DEFAULTS.batchSize;
-  const learningRate = o.lr !== undefined ? parseNumber('lr', o.lr) : PAPER_DEFAULTS.learningRate;
-  if (!(learningRate > 0)) throw new Error(`--lr must be > 0, got ${learningRate}`);
-  const alpha = o.alpha !== undefined ? parseNumber('alpha', o.alpha) : PAPER_DEFAULTS.alpha;
+  const epochs = o.epochs !== undefined ? parseCount('epochs', o.epochs, 100_000) : PAPER_DEFAULTS.epochs;
+  const batchSize = o.batch !== undefined ? parseCount('batch', o.batch, 100_000) : PAPER_DEFAULTS.batchSize;
+  const learningRate = o.lr !== undefined ? parseReal('lr', o.lr, 0, 1, { minOpen: true }) : PAPER_DEFAULTS.learningRate;
+  const alpha = o.alpha !== undefined ? parseStrength('alpha', o.alpha) : PAPER_DEFAULTS.alpha;
+  refuseOverwritingInputs(
+    [{ path: o.out, role: '--out' }, ...(o.cache ? [{ path: o.cache, role: '--cache' }] : [])],
+    [{ path: o.direction, role: '--direction' }, { path: o.harmful, role: '--harmful' }, { path: o.benign, role: '--benign' }, ...modelFolderInputs(o.model)],
+  );
 
   // Prompt sets first: a bad dataset fails before the model loads.
   const load = async (source: string, label: 'harmful' | 'benign', flag: string) => {
@@ -82,9 +92,13 @@ export async function runTrainController(o: TrainControllerCliOptions, onEpoch: 
     const t1 = performance.now();
     const inputLayers = controllerInputLayers(model.numLayers);
     const { prompts, labels } = chosen;
-    const key = { model: model.identity, inputLayers, hiddenSize: model.hiddenSize, prompts };
+    const notes: string[] = [];
+    const key = { model: model.identity, inputLayers, hiddenSize: model.hiddenSize, prompts, ...(o.cache ? { fingerprint: await modelFingerprint(model) } : {}) };
     let x = o.cache ? await readActivationCache(o.cache, key) : null;
     const fromCache = x !== null;
+    if (o.cache && !fromCache && existsSync(o.cache)) {
+      notes.push(`activation cache ${o.cache} not used (it was made with other prompts, layers or another model); computing the activations`);
+    }
     if (!x) {
       const bar = new ProgressBar('activations', prompts.length);
       x = await controllerActivations(model, prompts, inputLayers, (d, t) => bar.update(d, t));
@@ -127,6 +141,7 @@ export async function runTrainController(o: TrainControllerCliOptions, onEpoch: 
       held_out_balanced_accuracy: m.held_out_balanced_accuracy,
       backend,
       activations_from_cache: fromCache,
+      notes,
       seconds: { load: (t1 - t0) / 1000, activations: (t2 - t1) / 1000, train: (t3 - t2) / 1000, total: (t3 - t0) / 1000 },
     };
   } finally {
@@ -163,6 +178,7 @@ export function register(program: Command): void {
         }
       });
       for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
+      for (const n of r.notes) process.stderr.write(`note: ${n}\n`);
       if (opts.json) {
         process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
         return;

@@ -17,6 +17,7 @@ import type { Controller, ControllerMetadata } from '../controller/metadata.js';
 import type { SteerableModel } from '../model/steerable.js';
 import { outputOf, type DecoderLayer } from '../model/layer-index.js';
 import type { SamplingOptions, StepContext } from '../model/types.js';
+import { findSpecialTokenStrings } from '../model/special-tokens.js';
 import { castDecision } from '../steering/cast.js';
 import { fitDepsFromTokenizer, fitPrompt, parseFitMode, type FitMode, type FitResult } from './fit.js';
 import { rowNorms } from '../steering/matrix.js';
@@ -128,6 +129,8 @@ export interface FlowOptions {
    * tail around a " [...] " marker, 'head' / 'tail' one end, 'none' leaves it (generation then fails clearly).
    */
   fit?: FitMode;
+  /** Let special-token strings in the prompt become special tokens (default: they stay text; prompt.ts). */
+  allowSpecialTokens?: boolean;
 }
 
 export interface FlowResult {
@@ -146,6 +149,8 @@ export interface FlowResult {
   cast?: { similarity: number; active: boolean };
   /** What the model saw: the (possibly shortened) message and the prompt's token counts before and after. */
   fit: FitResult;
+  /** Special-token strings in the prompt (text unless allowSpecialTokens); empty for most prompts. */
+  specialTokens: string[];
   timings: {
     /** Prefill + observation + controller + policy: until the matrix was ready. */
     observe_ms: number | null;
@@ -156,15 +161,16 @@ export interface FlowResult {
 }
 
 /** The fitted prompt, its ids and the once-per-generation policy callback shared by runFlow and compareFlow. */
-function prepareFlow(model: SteerableModel, prompt: string, parts: Omit<MethodParts, 'numLayers' | 'hiddenSize'>, opts: Pick<FlowOptions, 'policy' | 'maxNewTokens' | 'fit'>) {
+function prepareFlow(model: SteerableModel, prompt: string, parts: Omit<MethodParts, 'numLayers' | 'hiddenSize'>, opts: Pick<FlowOptions, 'policy' | 'maxNewTokens' | 'fit' | 'allowSpecialTokens'>) {
   const numLayers = model.numLayers;
   const hiddenSize = model.hiddenSize;
   const full: MethodParts = { ...parts, numLayers, hiddenSize };
   const maxNewTokens = opts.maxNewTokens ?? 64;
   // Measured with the model's own chat formatting, the same that builds the ids below.
-  const fitDeps = { ...fitDepsFromTokenizer(model.tokenizer), promptTokens: (u: string) => model.formatChat(u).ids.length };
+  const chat = { allowSpecialTokens: opts.allowSpecialTokens === true };
+  const fitDeps = { ...fitDepsFromTokenizer(model.tokenizer, chat), promptTokens: (u: string) => model.formatChat(u, chat).ids.length };
   const fit = fitPrompt(fitDeps, prompt, { contextLength: model.contextLength ?? null, maxNewTokens, mode: parseFitMode(opts.fit) });
-  const ids = model.formatChat(fit.text).ids;
+  const ids = model.formatChat(fit.text, chat).ids;
   const t0 = performance.now();
   const state = { outcome: null as PolicyOutcome | null, observed: null as Float32Array | null, tReady: null as number | null };
   const policyCallback = (ctx: StepContext): Float32Array | null => {
@@ -189,6 +195,7 @@ function prepareFlow(model: SteerableModel, prompt: string, parts: Omit<MethodPa
       promptResidual: state.observed,
       ...(o?.cast ? { cast: o.cast } : {}),
       fit,
+      specialTokens: findSpecialTokenStrings(model.tokenizer, prompt),
       timings: {
         observe_ms: state.tReady === null ? null : state.tReady - t0,
         generate_ms: t1 - (state.tReady ?? t0),

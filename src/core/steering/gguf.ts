@@ -384,7 +384,12 @@ export function decodeGguf(bytes: Uint8Array): DecodedGguf {
   const str = (what: string) => {
     const n = u64(`${what} length`);
     need(n, what);
-    const s = new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(p, p + n));
+    let s: string;
+    try {
+      s = new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(p, p + n));
+    } catch {
+      throw new GgufError(`GGUF ${what} at byte ${p} is not valid UTF-8 text`);
+    }
     p += n;
     return s;
   };
