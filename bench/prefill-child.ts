@@ -58,7 +58,7 @@ function feeds(sess: ort.InferenceSession): Record<string, ort.Tensor> {
     if (name === 'input_ids') f[name] = new ort.Tensor('int64', ids, [1, S]);
     else if (name === 'attention_mask') f[name] = new ort.Tensor('int64', new BigInt64Array(S).fill(1n), [1, S]);
     else if (name === 'position_ids') f[name] = new ort.Tensor('int64', BigInt64Array.from({ length: S }, (_, i) => BigInt(i)), [1, S]);
-    else if (name === 'steering') f[name] = new ort.Tensor('float32', new Float32Array(shape.numLayers * shape.hiddenSize), [1, shape.numLayers, shape.hiddenSize]);
+    else if (name === 'steering' || name === 'projection') f[name] = new ort.Tensor('float32', new Float32Array(shape.numLayers * shape.hiddenSize), [1, shape.numLayers, shape.hiddenSize]);
     else if (name.startsWith('past_key_values')) f[name] = new ort.Tensor('float32', new Float32Array(0), [1, shape.numKvHeads, 0, shape.headDim]);
     else throw new Error(`unexpected graph input ${name}`);
   }

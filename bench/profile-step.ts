@@ -39,7 +39,7 @@ function feeds(sess: ort.InferenceSession): Record<string, ort.Tensor> {
     if (n === 'input_ids') f[n] = new ort.Tensor('int64', BigInt64Array.from([500n]), [1, 1]);
     else if (n === 'attention_mask') f[n] = new ort.Tensor('int64', new BigInt64Array(past + 1).fill(1n), [1, past + 1]);
     else if (n === 'position_ids') f[n] = new ort.Tensor('int64', BigInt64Array.from([BigInt(past)]), [1, 1]);
-    else if (n === 'steering') f[n] = new ort.Tensor('float32', new Float32Array(shape.numLayers * shape.hiddenSize), [1, shape.numLayers, shape.hiddenSize]);
+    else if (n === 'steering' || n === 'projection') f[n] = new ort.Tensor('float32', new Float32Array(shape.numLayers * shape.hiddenSize), [1, shape.numLayers, shape.hiddenSize]);
     else if (n.startsWith('past_key_values')) f[n] = new ort.Tensor('float32', kv, [1, shape.numKvHeads, past, shape.headDim]);
     else throw new Error(`unexpected input ${n}`);
   }

@@ -1,7 +1,7 @@
 /**
  * The instance patch: wraps `forward` of ONE transformers.js model object (never its class: subclassing breaks
  * transformers.js's class-to-type lookup) so that every forward pass, including each step of generate(), receives
- * the current `steering` tensor, and the `residual_stream` output is taken out before transformers.js sees it
+ * the current `steering` and `projection` tensors, and the `residual_stream` output is taken out before transformers.js sees it
  * (it would otherwise travel through generate's output handling; only `present*` outputs feed the KV cache).
  *
  * transformers.js facts this relies on (4.3.1, src/models/modeling_utils.js):
@@ -41,6 +41,11 @@ export interface TjsModel {
 export interface ForwardHooks {
   /** Steering for this pass, [L*H] or [B*L*H]; null = zero steering. */
   steering(inputs: ModelInputs): Float32Array | null;
+  /**
+   * Projection rows for this pass (u_l: unit or zero, the residual after layer l becomes x - (x.u_l)u_l + steering_l),
+   * [L*H] or [B*L*H]; null or absent = none.
+   */
+  projection?(inputs: ModelInputs): Float32Array | null;
   /** The full residual stream of this pass, [B, L+1, S, H]. */
   residual?(res: Dense): void;
 }
@@ -62,6 +67,9 @@ export class SteeringPatch {
     if (!session.inputNames.includes('steering')) {
       throw new Error(`the loaded graph has no 'steering' input (inputs: ${session.inputNames.join(', ')}); was the patched file used?`);
     }
+    if (!session.inputNames.includes('projection')) {
+      throw new Error(`the loaded graph has no 'projection' input (inputs: ${session.inputNames.join(', ')}); was it patched by an older Steerlab?`);
+    }
     if (!session.outputNames.includes('residual_stream')) {
       throw new Error(`the loaded graph has no 'residual_stream' output (outputs: ${session.outputNames.join(', ')})`);
     }
@@ -69,7 +77,8 @@ export class SteeringPatch {
     model.forward = async (inputs: ModelInputs) => {
       const batch = inputs.input_ids?.dims[0] ?? 1;
       const matrix = this.hooks ? this.hooks.steering(inputs) : this.defaultSteering;
-      const out = await original({ ...inputs, steering: this.tensorFor(matrix, batch) });
+      const projection = this.hooks?.projection?.(inputs) ?? null;
+      const out = await original({ ...inputs, steering: this.tensorFor(matrix, batch), projection: this.projectionTensorFor(projection, batch) });
       const rs = out['residual_stream'];
       delete out['residual_stream'];
       if (!rs) throw new Error('the patched graph returned no residual_stream output');
@@ -100,18 +109,68 @@ export class SteeringPatch {
     return sb;
   }
 
+  /**
+   * Checks a projection matrix like a steering matrix, and each row: zero (off) or a unit vector (|norm - 1| <= 1e-3;
+   * any other norm would scale the component instead of removing it). Returns the steer_batch it implies.
+   */
+  checkProjection(m: Float32Array, batch: number): number {
+    return checkProjectionRows(m, this.numLayers, this.hiddenSize, batch);
+  }
+
   tensorFor(matrix: Float32Array | null, batch: number): TjsTensor {
-    if (matrix === null) {
-      let z = this.zeros.get(1);
-      if (!z) {
-        z = new Tensor('float32', new Float32Array(this.numLayers * this.hiddenSize), [1, this.numLayers, this.hiddenSize]) as unknown as TjsTensor;
-        this.zeros.set(1, z);
-      }
-      return z;
-    }
+    if (matrix === null) return this.zeroTensor();
     const sb = this.checkSteering(matrix, batch);
     return new Tensor('float32', matrix, [sb, this.numLayers, this.hiddenSize]) as unknown as TjsTensor;
   }
+
+  projectionTensorFor(matrix: Float32Array | null, batch: number): TjsTensor {
+    if (matrix === null) return this.zeroTensor();
+    const sb = this.checkProjection(matrix, batch);
+    return new Tensor('float32', matrix, [sb, this.numLayers, this.hiddenSize]) as unknown as TjsTensor;
+  }
+
+  /** One shared zero [1, L, H] tensor (both inputs read it; the session never writes its inputs). */
+  private zeroTensor(): TjsTensor {
+    let z = this.zeros.get(1);
+    if (!z) {
+      z = new Tensor('float32', new Float32Array(this.numLayers * this.hiddenSize), [1, this.numLayers, this.hiddenSize]) as unknown as TjsTensor;
+      this.zeros.set(1, z);
+    }
+    return z;
+  }
+}
+
+/** Tolerance on the norm of a projection row: float32 normalisation lands within ~1e-7; 1e-3 allows stored fp16 rows. */
+export const PROJECTION_NORM_TOLERANCE = 1e-3;
+
+/**
+ * Checks a projection matrix [L*H] or [batch*L*H]: finite, each row zero or a unit vector. Returns its steer_batch.
+ * Exported so that callers building projections (policies, selection) fail with the same message before any pass.
+ */
+export function checkProjectionRows(m: Float32Array, numLayers: number, hiddenSize: number, batch: number): number {
+  const lh = numLayers * hiddenSize;
+  if (!(m instanceof Float32Array)) {
+    throw new Error(`projection must be a Float32Array of ${lh} (= ${numLayers} layers x ${hiddenSize} hidden) values, got ${Object.prototype.toString.call(m)}`);
+  }
+  let sb: number;
+  if (m.length === lh) sb = 1;
+  else if (m.length === batch * lh) sb = batch;
+  else {
+    throw new Error(`projection has ${m.length} values; expected ${lh} (${numLayers} layers x ${hiddenSize} hidden)` + (batch > 1 ? ` or ${batch * lh} (batch ${batch} x layers x hidden)` : ''));
+  }
+  for (let r = 0; r < m.length / hiddenSize; r++) {
+    let ss = 0;
+    for (let h = 0; h < hiddenSize; h++) {
+      const v = m[r * hiddenSize + h]!;
+      if (!Number.isFinite(v)) throw new Error(`projection value ${r * hiddenSize + h} (layer ${r % numLayers}) is ${v}; expected a finite number`);
+      ss += v * v;
+    }
+    const n = Math.sqrt(ss);
+    if (n !== 0 && Math.abs(n - 1) > PROJECTION_NORM_TOLERANCE) {
+      throw new Error(`projection row of layer ${r % numLayers}${sb > 1 ? ` (batch ${Math.floor(r / numLayers)})` : ''} has norm ${n}; expected 0 (off) or a unit vector`);
+    }
+  }
+  return sb;
 }
 
 /** A transformers.js tensor as float32 data + dims (fp16 outputs are converted). */
