@@ -10,6 +10,7 @@ import * as ort from 'onnxruntime-node';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { fromFloat16Array } from '../../src/core/onnx/graph-builder.js';
 import { patchDecoder } from '../../src/core/onnx/patcher.js';
+import { runSelfCheck } from '../../src/core/model/self-check.js';
 
 const FIXTURE = fileURLToPath(new URL('../fixtures/onnx/tiny-qwen35-skipln-gqa-fp16.onnx', import.meta.url));
 const L = 2;
@@ -201,6 +202,29 @@ describe('patched fixture (onnxruntime-node)', () => {
         expect(worstComponent).toBeLessThan(2e-2);
       }
     }
+  });
+
+  it('passes the load-time self-check (steering, ablation, clamping) driven through onnxruntime-node', async () => {
+    const ids = randomIds(6, 51);
+    const r = await runSelfCheck(
+      {
+        numLayers: L,
+        hiddenSize: H,
+        streamDtype: 'float16',
+        forward: async ([row], o) => {
+          const out = await run(patched, [row!], { ...(o.steering ? { steering: o.steering } : {}), ...(o.projection ? { projection: o.projection } : {}) });
+          return { logits: { data: out.logits, dims: [1, row!.length, 1000] }, residuals: { data: out.residual!, dims: [1, L + 1, row!.length, H] } };
+        },
+      },
+      ids,
+    );
+    console.info(`[fixture] self-check: ${JSON.stringify(r)}`);
+    expect(r.ok).toBe(true);
+    expect(r.upstream_max_error).toBe(0);
+    // this graph's residuals are ~0.06, under the tolerance's floor of 1e-2 (relative to max(scale, 1)): also hold
+    // the errors to fp16 precision at this scale, and check that the ablation removed something
+    expect(r.projection!.removed_component).toBeGreaterThan(5 * r.tolerance);
+    for (const e of [r.injection_max_error, r.projection!.ablation_max_error, r.projection!.clamp_max_error, r.projection!.projection_max_error]) expect(e).toBeLessThan(1e-3);
   });
 
   it('the last residual row is what the final norm and the head read (logits = LN(row L) @ lm_head)', async () => {

@@ -12,7 +12,9 @@
  *      and feeds only the last one (decoder_prepare_inputs_for_generation), so the patch covers the last prompt token
  *      and every new token. Step 2 is skipped when nothing needs the observation.
  * With 'all', every prompt position carries the patch; a policy then needs an unsteered pass over the whole prompt
- * first (unavoidable: the policy's output must reach every prompt position).
+ * first (unavoidable: the policy's output must reach every prompt position). With 'new', the flow is that of 'last'
+ * but the pass over the last prompt token gets no patch: only the new tokens' positions carry it.
+ * A projection matrix (o.projection) travels with the steering on exactly the passes that carry the patch.
  */
 import { DynamicCache, InterruptableStoppingCriteria, Tensor } from '@huggingface/transformers';
 import { disposeOutputs, residualAt, type ModelOutputs, type SteeringPatch, type TjsModel, type TjsTensor } from './steering-patch.js';
@@ -81,12 +83,15 @@ export async function generateSteered(d: GenerateDeps, o: GenerateOptions): Prom
   // The reply stops at the context's end (finishReason 'length') rather than running into positions the model lacks.
   const maxNew = d.contextLength === null ? asked : Math.min(asked, d.contextLength - ids.length);
   const positions = o.steerPromptPositions ?? 'last';
-  if (positions !== 'last' && positions !== 'all') throw new Error(`steerPromptPositions must be 'last' or 'all', got ${String(positions)}`);
+  if (positions !== 'last' && positions !== 'all' && positions !== 'new') throw new Error(`steerPromptPositions must be 'last', 'all' or 'new', got ${String(positions)}`);
   const capture = o.capture ?? 'none';
   if (!['none', 'prompt-last', 'all'].includes(capture)) throw new Error(`capture must be 'none', 'prompt-last' or 'all', got ${String(capture)}`);
   const steering = o.steering ?? null;
   const policy = typeof steering === 'function' ? steering : null;
   if (steering instanceof Float32Array) d.patch.checkSteering(steering, 1);
+  const projection = o.projection ?? null;
+  if (projection !== null) d.patch.checkProjection(projection, 1);
+  const cached = positions !== 'all'; // 'last' and 'new' prefill all but the last prompt token unsteered
 
   const n = ids.length;
   const L1H = (d.numLayers + 1) * d.hiddenSize;
@@ -104,7 +109,7 @@ export async function generateSteered(d: GenerateDeps, o: GenerateOptions): Prom
 
   try {
     // 1 + 2: unsteered prefill and observation
-    if (positions === 'last' && n > 1) {
+    if (cached && n > 1) {
       patch.hooks = { ...zero, ...grab };
       const out = await d.model.forward({ input_ids: int64([ids.slice(0, -1)]), attention_mask: ones(1, n - 1) });
       cache = cacheFrom(out);
@@ -113,7 +118,7 @@ export async function generateSteered(d: GenerateDeps, o: GenerateOptions): Prom
     if (needObservation) {
       patch.hooks = { ...zero, ...grab };
       const out =
-        positions === 'last' && cache
+        cached && cache
           ? await d.model.forward({ input_ids: int64([ids.slice(-1)]), attention_mask: ones(1, n), past_key_values: cache })
           : await d.model.forward({ input_ids: int64([ids]), attention_mask: ones(1, n) });
       disposeOutputs(out);
@@ -127,14 +132,20 @@ export async function generateSteered(d: GenerateDeps, o: GenerateOptions): Prom
     const tokenRes: Float32Array[] = [];
     let step = 0;
     let previous: Float32Array | null = null;
+    // 'new': the pass of the last prompt token (step 0) carries no patch; the policy still runs there (it observes).
+    const unpatched = () => positions === 'new' && step === 0;
     patch.hooks = {
       steering: () => {
-        if (!policy) return steering as Float32Array | null;
-        const ctx: SteeringContext = { step, promptResidual, previousResidual: previous, generated: [...generated] };
-        const m = policy(ctx);
-        if (m !== null) patch.checkSteering(m, 1);
-        return m;
+        let m: Float32Array | null;
+        if (!policy) m = steering as Float32Array | null;
+        else {
+          const ctx: SteeringContext = { step, promptResidual, previousResidual: previous, generated: [...generated] };
+          m = policy(ctx);
+          if (m !== null) patch.checkSteering(m, 1);
+        }
+        return unpatched() ? null : m;
       },
+      projection: () => (unpatched() ? null : projection),
       residual: (r) => {
         previous = residualAt(r, 0, r.dims[2]! - 1);
         if (capture === 'all') tokenRes.push(previous);

@@ -98,9 +98,10 @@ export class SteerableModel {
 
   /**
    * One forward pass over B equal-length rows (no cache). steering: undefined = setSteering's matrix, null = none.
-   * Returns logits [B, S, V] and residuals [B, L+1, S, H].
+   * projection: [L*H] or [B*L*H] rows u_l (unit or zero), the residual after layer l becomes x - (x.u_l)u_l +
+   * steering_l at every position; null/absent = none. Returns logits [B, S, V] and residuals [B, L+1, S, H].
    */
-  forward(inputIds: number[][], opts: { steering?: Float32Array | null } = {}): Promise<ForwardResult> {
+  forward(inputIds: number[][], opts: { steering?: Float32Array | null; projection?: Float32Array | null } = {}): Promise<ForwardResult> {
     return this.run(async () => {
       if (!Array.isArray(inputIds) || inputIds.length === 0) throw new Error('forward: inputIds must be a non-empty array of rows of token ids');
       const S = inputIds[0]!.length;
@@ -112,10 +113,12 @@ export class SteerableModel {
       const B = inputIds.length;
       const steering = opts.steering === undefined ? this.patch.defaultSteering : opts.steering;
       if (steering !== null) this.patch.checkSteering(steering, B);
+      const projection = opts.projection ?? null;
+      if (projection !== null) this.patch.checkProjection(projection, B);
       const flat = new BigInt64Array(B * S);
       inputIds.forEach((row, b) => row.forEach((id, i) => (flat[b * S + i] = BigInt(id))));
       let residuals: Dense | null = null;
-      this.patch.hooks = { steering: () => steering, residual: (r) => (residuals = r) };
+      this.patch.hooks = { steering: () => steering, projection: () => projection, residual: (r) => (residuals = r) };
       try {
         const out = await this.model.forward({
           input_ids: new Tensor('int64', flat, [B, S]) as unknown as TjsTensor,
