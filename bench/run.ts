@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --only decode,prefill,patch,controller,eval,browser]`
+ * `npm run bench [-- --quick] [-- --only decode,prefill,projection,patch,controller,eval,browser]`
  *
  * Performance of the steering patch and the method around it, on random-weight models with the real shapes of
  * SmolLM2-135M and Qwen2.5-0.5B (bench/models.ts). Every figure is a median over repeated, interleaved runs, with
@@ -28,7 +28,7 @@ import { BENCH_DIR, ensureModel, type BenchModel } from './models.js';
 import { renderMarkdown } from './report.js';
 import { round, roundSummary, summarize, type Summary } from './stats.js';
 
-const SECTIONS = ['decode', 'prefill', 'patch', 'controller', 'eval', 'browser'] as const;
+const SECTIONS = ['decode', 'prefill', 'projection', 'patch', 'controller', 'eval', 'browser'] as const;
 type Section = (typeof SECTIONS)[number];
 
 function parseArgs(argv: string[]): { quick: boolean; only: Set<Section> } {
@@ -106,6 +106,7 @@ const results: Record<string, unknown> = {
   controller: [] as unknown[],
   eval: [] as unknown[],
   browser: null as unknown,
+  projection: [] as unknown[],
   skipped: [] as string[],
   notes: [] as string[],
 };
@@ -239,6 +240,31 @@ async function prefillSection(): Promise<void> {
   }
 }
 
+/** The projection input's cost: the patch with it (zero and in use) against the patch without it, raw ORT sessions. */
+async function projectionSection(): Promise<void> {
+  for (const m of models) {
+    const big = m.preset.startsWith('qwen');
+    const needBytes = 2 * m.fileBytes * 1.3;
+    if (availableMemory() < needBytes + 2 * 2 ** 30) {
+      skipped.push(`projection ${label(m)}: skipped, ${(availableMemory() / 2 ** 30).toFixed(1)} GiB available, needs ~${(needBytes / 2 ** 30).toFixed(1)} GiB`);
+      continue;
+    }
+    const r = await step(`projection cost (raw onnxruntime-node) ${label(m)}`, big ? 200 : 90, () =>
+      runChild<Record<string, unknown>>('./projection-child.ts', { dir: m.dir, onnxFile: 'onnx/model.onnx', pastTokens: P.promptTokens, steps: quick ? 8 : 16, prefillTokens: P.prefillTokens, reps: P.prefillReps }, { timeoutMs: 10 * 60_000, log }),
+    );
+    if (!r) continue;
+    const ratios = (x: unknown) => Object.fromEntries(Object.entries(x as Record<string, Summary>).map(([k, v]) => [k, summ(v)]));
+    (results.projection as unknown[]).push({
+      model: m.preset, topology: m.topology, level: 'onnxruntime-node session: patch with projection vs without',
+      past_tokens: r.past_tokens, prefill_tokens: r.prefill_tokens, repeats: r.repeats,
+      decode_s_per_step: ratios(r.decode_s_per_step), prefill_s: ratios(r.prefill_s),
+      decode_time_ratio_vs_steering_only: ratios(r.decode_time_ratio_vs_steering_only),
+      prefill_time_ratio_vs_steering_only: ratios(r.prefill_time_ratio_vs_steering_only),
+      load_average: r.load_average,
+    });
+  }
+}
+
 async function patchSection(): Promise<void> {
   const patchModels = quick ? [models[0]!, await ensureModel('qwen2.5-0.5b', 'fused', log)] : models;
   for (const m of patchModels) {
@@ -316,5 +342,6 @@ if (only.has('eval')) await evalSection();
 if (only.has('browser')) await browserSection();
 if (only.has('decode') || only.has('prefill')) await decodeSection();
 if (only.has('prefill')) await prefillSection();
+if (only.has('projection')) await projectionSection();
 writeResults();
 log(quick || only.size < SECTIONS.length ? `done (partial run): bench/out/results-${quick ? 'quick' : 'partial'}.{json,md}` : `done: ${join(BENCH_DIR, 'results.json')}, ${join(BENCH_DIR, 'RESULTS.md')}`);

@@ -11,7 +11,8 @@ import { applyHub, parseDevice, parseDtype, readSteeringFile, resolveModelArg, s
 import type { GenerateResult, SamplingOptions } from '../../core/model/types.js';
 import { fitDepsFromTokenizer, fitNote, fitPrompt, FIT_MODES, parseFitMode, type FitResult } from '../../core/method/fit.js';
 import { runFlow } from '../../core/method/flow.js';
-import { addPolicyOptions, resolvePolicyOptions, type PolicyCliOptions } from '../policy-options.js';
+import { addPolicyOptions, resolvePolicyOptions, resolveSteeringSettings, type PolicyCliOptions } from '../policy-options.js';
+import { applySteeringSettings, type SteeringSettings } from '../../core/steering/modes.js';
 
 export interface GenerateCliOptions extends PolicyCliOptions {
   model: string;
@@ -46,6 +47,8 @@ export interface GenerateCliResult extends GenerateResult {
   fit?: FitResult;
   /** Set when a steering policy (not a raw matrix) drove the patch. */
   policy?: { kind: string; scale: number | null; layerWeights: number[] | null; rowNorms: number[] | null; warnings: string[] };
+  /** Mode, layer range, positions and alpha scale of the patch (plain data). */
+  settings: SteeringSettings;
 }
 
 export async function runGenerate(o: GenerateCliOptions, onText?: (t: string) => void): Promise<GenerateCliResult> {
@@ -55,7 +58,7 @@ export async function runGenerate(o: GenerateCliOptions, onText?: (t: string) =>
   const maxNewTokens = num('max-new-tokens', o.maxNewTokens, true) ?? 64;
   if (maxNewTokens < 1) throw new Error(`--max-new-tokens must be >= 1, got ${maxNewTokens}`);
   const steerPrompt = o.steerPrompt ?? 'last';
-  if (steerPrompt !== 'last' && steerPrompt !== 'all') throw new Error(`--steer-prompt must be 'last' or 'all', got "${steerPrompt}"`);
+  if (steerPrompt !== 'last' && steerPrompt !== 'all' && steerPrompt !== 'new') throw new Error(`--steer-prompt must be 'last', 'all' or 'new', got "${steerPrompt}"`);
   const sampling: SamplingOptions = {};
   const t = num('temperature', o.temperature, false);
   const p = num('top-p', o.topP, false);
@@ -82,10 +85,11 @@ export async function runGenerate(o: GenerateCliOptions, onText?: (t: string) =>
       if (o.steering) throw new Error('--steering (a fixed matrix) and --policy are exclusive: give one of them');
       if (o.raw) throw new Error('--raw cannot be used with --policy: policies observe the chat-formatted prompt');
       const resolved = await resolvePolicyOptions(o, { id: sm.id, numLayers: sm.numLayers, hiddenSize: sm.hiddenSize });
+      const settings = await resolveSteeringSettings(o, steerPrompt, sm, resolved.policy.kind);
       const flow = await runFlow(sm, o.prompt, { direction: resolved.direction, controller: resolved.controller }, {
         policy: resolved.policy,
         maxNewTokens,
-        steerPromptPositions: steerPrompt,
+        settings,
         sampling: sample ? sampling : null,
         fit: fitMode,
         ...(onText ? { onToken: (_id: number, delta: string) => delta && onText(delta) } : {}),
@@ -97,20 +101,23 @@ export async function runGenerate(o: GenerateCliOptions, onText?: (t: string) =>
         promptTokenIds: sm.formatChat(flow.fit.text).ids,
         fit: flow.fit,
         policy: { kind: policyKind, scale: flow.scale, layerWeights: flow.layerWeights, rowNorms: flow.rowNorms, warnings: resolved.warnings },
+        settings,
       };
     }
-    const steering = o.steering ? await readSteeringFile(o.steering, sm.numLayers, sm.hiddenSize) : null;
+    const settings = await resolveSteeringSettings(o, steerPrompt, sm, null);
+    const patch = applySteeringSettings(o.steering ? await readSteeringFile(o.steering, sm.numLayers, sm.hiddenSize) : null, settings, sm);
     const fit = o.raw ? undefined : fitPrompt(fitDepsFromTokenizer(sm.tokenizer), o.prompt, { contextLength: sm.contextLength, maxNewTokens, mode: fitMode });
     const inputIds = fit ? sm.formatChat(fit.text).ids : sm.tokenizer.encode(o.prompt, { add_special_tokens: true });
     const r = await sm.generate({
       inputIds,
       maxNewTokens,
-      steering,
-      steerPromptPositions: steerPrompt,
+      steering: patch.steering,
+      projection: patch.projection,
+      steerPromptPositions: settings.positions,
       sampling: sample ? sampling : null,
       ...(onText ? { onToken: (_id: number, delta: string) => delta && onText(delta) } : {}),
     });
-    return { ...r, promptTokenIds: inputIds, ...(fit ? { fit } : {}) };
+    return { ...r, promptTokenIds: inputIds, ...(fit ? { fit } : {}), settings };
   } finally {
     await sm.dispose();
   }
@@ -125,7 +132,7 @@ export function register(program: Command): void {
     .option('--raw', 'tokenize the prompt as is, without the chat template')
     .option('--max-new-tokens <n>', 'tokens to generate at most (default 64)')
     .option('--steering <file>', 'JSON [num_layers][hidden] steering matrix, row l added after layer l')
-    .option('--steer-prompt <which>', "'last' (default): last prompt token and new tokens; 'all': every prompt token too")
+    .option('--steer-prompt <which>', "which positions carry the patch: 'last' (default): the last prompt token and the new tokens; 'all': every prompt token too; 'new': the new tokens only")
     .option('--fit <mode>', `a chat prompt longer than the model's context: ${FIT_MODES.join(' | ')} (default middle: head and tail around " [...] ")`)
     .option('--temperature <t>', 'sample with this temperature (greedy when no sampling flag is given)')
     .option('--top-p <p>', 'nucleus sampling mass in (0, 1]')
@@ -145,6 +152,7 @@ export function register(program: Command): void {
       const out: Record<string, unknown> = { text: r.text, token_ids: r.tokenIds, finish_reason: r.finishReason, prompt_token_ids: r.promptTokenIds };
       if (r.fit) Object.assign(out, { truncated: r.fit.truncated, prompt_tokens: r.fit.originalTokens, kept_tokens: r.fit.keptTokens });
       if (r.policy) Object.assign(out, { policy: r.policy.kind, scale: r.policy.scale, layer_weights: r.policy.layerWeights, row_norms: r.policy.rowNorms });
+      out.settings = r.settings;
       process.stdout.write(`${JSON.stringify(out)}\n`);
     } else {
       process.stdout.write('\n');

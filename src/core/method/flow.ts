@@ -20,6 +20,7 @@ import { castDecision } from '../steering/cast.js';
 import { fitDepsFromTokenizer, fitPrompt, parseFitMode, type FitMode, type FitResult } from './fit.js';
 import { rowNorms } from '../steering/matrix.js';
 import { steeringMatrix, type ControllerPrediction, type SteeringPolicy } from '../steering/policies.js';
+import { applySteeringSettings, validateSteeringSettings, type ModePatch, type SteeringSettings } from '../steering/modes.js';
 
 /** A controller ready for inference: its network and the layers it reads. */
 export interface MethodController {
@@ -108,7 +109,13 @@ export interface FlowOptions {
   policy: SteeringPolicy;
   maxNewTokens?: number;
   /** 'last' (default, the paper's flow): last prompt token + new tokens; 'all': every prompt position too. */
-  steerPromptPositions?: 'last' | 'all';
+  steerPromptPositions?: 'last' | 'all' | 'new';
+  /**
+   * Mode (add / clamp / ablate), layer range, positions and alpha scale (src/core/steering/modes.ts); absent = add,
+   * all layers, steerPromptPositions, absolute alpha. Its positions must agree with steerPromptPositions when both
+   * are given.
+   */
+  settings?: SteeringSettings;
   /** Absent = greedy. */
   sampling?: SamplingOptions | null;
   /** Observe and predict even when the policy does not need it (e.g. base), so records carry s and w. Default true. */
@@ -132,7 +139,10 @@ export interface FlowResult {
   layerWeights: number[] | null;
   /** Per-layer norms of the steering matrix, or null when no patch was applied. */
   rowNorms: number[] | null;
+  /** The steering matrix the graph received (after the settings), or null. */
   matrix: Float32Array | null;
+  /** The projection matrix the graph received (clamp and ablate modes), or null. */
+  projection: Float32Array | null;
   /** Unsteered residual of the last prompt token [L+1, H] (null when nothing needed the observation). */
   promptResidual: Float32Array | null;
   cast?: { similarity: number; active: boolean };
@@ -162,9 +172,14 @@ export async function runFlow(model: SteerableModel, prompt: string, parts: Omit
   const fit = fitPrompt(fitDeps, prompt, { contextLength: model.contextLength ?? null, maxNewTokens, mode: parseFitMode(opts.fit) });
   const ids = model.formatChat(fit.text).ids;
   const observe = opts.policy.kind !== 'off' || (opts.observeAlways !== false && !!parts.controller);
+  const settings = opts.settings ? validateSteeringSettings(opts.settings, full, opts.policy.kind) : null;
+  if (settings && opts.steerPromptPositions !== undefined && opts.steerPromptPositions !== settings.positions) {
+    throw new Error(`steered positions given twice and different: steerPromptPositions '${opts.steerPromptPositions}', settings.positions '${settings.positions}'`);
+  }
   const t0 = performance.now();
   let tReady: number | null = null;
   let outcome: PolicyOutcome | null = null;
+  let patch: ModePatch | null = null;
   let observed: Float32Array | null = null;
 
   const policyCallback = (ctx: ModelStepContext): Float32Array | null => {
@@ -172,23 +187,26 @@ export async function runFlow(model: SteerableModel, prompt: string, parts: Omit
       if (!ctx.promptResidual) throw new Error('the model did not hand the policy the observed residual of the last prompt token');
       observed = ctx.promptResidual;
       outcome = policyMatrix(opts.policy, ctx.promptResidual, full);
+      patch = settings ? applySteeringSettings(outcome.matrix, settings, full) : { steering: outcome.matrix, projection: null };
       tReady = performance.now();
     }
-    return outcome.matrix;
+    return patch!.steering;
   };
 
   const result = await model.generate({
     inputIds: ids,
     maxNewTokens,
     steering: observe ? policyCallback : null,
-    steerPromptPositions: opts.steerPromptPositions ?? 'last',
+    ...(settings && settings.mode !== 'add' ? { projection: () => (patch as ModePatch | null)?.projection ?? null } : {}),
+    steerPromptPositions: settings?.positions ?? opts.steerPromptPositions ?? 'last',
     sampling: opts.sampling ?? null,
     ...(opts.onToken ? { onToken: opts.onToken } : {}),
     ...(opts.signal ? { signal: opts.signal } : {}),
   });
   const t1 = performance.now();
   const o = outcome as PolicyOutcome | null;
-  const matrix = o?.matrix ?? null;
+  const applied = patch as ModePatch | null;
+  const matrix = applied?.steering ?? null;
   return {
     text: result.text,
     tokenIds: result.tokenIds,
@@ -197,6 +215,7 @@ export async function runFlow(model: SteerableModel, prompt: string, parts: Omit
     layerWeights: o?.prediction ? Array.from(o.prediction.layerWeights) : null,
     rowNorms: matrix ? Array.from(rowNorms(matrix, { numLayers, hiddenSize })) : null,
     matrix,
+    projection: applied?.projection ?? null,
     promptResidual: observed,
     ...(o?.cast ? { cast: o.cast } : {}),
     fit,

@@ -90,7 +90,7 @@ export async function generateSteered(d: GenerateDeps, o: GenerateOptions): Prom
   const policy = typeof steering === 'function' ? steering : null;
   if (steering instanceof Float32Array) d.patch.checkSteering(steering, 1);
   const projection = o.projection ?? null;
-  if (projection !== null) d.patch.checkProjection(projection, 1);
+  if (projection instanceof Float32Array) d.patch.checkProjection(projection, 1);
   const cached = positions !== 'all'; // 'last' and 'new' prefill all but the last prompt token unsteered
 
   const n = ids.length;
@@ -145,7 +145,11 @@ export async function generateSteered(d: GenerateDeps, o: GenerateOptions): Prom
         }
         return unpatched() ? null : m;
       },
-      projection: () => (unpatched() ? null : projection),
+      projection: () => {
+        const p = typeof projection === 'function' ? projection() : projection;
+        if (p !== null && typeof projection === 'function') patch.checkProjection(p, 1);
+        return unpatched() ? null : p;
+      },
       residual: (r) => {
         previous = residualAt(r, 0, r.dims[2]! - 1);
         if (capture === 'all') tokenRes.push(previous);

@@ -105,9 +105,10 @@ export interface GenerateOptions {
   steerPromptPositions?: 'last' | 'all' | 'new';
   /**
    * Projection rows [L*H] (u_l unit or zero) applied on the same passes as the steering: the residual after layer l
-   * becomes x - (x.u_l)u_l + steering_l. null/absent = none.
+   * becomes x - (x.u_l)u_l + steering_l. A function is asked on every such pass, right after `steering` (so a policy
+   * that decides both at step 0 can hand over its projection). null/absent = none.
    */
-  projection?: Float32Array | null;
+  projection?: Float32Array | (() => Float32Array | null) | null;
   /** Absent = greedy. */
   sampling?: SamplingOptions | null;
   /** Called once per generated token with its id and the text it added. */
