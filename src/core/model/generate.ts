@@ -35,19 +35,19 @@ export interface GenerateDeps {
   chatIds(prompt: string): number[];
 }
 
-function int64(ids: number[][]): TjsTensor {
+export function int64(ids: number[][]): TjsTensor {
   const flat = new BigInt64Array(ids.length * ids[0]!.length);
   let k = 0;
   for (const row of ids) for (const id of row) flat[k++] = BigInt(id);
   return new Tensor('int64', flat, [ids.length, ids[0]!.length]) as unknown as TjsTensor;
 }
 
-function ones(b: number, n: number): TjsTensor {
+export function ones(b: number, n: number): TjsTensor {
   return new Tensor('int64', new BigInt64Array(b * n).fill(1n), [b, n]) as unknown as TjsTensor;
 }
 
 /** transformers.js getPastKeyValues for standard caches: present.* outputs become past_key_values.* entries. */
-function cacheFrom(out: ModelOutputs): InstanceType<typeof DynamicCache> {
+export function cacheFrom(out: ModelOutputs): InstanceType<typeof DynamicCache> {
   const entries: Record<string, TjsTensor> = {};
   for (const [name, t] of Object.entries(out)) {
     if (name.startsWith('present')) entries[name.replace('present', 'past_key_values')] = t;

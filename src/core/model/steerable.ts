@@ -8,6 +8,7 @@ import { Tensor } from '@huggingface/transformers';
 import type { PatchReport } from '../onnx/patcher.js';
 import { checkContext, checkIds, generateSteered } from './generate.js';
 import { formatChat, type ChatOptions, type ChatPrompt, type TjsTokenizer } from './prompt.js';
+import { nextTokenLogits, type NextTokenPatch } from './next-token.js';
 import { disposeOutputs, SteeringPatch, toDense, type TjsModel, type TjsTensor } from './steering-patch.js';
 import type { Dense, Device, Dtype, ForwardResult, GenerateOptions, GenerateResult, SelfCheckResult } from './types.js';
 
@@ -130,6 +131,17 @@ export class SteerableModel {
       } finally {
         this.patch.hooks = null;
       }
+    });
+  }
+
+  /**
+   * Logits [V] of the first reply token after `ids` under a patch, as a generation with the same `positions` computes
+   * them ('last' default: prefix unsteered, last prompt token patched; 'all'; 'new' = unpatched). See next-token.ts.
+   */
+  nextTokenLogits(ids: number[], patch: NextTokenPatch = {}): Promise<Float32Array> {
+    return this.run(() => {
+      checkContext(ids.length, this.contextLength, 'nextTokenLogits ids');
+      return nextTokenLogits(this.model, this.patch, this.vocabSize, ids, patch);
     });
   }
 

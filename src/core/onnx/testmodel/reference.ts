@@ -112,9 +112,16 @@ export function referenceForward(
   shape: DecoderShape,
   weights: DecoderWeights,
   inputIds: number[],
-  opts: { steering?: Float32Array; projection?: Float32Array } = {},
+  opts: {
+    steering?: Float32Array;
+    projection?: Float32Array;
+    /** Only positions >= steerFrom carry the patch (default 0: every position), as in a cached generation step. */
+    steerFrom?: number;
+  } = {},
 ): ReferenceResult {
   checkInputs(shape, weights, inputIds, opts.steering, opts.projection);
+  const from = opts.steerFrom ?? 0;
+  if (!Number.isSafeInteger(from) || from < 0 || from > inputIds.length) throw new Error(`referenceForward: steerFrom must be an integer in [0, ${inputIds.length}], got ${from}`);
   const { hiddenSize: H, numLayers: L, numHeads: nH, numKvHeads: nKv, headDim: hd, vocabSize: V, intermediateSize: I } = shape;
   const S = inputIds.length;
   const nRep = nH / nKv;
@@ -173,10 +180,11 @@ export function referenceForward(
     const down = matmul(gate, S, I, w.down, H);
     const h2 = new Float32Array(S * H);
     for (let i = 0; i < S * H; i++) h2[i] = h1[i] + down[i];
-    if (opts.projection) projectOut(h2, S, H, opts.projection.subarray(l * H, (l + 1) * H));
+    const patched = h2.subarray(from * H);
+    if (opts.projection) projectOut(patched, S - from, H, opts.projection.subarray(l * H, (l + 1) * H));
     if (opts.steering) {
       const row = opts.steering.subarray(l * H, (l + 1) * H);
-      for (let s = 0; s < S; s++) for (let j = 0; j < H; j++) h2[s * H + j] += row[j];
+      for (let s = from; s < S; s++) for (let j = 0; j < H; j++) h2[s * H + j] += row[j];
     }
     residuals.set(h2, (l + 1) * S * H);
     h = h2;
