@@ -2,6 +2,8 @@
  * `lab train-controller`: caches the last-prompt-token residuals of the controller's input layers (chat template
  * with the generation prompt: the same token the flow observes at inference), trains the WAS controller with the
  * paper's defaults (MSE on s, balanced, AdamW 5e-5, batch 4, 4 epochs, clipping 1.0) and saves it with its metadata.
+ * --layer-weights learned also gives w a training signal: per-prompt least-patch targets searched with the model
+ * (src/core/method/layer-targets.ts), a loss term on the sigmoid outputs (src/core/controller/train.ts).
  */
 import type { Command } from 'commander';
 import { controllerInputLayers } from '../../core/controller/layers.js';
@@ -15,7 +17,10 @@ import { loadPromptSet, pick } from '../../core/method/datasets.js';
 import { loadMethodModel } from '../../core/method/model.js';
 import type { Device, Dtype } from '../../core/model/types.js';
 import { ProgressBar } from '../progress.js';
-import { parseCount, parseNumber, parseSeed } from '../policy-options.js';
+import { parseCount, parseNumber, parseNumberList, parseSeed } from '../policy-options.js';
+import { DEFAULT_TARGET_GRID, layerTargets } from '../../core/method/layer-targets.js';
+import { refusalFirstTokens } from '../../core/method/directions.js';
+import type { LayerTargetInfo } from '../../core/controller/metadata.js';
 import { addModelOptions } from '../model-options.js';
 
 export interface TrainControllerCliOptions {
@@ -36,6 +41,12 @@ export interface TrainControllerCliOptions {
   alpha?: string;
   seed: string;
   cache?: string;
+  /** paper (default) | learned */
+  layerWeights?: string;
+  targetGrid?: string;
+  targetN?: string;
+  targetMargin?: string;
+  wLossWeight?: string;
   out: string;
   json?: boolean;
 }
@@ -51,7 +62,10 @@ export interface TrainControllerResult {
   held_out_balanced_accuracy: number | null;
   backend: string;
   activations_from_cache: boolean;
-  seconds: { load: number; activations: number; train: number; total: number };
+  layer_weights: 'paper' | 'learned';
+  /** The target search ('learned' only). */
+  layer_targets: LayerTargetInfo | null;
+  seconds: { load: number; activations: number; targets: number; train: number; total: number };
 }
 
 export async function runTrainController(o: TrainControllerCliOptions, onEpoch: (m: EpochMetrics) => void = () => {}): Promise<TrainControllerResult> {
@@ -67,6 +81,15 @@ export async function runTrainController(o: TrainControllerCliOptions, onEpoch: 
   const learningRate = o.lr !== undefined ? parseNumber('lr', o.lr) : PAPER_DEFAULTS.learningRate;
   if (!(learningRate > 0)) throw new Error(`--lr must be > 0, got ${learningRate}`);
   const alpha = o.alpha !== undefined ? parseNumber('alpha', o.alpha) : PAPER_DEFAULTS.alpha;
+  const recipe = o.layerWeights ?? 'paper';
+  if (recipe !== 'paper' && recipe !== 'learned') throw new Error(`--layer-weights must be paper or learned, got "${recipe}"`);
+  const learnedOnly = (['targetGrid', 'targetN', 'targetMargin', 'wLossWeight'] as const).filter((k) => o[k] !== undefined);
+  if (recipe === 'paper' && learnedOnly.length) throw new Error(`--target-grid, --target-n, --target-margin and --w-loss-weight only apply with --layer-weights learned`);
+  const grid = o.targetGrid !== undefined ? parseNumberList('target-grid', o.targetGrid) : DEFAULT_TARGET_GRID;
+  const targetN = o.targetN !== undefined ? parseCount('target-n', o.targetN) : undefined;
+  const margin = o.targetMargin !== undefined ? parseNumber('target-margin', o.targetMargin) : 0;
+  const wLossWeight = o.wLossWeight !== undefined ? parseNumber('w-loss-weight', o.wLossWeight) : 1;
+  if (!(wLossWeight > 0)) throw new Error(`--w-loss-weight must be > 0, got ${wLossWeight}`);
 
   // Prompt sets first: a bad dataset fails before the model loads.
   const take = async (source: string, label: 'harmful' | 'benign', flag: string) => {
@@ -95,9 +118,23 @@ export async function runTrainController(o: TrainControllerCliOptions, onEpoch: 
       if (o.cache) await writeActivationCache(o.cache, key, x);
     }
     const t2 = performance.now();
+    let targets: { targets: Float32Array; info: LayerTargetInfo } | null = null;
+    if (recipe === 'learned') {
+      const bar = new ProgressBar('layer targets', Math.min(targetN ?? Infinity, harmful.length));
+      targets = await layerTargets(model, prompts, labels, {
+        direction: dir.file.direction,
+        alpha,
+        refusalTokenIds: refusalFirstTokens(model.tokenizer),
+        grid,
+        margin,
+        ...(targetN !== undefined ? { search: targetN } : {}),
+        onProgress: (d, t) => bar.update(d, t),
+      });
+    }
+    const t2b = performance.now();
 
     const inputSize = inputLayers.length * model.hiddenSize;
-    const { train, validation } = splitControllerDataset({ x, labels }, inputSize, valFraction, seed);
+    const { train, validation } = splitControllerDataset({ x, labels, ...(targets ? { layerTargets: targets.targets } : {}) }, inputSize, valFraction, seed);
     const backend = await selectBackend();
     const controller: Controller = await trainController(train, {
       modelId: model.id,
@@ -112,6 +149,7 @@ export async function runTrainController(o: TrainControllerCliOptions, onEpoch: 
       validation,
       directionId: dir.id,
       alpha,
+      ...(targets ? { layerWeights: 'learned' as const, layerWeightLossWeight: wLossWeight, layerTargetInfo: targets.info } : {}),
       trainingSetDescription: `harmful: ${o.harmful} (${harmful.length}), benign: ${o.benign} (${benign.length}); last prompt token with chat template and generation prompt; validation fraction ${valFraction}, seed ${seed}`,
       onEpoch,
     });
@@ -129,7 +167,9 @@ export async function runTrainController(o: TrainControllerCliOptions, onEpoch: 
       held_out_balanced_accuracy: m.held_out_balanced_accuracy,
       backend,
       activations_from_cache: fromCache,
-      seconds: { load: (t1 - t0) / 1000, activations: (t2 - t1) / 1000, train: (t3 - t2) / 1000, total: (t3 - t0) / 1000 },
+      layer_weights: recipe,
+      layer_targets: targets?.info ?? null,
+      seconds: { load: (t1 - t0) / 1000, activations: (t2 - t1) / 1000, targets: (t2b - t2) / 1000, train: (t3 - t2b) / 1000, total: (t3 - t0) / 1000 },
     };
   } finally {
     await model.dispose();
@@ -153,6 +193,15 @@ export function register(program: Command): void {
     .option('--alpha <a>', `patch strength stored with the controller (paper ${PAPER_DEFAULTS.alpha})`)
     .option('--seed <s>', 'sampling, split and initialisation seed', '0')
     .option('--cache <file>', 'activation cache (.safetensors): reused when model, layers and prompts match')
+    .option(
+      '--layer-weights <recipe>',
+      'paper (default: MSE on s only; w learns nothing of its own) | learned (also fit w to per-prompt targets: the least gain per layer, ' +
+        'searched greedily from the last layer down, that keeps the first reply token of a harmful prompt a refusal under the patch g_l * alpha * d; benign prompts: 0)',
+    )
+    .option('--target-grid <list>', `learned: gains tried per layer, descending from 1 to 0 (default ${DEFAULT_TARGET_GRID.join(',')})`)
+    .option('--target-n <n>', 'learned: search targets for the first n harmful prompts only (the rest get no w term)')
+    .option('--target-margin <x>', 'learned: refusal when the first token refusal score log p - log(1-p) exceeds this (default 0)')
+    .option('--w-loss-weight <x>', 'learned: weight of the w term in the loss (default 1)')
     .requiredOption('--out <file>', 'output controller file (.safetensors)')
     .option('--json', 'print the result as JSON')
     .action(async (opts: TrainControllerCliOptions) => {
@@ -170,6 +219,9 @@ export function register(program: Command): void {
       process.stdout.write(
         `controller for ${r.model_id} (input layers ${r.input_layers.join(', ')}; direction ${r.direction_id}) -> ${r.out}\n` +
           `  ${r.rows.train} training rows, ${r.rows.validation} held out; held-out accuracy ${fmt(r.held_out_accuracy, 3)} (balanced ${fmt(r.held_out_balanced_accuracy, 3)}); tfjs backend ${r.backend}\n` +
+          (r.layer_targets
+            ? `  layer weights learned: targets searched for ${r.layer_targets.harmful_rows} harmful prompts (${r.layer_targets.refused_unpatched} refused unpatched, ${r.layer_targets.refused_with_full_patch} refused with the full patch; ${r.layer_targets.forward_passes} forward passes, ${r.seconds.targets.toFixed(1)} s)\n`
+            : '  layer weights: paper recipe (no w term)\n') +
           `  ${r.seconds.load.toFixed(2)} s load, ${r.seconds.activations.toFixed(2)} s activations${r.activations_from_cache ? ' (cache)' : ''}, ${r.seconds.train.toFixed(2)} s training\n`,
       );
     });

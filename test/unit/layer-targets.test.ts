@@ -1,0 +1,79 @@
+/**
+ * The least-patch target search on a stand-in model whose first-token refusal score is a known function of the
+ * per-layer gains, so the expected targets can be worked out by hand: greedy from the last layer down, each gain
+ * lowered through the grid while the prompt still refuses; prompts refused unpatched need no patch; prompts the full
+ * patch cannot turn get 1s; benign prompts get 0s; unsearched harmful rows NaN.
+ */
+import { describe, expect, it } from 'vitest';
+import { harmfulPromptTargets, layerTargets } from '../../src/core/method/layer-targets.js';
+import type { SteerableModel } from '../../src/core/model/steerable.js';
+
+const L = 4;
+const H = 3;
+const d = Float32Array.from([0.6, 0.8, 0]);
+const ALPHA = 2;
+
+/**
+ * A model whose next-token logits over 2 tokens make token 0 ("I") have refusal score
+ * sum_l a_l * g_l - bias, where g_l is recovered from the steering row (row = g_l * alpha * d).
+ */
+function fakeModel(a: number[], bias: (prompt: string) => number): SteerableModel & { calls: number } {
+  const m = {
+    numLayers: L,
+    hiddenSize: H,
+    vocabSize: 2,
+    calls: 0,
+    formatChat: (p: string) => ({ ids: [p.length] }),
+    async nextTokenLogits(ids: number[], patch: { steering?: Float32Array | null }) {
+      m.calls++;
+      let score = -bias(String(ids[0]));
+      for (let l = 0; l < L; l++) {
+        const g = patch.steering ? (patch.steering[l * H] ?? 0) / (ALPHA * d[0]!) : 0;
+        score += a[l]! * g;
+      }
+      // two tokens: refusal score log p - log(1-p) = logit0 - logit1
+      return Float32Array.from([score, 0]);
+    },
+  };
+  return m as unknown as SteerableModel & { calls: number };
+}
+
+const opts = { direction: d, alpha: ALPHA, refusalTokenIds: [0], grid: [1, 0.5, 0] };
+
+describe('least-patch layer targets', () => {
+  it('lowers the last layers first, keeping the prompt a refusal', async () => {
+    // score = 1*g0 + 2*g1 + 1*g2 + 3*g3 - 4; full patch: 7 - 4 = 3 > 0
+    const model = fakeModel([1, 2, 1, 3], () => 4);
+    const r = await harmfulPromptTargets(model, [7], opts);
+    // by hand: g3 1 -> 0.5 (score 1.5) -> 0 (score 0: not > 0) => 0.5; g2 1 -> 0.5 (score 1.0) -> 0 (0.5) => 0;
+    // g1 1 -> 0.5 (score -0.5) => 1; g0 1 -> 0.5 (0) => 1
+    expect(Array.from(r.targets)).toEqual([1, 1, 0, 0.5]);
+    expect(r).toMatchObject({ refusedUnpatched: false, refusedWithFullPatch: true });
+    expect(r.passes).toBe(model.calls);
+    expect(r.passes).toBeLessThanOrEqual(2 + L * 2);
+  });
+
+  it('no patch for a prompt refused unpatched; all ones when even the full patch fails', async () => {
+    expect(Array.from((await harmfulPromptTargets(fakeModel([1, 1, 1, 1], () => -1), [1], opts)).targets)).toEqual([0, 0, 0, 0]);
+    const hopeless = await harmfulPromptTargets(fakeModel([1, 1, 1, 1], () => 10), [1], opts);
+    expect(Array.from(hopeless.targets)).toEqual([1, 1, 1, 1]);
+    expect(hopeless.refusedWithFullPatch).toBe(false);
+  });
+
+  it('labelled prompts: harmful searched (up to `search`), benign zeros, the rest NaN; info counts them', async () => {
+    const model = fakeModel([1, 2, 1, 3], (p) => (p === '2' ? -1 : 4)); // the prompt "ab" (length 2) refuses unpatched
+    const { targets, info } = await layerTargets(model, ['abcdefg', 'ab', 'xyz', 'abcd'], [1, 1, 0, 1], { ...opts, search: 2 });
+    expect(Array.from(targets.subarray(0, L))).toEqual([1, 1, 0, 0.5]);
+    expect(Array.from(targets.subarray(L, 2 * L))).toEqual([0, 0, 0, 0]);
+    expect(Array.from(targets.subarray(2 * L, 3 * L))).toEqual([0, 0, 0, 0]);
+    expect(Array.from(targets.subarray(3 * L)).every(Number.isNaN)).toBe(true);
+    expect(info).toMatchObject({ method: 'least-refusal-patch', grid: [1, 0.5, 0], harmful_rows: 2, refused_unpatched: 1, refused_with_full_patch: 2, order: 'last-to-first', benign_target: 0 });
+  });
+
+  it('refuses a bad grid, a non-unit direction and new-token-only positions', async () => {
+    const model = fakeModel([1, 1, 1, 1], () => 1);
+    await expect(harmfulPromptTargets(model, [1], { ...opts, grid: [1, 0.5] })).rejects.toThrow(/descend strictly from 1 to 0/);
+    await expect(harmfulPromptTargets(model, [1], { ...opts, direction: Float32Array.from([1, 1, 0]) })).rejects.toThrow(/unit vector/);
+    await expect(harmfulPromptTargets(model, [1], { ...opts, positions: 'new' })).rejects.toThrow(/'new' the first reply token is never patched/);
+  });
+});
