@@ -7,12 +7,12 @@
  *   patched_last     steering input, residual_stream of the last position only  (capture-variants.ts)
  * One forward pass over S tokens with an empty past, zero steering; repeats interleaved, medians reported.
  */
-import { readFileSync, writeFileSync, renameSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { patchDecoder } from '../src/core/onnx/patcher.js';
 import { captureVariant } from './capture-variants.js';
-import { childArgs } from './child.js';
+import { childArgs, writeGraphVariant } from './child.js';
 import { rotated, summarize } from './stats.js';
 
 interface Args {
@@ -28,15 +28,8 @@ const shape = JSON.parse(readFileSync(join(args.dir, 'steerlab_build.json'), 'ut
   numLayers: number; hiddenSize: number; numKvHeads: number; headDim: number; vocabSize: number;
 };
 const original = join(args.dir, args.onnxFile);
-const folder = dirname(original);
 
-/** Variant files sit next to the original so that external data (location 'model.onnx_data') resolves the same. */
-function writeVariant(name: string, bytes: Uint8Array): string {
-  const file = join(folder, `bench_${name}.onnx`);
-  writeFileSync(`${file}.tmp`, bytes);
-  renameSync(`${file}.tmp`, file);
-  return file;
-}
+const writeVariant = (name: string, bytes: Uint8Array) => writeGraphVariant(original, name, bytes);
 
 const files: Record<string, string> = { unpatched: original };
 {

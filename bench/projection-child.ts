@@ -8,11 +8,11 @@
  * Prefill: one pass over `prefillTokens` tokens with an empty past. Repeats interleaved (rotated order), medians
  * reported, and the paired ratio (same repeat) of each variant over steering_only.
  */
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { patchDecoder } from '../src/core/onnx/patcher.js';
-import { childArgs } from './child.js';
+import { childArgs, writeGraphVariant } from './child.js';
 import { rotated, summarize } from './stats.js';
 
 interface Args {
@@ -30,15 +30,8 @@ const shape = JSON.parse(readFileSync(join(args.dir, 'steerlab_build.json'), 'ut
 };
 const { numLayers: L, hiddenSize: H } = shape;
 const original = join(args.dir, args.onnxFile);
-const folder = dirname(original);
 
-/** Variant files sit next to the original so that external data (location 'model.onnx_data') resolves the same. */
-function writeVariant(name: string, bytes: Uint8Array): string {
-  const file = join(folder, `bench_${name}.onnx`);
-  writeFileSync(`${file}.tmp`, bytes);
-  renameSync(`${file}.tmp`, file);
-  return file;
-}
+const writeVariant = (name: string, bytes: Uint8Array) => writeGraphVariant(original, name, bytes);
 
 type Variant = 'steering_only' | 'projection_zero' | 'projection_on';
 const VARIANTS: Variant[] = ['steering_only', 'projection_zero', 'projection_on'];

@@ -90,6 +90,18 @@ describe('AdamW and clipping', () => {
   });
 });
 
+/** x^T dz: the implicit first-layer gradient of batchGradients, made dense for comparison with autodiff. */
+function denseW1Gradient(x: Float32Array, dz: Float32Array, B: number, inputSize: number, hiddenWidth: number): Float64Array {
+  const dw1 = new Float64Array(inputSize * hiddenWidth);
+  for (let i = 0; i < inputSize; i++) for (let j = 0; j < hiddenWidth; j++) for (let b = 0; b < B; b++) dw1[i * hiddenWidth + j] += x[b * inputSize + i] * dz[b * hiddenWidth + j];
+  return dw1;
+}
+
+function expectAllClose(got: ArrayLike<number>, want: ArrayLike<number>): void {
+  expect(got.length).toBe(want.length);
+  for (let i = 0; i < want.length; i++) expect(got[i]).toBeCloseTo(want[i], 5);
+}
+
 describe('hand-written backward pass', () => {
   it('matches tfjs autodiff with the learned layer-weights term (a row without targets gets none)', async () => {
     const shape = { inputSize: 10, hiddenWidth: 7, numLayers: 3 };
@@ -117,18 +129,10 @@ describe('hand-written backward pass', () => {
     const args = [tf.tensor2d(p.w1, [shape.inputSize, shape.hiddenWidth]), tf.tensor1d(p.b1), tf.tensor2d(p.w2, [shape.hiddenWidth, O]), tf.tensor1d(p.b2)];
     const { value, grads } = tf.valueAndGrads(f as (...a: tf.Tensor[]) => tf.Scalar)(args);
     expect(g.lossSum / B).toBeCloseTo(value.dataSync()[0], 5);
-    const dw1 = new Float64Array(shape.inputSize * shape.hiddenWidth);
-    for (let i = 0; i < shape.inputSize; i++)
-      for (let j = 0; j < shape.hiddenWidth; j++)
-        for (let b = 0; b < B; b++) dw1[i * shape.hiddenWidth + j] += x[b * shape.inputSize + i] * g.dz[b * shape.hiddenWidth + j];
-    const close = (got: ArrayLike<number>, want: ArrayLike<number>) => {
-      expect(got.length).toBe(want.length);
-      for (let i = 0; i < want.length; i++) expect(got[i]).toBeCloseTo(want[i], 5);
-    };
-    close(dw1, grads[0].dataSync());
-    close(g.b1, grads[1].dataSync());
-    close(g.w2, grads[2].dataSync());
-    close(g.b2, grads[3].dataSync());
+    expectAllClose(denseW1Gradient(x, g.dz, B, shape.inputSize, shape.hiddenWidth), grads[0].dataSync());
+    expectAllClose(g.b1, grads[1].dataSync());
+    expectAllClose(g.w2, grads[2].dataSync());
+    expectAllClose(g.b2, grads[3].dataSync());
     // the w columns really carry gradient
     expect(Math.max(...Array.from(g.b2.subarray(1), Math.abs))).toBeGreaterThan(1e-4);
     let norm = 0;
@@ -166,18 +170,10 @@ describe('hand-written backward pass', () => {
       const { value, grads } = tf.valueAndGrads(f as (...a: tf.Tensor[]) => tf.Scalar)(args);
       expect(g.lossSum / B).toBeCloseTo(value.dataSync()[0], 5);
 
-      const dw1 = new Float64Array(shape.inputSize * shape.hiddenWidth);
-      for (let i = 0; i < shape.inputSize; i++)
-        for (let j = 0; j < shape.hiddenWidth; j++)
-          for (let b = 0; b < B; b++) dw1[i * shape.hiddenWidth + j] += x[b * shape.inputSize + i] * g.dz[b * shape.hiddenWidth + j];
-      const close = (got: ArrayLike<number>, want: ArrayLike<number>) => {
-        expect(got.length).toBe(want.length);
-        for (let i = 0; i < want.length; i++) expect(got[i]).toBeCloseTo(want[i], 5);
-      };
-      close(dw1, grads[0].dataSync());
-      close(g.b1, grads[1].dataSync());
-      close(g.w2, grads[2].dataSync());
-      close(g.b2, grads[3].dataSync());
+      expectAllClose(denseW1Gradient(x, g.dz, B, shape.inputSize, shape.hiddenWidth), grads[0].dataSync());
+      expectAllClose(g.b1, grads[1].dataSync());
+      expectAllClose(g.w2, grads[2].dataSync());
+      expectAllClose(g.b2, grads[3].dataSync());
       let norm = 0;
       for (const t of grads) norm += squaredNorm(t.dataSync() as Float32Array);
       expect(g.normSq).toBeCloseTo(norm, 5);
