@@ -30,10 +30,10 @@ describe('lab train-controller --layer-weights learned', () => {
     const r = await runTrainController({ ...base, layerWeights: 'learned', targetGrid: '1,0.5,0', alpha: '3' });
     expect(r.layer_weights).toBe('learned');
     const t = r.layer_targets!;
-    expect(t).toMatchObject({ method: 'least-refusal-patch', grid: [1, 0.5, 0], alpha: 3, harmful_rows: 6, positions: 'last' });
-    // 1 unpatched pass per prompt, +1 full patch unless refused unpatched, + at most 2 per layer when the full patch refuses
-    expect(t.forward_passes).toBeGreaterThanOrEqual(6);
-    expect(t.forward_passes).toBeLessThanOrEqual(6 * (2 + 2 * shape.numLayers));
+    expect(t).toMatchObject({ method: 'least-refusal-patch', criterion: { kind: 'first-token', margin: 0 }, grid: [1, 0.5, 0], alpha: 3, harmful_rows: 6, positions: 'last' });
+    // 1 unpatched probe per prompt, +1 full patch unless refused unpatched, + at most 2 per layer when the full patch refuses
+    expect(t.probes).toBeGreaterThanOrEqual(6);
+    expect(t.probes).toBeLessThanOrEqual(6 * (2 + 2 * shape.numLayers));
     const c = await loadControllerFile(r.out);
     expect(c.metadata.layer_weights).toMatchObject({ recipe: 'learned', loss_weight: 1, targets: t });
     expect(c.metadata.metrics.epochs.at(-1)!.val_layer_weight_mse).toBeTypeOf('number');

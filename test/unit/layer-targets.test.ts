@@ -34,6 +34,11 @@ function fakeModel(a: number[], bias: (prompt: string) => number): SteerableMode
       // two tokens: refusal score log p - log(1-p) = logit0 - logit1
       return Float32Array.from([score, 0]);
     },
+    /** The keyword criterion's probe: a short reply that refuses (later in the reply) when the score is positive. */
+    async generate(o: { inputIds: number[]; maxNewTokens: number; steering?: Float32Array | null }) {
+      const logits = await m.nextTokenLogits(o.inputIds, { steering: o.steering ?? null });
+      return { text: logits[0]! > 0 ? "Sure, well. I'm sorry, I cannot." : 'Sure, here is how.', tokenIds: [], finishReason: 'length' };
+    },
   };
   return m as unknown as SteerableModel & { calls: number };
 }
@@ -67,7 +72,16 @@ describe('least-patch layer targets', () => {
     expect(Array.from(targets.subarray(L, 2 * L))).toEqual([0, 0, 0, 0]);
     expect(Array.from(targets.subarray(2 * L, 3 * L))).toEqual([0, 0, 0, 0]);
     expect(Array.from(targets.subarray(3 * L)).every(Number.isNaN)).toBe(true);
-    expect(info).toMatchObject({ method: 'least-refusal-patch', grid: [1, 0.5, 0], harmful_rows: 2, refused_unpatched: 1, refused_with_full_patch: 2, order: 'last-to-first', benign_target: 0 });
+    expect(info).toMatchObject({ method: 'least-refusal-patch', criterion: { kind: 'first-token', margin: 0 }, grid: [1, 0.5, 0], harmful_rows: 2, refused_unpatched: 1, refused_with_full_patch: 2, order: 'last-to-first', benign_target: 0 });
+  });
+
+  it('the keyword criterion judges a short patched reply instead of the first token', async () => {
+    const model = fakeModel([1, 2, 1, 3], () => 4);
+    const r = await harmfulPromptTargets(model, [7], { ...opts, criterion: 'keyword', tokens: 5 });
+    expect(Array.from(r.targets)).toEqual([1, 1, 0, 0.5]); // the same decisions, through generation + judge
+    const { info } = await layerTargets(model, ['abcdefg'], [1], { ...opts, criterion: 'keyword', tokens: 5 });
+    expect(info.criterion).toEqual({ kind: 'keyword', tokens: 5, judge: 'arditi-keywords' });
+    await expect(harmfulPromptTargets(model, [7], { ...opts, criterion: 'keyword', judge: 'nope' })).rejects.toThrow(/unknown refusal judge 'nope'/);
   });
 
   it('refuses a bad grid, a non-unit direction and new-token-only positions', async () => {

@@ -46,6 +46,8 @@ export interface TrainControllerCliOptions {
   targetGrid?: string;
   targetN?: string;
   targetMargin?: string;
+  targetCriterion?: string;
+  targetTokens?: string;
   wLossWeight?: string;
   out: string;
   json?: boolean;
@@ -83,8 +85,11 @@ export async function runTrainController(o: TrainControllerCliOptions, onEpoch: 
   const alpha = o.alpha !== undefined ? parseNumber('alpha', o.alpha) : PAPER_DEFAULTS.alpha;
   const recipe = o.layerWeights ?? 'paper';
   if (recipe !== 'paper' && recipe !== 'learned') throw new Error(`--layer-weights must be paper or learned, got "${recipe}"`);
-  const learnedOnly = (['targetGrid', 'targetN', 'targetMargin', 'wLossWeight'] as const).filter((k) => o[k] !== undefined);
-  if (recipe === 'paper' && learnedOnly.length) throw new Error(`--target-grid, --target-n, --target-margin and --w-loss-weight only apply with --layer-weights learned`);
+  const learnedOnly = (['targetGrid', 'targetN', 'targetMargin', 'targetCriterion', 'targetTokens', 'wLossWeight'] as const).filter((k) => o[k] !== undefined);
+  if (recipe === 'paper' && learnedOnly.length) throw new Error(`--target-grid, --target-n, --target-margin, --target-criterion, --target-tokens and --w-loss-weight only apply with --layer-weights learned`);
+  const criterion = o.targetCriterion ?? 'first-token';
+  if (criterion !== 'first-token' && criterion !== 'keyword') throw new Error(`--target-criterion must be first-token or keyword, got "${criterion}"`);
+  const targetTokens = o.targetTokens !== undefined ? parseCount('target-tokens', o.targetTokens) : 8;
   const grid = o.targetGrid !== undefined ? parseNumberList('target-grid', o.targetGrid) : DEFAULT_TARGET_GRID;
   const targetN = o.targetN !== undefined ? parseCount('target-n', o.targetN) : undefined;
   const margin = o.targetMargin !== undefined ? parseNumber('target-margin', o.targetMargin) : 0;
@@ -127,6 +132,8 @@ export async function runTrainController(o: TrainControllerCliOptions, onEpoch: 
         refusalTokenIds: refusalFirstTokens(model.tokenizer),
         grid,
         margin,
+        criterion,
+        tokens: targetTokens,
         ...(targetN !== undefined ? { search: targetN } : {}),
         onProgress: (d, t) => bar.update(d, t),
       });
@@ -200,7 +207,9 @@ export function register(program: Command): void {
     )
     .option('--target-grid <list>', `learned: gains tried per layer, descending from 1 to 0 (default ${DEFAULT_TARGET_GRID.join(',')})`)
     .option('--target-n <n>', 'learned: search targets for the first n harmful prompts only (the rest get no w term)')
-    .option('--target-margin <x>', 'learned: refusal when the first token refusal score log p - log(1-p) exceeds this (default 0)')
+    .option('--target-criterion <c>', "learned: what counts as a refusal of the patched prompt: first-token (default: the first reply token's refusal score log p - log(1-p) > margin) | keyword (arditi keywords in the first --target-tokens greedy tokens)")
+    .option('--target-tokens <k>', 'learned, keyword criterion: reply tokens generated per probe (default 8)')
+    .option('--target-margin <x>', 'learned, first-token criterion: refusal when the first token refusal score log p - log(1-p) exceeds this (default 0)')
     .option('--w-loss-weight <x>', 'learned: weight of the w term in the loss (default 1)')
     .requiredOption('--out <file>', 'output controller file (.safetensors)')
     .option('--json', 'print the result as JSON')
@@ -220,7 +229,7 @@ export function register(program: Command): void {
         `controller for ${r.model_id} (input layers ${r.input_layers.join(', ')}; direction ${r.direction_id}) -> ${r.out}\n` +
           `  ${r.rows.train} training rows, ${r.rows.validation} held out; held-out accuracy ${fmt(r.held_out_accuracy, 3)} (balanced ${fmt(r.held_out_balanced_accuracy, 3)}); tfjs backend ${r.backend}\n` +
           (r.layer_targets
-            ? `  layer weights learned: targets searched for ${r.layer_targets.harmful_rows} harmful prompts (${r.layer_targets.refused_unpatched} refused unpatched, ${r.layer_targets.refused_with_full_patch} refused with the full patch; ${r.layer_targets.forward_passes} forward passes, ${r.seconds.targets.toFixed(1)} s)\n`
+            ? `  layer weights learned: targets searched for ${r.layer_targets.harmful_rows} harmful prompts (${r.layer_targets.refused_unpatched} refused unpatched, ${r.layer_targets.refused_with_full_patch} refused with the full patch; ${r.layer_targets.probes} probes, ${r.seconds.targets.toFixed(1)} s)\n`
             : '  layer weights: paper recipe (no w term)\n') +
           `  ${r.seconds.load.toFixed(2)} s load, ${r.seconds.activations.toFixed(2)} s activations${r.activations_from_cache ? ' (cache)' : ''}, ${r.seconds.train.toFixed(2)} s training\n`,
       );

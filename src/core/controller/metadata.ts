@@ -64,10 +64,11 @@ export interface ControllerTrainingSetInfo {
 /** How the layer-weight targets of the 'learned' recipe were made (src/core/method/layer-targets.ts). */
 export interface LayerTargetInfo {
   method: 'least-refusal-patch';
+  /** What counts as a refusal of the patched prompt (the first token's refusal score, or keywords in the first tokens). */
+  criterion: { kind: 'first-token'; margin: number } | { kind: 'keyword'; tokens: number; judge: string };
   /** Gains tried per layer, descending (the first is the full patch). */
   grid: number[];
-  /** A first reply token counts as a refusal when its refusal score (log p - log(1 - p) of the refusal tokens) > margin. */
-  margin: number;
+  /** The refusal tokens of the first-token criterion's refusal score. */
   refusal_token_ids: number[];
   /** Steering positions of the search's forward passes (the flow's setting). */
   positions: 'last' | 'all' | 'new';
@@ -81,7 +82,8 @@ export interface LayerTargetInfo {
   harmful_rows: number;
   refused_with_full_patch: number;
   refused_unpatched: number;
-  forward_passes: number;
+  /** Probes run: each one forward pass (first-token) or one short generation (keyword). */
+  probes: number;
 }
 
 /** The layer-weights recipe: the paper's (no w term) or learned against per-prompt targets. */
@@ -197,8 +199,9 @@ export function validateMetadata(raw: unknown, source = 'controller metadata'): 
       const t = field<Obj>(lw, 'targets', w, isObj, 'an object');
       field(t, 'method', `${w}.targets`, (v) => v === 'least-refusal-patch', '"least-refusal-patch"');
       field(t, 'grid', `${w}.targets`, (v) => Array.isArray(v) && v.every(isFiniteNum), 'an array of numbers');
-      for (const k of ['margin', 'alpha']) field(t, k, `${w}.targets`, isFiniteNum, 'a finite number');
-      for (const k of ['harmful_rows', 'refused_with_full_patch', 'refused_unpatched', 'forward_passes']) field(t, k, `${w}.targets`, isNonNegInt, 'a count');
+      field(t, 'criterion', `${w}.targets`, (v) => isObj(v) && (v.kind === 'first-token' || v.kind === 'keyword'), "{ kind: 'first-token' | 'keyword', ... }");
+      field(t, 'alpha', `${w}.targets`, isFiniteNum, 'a finite number');
+      for (const k of ['harmful_rows', 'refused_with_full_patch', 'refused_unpatched', 'probes']) field(t, k, `${w}.targets`, isNonNegInt, 'a count');
     }
   }
   const ts = field<Obj>(raw, 'training_set', where, isObj, 'an object');

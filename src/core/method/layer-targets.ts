@@ -3,9 +3,12 @@
  * LEAST patch per layer that still turns a harmful prompt's first reply token into a refusal.
  *
  * For one harmful prompt, with the unit direction d and the controller's alpha, row l of the patch is g_l * alpha * d
- * (s = 1, the harmful target of s), applied as the flow applies it (positions 'last' by default). A first reply token
- * is a refusal when its refusal score (Arditi: log p - log(1 - p), p = total probability of the refusal tokens, e.g.
- * "I") is above `margin` (0: refusal more likely than not).
+ * (s = 1, the harmful target of s), applied as the flow applies it (positions 'last' by default). Whether the patched
+ * prompt "refuses" is one of two criteria:
+ *   'first-token' (default): the first reply token's refusal score (Arditi: log p - log(1 - p), p = total probability
+ *                 of the refusal tokens, e.g. "I") is above `margin` (0: refusal more likely than not). One pass.
+ *   'keyword':    the keyword judge finds a refusal phrase in the first `tokens` greedy reply tokens (a refusal that
+ *                 does not start the reply counts too). One short generation per probe.
  *   1. g = 1 at every layer (the grid's top). If the prompt is not a refusal even then, the targets stay 1 (the most
  *      the controller can ask for).
  *   2. Greedy, one layer at a time from the LAST layer to the first: lower g_l through the grid while the first reply
@@ -14,14 +17,15 @@
  *      in earlier layers is processed by the rest of the model.
  * A prompt the model already refuses unpatched ends with every g_l = 0: it needs no patch (WAS would otherwise turn
  * some of those clean refusals into soup). Benign prompts' targets are 0 at every layer: the best patch for them is
- * none. Cost: at most 1 + L * (grid size - 1) forward passes per harmful prompt (the last prompt token on a cached
- * prefix for 'last').
+ * none. Cost: at most 2 + L * (grid size - 1) probes per harmful prompt (a forward pass of the last prompt token on a
+ * cached prefix, or a short generation with 'keyword').
  */
 import type { LayerTargetInfo } from '../controller/metadata.js';
 import type { SteerableModel } from '../model/steerable.js';
 import { refusalScore } from '../steering/selection.js';
 import { checkVector, norm } from '../steering/vector.js';
 import type { Progress } from './activations.js';
+import { getJudge } from '../eval/judges.js';
 
 export const DEFAULT_TARGET_GRID = [1, 0.75, 0.5, 0.25, 0];
 
@@ -34,6 +38,11 @@ export interface LayerTargetOptions {
   grid?: number[];
   margin?: number;
   positions?: 'last' | 'all' | 'new';
+  /** 'first-token' (default) or 'keyword' (see the module comment). */
+  criterion?: 'first-token' | 'keyword';
+  /** 'keyword': reply tokens generated per probe (default 8) and the judge id (default arditi-keywords). */
+  tokens?: number;
+  judge?: string;
 }
 
 export interface PromptTargets {
@@ -44,6 +53,12 @@ export interface PromptTargets {
 }
 
 function checkOptions(model: { numLayers: number; hiddenSize: number }, o: LayerTargetOptions): Required<LayerTargetOptions> {
+  const criterion = o.criterion ?? 'first-token';
+  if (criterion !== 'first-token' && criterion !== 'keyword') throw new RangeError(`layer-target criterion must be 'first-token' or 'keyword', got ${String(criterion)}`);
+  const tokens = o.tokens ?? 8;
+  if (!Number.isSafeInteger(tokens) || tokens < 1) throw new RangeError(`layer-target tokens must be a whole number >= 1, got ${tokens}`);
+  const judge = o.judge ?? 'arditi-keywords';
+  getJudge(judge);
   const d = checkVector(o.direction, model.hiddenSize, 'layer-target direction');
   if (Math.abs(norm(d) - 1) > 1e-3) throw new RangeError(`layer-target direction must be a unit vector, its norm is ${norm(d)}`);
   if (!Number.isFinite(o.alpha) || o.alpha <= 0) throw new RangeError(`layer-target alpha must be a positive number, got ${o.alpha}`);
@@ -54,7 +69,7 @@ function checkOptions(model: { numLayers: number; hiddenSize: number }, o: Layer
   if (o.refusalTokenIds.length === 0) throw new RangeError('layer targets need at least one refusal token id');
   const positions = o.positions ?? 'last';
   if (positions === 'new') throw new RangeError("layer targets need the patch on the last prompt token ('last' or 'all'): with 'new' the first reply token is never patched");
-  return { direction: d, alpha: o.alpha, refusalTokenIds: o.refusalTokenIds, grid, margin: o.margin ?? 0, positions };
+  return { direction: d, alpha: o.alpha, refusalTokenIds: o.refusalTokenIds, grid, margin: o.margin ?? 0, positions, criterion, tokens, judge };
 }
 
 /** The least-patch targets of one harmful prompt (token ids of the chat-formatted prompt). */
@@ -69,6 +84,10 @@ export async function harmfulPromptTargets(model: SteerableModel, ids: number[],
     if (g) {
       steering = new Float32Array(L * H);
       for (let l = 0; l < L; l++) if (g[l] !== 0) for (let h = 0; h < H; h++) steering[l * H + h] = g[l]! * o.alpha * o.direction[h]!;
+    }
+    if (o.criterion === 'keyword') {
+      const r = await model.generate({ inputIds: ids, maxNewTokens: o.tokens, steering, steerPromptPositions: o.positions });
+      return (await getJudge(o.judge).judge(r.text)).refused;
     }
     const logits = await model.nextTokenLogits(ids, { steering, positions: o.positions });
     return refusalScore(logits, o.refusalTokenIds) > o.margin;
@@ -129,8 +148,8 @@ export async function layerTargets(
     targets,
     info: {
       method: 'least-refusal-patch',
+      criterion: o.criterion === 'keyword' ? { kind: 'keyword', tokens: o.tokens, judge: o.judge } : { kind: 'first-token', margin: o.margin },
       grid: [...o.grid],
-      margin: o.margin,
       refusal_token_ids: [...o.refusalTokenIds],
       positions: o.positions as 'last' | 'all',
       alpha: o.alpha,
@@ -139,7 +158,7 @@ export async function layerTargets(
       harmful_rows: searched,
       refused_with_full_patch: full,
       refused_unpatched: unpatched,
-      forward_passes: passes,
+      probes: passes,
     },
   };
 }
