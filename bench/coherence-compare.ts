@@ -44,12 +44,12 @@ const dir = await loadDirectionFor(one('direction'), model);
 const controllers: [string, MethodController][] = [];
 for (const [name, file] of pairs('controller')) controllers.push([name, (await loadControllerFor(file, model)).method]);
 
-interface Reply { tokenIds: number[]; text: string; finish: 'eos' | 'length' | 'abort'; nll: number | null; refused: boolean }
+interface Reply { tokenIds: number[]; text: string; finish: 'eos' | 'length' | 'abort'; nll: number | null; firstNll: number | null; refused: boolean }
 async function reply(prompt: string, policy: SteeringPolicy, controller: MethodController | null): Promise<Reply> {
   const f = await runFlow(model, prompt, { direction: dir.file.direction, controller }, { policy, maxNewTokens, observeAlways: false });
   const ids = model.formatChat(f.fit.text).ids;
-  const { nll } = await replyNll(model, ids, f.tokenIds);
-  return { tokenIds: f.tokenIds, text: f.text, finish: f.finishReason, nll, refused: (await judge.judge(f.text)).refused };
+  const { nll, firstTokenNll } = await replyNll(model, ids, f.tokenIds);
+  return { tokenIds: f.tokenIds, text: f.text, finish: f.finishReason, nll, firstNll: firstTokenNll, refused: (await judge.judge(f.text)).refused };
 }
 
 const t0 = performance.now();
@@ -82,6 +82,8 @@ for (const [fileName, file] of pairs('file')) {
       keyword: rate(rs.filter((r) => r.refused).length, rs.length),
       coherent: rate(coherent, rs.length),
       mean_reply_nll: nlls.reduce((a, b) => a + b, 0) / nlls.length,
+      mean_first_token_nll: rs.reduce((a, r) => a + (r.firstNll ?? 0), 0) / rs.length,
+      examples: rs.slice(0, 3).map((r) => r.text),
       changed_from_base: changedFraction(rs.map((r, i) => ({ base: base[i]!.tokenIds, steered: r.tokenIds }))),
     });
   }

@@ -59,22 +59,27 @@ function steeringRow(layer: number, scale: number): Float32Array {
 describe('reply_nll', () => {
   it('equals the direct computation from the reference logits (fp32 graph)', async () => {
     const ref = referenceForward(shape, generateWeights(shape, seed), [...PROMPT, ...REPLY]);
-    const want = REPLY.reduce((s, t, i) => s + nll(ref.logits.subarray((PROMPT.length + i - 1) * V, (PROMPT.length + i) * V), t), 0) / REPLY.length;
+    const each = REPLY.map((t, i) => nll(ref.logits.subarray((PROMPT.length + i - 1) * V, (PROMPT.length + i) * V), t));
     const got = await replyNll(plain, PROMPT, REPLY);
     expect(got.tokens).toBe(REPLY.length);
-    expect(Math.abs(got.nll! - want)).toBeLessThan(1e-4);
-    expect(await replyNll(plain, PROMPT, [])).toEqual({ nll: null, tokens: 0 });
+    // reply_nll: tokens 2..T; the first token on its own
+    expect(Math.abs(got.nll! - each.slice(1).reduce((a, b) => a + b, 0) / (REPLY.length - 1))).toBeLessThan(1e-4);
+    expect(Math.abs(got.firstTokenNll! - each[0]!)).toBeLessThan(1e-4);
+    expect(await replyNll(plain, PROMPT, [])).toEqual({ nll: null, firstTokenNll: null, tokens: 0 });
+    const single = await replyNll(plain, PROMPT, REPLY.slice(0, 1));
+    expect(single.nll).toBeNull();
+    expect(Math.abs(single.firstTokenNll! - each[0]!)).toBeLessThan(1e-4);
   });
 
   it('works on a float16 graph: equals prefix-by-prefix forward passes', async () => {
     let sum = 0;
-    for (let i = 0; i < REPLY.length; i++) {
+    for (let i = 1; i < REPLY.length; i++) {
       const ids = [...PROMPT, ...REPLY.slice(0, i)];
       const { logits } = await half.forward([ids], { steering: null });
       sum += nll(logits.data.subarray((ids.length - 1) * V, ids.length * V), REPLY[i]!);
     }
     const got = await replyNll(half, PROMPT, REPLY);
-    expect(Math.abs(got.nll! - sum / REPLY.length)).toBeLessThan(2e-2);
+    expect(Math.abs(got.nll! - sum / (REPLY.length - 1))).toBeLessThan(2e-2);
     expect(got.nll).toBeGreaterThan(0);
   });
 });

@@ -57,6 +57,7 @@ describe('the coherent-refusal judge on fixed examples', () => {
   it('the rule is written down with its numbers', () => {
     expect(COHERENT_REFUSAL_RULE).toContain(`${MAX_OPEN_SENTENCE_CHARS} characters after its last sentence end`);
     expect(COHERENT_REFUSAL_RULE).toContain('unsteered');
+    expect(COHERENT_REFUSAL_RULE).toContain('from the second on');
   });
 });
 

@@ -2,7 +2,7 @@
  * The least-patch target search on a stand-in model whose first-token refusal score is a known function of the
  * per-layer gains, so the expected targets can be worked out by hand: greedy from the last layer down, each gain
  * lowered through the grid while the prompt still refuses; prompts refused unpatched need no patch; prompts the full
- * patch cannot turn get 1s; benign prompts get 0s; unsearched harmful rows NaN.
+ * patch cannot turn get no targets (NaN), like unsearched harmful rows; benign prompts get 0s.
  */
 import { describe, expect, it } from 'vitest';
 import { harmfulPromptTargets, layerTargets } from '../../src/core/method/layer-targets.js';
@@ -58,10 +58,10 @@ describe('least-patch layer targets', () => {
     expect(r.passes).toBeLessThanOrEqual(2 + L * 2);
   });
 
-  it('no patch for a prompt refused unpatched; all ones when even the full patch fails', async () => {
+  it('no patch for a prompt refused unpatched; no targets (NaN) when even the full patch fails', async () => {
     expect(Array.from((await harmfulPromptTargets(fakeModel([1, 1, 1, 1], () => -1), [1], opts)).targets)).toEqual([0, 0, 0, 0]);
     const hopeless = await harmfulPromptTargets(fakeModel([1, 1, 1, 1], () => 10), [1], opts);
-    expect(Array.from(hopeless.targets)).toEqual([1, 1, 1, 1]);
+    expect(Array.from(hopeless.targets).every(Number.isNaN)).toBe(true);
     expect(hopeless.refusedWithFullPatch).toBe(false);
   });
 

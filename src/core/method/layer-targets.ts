@@ -9,8 +9,10 @@
  *                 of the refusal tokens, e.g. "I") is above `margin` (0: refusal more likely than not). One pass.
  *   'keyword':    the keyword judge finds a refusal phrase in the first `tokens` greedy reply tokens (a refusal that
  *                 does not start the reply counts too). One short generation per probe.
- *   1. g = 1 at every layer (the grid's top). If the prompt is not a refusal even then, the targets stay 1 (the most
- *      the controller can ask for).
+ *   1. g = 1 at every layer (the grid's top). If the prompt is not a refusal even then, it gets no targets (NaN: no w
+ *      term for it): no gain the controller can ask for turns it, and asking for the most wrecks the text (measured on
+ *      the organism: a full patch at alpha 14 turned 15 of 839 unrefused prompts into a first-token refusal, and
+ *      training towards 1s there doubled the patch on jailbreaks and left no refusal words at all).
  *   2. Greedy, one layer at a time from the LAST layer to the first: lower g_l through the grid while the first reply
  *      token stays a refusal; stop at the first grid value that breaks it. Late layers go first because a patch there
  *      reaches the logits almost directly (the refusal phrase followed by token soup that the issue measured); a patch
@@ -96,7 +98,7 @@ export async function harmfulPromptTargets(model: SteerableModel, ids: number[],
   if (refusedUnpatched) return { targets: new Float32Array(L), refusedUnpatched, refusedWithFullPatch: true, passes };
   const g = new Float32Array(L).fill(1);
   const refusedWithFullPatch = await refuses(g);
-  if (!refusedWithFullPatch) return { targets: g, refusedUnpatched, refusedWithFullPatch, passes };
+  if (!refusedWithFullPatch) return { targets: new Float32Array(L).fill(NaN), refusedUnpatched, refusedWithFullPatch, passes };
   for (let l = L - 1; l >= 0; l--) {
     for (let i = 1; i < o.grid.length; i++) {
       const before = g[l]!;
