@@ -6,7 +6,8 @@
  *   projection_on    the patch as shipped, a unit projection row and a steering row at every layer (clamp mode)
  * Decode: one cached step (1 new token on a past of `pastTokens`), `steps` steps per repeat, mean seconds per step.
  * Prefill: one pass over `prefillTokens` tokens with an empty past. Repeats interleaved (rotated order), medians
- * reported, and the paired ratio (same repeat) of each variant over steering_only.
+ * reported, and the paired ratio (same repeat) of each variant over steering_only, for wall time and for the CPU time
+ * of this process (all ORT threads: the same work measured without the wait for cores other jobs hold).
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -75,26 +76,36 @@ function feeds(v: Variant, S: number, past: number): Record<string, ort.Tensor> 
   return f;
 }
 
-const decode: Record<Variant, number[]> = { steering_only: [], projection_zero: [], projection_on: [] };
-const prefill: Record<Variant, number[]> = { steering_only: [], projection_zero: [], projection_on: [] };
+const empty = (): Record<Variant, number[]> => ({ steering_only: [], projection_zero: [], projection_on: [] });
+const decode = empty();
+const prefill = empty();
+const decodeCpu = empty();
+const prefillCpu = empty();
+const cpuS = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+};
 
-async function decodeOnce(v: Variant): Promise<number> {
+async function decodeOnce(v: Variant): Promise<[number, number]> {
   const f = feeds(v, 1, args.pastTokens);
+  const c = cpuS();
   const t = performance.now();
   for (let i = 0; i < args.steps; i++) {
     const out = await sessionOf(v).run(f);
     for (const x of Object.values(out)) x.dispose();
   }
-  return (performance.now() - t) / 1000 / args.steps;
+  return [(performance.now() - t) / 1000 / args.steps, (cpuS() - c) / args.steps];
 }
 
-async function prefillOnce(v: Variant): Promise<number> {
+async function prefillOnce(v: Variant): Promise<[number, number]> {
   const f = feeds(v, args.prefillTokens, 0);
+  const c = cpuS();
   const t = performance.now();
   const out = await sessionOf(v).run(f);
   const dt = (performance.now() - t) / 1000;
+  const dc = cpuS() - c;
   for (const x of Object.values(out)) x.dispose();
-  return dt;
+  return [dt, dc];
 }
 
 for (const v of VARIANTS) {
@@ -103,8 +114,16 @@ for (const v of VARIANTS) {
 }
 const loadStart = (await import('node:os')).loadavg();
 for (let r = 0; r < args.reps; r++) {
-  for (const v of rotated(VARIANTS, r)) decode[v].push(await decodeOnce(v));
-  for (const v of rotated(VARIANTS, r)) prefill[v].push(await prefillOnce(v));
+  for (const v of rotated(VARIANTS, r)) {
+    const [w, c] = await decodeOnce(v);
+    decode[v].push(w);
+    decodeCpu[v].push(c);
+  }
+  for (const v of rotated(VARIANTS, r)) {
+    const [w, c] = await prefillOnce(v);
+    prefill[v].push(w);
+    prefillCpu[v].push(c);
+  }
   console.log(`rep ${r + 1}/${args.reps}: decode ms/step ${VARIANTS.map((v) => (decode[v].at(-1)! * 1000).toFixed(2)).join(' / ')}; prefill s ${VARIANTS.map((v) => prefill[v].at(-1)!.toFixed(3)).join(' / ')}`);
 }
 await sessions.steering_only.release();
@@ -122,4 +141,6 @@ done({
   prefill_s: Object.fromEntries(VARIANTS.map((v) => [v, summarize(prefill[v])])),
   decode_time_ratio_vs_steering_only: { projection_zero: paired(decode, 'projection_zero'), projection_on: paired(decode, 'projection_on') },
   prefill_time_ratio_vs_steering_only: { projection_zero: paired(prefill, 'projection_zero'), projection_on: paired(prefill, 'projection_on') },
+  decode_cpu_ratio_vs_steering_only: { projection_zero: paired(decodeCpu, 'projection_zero'), projection_on: paired(decodeCpu, 'projection_on') },
+  prefill_cpu_ratio_vs_steering_only: { projection_zero: paired(prefillCpu, 'projection_zero'), projection_on: paired(prefillCpu, 'projection_on') },
 });

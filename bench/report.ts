@@ -72,11 +72,11 @@ export function renderMarkdown(r: Results): string {
   if (r.projection?.length) {
     out.push('## The projection input', '');
     out.push('Raw onnxruntime-node sessions of the patch with the `projection` input against the same patch without it (the earlier, steering-only patch): zero = both inputs zero (what every unsteered or add-mode pass runs), on = a unit projection row and a steering row at every layer (clamp mode). Time ratios paired per repeat (1.00 = no cost).', '');
-    out.push('| model | topology | decode s/step (steering only; zero; on) | decode ratio zero / on | prefill s (steering only; zero; on) | prefill ratio zero / on | load average |', '|---|---|---|---|---|---|---|');
+    out.push('| model | topology | decode s/step (steering only; zero; on) | decode ratio zero / on (wall; CPU) | prefill s (steering only; zero; on) | prefill ratio zero / on (wall; CPU) | load average |', '|---|---|---|---|---|---|---|');
     for (const p of r.projection) {
       const d = p.decode_s_per_step;
       const q = p.prefill_s;
-      out.push(`| ${p.model} | ${p.topology} | ${spread(d.steering_only, 4)}; ${spread(d.projection_zero, 4)}; ${spread(d.projection_on, 4)} | ${spread(p.decode_time_ratio_vs_steering_only.projection_zero, 3)} / ${spread(p.decode_time_ratio_vs_steering_only.projection_on, 3)} | ${spread(q.steering_only, 3)}; ${spread(q.projection_zero, 3)}; ${spread(q.projection_on, 3)} | ${spread(p.prefill_time_ratio_vs_steering_only.projection_zero, 3)} / ${spread(p.prefill_time_ratio_vs_steering_only.projection_on, 3)} | ${f(p.load_average?.start?.[0], 1)} → ${f(p.load_average?.end?.[0], 1)} |`);
+      out.push(`| ${p.model} | ${p.topology} | ${spread(d.steering_only, 4)}; ${spread(d.projection_zero, 4)}; ${spread(d.projection_on, 4)} | ${spread(p.decode_time_ratio_vs_steering_only.projection_zero, 3)} / ${spread(p.decode_time_ratio_vs_steering_only.projection_on, 3)}; CPU ${f(p.decode_cpu_ratio_vs_steering_only?.projection_zero?.median, 3)} / ${f(p.decode_cpu_ratio_vs_steering_only?.projection_on?.median, 3)} | ${spread(q.steering_only, 3)}; ${spread(q.projection_zero, 3)}; ${spread(q.projection_on, 3)} | ${spread(p.prefill_time_ratio_vs_steering_only.projection_zero, 3)} / ${spread(p.prefill_time_ratio_vs_steering_only.projection_on, 3)}; CPU ${f(p.prefill_cpu_ratio_vs_steering_only?.projection_zero?.median, 3)} / ${f(p.prefill_cpu_ratio_vs_steering_only?.projection_on?.median, 3)} | ${f(p.load_average?.start?.[0], 1)} → ${f(p.load_average?.end?.[0], 1)} |`);
     }
     out.push('');
   }

@@ -260,6 +260,8 @@ async function projectionSection(): Promise<void> {
       decode_s_per_step: ratios(r.decode_s_per_step), prefill_s: ratios(r.prefill_s),
       decode_time_ratio_vs_steering_only: ratios(r.decode_time_ratio_vs_steering_only),
       prefill_time_ratio_vs_steering_only: ratios(r.prefill_time_ratio_vs_steering_only),
+      decode_cpu_ratio_vs_steering_only: ratios(r.decode_cpu_ratio_vs_steering_only),
+      prefill_cpu_ratio_vs_steering_only: ratios(r.prefill_cpu_ratio_vs_steering_only),
       load_average: r.load_average,
     });
   }
