@@ -20,7 +20,7 @@ const inputSize = 64;
 const model = { modelId: 'toy-6x32', numLayers: L, hiddenSize: 32 };
 const INFO: LayerTargetInfo = {
   method: 'least-refusal-patch', criterion: { kind: 'first-token', margin: 0 }, grid: [1, 0.5, 0.25, 0], refusal_token_ids: [1], positions: 'last', alpha: 2,
-  order: 'last-to-first', benign_target: 0, harmful_rows: 0, refused_with_full_patch: 0, refused_unpatched: 0, probes: 0,
+  order: 'least-uniform-gain, then last-to-first', benign_target: 0, harmful_rows: 0, refused_unpatched: 0, turned_by_patch: 0, no_target: 0, mean_uniform_gain: null, probes: 0,
 };
 
 /** Harmful rows: t_l = 0.5 + 0.45 tanh(x . v_l / 4) with fixed random v_l (a different pattern per layer); benign 0. */

@@ -21,6 +21,10 @@ import { parseCount, parseNumber, parseNumberList, parseSeed } from '../policy-o
 import { DEFAULT_TARGET_GRID, layerTargets } from '../../core/method/layer-targets.js';
 import { refusalFirstTokens } from '../../core/method/directions.js';
 import type { LayerTargetInfo } from '../../core/controller/metadata.js';
+import { calibrateNllThreshold, replyNll, type NllCalibration } from '../../core/eval/coherence.js';
+
+/** Benign training prompts whose unsteered replies calibrate the 'coherent' target criterion's reply_nll threshold. */
+const TARGET_CALIBRATION_N = 64;
 import { addModelOptions } from '../model-options.js';
 
 export interface TrainControllerCliOptions {
@@ -88,7 +92,7 @@ export async function runTrainController(o: TrainControllerCliOptions, onEpoch: 
   const learnedOnly = (['targetGrid', 'targetN', 'targetMargin', 'targetCriterion', 'targetTokens', 'wLossWeight'] as const).filter((k) => o[k] !== undefined);
   if (recipe === 'paper' && learnedOnly.length) throw new Error(`--target-grid, --target-n, --target-margin, --target-criterion, --target-tokens and --w-loss-weight only apply with --layer-weights learned`);
   const criterion = o.targetCriterion ?? 'first-token';
-  if (criterion !== 'first-token' && criterion !== 'keyword') throw new Error(`--target-criterion must be first-token or keyword, got "${criterion}"`);
+  if (criterion !== 'first-token' && criterion !== 'keyword' && criterion !== 'coherent') throw new Error(`--target-criterion must be first-token, keyword or coherent, got "${criterion}"`);
   const targetTokens = o.targetTokens !== undefined ? parseCount('target-tokens', o.targetTokens) : 8;
   const grid = o.targetGrid !== undefined ? parseNumberList('target-grid', o.targetGrid) : DEFAULT_TARGET_GRID;
   const targetN = o.targetN !== undefined ? parseCount('target-n', o.targetN) : undefined;
@@ -125,6 +129,20 @@ export async function runTrainController(o: TrainControllerCliOptions, onEpoch: 
     const t2 = performance.now();
     let targets: { targets: Float32Array; info: LayerTargetInfo } | null = null;
     if (recipe === 'learned') {
+      let nllCalibration: NllCalibration | undefined;
+      if (criterion === 'coherent') {
+        // the reply_nll threshold: unsteered greedy replies of the probes' length to benign training prompts
+        const cal = benign.slice(0, TARGET_CALIBRATION_N).map((p) => p.text);
+        const bar = new ProgressBar('reply_nll calibration', cal.length);
+        const nlls: (number | null)[] = [];
+        for (const p of cal) {
+          const ids = model.formatChat(p).ids;
+          const r = await model.generate({ inputIds: ids, maxNewTokens: targetTokens, steering: null });
+          nlls.push((await replyNll(model, ids, r.tokenIds)).nll);
+          bar.update(nlls.length, cal.length);
+        }
+        nllCalibration = calibrateNllThreshold(nlls, { set: `${o.benign} (first ${cal.length} benign training prompts, ${targetTokens} tokens)` });
+      }
       const bar = new ProgressBar('layer targets', Math.min(targetN ?? Infinity, harmful.length));
       targets = await layerTargets(model, prompts, labels, {
         direction: dir.file.direction,
@@ -134,6 +152,7 @@ export async function runTrainController(o: TrainControllerCliOptions, onEpoch: 
         margin,
         criterion,
         tokens: targetTokens,
+        ...(nllCalibration ? { nllCalibration } : {}),
         ...(targetN !== undefined ? { search: targetN } : {}),
         onProgress: (d, t) => bar.update(d, t),
       });
@@ -207,7 +226,7 @@ export function register(program: Command): void {
     )
     .option('--target-grid <list>', `learned: gains tried per layer, descending from 1 to 0 (default ${DEFAULT_TARGET_GRID.join(',')})`)
     .option('--target-n <n>', 'learned: search targets for the first n harmful prompts only (the rest get no w term)')
-    .option('--target-criterion <c>', "learned: what counts as a refusal of the patched prompt: first-token (default: the first reply token's refusal score log p - log(1-p) > margin) | keyword (arditi keywords in the first --target-tokens greedy tokens)")
+    .option('--target-criterion <c>', "learned: what counts as a refusal of the patched prompt: first-token (default: the first reply token's refusal score log p - log(1-p) > margin) | keyword (arditi keywords in the first --target-tokens greedy tokens) | coherent (keyword and reply_nll <= the 0.95-quantile of unsteered replies to 64 benign training prompts)")
     .option('--target-tokens <k>', 'learned, keyword criterion: reply tokens generated per probe (default 8)')
     .option('--target-margin <x>', 'learned, first-token criterion: refusal when the first token refusal score log p - log(1-p) exceeds this (default 0)')
     .option('--w-loss-weight <x>', 'learned: weight of the w term in the loss (default 1)')
@@ -229,7 +248,7 @@ export function register(program: Command): void {
         `controller for ${r.model_id} (input layers ${r.input_layers.join(', ')}; direction ${r.direction_id}) -> ${r.out}\n` +
           `  ${r.rows.train} training rows, ${r.rows.validation} held out; held-out accuracy ${fmt(r.held_out_accuracy, 3)} (balanced ${fmt(r.held_out_balanced_accuracy, 3)}); tfjs backend ${r.backend}\n` +
           (r.layer_targets
-            ? `  layer weights learned: targets searched for ${r.layer_targets.harmful_rows} harmful prompts (${r.layer_targets.refused_unpatched} refused unpatched, ${r.layer_targets.refused_with_full_patch} refused with the full patch; ${r.layer_targets.probes} probes, ${r.seconds.targets.toFixed(1)} s)\n`
+            ? `  layer weights learned: targets searched for ${r.layer_targets.harmful_rows} harmful prompts (${r.layer_targets.refused_unpatched} refused unpatched, ${r.layer_targets.turned_by_patch} turned by a patch (mean least uniform gain ${r.layer_targets.mean_uniform_gain?.toFixed(2) ?? '-'}), ${r.layer_targets.no_target} not turned; ${r.layer_targets.probes} probes, ${r.seconds.targets.toFixed(1)} s)\n`
             : '  layer weights: paper recipe (no w term)\n') +
           `  ${r.seconds.load.toFixed(2)} s load, ${r.seconds.activations.toFixed(2)} s activations${r.activations_from_cache ? ' (cache)' : ''}, ${r.seconds.train.toFixed(2)} s training\n`,
       );

@@ -3,6 +3,7 @@
  * parameters. The metadata object is stored verbatim (snake_case JSON) in the controller file (format.ts).
  */
 import { validateInputLayers } from './layers.js';
+import type { NllCalibration } from '../eval/coherence.js';
 import type { ControllerParams, ControllerShape, InputStandardization } from './params.js';
 
 export const CONTROLLER_FORMAT = 'steerlab-controller';
@@ -65,7 +66,10 @@ export interface ControllerTrainingSetInfo {
 export interface LayerTargetInfo {
   method: 'least-refusal-patch';
   /** What counts as a refusal of the patched prompt (the first token's refusal score, or keywords in the first tokens). */
-  criterion: { kind: 'first-token'; margin: number } | { kind: 'keyword'; tokens: number; judge: string };
+  criterion:
+    | { kind: 'first-token'; margin: number }
+    | { kind: 'keyword'; tokens: number; judge: string }
+    | { kind: 'coherent'; tokens: number; judge: string; calibration: NllCalibration };
   /** Gains tried per layer, descending (the first is the full patch). */
   grid: number[];
   /** The refusal tokens of the first-token criterion's refusal score. */
@@ -74,14 +78,17 @@ export interface LayerTargetInfo {
   positions: 'last' | 'all' | 'new';
   /** Patch strength of the search: row l = g_l * alpha * d (s = 1, the harmful target of s). */
   alpha: number;
-  /** Order in which layers are lowered (greedy, one layer at a time). */
-  order: 'last-to-first';
+  /** The search: start at the least uniform gain that refuses, then lower one layer at a time from the last. */
+  order: 'least-uniform-gain, then last-to-first';
   /** Benign prompts' target for every layer. */
   benign_target: 0;
-  /** Harmful rows searched, how many the full patch turned into a refusal, how many refused without any patch. */
+  /** Harmful rows searched: refused without a patch (targets 0), turned by some gain, not turned (no target). */
   harmful_rows: number;
-  refused_with_full_patch: number;
   refused_unpatched: number;
+  turned_by_patch: number;
+  no_target: number;
+  /** Mean least uniform gain over the turned rows (null when none). */
+  mean_uniform_gain: number | null;
   /** Probes run: each one forward pass (first-token) or one short generation (keyword). */
   probes: number;
 }
@@ -199,9 +206,9 @@ export function validateMetadata(raw: unknown, source = 'controller metadata'): 
       const t = field<Obj>(lw, 'targets', w, isObj, 'an object');
       field(t, 'method', `${w}.targets`, (v) => v === 'least-refusal-patch', '"least-refusal-patch"');
       field(t, 'grid', `${w}.targets`, (v) => Array.isArray(v) && v.every(isFiniteNum), 'an array of numbers');
-      field(t, 'criterion', `${w}.targets`, (v) => isObj(v) && (v.kind === 'first-token' || v.kind === 'keyword'), "{ kind: 'first-token' | 'keyword', ... }");
+      field(t, 'criterion', `${w}.targets`, (v) => isObj(v) && ['first-token', 'keyword', 'coherent'].includes(v.kind as string), "{ kind: 'first-token' | 'keyword' | 'coherent', ... }");
       field(t, 'alpha', `${w}.targets`, isFiniteNum, 'a finite number');
-      for (const k of ['harmful_rows', 'refused_with_full_patch', 'refused_unpatched', 'probes']) field(t, k, `${w}.targets`, isNonNegInt, 'a count');
+      for (const k of ['harmful_rows', 'refused_unpatched', 'turned_by_patch', 'no_target', 'probes']) field(t, k, `${w}.targets`, isNonNegInt, 'a count');
     }
   }
   const ts = field<Obj>(raw, 'training_set', where, isObj, 'an object');
