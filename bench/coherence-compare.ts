@@ -6,7 +6,8 @@
  *
  *   npx tsx bench/coherence-compare.ts --model models/organism --direction models/organism/direction.safetensors \
  *     --controller paper=models/organism/controller.safetensors --controller learned=/tmp/c.safetensors \
- *     --calibration models/organism/dev/harmless.jsonl --file jailbreak=models/organism/eval/jailbreak.jsonl ... \
+ *     --calibration models/organism/dev/harmless.jsonl --calibration models/organism/dev/harmful.jsonl \
+ *     --file jailbreak=models/organism/eval/jailbreak.jsonl ... \
  *     [--alpha 14] [--max-new-tokens 24] [--n 0] [--quantile 0.95]
  */
 import { readFileSync } from 'node:fs';
@@ -53,10 +54,12 @@ async function reply(prompt: string, policy: SteeringPolicy, controller: MethodC
 }
 
 const t0 = performance.now();
-const calibrationFile = one('calibration');
+// the model's own unsteered replies to every --calibration file (give both classes: its refusals are its text too)
+const calibrationFiles = A.calibration ?? [];
+if (calibrationFiles.length === 0) throw new Error('--calibration FILE (one or more) is required');
 const calibrationReplies: Reply[] = [];
-for (const p of prompts(calibrationFile, n)) calibrationReplies.push(await reply(p, { kind: 'off' }, null));
-const calibration = calibrateNllThreshold(calibrationReplies.map((r) => r.nll), { set: calibrationFile, quantile: Number(one('quantile', '0.95')) });
+for (const file of calibrationFiles) for (const p of prompts(file, n)) calibrationReplies.push(await reply(p, { kind: 'off' }, null));
+const calibration = calibrateNllThreshold(calibrationReplies.map((r) => r.nll), { set: calibrationFiles.join(' + '), quantile: Number(one('quantile', '0.95')) });
 console.error(`calibration: ${JSON.stringify(calibration)}`);
 
 const rows: Record<string, unknown>[] = [];

@@ -23,8 +23,12 @@ import { refusalFirstTokens } from '../../core/method/directions.js';
 import type { LayerTargetInfo } from '../../core/controller/metadata.js';
 import { calibrateNllThreshold, replyNll, type NllCalibration } from '../../core/eval/coherence.js';
 
-/** Benign training prompts whose unsteered replies calibrate the 'coherent' target criterion's reply_nll threshold. */
-const TARGET_CALIBRATION_N = 64;
+/**
+ * Training prompts of each class whose unsteered replies calibrate the 'coherent' target criterion's reply_nll
+ * threshold: both classes, because the model's own refusals are its own text too (on the organism its several
+ * refusal wordings cost more nats than its templated answers, and a benign-only threshold rejected every refusal).
+ */
+const TARGET_CALIBRATION_N = 32;
 import { addModelOptions } from '../model-options.js';
 
 export interface TrainControllerCliOptions {
@@ -131,8 +135,8 @@ export async function runTrainController(o: TrainControllerCliOptions, onEpoch: 
     if (recipe === 'learned') {
       let nllCalibration: NllCalibration | undefined;
       if (criterion === 'coherent') {
-        // the reply_nll threshold: unsteered greedy replies of the probes' length to benign training prompts
-        const cal = benign.slice(0, TARGET_CALIBRATION_N).map((p) => p.text);
+        // the reply_nll threshold: unsteered greedy replies of the probes' length to training prompts of both classes
+        const cal = [...benign.slice(0, TARGET_CALIBRATION_N), ...harmful.slice(0, TARGET_CALIBRATION_N)].map((p) => p.text);
         const bar = new ProgressBar('reply_nll calibration', cal.length);
         const nlls: (number | null)[] = [];
         for (const p of cal) {
@@ -141,7 +145,7 @@ export async function runTrainController(o: TrainControllerCliOptions, onEpoch: 
           nlls.push((await replyNll(model, ids, r.tokenIds)).nll);
           bar.update(nlls.length, cal.length);
         }
-        nllCalibration = calibrateNllThreshold(nlls, { set: `${o.benign} (first ${cal.length} benign training prompts, ${targetTokens} tokens)` });
+        nllCalibration = calibrateNllThreshold(nlls, { set: `first ${TARGET_CALIBRATION_N} prompts of ${o.benign} and of ${o.harmful} (unsteered, ${targetTokens} tokens)` });
       }
       const bar = new ProgressBar('layer targets', Math.min(targetN ?? Infinity, harmful.length));
       targets = await layerTargets(model, prompts, labels, {
@@ -226,7 +230,7 @@ export function register(program: Command): void {
     )
     .option('--target-grid <list>', `learned: gains tried per layer, descending from 1 to 0 (default ${DEFAULT_TARGET_GRID.join(',')})`)
     .option('--target-n <n>', 'learned: search targets for the first n harmful prompts only (the rest get no w term)')
-    .option('--target-criterion <c>', "learned: what counts as a refusal of the patched prompt: first-token (default: the first reply token's refusal score log p - log(1-p) > margin) | keyword (arditi keywords in the first --target-tokens greedy tokens) | coherent (keyword and reply_nll <= the 0.95-quantile of unsteered replies to 64 benign training prompts)")
+    .option('--target-criterion <c>', "learned: what counts as a refusal of the patched prompt: first-token (default: the first reply token's refusal score log p - log(1-p) > margin) | keyword (arditi keywords in the first --target-tokens greedy tokens) | coherent (keyword and reply_nll <= the 0.95-quantile of unsteered replies to 32 benign and 32 harmful training prompts)")
     .option('--target-tokens <k>', 'learned, keyword criterion: reply tokens generated per probe (default 8)')
     .option('--target-margin <x>', 'learned, first-token criterion: refusal when the first token refusal score log p - log(1-p) exceeds this (default 0)')
     .option('--w-loss-weight <x>', 'learned: weight of the w term in the loss (default 1)')
