@@ -102,6 +102,25 @@ function expectAllClose(got: ArrayLike<number>, want: ArrayLike<number>): void {
   for (let i = 0; i < want.length; i++) expect(got[i]).toBeCloseTo(want[i], 5);
 }
 
+/** The hand-written loss, four gradients and global norm against tfjs autodiff's value and gradients. */
+function expectMatchesAutodiff(
+  g: ReturnType<typeof batchGradients>,
+  autodiff: { value: tf.Scalar; grads: tf.Tensor[] },
+  x: Float32Array,
+  B: number,
+  shape: { inputSize: number; hiddenWidth: number },
+): void {
+  const { value, grads } = autodiff;
+  expect(g.lossSum / B).toBeCloseTo(value.dataSync()[0], 5);
+  expectAllClose(denseW1Gradient(x, g.dz, B, shape.inputSize, shape.hiddenWidth), grads[0].dataSync());
+  expectAllClose(g.b1, grads[1].dataSync());
+  expectAllClose(g.w2, grads[2].dataSync());
+  expectAllClose(g.b2, grads[3].dataSync());
+  let norm = 0;
+  for (const t of grads) norm += squaredNorm(t.dataSync() as Float32Array);
+  expect(g.normSq).toBeCloseTo(norm, 5);
+}
+
 describe('hand-written backward pass', () => {
   it('matches tfjs autodiff with the learned layer-weights term (a row without targets gets none)', async () => {
     const shape = { inputSize: 10, hiddenWidth: 7, numLayers: 3 };
@@ -127,17 +146,9 @@ describe('hand-written backward pass', () => {
       return tf.mean(tf.mul(tf.add(sTerm, wTerm), tf.tensor1d(c)));
     };
     const args = [tf.tensor2d(p.w1, [shape.inputSize, shape.hiddenWidth]), tf.tensor1d(p.b1), tf.tensor2d(p.w2, [shape.hiddenWidth, O]), tf.tensor1d(p.b2)];
-    const { value, grads } = tf.valueAndGrads(f as (...a: tf.Tensor[]) => tf.Scalar)(args);
-    expect(g.lossSum / B).toBeCloseTo(value.dataSync()[0], 5);
-    expectAllClose(denseW1Gradient(x, g.dz, B, shape.inputSize, shape.hiddenWidth), grads[0].dataSync());
-    expectAllClose(g.b1, grads[1].dataSync());
-    expectAllClose(g.w2, grads[2].dataSync());
-    expectAllClose(g.b2, grads[3].dataSync());
+    expectMatchesAutodiff(g, tf.valueAndGrads(f as (...a: tf.Tensor[]) => tf.Scalar)(args), x, B, shape);
     // the w columns really carry gradient
     expect(Math.max(...Array.from(g.b2.subarray(1), Math.abs))).toBeGreaterThan(1e-4);
-    let norm = 0;
-    for (const tt of grads) norm += squaredNorm(tt.dataSync() as Float32Array);
-    expect(g.normSq).toBeCloseTo(norm, 5);
   });
 
   for (const loss of ['mse', 'bce'] as const) {
@@ -167,16 +178,7 @@ describe('hand-written backward pass', () => {
         tf.tensor2d(p.w2, [shape.hiddenWidth, O]),
         tf.tensor1d(p.b2),
       ];
-      const { value, grads } = tf.valueAndGrads(f as (...a: tf.Tensor[]) => tf.Scalar)(args);
-      expect(g.lossSum / B).toBeCloseTo(value.dataSync()[0], 5);
-
-      expectAllClose(denseW1Gradient(x, g.dz, B, shape.inputSize, shape.hiddenWidth), grads[0].dataSync());
-      expectAllClose(g.b1, grads[1].dataSync());
-      expectAllClose(g.w2, grads[2].dataSync());
-      expectAllClose(g.b2, grads[3].dataSync());
-      let norm = 0;
-      for (const t of grads) norm += squaredNorm(t.dataSync() as Float32Array);
-      expect(g.normSq).toBeCloseTo(norm, 5);
+      expectMatchesAutodiff(g, tf.valueAndGrads(f as (...a: tf.Tensor[]) => tf.Scalar)(args), x, B, shape);
     });
   }
 });
