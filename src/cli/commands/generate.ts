@@ -15,7 +15,8 @@ import { parseSeedOption, parseStrength, parseTemperature, parseTokenLimit, pars
 import { encodeText } from '../../core/model/prompt.js';
 import { findSpecialTokenStrings } from '../../core/model/special-tokens.js';
 import { parseDevice } from '../../core/model/node-cli.js';
-import { addPolicyOptions, resolvePolicyOptions, type PolicyCliOptions } from '../policy-options.js';
+import { addPolicyOptions, checkSteeringFlags, resolvePolicyOptions, resolveSteeringSettings, type PolicyCliOptions } from '../policy-options.js';
+import { applySteeringSettings, type SteeringSettings } from '../../core/steering/modes.js';
 
 export interface GenerateCliOptions extends PolicyCliOptions, ModelCliOptions {
   prompt: string;
@@ -46,13 +47,15 @@ export interface GenerateCliResult extends GenerateResult {
   policy?: { kind: string; scale: number | null; layerWeights: number[] | null; rowNorms: number[] | null; warnings: string[] };
   /** --compare: the unsteered reply of the same batch (the top-level text and tokens are the steered reply). */
   base?: Reply;
+  /** Mode, layer range, positions and alpha scale of the patch (plain data). */
+  settings: SteeringSettings;
 }
 
 export async function runGenerate(o: GenerateCliOptions, onText?: (t: string) => void): Promise<GenerateCliResult> {
   parseDevice(o.device);
   const maxNewTokens = o.maxNewTokens !== undefined ? parseTokenLimit('max-new-tokens', o.maxNewTokens) : 64;
   const steerPrompt = o.steerPrompt ?? 'last';
-  if (steerPrompt !== 'last' && steerPrompt !== 'all') throw new Error(`--steer-prompt must be 'last' or 'all', got "${steerPrompt}"`);
+  if (steerPrompt !== 'last' && steerPrompt !== 'all' && steerPrompt !== 'new') throw new Error(`--steer-prompt must be 'last', 'all' or 'new', got "${steerPrompt}"`);
   const sampling: SamplingOptions = {};
   const t = o.temperature !== undefined ? parseTemperature(o.temperature) : undefined;
   const p = o.topP !== undefined ? parseTopP(o.topP) : undefined;
@@ -62,6 +65,7 @@ export async function runGenerate(o: GenerateCliOptions, onText?: (t: string) =>
   if (o.alpha !== undefined) parseStrength('alpha', o.alpha);
   if (o.scale !== undefined) parseStrength('scale', o.scale);
   if (o.coefficient !== undefined) parseStrength('coefficient', o.coefficient);
+  checkSteeringFlags(o, steerPrompt);
   if (t !== undefined) sampling.temperature = t;
   if (p !== undefined) sampling.topP = p;
   if (k !== undefined) sampling.topK = k;
@@ -81,11 +85,12 @@ export async function runGenerate(o: GenerateCliOptions, onText?: (t: string) =>
       if (o.steering) throw new Error(`--steering (a fixed matrix) and ${what} are exclusive: ${o.compare ? '--compare steers with a --policy' : 'give one of them'}`);
       if (o.raw) throw new Error(`--raw cannot be used with ${what}: policies observe the chat-formatted prompt`);
       const resolved = await resolvePolicyOptions(o, sm);
+      const settings = await resolveSteeringSettings(o, steerPrompt, sm, resolved.policy.kind);
       const parts = { direction: resolved.direction, controller: resolved.controller };
       const flowOptions: Omit<FlowOptions, 'onToken'> = {
         policy: resolved.policy,
         maxNewTokens,
-        steerPromptPositions: steerPrompt,
+        settings,
         sampling: sample ? sampling : null,
         fit: fitMode,
         allowSpecialTokens: chat.allowSpecialTokens,
@@ -103,20 +108,23 @@ export async function runGenerate(o: GenerateCliOptions, onText?: (t: string) =>
         fit: flow.fit,
         specialTokens,
         policy: { kind: policyKind, scale: flow.scale, layerWeights: flow.layerWeights, rowNorms: flow.rowNorms, warnings: resolved.warnings },
+        settings,
       };
     }
-    const steering = o.steering ? await readSteeringFile(o.steering, sm.numLayers, sm.hiddenSize) : null;
+    const settings = await resolveSteeringSettings(o, steerPrompt, sm, null);
+    const patch = applySteeringSettings(o.steering ? await readSteeringFile(o.steering, sm.numLayers, sm.hiddenSize) : null, settings, sm);
     const fit = o.raw ? undefined : fitPrompt(fitDepsFromTokenizer(sm.tokenizer, chat), o.prompt, { contextLength: sm.contextLength, maxNewTokens, mode: fitMode });
     const inputIds = fit ? sm.formatChat(fit.text, chat).ids : encodeText(sm.tokenizer, o.prompt, { addSpecialTokens: true, ...chat });
     const r = await sm.generate({
       inputIds,
       maxNewTokens,
-      steering,
-      steerPromptPositions: steerPrompt,
+      steering: patch.steering,
+      projection: patch.projection,
+      steerPromptPositions: settings.positions,
       sampling: sample ? sampling : null,
       ...(onText ? { onToken: (_id: number, delta: string) => delta && onText(delta) } : {}),
     });
-    return { ...r, promptTokenIds: inputIds, specialTokens, ...(fit ? { fit } : {}) };
+    return { ...r, promptTokenIds: inputIds, specialTokens, ...(fit ? { fit } : {}), settings };
   } finally {
     await sm.dispose();
   }
@@ -128,7 +136,7 @@ export function register(program: Command): void {
     .option('--raw', 'tokenize the prompt as is, without the chat template')
     .option('--max-new-tokens <n>', 'tokens to generate at most (default 64)')
     .option('--steering <file>', 'JSON [num_layers][hidden] steering matrix, row l added after layer l')
-    .option('--steer-prompt <which>', "'last' (default): last prompt token and new tokens; 'all': every prompt token too")
+    .option('--steer-prompt <which>', "which positions carry the patch: 'last' (default): the last prompt token and the new tokens; 'all': every prompt token too; 'new': the new tokens only")
     .option('--fit <mode>', `a chat prompt longer than the model's context: ${FIT_MODES.join(' | ')} (default middle: head and tail around " [...] ")`)
     .option('--temperature <t>', 'sample with this temperature (greedy when no sampling flag is given)')
     .option('--top-p <p>', 'nucleus sampling mass in (0, 1]')
@@ -152,6 +160,7 @@ export function register(program: Command): void {
       Object.assign(out, { special_tokens: r.specialTokens.mode, prompt_special_tokens: r.specialTokens.found });
       if (r.policy) Object.assign(out, { policy: r.policy.kind, scale: r.policy.scale, layer_weights: r.policy.layerWeights, row_norms: r.policy.rowNorms });
       if (r.base) out.base = { text: r.base.text, token_ids: r.base.tokenIds, finish_reason: r.base.finishReason };
+      out.settings = r.settings;
       process.stdout.write(`${JSON.stringify(out)}\n`);
     } else {
       if (r.base) process.stdout.write(`base:\n${r.base.text}\n\nsteered (${r.policy?.kind ?? 'off'}):\n${r.text}`);

@@ -40,6 +40,7 @@ function summary(report: PatchReport, outPath: string): string {
     `patched ${report.topology} decoder -> ${outPath}`,
     `layers ${report.num_layers}, hidden ${report.hidden_size}, residual stream ${report.stream_dtype}, opset ${report.opset}`,
     `input ${report.steering_input} float32 [steer_batch, ${report.num_layers}, ${report.hidden_size}]; ` +
+      (report.projection_input ? `input ${report.projection_input} float32 [projection_batch, ${report.num_layers}, ${report.hidden_size}] (unit rows u_l: x <- x - (x.u_l)u_l + steering_l); ` : '') +
       `output ${report.residual_output} float32 [batch, ${report.num_layers + 1}, seq, ${report.hidden_size}]`,
     'injection points:',
     ...points,
@@ -49,7 +50,7 @@ function summary(report: PatchReport, outPath: string): string {
 export function register(program: Command): void {
   program
     .command('patch')
-    .description('make an ONNX decoder steerable: add input `steering` [steer_batch, L, H] and output `residual_stream`')
+    .description('make an ONNX decoder steerable: add inputs `steering` [steer_batch, L, H] and `projection` [projection_batch, L, H] and output `residual_stream`')
     .argument('<in>', 'input model (.onnx)')
     .argument('<out>', 'output model (.onnx), written atomically')
     .option('--json', 'print the patch report as one JSON object')
