@@ -28,6 +28,7 @@ import { decodeGguf, encodeControlVector, GgufError } from '../../src/core/steer
 import { decodeSafetensors, encodeSafetensors, SafetensorsError } from '../../src/core/steering/safetensors.js';
 import { decodeUtf8, Utf8Error } from '../../src/core/util/utf8.js';
 import { mulberry32 } from '../../src/core/util/prng.js';
+import { concatBytes } from '../../src/core/util/bytes.js';
 
 /** A single call may take this long at most (normal calls take well under 50 ms, even on a loaded machine). */
 const MAX_CALL_MS = 1500;
@@ -43,15 +44,7 @@ const int = (r: Rng, n: number) => Math.floor(r() * n);
 
 const INTERESTING = [0, 1, 7, 8, 0x7f, 0x80, 0xff, 0x7fff, 0xffff, 0x7fffffff, 0xffffffff, 2 ** 32, 2 ** 40, 2 ** 53 - 1];
 
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
+const concat = (...parts: Uint8Array[]): Uint8Array => concatBytes(parts);
 
 /** One byte-level mutation. */
 function mutateBytes(r: Rng, b: Uint8Array, hot = b.length): Uint8Array {
