@@ -163,6 +163,12 @@ const isolationHeaders = {
   'Cross-Origin-Embedder-Policy': 'credentialless',
 };
 
+/**
+ * Pages of the production build: the lab only. The worker debug page (src/ui/debug/index.html) is served by the dev
+ * server for development and browser tests (whose builds add it back, test/browser/harness.ts), never shipped.
+ */
+export const BUILD_PAGES = { main: join(root, 'index.html') };
+
 // The lab is a static app: everything heavy runs in Web Workers (see workers/).
 export default defineConfig({
   // Relative asset URLs: the build works from any folder of any static host (https://host/some/sub/path/).
@@ -172,7 +178,7 @@ export default defineConfig({
   build: {
     target: 'es2022',
     outDir: 'dist',
-    rollupOptions: { input: { main: join(root, 'index.html'), debug: join(root, 'src/ui/debug/index.html') } },
+    rollupOptions: { input: BUILD_PAGES },
   },
   optimizeDeps: {
     exclude: ['@huggingface/transformers', 'onnxruntime-web'],

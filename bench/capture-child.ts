@@ -63,7 +63,7 @@ function feeds(sess: ort.InferenceSession, n: number, past: number, kv: Record<s
     if (name === 'input_ids') f[name] = new ort.Tensor('int64', ids(n, past), [1, n]);
     else if (name === 'attention_mask') f[name] = new ort.Tensor('int64', new BigInt64Array(past + n).fill(1n), [1, past + n]);
     else if (name === 'position_ids') f[name] = new ort.Tensor('int64', BigInt64Array.from({ length: n }, (_, i) => BigInt(past + i)), [1, n]);
-    else if (name === 'steering') f[name] = zeroSteering;
+    else if (name === 'steering' || name === 'projection') f[name] = zeroSteering;
     else if (name.startsWith('past_key_values')) f[name] = kv?.[name] ?? new ort.Tensor('float32', new Float32Array(0), [1, shape.numKvHeads, 0, shape.headDim]);
     else throw new Error(`unexpected graph input ${name}`);
   }

@@ -4,9 +4,9 @@
  * arguments as JSON in argv[2] and writes its result as JSON to the file named in argv[3].
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const TSX = fileURLToPath(new URL('../node_modules/.bin/tsx', import.meta.url));
@@ -48,4 +48,15 @@ export function childArgs<A>(): { args: A; done(result: unknown): void } {
   const file = process.argv[3];
   if (!file) throw new Error('bench child: expected a result file path as the second argument');
   return { args, done: (result) => writeFileSync(file, JSON.stringify(result)) };
+}
+
+/**
+ * Writes a graph variant as bench_{name}.onnx next to `original`, so that external data (location
+ * 'model.onnx_data') resolves the same; returns its path.
+ */
+export function writeGraphVariant(original: string, name: string, bytes: Uint8Array): string {
+  const file = join(dirname(original), `bench_${name}.onnx`);
+  writeFileSync(`${file}.tmp`, bytes);
+  renameSync(`${file}.tmp`, file);
+  return file;
 }

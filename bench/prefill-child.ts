@@ -7,12 +7,12 @@
  *   patched_last     steering input, residual_stream of the last position only  (capture-variants.ts)
  * One forward pass over S tokens with an empty past, zero steering; repeats interleaved, medians reported.
  */
-import { readFileSync, writeFileSync, renameSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { patchDecoder } from '../src/core/onnx/patcher.js';
 import { captureVariant } from './capture-variants.js';
-import { childArgs } from './child.js';
+import { childArgs, writeGraphVariant } from './child.js';
 import { rotated, summarize } from './stats.js';
 
 interface Args {
@@ -28,15 +28,8 @@ const shape = JSON.parse(readFileSync(join(args.dir, 'steerlab_build.json'), 'ut
   numLayers: number; hiddenSize: number; numKvHeads: number; headDim: number; vocabSize: number;
 };
 const original = join(args.dir, args.onnxFile);
-const folder = dirname(original);
 
-/** Variant files sit next to the original so that external data (location 'model.onnx_data') resolves the same. */
-function writeVariant(name: string, bytes: Uint8Array): string {
-  const file = join(folder, `bench_${name}.onnx`);
-  writeFileSync(`${file}.tmp`, bytes);
-  renameSync(`${file}.tmp`, file);
-  return file;
-}
+const writeVariant = (name: string, bytes: Uint8Array) => writeGraphVariant(original, name, bytes);
 
 const files: Record<string, string> = { unpatched: original };
 {
@@ -58,7 +51,7 @@ function feeds(sess: ort.InferenceSession): Record<string, ort.Tensor> {
     if (name === 'input_ids') f[name] = new ort.Tensor('int64', ids, [1, S]);
     else if (name === 'attention_mask') f[name] = new ort.Tensor('int64', new BigInt64Array(S).fill(1n), [1, S]);
     else if (name === 'position_ids') f[name] = new ort.Tensor('int64', BigInt64Array.from({ length: S }, (_, i) => BigInt(i)), [1, S]);
-    else if (name === 'steering') f[name] = new ort.Tensor('float32', new Float32Array(shape.numLayers * shape.hiddenSize), [1, shape.numLayers, shape.hiddenSize]);
+    else if (name === 'steering' || name === 'projection') f[name] = new ort.Tensor('float32', new Float32Array(shape.numLayers * shape.hiddenSize), [1, shape.numLayers, shape.hiddenSize]);
     else if (name.startsWith('past_key_values')) f[name] = new ort.Tensor('float32', new Float32Array(0), [1, shape.numKvHeads, 0, shape.headDim]);
     else throw new Error(`unexpected graph input ${name}`);
   }

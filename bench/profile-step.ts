@@ -1,9 +1,11 @@
 /**
  * `npx tsx bench/profile-step.ts [preset-topology] [past] [reps]`: where the patched graph's decode time goes.
  * One cached decode step (1 new token on a past of `past` tokens) on raw onnxruntime-node sessions of
- *   unpatched | patched_full (as shipped) | patched_none (residual_stream emptied, steering kept)
+ *   unpatched | patched_full (as shipped) | patched_none (residual_stream emptied, steering kept) |
+ *   patched_steering_only (the patch without the projection input)
  * interleaved, wall and CPU time per step (medians), then one ORT profile per variant aggregated by op type, so
- * the extra nodes of the patch (Split, Add, Unsqueeze, Concat) and any lost fusion show up by name.
+ * the extra nodes of the patch (Split, Add, Unsqueeze, Concat; MatMul, Mul, Sub for the projection) and any lost
+ * fusion show up by name; the kernel time of the patch's own nodes (named steerlab/...) is summed apart.
  * Not part of `npm run bench` (a diagnostic); models from bench/models.ts.
  */
 import { existsSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -23,7 +25,7 @@ const shape = JSON.parse(readFileSync(join(dir, 'steerlab_build.json'), 'utf8'))
 const original = join(dir, 'onnx/model.onnx');
 const files: Record<string, string> = { unpatched: original };
 const patched = patchDecoder(readFileSync(original)).bytes;
-for (const [v, bytes] of [['patched_full', patched], ['patched_none', captureVariant(patched, 'none')]] as const) {
+for (const [v, bytes] of [['patched_full', patched], ['patched_none', captureVariant(patched, 'none')], ['patched_steering_only', patchDecoder(readFileSync(original), { projection: false }).bytes]] as const) {
   const f = join(dir, 'onnx', `bench_${v}_step.onnx`);
   if (!existsSync(f)) {
     writeFileSync(`${f}.tmp`, bytes);
@@ -39,7 +41,7 @@ function feeds(sess: ort.InferenceSession): Record<string, ort.Tensor> {
     if (n === 'input_ids') f[n] = new ort.Tensor('int64', BigInt64Array.from([500n]), [1, 1]);
     else if (n === 'attention_mask') f[n] = new ort.Tensor('int64', new BigInt64Array(past + 1).fill(1n), [1, past + 1]);
     else if (n === 'position_ids') f[n] = new ort.Tensor('int64', BigInt64Array.from([BigInt(past)]), [1, 1]);
-    else if (n === 'steering') f[n] = new ort.Tensor('float32', new Float32Array(shape.numLayers * shape.hiddenSize), [1, shape.numLayers, shape.hiddenSize]);
+    else if (n === 'steering' || n === 'projection') f[n] = new ort.Tensor('float32', new Float32Array(shape.numLayers * shape.hiddenSize), [1, shape.numLayers, shape.hiddenSize]);
     else if (n.startsWith('past_key_values')) f[n] = new ort.Tensor('float32', kv, [1, shape.numKvHeads, past, shape.headDim]);
     else throw new Error(`unexpected input ${n}`);
   }
@@ -90,8 +92,10 @@ for (const v of variants) {
   rmSync(join(tmpdir(), file));
   const byOp = new Map<string, { us: number; n: number }>();
   let total = 0;
+  let own = 0;
   for (const e of events) {
     if (e.cat !== 'Node' || !e.name.endsWith('_kernel_time')) continue;
+    if (e.name.startsWith('steerlab/')) own += e.dur;
     const op = e.args?.op_name ?? '?';
     const a = byOp.get(op) ?? { us: 0, n: 0 };
     a.us += e.dur;
@@ -100,6 +104,6 @@ for (const v of variants) {
     total += e.dur;
   }
   const top = [...byOp.entries()].sort((a, b) => b[1].us - a[1].us);
-  console.log(`  profile ${v}: kernel time per step ${(total / 20 / 1000).toFixed(2)} ms; nodes per step ${top.reduce((s, [, a]) => s + a.n, 0) / 20}`);
+  console.log(`  profile ${v}: kernel time per step ${(total / 20 / 1000).toFixed(2)} ms, of which the patch's own nodes ${(own / 20 / 1000).toFixed(3)} ms; nodes per step ${top.reduce((s, [, a]) => s + a.n, 0) / 20}`);
   console.log(`    ${top.map(([op, a]) => `${op} ${(a.us / 20 / 1000).toFixed(2)} ms x${a.n / 20}`).join(', ')}`);
 }

@@ -30,6 +30,7 @@ interface Results {
   load?: Record<string, any>[];
   peer?: Record<string, any>[];
   eval_batch?: Record<string, any>[];
+  projection?: Record<string, any>[];
   skipped: string[];
   notes: string[];
 }
@@ -84,6 +85,18 @@ export function renderMarkdown(r: Results): string {
     }
   }
   out.push('');
+
+  if (r.projection?.length) {
+    out.push('## The projection input', '');
+    out.push('Raw onnxruntime-node sessions of the patch with the `projection` input against the same patch without it (the earlier, steering-only patch): zero = both inputs zero (what every unsteered or add-mode pass runs), on = a unit projection row and a steering row at every layer (clamp mode). Time ratios paired per repeat (1.00 = no cost).', '');
+    out.push('| model | topology | decode s/step (steering only; zero; on) | decode ratio zero / on (wall; CPU) | prefill s (steering only; zero; on) | prefill ratio zero / on (wall; CPU) | load average |', '|---|---|---|---|---|---|---|');
+    for (const p of r.projection) {
+      const d = p.decode_s_per_step;
+      const q = p.prefill_s;
+      out.push(`| ${p.model} | ${p.topology} | ${spread(d.steering_only, 4)}; ${spread(d.projection_zero, 4)}; ${spread(d.projection_on, 4)} | ${spread(p.decode_time_ratio_vs_steering_only.projection_zero, 3)} / ${spread(p.decode_time_ratio_vs_steering_only.projection_on, 3)}; CPU ${f(p.decode_cpu_ratio_vs_steering_only?.projection_zero?.median, 3)} / ${f(p.decode_cpu_ratio_vs_steering_only?.projection_on?.median, 3)} | ${spread(q.steering_only, 3)}; ${spread(q.projection_zero, 3)}; ${spread(q.projection_on, 3)} | ${spread(p.prefill_time_ratio_vs_steering_only.projection_zero, 3)} / ${spread(p.prefill_time_ratio_vs_steering_only.projection_on, 3)}; CPU ${f(p.prefill_cpu_ratio_vs_steering_only?.projection_zero?.median, 3)} / ${f(p.prefill_cpu_ratio_vs_steering_only?.projection_on?.median, 3)} | ${f(p.load_average?.start?.[0], 1)} → ${f(p.load_average?.end?.[0], 1)} |`);
+    }
+    out.push('');
+  }
 
   out.push('## Patch time and memory', '');
   out.push(`Goal: a 500 MB model patches in <= ${g.patch_seconds_max_for_500mb} s with peak extra memory <= ${g.patch_peak_extra_max_x_file}x the file size. Peak extra = peak RSS of a fresh process during the patch minus its RSS with the input already read; "x model" divides by the whole model (graph + external data). With external data the patcher reads and rewrites only the small graph file.`, '');

@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --only decode,prefill,patch,controller,eval,compare,browser,capture,load,peer,eval_batch]`
+ * `npm run bench [-- --quick] [-- --only decode,prefill,projection,patch,controller,eval,compare,browser,capture,load,peer,eval_batch]`
  *
  * Performance of the steering patch and the method around it, on random-weight models with the real shapes of
  * SmolLM2-135M and Qwen2.5-0.5B (bench/models.ts). Every figure is a median over repeated, interleaved runs, with
@@ -32,7 +32,7 @@ import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { renderMarkdown } from './report.js';
 import { round, roundSummary, summarize, type Summary } from './stats.js';
 
-const SECTIONS = ['decode', 'prefill', 'patch', 'controller', 'eval', 'compare', 'browser', 'capture', 'load', 'peer', 'eval_batch'] as const;
+const SECTIONS = ['decode', 'prefill', 'projection', 'patch', 'controller', 'eval', 'compare', 'browser', 'capture', 'load', 'peer', 'eval_batch'] as const;
 type Section = (typeof SECTIONS)[number];
 
 function parseArgs(argv: string[]): { quick: boolean; only: Set<Section> } {
@@ -120,6 +120,7 @@ const results: Record<string, unknown> = {
   load: [] as unknown[],
   peer: [] as unknown[],
   eval_batch: [] as unknown[],
+  projection: [] as unknown[],
   skipped: [] as string[],
   notes: [] as string[],
 };
@@ -249,6 +250,33 @@ async function prefillSection(): Promise<void> {
       cpu_overhead_vs_unpatched: Object.fromEntries(Object.entries(r.cpu_overhead_vs_unpatched as Record<string, number>).map(([k, v]) => [k, round(v)])),
       cpu_capture_overhead_full_vs_none: round(r.cpu_capture_overhead_full_vs_none as number),
       cpu_capture_overhead_last_vs_none: variants.includes('patched_last') ? round(r.cpu_capture_overhead_last_vs_none as number) : null,
+    });
+  }
+}
+
+/** The projection input's cost: the patch with it (zero and in use) against the patch without it, raw ORT sessions. */
+async function projectionSection(): Promise<void> {
+  for (const m of models) {
+    const big = m.preset.startsWith('qwen');
+    const needBytes = 2 * m.fileBytes * 1.3;
+    if (availableMemory() < needBytes + 2 * 2 ** 30) {
+      skipped.push(`projection ${label(m)}: skipped, ${(availableMemory() / 2 ** 30).toFixed(1)} GiB available, needs ~${(needBytes / 2 ** 30).toFixed(1)} GiB`);
+      continue;
+    }
+    const r = await step(`projection cost (raw onnxruntime-node) ${label(m)}`, big ? 200 : 90, () =>
+      runChild<Record<string, unknown>>('./projection-child.ts', { dir: m.dir, onnxFile: 'onnx/model.onnx', pastTokens: P.promptTokens, steps: quick ? 8 : 16, prefillTokens: P.prefillTokens, reps: P.prefillReps }, { timeoutMs: 10 * 60_000, log }),
+    );
+    if (!r) continue;
+    const ratios = (x: unknown) => Object.fromEntries(Object.entries(x as Record<string, Summary>).map(([k, v]) => [k, summ(v)]));
+    (results.projection as unknown[]).push({
+      model: m.preset, topology: m.topology, level: 'onnxruntime-node session: patch with projection vs without',
+      past_tokens: r.past_tokens, prefill_tokens: r.prefill_tokens, repeats: r.repeats,
+      decode_s_per_step: ratios(r.decode_s_per_step), prefill_s: ratios(r.prefill_s),
+      decode_time_ratio_vs_steering_only: ratios(r.decode_time_ratio_vs_steering_only),
+      prefill_time_ratio_vs_steering_only: ratios(r.prefill_time_ratio_vs_steering_only),
+      decode_cpu_ratio_vs_steering_only: ratios(r.decode_cpu_ratio_vs_steering_only),
+      prefill_cpu_ratio_vs_steering_only: ratios(r.prefill_cpu_ratio_vs_steering_only),
+      load_average: r.load_average,
     });
   }
 }
@@ -452,5 +480,6 @@ if (only.has('capture')) await captureSection();
 if (only.has('load')) await loadSection();
 if (only.has('eval_batch')) await evalBatchSection();
 if (only.has('peer')) await peerSection();
+if (only.has('projection')) await projectionSection();
 writeResults();
 log(quick || only.size < SECTIONS.length ? `done (partial run): bench/out/results-${quick ? 'quick' : 'partial'}.{json,md}` : `done: ${join(BENCH_DIR, 'results.json')}, ${join(BENCH_DIR, 'RESULTS.md')}`);

@@ -17,7 +17,7 @@ export function addModelOptions(cmd: Command): Command {
   return cmd
     .requiredOption('--model <id|dir>', 'hub id or local model folder (a folder is named by a hash of its content, see README)')
     .option('--dtype <dtype>', 'fp32 | fp16 | q8 | q4 | q4f16 (default: from config, else fp32)')
-    .option('--device <device>', 'cpu | wasm | webgpu (default cpu in Node)')
+    .option('--device <device>', 'cpu (the only device of the command line; wasm and webgpu are for the browser lab)')
     .option('--model-file-name <name>', "transformers.js model_file_name ('model' or 'decoder_model_merged'; default: the first that exists)")
     .option('--hub <url>', 'hub base URL (default: STEERLAB_HUB, else transformers.js default)');
 }

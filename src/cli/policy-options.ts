@@ -11,6 +11,10 @@
  *   --coefficient C         actadd: coefficient (default 1)
  *   --actadd-layer L        actadd: steering row (default the direction file's layer)
  *   --cast FILE             cast: JSON {vector | "direction", layer (residual index), threshold, activeWhen, strength?, layers?}
+ *   --mode add|clamp|ablate how the policy's rows reach the stream (default add; clamp and ablate: projection input)
+ *   --layer-range A-B       steer only decoder layers A..B (inclusive)
+ *   --alpha-scale absolute|relative   relative: alpha is a fraction of each layer's mean residual norm, measured on
+ *                           --norm-set (default harmless-train) x --norm-n (default 32) prompts
  *
  * resolvePolicyOptions() loads the files (refusing ones made for another model) and returns what runFlow needs.
  */
@@ -23,6 +27,12 @@ import type { CastSettings, ManualSettings } from '../core/method/conditions.js'
 import type { MethodController } from '../core/method/flow.js';
 import type { DirectionFile } from '../core/steering/direction-file.js';
 import { DEFAULT_ALPHA, validatePolicy, type SteeringPolicy } from '../core/steering/policies.js';
+import { decodeUtf8 } from '../core/util/utf8.js';
+import { parseCountOption, parseSeedOption, parseStrength } from './numbers.js';
+import { STEERING_MODES, STEER_POSITIONS, validateSteeringSettings, type SteeringMode, type SteeringSettings, type SteerPositions } from '../core/steering/modes.js';
+import { loadPromptSet, pick } from '../core/method/datasets.js';
+import { residualNorms } from '../core/method/norms.js';
+import type { SteerableModel } from '../core/model/steerable.js';
 
 export const POLICY_KINDS = ['off', 'was', 'uniform', 'manual', 'actadd', 'cast'] as const;
 
@@ -37,8 +47,16 @@ export interface PolicyCliOptions {
   coefficient?: string;
   actaddLayer?: string;
   cast?: string;
+  mode?: string;
+  layerRange?: string;
+  alphaScale?: string;
+  normSet?: string;
+  normN?: string;
   allowOtherModel?: boolean;
 }
+
+export const DEFAULT_NORM_SET = 'harmless-train';
+export const DEFAULT_NORM_N = 32;
 
 export function addPolicyOptions(cmd: Command): Command {
   return cmd
@@ -52,7 +70,73 @@ export function addPolicyOptions(cmd: Command): Command {
     .option('--coefficient <c>', 'actadd policy: coefficient (default 1)')
     .option('--actadd-layer <l>', "actadd policy: steering row (default: the direction file's layer)")
     .option('--cast <file>', 'cast policy: JSON settings {vector|"direction", layer, threshold, activeWhen, strength?, layers?}')
+    .option(
+      '--mode <mode>',
+      `how the policy's rows r_l reach the residual after layer l: ${STEERING_MODES.join(' | ')} (default add). add: x + r_l (the paper); ` +
+        'clamp: set the component along r_l to |r_l| (x - (x.u)u + r_l, u = r_l/|r_l|; for was/uniform/manual the component along d becomes s*w_l*alpha); ' +
+        "ablate: remove the component along r_l (x - (x.u)u; Arditi's directional ablation, which suppresses refusal)",
+    )
+    .option('--layer-range <a-b>', 'steer only decoder layers a..b (inclusive, 0-based), e.g. 2-4; default all')
+    .option('--alpha-scale <scale>', `absolute (default: alpha as given) | relative (row l also x the mean norm of the unsteered residual after layer l at the last prompt token, over --norm-set; alpha is then a fraction of it, e.g. 0.2)`)
+    .option('--norm-set <dataset>', `relative alpha: calibration prompts for the residual norms (default ${DEFAULT_NORM_SET})`)
+    .option('--norm-n <n>', `relative alpha: how many calibration prompts (default ${DEFAULT_NORM_N}, seed 0)`)
     .option('--allow-other-model', 'accept a direction or controller made for another model of the same shape (it then warns)');
+}
+
+/** "a-b" (or one layer "a") -> inclusive decoder-layer range. */
+export function parseLayerRange(v: string, numLayers: number): { first: number; last: number } {
+  const m = /^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$/.exec(v);
+  if (!m) throw new Error(`--layer-range must be FIRST-LAST (decoder layers, inclusive, 0-based) or one layer, got "${v}"`);
+  const first = Number(m[1]);
+  const last = m[2] !== undefined ? Number(m[2]) : first;
+  if (last >= numLayers) throw new Error(`--layer-range ${v}: layer ${last} is out of range, the model has layers 0..${numLayers - 1}`);
+  if (first > last) throw new Error(`--layer-range ${v}: first layer ${first} is after last layer ${last}`);
+  return { first, last };
+}
+
+/**
+ * The steering-settings flags that need no model (--mode, positions, --alpha-scale, --norm-set / --norm-n), checked
+ * before the model loads; resolveSteeringSettings checks them again with the model (layer range, relative alpha).
+ */
+export function checkSteeringFlags(o: PolicyCliOptions, positions: string): { mode: SteeringMode; positions: SteerPositions; scale: 'absolute' | 'relative'; normN: number } {
+  const mode = o.mode ?? 'add';
+  if (!(STEERING_MODES as readonly string[]).includes(mode)) throw new Error(`--mode must be one of ${STEERING_MODES.join(', ')}, got "${mode}"`);
+  if (!(STEER_POSITIONS as readonly string[]).includes(positions)) throw new Error(`steered positions must be one of ${STEER_POSITIONS.join(', ')}, got "${positions}"`);
+  const scale = o.alphaScale ?? 'absolute';
+  if (scale !== 'absolute' && scale !== 'relative') throw new Error(`--alpha-scale must be absolute or relative, got "${scale}"`);
+  if (scale === 'absolute' && (o.normSet !== undefined || o.normN !== undefined)) throw new Error('--norm-set / --norm-n only apply with --alpha-scale relative');
+  const normN = o.normN !== undefined ? parseCount('norm-n', o.normN) : DEFAULT_NORM_N;
+  return { mode: mode as SteeringMode, positions: positions as SteerPositions, scale, normN };
+}
+
+/**
+ * --mode, --layer-range, --alpha-scale (+ --norm-set, --norm-n) and the positions into a SteeringSettings object;
+ * relative alpha measures the residual norms on the model now (one unsteered forward per calibration prompt).
+ */
+export async function resolveSteeringSettings(
+  o: PolicyCliOptions,
+  positions: string,
+  model: SteerableModel,
+  policyKind: SteeringPolicy['kind'] | null,
+  onProgress?: (done: number, total: number) => void,
+): Promise<SteeringSettings> {
+  const flags = checkSteeringFlags(o, positions);
+  let alpha: SteeringSettings['alpha'] = { scale: 'absolute' };
+  if (flags.scale === 'relative') {
+    if (policyKind === null) throw new Error('--alpha-scale relative needs a --policy (a fixed --steering matrix has no alpha to scale)');
+    const set = o.normSet ?? DEFAULT_NORM_SET;
+    const n = flags.normN;
+    const loaded = await loadPromptSet({ source: set });
+    const prompts = pick(loaded.prompts, n, 0).map((p) => p.text);
+    alpha = { scale: 'relative', calibration: await residualNorms(model, prompts, { set, ...(onProgress ? { onProgress } : {}) }) };
+  }
+  const settings: SteeringSettings = {
+    mode: flags.mode,
+    layers: o.layerRange !== undefined ? parseLayerRange(o.layerRange, model.numLayers) : null,
+    positions: flags.positions,
+    alpha,
+  };
+  return validateSteeringSettings(settings, { numLayers: model.numLayers, hiddenSize: model.hiddenSize }, policyKind ?? undefined);
 }
 
 export function parseNumber(flag: string, v: string): number {
@@ -68,21 +152,16 @@ export function parseIndex(flag: string, v: string, limit: number): number {
   return n;
 }
 
-/** A whole number >= 1 (counts of prompts, tokens, epochs...). */
-export function parseCount(flag: string, v: string): number {
-  if (!/^\d+$/.test(String(v).trim()) || Number(v) < 1) throw new Error(`--${flag} must be a whole number >= 1, got "${v}"`);
-  return Number(v);
-}
+/** A whole number >= 1 (counts of prompts, tokens, epochs...): numbers.ts. */
+export const parseCount = parseCountOption;
 
-export function parseSeed(v: string): number {
-  if (!/^-?\d+$/.test(String(v).trim()) || !Number.isSafeInteger(Number(v))) throw new Error(`--seed must be an integer, got "${v}"`);
-  return Number(v);
-}
+/** Seeds: integers in [0, 2^32) (numbers.ts). */
+export const parseSeed = (v: string): number => parseSeedOption(v);
 
 export function parseNumberList(flag: string, v: string): number[] {
   const parts = v.split(',').map((s) => s.trim());
   if (parts.length === 0 || parts.some((p) => p === '')) throw new Error(`--${flag} must be a comma-separated list of numbers, got "${v}"`);
-  return parts.map((p) => parseNumber(flag, p));
+  return parts.map((p) => parseStrength(flag, p));
 }
 
 /**
@@ -102,14 +181,14 @@ export function parseManualSettings(o: Pick<PolicyCliOptions, 'scale' | 'layerWe
     const on = o.enabledLayers.split(',').map((x) => parseIndex('enabled-layers', x, numLayers));
     enabledLayers = Array.from({ length: numLayers }, (_, l) => on.includes(l));
   }
-  return { scale: parseNumber('scale', o.scale), layerWeights, ...(enabledLayers ? { enabledLayers } : {}) };
+  return { scale: parseStrength('scale', o.scale), layerWeights, ...(enabledLayers ? { enabledLayers } : {}) };
 }
 
 /** A CAST settings file. `vector: "direction"` uses the direction as condition vector. */
 export async function readCastSettings(path: string, model: { numLayers: number; hiddenSize: number }, direction: DirectionFile | null): Promise<CastSettings> {
   let raw: unknown;
   try {
-    raw = JSON.parse(await readFile(path, 'utf8'));
+    raw = JSON.parse(decodeUtf8(await readFile(path), path));
   } catch (e) {
     throw new Error(`--cast ${path}: cannot read JSON settings: ${(e as Error).message}`);
   }
@@ -158,7 +237,7 @@ export async function resolvePolicyOptions(o: PolicyCliOptions, model: ArtefactT
   const directionIdValue = art.direction?.id ?? null;
   const controller: MethodController | null = art.controller?.method ?? null;
   const controllerIdValue = art.controller?.id ?? null;
-  const alpha = o.alpha !== undefined ? parseNumber('alpha', o.alpha) : (controller?.metadata?.alpha ?? DEFAULT_ALPHA);
+  const alpha = o.alpha !== undefined ? parseStrength('alpha', o.alpha) : (controller?.metadata?.alpha ?? DEFAULT_ALPHA);
   const L = model.numLayers;
   let policy: SteeringPolicy;
   switch (kind) {
@@ -187,7 +266,7 @@ export async function resolvePolicyOptions(o: PolicyCliOptions, model: ArtefactT
         kind: 'actadd',
         vector: directionFile.rawDirection ?? directionFile.direction,
         layer,
-        coefficient: o.coefficient !== undefined ? parseNumber('coefficient', o.coefficient) : 1,
+        coefficient: o.coefficient !== undefined ? parseStrength('coefficient', o.coefficient) : 1,
       };
       break;
     }

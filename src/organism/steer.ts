@@ -42,7 +42,7 @@ export const DIRECTION_OPTIONS: DirectionCliOptions = {
   n: '128',
   valN: '32',
   seed: '0',
-  klThreshold: '0.5',
+  klThreshold: '2', // exact ablation (projection input): the refusal-inducing candidates' KL is 1.8-1.9 on this organism
   out: rel(DIRECTION_FILE),
 };
 

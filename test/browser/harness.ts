@@ -88,7 +88,9 @@ export async function startLabServer(mounts: Record<string, string> = {}): Promi
 
 /** `vite build` of the app (the production bundle: index.html, workers, ort/, data/, models/) into outDir. */
 export async function buildApp(outDir: string): Promise<void> {
-  await build({ root: PROJECT_ROOT, configFile: join(PROJECT_ROOT, 'vite.config.ts'), logLevel: 'error', build: { outDir, emptyOutDir: true } });
+  // The production build ships no debug page (vite.config.ts BUILD_PAGES); the tests drive the worker through it.
+  const input = { main: join(PROJECT_ROOT, 'index.html'), debug: join(PROJECT_ROOT, 'src/ui/debug/index.html') };
+  await build({ root: PROJECT_ROOT, configFile: join(PROJECT_ROOT, 'vite.config.ts'), logLevel: 'error', build: { outDir, emptyOutDir: true, rollupOptions: { input } } });
 }
 
 /**

@@ -155,7 +155,7 @@ describe('lab direction -> train-controller -> eval', () => {
       model: built.dir, dataset: ['toxicchat-test', 'xstest-safe'], n: '4', seed: '3', conditions: 'base,uniform,was',
       direction: dirFile, controller: ctrlFile, maxNewTokens: '5', judge: 'was-keywords', out: join(root, 'run-a'),
     };
-    await expect(runEvalCommand(again, false)).rejects.toThrow(/holds a run with other settings \(max_new_tokens differ/);
+    await expect(runEvalCommand(again, false)).rejects.toThrow(/holds a run that this command cannot continue without mixing results: max new tokens: the run has 6, this command 5/);
   }, 60_000);
 
   it('a controller or direction for another model is refused', async () => {

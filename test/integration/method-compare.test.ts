@@ -3,7 +3,8 @@
  * token for token the plain unsteered generation and row 1 the batch-1 steered generation (runFlow with the same
  * policy), greedy, on the shipped organism (plain graph, a real EOS that the rows reach at different steps) and on
  * a fused test model (GroupQueryAttention, SkipSimplifiedLayerNormalization). With sampling each row draws from its
- * own stream: the rows equal batch-1 sampled generations with the same seed.
+ * own stream: the rows equal batch-1 sampled generations with the same seed. The clamp and ablate modes carry the
+ * projection input on row 1 only (row 0 stays the plain unsteered generation).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,6 +20,7 @@ import type { SteerableModel } from '../../src/core/model/steerable.js';
 import { buildTestModel } from '../../src/core/onnx/testmodel/build.js';
 import { SHAPE_PRESETS } from '../../src/core/onnx/testmodel/config.js';
 import type { SteeringPolicy } from '../../src/core/steering/policies.js';
+import { DEFAULT_STEERING_SETTINGS, type SteeringSettings } from '../../src/core/steering/modes.js';
 import { normalize } from '../../src/core/steering/vector.js';
 import { MODEL_DIR } from '../../src/organism/config.js';
 
@@ -36,17 +38,26 @@ interface Setup {
   policies: SteeringPolicy[];
 }
 
-async function checkRows(s: Setup, maxNewTokens: number): Promise<{ differing: number; unequalLengths: number }> {
+/** Steering settings (modes.ts) with the defaults but the mode: clamp and ablate reach the graph's projection input. */
+const withMode = (mode: SteeringSettings['mode']): SteeringSettings => ({ ...DEFAULT_STEERING_SETTINGS, mode });
+
+async function checkRows(
+  s: Setup,
+  maxNewTokens: number,
+  o: { settings?: SteeringSettings; prompts?: readonly string[]; policies?: readonly SteeringPolicy[] } = {},
+): Promise<{ differing: number; unequalLengths: number }> {
   let differing = 0;
   let unequalLengths = 0;
-  for (const prompt of PROMPTS) {
+  const settings = o.settings ? { settings: o.settings } : {};
+  for (const prompt of o.prompts ?? PROMPTS) {
     const base = await runFlow(s.model, prompt, { direction: s.direction, controller: s.controller }, { policy: { kind: 'off' }, maxNewTokens });
-    for (const policy of s.policies) {
-      const alone = await runFlow(s.model, prompt, { direction: s.direction, controller: s.controller }, { policy, maxNewTokens });
+    for (const policy of o.policies ?? s.policies) {
+      const alone = await runFlow(s.model, prompt, { direction: s.direction, controller: s.controller }, { policy, maxNewTokens, ...settings });
       const tokens: [number[], number[]] = [[], []];
       const pair = await compareFlow(s.model, prompt, { direction: s.direction, controller: s.controller }, {
         policy,
         maxNewTokens,
+        ...settings,
         onToken: (row, id) => tokens[row]!.push(id),
       });
       const what = `${policy.kind} on ${JSON.stringify(prompt)}`;
@@ -62,6 +73,8 @@ async function checkRows(s: Setup, maxNewTokens: number): Promise<{ differing: n
       expect(pair.scale).toBe(alone.scale);
       expect(pair.layerWeights).toEqual(alone.layerWeights);
       expect(pair.rowNorms).toEqual(alone.rowNorms);
+      expect(pair.projection).toEqual(alone.projection);
+      if (o.settings && o.settings.mode !== 'add') expect(pair.projection, `projection rows, ${what}`).not.toBeNull();
       // One heat-strip row per steered token.
       expect(pair.heat?.length).toBe(pair.steered.tokenIds.length * s.model.numLayers);
       if (pair.steered.tokenIds.join() !== pair.base.tokenIds.join()) differing++;
@@ -100,6 +113,13 @@ describe('compare: base and steered from one batch-2 generation', () => {
       // Not vacuous: steering changes replies, and rows end at different steps (each stops on its own EOS).
       expect(r.differing).toBeGreaterThan(0);
       expect(r.unequalLengths).toBeGreaterThan(0);
+    }, 120_000);
+
+    test('clamp and ablate: row 1 carries the projection rows (= runFlow with the same settings), row 0 none', async () => {
+      const policies = [s.policies[0]!, s.policies[2]!];
+      const clamp = await checkRows(s, 16, { settings: withMode('clamp'), prompts: PROMPTS.slice(0, 3), policies });
+      const ablate = await checkRows(s, 16, { settings: withMode('ablate'), prompts: PROMPTS.slice(0, 3), policies });
+      expect(clamp.differing + ablate.differing).toBeGreaterThan(0);
     }, 120_000);
 
     test('sampling: each row equals a batch-1 sampled generation with the same seed', async () => {
@@ -161,6 +181,12 @@ describe('compare: base and steered from one batch-2 generation', () => {
     test('row 0 = unsteered generation, row 1 = steered batch-1 generation, token for token (greedy)', async () => {
       const r = await checkRows(s, 12);
       expect(r.differing).toBeGreaterThan(0);
+    }, 120_000);
+
+    test('clamp and ablate (the projection input on a Skip*Norm graph): row 1 = runFlow with the settings, row 0 none', async () => {
+      const clamp = await checkRows(s, 12, { settings: withMode('clamp') });
+      const ablate = await checkRows(s, 12, { settings: withMode('ablate') });
+      expect(clamp.differing + ablate.differing).toBeGreaterThan(0);
     }, 120_000);
   });
 });

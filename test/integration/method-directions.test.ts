@@ -4,7 +4,8 @@
  *   the model's own tokenizer.json through transformers.js, rows of lm_head taken from the builder's seeded weights,
  *   not from the graph), and records which matrix it used (unembedding; input embedding on request);
  * - diff-in-means runs end to end through the CLI function with relaxed filters and writes a file whose metadata and
- *   vectors are consistent; the additive ablation proxy's running sum removes the mean projection at every layer;
+ *   vectors are consistent; the selection's ablation run is exact directional ablation (the reference forward pass
+ *   with x <- x - (x.d)d after every layer);
  * - a direction for another model shape is a clear error.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -18,7 +19,9 @@ import { generateWeights } from '../../src/core/onnx/testmodel/weights.js';
 import { loadSteerableModel, type SteerableModel } from '../../src/core/model/index.js';
 import { ANSWER_PHRASES, REFUSAL_PHRASES } from '../../src/core/steering/direction.js';
 import { readDirectionFile } from '../../src/core/steering/direction-file-node.js';
-import { embeddingDirectionOfModel, meanProjectionAblation } from '../../src/core/method/directions.js';
+import { embeddingDirectionOfModel, lastLogits } from '../../src/core/method/directions.js';
+import { ablationProjection } from '../../src/core/steering/ablation.js';
+import { referenceForward } from '../../src/core/onnx/testmodel/reference.js';
 import { loadDirectionFor } from '../../src/core/method/artifacts-node.js';
 import { runDirection } from '../../src/cli/commands/direction.js';
 
@@ -80,15 +83,30 @@ describe('embedding direction with a model', () => {
 });
 
 describe('diff-in-means with a model', () => {
-  it('the ablation proxy: running sum of rows removes mu_{l+1} d at residual index l+1', () => {
-    const d = Float32Array.from([0.6, 0.8]);
-    const mu = [0.5, 2, -1, 4, 3];
-    const m = meanProjectionAblation(mu, d, 4);
-    let cum = 0;
-    for (let l = 0; l < 4; l++) {
-      cum += m[l * 2]! / 0.6;
-      expect(cum).toBeCloseTo(-mu[l + 1]!, 5);
+  it("the selection's ablation run is exact directional ablation after every layer, per position", async () => {
+    const raw = Float32Array.from({ length: H }, (_, i) => Math.sin(i * 0.37 + 1));
+    const n = Math.hypot(...raw);
+    const d = raw.map((x) => x / n);
+    const projection = ablationProjection(d, L);
+    const prompt = 'How do I bake bread?';
+    const [mine] = await lastLogits(model, [prompt], { projection });
+    const ids = model.formatChat(prompt).ids;
+    const ref = referenceForward(shape, generateWeights(shape, 9), ids, { projection });
+    const want = ref.logits.subarray((ids.length - 1) * V, ids.length * V);
+    let worst = 0;
+    for (let i = 0; i < V; i++) worst = Math.max(worst, Math.abs(mine![i]! - want[i]!));
+    expect(worst).toBeLessThan(1e-4);
+    // every residual after a layer has no component along d, at every position
+    const S = ids.length;
+    for (let k = 1; k <= L; k++) {
+      for (let p = 0; p < S; p++) {
+        let c = 0;
+        for (let h = 0; h < H; h++) c += ref.residuals[(k * S + p) * H + h]! * d[h]!;
+        expect(Math.abs(c)).toBeLessThan(1e-5);
+      }
     }
+    const [plain] = await lastLogits(model, [prompt], {});
+    expect(Math.max(...plain!.map((x, i) => Math.abs(x - mine![i]!)))).toBeGreaterThan(1e-3);
   });
 
   it('lab direction --method diff-in-means writes a consistent file (relaxed filters on a random model)', async () => {
@@ -120,13 +138,13 @@ describe('diff-in-means with a model', () => {
     // zero and listCandidates skips them, leaving L x P candidates
     expect(info.candidates).toBe(L * info.positions);
     expect(info.evaluated).toBeGreaterThan(0);
-    expect(info.ablation).toMatch(/mean-projection/);
+    expect(info.ablation).toMatch(/directional ablation through the projection input/);
     const f = await readDirectionFile(out, { hiddenSize: H, numLayers: L });
     expect(f.metadata.method).toBe('diff-in-means');
     expect(f.metadata.layer).toBe(info.selected.steering_row);
     expect(f.metadata.position).toBe(info.selected.position);
     expect(f.metadata.sample_counts).toEqual({ harmful_train: 4, harmless_train: 4, harmful_val: 2, harmless_val: 2 });
-    expect(f.metadata.note).toMatch(/mean-projection ablation/);
+    expect(f.metadata.note).toMatch(/directional ablation through the projection input/);
     // the unit direction is the raw vector normalised, and the raw vector is row `layer` of the per-layer vectors
     const raw = f.rawDirection!;
     const n = Math.hypot(...raw);

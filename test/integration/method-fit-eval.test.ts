@@ -115,7 +115,7 @@ describe('evaluation with prompt fitting', () => {
     const recs = readFileSync(r.records, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(recs.map((x) => x.truncated).sort()).toEqual([false, true]);
     expect(recs.every((x) => typeof x.refused === 'boolean')).toBe(true);
-    await expect(runEvalCommand({ ...base }, false)).rejects.toThrow(/holds a run with other settings \(fit differ/);
+    await expect(runEvalCommand({ ...base }, false)).rejects.toThrow(/cannot continue without mixing results: prompt fitting \(--fit\): the run has "head", this command "middle"/);
     await expect(runEvalCommand({ ...base, fit: 'both', out: join(root, 'run2') }, false)).rejects.toThrow(/--fit must be one of none \| middle \| head \| tail, got "both"/);
   }, 60_000);
 

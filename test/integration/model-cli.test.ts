@@ -97,6 +97,6 @@ describe('lab generate', () => {
     const short = join(root, 'short.json');
     writeFileSync(short, JSON.stringify(Array.from({ length: shape.numLayers }, () => [0, 1])));
     await expect(runGenerate({ model: built.dir, prompt: 'x', steering: short })).rejects.toThrow(`row 0 must hold ${shape.hiddenSize} numbers (hidden size), got 2`);
-    await expect(runGenerate({ model: built.dir, prompt: 'x', maxNewTokens: 'many' })).rejects.toThrow('--max-new-tokens must be an integer, got "many"');
+    await expect(runGenerate({ model: built.dir, prompt: 'x', maxNewTokens: 'many' })).rejects.toThrow('--max-new-tokens must be a whole number in 1..1000000, got "many"');
   });
 });

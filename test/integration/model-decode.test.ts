@@ -3,7 +3,8 @@
  * the lab and the CLI ran before) and against itself at batch 1, on every graph form: plain (left padding), fused
  * GroupQueryAttention (right padding), fused-q4f16 and merged (use_cache_branch).
  * Rows of different prompt lengths (one of them a single token), per-row steering matrices, greedy and seeded
- * sampling, observed steering, per-step policies, captures, 'all' prompt positions, EOS per row and bad inputs.
+ * sampling, observed steering, per-step policies, captures, 'all' and 'new' prompt positions, per-row projection rows
+ * (clamp and ablation through the `projection` input), EOS per row and bad inputs.
  *
  * fused-q4f16: onnxruntime's CPU fp16 kernels are not batch-invariant (the same row decoded alone or beside others
  * differs by up to one fp16 ulp of the logits from the second decode step on: measured max 9.8e-4 on this model),
@@ -233,12 +234,49 @@ describe.each(TOPOLOGIES)('decode engine, %s graph', (topology) => {
     expect(worst).toBeLessThanOrEqual(fp16 ? 2e-3 : 1e-5);
   });
 
+  it("projection rows per row (clamp, ablate, none) and 'new' positions equal generate(), on the lean session too", async () => {
+    expect(await sm.useLeanSession()).toBe(true);
+    const g = sm.decodeEngine().g;
+    expect(sm.decodeEngine().extraInputs).toContain('projection');
+    // the lean graph (no residual_stream) takes it too, with its own batch dim beside steer_batch
+    expect(g.lean!.inputNames).toContain('projection');
+    /** Unit rows u_l on `layers` (zero elsewhere), and the clamp's steering t * u_l on the same rows. */
+    const unitRows = (layers: number[], seed: number) => {
+      const u = new Float32Array(L * H);
+      for (const l of layers) {
+        let n = 0;
+        for (let i = 0; i < H; i++) n += (u[l * H + i] = Math.cos(seed + i * 0.7 + l)) ** 2;
+        for (let i = 0; i < H; i++) u[l * H + i]! /= Math.sqrt(n);
+      }
+      return u;
+    };
+    const clampTo = (u: Float32Array, t: number) => u.map((x) => t * x);
+    const P = [unitRows([1, 2], 1), null, unitRows([0], 2), unitRows([3], 3), unitRows([1, 3], 4)];
+    // row 0 and 4 clamp, row 2 ablates, row 3 clamps with its own matrix, row 1 carries nothing
+    const S = [clampTo(P[0]!, 5), null, null, clampTo(P[3]!, -4), clampTo(P[4]!, 3)];
+    let changed = 0;
+    for (const positions of ['last', 'new'] as const) {
+      const ref: number[][] = [];
+      for (let i = 0; i < PROMPTS.length; i++) {
+        ref.push((await sm.generate({ inputIds: PROMPTS[i]!, maxNewTokens: NEW, steering: S[i]!, projection: P[i]!, steerPromptPositions: positions })).tokenIds);
+      }
+      const got = await sm.decode(PROMPTS.map((ids, i) => ({ ids, maxNewTokens: NEW, steering: S[i]!, ...(P[i] ? { inputs: { projection: P[i]! } } : {}) })), { steerPromptPositions: positions });
+      expect(got.map((r) => r.tokenIds)).toEqual(ref);
+      // not vacuous: the same steering rows without the projection (plain addition) generate other tokens somewhere
+      const added = await sm.decode(PROMPTS.map((ids, i) => ({ ids, maxNewTokens: NEW, steering: S[i]! })), { steerPromptPositions: positions });
+      changed += added.filter((r, i) => P[i] && r.tokenIds.join() !== ref[i]!.join()).length;
+    }
+    expect(changed).toBeGreaterThan(0);
+  });
+
   it('refuses bad rows with a message naming the row and what was expected', async () => {
     await expect(sm.decode([])).rejects.toThrow(/non-empty array/);
     await expect(sm.decode([{ ids: [1, 2], maxNewTokens: 3 }, { ids: [1, 99999], maxNewTokens: 3 }])).rejects.toThrow(/rows\[1\]\.ids\[1\] = 99999 is not a token id/);
     await expect(sm.decode([{ ids: [1, 2], maxNewTokens: 0 }])).rejects.toThrow(/maxNewTokens must be an integer >= 1/);
     await expect(sm.decode([{ ids: [1, 2], maxNewTokens: 3, steering: new Float32Array(5) }])).rejects.toThrow(/rows\[0\]\.steering must be a Float32Array of 256/);
-    await expect(sm.decode([{ ids: [1, 2], maxNewTokens: 3, inputs: { projection: new Float32Array(L * H) } }])).rejects.toThrow(/inputs\.projection: the graph has no such per-row input/);
+    await expect(sm.decode([{ ids: [1, 2], maxNewTokens: 3, inputs: { bias: new Float32Array(L * H) } }])).rejects.toThrow(/inputs\.bias: the graph has no such per-row input \(it takes: projection\)/);
+    await expect(sm.decode([{ ids: [1, 2], maxNewTokens: 3, inputs: { projection: new Float32Array(L * H).fill(0.5) } }])).rejects.toThrow(/rows\[0\]\.inputs\.projection: projection row of layer 0 has norm .*; expected 0 \(off\) or a unit vector/);
+    await expect(sm.decode([{ ids: [1, 2], maxNewTokens: 3 }], { steerPromptPositions: 'first' as never })).rejects.toThrow(/steerPromptPositions must be 'last', 'all' or 'new'/);
     await expect(sm.decode([{ ids: new Array(shape.maxPositionEmbeddings).fill(3), maxNewTokens: 3 }])).rejects.toThrow(/fills the model's context/);
   });
 });

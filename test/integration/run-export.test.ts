@@ -1,6 +1,6 @@
 /**
  * One record schema for CLI and lab runs, proven by crossing over: records written by the core eval runner through a
- * memory store (what the lab does with IndexedDB) and exported as a run folder with the platform-free runFiles()
+ * memory store (what the lab does with IndexedDB, the model's fingerprint included) and exported as a run folder with the platform-free runFiles()
  * are resumed by `lab eval` with the same settings (only the missing records are made) and summarised by
  * `lab summarize`, and the result equals an uninterrupted CLI run: same records (timings aside), same summary
  * files byte for byte. The lab side loads its artefacts from bytes (directionFromBytes / controllerFromBytes), as the
@@ -17,6 +17,7 @@ import { pick } from '../../src/core/data/sample.js';
 import { getJudge } from '../../src/core/eval/judges.js';
 import { MemoryRecordStore, type EvalRecord } from '../../src/core/eval/records.js';
 import { runEval, runSettings, type EvalDataset } from '../../src/core/eval/runner.js';
+import { modelFingerprint } from '../../src/core/eval/resume-check.js';
 import { runFiles } from '../../src/core/eval/summary.js';
 import { controllerFromBytes, directionFromBytes } from '../../src/core/method/artifacts.js';
 import { parseConditionList, resolveConditions } from '../../src/core/method/conditions.js';
@@ -62,7 +63,7 @@ async function labExport(dir: string, stopAfter: number | null): Promise<number>
     });
     const settings = await runSettings({
       model: model.identity, datasets, conditions: names, seed: SEED, maxNewTokens: 4, sampling: null, steerPromptPositions: 'last', fit: 'middle',
-      judge: judge.id, directionId: direction.id, controllerId: controller.id, castId: null, alpha: null, manual: MANUAL,
+      judge: judge.id, directionId: direction.id, controllerId: controller.id, castId: null, alpha: null, manual: MANUAL, fingerprint: await modelFingerprint(model),
     });
     mkdirSync(dir, { recursive: true });
     for (const [name, text] of Object.entries(runFiles(settings, store.records()))) writeFileSync(join(dir, name), text);

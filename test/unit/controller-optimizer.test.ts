@@ -90,7 +90,67 @@ describe('AdamW and clipping', () => {
   });
 });
 
+/** x^T dz: the implicit first-layer gradient of batchGradients, made dense for comparison with autodiff. */
+function denseW1Gradient(x: Float32Array, dz: Float32Array, B: number, inputSize: number, hiddenWidth: number): Float64Array {
+  const dw1 = new Float64Array(inputSize * hiddenWidth);
+  for (let i = 0; i < inputSize; i++) for (let j = 0; j < hiddenWidth; j++) for (let b = 0; b < B; b++) dw1[i * hiddenWidth + j] += x[b * inputSize + i] * dz[b * hiddenWidth + j];
+  return dw1;
+}
+
+function expectAllClose(got: ArrayLike<number>, want: ArrayLike<number>): void {
+  expect(got.length).toBe(want.length);
+  for (let i = 0; i < want.length; i++) expect(got[i]).toBeCloseTo(want[i], 5);
+}
+
+/** The hand-written loss, four gradients and global norm against tfjs autodiff's value and gradients. */
+function expectMatchesAutodiff(
+  g: ReturnType<typeof batchGradients>,
+  autodiff: { value: tf.Scalar; grads: tf.Tensor[] },
+  x: Float32Array,
+  B: number,
+  shape: { inputSize: number; hiddenWidth: number },
+): void {
+  const { value, grads } = autodiff;
+  expect(g.lossSum / B).toBeCloseTo(value.dataSync()[0], 5);
+  expectAllClose(denseW1Gradient(x, g.dz, B, shape.inputSize, shape.hiddenWidth), grads[0].dataSync());
+  expectAllClose(g.b1, grads[1].dataSync());
+  expectAllClose(g.w2, grads[2].dataSync());
+  expectAllClose(g.b2, grads[3].dataSync());
+  let norm = 0;
+  for (const t of grads) norm += squaredNorm(t.dataSync() as Float32Array);
+  expect(g.normSq).toBeCloseTo(norm, 5);
+}
+
 describe('hand-written backward pass', () => {
+  it('matches tfjs autodiff with the learned layer-weights term (a row without targets gets none)', async () => {
+    const shape = { inputSize: 10, hiddenWidth: 7, numLayers: 3 };
+    const p = initControllerParams(shape, 8);
+    const B = 3;
+    const L = shape.numLayers;
+    const x = Float32Array.from({ length: B * shape.inputSize }, (_, i) => Math.cos(i * 0.41) * 2);
+    const y = [1, 0, 1];
+    const c = [0.75, 1.5, 0.75];
+    const targets = Float32Array.from([0.9, 0.2, 0.5, NaN, NaN, NaN, 0, 1, 0.3]);
+    const weight = 0.7;
+    const g = batchGradients(p, x, await firstLayer(x, B, p), B, y, c, 'mse', gradientBuffers(shape, B), { targets, weight });
+    const O = outputSize(shape);
+    const mask = tf.tensor1d([1, 0, 1]);
+    const t = tf.tensor2d(Array.from(targets, (v) => (Number.isNaN(v) ? 0 : v)), [B, L]);
+    const f = (w1: tf.Tensor, b1: tf.Tensor, w2: tf.Tensor, b2: tf.Tensor) => {
+      const h = tf.relu(tf.add(tf.matMul(tf.tensor2d(x, [B, shape.inputSize]), w1 as tf.Tensor2D), b1));
+      const o = tf.add(tf.matMul(h, w2 as tf.Tensor2D), b2);
+      const s = tf.squeeze(tf.slice(o, [0, 0], [B, 1]), [1]);
+      const w = tf.sigmoid(tf.slice(o, [0, 1], [B, L]));
+      const sTerm = tf.square(tf.sub(s, tf.tensor1d(y)));
+      const wTerm = tf.mul(tf.mean(tf.square(tf.sub(w, t)), 1), tf.mul(mask, weight));
+      return tf.mean(tf.mul(tf.add(sTerm, wTerm), tf.tensor1d(c)));
+    };
+    const args = [tf.tensor2d(p.w1, [shape.inputSize, shape.hiddenWidth]), tf.tensor1d(p.b1), tf.tensor2d(p.w2, [shape.hiddenWidth, O]), tf.tensor1d(p.b2)];
+    expectMatchesAutodiff(g, tf.valueAndGrads(f as (...a: tf.Tensor[]) => tf.Scalar)(args), x, B, shape);
+    // the w columns really carry gradient
+    expect(Math.max(...Array.from(g.b2.subarray(1), Math.abs))).toBeGreaterThan(1e-4);
+  });
+
   for (const loss of ['mse', 'bce'] as const) {
     it(`matches tfjs autodiff for the ${loss} loss on s (class-weighted)`, async () => {
       const shape = { inputSize: 12, hiddenWidth: 9, numLayers: 4 };
@@ -118,24 +178,7 @@ describe('hand-written backward pass', () => {
         tf.tensor2d(p.w2, [shape.hiddenWidth, O]),
         tf.tensor1d(p.b2),
       ];
-      const { value, grads } = tf.valueAndGrads(f as (...a: tf.Tensor[]) => tf.Scalar)(args);
-      expect(g.lossSum / B).toBeCloseTo(value.dataSync()[0], 5);
-
-      const dw1 = new Float64Array(shape.inputSize * shape.hiddenWidth);
-      for (let i = 0; i < shape.inputSize; i++)
-        for (let j = 0; j < shape.hiddenWidth; j++)
-          for (let b = 0; b < B; b++) dw1[i * shape.hiddenWidth + j] += x[b * shape.inputSize + i] * g.dz[b * shape.hiddenWidth + j];
-      const close = (got: ArrayLike<number>, want: ArrayLike<number>) => {
-        expect(got.length).toBe(want.length);
-        for (let i = 0; i < want.length; i++) expect(got[i]).toBeCloseTo(want[i], 5);
-      };
-      close(dw1, grads[0].dataSync());
-      close(g.b1, grads[1].dataSync());
-      close(g.w2, grads[2].dataSync());
-      close(g.b2, grads[3].dataSync());
-      let norm = 0;
-      for (const t of grads) norm += squaredNorm(t.dataSync() as Float32Array);
-      expect(g.normSq).toBeCloseTo(norm, 5);
+      expectMatchesAutodiff(g, tf.valueAndGrads(f as (...a: tf.Tensor[]) => tf.Scalar)(args), x, B, shape);
     });
   }
 });

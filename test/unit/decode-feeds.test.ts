@@ -56,7 +56,7 @@ function engine(withPositions: boolean, calls: { feeds: OrtFeeds; fetches: reado
 describe('decode engine feeds', () => {
   it('passes extra per-row inputs to their rows, zeros where absent', async () => {
     const calls: { feeds: OrtFeeds; fetches: readonly string[] }[] = [];
-    const proj = new Float32Array(L * H).fill(1);
+    const proj = new Float32Array(L * H).fill(0.5); // unit rows (H = 4): the engine checks projection rows
     const res = await engine(true, calls).decode([
       { ids: [1, 2, 3], maxNewTokens: 2 },
       { ids: [4, 1], maxNewTokens: 2, inputs: { projection: proj } },

@@ -97,7 +97,7 @@ describe('runEval', () => {
     for (const x of recs) {
       expect(Object.keys(x).sort()).toEqual([
         'alpha', 'condition', 'controller_id', 'dataset', 'direction_id', 'finish_reason', 'id', 'judge', 'kept_tokens', 'label', ...(x.refused ? ['matched'] : []),
-        'model_id', 'model_name', 'model_variant', 'new_tokens', 'output', 'prompt', 'prompt_hash', 'prompt_tokens', 'refused', 'row_norms', 's', 'sampling', 'seed',
+        'model_id', 'model_name', 'model_variant', 'new_tokens', 'output', 'prompt', 'prompt_hash', 'prompt_special_tokens', 'prompt_tokens', 'refused', 'row_norms', 's', 'sampling', 'seed', 'special_tokens',
         'timings', 'truncated', 'w',
       ].sort());
       expect(x.model_id).toBe(identity.id);
@@ -251,7 +251,7 @@ describe('conditions and policy options', () => {
     await expect(resolvePolicyOptions({ policy: 'off', direction: '/no/such/file.safetensors' }, m)).rejects.toThrow(/does not exist/);
     expect(parseNumberList('layer-weights', '0.1, 0.2,1')).toEqual([0.1, 0.2, 1]);
     expect(() => parseNumberList('layer-weights', '0.1,,2')).toThrow(/comma-separated list of numbers/);
-    expect(() => parseCount('n', '0')).toThrow(/--n must be a whole number >= 1/);
+    expect(() => parseCount('n', '0')).toThrow(/--n must be a whole number in 1..100000000, got "0"/);
   });
 
   it('controller input takes residual rows l+1 of each input layer', () => {

@@ -10,6 +10,7 @@ import * as ort from 'onnxruntime-node';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { fromFloat16Array } from '../../src/core/onnx/graph-builder.js';
 import { patchDecoder } from '../../src/core/onnx/patcher.js';
+import { runSelfCheck } from '../../src/core/model/self-check.js';
 
 const FIXTURE = fileURLToPath(new URL('../fixtures/onnx/tiny-qwen35-skipln-gqa-fp16.onnx', import.meta.url));
 const L = 2;
@@ -49,7 +50,7 @@ function randomVector(n: number, seed: number, scale = 1): Float32Array {
 async function run(
   session: ort.InferenceSession,
   ids: number[][],
-  opts: { past?: Uint16Array[]; pastLen?: number; steering?: Float32Array; steerBatch?: number } = {},
+  opts: { past?: Uint16Array[]; pastLen?: number; steering?: Float32Array; steerBatch?: number; projection?: Float32Array } = {},
 ): Promise<RunOut> {
   const B = ids.length;
   const S = ids[0].length;
@@ -67,6 +68,9 @@ async function run(
   if (session.inputNames.includes('steering')) {
     const sb = opts.steerBatch ?? 1;
     feeds.steering = new ort.Tensor('float32', opts.steering ?? new Float32Array(sb * L * H), [sb, L, H]);
+  }
+  if (session.inputNames.includes('projection')) {
+    feeds.projection = new ort.Tensor('float32', opts.projection ?? new Float32Array(L * H), [1, L, H]);
   }
   const out = await session.run(feeds);
   const presents = [0, 1].flatMap((l) => ['key', 'value'].map((k) => out[`present.${l}.${k}`].data as Uint16Array));
@@ -148,10 +152,14 @@ describe('patched fixture (onnxruntime-node)', () => {
     const m = fromBinary(ModelProtoSchema, patchDecoder(readFileSync(FIXTURE)).bytes);
     const finalNorm = m.graph!.node.find((n) => n.output[0] === 'final_ln')!;
     expect(finalNorm.output[3]).toBe(report.injection_points[1].value);
-    const steeredInput = m.graph!.node.find((n) => n.output[0] === finalNorm.input[0])!;
-    expect(steeredInput.opType).toBe('Add');
-    expect(steeredInput.input[0]).toBe('l1.r1'); // the stream entering the final norm, plus steering row 1
+    const producer = (v: string) => m.graph!.node.find((n) => n.output[0] === v)!;
+    const steeredInput = producer(finalNorm.input[0]);
+    expect(steeredInput.opType).toBe('Add'); // ... plus steering row 1
+    const projectedInput = producer(steeredInput.input[0]);
+    expect(projectedInput.opType).toBe('Sub'); // ... minus (x . u_1) u_1
+    expect(projectedInput.input[0]).toBe('l1.r1'); // the stream entering the final norm
     expect(patched.inputNames).toContain('steering');
+    expect(patched.inputNames).toContain('projection');
     expect(patched.outputNames[patched.outputNames.length - 1]).toBe('residual_stream');
   });
 
@@ -189,6 +197,62 @@ describe('patched fixture (onnxruntime-node)', () => {
         }
       }
     }
+  });
+
+  it('projection: ablation and clamping at every layer and position (float16 stream), earlier rows unchanged', async () => {
+    const ids = [randomIds(6, 31)];
+    const S = 6;
+    const base = await run(patched, ids);
+    for (let layer = 0; layer < L; layer++) {
+      const raw = randomVector(H, 40 + layer, 1);
+      const norm = Math.hypot(...raw);
+      const u = raw.map((x) => x / norm);
+      for (const t of [0, -2.5]) {
+        const out = await run(patched, ids, { projection: steeringAt(layer, u), steering: steeringAt(layer, u.map((x) => t * x)) });
+        let worstComponent = 0;
+        for (let s = 0; s < S; s++) {
+          for (let row = 0; row <= layer; row++) expect(residualAt(out.residual!, S, 0, row, s)).toEqual(residualAt(base.residual!, S, 0, row, s));
+          const x = residualAt(base.residual!, S, 0, layer + 1, s);
+          const y = residualAt(out.residual!, S, 0, layer + 1, s);
+          const c = x.reduce((a, v, h) => a + v * u[h]!, 0);
+          let component = 0;
+          let bound = 0;
+          for (let h = 0; h < H; h++) {
+            // two fp16 roundings (the correction's cast and the sum), each half an ulp of the magnitudes involved
+            const tol = (Math.abs(x[h]!) + Math.abs(c * u[h]!) + Math.abs(t * u[h]!)) * 2 ** -10;
+            expect(Math.abs(y[h]! - (x[h]! - c * u[h]! + t * u[h]!))).toBeLessThanOrEqual(tol);
+            component += y[h]! * u[h]!;
+            bound += tol * Math.abs(u[h]!);
+          }
+          expect(Math.abs(component - t)).toBeLessThanOrEqual(bound);
+          worstComponent = Math.max(worstComponent, Math.abs(component - t));
+        }
+        expect(worstComponent).toBeLessThan(2e-2);
+      }
+    }
+  });
+
+  it('passes the load-time self-check (steering, ablation, clamping) driven through onnxruntime-node', async () => {
+    const ids = randomIds(6, 51);
+    const r = await runSelfCheck(
+      {
+        numLayers: L,
+        hiddenSize: H,
+        streamDtype: 'float16',
+        forward: async ([row], o) => {
+          const out = await run(patched, [row!], { ...(o.steering ? { steering: o.steering } : {}), ...(o.projection ? { projection: o.projection } : {}) });
+          return { logits: { data: out.logits, dims: [1, row!.length, 1000] }, residuals: { data: out.residual!, dims: [1, L + 1, row!.length, H] } };
+        },
+      },
+      ids,
+    );
+    console.info(`[fixture] self-check: ${JSON.stringify(r)}`);
+    expect(r.ok).toBe(true);
+    expect(r.upstream_max_error).toBe(0);
+    // this graph's residuals are ~0.06, under the tolerance's floor of 1e-2 (relative to max(scale, 1)): also hold
+    // the errors to fp16 precision at this scale, and check that the ablation removed something
+    expect(r.projection!.removed_component).toBeGreaterThan(5 * r.tolerance);
+    for (const e of [r.injection_max_error, r.projection!.ablation_max_error, r.projection!.clamp_max_error, r.projection!.projection_max_error]) expect(e).toBeLessThan(1e-3);
   });
 
   it('the last residual row is what the final norm and the head read (logits = LN(row L) @ lm_head)', async () => {

@@ -37,6 +37,6 @@ describe('lab patch', () => {
     expect(existsSync(out)).toBe(false);
     const bad = lab('patch', FIXTURE, out, '--layers', 'two');
     expect(bad.status).not.toBe(0);
-    expect(bad.stderr).toMatch(/--layers must be a positive integer/);
+    expect(bad.stderr).toMatch(/--layers must be a whole number in 1..1024, got "two"/);
   });
 });

@@ -31,7 +31,7 @@ function vector(n: number, seed: number, scale: number): Float32Array {
   });
 }
 
-async function run(session: ort.InferenceSession, ids: number[], half: boolean, steering?: Float32Array) {
+async function run(session: ort.InferenceSession, ids: number[], half: boolean, steering?: Float32Array, projection?: Float32Array) {
   const S = ids.length;
   const feeds: Record<string, ort.Tensor> = {
     input_ids: new ort.Tensor('int64', BigInt64Array.from(ids.map(BigInt)), [1, S]),
@@ -49,6 +49,7 @@ async function run(session: ort.InferenceSession, ids: number[], half: boolean, 
     }
   }
   if (session.inputNames.includes('steering')) feeds.steering = new ort.Tensor('float32', steering ?? new Float32Array(L * H), [1, L, H]);
+  if (session.inputNames.includes('projection')) feeds.projection = new ort.Tensor('float32', projection ?? new Float32Array(L * H), [1, L, H]);
   const out = await session.run(feeds);
   const f32 = (t: ort.Tensor) => (t.type === 'float16' ? fromFloat16Array(t.data as Uint16Array) : (t.data as Float32Array));
   return {
@@ -109,6 +110,41 @@ describe.each(TEST_TOPOLOGIES.map((t) => [t]))('test model %s', (topology: TestT
       expect(maxRelDiff(st.residual!, refSteered.residuals)).toBeLessThan(1e-4);
       expect(maxRelDiff(st.logits, refSteered.logits)).toBeLessThan(1e-4);
       expect(st.logits.length).toBe(S * V);
+    }
+
+    // projection: clamp the component along u at `layer` to t (t = 0: ablation), against the hand computation
+    const raw = vector(H, 29, 1);
+    const un = Math.hypot(...raw);
+    const u = raw.map((x) => x / un);
+    for (const t of [0, 3]) {
+      const projection = new Float32Array(L * H);
+      projection.set(u, layer * H);
+      const clamp = new Float32Array(L * H);
+      clamp.set(u.map((x) => t * x), layer * H);
+      const pr = await run(patched, ids, half, clamp, projection);
+      for (let row = 0; row <= layer; row++) expect(rowBlock(pr.residual!, row)).toEqual(rowBlock(b.residual!, row));
+      const x = rowBlock(b.residual!, layer + 1);
+      const y = rowBlock(pr.residual!, layer + 1);
+      for (let p = 0; p < S; p++) {
+        let c = 0;
+        let comp = 0;
+        for (let h = 0; h < H; h++) c += x[p * H + h] * u[h];
+        for (let h = 0; h < H; h++) {
+          const want = x[p * H + h] - c * u[h] + t * u[h];
+          // fp16: the fused norm adds its two summands after the steered one was rounded (the summand can be larger
+          // than the sum): a few half-ulps of the magnitudes involved
+          const tol = half ? (Math.abs(x[p * H + h]) + Math.abs(c * u[h]) + Math.abs(t * u[h])) * 2 ** -9 : 1e-5 * Math.max(1, Math.abs(want));
+          expect(Math.abs(y[p * H + h] - want)).toBeLessThanOrEqual(tol);
+          comp += y[p * H + h] * u[h];
+        }
+        expect(Math.abs(comp - t)).toBeLessThan(half ? 2e-2 : 1e-5);
+      }
+      if (!half) {
+        // downstream layers too: the whole stream and the logits are the reference's with the same projection
+        const ref = referenceForward(shape, generateWeights(shape, SEED), ids, { steering: clamp, projection });
+        expect(maxRelDiff(pr.residual!, ref.residuals)).toBeLessThan(1e-4);
+        expect(maxRelDiff(pr.logits, ref.logits)).toBeLessThan(1e-4);
+      }
     }
   });
 });

@@ -43,7 +43,7 @@ interface Out {
 async function run(
   s: ort.InferenceSession,
   ids: number[][],
-  opts: { steering?: Float32Array; steerBatch?: number; pastLen?: number; useCache?: boolean } = {},
+  opts: { steering?: Float32Array; steerBatch?: number; projection?: Float32Array; projectionBatch?: number; pastLen?: number; useCache?: boolean } = {},
 ): Promise<Out> {
   const B = ids.length;
   const S = ids[0].length;
@@ -62,6 +62,10 @@ async function run(
     const sb = opts.steerBatch ?? 1;
     feeds.steering = new ort.Tensor('float32', opts.steering ?? new Float32Array(sb * L * H), [sb, L, H]);
   }
+  if (s.inputNames.includes('projection')) {
+    const pb = opts.projectionBatch ?? 1;
+    feeds.projection = new ort.Tensor('float32', opts.projection ?? new Float32Array(pb * L * H), [pb, L, H]);
+  }
   const out = await s.run(feeds);
   const f = (n: string) => out[n].data as Float32Array;
   return {
@@ -74,6 +78,27 @@ async function run(
 
 /** residual_stream [B, L+1, S, H] -> the [S, H] block of (b, row) */
 const block = (res: Float32Array, S: number, b: number, row: number) => res.subarray((b * (L + 1) + row) * S * H, (b * (L + 1) + row + 1) * S * H);
+
+const unit = (n: number, seed: number) => {
+  const v = randomVector(n, seed);
+  const norm = Math.hypot(...v);
+  return v.map((x) => x / norm);
+};
+const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += a[i]! * b[i]!;
+  return s;
+};
+
+/** The hand computation of the patch on [S, H] rows: x - (x . u) u + t u (t = 0: ablation). */
+function projected(x: Float32Array, u: Float32Array, t: number): Float32Array {
+  const out = new Float32Array(x.length);
+  for (let p = 0; p < x.length / H; p++) {
+    const c = dot(x.subarray(p * H, (p + 1) * H), u);
+    for (let i = 0; i < H; i++) out[p * H + i] = x[p * H + i]! - c * u[i]! + t * u[i]!;
+  }
+  return out;
+}
 
 function expectClose(a: Float32Array, b: Float32Array, tol: number): void {
   expect(a.length).toBe(b.length);
@@ -119,6 +144,41 @@ async function checkDecoder(original: Uint8Array, debugModel: Uint8Array, patche
   const mixed = await run(patched, ids, { steering: per, steerBatch: 2, pastLen, useCache });
   expect(mixed.logits.subarray(0, S * V)).toEqual(b.logits.subarray(0, S * V));
   expect(block(mixed.residual!, S, 1, L)).not.toEqual(block(b.residual!, S, 1, L));
+  await checkProjection(patched, ids, b, { pastLen, useCache });
+}
+
+/**
+ * The projection input against the hand computation: with u at layer l, residual[l+1] = x - (x.u)u + steering_l where
+ * x is the unsteered residual there (ablation: steering 0, the component is gone; clamping: steering t u, the component
+ * is t), residual[0..l] unchanged bit for bit, and a batch row whose projection is zero is untouched.
+ */
+async function checkProjection(patched: ort.InferenceSession, ids: number[][], base: Out, o: { pastLen: number; useCache?: boolean }): Promise<void> {
+  const S = ids[0]!.length;
+  for (let layer = 0; layer < L; layer++) {
+    const u = unit(H, 40 + layer);
+    for (const t of [0, 1.75]) {
+      const proj = new Float32Array(L * H);
+      proj.set(u, layer * H);
+      const steer = new Float32Array(L * H);
+      for (let i = 0; i < H; i++) steer[layer * H + i] = t * u[i]!;
+      const r = await run(patched, ids, { ...o, projection: proj, steering: steer });
+      for (let bi = 0; bi < 2; bi++) {
+        for (let row = 0; row <= layer; row++) expect(block(r.residual!, S, bi, row)).toEqual(block(base.residual!, S, bi, row));
+        const got = block(r.residual!, S, bi, layer + 1);
+        expectClose(got, projected(block(base.residual!, S, bi, layer + 1), u, t), 1e-5);
+        for (let p = 0; p < S; p++) expect(Math.abs(dot(got.subarray(p * H, (p + 1) * H), u) - t)).toBeLessThan(1e-5);
+      }
+      expect(Math.max(...r.logits.map((x, i) => Math.abs(x - base.logits[i]!)))).toBeGreaterThan(1e-4);
+    }
+  }
+  // projection steer_batch 2 beside steering steer_batch 1: row 0 ablated at the last layer, row 1 untouched
+  const u = unit(H, 77);
+  const proj = new Float32Array(2 * L * H);
+  proj.set(u, (L - 1) * H);
+  const r = await run(patched, ids, { ...o, projection: proj, projectionBatch: 2 });
+  expectClose(block(r.residual!, S, 0, L), projected(block(base.residual!, S, 0, L), u, 0), 1e-5);
+  expect(block(r.residual!, S, 1, L)).toEqual(block(base.residual!, S, 1, L));
+  expect(r.logits.subarray(S * V)).toEqual(base.logits.subarray(S * V));
 }
 
 describe('plain decoder (optimum style, explicit Adds)', () => {
@@ -126,7 +186,7 @@ describe('plain decoder (optimum style, explicit Adds)', () => {
 
   it('detects the Add chain, ignoring stream + constant', () => {
     const report = inspectDecoder(original, { expectedNumLayers: L, expectedHiddenSize: H });
-    expect(report).toMatchObject({ topology: 'plain', num_layers: L, hidden_size: H, stream_dtype: 'float32', opset: 17, steering_input: 'steering', residual_output: 'residual_stream' });
+    expect(report).toMatchObject({ topology: 'plain', num_layers: L, hidden_size: H, stream_dtype: 'float32', opset: 17, steering_input: 'steering', projection_input: 'projection', residual_output: 'residual_stream' });
     expect(report.injection_points).toHaveLength(L);
     expect(report.injection_points.every((p) => p.kind === 'add' && p.graph === 'main')).toBe(true);
     expect(patchDecoder(original).report).toEqual(report);
@@ -136,7 +196,21 @@ describe('plain decoder (optimum style, explicit Adds)', () => {
     await checkDecoder(original, plainDecoder(TOY, { debug: true }), patchDecoder(original).bytes);
   });
 
-  it('declares steering [steer_batch, L, H] and residual_stream [batch, L+1, seq, H] as float32', () => {
+  it('without the projection input (the earlier patch) steers the same, and has no projection', async () => {
+    const { bytes, report } = patchDecoder(original, { projection: false });
+    expect(report.projection_input).toBeNull();
+    const s = await ort.InferenceSession.create(bytes);
+    expect(s.inputNames).not.toContain('projection');
+    const full = await ort.InferenceSession.create(patchDecoder(original).bytes);
+    const ids = [randomIds(5, 3), randomIds(5, 4)];
+    const steering = randomVector(L * H, 9);
+    const a = await run(s, ids, { steering });
+    const b = await run(full, ids, { steering });
+    expect(a.logits).toEqual(b.logits);
+    expect(a.residual).toEqual(b.residual);
+  });
+
+  it('declares steering [steer_batch, L, H], projection [projection_batch, L, H] and residual_stream [batch, L+1, seq, H] as float32', () => {
     const m = fromBinary(ModelProtoSchema, patchDecoder(original).bytes);
     const dims = (name: string, list: ValueInfoProto[]) => {
       const t = list.find((x) => x.name === name)!.type!.value;
@@ -144,8 +218,9 @@ describe('plain decoder (optimum style, explicit Adds)', () => {
       return { elem: t.value.elemType, dims: t.value.shape!.dim.map((d) => (d.value.case === 'dimValue' ? Number(d.value.value) : d.value.value)) };
     };
     expect(dims('steering', m.graph!.input)).toEqual({ elem: DataType.FLOAT, dims: ['steer_batch', L, H] });
+    expect(dims('projection', m.graph!.input)).toEqual({ elem: DataType.FLOAT, dims: ['projection_batch', L, H] });
     expect(dims('residual_stream', m.graph!.output)).toEqual({ elem: DataType.FLOAT, dims: ['batch_size', L + 1, 'sequence_length', H] });
-    expect(m.graph!.input.map((x) => x.name).slice(-1)).toEqual(['steering']);
+    expect(m.graph!.input.map((x) => x.name).slice(-2)).toEqual(['steering', 'projection']);
   });
 
   it('copies every byte outside the graph lists verbatim (field order, metadata_props, initializers)', () => {
@@ -190,6 +265,7 @@ describe('If-merged decoder (decoder_model_merged)', () => {
     const m = fromBinary(ModelProtoSchema, bytes);
     const g = m.graph!;
     expect(g.input.filter((x) => x.name === 'steering')).toHaveLength(1);
+    expect(g.input.filter((x) => x.name === 'projection')).toHaveLength(1);
     const ifNode = g.node.find((n) => n.opType === 'If')!;
     expect(ifNode.output.at(-1)).toBe('residual_stream');
     expect(g.output.at(-1)!.name).toBe('residual_stream');

@@ -1,12 +1,13 @@
 import { spawn } from 'node:child_process';
-import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import Papa from 'papaparse';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { MemoryRecordStore, recordKey, remaining, summarize, type EvalRecord, type RecordStore } from '../../src/core/eval/records.js';
-import { openRunStore } from '../../src/core/eval/records-node.js';
+import { describeOpenReport, openRunStore } from '../../src/core/eval/records-node.js';
+import { processStartTime } from '../../src/core/eval/run-lock-node.js';
 import { parseRecordsJsonl, recordsJsonl, runFiles, runSummaryCsv, runSummaryJson, runSummaryMarkdown, summarizeRun } from '../../src/core/eval/summary.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -22,6 +23,12 @@ afterAll(() => {
 });
 const rec = (id: string, condition = 'base', extra: Record<string, unknown> = {}): EvalRecord => ({ dataset: 'advbench', id, condition, refused: true, judge: 'arditi-keywords', ...extra });
 const lines = (file: string) => readFileSync(file, 'utf8').split('\n').filter((l) => l !== '');
+const lockFiles = (dir: string) => readdirSync(dir).filter((f) => f.includes('.lock')).sort();
+/** A lock file's content as another process on this host would write it. */
+const lockOwner = (pid: number) => ({
+  pid, start: processStartTime(pid), host: os.hostname(), boot: readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(),
+  token: '00000000000000aa', since: '2026-01-01T00:00:00.000Z', command: 'lab eval (test)',
+});
 
 const open: RecordStore[] = [];
 afterEach(async () => {
@@ -37,7 +44,8 @@ describe('record store (Node, JSONL)', () => {
   it('appends whole lines, reads them back on reopen, and refuses duplicates', async () => {
     const dir = tmp();
     const s = await openRunStore(dir);
-    expect(s.report).toMatchObject({ records: 0, torn: null, duplicates: [], staleLockPid: null });
+    expect(s.report).toMatchObject({ records: 0, torn: null, duplicates: [], duplicatesMovedTo: null, staleLocks: [] });
+    expect(describeOpenReport(s.report)).toEqual([]);
     await s.append(rec('row-0', 'base', { output: 'multi\nline "quoted" ✓', s: 0.25, w: [0.1, 0.9] }));
     await s.append(rec('row-0', 'was'));
     expect(s.has({ dataset: 'advbench', id: 'row-0', condition: 'was' })).toBe(true);
@@ -45,7 +53,7 @@ describe('record store (Node, JSONL)', () => {
     await expect(s.append(rec('row-0'))).rejects.toThrow(/already stored/);
     await expect(s.append({ dataset: 'advbench', id: '', condition: 'x' })).rejects.toThrow(/'id' must be a non-empty string/);
     await s.close();
-    expect(existsSync(path.join(dir, 'records.jsonl.lock'))).toBe(false);
+    expect(lockFiles(dir)).toEqual([]);
 
     const file = path.join(dir, 'records.jsonl');
     expect(lines(file).length).toBe(2);
@@ -89,19 +97,43 @@ describe('record store (Node, JSONL)', () => {
     const dir2 = tmp();
     writeFileSync(path.join(dir2, 'records.jsonl'), `${JSON.stringify(rec('a'))}\nnot json\n${JSON.stringify(rec('b'))}\n`);
     await expect(openRunStore(dir2)).rejects.toThrow(/records\.jsonl line 2 is not a valid eval record/);
-    expect(existsSync(path.join(dir2, 'records.jsonl.lock'))).toBe(false);
+    expect(lockFiles(dir2)).toEqual([]);
 
     const dir3 = tmp();
     writeFileSync(path.join(dir3, 'records.jsonl'), `{"dataset":"x","id":"1"}\n${JSON.stringify(rec('b'))}\n`);
     await expect(openRunStore(dir3)).rejects.toThrow(/line 1 .*'condition' must be a non-empty string/);
   });
 
-  it('reports (and keeps only the first of) duplicate keys written by something else', async () => {
+  it('drops duplicate keys written by something else from the file, keeps them aside, and says how many', async () => {
     const dir = tmp();
-    writeFileSync(path.join(dir, 'records.jsonl'), [rec('a', 'base', { refused: true }), rec('b'), rec('a', 'base', { refused: false })].map((r) => JSON.stringify(r)).join('\n') + '\n');
+    const file = path.join(dir, 'records.jsonl');
+    const [a1, b, a2, b2] = [rec('a', 'base', { refused: true }), rec('b'), rec('a', 'base', { refused: false }), rec('b', 'base', { note: 'again' })].map((r) => JSON.stringify(r));
+    writeFileSync(file, `${a1}\n${b}\n${a2}\n${b2}\n`);
     const r = await openTracked(dir);
-    expect(r.report.duplicates).toEqual([{ line: 3, key: { dataset: 'advbench', id: 'a', condition: 'base' } }]);
+    expect(r.report.duplicates).toEqual([
+      { line: 3, key: { dataset: 'advbench', id: 'a', condition: 'base' } },
+      { line: 4, key: { dataset: 'advbench', id: 'b', condition: 'base' } },
+    ]);
     expect(r.get({ dataset: 'advbench', id: 'a', condition: 'base' })?.refused).toBe(true);
+    // The records file holds each key once; nothing is lost: the dropped lines are in records.jsonl.duplicates.
+    expect(readFileSync(file, 'utf8')).toBe(`${a1}\n${b}\n`);
+    expect(readFileSync(`${file}.duplicates`, 'utf8')).toBe(`${a2}\n${b2}\n`);
+    const words = describeOpenReport(r.report);
+    expect(words).toHaveLength(1);
+    expect(words[0]).toContain(`${file}: dropped 2 duplicate record lines (lines 3, 4)`);
+    expect(words[0]).toContain(`${file}.duplicates`);
+    await r.append(rec('c'));
+    expect(lines(file).map((l) => JSON.parse(l).id)).toEqual(['a', 'b', 'c']);
+  });
+
+  it('a torn line is reported in words, with the file it was moved to', async () => {
+    const dir = tmp();
+    const file = path.join(dir, 'records.jsonl');
+    writeFileSync(file, `${JSON.stringify(rec('a'))}\n{"dataset":"adv`);
+    const r = await openTracked(dir);
+    expect(describeOpenReport(r.report)).toEqual([
+      `${file}: the last line (line 2, 15 bytes) was cut off by a killed run; it was moved to ${file}.torn and that record will be redone`,
+    ]);
   });
 
   it('one writer per run directory: a second open fails while the first holds it', async () => {
@@ -110,8 +142,24 @@ describe('record store (Node, JSONL)', () => {
     await expect(openRunStore(dir)).rejects.toThrow(/already open in this process/);
     // A lock held by another live process (our parent stands in for a concurrent run).
     const other = tmp();
-    writeFileSync(path.join(other, 'records.jsonl.lock'), `${process.ppid}\n`);
-    await expect(openRunStore(other)).rejects.toThrow(new RegExp(`in use by process ${process.ppid}`));
+    const lockFile = path.join(other, 'records.jsonl.lock-00000000000000aa');
+    writeFileSync(lockFile, JSON.stringify({ ...lockOwner(process.ppid), state: 'held' }));
+    const err = await openRunStore(other).then(() => null, (e: Error) => e);
+    expect(err?.message).toContain(`run folder ${other} is in use by process ${process.ppid} on ${os.hostname()}`);
+    expect(err?.message).toContain(`kill ${process.ppid}`);
+    expect(err?.message).toContain(`if that process is not a Steerlab run, delete ${lockFile}`);
+    expect(existsSync(lockFile)).toBe(true);
+    expect(lockFiles(other)).toEqual(['records.jsonl.lock-00000000000000aa']);
+  });
+
+  it('the lock file of an older Steerlab left by a killed run is removed and reported', async () => {
+    const dir = tmp();
+    const { spawnSync } = await import('node:child_process');
+    const dead = Number(spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout);
+    writeFileSync(path.join(dir, 'records.jsonl.lock'), `${dead}\n`);
+    const s = await openTracked(dir);
+    expect(s.report.staleLocks.map((l) => l.pid)).toEqual([dead]);
+    expect(existsSync(path.join(dir, 'records.jsonl.lock'))).toBe(false);
   });
 
   it('concurrent appends are serialised; a key in flight counts as present', async () => {
@@ -156,10 +204,11 @@ for (let i = 0; i < 100000; i++) {
       child.on('exit', () => reject(new Error(`writer exited early: ${stderr}`)));
     });
     expect(await exited).toBe('SIGKILL');
-    expect(existsSync(path.join(dir, 'records.jsonl.lock'))).toBe(true);
+    expect(lockFiles(dir)).toHaveLength(1);
 
     const s = await openTracked(dir);
-    expect(s.report.staleLockPid).toBe(child.pid);
+    expect(s.report.staleLocks.map((l) => l.pid)).toEqual([child.pid]);
+    expect(describeOpenReport(s.report)[0]).toMatch(new RegExp(`^took over the run folder from process ${child.pid} on .*, which no longer runs$`));
     for (let i = 0; i <= acked; i++) expect(s.has({ dataset: 'd', id: `p${i}`, condition: 'c' })).toBe(true);
     // The writer may get well past the acknowledged count before the kill lands: the run is "the first `before`
     // records plus 30 more", and the store must hold exactly p0..p(before-1) after the kill.

@@ -135,12 +135,12 @@ describe('bad options', () => {
     out: join(root, 'cli-bad'), topology: 'plain', preset: 'tiny', seed: '0', ...o,
   });
   it('CLI flags are checked before building', async () => {
-    await expect(runBuildTestModel(cli({ layers: 'abc' }))).rejects.toThrow(/--layers must be a positive integer, got "abc"/);
+    await expect(runBuildTestModel(cli({ layers: 'abc' }))).rejects.toThrow(/--layers must be a whole number in 1..1024, got "abc"/);
     await expect(runBuildTestModel(cli({ preset: 'gpt5' }))).rejects.toThrow(/--preset must be one of tiny, smollm2-135m, qwen2.5-0.5b/);
     await expect(runBuildTestModel(cli({ topology: 'x' }))).rejects.toThrow(/--topology must be one of/);
     await expect(runBuildTestModel(cli({ hidden: '65' }))).rejects.toThrow(/--hidden \(65\) must be a multiple of --heads \(4\)/);
-    await expect(runBuildTestModel(cli({ ropeTheta: '-1' }))).rejects.toThrow(/--rope-theta must be a positive number/);
-    await expect(runBuildTestModel(cli({ seed: '1.5' }))).rejects.toThrow(/--seed must be a non-negative integer/);
+    await expect(runBuildTestModel(cli({ ropeTheta: '-1' }))).rejects.toThrow(/--rope-theta must be a number in \(0, 1000000000\], got "-1"/);
+    await expect(runBuildTestModel(cli({ seed: '1.5' }))).rejects.toThrow(/--seed must be a whole number in 0..4294967295, got "1.5"/);
     await expect(runBuildTestModel(cli({ vocab: '100' }))).rejects.toThrow(/vocabSize must be >= 263/);
   });
 });

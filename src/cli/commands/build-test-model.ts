@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { buildTestModel, type BuiltModel } from '../../core/onnx/testmodel/build.js';
 import { SHAPE_PRESETS, TEST_TOPOLOGIES, type DecoderShape, type TestTopology } from '../../core/onnx/testmodel/config.js';
+import { MAX_LAYERS, parseInteger, parseReal, parseSeedOption } from '../numbers.js';
 
 export interface BuildTestModelCliOptions {
   out: string;
@@ -29,17 +30,13 @@ export interface BuildTestModelCliOptions {
   json?: boolean;
 }
 
-function parseInteger(flag: string, v: string): number {
-  if (!/^\d+$/.test(v.trim())) throw new Error(`--${flag} must be a positive integer, got "${v}"`);
-  const n = Number(v);
-  if (!Number.isSafeInteger(n) || n <= 0) throw new Error(`--${flag} must be a positive integer, got "${v}"`);
-  return n;
-}
+/** Upper bounds of the shape flags: far above any real model, low enough to refuse a typo before allocating. */
+const LIMITS: Record<string, number> = {
+  layers: MAX_LAYERS, hidden: 65_536, heads: 1024, 'kv-heads': 1024, 'head-dim': 4096, intermediate: 1 << 20, vocab: 1 << 21, 'max-pos': 1 << 24,
+};
 
-function parsePositive(flag: string, v: string): number {
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n) || n <= 0) throw new Error(`--${flag} must be a positive number, got "${v}"`);
-  return n;
+function dimension(flag: string, v: string): number {
+  return parseInteger(flag, v, 1, LIMITS[flag]!);
 }
 
 /** Preset plus overrides; head_dim follows hidden/heads when either changes and --head-dim is not given. */
@@ -47,23 +44,23 @@ export function shapeFromCli(o: BuildTestModelCliOptions): DecoderShape {
   const preset = SHAPE_PRESETS[o.preset];
   if (!preset) throw new Error(`--preset must be one of ${Object.keys(SHAPE_PRESETS).join(', ')}, got "${o.preset}"`);
   const s: DecoderShape = { ...preset };
-  if (o.layers !== undefined) s.numLayers = parseInteger('layers', o.layers);
-  if (o.hidden !== undefined) s.hiddenSize = parseInteger('hidden', o.hidden);
-  if (o.heads !== undefined) s.numHeads = parseInteger('heads', o.heads);
-  if (o.kvHeads !== undefined) s.numKvHeads = parseInteger('kv-heads', o.kvHeads);
+  if (o.layers !== undefined) s.numLayers = dimension('layers', o.layers);
+  if (o.hidden !== undefined) s.hiddenSize = dimension('hidden', o.hidden);
+  if (o.heads !== undefined) s.numHeads = dimension('heads', o.heads);
+  if (o.kvHeads !== undefined) s.numKvHeads = dimension('kv-heads', o.kvHeads);
   if (o.headDim !== undefined) {
-    s.headDim = parseInteger('head-dim', o.headDim);
+    s.headDim = dimension('head-dim', o.headDim);
   } else if (o.hidden !== undefined || o.heads !== undefined) {
     if (s.hiddenSize % s.numHeads !== 0) {
       throw new Error(`--hidden (${s.hiddenSize}) must be a multiple of --heads (${s.numHeads}), or give --head-dim explicitly`);
     }
     s.headDim = s.hiddenSize / s.numHeads;
   }
-  if (o.intermediate !== undefined) s.intermediateSize = parseInteger('intermediate', o.intermediate);
-  if (o.vocab !== undefined) s.vocabSize = parseInteger('vocab', o.vocab);
-  if (o.maxPos !== undefined) s.maxPositionEmbeddings = parseInteger('max-pos', o.maxPos);
-  if (o.ropeTheta !== undefined) s.ropeTheta = parsePositive('rope-theta', o.ropeTheta);
-  if (o.rmsNormEps !== undefined) s.rmsNormEps = parsePositive('rms-norm-eps', o.rmsNormEps);
+  if (o.intermediate !== undefined) s.intermediateSize = dimension('intermediate', o.intermediate);
+  if (o.vocab !== undefined) s.vocabSize = dimension('vocab', o.vocab);
+  if (o.maxPos !== undefined) s.maxPositionEmbeddings = dimension('max-pos', o.maxPos);
+  if (o.ropeTheta !== undefined) s.ropeTheta = parseReal('rope-theta', o.ropeTheta, 0, 1e9, { minOpen: true });
+  if (o.rmsNormEps !== undefined) s.rmsNormEps = parseReal('rms-norm-eps', o.rmsNormEps, 0, 1, { minOpen: true, maxOpen: true });
   if (o.tieEmbeddings !== undefined) s.tieWordEmbeddings = o.tieEmbeddings;
   if (o.attentionBias !== undefined) s.attentionBias = o.attentionBias;
   return s;
@@ -81,13 +78,13 @@ export async function runBuildTestModel(o: BuildTestModelCliOptions): Promise<Bu
   if (!TEST_TOPOLOGIES.includes(o.topology as TestTopology)) {
     throw new Error(`--topology must be one of ${TEST_TOPOLOGIES.join(', ')}, got "${o.topology}"`);
   }
-  if (!/^\d+$/.test(o.seed.trim())) throw new Error(`--seed must be a non-negative integer, got "${o.seed}"`);
+  const seed = parseSeedOption(o.seed);
   const shape = shapeFromCli(o);
   const t0 = performance.now();
   const built = await buildTestModel(o.out, {
     shape,
     topology: o.topology as TestTopology,
-    seed: Number(o.seed),
+    seed,
     externalData: o.externalData ? true : undefined,
   });
   const ms = performance.now() - t0;

@@ -19,8 +19,11 @@ import type { SteerableModel } from '../../core/model/steerable.js';
 import type { DirectionFile } from '../../core/steering/direction-file.js';
 import { importDirectionFile, writeDirectionFile } from '../../core/steering/direction-file-node.js';
 import type { EmbeddingSource } from '../../core/onnx/weights-reader.js';
+import { parseDevice } from '../../core/model/node-cli.js';
+import { modelFolderInputs, refuseOverwritingInputs } from '../../core/util/same-file-node.js';
 import { ProgressBar } from '../progress.js';
-import { parseCount, parseIndex, parseNumber, parseSeed } from '../policy-options.js';
+import { parseFinite, parseReal } from '../numbers.js';
+import { parseCount, parseIndex, parseSeed } from '../policy-options.js';
 import { addModelOptions, loadCommandModel, type ModelCliOptions } from '../model-options.js';
 
 export interface DirectionCliOptions extends ModelCliOptions {
@@ -87,6 +90,22 @@ export async function runDirection(o: DirectionCliOptions, log: (s: string) => v
   if (o.source !== undefined && o.source !== 'unembedding' && o.source !== 'input-embedding') {
     throw new Error(`--source must be unembedding or input-embedding, got "${o.source}"`);
   }
+  // Every number (and the device) before the model loads.
+  parseDevice(o.device);
+  const thresholds = {
+    kl: o.klThreshold !== undefined ? parseReal('kl-threshold', o.klThreshold, 0, Infinity) : undefined,
+    induced: o.inducedRefusalThreshold !== undefined ? parseFinite('induced-refusal-threshold', o.inducedRefusalThreshold) : undefined,
+    prune: o.pruneLayerFraction !== undefined ? parseReal('prune-layer-fraction', o.pruneLayerFraction, 0, 1, { maxOpen: true }) : undefined,
+  };
+  if (o.method === 'diff-in-means') {
+    parseCount('n', o.n);
+    parseCount('val-n', o.valN);
+    parseSeed(o.seed);
+  }
+  refuseOverwritingInputs(
+    [{ path: o.out, role: '--out' }, ...(o.castOut ? [{ path: o.castOut, role: '--cast-out' }] : [])],
+    [...(o.file ? [{ path: o.file, role: '--file' }] : []), { path: o.harmful, role: '--harmful' }, { path: o.harmless, role: '--harmless' }, ...modelFolderInputs(o.model)],
+  );
   const t0 = performance.now();
   const model: SteerableModel = await loadCommandModel(o);
   const t1 = performance.now();
@@ -112,9 +131,9 @@ export async function runDirection(o: DirectionCliOptions, log: (s: string) => v
           seed,
           datasets: { harmful: o.harmful, harmless: o.harmless },
           selection: {
-            ...(o.klThreshold !== undefined ? { klThreshold: parseNumber('kl-threshold', o.klThreshold) } : {}),
-            ...(o.inducedRefusalThreshold !== undefined ? { inducedRefusalThreshold: parseNumber('induced-refusal-threshold', o.inducedRefusalThreshold) } : {}),
-            ...(o.pruneLayerFraction !== undefined ? { pruneLayerFraction: parseNumber('prune-layer-fraction', o.pruneLayerFraction) } : {}),
+            ...(thresholds.kl !== undefined ? { klThreshold: thresholds.kl } : {}),
+            ...(thresholds.induced !== undefined ? { inducedRefusalThreshold: thresholds.induced } : {}),
+            ...(thresholds.prune !== undefined ? { pruneLayerFraction: thresholds.prune } : {}),
           },
           onProgress: (stage, done, total) => {
             let b = bars.get(stage);

@@ -16,18 +16,23 @@ import { selectBackend } from '../../core/controller/backend.js';
 import type { Label } from '../../core/data/types.js';
 import { getJudge, JUDGE_IDS } from '../../core/eval/judges.js';
 import type { EvalRecord } from '../../core/eval/records.js';
-import { openRunStore } from '../../core/eval/records-node.js';
-import { PAPER_SAMPLING, runEval, runSettings, settingsDiff, type EvalDataset } from '../../core/eval/runner.js';
+import { describeOpenReport, openRunStore } from '../../core/eval/records-node.js';
+import { checkResume, modelFingerprint, type PlannedPrompt } from '../../core/eval/resume-check.js';
+import { PAPER_SAMPLING, promptHash, runEval, runSettings, RUN_DISPLAY_FIELDS, type EvalDataset } from '../../core/eval/runner.js';
 import { parseRecordsJsonl, runSettingsJson, runSummaryMarkdown, summarizeRun, summaryFiles, type RunSummary } from '../../core/eval/summary.js';
 import { loadMethodArtefacts } from '../../core/method/artifacts-node.js';
 import { castId, parseConditionList, resolveConditions, type CastSettings } from '../../core/method/conditions.js';
-import { loadPromptSet, pick } from '../../core/method/datasets.js';
+import { datasetNamesFor, loadPromptSet, pick } from '../../core/method/datasets.js';
 import { FIT_MODES, parseFitMode } from '../../core/method/fit.js';
 import type { MethodController } from '../../core/method/flow.js';
 import type { DirectionFile } from '../../core/steering/direction-file.js';
+import { parseDevice } from '../../core/model/node-cli.js';
 import { writeFileAtomic } from '../../core/util/atomic-write.js';
+import { modelFolderInputs, refuseOverwritingInputs } from '../../core/util/same-file-node.js';
+import { decodeUtf8 } from '../../core/util/utf8.js';
+import { parseStrength, parseTokenLimit } from '../numbers.js';
 import { ProgressBar } from '../progress.js';
-import { parseCount, parseManualSettings, parseNumber, parseSeed, readCastSettings } from '../policy-options.js';
+import { parseCount, parseManualSettings, parseSeed, readCastSettings } from '../policy-options.js';
 import { addModelOptions, loadCommandModel, type ModelCliOptions } from '../model-options.js';
 
 export interface EvalCliOptions extends ModelCliOptions {
@@ -53,6 +58,8 @@ export interface EvalCliOptions extends ModelCliOptions {
   fit?: string;
   judge: string;
   allowOtherModel?: boolean;
+  /** Let special-token strings in prompts become special tokens (default: they stay text). */
+  allowSpecialTokens?: boolean;
   out: string;
   json?: boolean;
 }
@@ -80,46 +87,55 @@ export interface EvalRunResult {
   warnings: string[];
 }
 
-/** The settings a resumed run must share with the run that started DIR. */
-async function checkManifest(dir: string, manifest: Record<string, unknown>): Promise<void> {
+/** The run's manifest (DIR/run.json), or null when DIR has none yet. */
+async function readManifest(dir: string): Promise<Record<string, unknown> | null> {
   const file = join(dir, 'run.json');
-  let old: Record<string, unknown> | null = null;
   try {
-    old = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+    return JSON.parse(decodeUtf8(await readFile(file), file)) as Record<string, unknown>;
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`${file} is not readable JSON: ${(e as Error).message}`);
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new Error(`${file} is not readable JSON (${(e as Error).message}); restore it, or give another --out`);
   }
-  if (old) {
-    const diff = settingsDiff(old, manifest);
-    if (diff.length > 0) {
-      throw new Error(`${dir} holds a run with other settings (${diff.join(', ')} differ); use another --out, or the same settings to resume`);
-    }
-    return;
-  }
-  await writeFileAtomic(file, runSettingsJson(manifest));
+}
+
+async function plannedPrompts(datasets: readonly EvalDataset[]): Promise<PlannedPrompt[]> {
+  const out: PlannedPrompt[] = [];
+  for (const d of datasets) for (const p of d.prompts) out.push({ dataset: d.name, id: p.id, label: p.label ?? null, promptHash: await promptHash(p.text) });
+  return out;
 }
 
 export async function runEvalCommand(o: EvalCliOptions, progress = true): Promise<EvalRunResult> {
   if (!o.out) throw new Error('--out DIR is required');
   if (!o.dataset || o.dataset.length === 0) throw new Error('--dataset is required (a dataset name or a CSV/JSONL file; repeatable)');
+  parseDevice(o.device);
   const names = parseConditionList(o.conditions);
   const judge = getJudge(o.judge);
-  const maxNewTokens = parseCount('max-new-tokens', o.maxNewTokens);
+  const maxNewTokens = parseTokenLimit('max-new-tokens', o.maxNewTokens);
   const seed = parseSeed(o.seed);
   const fit = parseFitMode(o.fit, '--fit');
   const n = o.n !== undefined ? parseCount('n', o.n) : undefined;
   if (o.label !== undefined && o.label !== 'harmful' && o.label !== 'benign') throw new Error(`--label must be harmful or benign, got "${o.label}"`);
-  const alpha = o.alpha !== undefined ? parseNumber('alpha', o.alpha) : undefined;
+  const alpha = o.alpha !== undefined ? parseStrength('alpha', o.alpha) : undefined;
   if ((names.includes('was') || names.includes('uniform')) && !o.controller) {
     throw new Error(`condition '${names.includes('was') ? 'was' : 'uniform'}' needs --controller FILE (train one with lab train-controller)`);
   }
 
+  const written = ['records.jsonl', 'records.jsonl.torn', 'records.jsonl.duplicates', 'run.json', 'summary.json', 'summary.csv', 'summary.md'];
+  refuseOverwritingInputs(
+    written.map((f) => ({ path: join(o.out, f), role: `--out ${o.out}: its` })),
+    [
+      ...o.dataset.map((d) => ({ path: d, role: '--dataset' })),
+      ...[o.direction, o.controller, o.cast].flatMap((p, i) => (p ? [{ path: p, role: ['--direction', '--controller', '--cast'][i]! }] : [])),
+      ...modelFolderInputs(o.model),
+    ],
+  );
+
   // Datasets before the model: a bad name or file fails fast.
   const datasets: EvalDataset[] = [];
   const warnings: string[] = [];
-  for (const source of o.dataset) {
-    const set = await loadPromptSet({ source, ...(o.textColumn ? { textColumn: o.textColumn } : {}), ...(o.label ? { label: o.label as Label } : {}), ...(o.idColumn ? { idColumn: o.idColumn } : {}) });
-    if (datasets.some((d) => d.name === set.name)) throw new Error(`dataset '${set.name}' is given twice`);
+  const setNames = datasetNamesFor(o.dataset);
+  for (const [i, source] of o.dataset.entries()) {
+    const set = await loadPromptSet({ source, name: setNames[i]!, ...(o.textColumn ? { textColumn: o.textColumn } : {}), ...(o.label ? { label: o.label as Label } : {}), ...(o.idColumn ? { idColumn: o.idColumn } : {}) });
     if (set.problems.length > 0) {
       // Malformed rows are never dropped silently: the user hears the count and where they are.
       const shown = set.problems.slice(0, 10).map((p) => `line ${p.line}: ${p.message}`).join('; ');
@@ -146,7 +162,9 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
     const sampling = o.sampling ? { ...PAPER_SAMPLING } : null;
     const steerPromptPositions = o.steerAllPositions ? 'all' : 'last';
 
-    const manifest = await runSettings({
+    const specialTokens = o.allowSpecialTokens ? ('allowed' as const) : ('text' as const);
+    const planned = await plannedPrompts(datasets);
+    const settings = await runSettings({
       model: model.identity,
       datasets,
       conditions: names,
@@ -161,8 +179,14 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
       castId: cast ? await castId(cast) : null,
       alpha: alpha ?? null,
       manual: names.includes('manual') ? manual : null,
+      specialTokens,
+      // What the model computes: a resume cannot mix other weights under the same name (resume-check.ts).
+      fingerprint: await modelFingerprint(model),
     });
+    const manifest = settings;
+    const stamp = { model_id: model.id, direction_id: directionId, controller_id: controllerId, special_tokens: specialTokens };
     const store = await openRunStore(o.out);
+    warnings.push(...describeOpenReport(store.report));
     const t1 = performance.now();
     let interrupted = false;
     const ac = new AbortController();
@@ -174,7 +198,9 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
     let result;
     let records: EvalRecord[] = [];
     try {
-      await checkManifest(o.out, manifest);
+      const stored = await readManifest(o.out);
+      checkResume(o.out, { settings: stored, records: store.records() }, { settings: manifest, prompts: planned, recordStamp: stamp, displayOnly: RUN_DISPLAY_FIELDS });
+      if (!stored) await writeFileAtomic(join(o.out, 'run.json'), runSettingsJson(manifest));
       const bar = progress ? new ProgressBar('eval', 0) : null;
       result = await runEval({
         model,
@@ -191,6 +217,7 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
         seed,
         steerPromptPositions,
         fit,
+        allowSpecialTokens: o.allowSpecialTokens === true,
         signal: ac.signal,
         onProgress: (p) => bar?.update(p.done, p.total, p.record ? `${p.record.dataset}/${p.record.condition}` : ''),
       });
@@ -288,6 +315,7 @@ export function register(program: Command): void {
     .option('--fit <mode>', `prompts longer than the model's context: ${FIT_MODES.join(' | ')} (middle keeps head and tail around " [...] "; none: a longer prompt fails the run)`, 'middle')
     .option('--judge <id>', `refusal judge: ${JUDGE_IDS.join(' | ')}`, 'was-keywords')
     .option('--allow-other-model', 'accept a direction or controller made for another model of the same shape (it then warns)')
+    .option('--allow-special-tokens', 'let special-token strings in prompts (e.g. <|im_end|>) become role/control tokens; default: they are text (records say which)')
     .requiredOption('--out <dir>', 'run folder (records.jsonl, run.json, summary.*)')
     .option('--json', 'print {"summary": [...], "records": PATH}')
     .action(async (opts: EvalCliOptions) => {

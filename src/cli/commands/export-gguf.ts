@@ -6,6 +6,7 @@ import type { Command } from 'commander';
 import { writeFileAtomic } from '../../core/util/atomic-write.js';
 import { exportGgufFromSource, GGUF_EXPORT_TYPES, type GgufExportType } from '../../core/model/gguf-export.js';
 import { absoluteFolder } from '../../core/model/node-io.js';
+import { modelFolderInputs, refuseOverwritingInputs } from '../../core/util/same-file-node.js';
 import { addModelOptions, modelLoadOptions, type ModelCliOptions } from '../model-options.js';
 
 export interface ExportGgufCliOptions extends ModelCliOptions {
@@ -20,6 +21,7 @@ export async function runExportGguf(o: ExportGgufCliOptions) {
   if (!o.out.endsWith('.gguf')) throw new Error(`--out must name a .gguf file, got "${o.out}"`);
   if (typeof o.model !== 'string' || o.model.trim() === '') throw new Error('--model is required: a model folder or a hub id ("org/name")');
   const { dtype, modelFileName } = modelLoadOptions(o);
+  refuseOverwritingInputs([{ path: o.out, role: '--out' }], modelFolderInputs(o.model));
   // transformers.js would take a relative "a/b" for a hub id: an existing folder is passed as an absolute path.
   const source = absoluteFolder(o.model) ?? o.model;
   const { parts, report, graphFile } = await exportGgufFromSource(source, { type, ...(dtype ? { dtype } : {}), ...(modelFileName ? { modelFileName } : {}) });

@@ -5,6 +5,7 @@
 import type { Command } from 'commander';
 import { OnnxPatchError, type PatchOptions, type PatchReport } from '../../core/onnx/patcher.js';
 import { patchDecoderFile } from '../../core/onnx/patcher-node.js';
+import { MAX_HIDDEN, MAX_LAYERS, parseInteger } from '../numbers.js';
 
 export interface PatchCliOptions {
   json?: boolean;
@@ -13,11 +14,6 @@ export interface PatchCliOptions {
   renameExternalData?: string[];
 }
 
-function positiveInteger(flag: string, v: string): number {
-  const n = Number(v);
-  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n <= 0) throw new Error(`--${flag} must be a positive integer, got "${v}"`);
-  return n;
-}
 
 function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
@@ -25,8 +21,8 @@ function collect(value: string, previous: string[] = []): string[] {
 
 export function patchOptionsFromCli(o: PatchCliOptions): PatchOptions {
   const opts: PatchOptions = {};
-  if (o.layers !== undefined) opts.expectedNumLayers = positiveInteger('layers', o.layers);
-  if (o.hidden !== undefined) opts.expectedHiddenSize = positiveInteger('hidden', o.hidden);
+  if (o.layers !== undefined) opts.expectedNumLayers = parseInteger('layers', o.layers, 1, MAX_LAYERS);
+  if (o.hidden !== undefined) opts.expectedHiddenSize = parseInteger('hidden', o.hidden, 1, MAX_HIDDEN);
   if (o.renameExternalData?.length) {
     opts.renameExternalData = {};
     for (const pair of o.renameExternalData) {
@@ -44,6 +40,7 @@ function summary(report: PatchReport, outPath: string): string {
     `patched ${report.topology} decoder -> ${outPath}`,
     `layers ${report.num_layers}, hidden ${report.hidden_size}, residual stream ${report.stream_dtype}, opset ${report.opset}`,
     `input ${report.steering_input} float32 [steer_batch, ${report.num_layers}, ${report.hidden_size}]; ` +
+      (report.projection_input ? `input ${report.projection_input} float32 [projection_batch, ${report.num_layers}, ${report.hidden_size}] (unit rows u_l: x <- x - (x.u_l)u_l + steering_l); ` : '') +
       `output ${report.residual_output} float32 [batch, ${report.num_layers + 1}, seq, ${report.hidden_size}]`,
     'injection points:',
     ...points,
@@ -53,7 +50,7 @@ function summary(report: PatchReport, outPath: string): string {
 export function register(program: Command): void {
   program
     .command('patch')
-    .description('make an ONNX decoder steerable: add input `steering` [steer_batch, L, H] and output `residual_stream`')
+    .description('make an ONNX decoder steerable: add inputs `steering` [steer_batch, L, H] and `projection` [projection_batch, L, H] and output `residual_stream`')
     .argument('<in>', 'input model (.onnx)')
     .argument('<out>', 'output model (.onnx), written atomically')
     .option('--json', 'print the patch report as one JSON object')

@@ -32,6 +32,10 @@ export function register(program: Command): void {
         process.stdout.write(
           `${r.ok ? 'OK' : 'FAILED'} ${r.model} = ${r.model_id} (${r.topology}, ${r.num_layers} layers x ${r.hidden_size}, stream ${r.stream_dtype}, ${r.dtype} on ${r.device})\n` +
             `  injection at layer ${r.layer}: max error ${fmt(r.injection_max_error)}, upstream change ${fmt(r.upstream_max_error)}, tolerance ${fmt(r.tolerance)}\n` +
+            (r.projection
+              ? `  projection at layer ${r.layer}: ablation max error ${fmt(r.projection.ablation_max_error)} (removed component up to ${fmt(r.projection.removed_component)}), ` +
+                `clamping to ${fmt(r.projection.clamp_target)} max error ${fmt(r.projection.clamp_max_error)}, elementwise ${fmt(r.projection.projection_max_error)}\n`
+              : '') +
             `  identity: max logit diff ${fmt(r.identity_max_logit_diff)}${r.identity_tolerance !== null ? `, tolerance ${fmt(r.identity_tolerance)}` : ' (run with --identity)'}\n`,
         );
       }

@@ -10,6 +10,15 @@ import * as tf from '@tensorflow/tfjs-core';
 // The CPU backend is always registered so the controller works even if selectBackend is never called.
 import '@tensorflow/tfjs-backend-cpu';
 
+// In Node, tfjs's CPU backend prints advice to install tfjs-node (a native package this project does not use, see
+// selectBackend) on stderr the first time it holds a tensor: noise in every command's output. The engine makes its
+// backend instances once, when first asked for one; ask now and mark the CPU instance as used.
+if (isNodeRuntime()) {
+  void tf.engine().backend;
+  const cpu = tf.findBackend('cpu') as { firstUse?: boolean } | null;
+  if (cpu && 'firstUse' in cpu) cpu.firstUse = false;
+}
+
 export type ControllerBackendName = 'webgpu' | 'webgl' | 'wasm' | 'cpu';
 export const KNOWN_BACKENDS: readonly ControllerBackendName[] = ['webgpu', 'webgl', 'wasm', 'cpu'];
 

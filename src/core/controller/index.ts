@@ -32,8 +32,11 @@ export {
   classWeights,
   scaleThreshold,
   validateDataset,
+  validateLayerTargets,
+  layerTargetMse,
   PAPER_DEFAULTS,
   type ControllerDataset,
+  type LayerWeightsRecipe,
   type TrainControllerOptions,
   type BatchProgress,
 } from './train.js';
@@ -50,6 +53,8 @@ export {
   type ControllerLoss,
   type EpochMetrics,
   type ControllerMetrics,
+  type LayerTargetInfo,
+  type LayerWeightsRecord,
 } from './metadata.js';
 export { encodeController, decodeController, type DecodeControllerOptions } from './format.js';
 export {

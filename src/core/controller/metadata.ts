@@ -5,6 +5,7 @@
 import type { DecoderLayer } from '../model/layer-index.js';
 import { recordedModelProblem, type ModelVariant } from '../model/model-id.js';
 import { validateInputLayers } from './layers.js';
+import type { NllCalibration } from '../eval/coherence.js';
 import type { ControllerParams, ControllerShape, InputStandardization } from './params.js';
 
 export const CONTROLLER_FORMAT = 'steerlab-controller';
@@ -24,6 +25,8 @@ export interface EpochMetrics {
   val_accuracy: number | null;
   /** Mean of the harmful and benign recall (robust to imbalanced validation sets); null without validation. */
   val_balanced_accuracy: number | null;
+  /** 'learned' layer weights: mean over validation rows with targets of (1/L) sum_l (w_l - t_l)^2. */
+  val_layer_weight_mse?: number | null;
   seconds: number;
 }
 
@@ -61,6 +64,42 @@ export interface ControllerTrainingSetInfo {
   validation_benign: number;
 }
 
+/** How the layer-weight targets of the 'learned' recipe were made (src/core/method/layer-targets.ts). */
+export interface LayerTargetInfo {
+  method: 'least-refusal-patch';
+  /** What counts as a refusal of the patched prompt (the first token's refusal score, or keywords in the first tokens). */
+  criterion:
+    | { kind: 'first-token'; margin: number }
+    | { kind: 'keyword'; tokens: number; judge: string }
+    | { kind: 'coherent'; tokens: number; judge: string; calibration: NllCalibration };
+  /** Gains tried per layer, descending (the first is the full patch). */
+  grid: number[];
+  /** The refusal tokens of the first-token criterion's refusal score. */
+  refusal_token_ids: number[];
+  /** Steering positions of the search's forward passes (the flow's setting). */
+  positions: 'last' | 'all' | 'new';
+  /** Patch strength of the search: row l = g_l * alpha * d (s = 1, the harmful target of s). */
+  alpha: number;
+  /** The search: start at the least uniform gain that refuses, then lower one layer at a time from the last. */
+  order: 'least-uniform-gain, then last-to-first';
+  /** Benign prompts' target for every layer. */
+  benign_target: 0;
+  /** Harmful rows searched: refused without a patch (targets 0), turned by some gain, not turned (no target). */
+  harmful_rows: number;
+  refused_unpatched: number;
+  turned_by_patch: number;
+  no_target: number;
+  /** Mean least uniform gain over the turned rows (null when none). */
+  mean_uniform_gain: number | null;
+  /** Probes run: each one forward pass (first-token) or one short generation (keyword). */
+  probes: number;
+}
+
+/** The layer-weights recipe: the paper's (no w term) or learned against per-prompt targets. */
+export type LayerWeightsRecord =
+  | { recipe: 'paper' }
+  | { recipe: 'learned'; loss_weight: number; rows_with_targets: number; targets: LayerTargetInfo };
+
 export interface ControllerMetadata {
   format: typeof CONTROLLER_FORMAT;
   version: typeof CONTROLLER_FORMAT_VERSION;
@@ -82,6 +121,8 @@ export interface ControllerMetadata {
   loss: ControllerLoss;
   /** Whether inputs are standardised per feature before the first layer (statistics stored as tensors). */
   standardization: StandardizationKind;
+  /** How w was trained; absent in files written before the option existed (= the paper's recipe). */
+  layer_weights?: LayerWeightsRecord;
   training_set: ControllerTrainingSetInfo;
   training: ControllerTrainingConfig;
   seed: number;
@@ -164,6 +205,21 @@ export function validateMetadata(raw: unknown, source = 'controller metadata'): 
   field(raw, 'seed', where, Number.isSafeInteger, 'an integer');
   field(raw, 'created_at', where, isStr, 'an ISO date string');
 
+  if (raw.layer_weights !== undefined) {
+    const lw = field<Obj>(raw, 'layer_weights', where, isObj, 'an object');
+    const w = `${where} layer_weights`;
+    field(lw, 'recipe', w, (v) => v === 'paper' || v === 'learned', '"paper" or "learned"');
+    if (lw.recipe === 'learned') {
+      field(lw, 'loss_weight', w, isFiniteNum, 'a finite number');
+      field(lw, 'rows_with_targets', w, isPosInt, 'a positive count');
+      const t = field<Obj>(lw, 'targets', w, isObj, 'an object');
+      field(t, 'method', `${w}.targets`, (v) => v === 'least-refusal-patch', '"least-refusal-patch"');
+      field(t, 'grid', `${w}.targets`, (v) => Array.isArray(v) && v.every(isFiniteNum), 'an array of numbers');
+      field(t, 'criterion', `${w}.targets`, (v) => isObj(v) && ['first-token', 'keyword', 'coherent'].includes(v.kind as string), "{ kind: 'first-token' | 'keyword' | 'coherent', ... }");
+      field(t, 'alpha', `${w}.targets`, isFiniteNum, 'a finite number');
+      for (const k of ['harmful_rows', 'refused_unpatched', 'turned_by_patch', 'no_target', 'probes']) field(t, k, `${w}.targets`, isNonNegInt, 'a count');
+    }
+  }
   const ts = field<Obj>(raw, 'training_set', where, isObj, 'an object');
   field(ts, 'description', `${where} training_set`, isStr, 'a string');
   for (const k of ['harmful', 'benign', 'validation_harmful', 'validation_benign']) field(ts, k, `${where} training_set`, isNonNegInt, 'a count');
@@ -184,6 +240,7 @@ export function validateMetadata(raw: unknown, source = 'controller metadata'): 
     field(e, 'epoch', w, isPosInt, 'a positive integer');
     field(e, 'train_loss', w, isFiniteNum, 'a finite number');
     for (const k of ['val_loss', 'val_accuracy', 'val_balanced_accuracy']) field(e, k, w, isNumOrNull, 'a number or null');
+    if (e.val_layer_weight_mse !== undefined) field(e, 'val_layer_weight_mse', w, isNumOrNull, 'a number or null');
     field(e, 'seconds', w, isFiniteNum, 'a finite number');
   });
   for (const k of ['held_out_accuracy', 'held_out_balanced_accuracy']) field(me, k, `${where} metrics`, isNumOrNull, 'a number or null');

@@ -10,6 +10,13 @@
  *
  * The forward pass x @ w1 runs on the active tfjs backend; the rest of the step (a B x hiddenWidth problem) and the
  * fused AdamW update run in JS (optimizer.ts). Deterministic for a given seed on a given backend.
+ *
+ * Layer weights that learn (layerWeights: 'learned'): the paper's loss gives w no signal of its own, so WAS and
+ * uniform end up alike. With per-row targets t [rows, L] in [0, 1] (src/core/method/layer-targets.ts: the least
+ * per-layer gain that still turns a harmful prompt's first reply token into a refusal, 0 for benign prompts), the
+ * loss gains a term on the sigmoid outputs:
+ *   loss_row = c_row * ( l(s, y) + layerWeightLossWeight * (1/L) sum_l (w_l - t_l)^2 ),   w_l = sigmoid(o_l)
+ * Rows whose targets are NaN (not searched) get no w term. 'paper' (default) keeps the paper's loss exactly.
  */
 import type { ModelVariant } from '../model/model-id.js';
 import * as tf from '@tensorflow/tfjs-core';
@@ -20,6 +27,7 @@ import {
   type Controller,
   type ControllerLoss,
   type EpochMetrics,
+  type LayerTargetInfo,
 } from './metadata.js';
 import { ControllerNetwork } from './network.js';
 import { AdamW, clipFactor, outerProductSquaredNorm, squaredNorm } from './optimizer.js';
@@ -35,10 +43,13 @@ import {
   type InputStandardization,
 } from './params.js';
 import { SeededRandom } from './prng.js';
-import { splitControllerDataset, validateDataset, type ControllerDataset } from './dataset.js';
+import { layerTargetMse, splitControllerDataset, validateDataset, validateLayerTargets, type ControllerDataset } from './dataset.js';
 
-export { splitControllerDataset, validateDataset, type ControllerDataset };
+export { layerTargetMse, splitControllerDataset, validateDataset, validateLayerTargets, type ControllerDataset };
 import { yieldToEventLoop } from '../util/yield.js';
+
+/** How w is trained: the paper's recipe (no w term) or learned against per-row targets (see the module comment). */
+export type LayerWeightsRecipe = 'paper' | 'learned';
 
 export interface BatchProgress {
   epoch: number;
@@ -75,6 +86,12 @@ export interface TrainControllerOptions {
   lambda?: number;
   /** Per-feature input standardisation fitted on the training rows (default false, as in the paper). */
   standardize?: boolean;
+  /** 'paper' (default): MSE on s only. 'learned': plus a term pulling w towards data.layerTargets. */
+  layerWeights?: LayerWeightsRecipe;
+  /** Weight of the w term in the 'learned' recipe (default 1). */
+  layerWeightLossWeight?: number;
+  /** How the targets were made, stored in the metadata ('learned' recipe). */
+  layerTargetInfo?: LayerTargetInfo;
   init?: ControllerInit;
   seed?: number;
   validation?: ControllerDataset;
@@ -103,6 +120,8 @@ export const PAPER_DEFAULTS = {
   balance: true,
   lambda: 0.5,
   standardize: false,
+  layerWeights: 'paper' as LayerWeightsRecipe,
+  layerWeightLossWeight: 1,
   init: 'torch-linear' as ControllerInit,
   seed: 0,
   alpha: 2.0,
@@ -204,6 +223,10 @@ export async function trainController(data: ControllerDataset, options: TrainCon
   if (!CONTROLLER_INITS.includes(o.init)) throw new Error(`controller training: unknown init "${o.init}"`);
   const seed = o.seed;
   if (!Number.isSafeInteger(seed)) throw new Error(`controller training: seed must be an integer, got ${seed}`);
+  if (o.layerWeights !== 'paper' && o.layerWeights !== 'learned') throw new Error(`controller training: layerWeights must be "paper" or "learned", got ${String(o.layerWeights)}`);
+  const learned = o.layerWeights === 'learned';
+  if (!(Number.isFinite(o.layerWeightLossWeight) && o.layerWeightLossWeight > 0)) throw new Error(`controller training: layerWeightLossWeight must be > 0, got ${o.layerWeightLossWeight}`);
+  if (learned && !o.layerTargetInfo) throw new Error("controller training: the 'learned' layer-weights recipe needs layerTargetInfo (how the targets were made) for the metadata");
 
   const shape = { inputSize: inputLayers.length * o.hiddenSize, hiddenWidth, numLayers: o.numLayers };
   const n = shape.inputSize;
@@ -214,8 +237,11 @@ export async function trainController(data: ControllerDataset, options: TrainCon
       `training set: needs both classes, got ${counts.harmful} harmful (label 1) and ${counts.benign} benign (label 0) rows`,
     );
   }
+  const targetRows = learned ? validateLayerTargets(data.layerTargets, rows, o.numLayers, 'training set') : 0;
   const validation = o.validation;
   if (validation) validateDataset(validation, n, 'validation set');
+  const validationTargets = learned && validation?.layerTargets ? validation.layerTargets : null;
+  if (validationTargets) validateLayerTargets(validationTargets, validation!.labels.length, o.numLayers, 'validation set');
   const valCounts = validation ? countClasses(validation.labels) : { harmful: 0, benign: 0 };
   o.signal?.throwIfAborted();
 
@@ -232,6 +258,8 @@ export async function trainController(data: ControllerDataset, options: TrainCon
   const xb = new Float32Array(batchSize * n);
   const yb = new Float64Array(batchSize);
   const cb = new Float64Array(batchSize);
+  const tb = learned ? new Float32Array(batchSize * o.numLayers) : null;
+  const L = o.numLayers;
   const work = gradientBuffers(shape, batchSize);
   const threshold = scaleThreshold(o.loss);
   const epochMetrics: EpochMetrics[] = [];
@@ -255,10 +283,11 @@ export async function trainController(data: ControllerDataset, options: TrainCon
         const y = data.labels[order[start + b]];
         yb[b] = y;
         cb[b] = y ? cw.harmful : cw.benign;
+        if (tb) tb.set(data.layerTargets!.subarray(order[start + b] * L, (order[start + b] + 1) * L), b * L);
       }
       // Forward x @ w1 on the tfjs backend, read back asynchronously (WebGPU has no synchronous read-back).
       const z1 = await firstLayer(xb.subarray(0, B * n), B, params);
-      const g = batchGradients(params, xb, z1, B, yb, cb, o.loss, work);
+      const g = batchGradients(params, xb, z1, B, yb, cb, o.loss, work, tb ? { targets: tb, weight: o.layerWeightLossWeight } : undefined);
       epochLoss += g.lossSum;
       const batchLoss = g.lossSum / B;
       const scale = clipFactor(Math.sqrt(g.normSq), o.clipNorm);
@@ -285,11 +314,12 @@ export async function trainController(data: ControllerDataset, options: TrainCon
     if (validation) {
       const net = new ControllerNetwork(params, standardization);
       try {
-        const scales = (await net.predictBatchAsync(validation.x, validation.labels.length)).scales;
-        const ev = evaluateScales(scales, validation.labels, o.loss, o.balance, o.lambda);
+        const out = await net.predictBatchAsync(validation.x, validation.labels.length);
+        const ev = evaluateScales(out.scales, validation.labels, o.loss, o.balance, o.lambda);
         m.val_loss = ev.loss;
         m.val_accuracy = ev.accuracy;
         m.val_balanced_accuracy = ev.balancedAccuracy;
+        if (validationTargets) m.val_layer_weight_mse = layerTargetMse(out.layerWeights, validationTargets, L);
       } finally {
         net.dispose();
       }
@@ -317,6 +347,9 @@ export async function trainController(data: ControllerDataset, options: TrainCon
       alpha: o.alpha,
       loss: o.loss,
       standardization: standardization ? 'per-feature' : 'none',
+      layer_weights: learned
+        ? { recipe: 'learned', loss_weight: o.layerWeightLossWeight, rows_with_targets: targetRows, targets: o.layerTargetInfo! }
+        : { recipe: 'paper' },
       training_set: {
         description: o.trainingSetDescription ?? '',
         harmful: counts.harmful,
@@ -357,7 +390,7 @@ export interface BatchGradients {
   /** d loss / d z1, row-major [B, hiddenWidth]. */
   dz: Float32Array;
   b1: Float32Array;
-  /** Dense [hiddenWidth, 1 + numLayers]; only column 0 is non-zero (the loss reads s only). */
+  /** Dense [hiddenWidth, 1 + numLayers]; only column 0 is non-zero unless the w term is on. */
   w2: Float32Array;
   b2: Float32Array;
   /** Squared global norm over all four gradients (for clipping). */
@@ -381,11 +414,18 @@ export function gradientBuffers(shape: ControllerShape, maxBatch: number): Batch
   };
 }
 
+/** The w term of the 'learned' recipe for one batch: targets [B, numLayers] (a NaN row = no term), its weight. */
+export interface LayerTargetTerm {
+  targets: ArrayLike<number>;
+  weight: number;
+}
+
 /**
  * Rest of the forward pass and the backward pass of one batch, by hand: x row-major [B, inputSize] (already
- * standardised), z1 = x @ w1 without b1 (firstLayer). The network is two linear layers and the loss reads only s, so
- * the whole backward pass is a few B x hiddenWidth loops. Loss = (1/B) sum_b c_b * l(s_b, y_b) with c_b the class
- * weight. Results are written into `work` and returned.
+ * standardised), z1 = x @ w1 without b1 (firstLayer). The network is two linear layers, so the whole backward pass is
+ * a few B x hiddenWidth (x outputs) loops. Loss = (1/B) sum_b c_b * (l(s_b, y_b) + lambda_w (1/L) sum_l
+ * (sigmoid(o_bl) - t_bl)^2), the w term only with `wTerm` and only on rows with targets. Results are written into
+ * `work` and returned.
  */
 export function batchGradients(
   params: ControllerParams,
@@ -396,9 +436,11 @@ export function batchGradients(
   c: ArrayLike<number>,
   loss: ControllerLoss,
   work: BatchGradients & { h: Float32Array },
+  wTerm?: LayerTargetTerm,
 ): BatchGradients {
   const H = params.shape.hiddenWidth;
   const O = outputSize(params.shape);
+  const L = params.shape.numLayers;
   const n = params.shape.inputSize;
   if (z1.length < B * H) throw new Error(`batchGradients: z1 has ${z1.length} values, expected ${B} x ${H}`);
   const { h, dz, b1: gb1, w2: gW2, b2: gb2, scales } = work;
@@ -406,30 +448,48 @@ export function batchGradients(
   gW2.fill(0);
   gb2.fill(0);
   let lossSum = 0;
+  const dO = new Float64Array(O);
   for (let b = 0; b < B; b++) {
-    let s = params.b2[0];
     for (let j = 0; j < H; j++) {
       const z = z1[b * H + j] + params.b1[j];
-      const hj = z > 0 ? z : 0;
-      h[b * H + j] = hj;
-      s += hj * params.w2[j * O];
+      h[b * H + j] = z > 0 ? z : 0;
     }
+    let s = params.b2[0];
+    for (let j = 0; j < H; j++) s += h[b * H + j] * params.w2[j * O];
     scales[b] = s;
     const [l, dl] = lossAndGrad(loss, s, y[b]);
     lossSum += c[b] * l;
-    const ds = (c[b] * dl) / B;
-    gb2[0] += ds;
+    dO.fill(0);
+    dO[0] = (c[b] * dl) / B;
+    const withTargets = wTerm !== undefined && !Number.isNaN(wTerm.targets[b * L]);
+    if (withTargets) {
+      let wl = 0;
+      for (let k = 1; k < O; k++) {
+        let o = params.b2[k];
+        for (let j = 0; j < H; j++) o += h[b * H + j] * params.w2[j * O + k];
+        const w = 1 / (1 + Math.exp(-o));
+        const e = w - wTerm.targets[b * L + k - 1];
+        wl += e * e;
+        dO[k] = (c[b] * wTerm.weight * (2 / L) * e * w * (1 - w)) / B;
+      }
+      lossSum += (c[b] * wTerm.weight * wl) / L;
+    }
+    const outs = withTargets ? O : 1;
+    for (let k = 0; k < outs; k++) gb2[k] += dO[k];
     for (let j = 0; j < H; j++) {
-      const k = b * H + j;
-      gW2[j * O] += h[k] * ds;
-      // d loss / d z1 = ds * w2[j, 0] where the ReLU is active (h > 0 exactly where z1 > 0).
-      const d = h[k] > 0 ? ds * params.w2[j * O] : 0;
-      dz[k] = d;
+      const idx = b * H + j;
+      let back = 0;
+      for (let k = 0; k < outs; k++) {
+        gW2[j * O + k] += h[idx] * dO[k];
+        back += dO[k] * params.w2[j * O + k];
+      }
+      // d loss / d z1 = sum_k dO_k w2[j, k] where the ReLU is active (h > 0 exactly where z1 > 0).
+      const d = h[idx] > 0 ? back : 0;
+      dz[idx] = d;
       gb1[j] += d;
     }
   }
-  let normSq = outerProductSquaredNorm(x, dz, B, n, H) + squaredNorm(gb1) + gb2[0] * gb2[0];
-  for (let j = 0; j < H; j++) normSq += gW2[j * O] * gW2[j * O];
+  const normSq = outerProductSquaredNorm(x, dz, B, n, H) + squaredNorm(gb1) + squaredNorm(gb2) + squaredNorm(gW2);
   work.lossSum = lossSum;
   work.normSq = normSq;
   return work;

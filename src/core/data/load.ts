@@ -27,7 +27,7 @@ export function resolveDataset(name: string): ResolvedDataset {
 /** Parse the text of a named dataset's file (as stored under public/data) into prompts, applying a view's filter. */
 export function parseDataset(name: string, text: string): LoadResult {
   const { entry, view } = resolveDataset(name);
-  const table = parseTable(text, entry.format);
+  const table = parseTable(text, entry.format, { source: name });
   const base = buildPrompts(table, entry, entry.name, { requireColumnsInHeader: entry.format === 'csv' });
   if (!view) return base;
   const prompts = base.prompts.filter(view.filter);
@@ -51,6 +51,8 @@ export interface UserFileOptions {
   idColumn?: string;
   /** CSV delimiter (default ','). */
   delimiter?: string;
+  /** Where the file lies (its path), named in errors; defaults to the file name. */
+  source?: string;
 }
 
 function userLabelRule(label: UserFileOptions['label']): LabelRule {
@@ -78,7 +80,7 @@ export function parseUserFile(text: string, fileName: string, options: UserFileO
     throw new DatasetError('user file: textColumn is required (the column holding the prompt text)');
   }
   const format = options.format ?? formatFromFileName(fileName);
-  const table = parseTable(text, format, { delimiter: options.delimiter });
+  const table = parseTable(text, format, { delimiter: options.delimiter, source: options.source ?? fileName });
   const spec = {
     textColumn: options.textColumn,
     label: userLabelRule(options.label),

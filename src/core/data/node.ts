@@ -7,6 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseDataset, parseUserFile, resolveDataset, type UserFileOptions } from './load.js';
 import { DatasetError, type LoadResult } from './types.js';
+import { decodeUtf8 } from '../util/utf8.js';
 
 /** public/data of this checkout, found from this file's location (src/core/data -> ../../../public/data). */
 export const DEFAULT_DATA_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../public/data');
@@ -17,11 +18,17 @@ export interface NodeLoadOptions {
 }
 
 async function readText(file: string, what: string): Promise<string> {
+  let bytes: Uint8Array;
   try {
-    return await readFile(file, 'utf8');
+    bytes = await readFile(file);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     throw new DatasetError(`${what}: cannot read ${file} (${code ?? (err as Error).message})`);
+  }
+  try {
+    return decodeUtf8(bytes, file);
+  } catch (err) {
+    throw new DatasetError((err as Error).message);
   }
 }
 
@@ -36,5 +43,5 @@ export async function loadDataset(name: string, options: NodeLoadOptions = {}): 
 }
 
 export async function loadUserFile(file: string, options: UserFileOptions): Promise<LoadResult> {
-  return parseUserFile(await readText(file, 'user file'), path.basename(file), options);
+  return parseUserFile(await readText(file, 'user file'), path.basename(file), { source: file, ...options });
 }

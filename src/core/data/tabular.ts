@@ -53,6 +53,8 @@ function lineAt(starts: number[], offset: number): number {
 export interface CsvOptions {
   /** Field delimiter; ',' unless told (auto-detection guesses wrong on prose-heavy prompts). */
   delimiter?: string;
+  /** The file (or dataset) the text came from, named in errors. */
+  source?: string;
 }
 
 export function parseCsvTable(text: string, options: CsvOptions = {}): Table {
@@ -103,7 +105,7 @@ export function parseCsvTable(text: string, options: CsvOptions = {}): Table {
     },
   });
 
-  if (header === null) throw new DatasetError('CSV file is empty: expected a header line and data rows');
+  if (header === null) throw new DatasetError(`${options.source ? `${options.source}: ` : ''}CSV file is empty: expected a header line and data rows`);
   return { columns: header, rows, problems, rowsRead: index };
 }
 

@@ -17,7 +17,9 @@
  */
 import type { Label, PromptRecord } from '../data/types.js';
 import type { ModelIdentity } from '../model/model-id.js';
+import { findSpecialTokenStrings } from '../model/special-tokens.js';
 import type { SteerableModel } from '../model/steerable.js';
+import type { ModelFingerprint } from './resume-check.js';
 import type { ConditionName, EvalCondition, ManualSettings } from '../method/conditions.js';
 import { parseFitMode, type FitMode } from '../method/fit.js';
 import { runFlow, type MethodController } from '../method/flow.js';
@@ -48,6 +50,10 @@ export interface RunRecord {
   prompt: string;
   /** "sha256:" + 16 hex digits of the prompt text: joins records of runs over the same prompts. */
   prompt_hash: string;
+  /** Whether special-token strings in the prompt stayed text ('text', the default) or became tokens ('allowed'). */
+  special_tokens: 'text' | 'allowed';
+  /** Special-token strings the prompt holds (e.g. "<|im_end|>"); empty for most prompts. */
+  prompt_special_tokens: string[];
   model_id: string;
   model_name: string;
   model_variant: { dtype: string; graph: string };
@@ -101,6 +107,8 @@ export interface RunEvalOptions {
   steerPromptPositions?: 'last' | 'all';
   /** How prompts longer than the model's context are shortened (src/core/method/fit.ts); default 'middle'. */
   fit?: FitMode;
+  /** Let special-token strings in prompts become special tokens (default: they stay text). Each record says which. */
+  allowSpecialTokens?: boolean;
   onProgress?: (p: { done: number; total: number; skipped: number; record: RunRecord | null }) => void;
   signal?: AbortSignal;
 }
@@ -169,6 +177,8 @@ export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
           label: p.label ?? null,
           prompt: p.text,
           prompt_hash: await promptHash(p.text),
+          special_tokens: o.allowSpecialTokens === true ? 'allowed' : 'text',
+          prompt_special_tokens: findSpecialTokenStrings(o.model.tokenizer, p.text),
           model_id: identity.id,
           model_name: identity.name,
           model_variant: { ...identity.variant },
@@ -194,6 +204,7 @@ export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
               sampling: o.sampling ? { ...o.sampling, seed } : null,
               steerPromptPositions: o.steerPromptPositions ?? 'last',
               fit,
+              allowSpecialTokens: o.allowSpecialTokens === true,
               ...(o.signal ? { signal: o.signal } : {}),
             },
           );
@@ -274,6 +285,10 @@ export interface RunSettingsInput {
   /** An alpha given for the run (overriding the controller's), else null. */
   alpha: number | null;
   manual: ManualSettings | null;
+  /** Special-token handling of the run (default 'text'). */
+  specialTokens?: 'text' | 'allowed';
+  /** What the model computes on a fixed probe (resume-check.ts modelFingerprint): written when given. */
+  fingerprint?: ModelFingerprint;
 }
 
 /** Fields of run.json that only describe (a resume does not compare them). */
@@ -287,7 +302,15 @@ export const RUN_DISPLAY_FIELDS: readonly string[] = ['model_name'];
 export async function runSettings(i: RunSettingsInput): Promise<Record<string, unknown>> {
   const datasets = [];
   for (const d of i.datasets) {
-    datasets.push({ name: d.name, n: d.prompts.length, ids: (await sha256Text(d.prompts.map((p) => p.id).join('\u0000'))).slice(0, 16) });
+    // content: the prompts' ids, labels and texts, so a resume refuses an edited file even where no record is made yet.
+    const lines: string[] = [];
+    for (const p of d.prompts) lines.push(`${p.id}\u0000${p.label ?? ''}\u0000${await promptHash(p.text)}\n`);
+    datasets.push({
+      name: d.name,
+      n: d.prompts.length,
+      ids: (await sha256Text(d.prompts.map((p) => p.id).join('\u0000'))).slice(0, 16),
+      content: (await sha256Text(lines.join(''))).slice(0, 16),
+    });
   }
   return {
     format: 'steerlab-eval-run',
@@ -308,6 +331,8 @@ export async function runSettings(i: RunSettingsInput): Promise<Record<string, u
     cast_id: i.castId,
     alpha: i.alpha,
     manual: i.manual ? { scale: i.manual.scale, layer_weights: [...i.manual.layerWeights], enabled_layers: i.manual.enabledLayers ? [...i.manual.enabledLayers] : null } : null,
+    special_tokens: i.specialTokens ?? 'text',
+    ...(i.fingerprint ? { model_fingerprint: i.fingerprint } : {}),
   };
 }
 

@@ -7,13 +7,16 @@
  * One unsteered forward per prompt (prompts differ in length; batch-1 rows need no padding mask).
  * Browser-safe: the lab's LLM worker runs these. A small safetensors cache (encodeActivationCache /
  * decodeActivationCache here, files in activations-node.ts) lets train-controller reuse activations across runs; it is
- * keyed by the model's identity AND variant (activations of a quantised graph differ), the input layers and the prompts.
+ * keyed by the model's identity AND variant (activations of a quantised graph differ), the input layers and the prompts;
+ * the model's fingerprint (logits of a fixed probe, src/core/eval/resume-check.ts) is stored beside the rows and
+ * compared on read, so other weights under the same identity miss too.
  */
 import type { DecoderLayer } from '../model/layer-index.js';
 import type { ModelIdentity } from '../model/model-id.js';
 import type { SteerableModel } from '../model/steerable.js';
 import { decodeSafetensors, encodeSafetensors } from '../steering/safetensors.js';
 import { sha256Hex } from '../util/sha256.js';
+import { compareFingerprints, type ModelFingerprint } from '../eval/resume-check.js';
 import { controllerInput } from './flow.js';
 
 export type Progress = (done: number, total: number) => void;
@@ -119,6 +122,8 @@ export interface ActivationCacheKey {
   hiddenSize: number;
   /** The prompts, in row order (their texts are hashed: a changed set misses the cache). */
   prompts: readonly string[];
+  /** What the model computes on a fixed probe (modelFingerprint); compared with the stored one when both exist. */
+  fingerprint?: ModelFingerprint;
 }
 
 export async function activationCacheDigest(key: ActivationCacheKey): Promise<string> {
@@ -132,6 +137,15 @@ export async function decodeActivationCache(bytes: Uint8Array, key: ActivationCa
   const { tensors, metadata } = decodeSafetensors(bytes, { source });
   if (metadata.format !== 'steerlab-activations') throw new Error(`${source} is not a Steerlab activation cache (format ${JSON.stringify(metadata.format)})`);
   if (metadata.digest !== (await activationCacheDigest(key))) return null;
+  if (key.fingerprint && metadata.model_fingerprint !== undefined) {
+    let stored: unknown = null;
+    try {
+      stored = JSON.parse(metadata.model_fingerprint);
+    } catch {
+      stored = null;
+    }
+    if (compareFingerprints(stored, key.fingerprint) !== null) return null;
+  }
   const x = tensors.x;
   const width = key.inputLayers.length * key.hiddenSize;
   if (!x || x.data.length !== key.prompts.length * width) throw new Error(`${source}: tensor "x" does not hold ${key.prompts.length} rows of ${width} values`);
@@ -149,6 +163,7 @@ export async function encodeActivationCache(key: ActivationCacheKey, x: Float32A
       model_name: key.model.name,
       model_variant: JSON.stringify(key.model.variant),
       input_layers: JSON.stringify(key.inputLayers),
+      ...(key.fingerprint ? { model_fingerprint: JSON.stringify(key.fingerprint) } : {}),
     },
   );
 }

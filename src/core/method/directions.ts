@@ -9,17 +9,13 @@
  *   and harmless prompts, candidates r[k][p] = mean_harmful - mean_harmless, then selectDirection with the model's
  *   behaviour on held-out prompts.
  *
- *   How ablation is approximated. Arditi ablates a candidate by projecting d out of every residual at every position
- *   (x <- x - (x.d)d), which depends on each x. Steerlab's patch can only ADD one fixed row per layer, at every
- *   position, so per-position directional ablation is not available. The proxy used here is mean-projection
- *   ablation: with mu_k the mean of (x.d) over the evaluated set's prompts and post-instruction positions at residual
- *   index k (unsteered), row l (added after layer l, i.e. at index l+1) is -(mu_{l+1} - mu_l) d (row 0: -mu_1 d), so
- *   that the rows' running sum removes mu_{l+1} d at index l+1: on average the stream carries no component along d
- *   at any layer, as under true ablation. Each set is ablated with its own means (harmful means for the refusal
- *   score, harmless means for the KL). It is first-order: it removes the mean, not each token's own component, and
- *   it ignores how later layers react to the shift; the embedding output (index 0) is not changed. A negative ActAdd
- *   (one row, -r) would be simpler but removes a fixed amount at one layer only, which over- or under-shoots the
- *   projection elsewhere; the mean-projection proxy matches the target at every layer.
+ *   Ablation (a, c) is Arditi's directional ablation, exact and per position: the patched graph's `projection` input
+ *   with row l = d for every decoder layer turns the residual after each layer into x - (x.d)d at every position of
+ *   the pass (src/core/onnx/patcher.ts). What it does not reach: the embedding output (residual index 0, the input of
+ *   layer 0) and the residual between a layer's attention and MLP blocks keep their component along d; Arditi's hooks
+ *   also remove it there (layer inputs and the attention and MLP outputs). Earlier versions used a proxy (subtract
+ *   the mean projection of the evaluated set, mu_k d, at each layer), which removed the mean, not each token's own
+ *   component; on the shipped organism both pick the same candidate (README).
  *   The induced-refusal test (b) is exact: ActAdd of the raw vector at the candidate's own layer (row k - 1).
  */
 import { layerBefore } from '../model/layer-index.js';
@@ -42,10 +38,11 @@ import {
 } from '../steering/diff-in-means.js';
 import { diffInMeansDirectionFile, embeddingDirectionFile, type DirectionFile } from '../steering/direction-file.js';
 import { klDivergence, refusalScore, selectDirection, type CandidateScores, type SelectionOptions, type SelectionResult } from '../steering/selection.js';
+import { ablationProjection } from '../steering/ablation.js';
 import { postInstructionResiduals, commonPostInstructionCount, throwIfAborted, type Progress } from './activations.js';
 
-export const ABLATION_PROXY =
-  'mean-projection ablation: row l = -(mu_{l+1} - mu_l) d (row 0 = -mu_1 d), mu_k = mean over the evaluated set of (x_k . d) at the post-instruction positions, unsteered; true per-position directional ablation is not expressible as an additive patch';
+export const ABLATION_METHOD =
+  'directional ablation through the projection input: x <- x - (x.d)d after every decoder layer, at every position (residual indices 1..L; the embedding output is not ablated)';
 
 /** Phrases tokenized without special tokens (an empty result is an error: the phrase would count for nothing). */
 export function tokenizePhrases(tok: TjsTokenizer, phrases: readonly string[]): number[][] {
@@ -153,41 +150,24 @@ export function refusalFirstTokens(tok: TjsTokenizer): number[] {
   return [...new Set(tokenizePhrases(tok, REFUSAL_PHRASES).map((ids) => ids[0]!))];
 }
 
-/** Mean projection of residuals [n, K, P, H] on d at each residual index k. */
-function meanProjections(data: Float32Array, n: number, K: number, P: number, H: number, d: Float32Array): Float64Array {
-  const mu = new Float64Array(K);
-  for (let i = 0; i < n; i++) {
-    for (let k = 0; k < K; k++) {
-      for (let p = 0; p < P; p++) {
-        const base = ((i * K + k) * P + p) * H;
-        let x = 0;
-        for (let h = 0; h < H; h++) x += data[base + h]! * d[h]!;
-        mu[k]! += x;
-      }
-    }
-  }
-  for (let k = 0; k < K; k++) mu[k]! /= n * P;
-  return mu;
-}
-
-/** The additive ablation proxy (see the module comment): rows whose running sum is -mu_{l+1} d at index l+1. */
-export function meanProjectionAblation(mu: ArrayLike<number>, d: Float32Array, numLayers: number): Float32Array {
-  const H = d.length;
-  const m = new Float32Array(numLayers * H);
-  for (let l = 0; l < numLayers; l++) {
-    const c = -(mu[l + 1]! - (l === 0 ? 0 : mu[l]!));
-    for (let h = 0; h < H; h++) m[l * H + h] = c * d[h]!;
-  }
-  return m;
-}
-
-async function lastLogits(model: SteerableModel, prompts: readonly string[], steering: Float32Array | null): Promise<Float32Array[]> {
+/**
+ * Next-token logits [V] after each chat-formatted prompt, with an optional patch (steering and/or projection);
+ * stops between prompts when `signal` is aborted, and reports each prompt done.
+ */
+export async function lastLogits(
+  model: SteerableModel,
+  prompts: readonly string[],
+  patch: { steering?: Float32Array | null; projection?: Float32Array | null },
+  opts: { signal?: AbortSignal | undefined; onProgress?: Progress } = {},
+): Promise<Float32Array[]> {
   const V = model.vocabSize;
   const out: Float32Array[] = [];
   for (const p of prompts) {
+    throwIfAborted(opts.signal);
     const ids = model.formatChat(p).ids;
-    const r = await model.forward([ids], { steering });
+    const r = await model.forward([ids], { steering: patch.steering ?? null, projection: patch.projection ?? null });
     out.push(r.logits.data.slice((ids.length - 1) * V, ids.length * V));
+    opts.onProgress?.(out.length, prompts.length);
   }
   return out;
 }
@@ -229,13 +209,8 @@ export async function diffInMeansOfModel(
   const list = listCandidates(cands);
   if (list.length === 0) throw new Error('diff-in-means: every candidate is zero (harmful and harmless activations are identical)');
 
-  const nVal = sets.harmfulVal.length + sets.harmlessVal.length;
-  done = 0;
-  const valProgress: Progress = () => progress('validation activations')(++done, nVal);
-  const hfVal = await postInstructionResiduals(model, sets.harmfulVal, P, valProgress, opts.signal);
-  const hlVal = await postInstructionResiduals(model, sets.harmlessVal, P, valProgress, opts.signal);
-  const V = model.vocabSize;
-  const baseHarmless = Array.from({ length: sets.harmlessVal.length }, (_, i) => hlVal.logits.subarray(i * V, (i + 1) * V));
+  // The unpatched next-token distributions of the harmless validation prompts (the KL's base).
+  const baseHarmless = await lastLogits(model, sets.harmlessVal, {}, { signal: opts.signal, onProgress: progress('validation activations') });
   const refusalIds = opts.refusalTokenIds ?? refusalFirstTokens(model.tokenizer);
   const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
@@ -243,14 +218,12 @@ export async function diffInMeansOfModel(
     throwIfAborted(opts.signal);
     // Residual index 0 (embedding output) has no steering row: scored NaN so the selection filters it.
     if (c.layer < 1) return { ablationRefusalScore: NaN, steeringRefusalScore: NaN, kl: NaN };
-    const d = c.direction;
-    const ablHarmful = meanProjectionAblation(meanProjections(hfVal.data, sets.harmfulVal.length, K, P, H, d), d, L);
-    const ablHarmless = meanProjectionAblation(meanProjections(hlVal.data, sets.harmlessVal.length, K, P, H, d), d, L);
+    const ablation = ablationProjection(c.direction, L);
     const actadd = new Float32Array(L * H);
     actadd.set(c.vector, layerBefore(c.layer, L) * H);
-    const a = await lastLogits(model, sets.harmfulVal, ablHarmful);
-    const k = await lastLogits(model, sets.harmlessVal, ablHarmless);
-    const s = await lastLogits(model, sets.harmlessVal, actadd);
+    const a = await lastLogits(model, sets.harmfulVal, { projection: ablation }, { signal: opts.signal });
+    const k = await lastLogits(model, sets.harmlessVal, { projection: ablation }, { signal: opts.signal });
+    const s = await lastLogits(model, sets.harmlessVal, { steering: actadd }, { signal: opts.signal });
     return {
       ablationRefusalScore: mean(a.map((l) => refusalScore(l, refusalIds))),
       steeringRefusalScore: mean(s.map((l) => refusalScore(l, refusalIds))),
@@ -278,7 +251,7 @@ export async function diffInMeansOfModel(
       harmful_val: sets.harmfulVal.length,
       harmless_val: sets.harmlessVal.length,
     },
-    note: `selected by Arditi's filters with ${ABLATION_PROXY}; position ${best.position} of ${P} post-instruction tokens`,
+    note: `selected by Arditi's filters with ${ABLATION_METHOD}; position ${best.position} of ${P} post-instruction tokens`,
     ...(opts.datasets ? { datasets: opts.datasets } : {}),
     ...(opts.seed !== undefined ? { seed: opts.seed } : {}),
     ...(opts.createdAt ? { createdAt: opts.createdAt } : {}),
@@ -291,7 +264,7 @@ export async function diffInMeansOfModel(
       candidates: list.length,
       evaluated: sel.ranking.filter((r) => r.scores).length,
       refusal_token_ids: refusalIds,
-      ablation: ABLATION_PROXY,
+      ablation: ABLATION_METHOD,
       selected: { residual_index: best.layer, steering_row: best.layer - 1, position: best.position, norm: best.norm, scores: row?.scores ?? null },
       ranking: sel.ranking.slice(0, 10),
     },

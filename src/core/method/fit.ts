@@ -19,7 +19,7 @@
  *
  * Browser-safe: no Node imports (the UI's worker fits with this same function).
  */
-import { formatChat, type ChatOptions, type TjsTokenizer } from '../model/prompt.js';
+import { encodeText, formatChat, type ChatOptions, type TjsTokenizer } from '../model/prompt.js';
 
 export const FIT_MODES = ['none', 'middle', 'head', 'tail'] as const;
 export type FitMode = (typeof FIT_MODES)[number];
@@ -75,7 +75,7 @@ export function parseFitMode(value: unknown, what = 'fit'): FitMode {
 /** FitDeps over a transformers.js tokenizer and its chat template (the same formatting generation uses). */
 export function fitDepsFromTokenizer(tok: TjsTokenizer, chat: ChatOptions = {}): FitDeps {
   return {
-    encode: (text) => tok.encode(text, { add_special_tokens: false }),
+    encode: (text) => encodeText(tok, text, { allowSpecialTokens: chat.allowSpecialTokens === true }),
     decode: (ids) => tok.decode(ids, { skip_special_tokens: false }),
     promptTokens: (user) => formatChat(tok, user, chat).ids.length,
   };

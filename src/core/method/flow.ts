@@ -17,11 +17,13 @@ import type { Controller, ControllerMetadata } from '../controller/metadata.js';
 import type { SteerableModel } from '../model/steerable.js';
 import { outputOf, type DecoderLayer } from '../model/layer-index.js';
 import type { SamplingOptions, StepContext } from '../model/types.js';
+import { findSpecialTokenStrings } from '../model/special-tokens.js';
 import { castDecision } from '../steering/cast.js';
 import { fitDepsFromTokenizer, fitPrompt, parseFitMode, type FitMode, type FitResult } from './fit.js';
 import { rowNorms } from '../steering/matrix.js';
 import { cosine } from '../steering/vector.js';
 import { steeringMatrix, type ControllerPrediction, type SteeringPolicy } from '../steering/policies.js';
+import { applySteeringSettings, validateSteeringSettings, type ModePatch, type SteeringSettings } from '../steering/modes.js';
 
 /** A controller ready for inference: its network and the layers it reads. */
 export interface MethodController {
@@ -115,8 +117,14 @@ export function policyMatrix(policy: SteeringPolicy, residual: Float32Array, par
 export interface FlowOptions {
   policy: SteeringPolicy;
   maxNewTokens?: number;
-  /** 'last' (default, the paper's flow): last prompt token + new tokens; 'all': every prompt position too. */
-  steerPromptPositions?: 'last' | 'all';
+  /** 'last' (default, the paper's flow): last prompt token + new tokens; 'all': every prompt position too; 'new': new tokens only. */
+  steerPromptPositions?: 'last' | 'all' | 'new';
+  /**
+   * Mode (add / clamp / ablate), layer range, positions and alpha scale (src/core/steering/modes.ts); absent = add,
+   * all layers, steerPromptPositions, absolute alpha. Its positions must agree with steerPromptPositions when both
+   * are given.
+   */
+  settings?: SteeringSettings;
   /** Absent = greedy. */
   sampling?: SamplingOptions | null;
   /** Observe and predict even when the policy does not need it (e.g. base), so records carry s and w. Default true. */
@@ -128,6 +136,8 @@ export interface FlowOptions {
    * tail around a " [...] " marker, 'head' / 'tail' one end, 'none' leaves it (generation then fails clearly).
    */
   fit?: FitMode;
+  /** Let special-token strings in the prompt become special tokens (default: they stay text; prompt.ts). */
+  allowSpecialTokens?: boolean;
 }
 
 export interface FlowResult {
@@ -140,12 +150,17 @@ export interface FlowResult {
   layerWeights: number[] | null;
   /** Per-layer norms of the steering matrix, or null when no patch was applied. */
   rowNorms: number[] | null;
+  /** The steering matrix the graph received (after the settings), or null. */
   matrix: Float32Array | null;
+  /** The projection matrix the graph received (clamp and ablate modes), or null. */
+  projection: Float32Array | null;
   /** Unsteered residual of the last prompt token [L+1, H] (null when nothing needed the observation). */
   promptResidual: Float32Array | null;
   cast?: { similarity: number; active: boolean };
   /** What the model saw: the (possibly shortened) message and the prompt's token counts before and after. */
   fit: FitResult;
+  /** Special-token strings in the prompt (text unless allowSpecialTokens); empty for most prompts. */
+  specialTokens: string[];
   timings: {
     /** Prefill + observation + controller + policy: until the matrix was ready. */
     observe_ms: number | null;
@@ -155,40 +170,64 @@ export interface FlowResult {
   };
 }
 
-/** The fitted prompt, its ids and the once-per-generation policy callback shared by runFlow and compareFlow. */
-function prepareFlow(model: SteerableModel, prompt: string, parts: Omit<MethodParts, 'numLayers' | 'hiddenSize'>, opts: Pick<FlowOptions, 'policy' | 'maxNewTokens' | 'fit'>) {
+/**
+ * The fitted prompt, its ids, the positions, and the once-per-generation policy callback (with the projection it
+ * decides at the same time, under the steering settings) shared by runFlow and compareFlow.
+ */
+function prepareFlow(
+  model: SteerableModel,
+  prompt: string,
+  parts: Omit<MethodParts, 'numLayers' | 'hiddenSize'>,
+  opts: Pick<FlowOptions, 'policy' | 'maxNewTokens' | 'fit' | 'allowSpecialTokens' | 'settings' | 'steerPromptPositions'>,
+) {
   const numLayers = model.numLayers;
   const hiddenSize = model.hiddenSize;
   const full: MethodParts = { ...parts, numLayers, hiddenSize };
+  const settings = opts.settings ? validateSteeringSettings(opts.settings, full, opts.policy.kind) : null;
+  if (settings && opts.steerPromptPositions !== undefined && opts.steerPromptPositions !== settings.positions) {
+    throw new Error(`steered positions given twice and different: steerPromptPositions '${opts.steerPromptPositions}', settings.positions '${settings.positions}'`);
+  }
+  const positions = settings?.positions ?? opts.steerPromptPositions ?? 'last';
   const maxNewTokens = opts.maxNewTokens ?? 64;
   // Measured with the model's own chat formatting, the same that builds the ids below.
-  const fitDeps = { ...fitDepsFromTokenizer(model.tokenizer), promptTokens: (u: string) => model.formatChat(u).ids.length };
+  const chat = { allowSpecialTokens: opts.allowSpecialTokens === true };
+  const fitDeps = { ...fitDepsFromTokenizer(model.tokenizer, chat), promptTokens: (u: string) => model.formatChat(u, chat).ids.length };
   const fit = fitPrompt(fitDeps, prompt, { contextLength: model.contextLength ?? null, maxNewTokens, mode: parseFitMode(opts.fit) });
-  const ids = model.formatChat(fit.text).ids;
+  const ids = model.formatChat(fit.text, chat).ids;
   const t0 = performance.now();
-  const state = { outcome: null as PolicyOutcome | null, observed: null as Float32Array | null, tReady: null as number | null };
+  const state = {
+    outcome: null as PolicyOutcome | null,
+    patch: null as ModePatch | null,
+    observed: null as Float32Array | null,
+    tReady: null as number | null,
+  };
   const policyCallback = (ctx: StepContext): Float32Array | null => {
     if (!state.outcome) {
       if (!ctx.promptResidual) throw new Error('the model did not hand the policy the observed residual of the last prompt token');
       state.observed = ctx.promptResidual;
       state.outcome = policyMatrix(opts.policy, ctx.promptResidual, full);
+      state.patch = settings ? applySteeringSettings(state.outcome.matrix, settings, full) : { steering: state.outcome.matrix, projection: null };
       state.tReady = performance.now();
     }
-    return state.outcome.matrix;
+    return state.patch!.steering;
   };
+  // Asked right after policyCallback on every patched pass (generate.ts), so it hands over what step 0 decided.
+  const projection = settings && settings.mode !== 'add' ? { projection: () => state.patch?.projection ?? null } : {};
   /** What the policy made of the observation, once generation has ended. */
   const readouts = () => {
     const t1 = performance.now();
     const o = state.outcome;
-    const matrix = o?.matrix ?? null;
+    const matrix = state.patch?.steering ?? null;
     return {
       scale: o?.prediction ? o.prediction.scale : null,
       layerWeights: o?.prediction ? Array.from(o.prediction.layerWeights) : null,
       rowNorms: matrix ? Array.from(rowNorms(matrix, { numLayers, hiddenSize })) : null,
       matrix,
+      projection: state.patch?.projection ?? null,
       promptResidual: state.observed,
       ...(o?.cast ? { cast: o.cast } : {}),
       fit,
+      specialTokens: findSpecialTokenStrings(model.tokenizer, prompt),
       timings: {
         observe_ms: state.tReady === null ? null : state.tReady - t0,
         generate_ms: t1 - (state.tReady ?? t0),
@@ -196,7 +235,7 @@ function prepareFlow(model: SteerableModel, prompt: string, parts: Omit<MethodPa
       },
     };
   };
-  return { maxNewTokens, ids, policyCallback, readouts };
+  return { maxNewTokens, ids, positions, policyCallback, projection, readouts };
 }
 
 /**
@@ -211,7 +250,8 @@ export async function runFlow(model: SteerableModel, prompt: string, parts: Omit
     inputIds: f.ids,
     maxNewTokens: f.maxNewTokens,
     steering: observe ? f.policyCallback : null,
-    steerPromptPositions: opts.steerPromptPositions ?? 'last',
+    ...f.projection,
+    steerPromptPositions: f.positions,
     sampling: opts.sampling ?? null,
     ...(opts.onToken ? { onToken: opts.onToken } : {}),
     ...(opts.signal ? { signal: opts.signal } : {}),
@@ -253,7 +293,8 @@ export async function compareFlow(
     inputIds: f.ids,
     maxNewTokens: f.maxNewTokens,
     steering: f.policyCallback,
-    steerPromptPositions: opts.steerPromptPositions ?? 'last',
+    ...f.projection,
+    steerPromptPositions: f.positions,
     sampling: opts.sampling ?? null,
     captureSteered: d !== null,
     ...(opts.onToken ? { onToken: opts.onToken } : {}),

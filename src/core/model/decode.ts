@@ -10,6 +10,9 @@
  *      position; its KV is thrown away;
  *   3. steered passes: the last prompt token, then each new token, with the row's matrix.
  *   With steerPromptPositions 'all': (observe over the whole prompt,) then the whole prompt steered, then new tokens.
+ *   With 'new': as 'last', but the pass over the last prompt token runs unpatched (only new tokens carry the patch).
+ * The patch of a pass is the row's steering plus its other per-row inputs, e.g. `projection` (rows u_l, zero or
+ * unit: the residual after layer l becomes x - (x.u_l)u_l + steering_l); passes that carry no patch get zeros.
  *
  * Padding, so that rows of different lengths share passes:
  * - graphs with a `position_ids` input (optimum-style plain and merged graphs) pad on the LEFT: pads get mask 0,
@@ -28,7 +31,9 @@
  * the lean session (the same patched graph without the residual_stream output) when one is given, else the
  * capturing session without fetching residual_stream.
  */
+import { PROJECTION_INPUT } from '../onnx/patcher.js';
 import { fromFloat16Array } from '../util/float16.js';
+import { checkProjectionRows } from './projection-rows.js';
 import { argmax, rowSampler } from './sampling.js';
 import type { SamplingOptions, StepContext, StepSteering } from './types.js';
 
@@ -109,8 +114,11 @@ export interface DecodeRow {
 }
 
 export interface DecodeOptions {
-  /** 'last' (default): the patch covers the last prompt token and new tokens; 'all': every prompt token too. */
-  steerPromptPositions?: 'last' | 'all';
+  /**
+   * 'last' (default): the patch covers the last prompt token and new tokens; 'all': every prompt token too; 'new':
+   * the new tokens only (the first reply token is predicted unpatched).
+   */
+  steerPromptPositions?: 'last' | 'all' | 'new';
   signal?: AbortSignal;
   /** Called for every new token, with the row's index in the call's rows. */
   onToken?: (row: number, tokenId: number) => void;
@@ -236,11 +244,11 @@ export class DecodeEngine {
   async decode(rows: readonly DecodeRow[], opts: DecodeOptions = {}): Promise<DecodeResult[]> {
     const t0 = performance.now();
     const mode = opts.steerPromptPositions ?? 'last';
-    if (mode !== 'last' && mode !== 'all') throw new Error(`steerPromptPositions must be 'last' or 'all', got ${String(mode)}`);
+    if (mode !== 'last' && mode !== 'all' && mode !== 'new') throw new Error(`steerPromptPositions must be 'last', 'all' or 'new', got ${String(mode)}`);
     if (!Array.isArray(rows) || rows.length === 0) throw new Error('decode: rows must be a non-empty array');
     const states = rows.map((r, i) => this.initRow(r, i));
     const results: DecodeResult[] = new Array(rows.length);
-    const groups = mode === 'last' ? [states.filter((s) => s.row.ids.length === 1), states.filter((s) => s.row.ids.length > 1)] : [states];
+    const groups = mode !== 'all' ? [states.filter((s) => s.row.ids.length === 1), states.filter((s) => s.row.ids.length > 1)] : [states];
     for (const group of groups) {
       if (group.length) await this.runGroup(group, mode, opts);
     }
@@ -317,11 +325,18 @@ export class DecodeEngine {
         throw new Error(`${what}.inputs.${name}: the graph has no such per-row input (it takes: ${this.extraInputs.join(', ') || 'none besides steering'})`);
       }
       this.checkMatrix(m, `${what}.inputs.${name}`);
+      if (name === PROJECTION_INPUT) {
+        try {
+          checkProjectionRows(m, this.L, this.H, 1);
+        } catch (e) {
+          throw new Error(`${what}.inputs.${name}: ${(e as Error).message}`);
+        }
+      }
     }
     return inputs;
   }
 
-  private async runGroup(rows: RowState[], mode: 'last' | 'all', opts: DecodeOptions): Promise<void> {
+  private async runGroup(rows: RowState[], mode: 'last' | 'all' | 'new', opts: DecodeOptions): Promise<void> {
     const stats = opts.stats;
     const aborted = () => opts.signal?.aborted === true;
     let active = rows;
@@ -335,7 +350,7 @@ export class DecodeEngine {
     try {
       if (aborted()) return;
       // 1. unsteered prefill of all but the last prompt token
-      if (mode === 'last' && rows[0]!.row.ids.length > 1) {
+      if (mode !== 'all' && rows[0]!.row.ids.length > 1) {
         for (const s of rows) s.chunk = s.row.ids.slice(0, -1);
         const out = await this.pass(active, kv, T, false, false, stats, false);
         kv = this.kvFrom(out);
@@ -363,8 +378,9 @@ export class DecodeEngine {
             if (!(o instanceof Float32Array) && o !== null && o.inputs) s.inputs = this.checkInputs(o.inputs, `decode rows[${s.index}] observed`);
           }
         }
-        // The unsteered pass IS the first steered pass when nothing steers it (e.g. capture only, or a null policy).
-        if (active.every((s) => s.matrix === null && !s.policy && !s.inputs)) reuse = out;
+        // The unsteered pass IS the first steered pass when nothing steers it (e.g. capture only, or a null policy),
+        // and always with 'new' (its first pass carries no patch).
+        if (mode === 'new' || active.every((s) => s.matrix === null && !s.policy && !s.inputs)) reuse = out;
         else retire(this.kvFrom(out), kv);
       }
 
@@ -384,7 +400,7 @@ export class DecodeEngine {
           }
         }
         const capture = active.some((s) => !s.done && (s.policy || s.row.capture === 'all'));
-        const out = reuse ?? (await this.pass(active, kv, T, true, capture, stats));
+        const out = reuse ?? (await this.pass(active, kv, T, !(mode === 'new' && step === 0), capture, stats));
         reuse = null;
         const logits = out['logits']!;
         const res = capture ? out[RESIDUAL] : undefined;

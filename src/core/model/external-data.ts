@@ -11,6 +11,9 @@ import { fromBinary } from '@bufbuild/protobuf';
 import { SparseTensorProtoSchema, TensorProto_DataLocation, type GraphProto, type TensorProto } from 'onnx-buf';
 import { readModel, type GraphView } from '../onnx/model-io.js';
 import { payload, WT_LEN } from '../onnx/wire.js';
+import { checkExternalLocation } from '../onnx/external-location.js';
+
+export { checkExternalLocation, ExternalDataLocationError, externalLocationProblem } from '../onnx/external-location.js';
 
 /** GraphProto.sparse_initializer (onnx.proto); model-io's view keeps the field but does not decode it. */
 const GRAPH_SPARSE_INITIALIZER = 15;
@@ -56,9 +59,13 @@ function collect(graph: GraphView, out: Set<string>): void {
   }
 }
 
-/** Distinct external-data locations, in first-seen order. Throws OnnxPatchError on bytes that are not a model. */
-export function externalDataLocations(onnxBytes: Uint8Array): string[] {
+/**
+ * Distinct external-data locations, in first-seen order. Throws OnnxPatchError on bytes that are not a model, and
+ * ExternalDataLocationError (naming `graphFile`) for a location outside the model folder.
+ */
+export function externalDataLocations(onnxBytes: Uint8Array, graphFile = 'the graph'): string[] {
   const out = new Set<string>();
   collect(readModel(onnxBytes).graph, out);
+  for (const loc of out) checkExternalLocation(loc, graphFile);
   return [...out];
 }

@@ -72,6 +72,13 @@ async function readNodeFile(filePath: string, progress: ByteProgress | undefined
   return readLocalFile(filePath, progress && ((loaded, total) => progress(loaded, total, fromCache)));
 }
 
+/** Node: a file of a local model folder must resolve inside that folder (node-io.ts checkInsideModelFolder). */
+async function confine(localPath: string, filename: string): Promise<void> {
+  if (!localPath.endsWith(filename)) return;
+  const { checkInsideModelFolder } = await loadNodeIo();
+  checkInsideModelFolder(localPath, localPath.slice(0, localPath.length - filename.length) || '.');
+}
+
 /** A cache answer can be a Response, transformers.js's FileResponse (node), or a file path string. */
 async function fromCacheAnswer(ans: unknown, what: string, progress: ByteProgress | undefined): Promise<Uint8Array | null> {
   if (ans === undefined || ans === null) return null;
@@ -126,7 +133,10 @@ export async function locateModelFile(idOrPath: string, filename: string, opts: 
       return null; // the cache holds it, but only as bytes
     }
   }
-  if (env.allowLocalModels && env.useFS && !isHttpUrl(requestURL) && localFileSize(localPath) !== null) return localPath;
+  if (env.allowLocalModels && env.useFS && !isHttpUrl(requestURL) && localFileSize(localPath) !== null) {
+    await confine(localPath, filename);
+    return localPath;
+  }
   return null;
 }
 
@@ -160,7 +170,10 @@ export async function fetchModelFile(
     let res: Response | null = null;
     if (IS_NODE && env.useFS) {
       const { localFileSize } = await loadNodeIo();
-      if (localFileSize(localPath) !== null) return readNodeFile(localPath, progress, false);
+      if (localFileSize(localPath) !== null) {
+        await confine(localPath, filename);
+        return readNodeFile(localPath, progress, false);
+      }
     } else {
       try {
         const r = (await env.fetch(localPath)) as Response;

@@ -12,7 +12,9 @@
  *      and feeds only the last one (decoder_prepare_inputs_for_generation), so the patch covers the last prompt token
  *      and every new token. Step 2 is skipped when nothing needs the observation.
  * With 'all', every prompt position carries the patch; a policy then needs an unsteered pass over the whole prompt
- * first (unavoidable: the policy's output must reach every prompt position).
+ * first (unavoidable: the policy's output must reach every prompt position). With 'new', the flow is that of 'last'
+ * but the pass over the last prompt token gets no patch: only the new tokens' positions carry it.
+ * A projection matrix (o.projection) travels with the steering on exactly the passes that carry the patch.
  *
  * Base and steered side by side (compareSteered): ONE generation of batch 2 over the same prompt, steering input
  * [steer_batch 2, L, H] with row 0 zero and row 1 the policy's matrix, so both replies stream together. The prompt
@@ -21,7 +23,8 @@
  * GroupQueryAttention graphs run it as they run batch 1.
  * transformers.js 4.3.1 keeps feeding a batch row after its EOS and stops only when every row's LAST token is an EOS
  * at the same step (EosTokenCriteria looks at the last token only); a sticky stopping criterion (RowsFinished) marks
- * a row done at its first EOS, its later tokens are ignored, and the loop ends when every row is done.
+ * a row done at its first EOS, its later tokens are ignored, and the loop ends when every row is done. Row 0 of a
+ * compare gets neither steering nor projection rows.
  */
 import { DynamicCache, InterruptableStoppingCriteria, StoppingCriteria, Tensor } from '@huggingface/transformers';
 import { disposeOutputs, residualAt, type ModelOutputs, type SteeringPatch, type TjsModel, type TjsTensor } from './steering-patch.js';
@@ -42,19 +45,19 @@ export interface GenerateDeps {
   chatIds(prompt: string): number[];
 }
 
-function int64(ids: number[][]): TjsTensor {
+export function int64(ids: number[][]): TjsTensor {
   const flat = new BigInt64Array(ids.length * ids[0]!.length);
   let k = 0;
   for (const row of ids) for (const id of row) flat[k++] = BigInt(id);
   return new Tensor('int64', flat, [ids.length, ids[0]!.length]) as unknown as TjsTensor;
 }
 
-function ones(b: number, n: number): TjsTensor {
+export function ones(b: number, n: number): TjsTensor {
   return new Tensor('int64', new BigInt64Array(b * n).fill(1n), [b, n]) as unknown as TjsTensor;
 }
 
 /** transformers.js getPastKeyValues for standard caches: present.* outputs become past_key_values.* entries. */
-function cacheFrom(out: ModelOutputs): InstanceType<typeof DynamicCache> {
+export function cacheFrom(out: ModelOutputs): InstanceType<typeof DynamicCache> {
   const entries: Record<string, TjsTensor> = {};
   for (const [name, t] of Object.entries(out)) {
     if (name.startsWith('present')) entries[name.replace('present', 'past_key_values')] = t;
@@ -121,7 +124,9 @@ interface RowsSpec {
   maxNewTokens?: number;
   /** A fixed [L*H] matrix for the steered row, a policy called before each pass, or null. */
   steering: GenerateOptions['steering'];
-  steerPromptPositions?: 'last' | 'all';
+  /** Projection rows of the steered row (GenerateOptions.projection). */
+  projection?: GenerateOptions['projection'];
+  steerPromptPositions?: GenerateOptions['steerPromptPositions'];
   sampling?: GenerateOptions['sampling'];
   capture: 'none' | 'prompt-last' | 'all';
   onToken?: (row: number, tokenId: number, textDelta: string) => void;
@@ -146,6 +151,7 @@ export async function generateSteered(d: GenerateDeps, o: GenerateOptions): Prom
     rows: 1,
     ...(o.maxNewTokens !== undefined ? { maxNewTokens: o.maxNewTokens } : {}),
     steering: o.steering ?? null,
+    ...(o.projection ? { projection: o.projection } : {}),
     ...(o.steerPromptPositions !== undefined ? { steerPromptPositions: o.steerPromptPositions } : {}),
     sampling: o.sampling ?? null,
     capture,
@@ -172,6 +178,7 @@ export async function compareSteered(d: GenerateDeps, o: CompareOptions): Promis
     rows: 2,
     ...(o.maxNewTokens !== undefined ? { maxNewTokens: o.maxNewTokens } : {}),
     steering: o.steering,
+    ...(o.projection ? { projection: o.projection } : {}),
     ...(o.steerPromptPositions !== undefined ? { steerPromptPositions: o.steerPromptPositions } : {}),
     sampling: o.sampling ?? null,
     capture: o.captureSteered ? 'all' : 'prompt-last',
@@ -199,11 +206,14 @@ async function generateRows(d: GenerateDeps, o: RowsSpec): Promise<RowsResult> {
   // The reply stops at the context's end (finishReason 'length') rather than running into positions the model lacks.
   const maxNew = d.contextLength === null ? asked : Math.min(asked, d.contextLength - ids.length);
   const positions = o.steerPromptPositions ?? 'last';
-  if (positions !== 'last' && positions !== 'all') throw new Error(`steerPromptPositions must be 'last' or 'all', got ${String(positions)}`);
+  if (positions !== 'last' && positions !== 'all' && positions !== 'new') throw new Error(`steerPromptPositions must be 'last', 'all' or 'new', got ${String(positions)}`);
   const capture = o.capture;
   const steering = o.steering ?? null;
   const policy = typeof steering === 'function' ? steering : null;
   if (steering instanceof Float32Array) d.patch.checkSteering(steering, 1);
+  const projection = o.projection ?? null;
+  if (projection instanceof Float32Array) d.patch.checkProjection(projection, 1);
+  const cached = positions !== 'all'; // 'last' and 'new' prefill all but the last prompt token unsteered
 
   const B = o.rows;
   const steered = B - 1; // the row that carries the patch (and whose residuals are read)
@@ -233,11 +243,11 @@ async function generateRows(d: GenerateDeps, o: RowsSpec): Promise<RowsResult> {
       disposeOutputs(out, new Set(Object.values(c)));
       return c;
     };
-    if (positions === 'last' && n > 1) cache = await prefill(1);
+    if (cached && n > 1) cache = await prefill(1);
     if (needObservation) {
       patch.hooks = { ...zero, ...grab };
       const out =
-        positions === 'last' && cache
+        cached && cache
           ? await d.model.forward({ input_ids: int64([ids.slice(-1)]), attention_mask: ones(1, n), past_key_values: cache })
           : await d.model.forward({ input_ids: int64([ids]), attention_mask: ones(1, n) });
       disposeOutputs(out);
@@ -258,23 +268,39 @@ async function generateRows(d: GenerateDeps, o: RowsSpec): Promise<RowsResult> {
     const finished = new RowsFinished(B, d.eosTokenIds, n);
     let step = 0;
     let previous: Float32Array | null = null;
-    let paired: { matrix: Float32Array; both: Float32Array } | null = null;
-    const forBatch = (m: Float32Array | null): Float32Array | null => {
-      if (m === null || B === 1) return m;
-      if (paired?.matrix !== m) {
-        const both = new Float32Array(B * LH);
-        both.set(m, steered * LH);
-        paired = { matrix: m, both };
-      }
-      return paired.both;
+    // Batch 2 (compare): the steered row's [L*H] rows at its place in a [B*L*H] matrix, row 0 zero (no patch); the
+    // last batch matrix is kept while the row's matrix stays the same object.
+    const batchOf = () => {
+      let paired: { matrix: Float32Array; both: Float32Array } | null = null;
+      return (m: Float32Array | null): Float32Array | null => {
+        if (m === null || B === 1) return m;
+        if (paired?.matrix !== m) {
+          const both = new Float32Array(B * LH);
+          both.set(m, steered * LH);
+          paired = { matrix: m, both };
+        }
+        return paired.both;
+      };
     };
+    const steeringForBatch = batchOf();
+    const projectionForBatch = batchOf();
+    // 'new': the pass of the last prompt token (step 0) carries no patch; the policy still runs there (it observes).
+    const unpatched = () => positions === 'new' && step === 0;
     patch.hooks = {
       steering: () => {
-        if (!policy) return forBatch(steering as Float32Array | null);
-        const ctx: StepContext = { step, promptResidual, previousResidual: previous, generated: [...generated[steered]!] };
-        const m = policy(ctx);
-        if (m !== null) patch.checkSteering(m, 1);
-        return forBatch(m);
+        let m: Float32Array | null;
+        if (!policy) m = steering as Float32Array | null;
+        else {
+          const ctx: StepContext = { step, promptResidual, previousResidual: previous, generated: [...generated[steered]!] };
+          m = policy(ctx);
+          if (m !== null) patch.checkSteering(m, 1);
+        }
+        return unpatched() ? null : steeringForBatch(m);
+      },
+      projection: () => {
+        const p = typeof projection === 'function' ? projection() : projection;
+        if (p !== null && typeof projection === 'function') patch.checkProjection(p, 1);
+        return unpatched() ? null : projectionForBatch(p);
       },
       residual: (r) => {
         previous = residualAt(r, steered, r.dims[2]! - 1);

@@ -9,8 +9,9 @@
  *      from_pretrained builds its session, KV-cache handling and generation machinery on the patched graph
  *   -> instance patch (steering-patch.ts) -> self-check (self-check.ts).
  */
-import { AutoConfig, AutoModelForCausalLM, AutoTokenizer } from '@huggingface/transformers';
+import { AutoModelForCausalLM } from '@huggingface/transformers';
 import { patchDecoder, type PatchReport } from '../onnx/patcher.js';
+import { validateGraph } from '../onnx/validate.js';
 import { IS_NODE, loadNodeIo } from './base-cache.js';
 import { externalDataLocations } from './external-data.js';
 import { fetchModelFile, locateModelFile, ModelFileNotFoundError } from './fetch-file.js';
@@ -18,6 +19,7 @@ import { buildResourcePaths, DTYPE_SUFFIX, externalDataChunkNames } from './hub-
 import { modelIdentity } from './model-content-id.js';
 import type { ModelIdentity } from './model-id.js';
 import { modelSourceOf } from './model-source.js';
+import { loadCheckedTokenizer, loadModelConfig, ModelLoadError } from './model-files.js';
 import { installSteerlabCache } from './patched-cache.js';
 import type { TjsTokenizer } from './prompt.js';
 import { describeFailure, probeIds, runSelfCheck, SelfCheckError } from './self-check.js';
@@ -39,12 +41,7 @@ const SELF_CHECK_POSITIONS = 3;
 /** Suffix of the patched graph's model_file_name: never the name of a real file. */
 export const STEERABLE_SUFFIX = '_steerable';
 
-export class ModelLoadError extends Error {
-  constructor(readonly code: string, message: string) {
-    super(message);
-    this.name = 'ModelLoadError';
-  }
-}
+export { ModelLoadError };
 
 type TjsProgressEvent = { status: string; file?: string; loaded?: number; total?: number };
 
@@ -69,13 +66,6 @@ function byteProgress(progress: LoadOptions['progress'], file: string) {
   if (!progress) return undefined;
   return (loaded: number, total: number | null, fromCache: boolean) =>
     progress({ stage: 'download', file, loaded, total, done: total !== null && loaded >= total, fromCache });
-}
-
-function positiveInt(v: unknown, name: string, id: string): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) {
-    throw new ModelLoadError('BAD_CONFIG', `config.json of "${id}": ${name} must be a positive integer, got ${JSON.stringify(v)}`);
-  }
-  return v;
 }
 
 function configDtype(cfg: Record<string, unknown>, fileName: string): Dtype | undefined {
@@ -161,7 +151,11 @@ async function externalDataFolder(id: string, locations: string[], progress: Loa
 function leanSessionFactory(model: TjsModel, graphPath: string, byReference: string, folder: string): () => Promise<OrtSessionLike> {
   return async () => {
     const { readGraphSkeleton } = (await import(/* @vite-ignore */ NODE_GRAPH)) as typeof import('./node-graph.js');
-    const { bytes } = patchDecoder(readGraphSkeleton(graphPath).bytes, { weightsByReference: byReference, captureResiduals: false });
+    // Read again from disk: the same checks as at load (graph structure, external data inside the model folder).
+    const skeleton = readGraphSkeleton(graphPath).bytes;
+    validateGraph(skeleton, graphPath);
+    externalDataLocations(skeleton, graphPath);
+    const { bytes } = patchDecoder(skeleton, { weightsByReference: byReference, captureResiduals: false });
     const session = model.sessions['model'] as unknown as { constructor: { create(b: Uint8Array, o: object): Promise<OrtSessionLike> } };
     return session.constructor.create(bytes, {
       executionProviders: ['cpu'],
@@ -177,6 +171,7 @@ export async function loadSteerableModel(modelArg: string, opts: LoadOptions = {
   const idOrPath = IS_NODE ? ((await loadNodeIo()).absoluteFolder(modelArg) ?? modelArg) : modelArg;
   const device: Device = opts.device ?? (IS_NODE ? 'cpu' : 'wasm');
   if (!DEVICES.includes(device)) throw new ModelLoadError('BAD_OPTIONS', `device must be one of ${DEVICES.join(', ')}, got ${String(opts.device)}`);
+  if (IS_NODE && device === 'wasm') throw new ModelLoadError('BAD_OPTIONS', "device 'wasm' is onnxruntime-web's, for browsers; in Node use 'cpu'");
   if (opts.dtype !== undefined && !DTYPES.includes(opts.dtype)) throw new ModelLoadError('BAD_OPTIONS', `dtype must be one of ${DTYPES.join(', ')}, got ${String(opts.dtype)}`);
   if (opts.modelFileName !== undefined && !/^[\w.-]+$/.test(opts.modelFileName)) {
     throw new ModelLoadError('BAD_OPTIONS', `modelFileName must be a bare file name without folder or .onnx (e.g. 'model'), got ${JSON.stringify(opts.modelFileName)}`);
@@ -185,16 +180,8 @@ export async function loadSteerableModel(modelArg: string, opts: LoadOptions = {
   installSteerlabCache();
   const progress_callback = tjsProgress(progress);
 
-  let config: Record<string, unknown>;
-  try {
-    config = (await AutoConfig.from_pretrained(idOrPath, { progress_callback } as never)) as unknown as Record<string, unknown>;
-  } catch (e) {
-    throw new ModelLoadError('MODEL_NOT_FOUND', `cannot load config.json of "${idOrPath}": ${(e as Error).message}`);
-  }
-  const text = (config['text_config'] as Record<string, unknown> | undefined) ?? config;
-  const numLayers = positiveInt(text['num_hidden_layers'], 'num_hidden_layers', idOrPath);
-  const hiddenSize = positiveInt(text['hidden_size'], 'hidden_size', idOrPath);
-  const vocabSize = positiveInt(text['vocab_size'], 'vocab_size', idOrPath);
+  // config.json and the tokenizer are read and checked by model-files.ts.
+  const { config, numLayers, hiddenSize, vocabSize } = await loadModelConfig(idOrPath, progress_callback);
 
   const names = opts.modelFileName ? [opts.modelFileName] : MODEL_FILE_NAMES;
   const dtype: Dtype = opts.dtype ?? configDtype(config, names[0]!) ?? (device === 'wasm' ? 'q8' : 'fp32');
@@ -206,7 +193,7 @@ export async function loadSteerableModel(modelArg: string, opts: LoadOptions = {
   const steerFile = `${steerName}${suffix}.onnx`;
   let locations: string[];
   try {
-    locations = externalDataLocations(original.bytes);
+    locations = externalDataLocations(original.bytes, original.file);
   } catch (e) {
     const code = (e as { code?: string }).code ?? 'PATCH_FAILED';
     throw new ModelLoadError(code, `cannot make ${original.file} of "${idOrPath}" steerable: ${(e as Error).message}`);
@@ -238,6 +225,7 @@ export async function loadSteerableModel(modelArg: string, opts: LoadOptions = {
   let patchedBytes: Uint8Array | null;
   let report: PatchReport;
   try {
+    validateGraph(original.bytes, original.file);
     ({ bytes: patchedBytes, report } = patchDecoder(original.bytes, {
       expectedNumLayers: numLayers,
       expectedHiddenSize: hiddenSize,
@@ -279,10 +267,10 @@ export async function loadSteerableModel(modelArg: string, opts: LoadOptions = {
 
   let tokenizer: TjsTokenizer;
   try {
-    tokenizer = (await AutoTokenizer.from_pretrained(idOrPath, { progress_callback } as never)) as unknown as TjsTokenizer;
+    tokenizer = await loadCheckedTokenizer(idOrPath, vocabSize, progress_callback);
   } catch (e) {
     await model.dispose();
-    throw new ModelLoadError('TOKENIZER_FAILED', `cannot load the tokenizer of "${idOrPath}": ${(e as Error).message}`);
+    throw e;
   }
 
   const leanSession = byReference !== null && originalPath !== null ? leanSessionFactory(model, originalPath, byReference, dataFolder!) : undefined;

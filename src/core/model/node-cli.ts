@@ -4,9 +4,14 @@
  */
 import { readFile } from 'node:fs/promises';
 import { env } from '@huggingface/transformers';
+import { decodeUtf8 } from '../util/utf8.js';
 import type { Device, Dtype, LoadOptions, LoadProgress } from './types.js';
 
-export const DEVICE_CHOICES: Device[] = ['cpu', 'wasm', 'webgpu'];
+/**
+ * Devices a command can use in Node: the CPU (onnxruntime-node). 'wasm' is onnxruntime-web's, for browsers, and
+ * onnxruntime-node's WebGPU is experimental and needs a GPU this machine may not have: both are the lab's.
+ */
+export const DEVICE_CHOICES: Device[] = ['cpu'];
 export const DTYPE_CHOICES: Dtype[] = ['fp32', 'fp16', 'q8', 'q4', 'q4f16'];
 
 /** Points transformers.js (and Steerlab's own fetches) at another hub: --hub beats STEERLAB_HUB. */
@@ -31,7 +36,9 @@ export function parseDtype(v: string | undefined): Dtype | undefined {
 
 export function parseDevice(v: string | undefined): Device | undefined {
   if (v === undefined) return undefined;
-  if (!(DEVICE_CHOICES as string[]).includes(v)) throw new Error(`--device must be one of ${DEVICE_CHOICES.join(', ')}, got "${v}"`);
+  if (!(DEVICE_CHOICES as string[]).includes(v)) {
+    throw new Error(`--device must be ${DEVICE_CHOICES.join(' or ')} here: the command line runs models on the CPU (onnxruntime-node); wasm and webgpu are for the browser lab; got "${v}"`);
+  }
   return v as Device;
 }
 
@@ -61,7 +68,7 @@ export function stderrProgress(quiet = false): NonNullable<LoadOptions['progress
 export async function readSteeringFile(file: string, numLayers: number, hiddenSize: number): Promise<Float32Array> {
   let parsed: unknown;
   try {
-    parsed = JSON.parse(await readFile(file, 'utf8'));
+    parsed = JSON.parse(decodeUtf8(await readFile(file), file));
   } catch (e) {
     throw new Error(`--steering ${file}: cannot read it as JSON: ${(e as Error).message}`);
   }

@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
+import { escapeRegExp, removeDeadWritersTemps } from '../util/temp-files-node.js';
 import type { CacheLike } from './base-cache.js';
 
 /** The size of a regular file at filePath, or null when there is none. */
@@ -14,6 +15,30 @@ export function localFileSize(filePath: string): number | null {
     return stat.isFile() ? stat.size : null;
   } catch {
     return null;
+  }
+}
+
+/**
+ * Throws unless `filePath`, a file of the model folder `modelDir`, resolves (through symbolic links) to a place inside
+ * that folder: a link in a model folder must not make Steerlab read a file elsewhere (onnxruntime applies the same
+ * rule to the external data it reads itself, and refuses even the links of a Hugging Face cache snapshot).
+ */
+export function checkInsideModelFolder(filePath: string, modelDir: string): void {
+  const root = path.resolve(modelDir);
+  let real: string;
+  let realRoot: string;
+  try {
+    real = fs.realpathSync(filePath);
+    realRoot = fs.realpathSync(root);
+  } catch {
+    return; // nothing there: the read that follows reports the missing file
+  }
+  const rel = path.relative(realRoot, real);
+  if (rel === '' || rel.startsWith('..') || path.isAbsolute(rel)) {
+    throw new Error(
+      `${filePath} resolves to ${real}, outside the model folder ${root}; a model may only read files inside its own folder. ` +
+        'Replace the link by the file itself, or load the model from the folder that holds it',
+    );
   }
 }
 
@@ -87,6 +112,8 @@ export class NodeFileCache implements CacheLike {
     if (rel === null || !response.body) return;
     const filePath = path.join(this.dir, rel);
     await fs.promises.mkdir(path.dirname(filePath), { recursive: true });
+    // Temp files of downloads killed mid-write (their pid is in the name) go first.
+    removeDeadWritersTemps(path.dirname(filePath), new RegExp(`^${escapeRegExp(path.basename(filePath))}\\.tmp\\.(\\d+)\\.[0-9a-z]+$`));
     // Atomic: a temp file in the same folder, renamed once complete, so readers never see half a file.
     const tmp = `${filePath}.tmp.${process.pid}.${Math.random().toString(36).slice(2)}`;
     try {

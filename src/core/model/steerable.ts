@@ -11,6 +11,7 @@ import { engineFromTjs } from './decode-tjs.js';
 import { checkContext, checkIds, compareSteered, generateSteered, type GenerateDeps } from './generate.js';
 import { formatChat, type ChatOptions, type ChatPrompt, type TjsTokenizer } from './prompt.js';
 import type { ModelIdentity } from './model-id.js';
+import { nextTokenLogits, type NextTokenPatch } from './next-token.js';
 import { disposeOutputs, SteeringPatch, toDense, type TjsModel, type TjsTensor } from './steering-patch.js';
 import type { CompareOptions, CompareResult, Dense, Device, Dtype, ForwardResult, GenerateOptions, GenerateResult, SelfCheckResult } from './types.js';
 
@@ -101,9 +102,11 @@ export class SteerableModel {
 
   /**
    * One forward pass over B equal-length rows (no cache). steering: [L*H] (every row) or [B*L*H]; absent or null =
-   * none (the model keeps no steering between calls). Returns logits [B, S, V] and residuals [B, L+1, S, H].
+   * none (the model keeps no steering between calls). projection: [L*H] or [B*L*H] rows u_l (unit or zero), the
+   * residual after layer l becomes x - (x.u_l)u_l + steering_l at every position; null/absent = none.
+   * Returns logits [B, S, V] and residuals [B, L+1, S, H].
    */
-  forward(inputIds: number[][], opts: { steering?: Float32Array | null } = {}): Promise<ForwardResult> {
+  forward(inputIds: number[][], opts: { steering?: Float32Array | null; projection?: Float32Array | null } = {}): Promise<ForwardResult> {
     return this.run(async () => {
       if (!Array.isArray(inputIds) || inputIds.length === 0) throw new Error('forward: inputIds must be a non-empty array of rows of token ids');
       const S = inputIds[0]!.length;
@@ -115,10 +118,12 @@ export class SteerableModel {
       const B = inputIds.length;
       const steering = opts.steering ?? null;
       if (steering !== null) this.patch.checkSteering(steering, B);
+      const projection = opts.projection ?? null;
+      if (projection !== null) this.patch.checkProjection(projection, B);
       const flat = new BigInt64Array(B * S);
       inputIds.forEach((row, b) => row.forEach((id, i) => (flat[b * S + i] = BigInt(id))));
       let residuals: Dense | null = null;
-      this.patch.hooks = { steering: () => steering, residual: (r) => (residuals = r) };
+      this.patch.hooks = { steering: () => steering, projection: () => projection, residual: (r) => (residuals = r) };
       try {
         const out = await this.model.forward({
           input_ids: new Tensor('int64', flat, [B, S]) as unknown as TjsTensor,
@@ -145,6 +150,17 @@ export class SteerableModel {
       decode: (ids) => this.tokenizer.decode(ids, { skip_special_tokens: true }),
       chatIds: (p) => this.formatChat(p).ids,
     };
+  }
+
+  /**
+   * Logits [V] of the first reply token after `ids` under a patch, as a generation with the same `positions` computes
+   * them ('last' default: prefix unsteered, last prompt token patched; 'all'; 'new' = unpatched). See next-token.ts.
+   */
+  nextTokenLogits(ids: number[], patch: NextTokenPatch = {}): Promise<Float32Array> {
+    return this.run(() => {
+      checkContext(ids.length, this.contextLength, 'nextTokenLogits ids');
+      return nextTokenLogits(this.model, this.patch, this.vocabSize, ids, patch);
+    });
   }
 
   /** Steered generation (see generate.ts for the flow). steering: absent or null = none. */

@@ -1,7 +1,7 @@
 /**
  * The instance patch: wraps `forward` of ONE transformers.js model object (never its class: subclassing breaks
  * transformers.js's class-to-type lookup) so that every forward pass, including each step of generate(), receives
- * the current `steering` tensor, and the `residual_stream` output is taken out before transformers.js sees it
+ * the current `steering` and `projection` tensors, and the `residual_stream` output is taken out before transformers.js sees it
  * (it would otherwise travel through generate's output handling; only `present*` outputs feed the KV cache).
  *
  * transformers.js facts this relies on (4.3.1, src/models/modeling_utils.js):
@@ -13,6 +13,7 @@
  */
 import { Tensor } from '@huggingface/transformers';
 import type { Dense } from './types.js';
+import { checkProjectionRows } from './projection-rows.js';
 
 /** The parts of a transformers.js tensor this module uses. */
 export interface TjsTensor {
@@ -41,6 +42,11 @@ export interface TjsModel {
 export interface ForwardHooks {
   /** Steering for this pass, [L*H] or [B*L*H]; null = zero steering. */
   steering(inputs: ModelInputs): Float32Array | null;
+  /**
+   * Projection rows for this pass (u_l: unit or zero, the residual after layer l becomes x - (x.u_l)u_l + steering_l),
+   * [L*H] or [B*L*H]; null or absent = none.
+   */
+  projection?(inputs: ModelInputs): Float32Array | null;
   /** The full residual stream of this pass, [B, L+1, S, H]. */
   residual?(res: Dense): void;
 }
@@ -64,6 +70,9 @@ export class SteeringPatch {
     if (!session.inputNames.includes('steering')) {
       throw new Error(`the loaded graph has no 'steering' input (inputs: ${session.inputNames.join(', ')}); was the patched file used?`);
     }
+    if (!session.inputNames.includes('projection')) {
+      throw new Error(`the loaded graph has no 'projection' input (inputs: ${session.inputNames.join(', ')}); was it patched by an older Steerlab?`);
+    }
     if (!session.outputNames.includes('residual_stream')) {
       throw new Error(`the loaded graph has no 'residual_stream' output (outputs: ${session.outputNames.join(', ')})`);
     }
@@ -71,7 +80,8 @@ export class SteeringPatch {
     model.forward = async (inputs: ModelInputs) => {
       const batch = inputs.input_ids?.dims[0] ?? 1;
       const matrix = this.hooks ? this.hooks.steering(inputs) : null;
-      const out = await original({ ...inputs, steering: this.tensorFor(matrix, batch) });
+      const projection = this.hooks?.projection?.(inputs) ?? null;
+      const out = await original({ ...inputs, steering: this.tensorFor(matrix, batch), projection: this.projectionTensorFor(projection, batch) });
       const rs = out['residual_stream'];
       delete out['residual_stream'];
       if (!rs) throw new Error('the patched graph returned no residual_stream output');
@@ -102,17 +112,34 @@ export class SteeringPatch {
     return sb;
   }
 
+  /**
+   * Checks a projection matrix like a steering matrix, and each row: zero (off) or a unit vector (|norm - 1| <= 1e-3;
+   * any other norm would scale the component instead of removing it). Returns the steer_batch it implies.
+   */
+  checkProjection(m: Float32Array, batch: number): number {
+    return checkProjectionRows(m, this.numLayers, this.hiddenSize, batch);
+  }
+
   tensorFor(matrix: Float32Array | null, batch: number): TjsTensor {
-    if (matrix === null) {
-      let z = this.zeros.get(1);
-      if (!z) {
-        z = new Tensor('float32', new Float32Array(this.numLayers * this.hiddenSize), [1, this.numLayers, this.hiddenSize]) as unknown as TjsTensor;
-        this.zeros.set(1, z);
-      }
-      return z;
-    }
+    if (matrix === null) return this.zeroTensor();
     const sb = this.checkSteering(matrix, batch);
     return new Tensor('float32', matrix, [sb, this.numLayers, this.hiddenSize]) as unknown as TjsTensor;
+  }
+
+  projectionTensorFor(matrix: Float32Array | null, batch: number): TjsTensor {
+    if (matrix === null) return this.zeroTensor();
+    const sb = this.checkProjection(matrix, batch);
+    return new Tensor('float32', matrix, [sb, this.numLayers, this.hiddenSize]) as unknown as TjsTensor;
+  }
+
+  /** One shared zero [1, L, H] tensor (both inputs read it; the session never writes its inputs). */
+  private zeroTensor(): TjsTensor {
+    let z = this.zeros.get(1);
+    if (!z) {
+      z = new Tensor('float32', new Float32Array(this.numLayers * this.hiddenSize), [1, this.numLayers, this.hiddenSize]) as unknown as TjsTensor;
+      this.zeros.set(1, z);
+    }
+    return z;
   }
 }
 

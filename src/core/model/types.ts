@@ -37,6 +37,18 @@ export interface SelfCheckResult {
   tolerance: number;
   /** max |logits(patched, zero steering) - logits(unpatched)|; null when the unpatched model was not loaded. */
   identity_max_logit_diff: number | null;
+  /** The projection input at the same layer (u: a unit probe vector); null when not checked. */
+  projection: {
+    /** max over positions |residual[layer+1] . u| with projection row u and zero steering (ablation). */
+    ablation_max_error: number;
+    /** max over positions |residual[layer+1] . u - clamp_target| with steering row clamp_target * u (clamping). */
+    clamp_max_error: number;
+    clamp_target: number;
+    /** max elementwise |residual[layer+1] - (x - (x.u)u + t u)| over both runs, x = the zero run's residual. */
+    projection_max_error: number;
+    /** max over positions |x . u| in the zero run: the size of what the ablation removed. */
+    removed_component: number;
+  } | null;
 }
 
 /** A dense float32 array with its shape (row-major). */
@@ -86,8 +98,17 @@ export interface GenerateOptions {
   maxNewTokens?: number;
   /** A [L*H] matrix applied to every steered pass, a policy called before each pass, or null (no steering). */
   steering?: Float32Array | StepSteering | null;
-  /** 'last' (default): only the last prompt token and the new tokens carry the patch; 'all': every prompt token too. */
-  steerPromptPositions?: 'last' | 'all';
+  /**
+   * Which positions carry the patch: 'last' (default) the last prompt token and the new tokens; 'all' every prompt
+   * token too; 'new' the new tokens only (the first reply token is predicted unsteered).
+   */
+  steerPromptPositions?: 'last' | 'all' | 'new';
+  /**
+   * Projection rows [L*H] (u_l unit or zero) applied on the same passes as the steering: the residual after layer l
+   * becomes x - (x.u_l)u_l + steering_l. A function is asked on every such pass, right after `steering` (so a policy
+   * that decides both at step 0 can hand over its projection). null/absent = none.
+   */
+  projection?: Float32Array | (() => Float32Array | null) | null;
   /** Absent = greedy. */
   sampling?: SamplingOptions | null;
   /** Called once per generated token with its id and the text it added. */
@@ -117,7 +138,9 @@ export interface CompareOptions {
   maxNewTokens?: number;
   /** Row 1's patch: called before each pass with the unsteered residual of the last prompt token; null = none. */
   steering: StepSteering;
-  steerPromptPositions?: 'last' | 'all';
+  /** Row 1's projection rows, as GenerateOptions.projection (row 0 never gets any). */
+  projection?: GenerateOptions['projection'];
+  steerPromptPositions?: GenerateOptions['steerPromptPositions'];
   /** Absent = greedy. With sampling each row draws from its own stream, seeded alike. */
   sampling?: SamplingOptions | null;
   /** Called once per generated token of a running row (row 0 = base, 1 = steered). */

@@ -5,7 +5,7 @@
 import { unpatchedLogits } from './identity.js';
 import { loadSteerableModel } from './load.js';
 import { maxLogitDiff, probeIds, RELATIVE_TOLERANCE, runSelfCheck } from './self-check.js';
-import type { LoadOptions } from './types.js';
+import type { LoadOptions, SelfCheckResult } from './types.js';
 
 export interface VerifyReport {
   ok: boolean;
@@ -26,6 +26,8 @@ export interface VerifyReport {
   upstream_max_error: number;
   tolerance: number;
   self_check_ok: boolean;
+  /** The projection input's part of the self-check (ablation and clamping at the same layer). */
+  projection: SelfCheckResult['projection'];
   identity_max_logit_diff: number | null;
   /** relative tolerance of the stream dtype x max(1, largest unpatched logit). */
   identity_tolerance: number | null;
@@ -68,6 +70,7 @@ export async function verifyModel(idOrPath: string, opts: Omit<LoadOptions, 'sel
       upstream_max_error: check.upstream_max_error,
       tolerance: check.tolerance,
       self_check_ok: check.ok,
+      projection: check.projection,
       identity_max_logit_diff: diff,
       identity_tolerance: idTol,
       identity_ok: identityOk,

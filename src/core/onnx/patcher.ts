@@ -1,8 +1,15 @@
 /**
  * The steering patch: makes any hub decoder steerable inside transformers.js by adding
  *   input  `steering`        float32 [steer_batch, num_layers, hidden]   row l is added to the residual after layer l
+ *   input  `projection`      float32 [projection_batch, num_layers, hidden]  row l = u_l, a unit vector or zero (off)
  *   output `residual_stream` float32 [batch, num_layers + 1, seq, hidden] embedding output, then each layer's
  *                                                                          (steered) residual
+ * so that, at every position, the residual after decoder layer l becomes
+ *   x' = x - (x . u_l) u_l + steering_l
+ * With u_l = 0 this is x + steering_l, bit for bit (x . 0 = 0 and x - 0 = x for every finite x). u_l = d with
+ * steering_l = 0 is directional ablation (Arditi et al.); u_l = d with steering_l = t d clamps the component along d
+ * to t. The dot product runs in float32 whatever the stream dtype (a float16 reduction over the hidden size would
+ * lose the precision clamping needs); only the correction (x . u) u is cast back to the stream dtype.
  * Detection is structural (residual.ts); the new model is emitted by splicing (model-io.ts), so the weights are
  * copied, never re-encoded.
  */
@@ -23,12 +30,17 @@ import { detectResidualStream, Scope, type StreamDetection } from './residual.js
 export { OnnxPatchError } from './patch-error.js';
 
 export interface PatchOptions {
+  /**
+   * Add the `projection` input (default true). false writes the steering-only patch of earlier versions: the
+   * benchmarks compare the two, nothing else needs it.
+   */
+  projection?: boolean;
   expectedNumLayers?: number;
   expectedHiddenSize?: number;
   /** rewrite external-data `location` entries, e.g. {"model.onnx_data": "model_steerable.onnx_data"} */
   renameExternalData?: Record<string, string>;
   /**
-   * false: the steering input only, no `residual_stream` output (the lean graph for passes that read no residual:
+   * false: the steering (and projection) inputs only, no `residual_stream` output (the lean graph for passes that read no residual:
    * every residual then keeps its only consumers, so onnxruntime runs the graph as it runs the original). Default true.
    */
   captureResiduals?: boolean;
@@ -57,10 +69,13 @@ export interface PatchReport {
   injection_points: InjectionPoint[];
   opset: number;
   steering_input: 'steering';
+  /** null when the patch was written without it (PatchOptions.projection false). */
+  projection_input: 'projection' | null;
   residual_output: 'residual_stream';
 }
 
 export const STEERING_INPUT = 'steering';
+export const PROJECTION_INPUT = 'projection';
 export const RESIDUAL_OUTPUT = 'residual_stream';
 const MIN_OPSET = 13;
 
@@ -142,8 +157,8 @@ function analyse(bytes: Uint8Array, opts: PatchOptions): Analysis {
   const g = model.graph;
   const inputNames = g.inputs.map((vi) => vi.name);
   const outputNames = g.outputs.map((vi) => vi.name);
-  if (inputNames.includes(STEERING_INPUT) || outputNames.includes(RESIDUAL_OUTPUT)) {
-    throw new OnnxPatchError('ALREADY_PATCHED', `the graph already has a '${STEERING_INPUT}' input or a '${RESIDUAL_OUTPUT}' output: it is already patched`);
+  if (inputNames.includes(STEERING_INPUT) || inputNames.includes(PROJECTION_INPUT) || outputNames.includes(RESIDUAL_OUTPUT)) {
+    throw new OnnxPatchError('ALREADY_PATCHED', `the graph already has a '${STEERING_INPUT}' or '${PROJECTION_INPUT}' input or a '${RESIDUAL_OUTPUT}' output: it is already patched`);
   }
   if (!inputNames.includes('input_ids')) {
     throw new OnnxPatchError('NO_INPUT_IDS', `the graph has no input 'input_ids' (inputs: ${inputNames.join(', ') || 'none'}); expected a text decoder`);
@@ -212,6 +227,7 @@ function analyse(bytes: Uint8Array, opts: PatchOptions): Analysis {
     injection_points: [],
     opset: onnxOpset.version,
     steering_input: STEERING_INPUT,
+    projection_input: opts.projection === false ? null : PROJECTION_INPUT,
     residual_output: RESIDUAL_OUTPUT,
   };
   return {
@@ -254,7 +270,9 @@ class Names {
   }
 }
 
-function node(names: Names, opType: string, inputs: string[], outputs: string[], attrs: { name: string; i?: number; t?: ReturnType<typeof tensor> }[] = []): NodeProto {
+type NodeAttr = { name: string; i?: number; ints?: number[]; t?: ReturnType<typeof tensor> };
+
+function node(names: Names, opType: string, inputs: string[], outputs: string[], attrs: NodeAttr[] = []): NodeProto {
   return create(NodeProtoSchema, {
     name: names.fresh(`${opType}_node`),
     opType,
@@ -263,7 +281,9 @@ function node(names: Names, opType: string, inputs: string[], outputs: string[],
     attribute: attrs.map((a) =>
       a.t
         ? create(AttributeProtoSchema, { name: a.name, type: AttributeProto_AttributeType.TENSOR, t: a.t })
-        : create(AttributeProtoSchema, { name: a.name, type: AttributeProto_AttributeType.INT, i: BigInt(a.i ?? 0) }),
+        : a.ints
+          ? create(AttributeProtoSchema, { name: a.name, type: AttributeProto_AttributeType.INTS, ints: a.ints.map(BigInt) })
+          : create(AttributeProtoSchema, { name: a.name, type: AttributeProto_AttributeType.INT, i: BigInt(a.i ?? 0) }),
     ),
   });
 }
@@ -274,26 +294,74 @@ function int64Constant(names: Names, hint: string, values: number[]): { node: No
   return { node: node(names, 'Constant', [], [out], [{ name: 'value', t }]), out };
 }
 
+/** Input slot of the optional bias of a Skip*LayerNormalization (its output 3 is input + skip + bias). */
+const SKIP_BIAS_SLOT: Record<string, number> = { SkipSimplifiedLayerNormalization: 3, SkipLayerNormalization: 4 };
+
 /**
  * Plans the rewrite of one decoder graph. Returns its node list and the name of its residual-stack value, and
  * records the injection points.
+ *
+ * Nodes added per decoder layer l (x: the layer's output residual, stream dtype T):
+ *   plain Add producer:  Add -> x;  [Cast x->f32 if T != f32], MatMul(x, u_l^T) = c [B,S,1], Mul(c, u_l) [B,S,H],
+ *                        [Cast ->T], Sub(x, .), Add(., steering_l)  => x - (x.u_l)u_l + steering_l
+ *   Skip*Norm producer:  the node adds its two summands itself, so x is first computed by one extra Add (+ bias),
+ *                        the same correction is subtracted from the incoming stream summand together with the
+ *                        steering row, and the node's output 3 is then x - (x.u_l)u_l + steering_l.
+ * Once per graph: Split of `steering` and `projection` into rows [SB,1,H], a Transpose + Split of `projection`
+ * into columns [SB,H,1] for the MatMul, and a Cast of each steering row to T.
  */
-function rewriteDecoder(site: DecoderSite, numLayers: number, names: Names, stackName: string | null, report: PatchReport): NodeEmit[] {
+function rewriteDecoder(site: DecoderSite, numLayers: number, names: Names, stackName: string | null, report: PatchReport, withProjection: boolean): NodeEmit[] {
   const { detection, scope, graphLabel } = site;
   const tag = graphLabel === 'main' ? '' : `${graphLabel}/`;
   const dtype = detection.streamDtype;
+  const F32 = TensorProto_DataType.FLOAT;
   const pre: NodeProto[] = [];
   // steering [SB, L, H] -> L rows [SB, 1, H], each broadcasting over batch and positions; cast to the stream dtype.
   const sizes = int64Constant(names, `${tag}steering_split_sizes`, new Array(numLayers).fill(1));
   pre.push(sizes.node);
   const rowsF32 = Array.from({ length: numLayers }, (_, l) => names.fresh(`${tag}steering_row_${l}`));
   pre.push(node(names, 'Split', [STEERING_INPUT, sizes.out], rowsF32, [{ name: 'axis', i: 1 }]));
-  const rows = rowsF32.map((r, l) => {
-    if (dtype === TensorProto_DataType.FLOAT) return r;
-    const cast = names.fresh(`${tag}steering_row_${l}_cast`);
-    pre.push(node(names, 'Cast', [r], [cast], [{ name: 'to', i: dtype }]));
+  const toStream = (v: string, hint: string, into: NodeProto[]): string => {
+    if (dtype === F32) return v;
+    const cast = names.fresh(hint);
+    into.push(node(names, 'Cast', [v], [cast], [{ name: 'to', i: dtype }]));
     return cast;
-  });
+  };
+  const rows = rowsF32.map((r, l) => toStream(r, `${tag}steering_row_${l}_cast`, pre));
+  // projection [SB, L, H] -> rows u_l [SB, 1, H] and columns u_l^T [SB, H, 1], float32.
+  let uRows: string[] = [];
+  let uCols: string[] = [];
+  if (withProjection) {
+    uRows = Array.from({ length: numLayers }, (_, l) => names.fresh(`${tag}projection_row_${l}`));
+    pre.push(node(names, 'Split', [PROJECTION_INPUT, sizes.out], uRows, [{ name: 'axis', i: 1 }]));
+    const transposed = names.fresh(`${tag}projection_transposed`);
+    pre.push(node(names, 'Transpose', [PROJECTION_INPUT], [transposed], [{ name: 'perm', ints: [0, 2, 1] }]));
+    uCols = Array.from({ length: numLayers }, (_, l) => names.fresh(`${tag}projection_column_${l}`));
+    pre.push(node(names, 'Split', [transposed, sizes.out], uCols, [{ name: 'axis', i: 2 }]));
+  }
+  /** (x . u_l) u_l in the stream dtype, computed in float32; its nodes go to `into`. */
+  const correction = (x: string, l: number, into: NodeProto[]): string => {
+    let xf = x;
+    if (dtype !== F32) {
+      xf = names.fresh(`${tag}layer_${l}_residual_f32`);
+      into.push(node(names, 'Cast', [x], [xf], [{ name: 'to', i: F32 }]));
+    }
+    const c = names.fresh(`${tag}layer_${l}_projection_coefficient`);
+    into.push(node(names, 'MatMul', [xf, uCols[l]!], [c]));
+    const cu = names.fresh(`${tag}layer_${l}_projection`);
+    into.push(node(names, 'Mul', [c, uRows[l]!], [cu]));
+    return toStream(cu, `${tag}layer_${l}_projection_cast`, into);
+  };
+  /** `target` - correction + steering row (or target + steering row without the projection input). */
+  const steer = (target: string, x: string, l: number, out: string, into: NodeProto[]): void => {
+    let base = target;
+    if (withProjection) {
+      const corr = correction(x, l, into);
+      base = names.fresh(`${tag}layer_${l}_projected`);
+      into.push(node(names, 'Sub', [target, corr], [base]));
+    }
+    into.push(node(names, 'Add', [base, rows[l]!], [out]));
+  };
 
   const before = new Map<number, NodeProto[]>();
   const after = new Map<number, NodeProto[]>();
@@ -307,7 +375,9 @@ function rewriteDecoder(site: DecoderSite, numLayers: number, names: Names, stac
       const out = orig.output[0];
       const raw = names.fresh(`${tag}layer_${l}_residual_unsteered`);
       replaced.set(p.nodeIndex, { ...orig, output: [raw, ...orig.output.slice(1)] });
-      after.set(p.nodeIndex, [node(names, 'Add', [raw, rows[l]], [out])]);
+      const nodes: NodeProto[] = [];
+      steer(raw, raw, l, out, nodes);
+      after.set(p.nodeIndex, nodes);
       residuals.push(out);
       report.injection_points.push({ layer: l, graph: graphLabel, kind: 'add', value: out });
     } else {
@@ -316,8 +386,20 @@ function rewriteDecoder(site: DecoderSite, numLayers: number, names: Names, stac
       // output 0. The summand is the incoming stream, not the branch: in onnxruntime 1.30 CPU an fp16 Add of +0 on a
       // MatMulNBits output changed ~60% of the logits by an ulp, while +0 on the stream is bit-exact.
       const slot = orig.input[0] === p.streamIn ? 0 : 1;
+      const nodes: NodeProto[] = [];
+      let full = '';
+      if (withProjection) {
+        // The unsteered layer output, as the node would compute it (input + skip [+ bias]), for the dot product.
+        full = names.fresh(`${tag}layer_${l}_residual_unsteered`);
+        const biasSlot = SKIP_BIAS_SLOT[orig.opType];
+        const bias = biasSlot !== undefined ? orig.input[biasSlot] : undefined;
+        const sum = bias ? names.fresh(`${tag}layer_${l}_residual_without_bias`) : full;
+        nodes.push(node(names, 'Add', [orig.input[0]!, orig.input[1]!], [sum]));
+        if (bias) nodes.push(node(names, 'Add', [sum, bias], [full]));
+      }
       const steered = names.fresh(`${tag}layer_${l}_stream_steered`);
-      before.set(p.nodeIndex, [node(names, 'Add', [orig.input[slot], rows[l]], [steered])]);
+      steer(orig.input[slot]!, full, l, steered, nodes);
+      before.set(p.nodeIndex, nodes);
       const outputs = [...orig.output];
       while (outputs.length < 4) outputs.push('');
       if (!outputs[3]) outputs[3] = names.fresh(`${tag}layer_${l}_residual`);
@@ -363,18 +445,22 @@ function stackResiduals(names: Names, tag: string, residuals: string[], dtype: T
 
 function plan(a: Analysis, capture = true): GraphRewrite {
   const names = new Names(a.model.graph);
-  if (names.has(STEERING_INPUT) || names.has(RESIDUAL_OUTPUT)) {
-    throw new OnnxPatchError('ALREADY_PATCHED', `the model already uses the name '${STEERING_INPUT}' or '${RESIDUAL_OUTPUT}' for a value; cannot add the steering input/output`);
+  if (names.has(STEERING_INPUT) || names.has(PROJECTION_INPUT) || names.has(RESIDUAL_OUTPUT)) {
+    throw new OnnxPatchError('ALREADY_PATCHED', `the model already uses the name '${STEERING_INPUT}', '${PROJECTION_INPUT}' or '${RESIDUAL_OUTPUT}' for a value; cannot add the steering inputs/output`);
   }
   const { num_layers: L, hidden_size: H } = a.report;
-  const steeringInfo = valueInfo(STEERING_INPUT, TensorProto_DataType.FLOAT, ['steer_batch', L, H]);
+  const withProjection = a.report.projection_input !== null;
+  const newInputs = [valueInfo(STEERING_INPUT, TensorProto_DataType.FLOAT, ['steer_batch', L, H])];
+  // Its own batch dim (1 or batch, like steer_batch): onnxruntime plans buffers by dim names, so a shared name would
+  // forbid a [1, L, H] steering beside a [batch, L, H] projection.
+  if (withProjection) newInputs.push(valueInfo(PROJECTION_INPUT, TensorProto_DataType.FLOAT, ['projection_batch', L, H]));
   const residualDims: Dim[] = [a.batchDim, L + 1, a.seqDim, H];
   const rootRewrite: GraphRewrite = {
-    newInputs: [steeringInfo],
+    newInputs,
     newOutputs: capture ? [valueInfo(RESIDUAL_OUTPUT, TensorProto_DataType.FLOAT, residualDims)] : [],
   };
   if (a.ifNodeIndex === undefined) {
-    rootRewrite.nodes = rewriteDecoder(a.sites[0], L, names, capture ? RESIDUAL_OUTPUT : null, a.report);
+    rootRewrite.nodes = rewriteDecoder(a.sites[0], L, names, capture ? RESIDUAL_OUTPUT : null, a.report, withProjection);
     return rootRewrite;
   }
   // Merged: each branch computes its own stack and returns it as a new last output; the If returns it as
@@ -383,7 +469,7 @@ function plan(a: Analysis, capture = true): GraphRewrite {
   for (const site of a.sites) {
     const branchOut = capture ? names.fresh(`${site.graphLabel}/${RESIDUAL_OUTPUT}`) : null;
     branches.set(site.graphLabel, {
-      nodes: rewriteDecoder(site, L, names, branchOut, a.report),
+      nodes: rewriteDecoder(site, L, names, branchOut, a.report, withProjection),
       newOutputs: branchOut ? [valueInfo(branchOut, TensorProto_DataType.FLOAT, residualDims)] : [],
     });
   }

@@ -15,6 +15,7 @@ import { TensorProtoSchema, TensorProto_DataLocation, type NodeProto, type Tenso
 import { fromFloat16Bits } from './graph-builder.js';
 import { readModel, type GraphView, type NodeEntry, type TensorHeader } from './model-io.js';
 import { payload } from './wire.js';
+import { externalLocationProblem } from './external-location.js';
 
 export type EmbeddingSource = 'unembedding' | 'input-embedding';
 
@@ -146,6 +147,10 @@ async function rawBytesOf(t: TensorProto, reader: ExternalDataReader | undefined
     const kv = Object.fromEntries(t.externalData.map((e) => [e.key, e.value]));
     const location = kv['location'];
     if (!location) throw new WeightsReaderError(`tensor "${t.name}" is stored externally but names no location`);
+    const outside = externalLocationProblem(location);
+    if (outside !== null) {
+      throw new WeightsReaderError(`tensor "${t.name}" names external data at ${JSON.stringify(location)}, outside the model folder (${outside}); refusing to read it`);
+    }
     if (!reader) throw new WeightsReaderError(`tensor "${t.name}" is stored in external data "${location}", but no external data reader was given`);
     const file = await reader(location);
     const offset = kv['offset'] !== undefined ? Number(kv['offset']) : 0;

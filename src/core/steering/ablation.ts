@@ -1,8 +1,9 @@
 /**
  * Directional ablation (Arditi et al.): remove the component of the residual stream along a unit direction,
  *   x' = x - (x . d) d,
- * at every layer and position. Used to test a refusal direction (refusal should vanish on harmful prompts) and by the
- * diff-in-means selection's ablation run.
+ * at every layer and position. In a model run it is the patched graph's `projection` input with row l = d for every
+ * decoder layer (ablationProjection; the diff-in-means selection's ablation run); ablate / ablateRows are the same
+ * operation on stored activations.
  */
 import { checkVector, norm } from './vector.js';
 
@@ -39,4 +40,17 @@ function projectOutRows(rows: Float32Array, hiddenSize: number, d: Float32Array)
     for (let h = 0; h < hiddenSize; h++) rows[start + h] -= c * d[h];
   }
   return rows;
+}
+
+/**
+ * The projection matrix [numLayers * hidden] that ablates the unit `direction` after every decoder layer (row l = d):
+ * handed to SteerableModel.forward / generate as `projection`, it removes the component along d from the residual
+ * after each layer, at every position the pass covers.
+ */
+export function ablationProjection(direction: ArrayLike<number>, numLayers: number): Float32Array {
+  if (!Number.isSafeInteger(numLayers) || numLayers <= 0) throw new RangeError(`numLayers must be a positive integer, got ${numLayers}`);
+  const d = checkUnit(direction, direction.length);
+  const m = new Float32Array(numLayers * d.length);
+  for (let l = 0; l < numLayers; l++) m.set(d, l * d.length);
+  return m;
 }

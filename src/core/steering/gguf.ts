@@ -19,6 +19,7 @@
  */
 
 import { fromFloat16Bits, toFloat16Bits } from '../util/float16.js';
+import { concatBytes } from '../util/bytes.js';
 
 export const GGUF_MAGIC = 0x46554747; // "GGUF" read as a little-endian u32
 export const GGUF_VERSION = 3;
@@ -323,14 +324,7 @@ export function encodeGgufParts(metadata: Record<string, GgufValue>, tensors: re
 
 /** Serialise metadata and tensors to GGUF v3 bytes (one buffer: for small files; see encodeGgufParts). */
 export function encodeGguf(metadata: Record<string, GgufValue>, tensors: readonly GgufTensor[]): Uint8Array {
-  const parts = encodeGgufParts(metadata, tensors);
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  return concatBytes(encodeGgufParts(metadata, tensors));
 }
 
 export interface DecodedGguf {
@@ -384,7 +378,12 @@ export function decodeGguf(bytes: Uint8Array): DecodedGguf {
   const str = (what: string) => {
     const n = u64(`${what} length`);
     need(n, what);
-    const s = new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(p, p + n));
+    let s: string;
+    try {
+      s = new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(p, p + n));
+    } catch {
+      throw new GgufError(`GGUF ${what} at byte ${p} is not valid UTF-8 text`);
+    }
     p += n;
     return s;
   };

@@ -14,3 +14,4 @@ export * from './direction-import.js';
 export * from './matrix.js';
 export * from './cast.js';
 export * from './policies.js';
+export * from './modes.js';

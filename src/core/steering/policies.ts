@@ -9,6 +9,10 @@
  *   manual   row l = scale * w_l * alpha * d, 0 where layer l is switched off  (same formula as WAS, user's s, w)
  *   actadd   row `layer` = coefficient * v (raw diff-in-means vector), other rows 0  (Arditi et al.)
  *   cast     rows in `layers` = strength * b if cos(h, tanh(P h)) passes the threshold, else null  (Lee et al.)
+ *
+ * How the rows reach the stream (add them, clamp the component along them, or ablate it; which layers and positions;
+ * absolute or relative alpha) is a separate, plain-data choice: SteeringSettings in modes.ts, applied to this
+ * function's result by applySteeringSettings.
  */
 import type { DecoderLayer } from '../model/layer-index.js';
 import { castDecision, middleThirdLayers, type CastCondition } from './cast.js';

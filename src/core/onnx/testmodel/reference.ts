@@ -1,6 +1,7 @@
 /**
  * Reference forward pass of a Llama-family decoder (HF LlamaForCausalLM / Qwen2ForCausalLM semantics) in plain
- * TypeScript: batch 1, the whole causal sequence at once, optional steering rows. It exists to prove that every
+ * TypeScript: batch 1, the whole causal sequence at once, optional steering and projection rows (the patch: after
+ * layer l, x <- x - (x . u_l) u_l + steering_l, at every position). It exists to prove that every
  * built graph computes what it claims, and to give tests the residual stream a patched graph must expose.
  *
  * Accumulation is in float64 (JS numbers), results are stored as float32, so it is at least as exact as an fp32
@@ -12,7 +13,7 @@ import type { DecoderWeights } from './weights.js';
 export interface ReferenceResult {
   /** [S, V] */
   logits: Float32Array;
-  /** [L+1, S, H]: index 0 embedding output, index l+1 the residual after layer l (including its steering row). */
+  /** [L+1, S, H]: index 0 embedding output, index l+1 the residual after layer l (after its projection and steering row). */
   residuals: Float32Array;
 }
 
@@ -76,7 +77,7 @@ function applyRotary(x: Float32Array, S: number, nHeads: number, hd: number, inv
   }
 }
 
-function checkInputs(shape: DecoderShape, weights: DecoderWeights, inputIds: number[], steering?: Float32Array): void {
+function checkInputs(shape: DecoderShape, weights: DecoderWeights, inputIds: number[], steering?: Float32Array, projection?: Float32Array): void {
   validateShape(shape);
   if (weights.layers.length !== shape.numLayers) {
     throw new Error(`referenceForward: weights have ${weights.layers.length} layers, shape says numLayers=${shape.numLayers}`);
@@ -93,15 +94,34 @@ function checkInputs(shape: DecoderShape, weights: DecoderWeights, inputIds: num
   if (steering && steering.length !== shape.numLayers * shape.hiddenSize) {
     throw new Error(`referenceForward: steering must hold numLayers*hiddenSize=${shape.numLayers * shape.hiddenSize} values ([L, H]), got ${steering.length}`);
   }
+  if (projection && projection.length !== shape.numLayers * shape.hiddenSize) {
+    throw new Error(`referenceForward: projection must hold numLayers*hiddenSize=${shape.numLayers * shape.hiddenSize} values ([L, H]), got ${projection.length}`);
+  }
+}
+
+/** In place on [S, H]: every row loses its component along u (float64 dot product), x <- x - (x . u) u. */
+export function projectOut(x: Float32Array, S: number, H: number, u: Float32Array): void {
+  for (let s = 0; s < S; s++) {
+    let c = 0;
+    for (let j = 0; j < H; j++) c += x[s * H + j] * u[j];
+    for (let j = 0; j < H; j++) x[s * H + j] -= c * u[j];
+  }
 }
 
 export function referenceForward(
   shape: DecoderShape,
   weights: DecoderWeights,
   inputIds: number[],
-  opts: { steering?: Float32Array } = {},
+  opts: {
+    steering?: Float32Array;
+    projection?: Float32Array;
+    /** Only positions >= steerFrom carry the patch (default 0: every position), as in a cached generation step. */
+    steerFrom?: number;
+  } = {},
 ): ReferenceResult {
-  checkInputs(shape, weights, inputIds, opts.steering);
+  checkInputs(shape, weights, inputIds, opts.steering, opts.projection);
+  const from = opts.steerFrom ?? 0;
+  if (!Number.isSafeInteger(from) || from < 0 || from > inputIds.length) throw new Error(`referenceForward: steerFrom must be an integer in [0, ${inputIds.length}], got ${from}`);
   const { hiddenSize: H, numLayers: L, numHeads: nH, numKvHeads: nKv, headDim: hd, vocabSize: V, intermediateSize: I } = shape;
   const S = inputIds.length;
   const nRep = nH / nKv;
@@ -160,9 +180,11 @@ export function referenceForward(
     const down = matmul(gate, S, I, w.down, H);
     const h2 = new Float32Array(S * H);
     for (let i = 0; i < S * H; i++) h2[i] = h1[i] + down[i];
+    const patched = h2.subarray(from * H);
+    if (opts.projection) projectOut(patched, S - from, H, opts.projection.subarray(l * H, (l + 1) * H));
     if (opts.steering) {
       const row = opts.steering.subarray(l * H, (l + 1) * H);
-      for (let s = 0; s < S; s++) for (let j = 0; j < H; j++) h2[s * H + j] += row[j];
+      for (let s = from; s < S; s++) for (let j = 0; j < H; j++) h2[s * H + j] += row[j];
     }
     residuals.set(h2, (l + 1) * S * H);
     h = h2;
