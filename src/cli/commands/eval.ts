@@ -17,6 +17,7 @@ import type { Label } from '../../core/data/types.js';
 import { getJudge, JUDGE_IDS } from '../../core/eval/judges.js';
 import type { EvalRecord } from '../../core/eval/records.js';
 import { openRunStore } from '../../core/eval/records-node.js';
+import { DEFAULT_EVAL_BATCH } from '../../core/eval/batch.js';
 import { PAPER_SAMPLING, runEval, runSettings, settingsDiff, type EvalDataset } from '../../core/eval/runner.js';
 import { parseRecordsJsonl, runSettingsJson, runSummaryMarkdown, summarizeRun, summaryFiles, type RunSummary } from '../../core/eval/summary.js';
 import { loadMethodArtefacts } from '../../core/method/artifacts-node.js';
@@ -52,6 +53,8 @@ export interface EvalCliOptions extends ModelCliOptions {
   /** none | middle | head | tail (default middle): how prompts longer than the context are shortened. */
   fit?: string;
   judge: string;
+  /** Records decoded together (prompts x conditions per forward pass); default DEFAULT_EVAL_BATCH. */
+  batch?: string;
   allowOtherModel?: boolean;
   out: string;
   json?: boolean;
@@ -107,6 +110,7 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
   const maxNewTokens = parseCount('max-new-tokens', o.maxNewTokens);
   const seed = parseSeed(o.seed);
   const fit = parseFitMode(o.fit, '--fit');
+  const batch = o.batch === undefined ? DEFAULT_EVAL_BATCH : parseCount('batch', o.batch);
   const n = o.n !== undefined ? parseCount('n', o.n) : undefined;
   if (o.label !== undefined && o.label !== 'harmful' && o.label !== 'benign') throw new Error(`--label must be harmful or benign, got "${o.label}"`);
   const alpha = o.alpha !== undefined ? parseNumber('alpha', o.alpha) : undefined;
@@ -191,6 +195,7 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
         seed,
         steerPromptPositions,
         fit,
+        batch,
         signal: ac.signal,
         onProgress: (p) => bar?.update(p.done, p.total, p.record ? `${p.record.dataset}/${p.record.condition}` : ''),
       });
@@ -287,6 +292,7 @@ export function register(program: Command): void {
     .option('--steer-all-positions', 'steer every prompt position too (default: last prompt token and new tokens)')
     .option('--fit <mode>', `prompts longer than the model's context: ${FIT_MODES.join(' | ')} (middle keeps head and tail around " [...] "; none: a longer prompt fails the run)`, 'middle')
     .option('--judge <id>', `refusal judge: ${JUDGE_IDS.join(' | ')}`, 'was-keywords')
+    .option('--batch <n>', `records (prompt x condition) decoded together, one forward pass per token for all; the records do not depend on it (default ${DEFAULT_EVAL_BATCH})`)
     .option('--allow-other-model', 'accept a direction or controller made for another model of the same shape (it then warns)')
     .requiredOption('--out <dir>', 'run folder (records.jsonl, run.json, summary.*)')
     .option('--json', 'print {"summary": [...], "records": PATH}')

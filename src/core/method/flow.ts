@@ -7,15 +7,18 @@
  *     -> policy (was / uniform / manual / actadd / cast / off) -> steering matrix [L, H]
  *     -> generation with the patch on the last prompt token and every new token.
  *
- * No second prefill: SteerableModel.generate() prefills all but the last prompt token unsteered, observes the last
- * token on that cache and hands its residual to our SteeringPolicy callback before the first steered pass (see
- * src/core/model/generate.ts). The matrix is computed once, at step 0, and reused for every later pass, as in the
- * paper (s, w are computed once from the prompt).
+ * No second prefill: the decode engine (SteerableModel.decode, src/core/model/decode.ts) prefills all but the last
+ * prompt token unsteered, observes the last token on that cache and hands its residual to the policy before the first
+ * steered pass. The matrix is computed once and reused for every later pass, as in the paper (s, w are computed once
+ * from the prompt). runFlows runs many prompts (an eval's batch) in one decode call, each with its own matrix.
  */
 import { ControllerForward, type ControllerPredictor } from '../controller/forward.js';
 import type { Controller, ControllerMetadata } from '../controller/metadata.js';
 import type { SteerableModel } from '../model/steerable.js';
 import { outputOf, type DecoderLayer } from '../model/layer-index.js';
+import type { DecodeRow } from '../model/decode.js';
+import { checkPrompt } from '../model/generate.js';
+import { replyText, TextDeltas } from '../model/reply-text.js';
 import type { SamplingOptions, StepContext } from '../model/types.js';
 import { castDecision } from '../steering/cast.js';
 import { fitDepsFromTokenizer, fitPrompt, parseFitMode, type FitMode, type FitResult } from './fit.js';
@@ -155,8 +158,11 @@ export interface FlowResult {
   };
 }
 
-/** The fitted prompt, its ids and the once-per-generation policy callback shared by runFlow and compareFlow. */
-function prepareFlow(model: SteerableModel, prompt: string, parts: Omit<MethodParts, 'numLayers' | 'hiddenSize'>, opts: Pick<FlowOptions, 'policy' | 'maxNewTokens' | 'fit'>) {
+/**
+ * The fitted prompt, its ids and the once-per-generation observation shared by runFlows and compareFlow: `observe`
+ * turns the unsteered residual of the last prompt token into the policy's matrix (computed once, then reused).
+ */
+function prepareFlow(model: SteerableModel, prompt: string, parts: Omit<MethodParts, 'numLayers' | 'hiddenSize'>, opts: Pick<FlowOptions, 'policy' | 'maxNewTokens' | 'fit'>, t0 = performance.now()) {
   const numLayers = model.numLayers;
   const hiddenSize = model.hiddenSize;
   const full: MethodParts = { ...parts, numLayers, hiddenSize };
@@ -165,20 +171,19 @@ function prepareFlow(model: SteerableModel, prompt: string, parts: Omit<MethodPa
   const fitDeps = { ...fitDepsFromTokenizer(model.tokenizer), promptTokens: (u: string) => model.formatChat(u).ids.length };
   const fit = fitPrompt(fitDeps, prompt, { contextLength: model.contextLength ?? null, maxNewTokens, mode: parseFitMode(opts.fit) });
   const ids = model.formatChat(fit.text).ids;
-  const t0 = performance.now();
-  const state = { outcome: null as PolicyOutcome | null, observed: null as Float32Array | null, tReady: null as number | null };
-  const policyCallback = (ctx: StepContext): Float32Array | null => {
+  const state = { outcome: null as PolicyOutcome | null, observed: null as Float32Array | null, tReady: null as number | null, tEnd: null as number | null };
+  const observe = (promptResidual: Float32Array | null | undefined): Float32Array | null => {
     if (!state.outcome) {
-      if (!ctx.promptResidual) throw new Error('the model did not hand the policy the observed residual of the last prompt token');
-      state.observed = ctx.promptResidual;
-      state.outcome = policyMatrix(opts.policy, ctx.promptResidual, full);
+      if (!promptResidual) throw new Error('the model did not hand the policy the observed residual of the last prompt token');
+      state.observed = promptResidual;
+      state.outcome = policyMatrix(opts.policy, promptResidual, full);
       state.tReady = performance.now();
     }
     return state.outcome.matrix;
   };
-  /** What the policy made of the observation, once generation has ended. */
+  /** What the policy made of the observation, once generation has ended (at `tEnd` when set: a row of a batch). */
   const readouts = () => {
-    const t1 = performance.now();
+    const t1 = state.tEnd ?? performance.now();
     const o = state.outcome;
     const matrix = o?.matrix ?? null;
     return {
@@ -196,27 +201,105 @@ function prepareFlow(model: SteerableModel, prompt: string, parts: Omit<MethodPa
       },
     };
   };
-  return { maxNewTokens, ids, policyCallback, readouts };
+  return { maxNewTokens, ids, observe, state, readouts };
 }
 
 /**
  * Runs the method's path for one user message. The message is first fitted into the model's context (opts.fit,
  * fit.ts), then the model's chat template is applied (the same template and token position the controller was
- * trained on: see activations.ts).
+ * trained on: see activations.ts). One row of runFlows.
  */
 export async function runFlow(model: SteerableModel, prompt: string, parts: Omit<MethodParts, 'numLayers' | 'hiddenSize'>, opts: FlowOptions): Promise<FlowResult> {
-  const f = prepareFlow(model, prompt, parts, opts);
-  const observe = opts.policy.kind !== 'off' || (opts.observeAlways !== false && !!parts.controller);
-  const result = await model.generate({
-    inputIds: f.ids,
-    maxNewTokens: f.maxNewTokens,
-    steering: observe ? f.policyCallback : null,
-    steerPromptPositions: opts.steerPromptPositions ?? 'last',
-    sampling: opts.sampling ?? null,
-    ...(opts.onToken ? { onToken: opts.onToken } : {}),
-    ...(opts.signal ? { signal: opts.signal } : {}),
+  const { onToken, signal, steerPromptPositions, ...item } = opts;
+  const [out] = await runFlows(model, parts, [{ ...item, prompt }], {
+    ...(steerPromptPositions ? { steerPromptPositions } : {}),
+    ...(signal ? { signal } : {}),
+    ...(onToken ? { onToken: (_i: number, id: number, delta: string) => onToken(id, delta) } : {}),
   });
-  return { text: result.text, tokenIds: result.tokenIds, finishReason: result.finishReason, ...f.readouts() };
+  if (!out!.ok) throw out!.error;
+  return out!.result;
+}
+
+/** One prompt of a batch of flows, with its own policy, budget, sampling (and seed) and fitting. */
+export interface FlowItem extends Pick<FlowOptions, 'policy' | 'maxNewTokens' | 'sampling' | 'fit' | 'observeAlways'> {
+  prompt: string;
+}
+
+/** What the items of one batch share: the positions the patch covers, the abort signal, the token stream. */
+export interface FlowBatchOptions {
+  steerPromptPositions?: 'last' | 'all';
+  signal?: AbortSignal;
+  /** Each new token of item `item` with the text it adds to that item's reply. */
+  onToken?: (item: number, tokenId: number, textDelta: string) => void;
+}
+
+/** An item's flow, or why it could not run (its prompt does not fit, its policy lacks a part ...). */
+export type FlowOutcome = { ok: true; result: FlowResult } | { ok: false; error: unknown };
+
+/**
+ * runFlow for several prompts at once: every item that can run is decoded in ONE call of the decode engine
+ * (SteerableModel.decode: B rows per forward pass, per-row steering matrix, sampling stream and stop), so an item's
+ * tokens are the ones runFlow gives it alone (greedy and seeded sampling: each row draws from its own stream).
+ * Items with the same prompt (the conditions of one eval prompt) share its prefill and observation.
+ * An item that cannot be prepared gets its error and the rest run; if the batched decode itself fails, each item is
+ * run alone so the error lands on the item that caused it. Timings are per item within the batch's wall time
+ * (observe_ms: until its matrix was ready; total_ms: until its last token).
+ */
+export async function runFlows(
+  model: SteerableModel,
+  parts: Omit<MethodParts, 'numLayers' | 'hiddenSize'>,
+  items: readonly FlowItem[],
+  opts: FlowBatchOptions = {},
+): Promise<FlowOutcome[]> {
+  const t0 = performance.now();
+  const outcomes: FlowOutcome[] = new Array(items.length);
+  const ready: { k: number; flow: ReturnType<typeof prepareFlow>; row: DecodeRow }[] = [];
+  items.forEach((item, k) => {
+    try {
+      const flow = prepareFlow(model, item.prompt, parts, item, t0);
+      checkPrompt(flow.ids, model.vocabSize, model.contextLength);
+      const observed = item.policy.kind !== 'off' || (item.observeAlways !== false && !!parts.controller);
+      const row: DecodeRow = {
+        ids: flow.ids,
+        maxNewTokens: flow.maxNewTokens,
+        steering: observed ? { observe: (r: Float32Array) => flow.observe(r) } : null,
+        sampling: item.sampling ?? null,
+      };
+      ready.push({ k, flow, row });
+    } catch (error) {
+      outcomes[k] = { ok: false, error };
+    }
+  });
+  if (ready.length === 0) return outcomes;
+  const deltas = ready.map(() => new TextDeltas((ids) => replyText(model.tokenizer, ids)));
+  let results;
+  try {
+    results = await model.decode(
+      ready.map((r) => r.row),
+      {
+        steerPromptPositions: opts.steerPromptPositions ?? 'last',
+        ...(opts.signal ? { signal: opts.signal } : {}),
+        onToken: (b, id) => {
+          ready[b]!.flow.state.tEnd = performance.now();
+          if (opts.onToken) opts.onToken(ready[b]!.k, id, deltas[b]!.push(id));
+        },
+      },
+    );
+  } catch (error) {
+    if (ready.length === 1 || opts.signal?.aborted) {
+      for (const r of ready) outcomes[r.k] = { ok: false, error };
+      return outcomes;
+    }
+    for (const r of ready) outcomes[r.k] = (await runFlows(model, parts, [items[r.k]!], { ...opts, ...(opts.onToken ? { onToken: (_i, id, d) => opts.onToken!(r.k, id, d) } : {}) }))[0]!;
+    return outcomes;
+  }
+  const tEnd = performance.now();
+  results.forEach((d, b) => {
+    const { flow, k } = ready[b]!;
+    flow.state.tEnd ??= tEnd;
+    outcomes[k] = { ok: true, result: { text: replyText(model.tokenizer, d.tokenIds), tokenIds: d.tokenIds, finishReason: d.finishReason, ...flow.readouts() } };
+  });
+  return outcomes;
 }
 
 export interface CompareFlowOptions extends Omit<FlowOptions, 'onToken' | 'observeAlways'> {
@@ -252,7 +335,7 @@ export async function compareFlow(
   const r = await model.compare({
     inputIds: f.ids,
     maxNewTokens: f.maxNewTokens,
-    steering: f.policyCallback,
+    steering: (ctx: StepContext) => f.observe(ctx.promptResidual),
     steerPromptPositions: opts.steerPromptPositions ?? 'last',
     sampling: opts.sampling ?? null,
     captureSteered: d !== null,
