@@ -356,26 +356,45 @@ export class DecodeEngine {
     const lead = shared?.lead ?? rows;
     try {
       if (aborted()) return;
-      // 1. unsteered prefill of all but the last prompt token
-      if (mode === 'last' && rows[0]!.row.ids.length > 1) {
-        for (const s of lead) s.chunk = s.row.ids.slice(0, -1);
-        const out = await this.pass(lead, kv, T, false, false, opts, false);
-        kv = this.kvFrom(out);
-        T = this.advance(lead, T);
-        for (const s of rows) s.chunk = [s.row.ids.at(-1)!];
-      } else {
-        for (const s of rows) s.chunk = mode === 'all' ? [...s.row.ids] : [s.row.ids[0]!];
+      // 1 + 2 on the lead rows, one pass each per part (see prefillParts)
+      const observing = rows.some((s) => s.observed || s.policy || (s.row.capture ?? 'none') !== 'none');
+      const leadRes: Float32Array[] = [];
+      const parts = this.prefillParts(lead);
+      const cached: { part: number[]; kv: Record<string, OrtTensorLike> | null; T: number }[] = [];
+      let observation: Record<string, OrtTensorLike> | null = null;
+      for (const part of parts) {
+        const ps = part.map((i) => lead[i]!);
+        let pkv: Record<string, OrtTensorLike> | null = null;
+        let pT = 0;
+        // 1. unsteered prefill of all but the last prompt token
+        if (mode === 'last' && ps[0]!.row.ids.length > 1) {
+          for (const s of ps) s.chunk = s.row.ids.slice(0, -1);
+          const out = await this.pass(ps, null, 0, false, false, opts, false);
+          pkv = this.kvFrom(out);
+          pT = this.advance(ps, 0);
+        }
+        for (const s of ps) s.chunk = mode === 'all' ? [...s.row.ids] : [s.row.ids.at(-1)!];
+        if (aborted()) {
+          retire(pkv, null);
+          for (const c of cached) retire(c.kv, null);
+          return;
+        }
+        // 2. observation: the same inputs as the first steered pass, unsteered, residuals read
+        if (observing) {
+          const out = await this.pass(ps, pkv, pT, false, true, opts);
+          ps.forEach((s, j) => (leadRes[part[j]!] = this.residualAt(out[RESIDUAL]!, j, this.lastPos(s))));
+          if (parts.length === 1) observation = out;
+          else retire(this.kvFrom(out), pkv);
+        }
+        cached.push({ part, kv: pkv, T: pT });
       }
-      if (aborted()) return;
+      ({ kv, T } = cached.length === 1 ? cached[0]! : this.mergeLeft(cached, lead));
+      for (const s of rows) s.chunk = mode === 'all' ? [...s.row.ids] : [s.row.ids.at(-1)!];
 
-      // 2. observation: the same inputs as the first steered pass, unsteered, residuals read
       let reuse: Record<string, OrtTensorLike> | null = null;
-      if (rows.some((s) => s.observed || s.policy || (s.row.capture ?? 'none') !== 'none')) {
-        const out = await this.pass(lead, kv, T, false, true, opts);
-        const res = out[RESIDUAL];
+      if (observing) {
         rows.forEach((s, b) => {
-          const k = shared ? shared.of[b]! : b;
-          s.promptResidual = this.residualAt(res!, k, this.lastPos(lead[k]!));
+          s.promptResidual = leadRes[shared ? shared.of[b]! : b]!;
           if (s.observed) {
             const o = s.observed.observe(s.promptResidual);
             const m = o instanceof Float32Array || o === null ? o : o.steering;
@@ -386,8 +405,10 @@ export class DecodeEngine {
           }
         });
         // The unsteered pass IS the first steered pass when nothing steers it (e.g. capture only, or a null policy).
-        if (rows.every((s) => s.matrix === null && !s.policy && !s.inputs)) reuse = shared ? this.expandRows(out, shared.of) : out;
-        else retire(this.kvFrom(out), kv);
+        if (observation) {
+          if (rows.every((s) => s.matrix === null && !s.policy && !s.inputs)) reuse = shared ? this.expandRows(observation, shared.of) : observation;
+          else retire(this.kvFrom(observation), kv);
+        }
       }
       if (shared) {
         if (kv && !reuse) {
@@ -581,6 +602,49 @@ export class DecodeEngine {
       else out.set((res.data as Float32Array).subarray(off, off + H), k * H);
     }
     return out;
+  }
+
+  /**
+   * How the lead rows are split for the unsteered prefill and the observation: one part (all rows at once), except on
+   * left-padded graphs with a CPU cache, where rows are grouped by prompt length. Left padding changes the width of
+   * every attention reduction, so a padded row's residuals differ from its batch-1 residuals in the last bits, and the
+   * observation feeds the controller (s, w and the patch a record carries); prompts of one length need no padding.
+   * The parts' caches are then joined into one left-padded cache (mergeLeft) for the batched steered passes.
+   */
+  private prefillParts(lead: readonly RowState[]): number[][] {
+    const all = lead.map((_, i) => i);
+    if (!this.leftPadding || this.g.cacheOnDevice || lead.length === 1) return [all];
+    const byLength = new Map<number, number[]>();
+    for (const i of all) {
+      const n = lead[i]!.row.ids.length;
+      const part = byLength.get(n);
+      if (part) part.push(i);
+      else byLength.set(n, [i]);
+    }
+    return [...byLength.values()];
+  }
+
+  /** The parts' caches (each [rows of the part, heads, T_part, head]) as one left-padded cache over the lead rows. */
+  private mergeLeft(parts: { part: number[]; kv: Record<string, OrtTensorLike> | null; T: number }[], lead: readonly RowState[]): { kv: Record<string, OrtTensorLike> | null; T: number } {
+    const T = Math.max(...parts.map((p) => p.T));
+    if (T === 0) return { kv: null, T: 0 };
+    const [nh, hd] = [this.kvHeads, this.headDim];
+    const kv: Record<string, OrtTensorLike> = {};
+    for (const [name] of this.kvPairs) {
+      const dst = this.kvType === 'float16' ? new Uint16Array(lead.length * nh * T * hd) : new Float32Array(lead.length * nh * T * hd);
+      for (const p of parts) {
+        const src = p.kv![name]!.data as Float32Array | Uint16Array;
+        p.part.forEach((i, j) => {
+          for (let h = 0; h < nh; h++) {
+            const from = (j * nh + h) * p.T * hd;
+            dst.set(src.subarray(from, from + p.T * hd), ((i * nh + h) * T + T - p.T) * hd);
+          }
+        });
+      }
+      kv[name] = this.g.tensor(this.kvType, dst, [lead.length, nh, T, hd]);
+    }
+    for (const p of parts) p.part.forEach((i) => (lead[i]!.lead = T - p.T));
+    return { kv, T };
   }
 
   /** Outputs of a pass over the lead rows, copied to every row (row b gets lead row of[b]); CPU tensors only. */
