@@ -1,11 +1,12 @@
 /**
- * Benchmark page: the decode engine (SteerableModel.decode) on onnxruntime-web WASM in the page itself, for the
- * `eval_batch` section's browser rows. Exposes window.benchEvalBatch; the model folder is mounted by the child.
+ * Benchmark page: the eval runner (runEval, what the lab's evaluate op runs) on onnxruntime-web WASM in the page
+ * itself, for the `eval_batch` section's browser rows. Exposes window.benchEvalBatch; the model folder is mounted by
+ * the child.
  */
 import { env } from '@huggingface/transformers';
 import { loadSteerableModel } from '../../src/core/model/index.js';
 import { ortWasmPaths } from '../../workers/ort-assets.js';
-import { decodeInChunks } from '../eval-batch-common.js';
+import { evalInBatches } from '../eval-batch-common.js';
 
 const onnx = env.backends.onnx as { wasm?: { wasmPaths?: unknown }; versions?: { web?: string } };
 onnx.wasm!.wasmPaths = ortWasmPaths(new URL('/', location.origin), onnx.versions?.web);
@@ -27,12 +28,15 @@ async function run(req: EvalBatchRequest) {
   const sm = await loadSteerableModel(req.model, { device: 'wasm', dtype: 'fp32' });
   const loadS = (performance.now() - t0) / 1000;
   const prompts = req.messages.map((m) => sm.formatChat(m).ids);
-  const once = (B: number) => decodeInChunks(sm, prompts, B, req.maxNewTokens);
-  await once(Math.max(...req.batches)); // warm-up
-  const samples: { batch: number; rep: number; seconds: number; tokens: number }[] = [];
+  const once = (B: number) => evalInBatches(sm, req.messages, B, req.maxNewTokens);
+  const reference = (await once(req.batches[0]!)).replies; // warm-up, and the replies every batch size must give
+  const samples: { batch: number; rep: number; seconds: number; tokens: number; equal: boolean }[] = [];
   for (let r = 0; r < req.reps; r++) {
     const k = r % req.batches.length;
-    for (const B of [...req.batches.slice(k), ...req.batches.slice(0, k)]) samples.push({ batch: B, rep: r, ...(await once(B)) });
+    for (const B of [...req.batches.slice(k), ...req.batches.slice(0, k)]) {
+      const { seconds, tokens, replies } = await once(B);
+      samples.push({ batch: B, rep: r, seconds, tokens, equal: replies === reference });
+    }
   }
   await sm.dispose();
   return { loadS, promptTokens: prompts.map((p) => p.length), samples };

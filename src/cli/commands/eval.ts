@@ -5,7 +5,8 @@
  * settings in the same DIR are refused), also in a folder exported by the lab. Summary with Wilson 95 % intervals per
  * dataset and condition (over-refusal on benign sets) in DIR/summary.{json,csv,md}. Prompts longer than the model's
  * context are shortened first (--fit, default middle: src/core/method/fit.ts); each record says whether (truncated)
- * and from how many prompt tokens (prompt_tokens).
+ * and from how many prompt tokens (prompt_tokens). --batch N decodes N records (prompt x condition) per forward pass
+ * (default DEFAULT_EVAL_BATCH); the records do not depend on it.
  *
  * `lab summarize DIR`: the summary files of a run folder from its records.jsonl (CLI or lab export), without a model.
  */

@@ -16,10 +16,10 @@ import { ControllerForward, type ControllerPredictor } from '../controller/forwa
 import type { Controller, ControllerMetadata } from '../controller/metadata.js';
 import type { SteerableModel } from '../model/steerable.js';
 import { outputOf, type DecoderLayer } from '../model/layer-index.js';
-import type { DecodeRow } from '../model/decode.js';
+import type { DecodeResult, DecodeRow } from '../model/decode.js';
 import { checkPrompt } from '../model/generate.js';
 import { replyText, TextDeltas } from '../model/reply-text.js';
-import type { SamplingOptions, StepContext } from '../model/types.js';
+import type { SamplingOptions } from '../model/types.js';
 import { castDecision } from '../steering/cast.js';
 import { fitDepsFromTokenizer, fitPrompt, parseFitMode, type FitMode, type FitResult } from './fit.js';
 import { rowNorms } from '../steering/matrix.js';
@@ -320,8 +320,9 @@ export interface CompareFlowResult extends Omit<FlowResult, 'text' | 'tokenIds' 
 
 /**
  * Base and steered replies side by side: the prompt is observed once, the policy's matrix computed once, and both
- * replies come from one batch-2 generation (row 0 without patch, row 1 with it: SteerableModel.compare). Row 1 is
- * what runFlow generates with the same policy; row 0 what it generates with policy 'off'.
+ * replies come from one batch-2 call of the decode engine (row 0 without patch, row 1 with it: SteerableModel.decode;
+ * the rows share the prompt's prefill). Row 1 is what runFlow generates with the same policy; row 0 what it generates
+ * with policy 'off'.
  */
 export async function compareFlow(
   model: SteerableModel,
@@ -330,24 +331,32 @@ export async function compareFlow(
   opts: CompareFlowOptions,
 ): Promise<CompareFlowResult> {
   const f = prepareFlow(model, prompt, parts, opts);
+  checkPrompt(f.ids, model.vocabSize, model.contextLength);
   const { numLayers: L, hiddenSize: H } = model;
   const d = parts.direction ?? null;
-  const r = await model.compare({
-    inputIds: f.ids,
-    maxNewTokens: f.maxNewTokens,
-    steering: (ctx: StepContext) => f.observe(ctx.promptResidual),
-    steerPromptPositions: opts.steerPromptPositions ?? 'last',
-    sampling: opts.sampling ?? null,
-    captureSteered: d !== null,
-    ...(opts.onToken ? { onToken: opts.onToken } : {}),
-    ...(d && opts.onHeatRow ? { onSteeredResidual: (i: number, res: Float32Array) => opts.onHeatRow!(i, directionHeat(res, d, L, H)) } : {}),
-    ...(opts.signal ? { signal: opts.signal } : {}),
-  });
-  const reply = (g: typeof r.base): Reply => ({ text: g.text, tokenIds: g.tokenIds, finishReason: g.finishReason });
+  const row = { ids: f.ids, maxNewTokens: f.maxNewTokens, sampling: opts.sampling ?? null };
+  const deltas = [0, 1].map(() => new TextDeltas((ids) => replyText(model.tokenizer, ids)));
+  // Both rows observe (the engine runs the shared prompt's prefill and observation once); row 0 is never patched.
+  const [base, steered] = await model.decode(
+    [
+      { ...row, steering: { observe: (r: Float32Array) => (f.observe(r), null) } },
+      { ...row, steering: { observe: (r: Float32Array) => f.observe(r) }, capture: d ? 'all' : 'none' },
+    ],
+    {
+      steerPromptPositions: opts.steerPromptPositions ?? 'last',
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      onToken: (b, id) => {
+        const delta = deltas[b]!.push(id);
+        opts.onToken?.(b, id, delta);
+      },
+      ...(d && opts.onHeatRow ? { onResidual: (b: number, i: number, res: Float32Array) => b === 1 && opts.onHeatRow!(i, directionHeat(res, d, L, H)) } : {}),
+    },
+  );
+  const reply = (g: DecodeResult): Reply => ({ text: replyText(model.tokenizer, g.tokenIds), tokenIds: g.tokenIds, finishReason: g.finishReason });
   return {
-    base: reply(r.base),
-    steered: reply(r.steered),
-    heat: d && r.tokenResiduals ? directionHeat(r.tokenResiduals, d, L, H) : null,
+    base: reply(base!),
+    steered: reply(steered!),
+    heat: d && steered!.tokenResiduals ? directionHeat(steered!.tokenResiduals, d, L, H) : null,
     ...f.readouts(),
   };
 }
