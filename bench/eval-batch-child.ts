@@ -26,17 +26,19 @@ const messages = harmlessPrompts(readFileSync(join(import.meta.dirname, '..', 'p
 const promptTokens = messages.map((m) => sm.formatChat(m).ids.length);
 const runAll = (B: number) => evalInBatches(sm, messages, B, args.maxNewTokens);
 
-const reference = (await runAll(args.batches[0]!)).replies; // warm-up, and the replies every batch size must give
-const per: Record<number, { ppm: number[]; tps: number[]; equal: boolean }> = {};
-for (const B of args.batches) per[B] = { ppm: [], tps: [], equal: true };
+await evalInBatches(sm, messages.slice(0, 2), 2, 2); // warm-up
+const per: Record<number, { ppm: number[]; tps: number[]; replies: string[] }> = {};
+for (const B of args.batches) per[B] = { ppm: [], tps: [], replies: [] };
 for (let r = 0; r < args.reps; r++) {
   for (const B of rotated(args.batches, r)) {
     const { seconds, tokens, replies } = await runAll(B);
     per[B]!.ppm.push((messages.length / seconds) * 60);
     per[B]!.tps.push(tokens / seconds);
-    if (replies !== reference) per[B]!.equal = false;
+    per[B]!.replies.push(replies);
   }
 }
+// every batch size must write the replies of batch 1
+const reference = per[args.batches[0]!]!.replies[0]!;
 const base = per[args.batches[0]!]!.ppm;
 await sm.dispose();
 done({
@@ -51,6 +53,6 @@ done({
     prompts_per_min: summarize(per[B]!.ppm),
     tokens_per_s: summarize(per[B]!.tps),
     speedup: summarize(per[B]!.ppm.map((x, i) => x / base[i]!)),
-    replies_equal: per[B]!.equal,
+    replies_equal: per[B]!.replies.every((x) => x === reference),
   })),
 });

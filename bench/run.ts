@@ -420,10 +420,10 @@ async function peerSection(): Promise<void> {
 
 async function evalBatchSection(): Promise<void> {
   const m = models.find((x) => x.preset === 'smollm2-135m' && x.topology === 'plain') ?? (await ensureModel('smollm2-135m', 'plain', log));
-  const node = await step(`eval_batch (eval runner, node) ${label(m)}`, 400, () =>
+  const node = await step(`eval_batch (eval runner, node) ${label(m)}`, 240, () =>
     runChild<Record<string, any>>('./eval-batch-child.ts', { dir: m.dir, prompts: 8, maxNewTokens: P.evalTokens, batches: quick ? [1, 4, 8, 16] : [1, 2, 4, 8, 16], reps: quick ? 1 : 2 }, { timeoutMs: 20 * 60_000, log }),
   );
-  const browser = await step(`eval_batch (eval runner, headless Chromium WASM) ${label(m)}`, 400, () =>
+  const browser = await step(`eval_batch (eval runner, headless Chromium WASM) ${label(m)}`, 300, () =>
     runChild<Record<string, any>>('./browser-eval-batch-child.ts', { dir: m.dir, prompts: 8, maxNewTokens: quick ? 8 : 16, batches: [1, 4, 8, 16], reps: quick ? 1 : 2 }, { timeoutMs: 20 * 60_000, log }),
   );
   for (const r of [node, browser]) {
