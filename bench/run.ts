@@ -162,7 +162,8 @@ async function step<T>(name: string, estimateS: number, fn: () => Promise<T>): P
 }
 
 const models: BenchModel[] = [];
-for (const [preset, topology] of P.models) models.push(await ensureModel(preset, topology, log));
+// eval_batch builds the one model it needs itself: `--only eval_batch` does not build the others.
+if ([...only].some((s) => s !== 'eval_batch')) for (const [preset, topology] of P.models) models.push(await ensureModel(preset, topology, log));
 const label = (m: BenchModel) => `${m.preset} ${m.topology}${m.external ? ' (external data)' : ''}`;
 const summ = (s: Summary) => roundSummary(s);
 

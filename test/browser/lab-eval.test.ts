@@ -62,7 +62,7 @@ describe('lab: Evaluation tab', () => {
       await panel.getByRole('checkbox', { name: /ActAdd/ }).check();
       await panel.getByLabel('New tokens').fill('32');
       await panel.getByRole('button', { name: 'Run evaluation' }).click();
-      await expect.poll(async () => Number((await panel.locator('.progress .count').textContent().catch(() => '0'))?.split(' ')[0] ?? 0), { timeout: GUARD_MS, intervals: [25] }).toBeGreaterThan(0);
+      await expect.poll(async () => Number((await panel.locator('.progress .count').textContent().catch(() => '0'))?.split(' ')[0] ?? 0), { timeout: GUARD_MS, interval: 25 }).toBeGreaterThan(0);
       await page.reload();
       await page.getByRole('tab', { name: 'Evaluation' }).click();
       await page.getByRole('button', { name: /interrupted/ }).waitFor({ timeout: GUARD_MS });
