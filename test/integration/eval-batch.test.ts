@@ -4,7 +4,7 @@
  * fused GroupQueryAttention (right padding), fused-q4f16 (right padding, fp16 cache) and merged (use_cache_branch).
  * One run holds prompts of different lengths, several conditions per prompt (different policies' matrices side by
  * side in one batch: base, WAS from a controller, manual) and a batch size that splits a prompt's conditions across
- * two batches; greedy and the paper's seeded sampling (per-prompt seeds).
+ * two batches; greedy and the paper's seeded sampling (per-prompt seeds); and the patch on every prompt position.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -64,7 +64,7 @@ describe.each(TOPOLOGIES)('batched eval records equal batch 1, %s graph', (topol
   });
   afterAll(async () => model?.dispose());
 
-  async function records(batch: number, sampling: boolean): Promise<RunRecord[]> {
+  async function records(batch: number, sampling: boolean, steerPromptPositions: 'last' | 'all' = 'last'): Promise<RunRecord[]> {
     const store = new MemoryRecordStore();
     rowsPerCall.length = 0;
     const r = await runEval({
@@ -81,6 +81,7 @@ describe.each(TOPOLOGIES)('batched eval records equal batch 1, %s graph', (topol
       sampling: sampling ? { ...PAPER_SAMPLING } : null,
       seed: 4,
       batch,
+      steerPromptPositions,
     });
     expect(r).toEqual({ total: 15, written: 15, skipped: 0, failed: 0, cancelled: false });
     return store.records().map((x: EvalRecord) => ({ ...(x as unknown as RunRecord), timings: null as unknown as RunRecord['timings'] }));
@@ -103,4 +104,10 @@ describe.each(TOPOLOGIES)('batched eval records equal batch 1, %s graph', (topol
       }
     });
   }
+
+  it("steerPromptPositions 'all' (observation over the whole prompt, then the whole prompt steered): batch 15 = batch 1", async () => {
+    const one = await records(1, false, 'all');
+    expect(one).not.toEqual(await records(1, false, 'last'));
+    expect(await records(15, false, 'all')).toEqual(one);
+  });
 });
