@@ -1,13 +1,13 @@
 /**
  * Child: evaluation throughput by batch size in headless Chromium on onnxruntime-web WASM (the `eval_batch` section's
- * browser rows), the decode engine in a page (bench/browser/eval-batch.ts) on the SmolLM2-135M shape: the same
- * prompts, steering and chunking as bench/eval-batch-child.ts. Batch sizes interleaved per repeat.
+ * browser rows), the eval runner in a page (bench/browser/eval-batch.ts) on the SmolLM2-135M shape: the same
+ * prompts, conditions and settings as bench/eval-batch-child.ts. Batch sizes interleaved per repeat.
  */
 import { readFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { launchChromium, startLabServer } from '../test/browser/harness.js';
 import { childArgs } from './child.js';
-import { harmlessPrompts } from './eval-batch-common.js';
+import { EVAL_BATCH_CONDITIONS, harmlessPrompts } from './eval-batch-common.js';
 import { summarize } from './stats.js';
 
 interface Args {
@@ -27,13 +27,14 @@ try {
   await session.page.goto(`${server.url}/bench/browser/eval-batch.html`);
   await session.page.waitForFunction(() => 'benchEvalBatch' in window, null, { timeout: 60_000 });
   const r = await session.page.evaluate(
-    (req) => (window as unknown as { benchEvalBatch: (q: typeof req) => Promise<{ loadS: number; promptTokens: number[]; samples: { batch: number; rep: number; seconds: number; tokens: number }[] }> }).benchEvalBatch(req),
+    (req) => (window as unknown as { benchEvalBatch: (q: typeof req) => Promise<{ loadS: number; promptTokens: number[]; samples: { batch: number; rep: number; seconds: number; tokens: number; equal: boolean }[] }> }).benchEvalBatch(req),
     { model: basename(args.dir), localModelPath: MOUNT, messages, batches: args.batches, maxNewTokens: args.maxNewTokens, reps: args.reps },
   );
   const ppm = (B: number) => r.samples.filter((s) => s.batch === B).map((s) => (messages.length / s.seconds) * 60);
   const base = ppm(args.batches[0]!);
   done({
-    runtime: 'headless Chromium, onnxruntime-web WASM (page), decode engine',
+    runtime: 'headless Chromium, onnxruntime-web WASM (page), eval runner',
+    conditions: [...EVAL_BATCH_CONDITIONS],
     load_s: r.loadS,
     prompts: messages.length,
     prompt_tokens: summarize(r.promptTokens),
@@ -44,6 +45,7 @@ try {
       prompts_per_min: summarize(ppm(B)),
       tokens_per_s: summarize(r.samples.filter((s) => s.batch === B).map((s) => s.tokens / s.seconds)),
       speedup: summarize(ppm(B).map((x, i) => x / base[i]!)),
+      replies_equal: r.samples.filter((s) => s.batch === B).every((s) => s.equal),
     })),
   });
 } catch (e) {

@@ -1,6 +1,6 @@
 /**
  * Child: evaluation throughput of the real runner (src/core/eval/runner.ts: runFlow + judge + record store) on one
- * model, at batch size 1 (the runner takes prompts one at a time; it has no batching). Two conditions:
+ * model, at batch size 1 (one record per decode call; the eval_batch section measures larger batches). Two conditions:
  *   base  no steering (observation still runs, so records carry the controller's s and w)
  *   was   controller + direction (random-init controller, random unit direction: timing only)
  * Paper sampling (temperature 0.7, top-p 0.9), keyword judge, in-memory record store.
@@ -45,7 +45,7 @@ for (const name of ['base', 'was'] as const) {
   const t = performance.now();
   const res = await runEval({
     model: sm, datasets: [{ name: 'bench', prompts }], conditions: [cond], direction, controller, directionId: null, controllerId: null, store, judge: wasKeywordJudge,
-    maxNewTokens: args.maxNewTokens, sampling: { ...PAPER_SAMPLING }, seed: 1,
+    maxNewTokens: args.maxNewTokens, sampling: { ...PAPER_SAMPLING }, seed: 1, batch: 1,
     onProgress: (p) => void (tokens += (p.record?.new_tokens as number | undefined) ?? 0),
   });
   const minutes = (performance.now() - t) / 60000;

@@ -163,7 +163,8 @@ async function step<T>(name: string, estimateS: number, fn: () => Promise<T>): P
 }
 
 const models: BenchModel[] = [];
-for (const [preset, topology] of P.models) models.push(await ensureModel(preset, topology, log));
+// eval_batch builds the one model it needs itself: `--only eval_batch` does not build the others.
+if ([...only].some((s) => s !== 'eval_batch')) for (const [preset, topology] of P.models) models.push(await ensureModel(preset, topology, log));
 const label = (m: BenchModel) => `${m.preset} ${m.topology}${m.external ? ' (external data)' : ''}`;
 const summ = (s: Summary) => roundSummary(s);
 
@@ -448,11 +449,11 @@ async function peerSection(): Promise<void> {
 
 async function evalBatchSection(): Promise<void> {
   const m = models.find((x) => x.preset === 'smollm2-135m' && x.topology === 'plain') ?? (await ensureModel('smollm2-135m', 'plain', log));
-  const node = await step(`eval_batch (decode engine, node) ${label(m)}`, 400, () =>
-    runChild<Record<string, any>>('./eval-batch-child.ts', { dir: m.dir, prompts: quick ? 8 : 16, maxNewTokens: P.evalTokens, batches: quick ? [1, 4, 8] : [1, 2, 4, 8, 16], reps: quick ? 1 : 2, lean: true }, { timeoutMs: 20 * 60_000, log }),
+  const node = await step(`eval_batch (eval runner, node) ${label(m)}`, 240, () =>
+    runChild<Record<string, any>>('./eval-batch-child.ts', { dir: m.dir, prompts: 8, maxNewTokens: P.evalTokens, batches: quick ? [1, 4, 8, 16] : [1, 2, 4, 8, 16], reps: quick ? 1 : 2 }, { timeoutMs: 20 * 60_000, log }),
   );
-  const browser = await step(`eval_batch (decode engine, headless Chromium WASM) ${label(m)}`, 400, () =>
-    runChild<Record<string, any>>('./browser-eval-batch-child.ts', { dir: m.dir, prompts: 8, maxNewTokens: quick ? 8 : 16, batches: [1, 2, 4, 8], reps: quick ? 1 : 2 }, { timeoutMs: 20 * 60_000, log }),
+  const browser = await step(`eval_batch (eval runner, headless Chromium WASM) ${label(m)}`, 300, () =>
+    runChild<Record<string, any>>('./browser-eval-batch-child.ts', { dir: m.dir, prompts: 8, maxNewTokens: quick ? 8 : 16, batches: [1, 4, 8, 16], reps: quick ? 1 : 2 }, { timeoutMs: 20 * 60_000, log }),
   );
   for (const r of [node, browser]) {
     if (!r) continue;
@@ -460,11 +461,13 @@ async function evalBatchSection(): Promise<void> {
       skipped.push(`eval_batch ${label(m)}: ${r.error as string}`);
       continue;
     }
-    const rows = (r.rows as Record<string, any>[]).map((x) => ({ batch: x.batch, prompts_per_min: summ(x.prompts_per_min), tokens_per_s: summ(x.tokens_per_s), speedup: summ(x.speedup) }));
+    const rows = (r.rows as Record<string, any>[]).map((x) => ({ batch: x.batch, prompts_per_min: summ(x.prompts_per_min), tokens_per_s: summ(x.tokens_per_s), speedup: summ(x.speedup), replies_equal: x.replies_equal }));
     const best = rows.reduce((a, b) => (b.speedup.median > a.speedup.median ? b : a));
-    (results.eval_batch as unknown[]).push({ model: m.preset, topology: m.topology, runtime: r.runtime, lean_session: r.lean_session ?? false, prompts: r.prompts, prompt_tokens: r.prompt_tokens, max_new_tokens: r.max_new_tokens, repeats: r.repeats, rows, best_batch: best.batch, best_speedup: best.speedup });
+    (results.eval_batch as unknown[]).push({ model: m.preset, topology: m.topology, runtime: r.runtime, conditions: r.conditions, prompts: r.prompts, prompt_tokens: r.prompt_tokens, max_new_tokens: r.max_new_tokens, repeats: r.repeats, rows, best_batch: best.batch, best_speedup: best.speedup });
   }
-  (results.notes as string[]).push('eval_batch: measured with the decode engine (SteerableModel.decode) directly; the eval runner (src/core/eval/runner.ts) is not wired to it yet.');
+  (results.notes as string[]).push(
+    'eval_batch: the eval runner (runEval, as `lab eval` and the lab run it) with two conditions per prompt (base, manual); prompts_per_min counts prompts with both their records; a batch holds records (prompt x condition), so the conditions of a prompt share its prefill. replies_equal: that batch size wrote the replies of batch 1.',
+  );
 }
 
 // Cheap sections first, so that if the shared machine is slow the time budget cuts the long tail (the big model's

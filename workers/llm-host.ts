@@ -10,6 +10,7 @@ import { controllerInputLayers } from '../src/core/controller/layers.js';
 import { splitControllerDataset } from '../src/core/controller/dataset.js';
 import { getJudge } from '../src/core/eval/judges.js';
 import { IdbRecordStore } from '../src/core/eval/records-idb.js';
+import { checkBatch } from '../src/core/eval/batch.js';
 import { PAPER_SAMPLING, runEval } from '../src/core/eval/runner.js';
 import type { EvalRecord } from '../src/core/eval/records.js';
 import { checkDirectionFor, controllerFromBytes, directionId, directionTieWarning } from '../src/core/method/artifacts.js';
@@ -458,6 +459,7 @@ export function createLlmHost(): LlmWorkerApi {
             sampling: plan.sampling === 'paper' ? { ...PAPER_SAMPLING } : null,
             seed: plan.seed,
             fit: plan.fit,
+            ...(plan.batch !== undefined ? { batch: checkBatch(plan.batch, 'evaluate: batch') } : {}),
             signal,
             // The record as the store holds it (the runner appends RunRecords as EvalRecords).
             onProgress: (p) => sink.emit({ done: p.done, total: p.total, skipped: p.skipped, record: p.record as unknown as EvalRecord | null }),

@@ -274,6 +274,8 @@ export interface EvalPlan {
   fit: FitMode;
   /** A judge id of src/core/eval/judges.ts. */
   judge: string;
+  /** Records decoded together (the lab picks it for the device: evalBatchForDevice); default DEFAULT_EVAL_BATCH. */
+  batch?: number;
 }
 
 export type EvalProgressEvent = { done: number; total: number; skipped: number; record: EvalRecord | null };

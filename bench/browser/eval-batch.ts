@@ -1,11 +1,12 @@
 /**
- * Benchmark page: the decode engine (SteerableModel.decode) on onnxruntime-web WASM in the page itself, for the
- * `eval_batch` section's browser rows. Exposes window.benchEvalBatch; the model folder is mounted by the child.
+ * Benchmark page: the eval runner (runEval, what the lab's evaluate op runs) on onnxruntime-web WASM in the page
+ * itself, for the `eval_batch` section's browser rows. Exposes window.benchEvalBatch; the model folder is mounted by
+ * the child.
  */
 import { env } from '@huggingface/transformers';
 import { loadSteerableModel } from '../../src/core/model/index.js';
 import { ortWasmPaths } from '../../workers/ort-assets.js';
-import { decodeInChunks } from '../eval-batch-common.js';
+import { evalInBatches } from '../eval-batch-common.js';
 
 const onnx = env.backends.onnx as { wasm?: { wasmPaths?: unknown }; versions?: { web?: string } };
 onnx.wasm!.wasmPaths = ortWasmPaths(new URL('/', location.origin), onnx.versions?.web);
@@ -27,15 +28,19 @@ async function run(req: EvalBatchRequest) {
   const sm = await loadSteerableModel(req.model, { device: 'wasm', dtype: 'fp32' });
   const loadS = (performance.now() - t0) / 1000;
   const prompts = req.messages.map((m) => sm.formatChat(m).ids);
-  const once = (B: number) => decodeInChunks(sm, prompts, B, req.maxNewTokens);
-  await once(Math.max(...req.batches)); // warm-up
-  const samples: { batch: number; rep: number; seconds: number; tokens: number }[] = [];
+  const once = (B: number) => evalInBatches(sm, req.messages, B, req.maxNewTokens);
+  await evalInBatches(sm, req.messages.slice(0, 2), 2, 2); // warm-up
+  const samples: { batch: number; rep: number; seconds: number; tokens: number; replies: string }[] = [];
   for (let r = 0; r < req.reps; r++) {
     const k = r % req.batches.length;
-    for (const B of [...req.batches.slice(k), ...req.batches.slice(0, k)]) samples.push({ batch: B, rep: r, ...(await once(B)) });
+    for (const B of [...req.batches.slice(k), ...req.batches.slice(0, k)]) {
+      samples.push({ batch: B, rep: r, ...(await once(B)) });
+    }
   }
   await sm.dispose();
-  return { loadS, promptTokens: prompts.map((p) => p.length), samples };
+  // every batch size must write the replies of batch 1
+  const reference = samples.find((x) => x.batch === req.batches[0])!.replies;
+  return { loadS, promptTokens: prompts.map((p) => p.length), samples: samples.map(({ replies, ...x }) => ({ ...x, equal: replies === reference })) };
 }
 
 (window as unknown as { benchEvalBatch: typeof run }).benchEvalBatch = run;

@@ -56,20 +56,22 @@ describe('lab: Evaluation tab', () => {
       // diff-in-means direction, which carries its raw vector and layer).
       await loadDefaultModel(page);
       await page.getByRole('tab', { name: 'Evaluation' }).click();
-      await panel.getByLabel('N per dataset').fill('5');
+      // Batched evaluation finishes a small run on this tiny model within a second or two: a run of 60 records with
+      // 32 new tokens, and a reload as soon as the first batch is stored, so that the reload lands mid-run.
+      await panel.getByLabel('N per dataset').fill('10');
       await panel.getByRole('checkbox', { name: /ActAdd/ }).check();
-      await panel.getByLabel('New tokens').fill('8');
+      await panel.getByLabel('New tokens').fill('32');
       await panel.getByRole('button', { name: 'Run evaluation' }).click();
-      await expect.poll(async () => Number((await panel.locator('.progress .count').textContent().catch(() => '0'))?.split(' ')[0] ?? 0), { timeout: GUARD_MS }).toBeGreaterThan(2);
+      await expect.poll(async () => Number((await panel.locator('.progress .count').textContent().catch(() => '0'))?.split(' ')[0] ?? 0), { timeout: GUARD_MS, interval: 25 }).toBeGreaterThan(0);
       await page.reload();
       await page.getByRole('tab', { name: 'Evaluation' }).click();
       await page.getByRole('button', { name: /interrupted/ }).waitFor({ timeout: GUARD_MS });
       await loadDefaultModel(page);
       await page.getByRole('tab', { name: 'Evaluation' }).click();
       await panel.getByRole('button', { name: 'Resume' }).first().click();
-      expect(await runEnded(panel, 5), (await panel.locator('p.alert').allTextContents()).join('; ')).toBe('done');
+      expect(await runEnded(panel, 10), (await panel.locator('p.alert').allTextContents()).join('; ')).toBe('done');
       await idle(page);
-      expect(await judgedPlusUnjudged(page.getByTestId('eval-summary'))).toEqual([5, 5, 5, 5, 5, 5]);
+      expect(await judgedPlusUnjudged(page.getByTestId('eval-summary'))).toEqual([10, 10, 10, 10, 10, 10]);
       const conditions = await page.getByTestId('eval-summary').locator('tbody tr td:nth-child(2)').allTextContents();
       expect(new Set(conditions)).toEqual(new Set(['base', 'was', 'actadd']));
       await shoot('evaluation-resumed');

@@ -48,6 +48,8 @@ describe.each(TOPOLOGIES)('decode engine, %s graph', (topology) => {
   let built: BuiltModel;
   let sm: SteerableModel;
   const fp16 = topology === 'fused-q4f16';
+  /** Prefill passes for n prompts of n different lengths: one on right-padded graphs, one per length on left-padded. */
+  const prefillParts = (n: number) => (topology === 'plain' || topology === 'merged' ? n : 1);
   const resTol = fp16 ? 2e-2 : 1e-5;
 
   beforeAll(async () => {
@@ -75,11 +77,32 @@ describe.each(TOPOLOGIES)('decode engine, %s graph', (topology) => {
     expect(one).toEqual(ref);
     expect(batch.map((r) => r.tokenIds)).toEqual(ref);
     expect(batch.every((r) => r.finishReason === 'length' && r.tokenIds.length === NEW)).toBe(true);
-    // one group of 4 (prefill + NEW steered passes) and the one-token prompt alone (NEW passes); nothing captured
-    expect(stats).toMatchObject({ passes: 1 + NEW + NEW, capturedPasses: 0 });
+    // one group of 4 (prefill + NEW steered passes) and the one-token prompt alone (NEW passes); nothing captured.
+    // Left-padded graphs prefill each prompt length apart (decode.ts prefillParts): 4 lengths, 4 prefill passes.
+    expect(stats).toMatchObject({ passes: prefillParts(4) + NEW + NEW, capturedPasses: 0 });
     // steering reached each row: the steered rows differ from unsteered decoding
     const plain = await sm.decode(PROMPTS.map((ids) => ({ ids, maxNewTokens: NEW })));
     expect(plain.filter((r, i) => MATRICES[i] && r.tokenIds.join() !== ref[i]!.join()).length).toBeGreaterThan(0);
+  });
+
+  it('rows sharing a prompt share its prefill and observation, and keep their own tokens', async () => {
+    const observeWith = (k: number) => ({ observe: (r: Float32Array) => rowSteering(k % L, 2 + Math.tanh(r[L * H]!), k) });
+    const spec: DecodeRow[] = [
+      { ids: PROMPTS[0]!, maxNewTokens: NEW, steering: observeWith(1), sampling: SAMPLED[0]! },
+      { ids: PROMPTS[1]!, maxNewTokens: NEW, steering: observeWith(2) },
+      { ids: PROMPTS[0]!, maxNewTokens: NEW, steering: null },
+      { ids: PROMPTS[0]!, maxNewTokens: NEW, steering: observeWith(3), sampling: SAMPLED[1]! },
+      { ids: PROMPTS[1]!, maxNewTokens: 4, steering: MATRICES[0]! },
+    ];
+    const alone: number[][] = [];
+    for (const r of spec) alone.push((await sm.decode([r]))[0]!.tokenIds);
+    const stats = { passes: 0, capturedPasses: 0, runMs: 0, totalMs: 0 };
+    const got = await sm.decode(spec, { stats });
+    expect(got.map((r) => r.tokenIds)).toEqual(alone);
+    expect(got[0]!.promptResidual).toEqual(got[3]!.promptResidual);
+    // two distinct prompts: their prefill and observation passes only, then one steered pass per step of the batch
+    expect(stats.passes).toBe(2 * prefillParts(2) + Math.max(...got.map((r) => r.tokenIds.length)));
+    expect(new Set(got.map((r) => r.tokenIds.join())).size).toBeGreaterThan(2);
   });
 
   it('seeded sampling: the same draws as generate(), at batch 1 and batched', async () => {
@@ -159,7 +182,7 @@ describe.each(TOPOLOGIES)('decode engine, %s graph', (topology) => {
     const stats = { passes: 0, capturedPasses: 0, runMs: 0, totalMs: 0 };
     const gotP = await sm.decode(PROMPTS.slice(0, 3).map((ids, i) => ({ ids, maxNewTokens: NEW, steering: policy(i) })), { stats });
     expect(gotP.map((r) => r.tokenIds)).toEqual(refP);
-    expect(stats.capturedPasses).toBe(stats.passes - 1); // everything but the unsteered prefill reads residuals
+    expect(stats.capturedPasses).toBe(stats.passes - prefillParts(3)); // everything but the unsteered prefill reads residuals
   });
 
   it('stops each row at its own EOS and budget, and aborts', async () => {

@@ -1,7 +1,7 @@
 /**
  * What the decode engine feeds a session, checked on a recording stand-in session (no model): extra per-row graph
  * inputs (a second [steer_batch, L, H] input such as `projection`) reach their rows, zeros where a row has none;
- * left padding gives masks and real positions, right padding (no position_ids) masks by length; finished rows
+ * left padding prefills each prompt length apart and joins the caches (masks, real positions), right padding (no position_ids) masks by length; finished rows
  * leave the batch with their cache rows; fetches leave residual_stream out when nothing reads it.
  */
 import { describe, expect, it } from 'vitest';
@@ -62,9 +62,10 @@ describe('decode engine feeds', () => {
       { ids: [4, 1], maxNewTokens: 2, inputs: { projection: proj } },
     ]);
     expect(engine(true, []).extraInputs).toEqual(['projection']);
-    // prefill unsteered: [1, L, H] zeros; steered passes: [B, L, H] rows
+    // prefills unsteered (one per prompt length on a left-padded graph): [1, L, H] zeros; steered passes: [B, L, H] rows
     expect(calls[0]!.feeds['projection']!.dims).toEqual([1, L, H]);
-    const steered = calls[1]!.feeds['projection']!;
+    expect(calls[1]!.feeds['projection']!.dims).toEqual([1, L, H]);
+    const steered = calls[2]!.feeds['projection']!;
     expect(steered.dims).toEqual([2, L, H]);
     expect(Array.from((steered.data as Float32Array).subarray(0, L * H))).toEqual(new Array(L * H).fill(0));
     expect(Array.from((steered.data as Float32Array).subarray(L * H))).toEqual(Array.from(proj));
@@ -82,14 +83,20 @@ describe('decode engine feeds', () => {
     ]);
     expect(res.map((r) => r.finishReason)).toEqual(['length', 'eos']);
     expect(res[1]!.tokenIds).toEqual([6]);
-    const pre = calls[0]!.feeds;
-    expect(Array.from(pre['attention_mask']!.data as BigInt64Array, Number)).toEqual([1, 1, 1, 0, 0, 1]);
-    expect(Array.from(pre['position_ids']!.data as BigInt64Array, Number)).toEqual([0, 1, 2, 1, 1, 0]);
-    const step0 = calls[1]!.feeds;
+    // each prompt length is prefilled apart (no padding in a prefill), then the caches are joined left-padded
+    const preA = calls[0]!.feeds;
+    expect(preA['input_ids']!.dims).toEqual([1, 3]);
+    expect(Array.from(preA['attention_mask']!.data as BigInt64Array, Number)).toEqual([1, 1, 1]);
+    expect(Array.from(preA['position_ids']!.data as BigInt64Array, Number)).toEqual([0, 1, 2]);
+    const preB = calls[1]!.feeds;
+    expect(Array.from(preB['attention_mask']!.data as BigInt64Array, Number)).toEqual([1]);
+    expect(Array.from(preB['position_ids']!.data as BigInt64Array, Number)).toEqual([0]);
+    const step0 = calls[2]!.feeds;
+    expect(step0['past_key_values.0.key']!.dims).toEqual([2, KV, 3, HD]);
     expect(Array.from(step0['position_ids']!.data as BigInt64Array, Number)).toEqual([3, 1]);
     expect(Array.from(step0['attention_mask']!.data as BigInt64Array, Number)).toEqual([1, 1, 1, 1, 0, 0, 1, 1]);
     // after row 1 ended: one row, its cache row kept, the padding columns nobody needs dropped
-    const after = calls[2]!.feeds;
+    const after = calls[3]!.feeds;
     expect(after['input_ids']!.dims).toEqual([1, 1]);
     expect(after['past_key_values.0.key']!.dims).toEqual([1, KV, 4, HD]);
     expect(Array.from(after['attention_mask']!.data as BigInt64Array, Number)).toEqual([1, 1, 1, 1, 1]);

@@ -15,7 +15,7 @@ import { parseConditionList, resolveCondition } from '../../src/core/method/cond
 import { controllerInput, type MethodController } from '../../src/core/method/flow.js';
 import type { SteerableModel } from '../../src/core/model/steerable.js';
 import type { ModelIdentity } from '../../src/core/model/model-id.js';
-import type { GenerateOptions, GenerateResult, StepSteering } from '../../src/core/model/types.js';
+import type { DecodeResult, DecodeRow } from '../../src/core/model/decode.js';
 import type { DirectionFile } from '../../src/core/steering/direction-file.js';
 import { parseCount, parseNumberList, resolvePolicyOptions } from '../../src/cli/policy-options.js';
 
@@ -26,26 +26,32 @@ const identity: ModelIdentity = { id: 'sha256:00112233aabbccdd', name: 'fake', v
 
 /**
  * A stand-in model: residual [L+1, H] filled with the prompt length; reply "I'm sorry" when any patch row is non-zero.
- * A prompt containing "TOO LONG" fails as a too-long prompt does in the real model.
+ * A prompt containing "TOO LONG" fails as a too-long prompt does in the real model (the whole batch's decode call
+ * throws, as the engine does for a bad row). `calls` counts rows decoded and their seeds; `batches` the rows per call.
  */
-function fakeModel(calls: { n: number; seeds: (number | undefined)[] }): SteerableModel {
+function fakeModel(calls: { n: number; seeds: (number | undefined)[]; batches?: number[] }): SteerableModel {
+  const REPLIES: Record<number, string> = { 1: "I'm sorry, no.", 2: 'Sure, here.' };
   return {
     id: identity.id,
     identity,
     numLayers: L,
     hiddenSize: H,
+    vocabSize: 1000,
     formatChat: (p: string) => ({ text: p, ids: Array.from({ length: p.length }, (_, i) => i), lastIndex: p.length - 1, postInstruction: [p.length - 1] }),
-    tokenizer: { encode: (t: string) => Array.from(t, (_, i) => i), decode: (ids: number[]) => 'x'.repeat(ids.length) },
+    tokenizer: { encode: (t: string) => Array.from(t, (_, i) => i), decode: (ids: number[]) => ids.map((i) => REPLIES[i] ?? '').join('') },
     contextLength: null,
-    generate: async (o: GenerateOptions): Promise<GenerateResult> => {
-      calls.n++;
-      calls.seeds.push(o.sampling?.seed);
-      if (o.inputIds!.length === 'TOO LONG'.length || o.inputIds!.length > 1000) throw new Error("generate prompt has 2000 tokens, longer than the model's context");
-      const res = new Float32Array((L + 1) * H).fill(o.inputIds!.length / 10);
-      const policy = o.steering as StepSteering | null;
-      const m = policy ? policy({ step: 0, promptResidual: res, previousResidual: null, generated: [] }) : null;
-      const steered = !!m && m.some((x) => x !== 0);
-      return { text: steered ? "I'm sorry, no." : 'Sure, here.', tokenIds: [1, 2], finishReason: 'length' };
+    decode: async (rows: readonly DecodeRow[]): Promise<DecodeResult[]> => {
+      calls.batches?.push(rows.length);
+      return rows.map((r) => {
+        calls.n++;
+        calls.seeds.push(r.sampling?.seed ?? undefined);
+        if (r.ids.length === 'TOO LONG'.length || r.ids.length > 1000) throw new Error("generate prompt has 2000 tokens, longer than the model's context");
+        const res = new Float32Array((L + 1) * H).fill(r.ids.length / 10);
+        const st = r.steering as { observe(x: Float32Array): Float32Array | null } | null;
+        const m = st ? st.observe(res) : null;
+        const steered = !!m && m.some((x) => x !== 0);
+        return { tokenIds: [steered ? 1 : 2, 3], finishReason: 'length', steering: m };
+      });
     },
   } as unknown as SteerableModel;
 }
@@ -66,8 +72,9 @@ const datasets: EvalDataset[] = [
 ];
 const conditions = [resolveCondition('base', {}), resolveCondition('was', { controller, direction: { direction } as DirectionFile })];
 
-function run(store: MemoryRecordStore, calls: { n: number; seeds: (number | undefined)[] }, signal?: AbortSignal, sampling = false, sets = datasets, conds = conditions) {
+function run(store: MemoryRecordStore, calls: { n: number; seeds: (number | undefined)[]; batches?: number[] }, signal?: AbortSignal, sampling = false, sets = datasets, conds = conditions, batch?: number) {
   return runEval({
+    ...(batch !== undefined ? { batch } : {}),
     model: fakeModel(calls),
     datasets: sets,
     conditions: conds,
@@ -175,7 +182,7 @@ describe('runEval', () => {
     expect(store.size).toBe(MAX_CONSECUTIVE_FAILURES * conditions.length);
   });
 
-  it('an aborted run resumes: nothing lost, nothing repeated, same records', async () => {
+  it.each([1, 4])('an aborted run resumes: nothing lost, nothing repeated, same records (batch %i)', async (batch) => {
     const full = new MemoryRecordStore();
     await run(full, { n: 0, seeds: [] }, undefined, true);
     const store = new MemoryRecordStore();
@@ -186,15 +193,37 @@ describe('runEval', () => {
       await orig(rec);
       if (store.size === 4) ac.abort();
     };
-    const first = await run(store, calls, ac.signal, true);
+    const first = await run(store, calls, ac.signal, true, datasets, conditions, batch);
     expect(first.written).toBe(4);
     expect(first.cancelled).toBe(true);
+    expect(calls.n).toBe(4); // the abort is heard before the next batch starts
     const again = { n: 0, seeds: [] as (number | undefined)[] };
-    const second = await run(store, again, undefined, true);
+    const second = await run(store, again, undefined, true, datasets, conditions, batch);
     expect(second).toEqual({ total: 6, written: 2, skipped: 4, failed: 0, cancelled: false });
     expect(again.n).toBe(2);
     const strip = (x: EvalRecord) => ({ ...x, timings: null });
     expect(store.records().map(strip)).toEqual(full.records().map(strip));
+  });
+
+  it('batches: records in order, the same for every batch size; a failing batch is rerun row by row', async () => {
+    const sets: EvalDataset[] = [...datasets, { name: 'long', prompts: [{ id: 'bad', text: 'TOO LONG', label: 'benign', meta: {} }, { id: 'ok', text: 'fine prompt', label: 'benign', meta: {} }] }];
+    const strip = (x: EvalRecord) => ({ ...x, timings: null });
+    const one = new MemoryRecordStore();
+    const c1 = { n: 0, seeds: [] as (number | undefined)[], batches: [] as number[] };
+    await run(one, c1, undefined, true, sets, conditions, 1);
+    expect(c1.batches.every((b) => b === 1)).toBe(true);
+    for (const batch of [3, 4, 100]) {
+      const store = new MemoryRecordStore();
+      const c = { n: 0, seeds: [] as (number | undefined)[], batches: [] as number[] };
+      const r = await run(store, c, undefined, true, sets, conditions, batch);
+      expect(r).toEqual({ total: 10, written: 10, skipped: 0, failed: 2, cancelled: false });
+      expect(store.records().map(strip)).toEqual(one.records().map(strip));
+      // full batches, the last one shorter; the batch holding 'bad' fails and its rows run alone
+      const bad = Math.floor(6 / batch);
+      const expected = Array.from({ length: Math.ceil(10 / batch) }, (_, i) => Math.min(batch, 10 - i * batch)).flatMap((n, i) => (i === bad ? [n, ...new Array<number>(n).fill(1)] : [n]));
+      expect(c.batches).toEqual(expected);
+    }
+    await expect(run(new MemoryRecordStore(), c1, undefined, false, datasets, conditions, 0)).rejects.toThrow(/eval batch must be an integer >= 1/);
   });
 
   it('sampling seeds depend on (seed, dataset, id) only: shared by the conditions of a prompt', async () => {

@@ -5,7 +5,8 @@
  * settings in the same DIR are refused), also in a folder exported by the lab. Summary with Wilson 95 % intervals per
  * dataset and condition (over-refusal on benign sets) in DIR/summary.{json,csv,md}. Prompts longer than the model's
  * context are shortened first (--fit, default middle: src/core/method/fit.ts); each record says whether (truncated)
- * and from how many prompt tokens (prompt_tokens).
+ * and from how many prompt tokens (prompt_tokens). --batch N decodes N records (prompt x condition) per forward pass
+ * (default DEFAULT_EVAL_BATCH); the records do not depend on it.
  *
  * `lab summarize DIR`: the summary files of a run folder from its records.jsonl (CLI or lab export), without a model.
  */
@@ -18,6 +19,7 @@ import { getJudge, JUDGE_IDS } from '../../core/eval/judges.js';
 import type { EvalRecord } from '../../core/eval/records.js';
 import { describeOpenReport, openRunStore } from '../../core/eval/records-node.js';
 import { checkResume, modelFingerprint, type PlannedPrompt } from '../../core/eval/resume-check.js';
+import { DEFAULT_EVAL_BATCH } from '../../core/eval/batch.js';
 import { PAPER_SAMPLING, promptHash, runEval, runSettings, RUN_DISPLAY_FIELDS, type EvalDataset } from '../../core/eval/runner.js';
 import { parseRecordsJsonl, runSettingsJson, runSummaryMarkdown, summarizeRun, summaryFiles, type RunSummary } from '../../core/eval/summary.js';
 import { loadMethodArtefacts } from '../../core/method/artifacts-node.js';
@@ -57,6 +59,8 @@ export interface EvalCliOptions extends ModelCliOptions {
   /** none | middle | head | tail (default middle): how prompts longer than the context are shortened. */
   fit?: string;
   judge: string;
+  /** Records decoded together (prompts x conditions per forward pass); default DEFAULT_EVAL_BATCH. */
+  batch?: string;
   allowOtherModel?: boolean;
   /** Let special-token strings in prompts become special tokens (default: they stay text). */
   allowSpecialTokens?: boolean;
@@ -113,6 +117,7 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
   const maxNewTokens = parseTokenLimit('max-new-tokens', o.maxNewTokens);
   const seed = parseSeed(o.seed);
   const fit = parseFitMode(o.fit, '--fit');
+  const batch = o.batch === undefined ? DEFAULT_EVAL_BATCH : parseCount('batch', o.batch);
   const n = o.n !== undefined ? parseCount('n', o.n) : undefined;
   if (o.label !== undefined && o.label !== 'harmful' && o.label !== 'benign') throw new Error(`--label must be harmful or benign, got "${o.label}"`);
   const alpha = o.alpha !== undefined ? parseStrength('alpha', o.alpha) : undefined;
@@ -218,6 +223,7 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
         steerPromptPositions,
         fit,
         allowSpecialTokens: o.allowSpecialTokens === true,
+        batch,
         signal: ac.signal,
         onProgress: (p) => bar?.update(p.done, p.total, p.record ? `${p.record.dataset}/${p.record.condition}` : ''),
       });
@@ -314,6 +320,7 @@ export function register(program: Command): void {
     .option('--steer-all-positions', 'steer every prompt position too (default: last prompt token and new tokens)')
     .option('--fit <mode>', `prompts longer than the model's context: ${FIT_MODES.join(' | ')} (middle keeps head and tail around " [...] "; none: a longer prompt fails the run)`, 'middle')
     .option('--judge <id>', `refusal judge: ${JUDGE_IDS.join(' | ')}`, 'was-keywords')
+    .option('--batch <n>', `records (prompt x condition) decoded together, one forward pass per token for all; the records do not depend on it (default ${DEFAULT_EVAL_BATCH})`)
     .option('--allow-other-model', 'accept a direction or controller made for another model of the same shape (it then warns)')
     .option('--allow-special-tokens', 'let special-token strings in prompts (e.g. <|im_end|>) become role/control tokens; default: they are text (records say which)')
     .requiredOption('--out <dir>', 'run folder (records.jsonl, run.json, summary.*)')

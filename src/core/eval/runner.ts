@@ -1,8 +1,9 @@
 /**
  * THE evaluation runner of CLI and lab: dataset x prompt x condition, each through the method's flow
- * (src/core/method/flow.ts runFlow), judged, and appended to an injected record store (the JSONL file in Node,
- * IndexedDB in the browser, memory in tests) as soon as it is done, so an interrupted run resumes where it stopped
- * (the store's has() skips finished keys; at most the record in flight is redone). Platform-free.
+ * (src/core/method/flow.ts runFlows: several records per forward pass, `batch`), judged, and appended to an injected
+ * record store (the JSONL file in Node, IndexedDB in the browser, memory in tests) as soon as its batch is done, so
+ * an interrupted run resumes where it stopped (the store's has() skips finished keys; at most the batch in flight is
+ * redone). The records do not depend on the batch size. Platform-free.
  *
  * Seeds: every record carries seed = promptSeed(run seed, dataset, prompt id), the same for every condition of a
  * prompt (paired comparisons) and independent of order and of what was already done, so a resumed run writes the
@@ -22,10 +23,11 @@ import type { SteerableModel } from '../model/steerable.js';
 import type { ModelFingerprint } from './resume-check.js';
 import type { ConditionName, EvalCondition, ManualSettings } from '../method/conditions.js';
 import { parseFitMode, type FitMode } from '../method/fit.js';
-import { runFlow, type MethodController } from '../method/flow.js';
+import { runFlows, type FlowItem, type FlowResult, type MethodController } from '../method/flow.js';
 import { hash53 } from '../data/sample.js';
 import { sha256Text } from '../util/sha256.js';
 import { judgeOutput, type RefusalJudge } from './judges.js';
+import { checkBatch } from './batch.js';
 import type { EvalRecord, RecordStore } from './records.js';
 
 /** The paper's sampling: temperature 0.7, top-p 0.9 (Hegazy et al., evaluation setting). */
@@ -109,6 +111,8 @@ export interface RunEvalOptions {
   fit?: FitMode;
   /** Let special-token strings in prompts become special tokens (default: they stay text). Each record says which. */
   allowSpecialTokens?: boolean;
+  /** Records decoded together (batch.ts; default DEFAULT_EVAL_BATCH): the records are the same for every size. */
+  batch?: number;
   onProgress?: (p: { done: number; total: number; skipped: number; record: RunRecord | null }) => void;
   signal?: AbortSignal;
 }
@@ -146,123 +150,174 @@ function manualOf(c: EvalCondition): RunRecord['manual'] | undefined {
   return { scale: p.scale, layer_weights: Array.from(p.layerWeights), enabled_layers: p.enabledLayers ? Array.from(p.enabledLayers) : null };
 }
 
+type RecordHead = Omit<RunRecord, 's' | 'w' | 'row_norms' | 'timings'>;
+
+/** One (prompt, condition) record to make. `last`: the last pending condition of its prompt. */
+interface Job {
+  prompt: PromptRecord;
+  seed: number;
+  cond: EvalCondition;
+  head: RecordHead;
+  last: boolean;
+}
+
+/** The flow of one record: the same for every batch size (per-prompt seed, the run's budget and fitting). */
+function flowItem(o: RunEvalOptions, fit: FitMode, job: Job): FlowItem {
+  return {
+    prompt: job.prompt.text,
+    policy: job.cond.policy,
+    maxNewTokens: o.maxNewTokens,
+    sampling: o.sampling ? { ...o.sampling, seed: job.seed } : null,
+    fit,
+    allowSpecialTokens: o.allowSpecialTokens === true,
+  };
+}
+
+/** The record of a finished flow, judged. */
+async function judgedRecord(o: RunEvalOptions, job: Job, flow: FlowResult): Promise<RunRecord> {
+  const tj = performance.now();
+  const verdict = await judgeOutput(o.judge, flow.text, job.prompt.text);
+  const judgeMs = performance.now() - tj;
+  const manual = manualOf(job.cond);
+  return {
+    ...job.head,
+    s: flow.scale,
+    w: flow.layerWeights,
+    row_norms: flow.rowNorms,
+    ...(manual ? { manual } : {}),
+    ...(flow.cast ? { cast: flow.cast } : {}),
+    output: flow.text,
+    refused: verdict.refused,
+    judge: verdict.judge,
+    ...(verdict.matched !== undefined ? { matched: verdict.matched } : {}),
+    finish_reason: flow.finishReason as 'eos' | 'length',
+    new_tokens: flow.tokenIds.length,
+    truncated: flow.fit.truncated,
+    prompt_tokens: flow.fit.originalTokens,
+    kept_tokens: flow.fit.keptTokens,
+    timings: {
+      observe_ms: flow.timings.observe_ms === null ? null : round(flow.timings.observe_ms),
+      generate_ms: round(flow.timings.generate_ms),
+      judge_ms: round(judgeMs),
+      total_ms: round(flow.timings.total_ms + judgeMs),
+    },
+  };
+}
+
+/** The record of a prompt the model could not take. */
+function errorRecord(job: Job, e: unknown, ms: number): RunRecord {
+  const manual = manualOf(job.cond);
+  return {
+    ...job.head,
+    s: null,
+    w: null,
+    row_norms: null,
+    ...(manual ? { manual } : {}),
+    error: e instanceof Error ? e.message : String(e),
+    timings: { observe_ms: null, generate_ms: null, judge_ms: null, total_ms: round(ms) },
+  };
+}
+
+/**
+ * Runs the evaluation. Pending records are taken in (dataset, prompt, condition) order, `batch` at a time
+ * (o.batch, default DEFAULT_EVAL_BATCH), and each batch is decoded in one call (runFlows: one forward pass per step
+ * for all its rows, each with its own matrix, seed and stop; a prompt's conditions share its prefill). A record's
+ * tokens do not depend on the batch size or on its neighbours, so any batch writes the records batch 1 writes (the
+ * timings aside), in the same order; an interrupted run redoes at most the batch in flight.
+ */
 export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
   if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 1) throw new Error(`max new tokens must be an integer >= 1, got ${o.maxNewTokens}`);
   if (o.conditions.length === 0) throw new Error('choose at least one condition to evaluate');
   const fit = parseFitMode(o.fit);
+  const batch = checkBatch(o.batch);
   const identity: ModelIdentity = o.model.identity;
   const total = o.datasets.reduce((s, d) => s + d.prompts.length, 0) * o.conditions.length;
   const res: RunEvalResult = { total, written: 0, skipped: 0, failed: 0, cancelled: false };
   let done = 0;
   let streak = 0;
+  // per prompt: [records attempted, of which failed]
+  let attempted = 0;
+  let failedHere = 0;
   let lastError: unknown = null;
+  const pending: Job[] = [];
+
+  /** Decodes, judges and stores the pending jobs in order; false when the run was cancelled. */
+  const flush = async (): Promise<boolean> => {
+    const jobs = pending.splice(0);
+    if (jobs.length === 0) return true;
+    if (o.signal?.aborted) return false;
+    const t0 = performance.now();
+    const outcomes = await runFlows(o.model, { direction: o.direction, controller: o.controller }, jobs.map((j) => flowItem(o, fit, j)), {
+      steerPromptPositions: o.steerPromptPositions ?? 'last',
+      ...(o.signal ? { signal: o.signal } : {}),
+    });
+    for (let k = 0; k < jobs.length; k++) {
+      const job = jobs[k]!;
+      const out = outcomes[k]!;
+      let record: RunRecord;
+      if (out.ok) {
+        if (out.result.finishReason === 'abort') return false;
+        record = await judgedRecord(o, job, out.result);
+      } else {
+        if (o.signal?.aborted) return false;
+        lastError = out.error;
+        failedHere++;
+        record = errorRecord(job, out.error, performance.now() - t0);
+        res.failed++;
+      }
+      attempted++;
+      await o.store.append(record as unknown as EvalRecord);
+      res.written++;
+      done++;
+      o.onProgress?.({ done, total, skipped: res.skipped, record });
+      if (job.last) {
+        streak = failedHere === attempted ? streak + 1 : 0;
+        attempted = failedHere = 0;
+        if (streak >= MAX_CONSECUTIVE_FAILURES) {
+          const why = lastError instanceof Error ? lastError.message : String(lastError);
+          throw new Error(`${MAX_CONSECUTIVE_FAILURES} prompts in a row failed under every condition; stopping (the run can be resumed). Last error: ${why}`, { cause: lastError });
+        }
+      }
+    }
+    return true;
+  };
+
   for (const ds of o.datasets) {
     for (const p of ds.prompts) {
       const seed = promptSeed(o.seed, ds.name, p.id);
-      let attempted = 0;
-      let failedHere = 0;
-      let shared: Omit<RunRecord, 'condition' | 'alpha' | 's' | 'w' | 'row_norms' | 'timings'> | null = null;
+      const todo: EvalCondition[] = [];
       for (const cond of o.conditions) {
-        if (o.signal?.aborted) return { ...res, cancelled: true };
-        const key = { dataset: ds.name, id: p.id, condition: cond.name };
-        if (o.store.has(key)) {
+        if (o.store.has({ dataset: ds.name, id: p.id, condition: cond.name })) {
           done++;
           res.skipped++;
           o.onProgress?.({ done, total, skipped: res.skipped, record: null });
-          continue;
-        }
-        shared ??= {
-          dataset: ds.name,
-          id: p.id,
-          label: p.label ?? null,
-          prompt: p.text,
-          prompt_hash: await promptHash(p.text),
-          special_tokens: o.allowSpecialTokens === true ? 'allowed' : 'text',
-          prompt_special_tokens: findSpecialTokenStrings(o.model.tokenizer, p.text),
-          model_id: identity.id,
-          model_name: identity.name,
-          model_variant: { ...identity.variant },
-          direction_id: o.directionId,
-          controller_id: o.controllerId,
-          judge: o.judge.id,
-          seed,
-          sampling: o.sampling ? { temperature: o.sampling.temperature, top_p: o.sampling.topP } : null,
-        };
-        attempted++;
-        const t0 = performance.now();
-        const head = { ...shared, condition: cond.name, alpha: alphaOf(cond) };
-        const manual = manualOf(cond);
-        let record: RunRecord;
-        try {
-          const flow = await runFlow(
-            o.model,
-            p.text,
-            { direction: o.direction, controller: o.controller },
-            {
-              policy: cond.policy,
-              maxNewTokens: o.maxNewTokens,
-              sampling: o.sampling ? { ...o.sampling, seed } : null,
-              steerPromptPositions: o.steerPromptPositions ?? 'last',
-              fit,
-              allowSpecialTokens: o.allowSpecialTokens === true,
-              ...(o.signal ? { signal: o.signal } : {}),
-            },
-          );
-          if (flow.finishReason === 'abort') return { ...res, cancelled: true };
-          const tj = performance.now();
-          const verdict = await judgeOutput(o.judge, flow.text, p.text);
-          const judgeMs = performance.now() - tj;
-          record = {
-            ...head,
-            s: flow.scale,
-            w: flow.layerWeights,
-            row_norms: flow.rowNorms,
-            ...(manual ? { manual } : {}),
-            ...(flow.cast ? { cast: flow.cast } : {}),
-            output: flow.text,
-            refused: verdict.refused,
-            judge: verdict.judge,
-            ...(verdict.matched !== undefined ? { matched: verdict.matched } : {}),
-            finish_reason: flow.finishReason,
-            new_tokens: flow.tokenIds.length,
-            truncated: flow.fit.truncated,
-            prompt_tokens: flow.fit.originalTokens,
-            kept_tokens: flow.fit.keptTokens,
-            timings: {
-              observe_ms: flow.timings.observe_ms === null ? null : round(flow.timings.observe_ms),
-              generate_ms: round(flow.timings.generate_ms),
-              judge_ms: round(judgeMs),
-              total_ms: round(flow.timings.total_ms + judgeMs),
-            },
-          };
-        } catch (e) {
-          if (o.signal?.aborted) return { ...res, cancelled: true };
-          lastError = e;
-          failedHere++;
-          record = {
-            ...head,
-            s: null,
-            w: null,
-            row_norms: null,
-            ...(manual ? { manual } : {}),
-            error: e instanceof Error ? e.message : String(e),
-            timings: { observe_ms: null, generate_ms: null, judge_ms: null, total_ms: round(performance.now() - t0) },
-          };
-          res.failed++;
-        }
-        await o.store.append(record as unknown as EvalRecord);
-        res.written++;
-        done++;
-        o.onProgress?.({ done, total, skipped: res.skipped, record });
+        } else todo.push(cond);
       }
-      if (attempted === 0) continue;
-      streak = failedHere === attempted ? streak + 1 : 0;
-      if (streak >= MAX_CONSECUTIVE_FAILURES) {
-        const why = lastError instanceof Error ? lastError.message : String(lastError);
-        throw new Error(`${MAX_CONSECUTIVE_FAILURES} prompts in a row failed under every condition; stopping (the run can be resumed). Last error: ${why}`, { cause: lastError });
+      if (todo.length === 0) continue;
+      const shared = {
+        dataset: ds.name,
+        id: p.id,
+        label: p.label ?? null,
+        prompt: p.text,
+        prompt_hash: await promptHash(p.text),
+        special_tokens: o.allowSpecialTokens === true ? ('allowed' as const) : ('text' as const),
+        prompt_special_tokens: findSpecialTokenStrings(o.model.tokenizer, p.text),
+        model_id: identity.id,
+        model_name: identity.name,
+        model_variant: { ...identity.variant },
+        direction_id: o.directionId,
+        controller_id: o.controllerId,
+        judge: o.judge.id,
+        seed,
+        sampling: o.sampling ? { temperature: o.sampling.temperature, top_p: o.sampling.topP } : null,
+      };
+      for (const cond of todo) {
+        pending.push({ prompt: p, seed, cond, head: { ...shared, condition: cond.name, alpha: alphaOf(cond) }, last: cond === todo.at(-1) });
+        if (pending.length >= batch && !(await flush())) return { ...res, cancelled: true };
       }
     }
   }
+  if (!(await flush())) return { ...res, cancelled: true };
   return res;
 }
 

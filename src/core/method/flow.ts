@@ -7,17 +7,21 @@
  *     -> policy (was / uniform / manual / actadd / cast / off) -> steering matrix [L, H]
  *     -> generation with the patch on the last prompt token and every new token.
  *
- * No second prefill: SteerableModel.generate() prefills all but the last prompt token unsteered, observes the last
- * token on that cache and hands its residual to our SteeringPolicy callback before the first steered pass (see
- * src/core/model/generate.ts). The matrix is computed once, at step 0, and reused for every later pass, as in the
- * paper (s, w are computed once from the prompt).
+ * No second prefill: the decode engine (SteerableModel.decode, src/core/model/decode.ts) prefills all but the last
+ * prompt token unsteered, observes the last token on that cache and hands its residual to the policy before the first
+ * steered pass. The matrix is computed once and reused for every later pass, as in the paper (s, w are computed once
+ * from the prompt). runFlows runs many prompts (an eval's batch) in one decode call, each with its own matrix.
  */
 import { ControllerForward, type ControllerPredictor } from '../controller/forward.js';
 import type { Controller, ControllerMetadata } from '../controller/metadata.js';
 import type { SteerableModel } from '../model/steerable.js';
 import { outputOf, type DecoderLayer } from '../model/layer-index.js';
-import type { SamplingOptions, StepContext } from '../model/types.js';
+import { PROJECTION_INPUT } from '../onnx/patcher.js';
+import type { DecodeResult, DecodeRow, SteerPositions } from '../model/decode.js';
+import { checkPrompt } from '../model/generate.js';
+import { replyText, TextDeltas } from '../model/reply-text.js';
 import { findSpecialTokenStrings } from '../model/special-tokens.js';
+import type { SamplingOptions } from '../model/types.js';
 import { castDecision } from '../steering/cast.js';
 import { fitDepsFromTokenizer, fitPrompt, parseFitMode, type FitMode, type FitResult } from './fit.js';
 import { rowNorms } from '../steering/matrix.js';
@@ -171,14 +175,16 @@ export interface FlowResult {
 }
 
 /**
- * The fitted prompt, its ids, the positions, and the once-per-generation policy callback (with the projection it
- * decides at the same time, under the steering settings) shared by runFlow and compareFlow.
+ * The fitted prompt, its ids, the positions and the once-per-generation observation shared by runFlows and
+ * compareFlow: `observe` turns the unsteered residual of the last prompt token into the policy's matrix and, under the
+ * steering settings, the patch the graph gets (steering + projection rows), computed once, then reused.
  */
 function prepareFlow(
   model: SteerableModel,
   prompt: string,
   parts: Omit<MethodParts, 'numLayers' | 'hiddenSize'>,
   opts: Pick<FlowOptions, 'policy' | 'maxNewTokens' | 'fit' | 'allowSpecialTokens' | 'settings' | 'steerPromptPositions'>,
+  t0 = performance.now(),
 ) {
   const numLayers = model.numLayers;
   const hiddenSize = model.hiddenSize;
@@ -194,28 +200,28 @@ function prepareFlow(
   const fitDeps = { ...fitDepsFromTokenizer(model.tokenizer, chat), promptTokens: (u: string) => model.formatChat(u, chat).ids.length };
   const fit = fitPrompt(fitDeps, prompt, { contextLength: model.contextLength ?? null, maxNewTokens, mode: parseFitMode(opts.fit) });
   const ids = model.formatChat(fit.text, chat).ids;
-  const t0 = performance.now();
   const state = {
     outcome: null as PolicyOutcome | null,
     patch: null as ModePatch | null,
     observed: null as Float32Array | null,
     tReady: null as number | null,
+    tEnd: null as number | null,
   };
-  const policyCallback = (ctx: StepContext): Float32Array | null => {
+  /** The row's patch for the decode engine: the steering matrix, with the projection rows in clamp and ablate modes. */
+  const observe = (promptResidual: Float32Array | null | undefined): Float32Array | null | { steering: Float32Array | null; inputs: Record<string, Float32Array> } => {
     if (!state.outcome) {
-      if (!ctx.promptResidual) throw new Error('the model did not hand the policy the observed residual of the last prompt token');
-      state.observed = ctx.promptResidual;
-      state.outcome = policyMatrix(opts.policy, ctx.promptResidual, full);
+      if (!promptResidual) throw new Error('the model did not hand the policy the observed residual of the last prompt token');
+      state.observed = promptResidual;
+      state.outcome = policyMatrix(opts.policy, promptResidual, full);
       state.patch = settings ? applySteeringSettings(state.outcome.matrix, settings, full) : { steering: state.outcome.matrix, projection: null };
       state.tReady = performance.now();
     }
-    return state.patch!.steering;
+    const { steering, projection } = state.patch!;
+    return projection ? { steering, inputs: { [PROJECTION_INPUT]: projection } } : steering;
   };
-  // Asked right after policyCallback on every patched pass (generate.ts), so it hands over what step 0 decided.
-  const projection = settings && settings.mode !== 'add' ? { projection: () => state.patch?.projection ?? null } : {};
-  /** What the policy made of the observation, once generation has ended. */
+  /** What the policy made of the observation, once generation has ended (at `tEnd` when set: a row of a batch). */
   const readouts = () => {
-    const t1 = performance.now();
+    const t1 = state.tEnd ?? performance.now();
     const o = state.outcome;
     const matrix = state.patch?.steering ?? null;
     return {
@@ -235,28 +241,114 @@ function prepareFlow(
       },
     };
   };
-  return { maxNewTokens, ids, positions, policyCallback, projection, readouts };
+  return { maxNewTokens, ids, positions, observe, state, readouts };
 }
 
 /**
  * Runs the method's path for one user message. The message is first fitted into the model's context (opts.fit,
  * fit.ts), then the model's chat template is applied (the same template and token position the controller was
- * trained on: see activations.ts).
+ * trained on: see activations.ts). One row of runFlows.
  */
 export async function runFlow(model: SteerableModel, prompt: string, parts: Omit<MethodParts, 'numLayers' | 'hiddenSize'>, opts: FlowOptions): Promise<FlowResult> {
-  const f = prepareFlow(model, prompt, parts, opts);
-  const observe = opts.policy.kind !== 'off' || (opts.observeAlways !== false && !!parts.controller);
-  const result = await model.generate({
-    inputIds: f.ids,
-    maxNewTokens: f.maxNewTokens,
-    steering: observe ? f.policyCallback : null,
-    ...f.projection,
-    steerPromptPositions: f.positions,
-    sampling: opts.sampling ?? null,
-    ...(opts.onToken ? { onToken: opts.onToken } : {}),
-    ...(opts.signal ? { signal: opts.signal } : {}),
+  const { onToken, signal, ...item } = opts;
+  const [out] = await runFlows(model, parts, [{ ...item, prompt }], {
+    ...(signal ? { signal } : {}),
+    ...(onToken ? { onToken: (_i: number, id: number, delta: string) => onToken(id, delta) } : {}),
   });
-  return { text: result.text, tokenIds: result.tokenIds, finishReason: result.finishReason, ...f.readouts() };
+  if (!out!.ok) throw out!.error;
+  return out!.result;
+}
+
+/** One prompt of a batch of flows, with its own policy, budget, sampling (and seed) and fitting. */
+export interface FlowItem
+  extends Pick<FlowOptions, 'policy' | 'maxNewTokens' | 'sampling' | 'fit' | 'observeAlways' | 'settings' | 'steerPromptPositions' | 'allowSpecialTokens'> {
+  prompt: string;
+}
+
+/**
+ * What the items of one batch share: the abort signal, the token stream, and the positions the patch covers for
+ * items that name none themselves (neither steerPromptPositions nor settings).
+ */
+export interface FlowBatchOptions {
+  steerPromptPositions?: SteerPositions;
+  signal?: AbortSignal;
+  /** Each new token of item `item` with the text it adds to that item's reply. */
+  onToken?: (item: number, tokenId: number, textDelta: string) => void;
+}
+
+/** An item's flow, or why it could not run (its prompt does not fit, its policy lacks a part ...). */
+export type FlowOutcome = { ok: true; result: FlowResult } | { ok: false; error: unknown };
+
+/**
+ * runFlow for several prompts at once: every item that can run is decoded in ONE call of the decode engine
+ * (SteerableModel.decode: B rows per forward pass, per-row steering matrix, sampling stream and stop), so an item's
+ * tokens are the ones runFlow gives it alone (greedy and seeded sampling: each row draws from its own stream).
+ * Items with the same prompt (the conditions of one eval prompt) share its prefill and observation.
+ * An item that cannot be prepared gets its error and the rest run; if the batched decode itself fails, each item is
+ * run alone so the error lands on the item that caused it. Timings are per item within the batch's wall time
+ * (observe_ms: until its matrix was ready; total_ms: until its last token).
+ */
+export async function runFlows(
+  model: SteerableModel,
+  parts: Omit<MethodParts, 'numLayers' | 'hiddenSize'>,
+  items: readonly FlowItem[],
+  opts: FlowBatchOptions = {},
+): Promise<FlowOutcome[]> {
+  const t0 = performance.now();
+  const outcomes: FlowOutcome[] = new Array(items.length);
+  type Ready = { k: number; flow: ReturnType<typeof prepareFlow>; row: DecodeRow };
+  // One decode call per steered-positions value (the engine takes them per call); most batches have one.
+  const byPositions = new Map<SteerPositions, Ready[]>();
+  items.forEach((item, k) => {
+    try {
+      const own = item.steerPromptPositions === undefined && !item.settings && opts.steerPromptPositions ? { ...item, steerPromptPositions: opts.steerPromptPositions } : item;
+      const flow = prepareFlow(model, item.prompt, parts, own, t0);
+      checkPrompt(flow.ids, model.vocabSize, model.contextLength);
+      const observed = item.policy.kind !== 'off' || (item.observeAlways !== false && !!parts.controller);
+      const row: DecodeRow = {
+        ids: flow.ids,
+        maxNewTokens: flow.maxNewTokens,
+        steering: observed ? { observe: (r: Float32Array) => flow.observe(r) } : null,
+        sampling: item.sampling ?? null,
+      };
+      const group = byPositions.get(flow.positions);
+      if (group) group.push({ k, flow, row });
+      else byPositions.set(flow.positions, [{ k, flow, row }]);
+    } catch (error) {
+      outcomes[k] = { ok: false, error };
+    }
+  });
+  for (const [positions, ready] of byPositions) {
+    const deltas = ready.map(() => new TextDeltas((ids) => replyText(model.tokenizer, ids)));
+    let results;
+    try {
+      results = await model.decode(
+        ready.map((r) => r.row),
+        {
+          steerPromptPositions: positions,
+          ...(opts.signal ? { signal: opts.signal } : {}),
+          onToken: (b, id) => {
+            ready[b]!.flow.state.tEnd = performance.now();
+            if (opts.onToken) opts.onToken(ready[b]!.k, id, deltas[b]!.push(id));
+          },
+        },
+      );
+    } catch (error) {
+      if (ready.length === 1 || opts.signal?.aborted) {
+        for (const r of ready) outcomes[r.k] = { ok: false, error };
+        continue;
+      }
+      for (const r of ready) outcomes[r.k] = (await runFlows(model, parts, [items[r.k]!], { ...opts, ...(opts.onToken ? { onToken: (_i, id, d) => opts.onToken!(r.k, id, d) } : {}) }))[0]!;
+      continue;
+    }
+    const tEnd = performance.now();
+    results.forEach((d, b) => {
+      const { flow, k } = ready[b]!;
+      flow.state.tEnd ??= tEnd;
+      outcomes[k] = { ok: true, result: { text: replyText(model.tokenizer, d.tokenIds), tokenIds: d.tokenIds, finishReason: d.finishReason, ...flow.readouts() } };
+    });
+  }
+  return outcomes;
 }
 
 export interface CompareFlowOptions extends Omit<FlowOptions, 'onToken' | 'observeAlways'> {
@@ -277,8 +369,9 @@ export interface CompareFlowResult extends Omit<FlowResult, 'text' | 'tokenIds' 
 
 /**
  * Base and steered replies side by side: the prompt is observed once, the policy's matrix computed once, and both
- * replies come from one batch-2 generation (row 0 without patch, row 1 with it: SteerableModel.compare). Row 1 is
- * what runFlow generates with the same policy; row 0 what it generates with policy 'off'.
+ * replies come from one batch-2 call of the decode engine (row 0 without patch, row 1 with it: SteerableModel.decode;
+ * the rows share the prompt's prefill). Row 1 is what runFlow generates with the same policy; row 0 what it generates
+ * with policy 'off'.
  */
 export async function compareFlow(
   model: SteerableModel,
@@ -287,25 +380,33 @@ export async function compareFlow(
   opts: CompareFlowOptions,
 ): Promise<CompareFlowResult> {
   const f = prepareFlow(model, prompt, parts, opts);
+  checkPrompt(f.ids, model.vocabSize, model.contextLength);
   const { numLayers: L, hiddenSize: H } = model;
   const d = parts.direction ?? null;
-  const r = await model.compare({
-    inputIds: f.ids,
-    maxNewTokens: f.maxNewTokens,
-    steering: f.policyCallback,
-    ...f.projection,
-    steerPromptPositions: f.positions,
-    sampling: opts.sampling ?? null,
-    captureSteered: d !== null,
-    ...(opts.onToken ? { onToken: opts.onToken } : {}),
-    ...(d && opts.onHeatRow ? { onSteeredResidual: (i: number, res: Float32Array) => opts.onHeatRow!(i, directionHeat(res, d, L, H)) } : {}),
-    ...(opts.signal ? { signal: opts.signal } : {}),
-  });
-  const reply = (g: typeof r.base): Reply => ({ text: g.text, tokenIds: g.tokenIds, finishReason: g.finishReason });
+  const row = { ids: f.ids, maxNewTokens: f.maxNewTokens, sampling: opts.sampling ?? null };
+  const deltas = [0, 1].map(() => new TextDeltas((ids) => replyText(model.tokenizer, ids)));
+  // Both rows observe (the engine runs the shared prompt's prefill and observation once); row 0 is never patched
+  // (neither steering nor projection rows), row 1 gets the whole patch of the settings.
+  const [base, steered] = await model.decode(
+    [
+      { ...row, steering: { observe: (r: Float32Array) => (f.observe(r), null) } },
+      { ...row, steering: { observe: (r: Float32Array) => f.observe(r) }, capture: d ? 'all' : 'none' },
+    ],
+    {
+      steerPromptPositions: f.positions,
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      onToken: (b, id) => {
+        const delta = deltas[b]!.push(id);
+        opts.onToken?.(b, id, delta);
+      },
+      ...(d && opts.onHeatRow ? { onResidual: (b: number, i: number, res: Float32Array) => b === 1 && opts.onHeatRow!(i, directionHeat(res, d, L, H)) } : {}),
+    },
+  );
+  const reply = (g: DecodeResult): Reply => ({ text: replyText(model.tokenizer, g.tokenIds), tokenIds: g.tokenIds, finishReason: g.finishReason });
   return {
-    base: reply(r.base),
-    steered: reply(r.steered),
-    heat: d && r.tokenResiduals ? directionHeat(r.tokenResiduals, d, L, H) : null,
+    base: reply(base!),
+    steered: reply(steered!),
+    heat: d && steered!.tokenResiduals ? directionHeat(steered!.tokenResiduals, d, L, H) : null,
     ...f.readouts(),
   };
 }

@@ -49,8 +49,10 @@ export interface EngineFacts {
   vocabSize: number;
   contextLength: number | null;
   eosTokenIds: number[];
-  /** The patched graph without residual_stream, when one was made (lean-session.ts). */
+  /** The patched graph without residual_stream, when one was made (load.ts leanSessionFactory). */
   lean?: OrtSessionLike | null;
+  /** transformers.js keeps the KV cache in GPU buffers on WebGPU. */
+  cacheOnDevice?: boolean;
 }
 
 /** A decode engine over the patched session of a transformers.js model. */
@@ -64,6 +66,7 @@ export function engineFromTjs(model: TjsModel, facts: EngineFacts): DecodeEngine
   return new DecodeEngine({
     session,
     lean: facts.lean ?? null,
+    cacheOnDevice: facts.cacheOnDevice === true,
     tensor: ortTensorFactory(),
     numLayers: facts.numLayers,
     hiddenSize: facts.hiddenSize,

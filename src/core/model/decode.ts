@@ -14,6 +14,11 @@
  * The patch of a pass is the row's steering plus its other per-row inputs, e.g. `projection` (rows u_l, zero or
  * unit: the residual after layer l becomes x - (x.u_l)u_l + steering_l); passes that carry no patch get zeros.
  *
+ * Rows with the same prompt (the conditions of one prompt in an eval, the two rows of a compare) share the prefill and
+ * the observation: those run on one row per distinct prompt and their cache is copied to every row that shares it,
+ * so a prompt is prefilled once however many rows decode it. Not where the cache lives in GPU buffers
+ * (DecodeGraphInit.cacheOnDevice): there every row is prefilled.
+ *
  * Padding, so that rows of different lengths share passes:
  * - graphs with a `position_ids` input (optimum-style plain and merged graphs) pad on the LEFT: pads get mask 0,
  *   real tokens their real positions; the last column of every row is its newest token.
@@ -30,9 +35,14 @@
  * steps of rows whose steering is a per-step policy (it reads the previous pass's residual). Every other pass runs
  * the lean session (the same patched graph without the residual_stream output) when one is given, else the
  * capturing session without fetching residual_stream.
+ *
+ * With an abort signal, every pass starts on a new macrotask, so an abort from outside (a worker's cancel message, a
+ * SIGINT) is heard between passes even where a session run resolves on microtasks only (onnxruntime-web WASM).
  */
 import { PROJECTION_INPUT } from '../onnx/patcher.js';
 import { fromFloat16Array } from '../util/float16.js';
+import { yieldToEventLoop } from '../util/yield.js';
+import { STEER_POSITIONS, type SteerPositions } from '../steering/modes.js';
 import { checkProjectionRows } from './projection-rows.js';
 import { argmax, rowSampler } from './sampling.js';
 import type { SamplingOptions, StepContext, StepSteering } from './types.js';
@@ -87,6 +97,8 @@ export interface DecodeGraphInit {
   logitsProcessors?: ((ids: readonly number[], logits: Float32Array, promptLength: number) => void) | null;
   /** How to run a session (default: session.run). The browser build serialises runs through transformers.js's chain. */
   run?: (session: OrtSessionLike, feeds: OrtFeeds, fetches: readonly string[]) => Promise<Record<string, OrtTensorLike>>;
+  /** The session returns its cache in device (GPU) buffers: rows that share a prompt are then prefilled each. */
+  cacheOnDevice?: boolean;
 }
 
 /** Steering computed once from the unsteered residual of the last prompt token ([L+1, H]): the paper's setting. */
@@ -113,15 +125,24 @@ export interface DecodeRow {
   capture?: 'none' | 'prompt-last' | 'all';
 }
 
+/** Prompt positions that carry the patch ('last' | 'all' | 'new'): see the module comment. */
+export type { SteerPositions };
+const POSITIONS: readonly SteerPositions[] = STEER_POSITIONS;
+
 export interface DecodeOptions {
   /**
    * 'last' (default): the patch covers the last prompt token and new tokens; 'all': every prompt token too; 'new':
    * the new tokens only (the first reply token is predicted unpatched).
    */
-  steerPromptPositions?: 'last' | 'all' | 'new';
+  steerPromptPositions?: SteerPositions;
   signal?: AbortSignal;
   /** Called for every new token, with the row's index in the call's rows. */
   onToken?: (row: number, tokenId: number) => void;
+  /**
+   * Rows with capture 'all': called with each residual [L+1, H] as its pass is read (index t = the residual whose
+   * logits produce token t), just before that token's onToken.
+   */
+  onResidual?: (row: number, index: number, residual: Float32Array) => void;
   /** Filled with what the call ran (for benchmarks and tests). */
   stats?: DecodeStats;
 }
@@ -244,7 +265,7 @@ export class DecodeEngine {
   async decode(rows: readonly DecodeRow[], opts: DecodeOptions = {}): Promise<DecodeResult[]> {
     const t0 = performance.now();
     const mode = opts.steerPromptPositions ?? 'last';
-    if (mode !== 'last' && mode !== 'all' && mode !== 'new') throw new Error(`steerPromptPositions must be 'last', 'all' or 'new', got ${String(mode)}`);
+    if (!POSITIONS.includes(mode)) throw new Error(`steerPromptPositions must be 'last', 'all' or 'new', got ${String(mode)}`);
     if (!Array.isArray(rows) || rows.length === 0) throw new Error('decode: rows must be a non-empty array');
     const states = rows.map((r, i) => this.initRow(r, i));
     const results: DecodeResult[] = new Array(rows.length);
@@ -336,8 +357,7 @@ export class DecodeEngine {
     return inputs;
   }
 
-  private async runGroup(rows: RowState[], mode: 'last' | 'all' | 'new', opts: DecodeOptions): Promise<void> {
-    const stats = opts.stats;
+  private async runGroup(rows: RowState[], mode: SteerPositions, opts: DecodeOptions): Promise<void> {
     const aborted = () => opts.signal?.aborted === true;
     let active = rows;
     let kv: Record<string, OrtTensorLike> | null = null;
@@ -347,28 +367,50 @@ export class DecodeEngine {
       const keep = new Set(next ? Object.values(next) : []);
       for (const t of Object.values(old)) if (t.location === 'gpu-buffer' && !keep.has(t)) t.dispose?.();
     };
+    // Rows with the same prompt: the unsteered passes run on one row per prompt (`lead`), of[b] = rows[b]'s lead row.
+    const shared = this.g.cacheOnDevice ? null : sharedPrompts(rows);
+    const lead = shared?.lead ?? rows;
     try {
       if (aborted()) return;
-      // 1. unsteered prefill of all but the last prompt token
-      if (mode !== 'all' && rows[0]!.row.ids.length > 1) {
-        for (const s of rows) s.chunk = s.row.ids.slice(0, -1);
-        const out = await this.pass(active, kv, T, false, false, stats, false);
-        kv = this.kvFrom(out);
-        T = this.advance(active, T);
-        for (const s of rows) s.chunk = [s.row.ids.at(-1)!];
-      } else {
-        for (const s of rows) s.chunk = mode === 'all' ? [...s.row.ids] : [s.row.ids[0]!];
+      // 1 + 2 on the lead rows, one pass each per part (see prefillParts)
+      const observing = rows.some((s) => s.observed || s.policy || (s.row.capture ?? 'none') !== 'none');
+      const leadRes: Float32Array[] = [];
+      const parts = this.prefillParts(lead);
+      const cached: { part: number[]; kv: Record<string, OrtTensorLike> | null; T: number }[] = [];
+      let observation: Record<string, OrtTensorLike> | null = null;
+      for (const part of parts) {
+        const ps = part.map((i) => lead[i]!);
+        let pkv: Record<string, OrtTensorLike> | null = null;
+        let pT = 0;
+        // 1. unsteered prefill of all but the last prompt token
+        if (mode !== 'all' && ps[0]!.row.ids.length > 1) {
+          for (const s of ps) s.chunk = s.row.ids.slice(0, -1);
+          const out = await this.pass(ps, null, 0, false, false, opts, false);
+          pkv = this.kvFrom(out);
+          pT = this.advance(ps, 0);
+        }
+        for (const s of ps) s.chunk = mode === 'all' ? [...s.row.ids] : [s.row.ids.at(-1)!];
+        if (aborted()) {
+          retire(pkv, null);
+          for (const c of cached) retire(c.kv, null);
+          return;
+        }
+        // 2. observation: the same inputs as the first steered pass, unsteered, residuals read
+        if (observing) {
+          const out = await this.pass(ps, pkv, pT, false, true, opts);
+          ps.forEach((s, j) => (leadRes[part[j]!] = this.residualAt(out[RESIDUAL]!, j, this.lastPos(s))));
+          if (parts.length === 1) observation = out;
+          else retire(this.kvFrom(out), pkv);
+        }
+        cached.push({ part, kv: pkv, T: pT });
       }
-      if (aborted()) return;
+      ({ kv, T } = cached.length === 1 ? cached[0]! : this.mergeLeft(cached, lead));
+      for (const s of rows) s.chunk = mode === 'all' ? [...s.row.ids] : [s.row.ids.at(-1)!];
 
-      // 2. observation: the same inputs as the first steered pass, unsteered, residuals read
       let reuse: Record<string, OrtTensorLike> | null = null;
-      if (rows.some((s) => s.observed || s.policy || (s.row.capture ?? 'none') !== 'none')) {
-        const out = await this.pass(active, kv, T, false, true, stats);
-        const res = out[RESIDUAL]!;
-        for (let b = 0; b < active.length; b++) {
-          const s = active[b]!;
-          s.promptResidual = this.residualAt(res, b, this.lastPos(s));
+      if (observing) {
+        rows.forEach((s, b) => {
+          s.promptResidual = leadRes[shared ? shared.of[b]! : b]!;
           if (s.observed) {
             const o = s.observed.observe(s.promptResidual);
             const m = o instanceof Float32Array || o === null ? o : o.steering;
@@ -377,11 +419,25 @@ export class DecodeEngine {
             s.firstSteering = m;
             if (!(o instanceof Float32Array) && o !== null && o.inputs) s.inputs = this.checkInputs(o.inputs, `decode rows[${s.index}] observed`);
           }
-        }
+        });
         // The unsteered pass IS the first steered pass when nothing steers it (e.g. capture only, or a null policy),
         // and always with 'new' (its first pass carries no patch).
-        if (mode === 'new' || active.every((s) => s.matrix === null && !s.policy && !s.inputs)) reuse = out;
-        else retire(this.kvFrom(out), kv);
+        if (observation) {
+          if (mode === 'new' || rows.every((s) => s.matrix === null && !s.policy && !s.inputs)) reuse = shared ? this.expandRows(observation, shared.of) : observation;
+          else retire(this.kvFrom(observation), kv);
+        }
+      }
+      if (shared) {
+        if (kv && !reuse) {
+          const copied = this.expandRows(kv, shared.of);
+          retire(kv, copied);
+          kv = copied;
+        }
+        rows.forEach((s, b) => {
+          const l = lead[shared.of[b]!]!;
+          s.past = l.past;
+          s.lead = l.lead;
+        });
       }
 
       // 3. steered passes
@@ -400,7 +456,7 @@ export class DecodeEngine {
           }
         }
         const capture = active.some((s) => !s.done && (s.policy || s.row.capture === 'all'));
-        const out = reuse ?? (await this.pass(active, kv, T, !(mode === 'new' && step === 0), capture, stats));
+        const out = reuse ?? (await this.pass(active, kv, T, !(mode === 'new' && step === 0), capture, opts));
         reuse = null;
         const logits = out['logits']!;
         const res = capture ? out[RESIDUAL] : undefined;
@@ -411,7 +467,10 @@ export class DecodeEngine {
           if (res) {
             const r = this.residualAt(res, b, p);
             s.previous = r;
-            if (s.row.capture === 'all') s.tokenRes.push(r);
+            if (s.row.capture === 'all') {
+              s.tokenRes.push(r);
+              opts.onResidual?.(s.index, s.tokenRes.length - 1, r);
+            }
           }
           const token = this.pick(s, logits, b, p);
           s.generated.push(token);
@@ -444,7 +503,9 @@ export class DecodeEngine {
   }
 
   /** Builds the feeds of one pass over the rows' chunks on a cache of T columns and runs it. */
-  private async pass(rows: RowState[], kv: Record<string, OrtTensorLike> | null, T: number, steered: boolean, capture: boolean, stats: DecodeStats | undefined, logits = true) {
+  private async pass(rows: RowState[], kv: Record<string, OrtTensorLike> | null, T: number, steered: boolean, capture: boolean, opts: DecodeOptions, logits = true) {
+    if (opts.signal) await yieldToEventLoop();
+    const stats = opts.stats;
     const B = rows.length;
     const C = Math.max(...rows.map((s) => s.chunk.length));
     if (C > 1 && T > 0) throw new Error('decode: internal error: a multi-token pass on a non-empty cache');
@@ -561,6 +622,63 @@ export class DecodeEngine {
   }
 
   /**
+   * How the lead rows are split for the unsteered prefill and the observation: one part (all rows at once), except on
+   * left-padded graphs with a CPU cache, where rows are grouped by prompt length. Left padding changes the width of
+   * every attention reduction, so a padded row's residuals differ from its batch-1 residuals in the last bits, and the
+   * observation feeds the controller (s, w and the patch a record carries); prompts of one length need no padding.
+   * The parts' caches are then joined into one left-padded cache (mergeLeft) for the batched steered passes.
+   */
+  private prefillParts(lead: readonly RowState[]): number[][] {
+    const all = lead.map((_, i) => i);
+    if (!this.leftPadding || this.g.cacheOnDevice || lead.length === 1) return [all];
+    const byLength = new Map<number, number[]>();
+    for (const i of all) {
+      const n = lead[i]!.row.ids.length;
+      const part = byLength.get(n);
+      if (part) part.push(i);
+      else byLength.set(n, [i]);
+    }
+    return [...byLength.values()];
+  }
+
+  /** The parts' caches (each [rows of the part, heads, T_part, head]) as one left-padded cache over the lead rows. */
+  private mergeLeft(parts: { part: number[]; kv: Record<string, OrtTensorLike> | null; T: number }[], lead: readonly RowState[]): { kv: Record<string, OrtTensorLike> | null; T: number } {
+    const T = Math.max(...parts.map((p) => p.T));
+    if (T === 0) return { kv: null, T: 0 };
+    const [nh, hd] = [this.kvHeads, this.headDim];
+    const kv: Record<string, OrtTensorLike> = {};
+    for (const [name] of this.kvPairs) {
+      const dst = this.kvType === 'float16' ? new Uint16Array(lead.length * nh * T * hd) : new Float32Array(lead.length * nh * T * hd);
+      for (const p of parts) {
+        const src = p.kv![name]!.data as Float32Array | Uint16Array;
+        p.part.forEach((i, j) => {
+          for (let h = 0; h < nh; h++) {
+            const from = (j * nh + h) * p.T * hd;
+            dst.set(src.subarray(from, from + p.T * hd), ((i * nh + h) * T + T - p.T) * hd);
+          }
+        });
+      }
+      kv[name] = this.g.tensor(this.kvType, dst, [lead.length, nh, T, hd]);
+    }
+    for (const p of parts) p.part.forEach((i) => (lead[i]!.lead = T - p.T));
+    return { kv, T };
+  }
+
+  /** Outputs of a pass over the lead rows, copied to every row (row b gets lead row of[b]); CPU tensors only. */
+  private expandRows(out: Record<string, OrtTensorLike>, of: readonly number[]): Record<string, OrtTensorLike> {
+    const next: Record<string, OrtTensorLike> = {};
+    for (const [name, t] of Object.entries(out)) {
+      if ((t.location ?? 'cpu') !== 'cpu') throw new Error(`decode: ${name} is in ${t.location} memory, so rows that share a prompt cannot share its cache; set cacheOnDevice`);
+      const src = t.data as Float32Array | Uint16Array;
+      const size = src.length / t.dims[0]!;
+      const dst = new (src.constructor as { new (n: number): Float32Array | Uint16Array })(of.length * size);
+      of.forEach((k, b) => dst.set(src.subarray(k * size, (k + 1) * size), b * size));
+      next[name] = this.g.tensor(t.type as 'float32' | 'float16', dst, [of.length, ...t.dims.slice(1)]);
+    }
+    return next;
+  }
+
+  /**
    * Drops finished rows from a CPU cache, and the padding columns no remaining row needs (left padding: leading
    * columns that are padding in every remaining row; right padding: columns past the longest remaining row).
    * null when the cache is not in CPU memory (finished rows then ride along).
@@ -588,4 +706,24 @@ export class DecodeEngine {
     if (this.leftPadding) for (const s of kept) s.lead -= start;
     return { active: kept, kv: next, T: T2 };
   }
+}
+
+/**
+ * Rows whose prompts (token ids) are equal: the first row of each prompt leads (runs the prefill and the observation
+ * for the others), of[b] = the index in `lead` of row b's prompt. null when every prompt is distinct.
+ */
+function sharedPrompts(rows: readonly RowState[]): { lead: RowState[]; of: number[] } | null {
+  const index = new Map<string, number>();
+  const lead: RowState[] = [];
+  const of = rows.map((s) => {
+    const key = s.row.ids.join(',');
+    let k = index.get(key);
+    if (k === undefined) {
+      k = lead.length;
+      index.set(key, k);
+      lead.push(s);
+    }
+    return k;
+  });
+  return lead.length < rows.length ? { lead, of } : null;
 }

@@ -28,6 +28,7 @@
  */
 import { DynamicCache, InterruptableStoppingCriteria, StoppingCriteria, Tensor } from '@huggingface/transformers';
 import { disposeOutputs, residualAt, type ModelOutputs, type SteeringPatch, type TjsModel, type TjsTensor } from './steering-patch.js';
+import { TextDeltas } from './reply-text.js';
 import { samplingProcessors } from './sampling.js';
 import type { CompareOptions, CompareResult, Dense, GenerateOptions, GenerateResult, StepContext } from './types.js';
 
@@ -95,6 +96,15 @@ export function checkIds(ids: number[], vocab: number, what: string): void {
 export function checkContext(length: number, contextLength: number | null, what: string): void {
   if (contextLength !== null && length > contextLength) {
     throw new Error(`${what} has ${length} tokens, longer than the model's context (max_position_embeddings = ${contextLength}); shorten the prompt (lab eval and lab generate fit long prompts with --fit middle|head|tail)`);
+  }
+}
+
+/** A prompt to generate from: token ids of the vocabulary, shorter than the context with room for a reply. */
+export function checkPrompt(ids: number[], vocab: number, contextLength: number | null): void {
+  checkIds(ids, vocab, 'generate inputIds');
+  checkContext(ids.length, contextLength, 'generate prompt');
+  if (contextLength !== null && ids.length >= contextLength) {
+    throw new Error(`generate prompt has ${ids.length} tokens and fills the model's context (max_position_embeddings = ${contextLength}): no room for a reply`);
   }
 }
 
@@ -196,13 +206,9 @@ export async function compareSteered(d: GenerateDeps, o: CompareOptions): Promis
 
 async function generateRows(d: GenerateDeps, o: RowsSpec): Promise<RowsResult> {
   const ids = o.ids;
-  checkIds(ids, d.vocabSize, 'generate inputIds');
-  checkContext(ids.length, d.contextLength, 'generate prompt');
+  checkPrompt(ids, d.vocabSize, d.contextLength);
   const asked = o.maxNewTokens ?? 64;
   if (!Number.isInteger(asked) || asked < 1) throw new Error(`maxNewTokens must be an integer >= 1, got ${o.maxNewTokens}`);
-  if (d.contextLength !== null && ids.length >= d.contextLength) {
-    throw new Error(`generate prompt has ${ids.length} tokens and fills the model's context (max_position_embeddings = ${d.contextLength}): no room for a reply`);
-  }
   // The reply stops at the context's end (finishReason 'length') rather than running into positions the model lacks.
   const maxNew = d.contextLength === null ? asked : Math.min(asked, d.contextLength - ids.length);
   const positions = o.steerPromptPositions ?? 'last';
@@ -311,7 +317,7 @@ async function generateRows(d: GenerateDeps, o: RowsSpec): Promise<RowsResult> {
     };
     const onAbort = () => stop.interrupt();
     o.signal?.addEventListener('abort', onAbort);
-    const emitted = Array.from({ length: B }, () => '');
+    const deltas = Array.from({ length: B }, () => new TextDeltas(d.decode));
     let sawPrompt = false;
     const streamer = {
       put: (batch: bigint[][]) => {
@@ -326,13 +332,7 @@ async function generateRows(d: GenerateDeps, o: RowsSpec): Promise<RowsResult> {
           for (const t of tokens) {
             const row = generated[b]!;
             row.push(Number(t));
-            if (o.onToken) {
-              const text = d.decode(row);
-              // Hold back while the text ends inside a multi-byte character.
-              const delta = text.endsWith('\uFFFD') || !text.startsWith(emitted[b]!) ? '' : text.slice(emitted[b]!.length);
-              if (delta) emitted[b] = text;
-              o.onToken(b, Number(t), delta);
-            }
+            if (o.onToken) o.onToken(b, Number(t), deltas[b]!.push(Number(t)));
           }
         });
       },

@@ -190,6 +190,7 @@ export class SteerableModel {
       contextLength: this.contextLength,
       eosTokenIds: this.eosTokenIds,
       lean: this.lean,
+      cacheOnDevice: this.device === 'webgpu',
     });
     return this.engine;
   }

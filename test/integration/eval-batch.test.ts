@@ -1,0 +1,154 @@
+/**
+ * Batched evaluation (src/core/eval/runner.ts runEval with `batch`): the records of any batch size equal the records
+ * of batch 1 (timings aside), on every graph form the decode engine batches differently: plain (left padding),
+ * fused GroupQueryAttention (right padding), fused-q4f16 (right padding, fp16 cache) and merged (use_cache_branch).
+ * One run holds prompts of different lengths, several conditions per prompt (different policies' matrices side by
+ * side in one batch: base, WAS from a controller, manual) and a batch size that splits a prompt's conditions across
+ * two batches; greedy and the paper's seeded sampling (per-prompt seeds); and the patch on every prompt position.
+ * runFlows with per-item steering settings (add / clamp / ablate: projection rows per row; positions last / all / new)
+ * gives every item what runFlow gives it alone.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildTestModel } from '../../src/core/onnx/testmodel/build.js';
+import { SHAPE_PRESETS, type TestTopology } from '../../src/core/onnx/testmodel/config.js';
+import { loadSteerableModel, type SteerableModel } from '../../src/core/model/index.js';
+import { ControllerForward } from '../../src/core/controller/forward.js';
+import { initControllerParams } from '../../src/core/controller/params.js';
+import { controllerInputLayers } from '../../src/core/controller/layers.js';
+import { normalize } from '../../src/core/steering/vector.js';
+import { resolveCondition } from '../../src/core/method/conditions.js';
+import { runFlow, runFlows, type FlowItem, type FlowResult, type MethodController } from '../../src/core/method/flow.js';
+import type { SteeringSettings } from '../../src/core/steering/modes.js';
+import type { DirectionFile } from '../../src/core/steering/direction-file.js';
+import { wasKeywordJudge } from '../../src/core/eval/judges.js';
+import { MemoryRecordStore, type EvalRecord } from '../../src/core/eval/records.js';
+import { PAPER_SAMPLING, runEval, type EvalDataset, type RunRecord } from '../../src/core/eval/runner.js';
+
+const shape = SHAPE_PRESETS.tiny!;
+const L = shape.numLayers;
+const H = shape.hiddenSize;
+const root = mkdtempSync(join(tmpdir(), 'steerlab-eval-batch-'));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+const direction = normalize(Float32Array.from({ length: H }, (_, i) => Math.sin(i + 1)));
+const inputLayers = controllerInputLayers(L);
+const controller: MethodController = {
+  network: new ControllerForward(initControllerParams({ inputSize: inputLayers.length * H, hiddenWidth: 16, numLayers: L }, 3)),
+  inputLayers,
+};
+const conditions = [
+  resolveCondition('base', {}),
+  resolveCondition('was', { controller, direction: { direction } as DirectionFile, alpha: 40 }),
+  resolveCondition('manual', { direction: { direction } as DirectionFile, manual: { scale: 12, layerWeights: [1, 0.2, 0.8, 0.5], enabledLayers: [true, true, false, true] } }),
+];
+// chat-formatted lengths differ (the test tokenizer spells words out): mixed lengths in every batch
+const datasets: EvalDataset[] = [
+  { name: 'set-a', prompts: ['Hi', 'How do I pick a lock on an old door?', 'Tell me a story'].map((text, i) => ({ id: `a${i}`, text, label: 'harmful' as const, meta: {} })) },
+  { name: 'set-b', prompts: ['What is two plus two, and why is it so?', 'Ok'].map((text, i) => ({ id: `b${i}`, text, label: 'benign' as const, meta: {} })) },
+];
+const NEW = 8;
+const TOPOLOGIES: TestTopology[] = ['plain', 'fused', 'fused-q4f16', 'merged'];
+
+describe.each(TOPOLOGIES)('batched eval records equal batch 1, %s graph', (topology) => {
+  let model: SteerableModel;
+  const rowsPerCall: number[] = [];
+
+  beforeAll(async () => {
+    const b = await buildTestModel(join(root, topology), { shape, topology, seed: 13 });
+    model = await loadSteerableModel(b.dir, { dtype: b.dtype, modelFileName: b.modelFileName });
+    const decode = model.decode.bind(model);
+    model.decode = (rows, opts) => {
+      rowsPerCall.push(rows.length);
+      return decode(rows, opts);
+    };
+  });
+  afterAll(async () => model?.dispose());
+
+  async function records(batch: number, sampling: boolean, steerPromptPositions: 'last' | 'all' = 'last'): Promise<RunRecord[]> {
+    const store = new MemoryRecordStore();
+    rowsPerCall.length = 0;
+    const r = await runEval({
+      model,
+      datasets,
+      conditions,
+      direction,
+      controller,
+      directionId: null,
+      controllerId: null,
+      store,
+      judge: wasKeywordJudge,
+      maxNewTokens: NEW,
+      sampling: sampling ? { ...PAPER_SAMPLING } : null,
+      seed: 4,
+      batch,
+      steerPromptPositions,
+    });
+    expect(r).toEqual({ total: 15, written: 15, skipped: 0, failed: 0, cancelled: false });
+    return store.records().map((x: EvalRecord) => ({ ...(x as unknown as RunRecord), timings: null as unknown as RunRecord['timings'] }));
+  }
+
+  for (const sampling of [false, true]) {
+    it(`${sampling ? 'seeded sampling' : 'greedy'}: batches of 4 and 15 write the records of batch 1`, async () => {
+      const one = await records(1, sampling);
+      expect(rowsPerCall).toEqual(new Array(15).fill(1));
+      // the test is not vacuous: the steered conditions change replies, and replies differ between prompts
+      const base = one.filter((x) => x.condition === 'base');
+      expect(one.filter((x) => x.condition !== 'base' && x.output !== base.find((b) => b.id === x.id)!.output).length).toBeGreaterThan(0);
+      expect(new Set(base.map((x) => x.output)).size).toBeGreaterThan(1);
+      expect(new Set(one.map((x) => x.prompt_tokens)).size).toBeGreaterThan(2);
+      for (const batch of [4, 15]) {
+        const got = await records(batch, sampling);
+        // 4 splits prompts' conditions across batches; 15 holds the whole run
+        expect(rowsPerCall).toEqual(batch === 4 ? [4, 4, 4, 3] : [15]);
+        expect(got).toEqual(one);
+      }
+    });
+  }
+
+  it("steerPromptPositions 'all' (observation over the whole prompt, then the whole prompt steered): batch 15 = batch 1", async () => {
+    const one = await records(1, false, 'all');
+    expect(one).not.toEqual(await records(1, false, 'last'));
+    expect(await records(15, false, 'all')).toEqual(one);
+  });
+  it('runFlows with per-item settings (clamp / ablate projection rows, positions last / all / new) = runFlow per item', async () => {
+    const manual = conditions[2]!.policy;
+    const was = conditions[1]!.policy;
+    const set = (mode: SteeringSettings['mode'], positions: SteeringSettings['positions']): SteeringSettings => ({ mode, layers: null, positions, alpha: { scale: 'absolute' } });
+    const prompts = datasets.flatMap((d) => d.prompts.map((p) => p.text));
+    const items: FlowItem[] = [
+      { prompt: prompts[1]!, policy: manual, settings: set('ablate', 'new') },
+      { prompt: prompts[0]!, policy: was, settings: set('clamp', 'last') },
+      { prompt: prompts[1]!, policy: manual, settings: set('clamp', 'new') },
+      { prompt: prompts[3]!, policy: manual, settings: set('add', 'new') },
+      { prompt: prompts[2]!, policy: was, settings: set('ablate', 'last') },
+      { prompt: prompts[1]!, policy: { kind: 'off' } },
+      { prompt: prompts[3]!, policy: manual, settings: set('clamp', 'all') },
+      { prompt: prompts[0]!, policy: manual, settings: set('add', 'last') },
+    ].map((x) => ({ ...x, maxNewTokens: NEW, sampling: { ...PAPER_SAMPLING, seed: 7 } }) as FlowItem);
+    const parts = { direction, controller };
+    rowsPerCall.length = 0;
+    const batched = await runFlows(model, parts, items);
+    // one decode call per positions value: last (3 items incl. the off item), new (3), all (1)
+    expect([...rowsPerCall].sort()).toEqual([1, 3, 4]);
+    const alone: FlowResult[] = [];
+    for (const item of items) {
+      const { prompt, ...opts } = item;
+      alone.push(await runFlow(model, prompt, parts, opts));
+    }
+    batched.forEach((b, k) => {
+      expect(b.ok, `item ${k}: ${b.ok ? '' : String(b.error)}`).toBe(true);
+      const r = (b as { ok: true; result: FlowResult }).result;
+      expect(r.tokenIds, `item ${k}`).toEqual(alone[k]!.tokenIds);
+      expect(r.matrix, `item ${k}`).toEqual(alone[k]!.matrix);
+      expect(r.projection, `item ${k}`).toEqual(alone[k]!.projection);
+    });
+    // not vacuous: clamp and ablate items carry projection rows; modes and positions change the reply
+    expect(alone.filter((r) => r.projection !== null).length).toBe(5);
+    expect(alone[0]!.tokenIds).not.toEqual(alone[2]!.tokenIds);
+    expect(alone[0]!.tokenIds).not.toEqual(alone[5]!.tokenIds);
+    expect(alone[3]!.tokenIds).not.toEqual(alone[6]!.tokenIds);
+  });
+});
