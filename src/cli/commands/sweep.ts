@@ -7,7 +7,7 @@
  * same settings resumes (DIR/rows/<row id>/records.jsonl, record by record) and reuses the calibration; different
  * settings in the same DIR are refused. Results: DIR/sweep.json (what the lab's Sweep view reads), sweep.csv, sweep.md.
  */
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { selectBackend } from '../../core/controller/backend.js';
@@ -157,6 +157,7 @@ export async function runSweepCommand(o: SweepCliOptions, progress = true): Prom
       const diff = settingsDiff(stored, planSettings);
       if (diff.length) throw new Error(`${o.out} holds a sweep with other settings (${diff.join(', ')}); give another --out, or the same settings to resume it`);
     } else {
+      await mkdir(o.out, { recursive: true });
       await writeFileAtomic(planFile, `${JSON.stringify(planSettings, null, 2)}\n`);
     }
     const calibration = stored?.['coherence_calibration'] !== undefined ? checkCalibration(stored['coherence_calibration'], planFile) : null;

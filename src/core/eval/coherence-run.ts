@@ -84,6 +84,12 @@ export async function scoreRecord(model: SteerableModel, calibration: NllCalibra
 
 /** T from the calibration replies' reply_nll values (null = empty or failed reply, left out). */
 export function calibrationFrom(plan: CalibrationPlan, nlls: readonly (number | null)[]): NllCalibration {
+  if (!nlls.some((x) => x !== null)) {
+    throw new RangeError(
+      `calibration set ${plan.set}: none of its ${plan.prompts.length} unsteered replies has the 2 tokens a reply_nll needs (each ended at once, or failed); ` +
+        'calibrate on more prompts or another set (CLI: --calibration-set, --calibration-n)',
+    );
+  }
   return calibrateNllThreshold(nlls, { set: plan.set, ...(plan.quantile !== undefined ? { quantile: plan.quantile } : {}) });
 }
 
