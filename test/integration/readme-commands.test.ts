@@ -52,6 +52,11 @@ const TABLE_EXAMPLES: Record<string, string[][]> = {
   patch: [['patch', '{tmp}/tm/onnx/model.onnx', '{tmp}/patched.onnx', '--layers', '4']],
   verify: [['verify', '--model', '{tmp}/tm', '--identity']],
   summarize: [['summarize', '{run}']],
+  sweep: [[
+    'sweep', '--model', 'models/organism', '--harmful', 'advbench', '--wrapped', 'jbb-harmful', '--benign', 'xstest-safe', '--n', '2',
+    '--policies', 'manual', '--scale', '1', '--direction', 'models/organism/direction.safetensors', '--alphas', '4,8', '--modes', 'add,ablate',
+    '--max-new-tokens', '4', '--out', '{tmp}/sweep', '--json',
+  ]],
   restamp: [['restamp', '--model', 'models/organism', '{tmp}/direction-copy.safetensors', '{tmp}/controller-copy.safetensors']],
 };
 
