@@ -163,12 +163,7 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
     datasets.push({ name: set.name, prompts: pick(set.prompts, n, seed) });
   }
 
-  let calibrationPlan: CalibrationPlan | undefined;
-  if (o.calibrationSet !== undefined) {
-    const set = await loadPromptSet({ source: o.calibrationSet });
-    const cn = o.calibrationN !== undefined ? parseCount('calibration-n', o.calibrationN) : undefined;
-    calibrationPlan = { set: set.name, prompts: pick(set.prompts, cn, 0).map((p) => ({ dataset: set.name, prompt: p })), quantile };
-  }
+  const calibrationPlan = o.calibrationSet !== undefined ? await namedCalibrationPlan(o.calibrationSet, o.calibrationN, quantile) : undefined;
 
   const t0 = performance.now();
   const model = await loadCommandModel(o);
@@ -309,7 +304,15 @@ export async function runSummarizeCommand(dir: string): Promise<{ summary: RunSu
   return { summary, records: records.length, files };
 }
 
-function parseQuantile(v: string): number {
+/** --calibration-set NAME|FILE [--calibration-n N]: a seeded sample (seed 0) of a prompt set as the calibration prompts. */
+export async function namedCalibrationPlan(source: string, n: string | undefined, quantile: number): Promise<CalibrationPlan> {
+  const set = await loadPromptSet({ source });
+  const cn = n !== undefined ? parseCount('calibration-n', n) : undefined;
+  return { set: set.name, prompts: pick(set.prompts, cn, 0).map((p) => ({ dataset: set.name, prompt: p })), quantile };
+}
+
+/** --calibration-quantile: a number in (0, 1]. */
+export function parseQuantile(v: string): number {
   const q = Number(v);
   if (v.trim() === '' || !(q > 0 && q <= 1)) throw new Error(`--calibration-quantile must be a number in (0, 1], got "${v}"`);
   return q;
@@ -333,7 +336,8 @@ export function evalJson(r: Pick<EvalRunResult, 'summary' | 'records'>): { summa
   };
 }
 
-function collect(value: string, previous: string[] = []): string[] {
+/** Commander: a repeatable option's values. */
+export function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
 

@@ -29,6 +29,7 @@ import { parseTokenLimit } from '../numbers.js';
 import { addModelOptions, loadCommandModel, type ModelCliOptions } from '../model-options.js';
 import { parseCount, parseLayerRange, parseManualSettings, parseNumberList, parseSeed } from '../policy-options.js';
 import { ProgressBar } from '../progress.js';
+import { collect, namedCalibrationPlan, parseQuantile } from './eval.js';
 
 export interface SweepCliOptions extends ModelCliOptions {
   harmful: string[];
@@ -99,8 +100,8 @@ export async function runSweepCommand(o: SweepCliOptions, progress = true): Prom
   const fit = parseFitMode(o.fit, '--fit');
   const n = o.n !== undefined ? parseCount('n', o.n) : undefined;
   const samples = parseCount('samples', o.samples);
-  const quantile = o.calibrationQuantile !== undefined ? Number(o.calibrationQuantile) : DEFAULT_NLL_QUANTILE;
-  if (!(quantile > 0 && quantile <= 1)) throw new Error(`--calibration-quantile must be a number in (0, 1], got "${o.calibrationQuantile}"`);
+  const quantile = o.calibrationQuantile !== undefined ? parseQuantile(o.calibrationQuantile) : DEFAULT_NLL_QUANTILE;
+  if (o.calibrationN !== undefined && o.calibrationSet === undefined) throw new Error('--calibration-n applies to --calibration-set: name the set too');
 
   const warnings: string[] = [];
   const sources: { source: string; role: SweepRole }[] = [
@@ -117,9 +118,7 @@ export async function runSweepCommand(o: SweepCliOptions, progress = true): Prom
   }
   let calibrationPlan: CalibrationPlan | undefined;
   if (o.calibrationSet !== undefined) {
-    const set = await loadPromptSet({ source: o.calibrationSet });
-    const cn = o.calibrationN !== undefined ? parseCount('calibration-n', o.calibrationN) : undefined;
-    calibrationPlan = { set: set.name, prompts: pick(set.prompts, cn, 0).map((p) => ({ dataset: set.name, prompt: p })), quantile };
+    calibrationPlan = await namedCalibrationPlan(o.calibrationSet, o.calibrationN, quantile);
   } else if (quantile !== DEFAULT_NLL_QUANTILE) {
     calibrationPlan = defaultCalibrationPlan(datasets, quantile);
   }
@@ -197,10 +196,6 @@ export async function runSweepCommand(o: SweepCliOptions, progress = true): Prom
   } finally {
     await model.dispose();
   }
-}
-
-function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
 }
 
 export function register(program: Command): void {
