@@ -126,7 +126,7 @@ const table = tableCommands(README);
 
 describe('the README', () => {
   it('lists its commands where this test finds them', () => {
-    expect(table).toEqual(['build-test-model', 'patch', 'verify', 'generate', 'direction', 'train-controller', 'export-gguf', 'eval', 'summarize', 'restamp']);
+    expect(table).toEqual(['build-test-model', 'patch', 'verify', 'generate', 'direction', 'train-controller', 'export-gguf', 'eval', 'sweep', 'summarize', 'restamp']);
     expect(commands.filter((c) => c.startsWith('npm run lab --')).length).toBeGreaterThanOrEqual(4);
     const other = commands.filter((c) => !c.startsWith('npm run lab --') && !/^\w+=\S+$/.test(c));
     for (const c of other) expect(NOT_RUN, `README command "${c}" is neither run by this test nor listed in NOT_RUN with a reason`).toHaveProperty([c]);
