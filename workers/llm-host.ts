@@ -10,10 +10,10 @@ import { controllerInputLayers } from '../src/core/controller/layers.js';
 import { splitControllerDataset } from '../src/core/controller/dataset.js';
 import { getJudge } from '../src/core/eval/judges.js';
 import { IdbRecordStore } from '../src/core/eval/records-idb.js';
-import { PAPER_SAMPLING, runEval } from '../src/core/eval/runner.js';
+import { PAPER_SAMPLING, runEval, runSettings } from '../src/core/eval/runner.js';
 import type { EvalRecord } from '../src/core/eval/records.js';
 import { checkDirectionFor, controllerFromBytes, directionId, directionTieWarning } from '../src/core/method/artifacts.js';
-import type { EvalCondition } from '../src/core/method/conditions.js';
+import { castId, type EvalCondition } from '../src/core/method/conditions.js';
 import { controllerActivations, lastTokenActivations } from '../src/core/method/activations.js';
 import { diffInMeansOfModel, directionReport, embeddingDirectionOfModel } from '../src/core/method/directions.js';
 import { compareFlow, policyMatrix, type MethodController, type PolicyOutcome } from '../src/core/method/flow.js';
@@ -440,8 +440,19 @@ export function createLlmHost(): LlmWorkerApi {
         name,
         policy: policyFromSettings({ ...plan.settings, kind: conditionKind(name) }, artefacts()),
       }));
+      const maxNewTokens = checkCount(plan.maxNewTokens, 'evaluate: maxNewTokens');
+      const sampling = plan.sampling === 'paper' ? { ...PAPER_SAMPLING } : null;
       return runJob('evaluate', async (signal, m) => {
         const sink = new EventSink(onProgress);
+        // run.json as the CLI writes it for the same settings (its --alpha, --scale, --layer-weights, --enabled-layers).
+        const s = plan.settings;
+        const runJson = await runSettings({
+          model: m.identity, datasets: plan.datasets, conditions: plan.conditions, seed: plan.seed, maxNewTokens, sampling,
+          steerPromptPositions: 'last', fit: plan.fit, judge: judge.id, directionId: direction?.id ?? null, controllerId: controllerIdValue,
+          castId: plan.conditions.includes('cast') && direction?.cast ? await castId({ condition: direction.cast, strength: s.castStrength }) : null,
+          alpha: s.alpha,
+          manual: plan.conditions.includes('manual') ? { scale: s.manualScale, layerWeights: [...s.manualWeights], enabledLayers: [...s.manualEnabled] } : null,
+        });
         const store = await IdbRecordStore.open(plan.runId);
         try {
           const r = await runEval({
@@ -454,15 +465,15 @@ export function createLlmHost(): LlmWorkerApi {
             controllerId: controllerIdValue,
             store,
             judge,
-            maxNewTokens: checkCount(plan.maxNewTokens, 'evaluate: maxNewTokens'),
-            sampling: plan.sampling === 'paper' ? { ...PAPER_SAMPLING } : null,
+            maxNewTokens,
+            sampling,
             seed: plan.seed,
             fit: plan.fit,
             signal,
             // The record as the store holds it (the runner appends RunRecords as EvalRecords).
             onProgress: (p) => sink.emit({ done: p.done, total: p.total, skipped: p.skipped, record: p.record as unknown as EvalRecord | null }),
           });
-          return { total: r.total, written: r.written, skipped: r.skipped, failed: r.failed, cancelled: r.cancelled || signal.aborted };
+          return { total: r.total, written: r.written, skipped: r.skipped, failed: r.failed, cancelled: r.cancelled || signal.aborted, runJson };
         } finally {
           await store.close();
           await sink.drain();

@@ -285,6 +285,11 @@ export interface EvalOutcome {
   /** Records written with `error` (prompts the model could not take: unjudged). */
   failed: number;
   cancelled: boolean;
+  /**
+   * The run's run.json (core runSettings: content ids of model, datasets, direction, controller, CAST settings), as
+   * `lab eval --out DIR` writes it: a run exported with it can be resumed by the CLI.
+   */
+  runJson: Record<string, unknown>;
 }
 
 // --- low level (tests, benchmarks, the debug page) --------------------------------------------------------------
