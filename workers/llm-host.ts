@@ -42,6 +42,32 @@ import { yieldToEventLoop } from '../src/core/util/yield.js';
  * the method's result. Every call is kept and awaited before the method resolves: when an operation resolves, the
  * UI has seen all of its events.
  */
+/**
+ * Coalesces a stream of events into one 'batch' event per `everyMs` (the first event of a batch waits at most that
+ * long; the worker's decode loop yields between steps, so the timer runs). flush() sends what is left.
+ */
+class Coalescer<E> {
+  private buffer: E[] = [];
+  private transfers: ArrayBuffer[] = [];
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  constructor(private readonly send: (events: E[], transfers: ArrayBuffer[]) => void, private readonly everyMs: number) {}
+  push(e: E, transfers: ArrayBuffer[] = []): void {
+    this.buffer.push(e);
+    this.transfers.push(...transfers);
+    this.timer ??= setTimeout(() => this.flush(), this.everyMs);
+  }
+  flush(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    if (this.buffer.length === 0) return;
+    const events = this.buffer;
+    const transfers = this.transfers;
+    this.buffer = [];
+    this.transfers = [];
+    this.send(events, transfers);
+  }
+}
+
 class EventSink<E> {
   private pending: Promise<unknown>[] = [];
   constructor(private readonly callback: ((e: E) => unknown) | undefined) {}
@@ -302,6 +328,8 @@ export function createLlmHost(): LlmWorkerApi {
         const t0 = performance.now();
         const sink = new EventSink(onEvent);
         const index = [0, 0];
+        // One message per ~16 ms of decoding (a frame), not three per token.
+        const batch = new Coalescer<CompareEvent>((events, transfers) => sink.emit(Comlink.transfer({ type: 'batch', events }, transfers)), 16);
         try {
           const r = await compareFlow(m, req.prompt, parts(), {
             policy,
@@ -311,8 +339,8 @@ export function createLlmHost(): LlmWorkerApi {
             signal,
             ...(sink.active
               ? {
-                  onToken: (row: number, id: number, text: string) => sink.emit({ type: 'token', row: row as 0 | 1, index: index[row]!++, id, text }),
-                  onHeatRow: (i: number, values: Float32Array) => sink.emit(Comlink.transfer({ type: 'heat', index: i, values }, [values.buffer as ArrayBuffer])),
+                  onToken: (row: number, id: number, text: string) => batch.push({ type: 'token', row: row as 0 | 1, index: index[row]!++, id, text }),
+                  onHeatRow: (i: number, values: Float32Array) => batch.push({ type: 'heat', index: i, values }, [values.buffer as ArrayBuffer]),
                 }
               : {}),
           });
@@ -328,6 +356,7 @@ export function createLlmHost(): LlmWorkerApi {
           const transfers = [reply.rowNorms, reply.heat, reply.prediction?.layerWeights].filter((a): a is Float32Array => a instanceof Float32Array);
           return Comlink.transfer(reply, transfers.map((a) => a.buffer as ArrayBuffer));
         } finally {
+          batch.flush();
           await sink.drain();
         }
       });
