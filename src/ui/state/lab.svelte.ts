@@ -172,7 +172,7 @@ async function loadErrorText(choice: ModelChoice, e: unknown): Promise<string> {
   for (const file of ['config.json', 'tokenizer.json']) {
     if (!(await served(`${base}${file}`))) {
       return `the model's files are missing: ${base}${file} is not served by this lab. Put the model folder under models/${choice.id}/ ` +
-        `(config.json, tokenizer.json, onnx/model.onnx; see the README's "models" section) and load again.`;
+        `(config.json, tokenizer.json, onnx/model.onnx) and load again.`;
     }
   }
   return raw;
