@@ -105,6 +105,21 @@ export async function loadDefaultModel(page: Page): Promise<void> {
   await idle(page);
 }
 
+/** Loads the random-weight test model (4 layers; it writes until its 256-token context ends) from the Model tab. */
+export async function loadTinyTest(page: Page): Promise<void> {
+  await page.getByRole('tab', { name: 'Model' }).click();
+  await page.locator('#model-select').selectOption('__custom__');
+  await page.getByLabel(/served by this lab/).check();
+  await page.getByLabel('Folder under /models/').fill('tiny-test');
+  await page.locator('#dtype-select').selectOption('fp32');
+  await page.getByRole('button', { name: 'Load model' }).click();
+  await expect.poll(() => page.getByTestId('model-ready').locator('h3').textContent().catch(() => ''), { timeout: GUARD_MS }).toMatch(/tiny-test/);
+  await idle(page);
+}
+
+/** The token count a reply's line reports ("N tokens, eos|length|abort"). */
+export const tokensOf = (info: string | null): number => Number(/(\d+) tokens, (?:eos|length|abort)/.exec(info ?? '')?.[1]);
+
 /** Waits until no job runs (the header's busy pill is gone). */
 export async function idle(page: Page): Promise<void> {
   await expect.poll(() => page.locator('header .pill.busy').count(), { timeout: GUARD_MS }).toBe(0);

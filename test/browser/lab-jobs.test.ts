@@ -13,7 +13,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { CDPSession, Page } from 'playwright-core';
-import { GUARD_MS, TEST_GUARD_MS, idle, judgedPlusUnjudged, labFixture, loadDefaultModel, runEnded, withLab, type LabFixture } from './lab-helpers.js';
+import { GUARD_MS, TEST_GUARD_MS, idle, judgedPlusUnjudged, labFixture, loadDefaultModel, loadTinyTest, runEnded, tokensOf, withLab, type LabFixture } from './lab-helpers.js';
 
 let fixture: LabFixture;
 beforeAll(async () => {
@@ -24,18 +24,6 @@ afterAll(async () => {
 });
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-
-/** Loads the random-weight test model (4 layers; it writes until its context ends). */
-async function loadTinyTest(page: Page): Promise<void> {
-  await page.getByRole('tab', { name: 'Model' }).click();
-  await page.locator('#model-select').selectOption('__custom__');
-  await page.getByLabel(/served by this lab/).check();
-  await page.getByLabel('Folder under /models/').fill('tiny-test');
-  await page.locator('#dtype-select').selectOption('fp32');
-  await page.getByRole('button', { name: 'Load model' }).click();
-  await expect.poll(() => page.getByTestId('model-ready').locator('h3').textContent().catch(() => ''), { timeout: GUARD_MS }).toMatch(/tiny-test/);
-  await idle(page);
-}
 
 /**
  * Watches the page from inside: long tasks (PerformanceObserver), the Stop click's event timestamp and when its
@@ -124,8 +112,6 @@ async function traceMainThread(page: Page): Promise<{ stop(): Promise<MainTask[]
     },
   };
 }
-
-const tokensOf = (info: string | null) => Number(/(\d+) tokens, (?:eos|length|abort)/.exec(info ?? '')?.[1]);
 
 describe('lab: one job at a time, a page that answers', () => {
   test('a double-clicked "Run evaluation" starts one run; long tasks while streaming; Stop latency', async () => {
