@@ -10,10 +10,10 @@ import { controllerInputLayers } from '../src/core/controller/layers.js';
 import { splitControllerDataset } from '../src/core/controller/dataset.js';
 import { getJudge } from '../src/core/eval/judges.js';
 import { IdbRecordStore } from '../src/core/eval/records-idb.js';
-import { PAPER_SAMPLING, runEval } from '../src/core/eval/runner.js';
+import { PAPER_SAMPLING, runEval, runSettings } from '../src/core/eval/runner.js';
 import type { EvalRecord } from '../src/core/eval/records.js';
 import { checkDirectionFor, controllerFromBytes, directionId, directionTieWarning } from '../src/core/method/artifacts.js';
-import type { EvalCondition } from '../src/core/method/conditions.js';
+import { castId, type EvalCondition } from '../src/core/method/conditions.js';
 import { controllerActivations, lastTokenActivations } from '../src/core/method/activations.js';
 import { diffInMeansOfModel, directionReport, embeddingDirectionOfModel } from '../src/core/method/directions.js';
 import { compareFlow, policyMatrix, type MethodController, type PolicyOutcome } from '../src/core/method/flow.js';
@@ -42,6 +42,32 @@ import { yieldToEventLoop } from '../src/core/util/yield.js';
  * the method's result. Every call is kept and awaited before the method resolves: when an operation resolves, the
  * UI has seen all of its events.
  */
+/**
+ * Coalesces a stream of events into one 'batch' event per `everyMs` (the first event of a batch waits at most that
+ * long; the worker's decode loop yields between steps, so the timer runs). flush() sends what is left.
+ */
+class Coalescer<E> {
+  private buffer: E[] = [];
+  private transfers: ArrayBuffer[] = [];
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  constructor(private readonly send: (events: E[], transfers: ArrayBuffer[]) => void, private readonly everyMs: number) {}
+  push(e: E, transfers: ArrayBuffer[] = []): void {
+    this.buffer.push(e);
+    this.transfers.push(...transfers);
+    this.timer ??= setTimeout(() => this.flush(), this.everyMs);
+  }
+  flush(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    if (this.buffer.length === 0) return;
+    const events = this.buffer;
+    const transfers = this.transfers;
+    this.buffer = [];
+    this.transfers = [];
+    this.send(events, transfers);
+  }
+}
+
 class EventSink<E> {
   private pending: Promise<unknown>[] = [];
   constructor(private readonly callback: ((e: E) => unknown) | undefined) {}
@@ -302,6 +328,8 @@ export function createLlmHost(): LlmWorkerApi {
         const t0 = performance.now();
         const sink = new EventSink(onEvent);
         const index = [0, 0];
+        // One message per ~16 ms of decoding (a frame), not three per token.
+        const batch = new Coalescer<CompareEvent>((events, transfers) => sink.emit(Comlink.transfer({ type: 'batch', events }, transfers)), 16);
         try {
           const r = await compareFlow(m, req.prompt, parts(), {
             policy,
@@ -311,8 +339,8 @@ export function createLlmHost(): LlmWorkerApi {
             signal,
             ...(sink.active
               ? {
-                  onToken: (row: number, id: number, text: string) => sink.emit({ type: 'token', row: row as 0 | 1, index: index[row]!++, id, text }),
-                  onHeatRow: (i: number, values: Float32Array) => sink.emit(Comlink.transfer({ type: 'heat', index: i, values }, [values.buffer as ArrayBuffer])),
+                  onToken: (row: number, id: number, text: string) => batch.push({ type: 'token', row: row as 0 | 1, index: index[row]!++, id, text }),
+                  onHeatRow: (i: number, values: Float32Array) => batch.push({ type: 'heat', index: i, values }, [values.buffer as ArrayBuffer]),
                 }
               : {}),
           });
@@ -328,6 +356,7 @@ export function createLlmHost(): LlmWorkerApi {
           const transfers = [reply.rowNorms, reply.heat, reply.prediction?.layerWeights].filter((a): a is Float32Array => a instanceof Float32Array);
           return Comlink.transfer(reply, transfers.map((a) => a.buffer as ArrayBuffer));
         } finally {
+          batch.flush();
           await sink.drain();
         }
       });
@@ -440,8 +469,19 @@ export function createLlmHost(): LlmWorkerApi {
         name,
         policy: policyFromSettings({ ...plan.settings, kind: conditionKind(name) }, artefacts()),
       }));
+      const maxNewTokens = checkCount(plan.maxNewTokens, 'evaluate: maxNewTokens');
+      const sampling = plan.sampling === 'paper' ? { ...PAPER_SAMPLING } : null;
       return runJob('evaluate', async (signal, m) => {
         const sink = new EventSink(onProgress);
+        // run.json as the CLI writes it for the same settings (its --alpha, --scale, --layer-weights, --enabled-layers).
+        const s = plan.settings;
+        const runJson = await runSettings({
+          model: m.identity, datasets: plan.datasets, conditions: plan.conditions, seed: plan.seed, maxNewTokens, sampling,
+          steerPromptPositions: 'last', fit: plan.fit, judge: judge.id, directionId: direction?.id ?? null, controllerId: controllerIdValue,
+          castId: plan.conditions.includes('cast') && direction?.cast ? await castId({ condition: direction.cast, strength: s.castStrength }) : null,
+          alpha: s.alpha,
+          manual: plan.conditions.includes('manual') ? { scale: s.manualScale, layerWeights: [...s.manualWeights], enabledLayers: [...s.manualEnabled] } : null,
+        });
         const store = await IdbRecordStore.open(plan.runId);
         try {
           const r = await runEval({
@@ -454,15 +494,15 @@ export function createLlmHost(): LlmWorkerApi {
             controllerId: controllerIdValue,
             store,
             judge,
-            maxNewTokens: checkCount(plan.maxNewTokens, 'evaluate: maxNewTokens'),
-            sampling: plan.sampling === 'paper' ? { ...PAPER_SAMPLING } : null,
+            maxNewTokens,
+            sampling,
             seed: plan.seed,
             fit: plan.fit,
             signal,
             // The record as the store holds it (the runner appends RunRecords as EvalRecords).
             onProgress: (p) => sink.emit({ done: p.done, total: p.total, skipped: p.skipped, record: p.record as unknown as EvalRecord | null }),
           });
-          return { total: r.total, written: r.written, skipped: r.skipped, failed: r.failed, cancelled: r.cancelled || signal.aborted };
+          return { total: r.total, written: r.written, skipped: r.skipped, failed: r.failed, cancelled: r.cancelled || signal.aborted, runJson };
         } finally {
           await store.close();
           await sink.drain();

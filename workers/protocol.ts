@@ -165,7 +165,12 @@ export type CompareEvent =
   /** A generated token of row 0 (base, no patch) or row 1 (steered). */
   | { type: 'token'; row: 0 | 1; index: number; id: number; text: string }
   /** Heat-strip row [L] of steered token `index` (cosine of each layer's residual with the direction). */
-  | { type: 'heat'; index: number; values: Float32Array };
+  | { type: 'heat'; index: number; values: Float32Array }
+  /**
+   * Several of the above, in order: the worker sends what a few milliseconds of decoding produced as one message, so
+   * the page handles one message per batch, not three per token, and a Stop never waits behind a queue of them.
+   */
+  | { type: 'batch'; events: CompareEvent[] };
 
 export type FinishReason = 'eos' | 'length' | 'abort';
 
@@ -285,6 +290,11 @@ export interface EvalOutcome {
   /** Records written with `error` (prompts the model could not take: unjudged). */
   failed: number;
   cancelled: boolean;
+  /**
+   * The run's run.json (core runSettings: content ids of model, datasets, direction, controller, CAST settings), as
+   * `lab eval --out DIR` writes it: a run exported with it can be resumed by the CLI.
+   */
+  runJson: Record<string, unknown>;
 }
 
 // --- low level (tests, benchmarks, the debug page) --------------------------------------------------------------
