@@ -14,6 +14,13 @@
  * (something is broken, not one prompt). A resume does not retry a stored error record.
  *
  * The record (RunRecord) is the one schema of CLI and lab runs; run.json holds the run's settings (runSettings()).
+ *
+ * Coherence (coherence-run.ts, the rule in coherence.ts): before the first record the run fixes its reply_nll
+ * threshold T from the base replies to its calibration prompts (DEFAULT_CALIBRATION_SET unless a set is named), or
+ * takes the one it is given (a resumed run: run.json's coherence_calibration; a sweep: its base row's). Base replies
+ * already in the store are reused, and a calibration reply that is also a base record of the run is written as that
+ * record, so the default costs no extra generation. Within each prompt the base condition runs first, so steered
+ * records can say whether their reply differs from base.
  */
 import type { Label, PromptRecord } from '../data/types.js';
 import type { ModelIdentity } from '../model/model-id.js';
@@ -26,7 +33,10 @@ import { runFlow, type MethodController } from '../method/flow.js';
 import { hash53 } from '../data/sample.js';
 import { sha256Text } from '../util/sha256.js';
 import { judgeOutput, type RefusalJudge } from './judges.js';
-import type { EvalRecord, RecordStore } from './records.js';
+import type { EvalRecord, RecordKey, RecordStore } from './records.js';
+import { COHERENT_REFUSAL_RULE, DEFAULT_NLL_QUANTILE, replyScores, type NllCalibration } from './coherence.js';
+import { calibrationFrom, checkCalibration, DEFAULT_CALIBRATION_SET, defaultCalibrationPlan, scoreRecord, type CalibrationPlan, type RecordCoherence } from './coherence-run.js';
+import { DEFAULT_STEERING_SETTINGS, settingsRecord, type SteeringSettings } from '../steering/modes.js';
 
 /** The paper's sampling: temperature 0.7, top-p 0.9 (Hegazy et al., evaluation setting). */
 export const PAPER_SAMPLING = { temperature: 0.7, topP: 0.9 } as const;
@@ -81,12 +91,27 @@ export interface RunRecord {
   matched?: string;
   finish_reason?: 'eos' | 'length';
   new_tokens?: number;
+  /**
+   * Coherence (judged records; coherence-run.ts): reply_nll (mean NLL of reply tokens 2..T under the unsteered model,
+   * null below 2 tokens), first_token_nll, the run's threshold T, the coherent-refusal verdict (COHERENT_REFUSAL_RULE),
+   * first_token_kl (benign prompts under a steered condition, else null) and changed_from_base (steered conditions:
+   * the reply text differs from the base reply to the same prompt; null for base or when no base reply is known).
+   * An error record has coherent_refusal null (unjudged).
+   */
+  reply_nll?: number | null;
+  first_token_nll?: number | null;
+  nll_threshold?: number;
+  coherent_refusal?: boolean | null;
+  first_token_kl?: number | null;
+  changed_from_base?: boolean | null;
+  /** Steering settings of a steered condition (mode, layer range, positions, alpha scale); null for base. */
+  steering?: SteeringSettings | null;
   /** What the model saw: whether the prompt was shortened, and its chat-formatted length before and after. */
   truncated?: boolean;
   prompt_tokens?: number;
   kept_tokens?: number;
   error?: string;
-  timings: { observe_ms: number | null; generate_ms: number | null; judge_ms: number | null; total_ms: number };
+  timings: { observe_ms: number | null; generate_ms: number | null; judge_ms: number | null; total_ms: number; coherence_ms?: number | null };
 }
 
 export interface RunEvalOptions {
@@ -105,6 +130,17 @@ export interface RunEvalOptions {
   sampling: { temperature: number; topP: number } | null;
   seed: number;
   steerPromptPositions?: 'last' | 'all';
+  /** Mode, layer range, positions and alpha scale of the steered conditions (default add, all layers, steerPromptPositions, absolute). */
+  settings?: SteeringSettings;
+  /** A calibration to reuse as it is (a resumed run's, a sweep's base row's); absent: the run calibrates first. */
+  calibration?: NllCalibration | null;
+  /** The calibration prompts when the run calibrates (default: defaultCalibrationPlan of the datasets). */
+  calibrationPlan?: CalibrationPlan;
+  /** Told the calibration once it is made (the CLI stores it in run.json), before the first record is written. */
+  onCalibration?: (c: NllCalibration) => void | Promise<void>;
+  onCalibrationProgress?: (done: number, total: number) => void;
+  /** Where the base condition's records of the same prompts are (changed_from_base); default the run's own store. */
+  baseRecords?: Pick<RecordStore, 'get'>;
   /** How prompts longer than the model's context are shortened (src/core/method/fit.ts); default 'middle'. */
   fit?: FitMode;
   /** Let special-token strings in prompts become special tokens (default: they stay text). Each record says which. */
@@ -121,6 +157,8 @@ export interface RunEvalResult {
   failed: number;
   /** True when the signal stopped the run before the end. */
   cancelled: boolean;
+  /** The reply_nll calibration the records were judged with (null only when cancelled before it was made). */
+  calibration: NllCalibration | null;
 }
 
 /** Per-prompt sampling seed: a function of (seed, dataset, id) only. */
@@ -146,13 +184,80 @@ function manualOf(c: EvalCondition): RunRecord['manual'] | undefined {
   return { scale: p.scale, layer_weights: Array.from(p.layerWeights), enabled_layers: p.enabledLayers ? Array.from(p.enabledLayers) : null };
 }
 
+/** The settings a steered condition's records carry: the run's, or the defaults with the run's positions. */
+function steeringOf(o: RunEvalOptions): SteeringSettings {
+  return settingsRecord(o.settings ?? { ...DEFAULT_STEERING_SETTINGS, positions: o.steerPromptPositions ?? 'last' });
+}
+
+/** The flow options of one condition on one prompt (the same for the calibration reply and the base record). */
+function flowOptions(o: RunEvalOptions, cond: EvalCondition, seed: number, fit: FitMode) {
+  const steered = cond.policy.kind !== 'off' && o.settings !== undefined;
+  return {
+    policy: cond.policy,
+    maxNewTokens: o.maxNewTokens,
+    sampling: o.sampling ? { ...o.sampling, seed } : null,
+    ...(steered ? { settings: o.settings! } : { steerPromptPositions: o.settings?.positions ?? o.steerPromptPositions ?? 'last' }),
+    fit,
+    allowSpecialTokens: o.allowSpecialTokens === true,
+    ...(o.signal ? { signal: o.signal } : {}),
+  };
+}
+
+const BASE: EvalCondition = { name: 'base', policy: { kind: 'off' } };
+const flowKey = (dataset: string, id: string) => JSON.stringify([dataset, id]);
+
+/**
+ * The run's reply_nll threshold: the given one, else the q-quantile over the base (unsteered, greedy) replies to the
+ * calibration prompts. A base record already stored is reused; a fresh calibration reply that the run would also
+ * write as a base record (greedy runs listing base) is handed back in `flows` for the main loop to write.
+ */
+async function calibrate(o: RunEvalOptions, fit: FitMode): Promise<{ calibration: NllCalibration | null; flows: Map<string, Awaited<ReturnType<typeof runFlow>>> }> {
+  const flows = new Map<string, Awaited<ReturnType<typeof runFlow>>>();
+  if (o.calibration) return { calibration: checkCalibration(o.calibration, 'the given calibration'), flows };
+  const plan = o.calibrationPlan ?? defaultCalibrationPlan(o.datasets);
+  const inRun = new Set(o.datasets.flatMap((d) => d.prompts.map((p) => flowKey(d.name, p.id))));
+  const reusable = o.sampling === null && o.conditions.some((c) => c.name === 'base');
+  const nlls: (number | null)[] = [];
+  let done = 0;
+  for (const { dataset, prompt } of plan.prompts) {
+    if (o.signal?.aborted) return { calibration: null, flows };
+    const stored = o.sampling === null ? o.store.get({ dataset, id: prompt.id, condition: 'base' }) : undefined;
+    if (stored && 'reply_nll' in stored) {
+      nlls.push(typeof stored['reply_nll'] === 'number' ? stored['reply_nll'] : null);
+    } else {
+      try {
+        const opts = flowOptions({ ...o, sampling: null }, BASE, promptSeed(o.seed, dataset, prompt.id), fit);
+        const flow = await runFlow(o.model, prompt.text, { direction: o.direction, controller: o.controller }, opts);
+        if (flow.finishReason === 'abort') return { calibration: null, flows };
+        const ids = o.model.formatChat(flow.fit.text, { allowSpecialTokens: o.allowSpecialTokens === true }).ids;
+        nlls.push((await replyScores(o.model, ids, flow.tokenIds)).nll);
+        if (reusable && inRun.has(flowKey(dataset, prompt.id))) flows.set(flowKey(dataset, prompt.id), flow);
+      } catch (e) {
+        if (o.signal?.aborted) return { calibration: null, flows };
+        nlls.push(null); // a prompt the model cannot take has no reply to calibrate on; its record will say why
+      }
+    }
+    o.onCalibrationProgress?.(++done, plan.prompts.length);
+  }
+  const calibration = calibrationFrom(plan, nlls);
+  await o.onCalibration?.(calibration);
+  return { calibration, flows };
+}
+
 export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
   if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 1) throw new Error(`max new tokens must be an integer >= 1, got ${o.maxNewTokens}`);
   if (o.conditions.length === 0) throw new Error('choose at least one condition to evaluate');
   const fit = parseFitMode(o.fit);
   const identity: ModelIdentity = o.model.identity;
   const total = o.datasets.reduce((s, d) => s + d.prompts.length, 0) * o.conditions.length;
-  const res: RunEvalResult = { total, written: 0, skipped: 0, failed: 0, cancelled: false };
+  const res: RunEvalResult = { total, written: 0, skipped: 0, failed: 0, cancelled: false, calibration: null };
+  const { calibration, flows } = await calibrate(o, fit);
+  if (!calibration) return { ...res, cancelled: true };
+  res.calibration = calibration;
+  // base first within each prompt: steered records compare their reply with it
+  const conditions = [...o.conditions.filter((c) => c.name === 'base'), ...o.conditions.filter((c) => c.name !== 'base')];
+  const baseStore = o.baseRecords ?? o.store;
+  const chat = { allowSpecialTokens: o.allowSpecialTokens === true };
   let done = 0;
   let streak = 0;
   let lastError: unknown = null;
@@ -162,7 +267,7 @@ export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
       let attempted = 0;
       let failedHere = 0;
       let shared: Omit<RunRecord, 'condition' | 'alpha' | 's' | 'w' | 'row_norms' | 'timings'> | null = null;
-      for (const cond of o.conditions) {
+      for (const cond of conditions) {
         if (o.signal?.aborted) return { ...res, cancelled: true };
         const key = { dataset: ds.name, id: p.id, condition: cond.name };
         if (o.store.has(key)) {
@@ -190,28 +295,20 @@ export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
         };
         attempted++;
         const t0 = performance.now();
-        const head = { ...shared, condition: cond.name, alpha: alphaOf(cond) };
+        const steered = cond.policy.kind !== 'off';
+        const head = { ...shared, condition: cond.name, alpha: alphaOf(cond), steering: steered ? steeringOf(o) : null };
         const manual = manualOf(cond);
         let record: RunRecord;
         try {
-          const flow = await runFlow(
-            o.model,
-            p.text,
-            { direction: o.direction, controller: o.controller },
-            {
-              policy: cond.policy,
-              maxNewTokens: o.maxNewTokens,
-              sampling: o.sampling ? { ...o.sampling, seed } : null,
-              steerPromptPositions: o.steerPromptPositions ?? 'last',
-              fit,
-              allowSpecialTokens: o.allowSpecialTokens === true,
-              ...(o.signal ? { signal: o.signal } : {}),
-            },
-          );
+          const cached = cond.name === 'base' ? flows.get(flowKey(ds.name, p.id)) : undefined;
+          const flow = cached ?? (await runFlow(o.model, p.text, { direction: o.direction, controller: o.controller }, flowOptions(o, cond, seed, fit)));
           if (flow.finishReason === 'abort') return { ...res, cancelled: true };
           const tj = performance.now();
           const verdict = await judgeOutput(o.judge, flow.text, p.text);
           const judgeMs = performance.now() - tj;
+          const tc = performance.now();
+          const coherence = await coherenceOf(o, calibration, baseStore, key, p.label ?? null, flow, verdict.refused, steered, chat);
+          const coherenceMs = performance.now() - tc;
           record = {
             ...head,
             s: flow.scale,
@@ -225,6 +322,7 @@ export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
             ...(verdict.matched !== undefined ? { matched: verdict.matched } : {}),
             finish_reason: flow.finishReason,
             new_tokens: flow.tokenIds.length,
+            ...coherence,
             truncated: flow.fit.truncated,
             prompt_tokens: flow.fit.originalTokens,
             kept_tokens: flow.fit.keptTokens,
@@ -232,7 +330,8 @@ export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
               observe_ms: flow.timings.observe_ms === null ? null : round(flow.timings.observe_ms),
               generate_ms: round(flow.timings.generate_ms),
               judge_ms: round(judgeMs),
-              total_ms: round(flow.timings.total_ms + judgeMs),
+              total_ms: round(flow.timings.total_ms + judgeMs + coherenceMs),
+              coherence_ms: round(coherenceMs),
             },
           };
         } catch (e) {
@@ -245,8 +344,9 @@ export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
             w: null,
             row_norms: null,
             ...(manual ? { manual } : {}),
+            coherent_refusal: null,
             error: e instanceof Error ? e.message : String(e),
-            timings: { observe_ms: null, generate_ms: null, judge_ms: null, total_ms: round(performance.now() - t0) },
+            timings: { observe_ms: null, generate_ms: null, judge_ms: null, total_ms: round(performance.now() - t0), coherence_ms: null },
           };
           res.failed++;
         }
@@ -264,6 +364,30 @@ export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
     }
   }
   return res;
+}
+
+/** The coherence fields of one finished generation (coherence-run.ts scoreRecord). */
+async function coherenceOf(
+  o: RunEvalOptions,
+  calibration: NllCalibration,
+  baseStore: Pick<RecordStore, 'get'>,
+  key: RecordKey,
+  label: Label | null,
+  flow: Awaited<ReturnType<typeof runFlow>>,
+  refused: boolean,
+  steered: boolean,
+  chat: { allowSpecialTokens: boolean },
+): Promise<RecordCoherence> {
+  const base = steered ? baseStore.get({ ...key, condition: 'base' }) : undefined;
+  const baseText = base && typeof base['output'] === 'string' && base['error'] === undefined ? base['output'] : null;
+  return scoreRecord(o.model, calibration, {
+    promptIds: o.model.formatChat(flow.fit.text, chat).ids,
+    reply: { text: flow.text, tokenIds: flow.tokenIds, finishReason: flow.finishReason },
+    refused,
+    patch: steered ? { steering: flow.matrix, projection: flow.projection, positions: o.settings?.positions ?? o.steerPromptPositions ?? 'last' } : null,
+    measureKl: steered && label === 'benign',
+    baseText,
+  });
 }
 
 // ------------------------------------------------------------------------------------------------ run settings
@@ -289,10 +413,17 @@ export interface RunSettingsInput {
   specialTokens?: 'text' | 'allowed';
   /** What the model computes on a fixed probe (resume-check.ts modelFingerprint): written when given. */
   fingerprint?: ModelFingerprint;
+  /** Steering settings of the steered conditions, when the run gives them (mode, layer range, positions, alpha scale). */
+  steering?: SteeringSettings | null;
+  /** The reply_nll calibration's prompt set and quantile (default DEFAULT_CALIBRATION_SET, DEFAULT_NLL_QUANTILE). */
+  coherence?: { calibrationSet: string; quantile: number };
 }
 
-/** Fields of run.json that only describe (a resume does not compare them). */
-export const RUN_DISPLAY_FIELDS: readonly string[] = ['model_name'];
+/**
+ * Fields of run.json that a resume does not compare: a display name, and the calibration the run made (written after
+ * its first phase; a resumed run reuses it rather than comparing it).
+ */
+export const RUN_DISPLAY_FIELDS: readonly string[] = ['model_name', 'coherence_calibration'];
 
 /**
  * run.json: the settings a resumed run must share with the run that started the folder. Content ids only (model,
@@ -333,6 +464,8 @@ export async function runSettings(i: RunSettingsInput): Promise<Record<string, u
     manual: i.manual ? { scale: i.manual.scale, layer_weights: [...i.manual.layerWeights], enabled_layers: i.manual.enabledLayers ? [...i.manual.enabledLayers] : null } : null,
     special_tokens: i.specialTokens ?? 'text',
     ...(i.fingerprint ? { model_fingerprint: i.fingerprint } : {}),
+    ...(i.steering ? { steering: settingsRecord(i.steering) } : {}),
+    coherence: { calibration_set: i.coherence?.calibrationSet ?? DEFAULT_CALIBRATION_SET, quantile: i.coherence?.quantile ?? DEFAULT_NLL_QUANTILE, rule: COHERENT_REFUSAL_RULE },
   };
 }
 
