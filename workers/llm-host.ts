@@ -460,7 +460,10 @@ export function createLlmHost(): LlmWorkerApi {
         const sink = new EventSink(onProgress);
         const store = await IdbRecordStore.open(plan.runId);
         try {
+          // The steered conditions share one setting; relative alpha is refused for actadd (its vector's norm is the method).
+          const steering = plan.steering ? await steeringResolver.resolve(m, plan.steering, plan.conditions.includes('actadd') ? 'actadd' : 'was') : undefined;
           const r = await runEval({
+            ...(steering ? { settings: steering } : {}),
             model: m,
             datasets: plan.datasets,
             conditions,

@@ -312,6 +312,8 @@ export interface EvalPlan {
   judge: string;
   /** The CLI's --allow-special-tokens (each record says which: special_tokens 'text' | 'allowed'). */
   allowSpecialTokens?: boolean;
+  /** Mode, layer range, positions, alpha scale of the steered conditions (records carry them as `steering`). */
+  steering?: SteeringRequest;
 }
 
 export type EvalProgressEvent = { done: number; total: number; skipped: number; record: EvalRecord | null };

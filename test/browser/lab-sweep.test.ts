@@ -43,7 +43,7 @@ describe('lab: Sweep view', () => {
       await loadDefaultModel(page);
       await page.getByRole('tab', { name: 'Sweep' }).click();
       await page.getByTestId('sweep-file').setInputFiles({ name: 'sweep.json', mimeType: 'application/json', buffer: Buffer.from(JSON.stringify(SWEEP)) });
-      await expect.poll(() => page.getByTestId('sweep-summary').textContent(), { timeout: GUARD_MS }).toMatch(/4 rows, 2 on the Pareto frontier; operating point was-a4-clamp/);
+      await expect.poll(() => page.getByTestId('sweep-summary').textContent(), { timeout: GUARD_MS }).toMatch(/4 rows, 2 on the Pareto frontier; operating point\s+was-a4-clamp/);
 
       const a2 = await pointXY(page, 'was-a2-add');
       await page.mouse.move(a2.x, a2.y);
