@@ -60,8 +60,8 @@ describe('lab: Sweep view', () => {
       expect(await page.getByTestId('play-mode').inputValue()).toBe('clamp');
       expect(await page.getByTestId('play-positions').inputValue()).toBe('all');
       expect(await page.getByTestId('play-ranged').isChecked()).toBe(true);
-      expect(await page.getByLabel('first steered layer').inputValue()).toBe('2');
-      expect(await page.getByLabel('last steered layer').inputValue()).toBe('3');
+      expect(await page.locator('#panel-playground').getByLabel('first steered layer').inputValue()).toBe('2');
+      expect(await page.locator('#panel-playground').getByLabel('last steered layer').inputValue()).toBe('3');
       expect(await page.locator('#panel-playground label.alpha output').textContent()).toBe('4.0');
 
       // 390 px wide: the chart fits the page (no sideways scrolling) and keeps a usable size.
