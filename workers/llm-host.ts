@@ -26,14 +26,16 @@ import { decodeDirectionFile, encodeDirectionFile, type DirectionFile } from '..
 import { importDirection } from '../src/core/steering/direction-import.js';
 import { encodeControlVector } from '../src/core/steering/gguf.js';
 import { rowNorms } from '../src/core/steering/matrix.js';
+import { applySteeringSettings, settingsRecord, type SteeringSettings } from '../src/core/steering/modes.js';
 import { steeringMatrix } from '../src/core/steering/policies.js';
 import type { CastCondition } from '../src/core/steering/cast.js';
 import { chooseDevice, probeWebGpu } from './device.js';
+import { SteeringResolver } from './steering-request.js';
 import type {
   CompareEvent, CompareReply, CompareRequest, ControllerActivationSpec, ControlVectorFile, ControllerSummary, ControllerTrainingSet, DeviceProbe,
   DirectionInfo, DirectionJobResult, DirectionJobSpec, EvalOutcome, EvalPlan, EvalProgressEvent, ForwardRequest, ForwardResult,
   GenerateEvent, GenerateRequest, GenerateResult, ImportDirectionRequest, JobProgressEvent, LlmWorkerApi, LoadedModelInfo,
-  LoadProgressEvent, LoadRequest, PolicyReadout, PreviewReply, UseControllerRequest, UseDirectionRequest,
+  LoadProgressEvent, LoadRequest, PolicyReadout, PreviewReply, SteeringRequest, UseControllerRequest, UseDirectionRequest,
 } from './protocol.js';
 import { yieldToEventLoop } from '../src/core/util/yield.js';
 
@@ -141,7 +143,7 @@ interface ActiveDirection {
   cast: CastCondition | null;
 }
 
-function readout(policy: PolicySettings['kind'], o: PolicyOutcome, numLayers: number, hiddenSize: number): PolicyReadout {
+function readoutOf(policy: PolicySettings['kind'], o: PolicyOutcome, numLayers: number, hiddenSize: number): PolicyReadout {
   return {
     policy,
     prediction: o.prediction ? { scale: o.prediction.scale, layerWeights: own(o.prediction.layerWeights) } : null,
@@ -160,6 +162,8 @@ export function createLlmHost(): LlmWorkerApi {
   /** Unsteered residual of the last compared prompt's last token: what preview() recomputes the read-outs on. */
   let observed: Float32Array | null = null;
   let job: { name: string; abort: AbortController } | null = null;
+  /** Steering requests -> core settings, with the relative-alpha norms measured once per model and calibration set. */
+  const steeringResolver = new SteeringResolver();
 
   const loaded = (what: string): SteerableModel => {
     if (loading) throw new Error(`${what}: a model is loading; wait for load() to finish`);
@@ -331,9 +335,12 @@ export function createLlmHost(): LlmWorkerApi {
         // One message per ~16 ms of decoding (a frame), not three per token.
         const batch = new Coalescer<CompareEvent>((events, transfers) => sink.emit(Comlink.transfer({ type: 'batch', events }, transfers)), 16);
         try {
+          const steering = await steeringResolver.resolve(m, req.steering, policy.kind);
           const r = await compareFlow(m, req.prompt, parts(), {
             policy,
             maxNewTokens,
+            settings: steering,
+            allowSpecialTokens: req.allowSpecialTokens === true,
             sampling: req.sampling ? { ...req.sampling } : null,
             fit: req.fit ?? 'middle',
             signal,
@@ -346,11 +353,13 @@ export function createLlmHost(): LlmWorkerApi {
           });
           observed = r.promptResidual;
           const reply: CompareReply = {
-            ...readout(req.settings.kind, { matrix: r.matrix, prediction: r.scale === null ? null : { scale: r.scale, layerWeights: Float32Array.from(r.layerWeights!) }, ...(r.cast ? { cast: r.cast } : {}) }, m.numLayers, m.hiddenSize),
+            ...readoutOf(req.settings.kind, { matrix: r.matrix, prediction: r.scale === null ? null : { scale: r.scale, layerWeights: Float32Array.from(r.layerWeights!) }, ...(r.cast ? { cast: r.cast } : {}) }, m.numLayers, m.hiddenSize),
             base: { ...r.base, tokenIds: [...r.base.tokenIds] },
             steered: { ...r.steered, tokenIds: [...r.steered.tokenIds] },
             heat: r.heat,
             fit: { ...r.fit },
+            steering: settingsRecord(steering),
+            specialTokens: { mode: req.allowSpecialTokens === true ? 'allowed' : 'text', found: [...r.specialTokens] },
             ms: performance.now() - t0,
           };
           const transfers = [reply.rowNorms, reply.heat, reply.prediction?.layerWeights].filter((a): a is Float32Array => a instanceof Float32Array);
@@ -362,14 +371,21 @@ export function createLlmHost(): LlmWorkerApi {
       });
     },
 
-    async preview(settings: PolicySettings): Promise<PreviewReply> {
+    async preview(settings: PolicySettings, steeringReq?: SteeringRequest): Promise<PreviewReply> {
       const m = loaded('preview');
       let policy;
+      let steering: SteeringSettings;
       try {
         policy = policyFromSettings(settings, artefacts());
+        steering = steeringResolver.settingsNow(m, steeringReq, policy.kind);
       } catch (e) {
         return { ok: false, reason: (e as Error).message };
       }
+      const shape = { numLayers: m.numLayers, hiddenSize: m.hiddenSize };
+      // The policy's rows after the layer range and alpha scale: what clamp sets and add adds, and (ablate) the rows
+      // whose direction is projected out.
+      const readout = (kind: PolicySettings['kind'], o: PolicyOutcome, L: number, H: number): PolicyReadout =>
+        readoutOf(kind, { ...o, matrix: applySteeringSettings(o.matrix, { ...steering, mode: 'add' }, shape).steering }, L, H);
       const needsObservation = policy.kind === 'was' || policy.kind === 'uniform' || policy.kind === 'cast';
       if (!observed) {
         if (needsObservation) return { ok: false, reason: `run a prompt: ${policy.kind === 'cast' ? 'CAST checks its condition on the prompt' : 'the controller predicts s and w from its activations'}` };
@@ -484,7 +500,10 @@ export function createLlmHost(): LlmWorkerApi {
         });
         const store = await IdbRecordStore.open(plan.runId);
         try {
+          // The steered conditions share one setting; relative alpha is refused for actadd (its vector's norm is the method).
+          const steering = plan.steering ? await steeringResolver.resolve(m, plan.steering, plan.conditions.includes('actadd') ? 'actadd' : 'was') : undefined;
           const r = await runEval({
+            ...(steering ? { settings: steering } : {}),
             model: m,
             datasets: plan.datasets,
             conditions,
@@ -498,6 +517,7 @@ export function createLlmHost(): LlmWorkerApi {
             sampling,
             seed: plan.seed,
             fit: plan.fit,
+            allowSpecialTokens: plan.allowSpecialTokens === true,
             signal,
             // The record as the store holds it (the runner appends RunRecords as EvalRecords).
             onProgress: (p) => sink.emit({ done: p.done, total: p.total, skipped: p.skipped, record: p.record as unknown as EvalRecord | null }),

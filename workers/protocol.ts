@@ -24,6 +24,7 @@ import type { CastCondition } from '../src/core/steering/cast.js';
 import type { LayerSeparation } from '../src/core/steering/diff-in-means.js';
 import type { DirectionMetadata } from '../src/core/steering/direction-file.js';
 import type { PolicyKind } from '../src/core/steering/policies.js';
+import type { SteeringMode, SteeringSettings, SteerPositions } from '../src/core/steering/modes.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // LLM worker: hosts one steerable model (src/core/model/loadSteerableModel) at a time, with its active direction
@@ -142,6 +143,34 @@ export interface ControlVectorFile {
   warnings: string[];
 }
 
+// --- steering settings (the CLI's --mode, --layer-range, positions, --alpha-scale, --norm-set, --norm-n) --------
+
+/**
+ * How the policy's rows reach the residual stream, as the lab's forms hold it: the same options as the CLI's flags,
+ * under the same names. The worker turns it into the core's SteeringSettings (src/core/steering/modes.ts); for
+ * relative alpha it measures the residual norms on the calibration prompts first (core residualNorms, seed-0 pick
+ * of normN prompts, as the CLI does) and keeps them for the loaded model.
+ */
+export interface SteeringRequest {
+  /** --mode: add (the paper) | clamp | ablate. */
+  mode: SteeringMode;
+  /** --layer-range: inclusive decoder layers (0-based); null = all. */
+  layerRange: { first: number; last: number } | null;
+  /** 'last' = last prompt token + new tokens (default), 'all' = every prompt position too, 'new' = new tokens only. */
+  positions: SteerPositions;
+  /** --alpha-scale. */
+  alphaScale: 'absolute' | 'relative';
+  /** relative: the calibration set (--norm-set, the CLI's default harmless-train) and --norm-n (default 32). */
+  normSet?: PromptSetData;
+  normN?: number;
+}
+
+/** Whether special-token strings in user text stay text (default) or become tokens, and which the prompt held. */
+export interface SpecialTokensInfo {
+  mode: 'text' | 'allowed';
+  found: string[];
+}
+
 // --- compare (the playground) -----------------------------------------------------------------------------------
 
 export interface SamplingRequest {
@@ -159,6 +188,10 @@ export interface CompareRequest {
   settings: PolicySettings;
   /** How a prompt too long for the context is shortened; default 'middle'. */
   fit?: FitMode;
+  /** Mode, layer range, positions, alpha scale; absent = add, all layers, last prompt token + new tokens, absolute. */
+  steering?: SteeringRequest;
+  /** The CLI's --allow-special-tokens: special-token strings in the prompt become tokens (default: they stay text). */
+  allowSpecialTokens?: boolean;
 }
 
 export type CompareEvent =
@@ -198,6 +231,9 @@ export interface CompareReply extends PolicyReadout {
   heat: Float32Array | null;
   /** What the model saw (the message may have been shortened to fit the context). */
   fit: FitResult;
+  /** The steering settings the flow ran with (relative alpha: with its calibration), as records store them. */
+  steering: SteeringSettings;
+  specialTokens: SpecialTokensInfo;
   ms: number;
 }
 
@@ -279,6 +315,10 @@ export interface EvalPlan {
   fit: FitMode;
   /** A judge id of src/core/eval/judges.ts. */
   judge: string;
+  /** The CLI's --allow-special-tokens (each record says which: special_tokens 'text' | 'allowed'). */
+  allowSpecialTokens?: boolean;
+  /** Mode, layer range, positions, alpha scale of the steered conditions (records carry them as `steering`). */
+  steering?: SteeringRequest;
 }
 
 export type EvalProgressEvent = { done: number; total: number; skipped: number; record: EvalRecord | null };
@@ -389,8 +429,11 @@ export interface LlmWorkerApi {
 
   /** Base and steered replies of one prompt from one batch-2 generation (core compareFlow), streamed together. */
   compare(req: CompareRequest, onEvent?: (e: CompareEvent) => void): Promise<CompareReply>;
-  /** The read-outs of other settings on the last compared prompt (no generation). */
-  preview(settings: PolicySettings): Promise<PreviewReply>;
+  /**
+   * The read-outs of other settings on the last compared prompt (no generation); with `steering`, the row norms are
+   * those after its layer range and alpha scale (relative alpha: once its norms were measured by a compare).
+   */
+  preview(settings: PolicySettings, steering?: SteeringRequest): Promise<PreviewReply>;
   /** A direction: the paper's embedding direction or diff-in-means with Arditi's selection, with plot and CAST. */
   computeDirection(spec: DirectionJobSpec, onProgress?: (e: JobProgressEvent) => void): Promise<DirectionJobResult>;
   /** Controller training rows for the controller worker (the same activations `lab train-controller` caches). */

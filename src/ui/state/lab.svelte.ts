@@ -48,7 +48,7 @@ export interface ActiveController {
   origin: string;
 }
 
-export type TabId = 'model' | 'playground' | 'direction' | 'controller' | 'eval';
+export type TabId = 'model' | 'playground' | 'direction' | 'controller' | 'eval' | 'sweep';
 
 export const lab = $state({
   tab: 'model' as TabId,
