@@ -11,10 +11,10 @@ import { splitControllerDataset } from '../src/core/controller/dataset.js';
 import { getJudge } from '../src/core/eval/judges.js';
 import { IdbRecordStore } from '../src/core/eval/records-idb.js';
 import { checkBatch } from '../src/core/eval/batch.js';
-import { PAPER_SAMPLING, runEval } from '../src/core/eval/runner.js';
+import { PAPER_SAMPLING, runEval, runSettings } from '../src/core/eval/runner.js';
 import type { EvalRecord } from '../src/core/eval/records.js';
 import { checkDirectionFor, controllerFromBytes, directionId, directionTieWarning } from '../src/core/method/artifacts.js';
-import type { EvalCondition } from '../src/core/method/conditions.js';
+import { castId, type EvalCondition } from '../src/core/method/conditions.js';
 import { controllerActivations, lastTokenActivations } from '../src/core/method/activations.js';
 import { diffInMeansOfModel, directionReport, embeddingDirectionOfModel } from '../src/core/method/directions.js';
 import { compareFlow, policyMatrix, type MethodController, type PolicyOutcome } from '../src/core/method/flow.js';
@@ -27,14 +27,16 @@ import { decodeDirectionFile, encodeDirectionFile, type DirectionFile } from '..
 import { importDirection } from '../src/core/steering/direction-import.js';
 import { encodeControlVector } from '../src/core/steering/gguf.js';
 import { rowNorms } from '../src/core/steering/matrix.js';
+import { applySteeringSettings, settingsRecord, type SteeringSettings } from '../src/core/steering/modes.js';
 import { steeringMatrix } from '../src/core/steering/policies.js';
 import type { CastCondition } from '../src/core/steering/cast.js';
 import { chooseDevice, probeWebGpu } from './device.js';
+import { SteeringResolver } from './steering-request.js';
 import type {
   CompareEvent, CompareReply, CompareRequest, ControllerActivationSpec, ControlVectorFile, ControllerSummary, ControllerTrainingSet, DeviceProbe,
   DirectionInfo, DirectionJobResult, DirectionJobSpec, EvalOutcome, EvalPlan, EvalProgressEvent, ForwardRequest, ForwardResult,
   GenerateEvent, GenerateRequest, GenerateResult, ImportDirectionRequest, JobProgressEvent, LlmWorkerApi, LoadedModelInfo,
-  LoadProgressEvent, LoadRequest, PolicyReadout, PreviewReply, UseControllerRequest, UseDirectionRequest,
+  LoadProgressEvent, LoadRequest, PolicyReadout, PreviewReply, SteeringRequest, UseControllerRequest, UseDirectionRequest,
 } from './protocol.js';
 import { yieldToEventLoop } from '../src/core/util/yield.js';
 
@@ -43,6 +45,32 @@ import { yieldToEventLoop } from '../src/core/util/yield.js';
  * the method's result. Every call is kept and awaited before the method resolves: when an operation resolves, the
  * UI has seen all of its events.
  */
+/**
+ * Coalesces a stream of events into one 'batch' event per `everyMs` (the first event of a batch waits at most that
+ * long; the worker's decode loop yields between steps, so the timer runs). flush() sends what is left.
+ */
+class Coalescer<E> {
+  private buffer: E[] = [];
+  private transfers: ArrayBuffer[] = [];
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  constructor(private readonly send: (events: E[], transfers: ArrayBuffer[]) => void, private readonly everyMs: number) {}
+  push(e: E, transfers: ArrayBuffer[] = []): void {
+    this.buffer.push(e);
+    this.transfers.push(...transfers);
+    this.timer ??= setTimeout(() => this.flush(), this.everyMs);
+  }
+  flush(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    if (this.buffer.length === 0) return;
+    const events = this.buffer;
+    const transfers = this.transfers;
+    this.buffer = [];
+    this.transfers = [];
+    this.send(events, transfers);
+  }
+}
+
 class EventSink<E> {
   private pending: Promise<unknown>[] = [];
   constructor(private readonly callback: ((e: E) => unknown) | undefined) {}
@@ -116,7 +144,7 @@ interface ActiveDirection {
   cast: CastCondition | null;
 }
 
-function readout(policy: PolicySettings['kind'], o: PolicyOutcome, numLayers: number, hiddenSize: number): PolicyReadout {
+function readoutOf(policy: PolicySettings['kind'], o: PolicyOutcome, numLayers: number, hiddenSize: number): PolicyReadout {
   return {
     policy,
     prediction: o.prediction ? { scale: o.prediction.scale, layerWeights: own(o.prediction.layerWeights) } : null,
@@ -135,6 +163,8 @@ export function createLlmHost(): LlmWorkerApi {
   /** Unsteered residual of the last compared prompt's last token: what preview() recomputes the read-outs on. */
   let observed: Float32Array | null = null;
   let job: { name: string; abort: AbortController } | null = null;
+  /** Steering requests -> core settings, with the relative-alpha norms measured once per model and calibration set. */
+  const steeringResolver = new SteeringResolver();
 
   const loaded = (what: string): SteerableModel => {
     if (loading) throw new Error(`${what}: a model is loading; wait for load() to finish`);
@@ -303,45 +333,60 @@ export function createLlmHost(): LlmWorkerApi {
         const t0 = performance.now();
         const sink = new EventSink(onEvent);
         const index = [0, 0];
+        // One message per ~16 ms of decoding (a frame), not three per token.
+        const batch = new Coalescer<CompareEvent>((events, transfers) => sink.emit(Comlink.transfer({ type: 'batch', events }, transfers)), 16);
         try {
+          const steering = await steeringResolver.resolve(m, req.steering, policy.kind);
           const r = await compareFlow(m, req.prompt, parts(), {
             policy,
             maxNewTokens,
+            settings: steering,
+            allowSpecialTokens: req.allowSpecialTokens === true,
             sampling: req.sampling ? { ...req.sampling } : null,
             fit: req.fit ?? 'middle',
             signal,
             ...(sink.active
               ? {
-                  onToken: (row: number, id: number, text: string) => sink.emit({ type: 'token', row: row as 0 | 1, index: index[row]!++, id, text }),
-                  onHeatRow: (i: number, values: Float32Array) => sink.emit(Comlink.transfer({ type: 'heat', index: i, values }, [values.buffer as ArrayBuffer])),
+                  onToken: (row: number, id: number, text: string) => batch.push({ type: 'token', row: row as 0 | 1, index: index[row]!++, id, text }),
+                  onHeatRow: (i: number, values: Float32Array) => batch.push({ type: 'heat', index: i, values }, [values.buffer as ArrayBuffer]),
                 }
               : {}),
           });
           observed = r.promptResidual;
           const reply: CompareReply = {
-            ...readout(req.settings.kind, { matrix: r.matrix, prediction: r.scale === null ? null : { scale: r.scale, layerWeights: Float32Array.from(r.layerWeights!) }, ...(r.cast ? { cast: r.cast } : {}) }, m.numLayers, m.hiddenSize),
+            ...readoutOf(req.settings.kind, { matrix: r.matrix, prediction: r.scale === null ? null : { scale: r.scale, layerWeights: Float32Array.from(r.layerWeights!) }, ...(r.cast ? { cast: r.cast } : {}) }, m.numLayers, m.hiddenSize),
             base: { ...r.base, tokenIds: [...r.base.tokenIds] },
             steered: { ...r.steered, tokenIds: [...r.steered.tokenIds] },
             heat: r.heat,
             fit: { ...r.fit },
+            steering: settingsRecord(steering),
+            specialTokens: { mode: req.allowSpecialTokens === true ? 'allowed' : 'text', found: [...r.specialTokens] },
             ms: performance.now() - t0,
           };
           const transfers = [reply.rowNorms, reply.heat, reply.prediction?.layerWeights].filter((a): a is Float32Array => a instanceof Float32Array);
           return Comlink.transfer(reply, transfers.map((a) => a.buffer as ArrayBuffer));
         } finally {
+          batch.flush();
           await sink.drain();
         }
       });
     },
 
-    async preview(settings: PolicySettings): Promise<PreviewReply> {
+    async preview(settings: PolicySettings, steeringReq?: SteeringRequest): Promise<PreviewReply> {
       const m = loaded('preview');
       let policy;
+      let steering: SteeringSettings;
       try {
         policy = policyFromSettings(settings, artefacts());
+        steering = steeringResolver.settingsNow(m, steeringReq, policy.kind);
       } catch (e) {
         return { ok: false, reason: (e as Error).message };
       }
+      const shape = { numLayers: m.numLayers, hiddenSize: m.hiddenSize };
+      // The policy's rows after the layer range and alpha scale: what clamp sets and add adds, and (ablate) the rows
+      // whose direction is projected out.
+      const readout = (kind: PolicySettings['kind'], o: PolicyOutcome, L: number, H: number): PolicyReadout =>
+        readoutOf(kind, { ...o, matrix: applySteeringSettings(o.matrix, { ...steering, mode: 'add' }, shape).steering }, L, H);
       const needsObservation = policy.kind === 'was' || policy.kind === 'uniform' || policy.kind === 'cast';
       if (!observed) {
         if (needsObservation) return { ok: false, reason: `run a prompt: ${policy.kind === 'cast' ? 'CAST checks its condition on the prompt' : 'the controller predicts s and w from its activations'}` };
@@ -441,11 +486,25 @@ export function createLlmHost(): LlmWorkerApi {
         name,
         policy: policyFromSettings({ ...plan.settings, kind: conditionKind(name) }, artefacts()),
       }));
+      const maxNewTokens = checkCount(plan.maxNewTokens, 'evaluate: maxNewTokens');
+      const sampling = plan.sampling === 'paper' ? { ...PAPER_SAMPLING } : null;
       return runJob('evaluate', async (signal, m) => {
         const sink = new EventSink(onProgress);
+        // run.json as the CLI writes it for the same settings (its --alpha, --scale, --layer-weights, --enabled-layers).
+        const s = plan.settings;
+        const runJson = await runSettings({
+          model: m.identity, datasets: plan.datasets, conditions: plan.conditions, seed: plan.seed, maxNewTokens, sampling,
+          steerPromptPositions: 'last', fit: plan.fit, judge: judge.id, directionId: direction?.id ?? null, controllerId: controllerIdValue,
+          castId: plan.conditions.includes('cast') && direction?.cast ? await castId({ condition: direction.cast, strength: s.castStrength }) : null,
+          alpha: s.alpha,
+          manual: plan.conditions.includes('manual') ? { scale: s.manualScale, layerWeights: [...s.manualWeights], enabledLayers: [...s.manualEnabled] } : null,
+        });
         const store = await IdbRecordStore.open(plan.runId);
         try {
+          // The steered conditions share one setting; relative alpha is refused for actadd (its vector's norm is the method).
+          const steering = plan.steering ? await steeringResolver.resolve(m, plan.steering, plan.conditions.includes('actadd') ? 'actadd' : 'was') : undefined;
           const r = await runEval({
+            ...(steering ? { settings: steering } : {}),
             model: m,
             datasets: plan.datasets,
             conditions,
@@ -455,16 +514,17 @@ export function createLlmHost(): LlmWorkerApi {
             controllerId: controllerIdValue,
             store,
             judge,
-            maxNewTokens: checkCount(plan.maxNewTokens, 'evaluate: maxNewTokens'),
-            sampling: plan.sampling === 'paper' ? { ...PAPER_SAMPLING } : null,
+            maxNewTokens,
+            sampling,
             seed: plan.seed,
             fit: plan.fit,
             ...(plan.batch !== undefined ? { batch: checkBatch(plan.batch, 'evaluate: batch') } : {}),
+            allowSpecialTokens: plan.allowSpecialTokens === true,
             signal,
             // The record as the store holds it (the runner appends RunRecords as EvalRecords).
             onProgress: (p) => sink.emit({ done: p.done, total: p.total, skipped: p.skipped, record: p.record as unknown as EvalRecord | null }),
           });
-          return { total: r.total, written: r.written, skipped: r.skipped, failed: r.failed, cancelled: r.cancelled || signal.aborted };
+          return { total: r.total, written: r.written, skipped: r.skipped, failed: r.failed, cancelled: r.cancelled || signal.aborted, runJson };
         } finally {
           await store.close();
           await sink.drain();

@@ -24,6 +24,7 @@ import type { CastCondition } from '../src/core/steering/cast.js';
 import type { LayerSeparation } from '../src/core/steering/diff-in-means.js';
 import type { DirectionMetadata } from '../src/core/steering/direction-file.js';
 import type { PolicyKind } from '../src/core/steering/policies.js';
+import type { SteeringMode, SteeringSettings, SteerPositions } from '../src/core/steering/modes.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // LLM worker: hosts one steerable model (src/core/model/loadSteerableModel) at a time, with its active direction
@@ -142,6 +143,34 @@ export interface ControlVectorFile {
   warnings: string[];
 }
 
+// --- steering settings (the CLI's --mode, --layer-range, positions, --alpha-scale, --norm-set, --norm-n) --------
+
+/**
+ * How the policy's rows reach the residual stream, as the lab's forms hold it: the same options as the CLI's flags,
+ * under the same names. The worker turns it into the core's SteeringSettings (src/core/steering/modes.ts); for
+ * relative alpha it measures the residual norms on the calibration prompts first (core residualNorms, seed-0 pick
+ * of normN prompts, as the CLI does) and keeps them for the loaded model.
+ */
+export interface SteeringRequest {
+  /** --mode: add (the paper) | clamp | ablate. */
+  mode: SteeringMode;
+  /** --layer-range: inclusive decoder layers (0-based); null = all. */
+  layerRange: { first: number; last: number } | null;
+  /** 'last' = last prompt token + new tokens (default), 'all' = every prompt position too, 'new' = new tokens only. */
+  positions: SteerPositions;
+  /** --alpha-scale. */
+  alphaScale: 'absolute' | 'relative';
+  /** relative: the calibration set (--norm-set, the CLI's default harmless-train) and --norm-n (default 32). */
+  normSet?: PromptSetData;
+  normN?: number;
+}
+
+/** Whether special-token strings in user text stay text (default) or become tokens, and which the prompt held. */
+export interface SpecialTokensInfo {
+  mode: 'text' | 'allowed';
+  found: string[];
+}
+
 // --- compare (the playground) -----------------------------------------------------------------------------------
 
 export interface SamplingRequest {
@@ -159,13 +188,22 @@ export interface CompareRequest {
   settings: PolicySettings;
   /** How a prompt too long for the context is shortened; default 'middle'. */
   fit?: FitMode;
+  /** Mode, layer range, positions, alpha scale; absent = add, all layers, last prompt token + new tokens, absolute. */
+  steering?: SteeringRequest;
+  /** The CLI's --allow-special-tokens: special-token strings in the prompt become tokens (default: they stay text). */
+  allowSpecialTokens?: boolean;
 }
 
 export type CompareEvent =
   /** A generated token of row 0 (base, no patch) or row 1 (steered). */
   | { type: 'token'; row: 0 | 1; index: number; id: number; text: string }
   /** Heat-strip row [L] of steered token `index` (cosine of each layer's residual with the direction). */
-  | { type: 'heat'; index: number; values: Float32Array };
+  | { type: 'heat'; index: number; values: Float32Array }
+  /**
+   * Several of the above, in order: the worker sends what a few milliseconds of decoding produced as one message, so
+   * the page handles one message per batch, not three per token, and a Stop never waits behind a queue of them.
+   */
+  | { type: 'batch'; events: CompareEvent[] };
 
 export type FinishReason = 'eos' | 'length' | 'abort';
 
@@ -193,6 +231,9 @@ export interface CompareReply extends PolicyReadout {
   heat: Float32Array | null;
   /** What the model saw (the message may have been shortened to fit the context). */
   fit: FitResult;
+  /** The steering settings the flow ran with (relative alpha: with its calibration), as records store them. */
+  steering: SteeringSettings;
+  specialTokens: SpecialTokensInfo;
   ms: number;
 }
 
@@ -276,6 +317,10 @@ export interface EvalPlan {
   judge: string;
   /** Records decoded together (the lab picks it for the device: evalBatchForDevice); default DEFAULT_EVAL_BATCH. */
   batch?: number;
+  /** The CLI's --allow-special-tokens (each record says which: special_tokens 'text' | 'allowed'). */
+  allowSpecialTokens?: boolean;
+  /** Mode, layer range, positions, alpha scale of the steered conditions (records carry them as `steering`). */
+  steering?: SteeringRequest;
 }
 
 export type EvalProgressEvent = { done: number; total: number; skipped: number; record: EvalRecord | null };
@@ -287,6 +332,11 @@ export interface EvalOutcome {
   /** Records written with `error` (prompts the model could not take: unjudged). */
   failed: number;
   cancelled: boolean;
+  /**
+   * The run's run.json (core runSettings: content ids of model, datasets, direction, controller, CAST settings), as
+   * `lab eval --out DIR` writes it: a run exported with it can be resumed by the CLI.
+   */
+  runJson: Record<string, unknown>;
 }
 
 // --- low level (tests, benchmarks, the debug page) --------------------------------------------------------------
@@ -381,8 +431,11 @@ export interface LlmWorkerApi {
 
   /** Base and steered replies of one prompt from one batch-2 generation (core compareFlow), streamed together. */
   compare(req: CompareRequest, onEvent?: (e: CompareEvent) => void): Promise<CompareReply>;
-  /** The read-outs of other settings on the last compared prompt (no generation). */
-  preview(settings: PolicySettings): Promise<PreviewReply>;
+  /**
+   * The read-outs of other settings on the last compared prompt (no generation); with `steering`, the row norms are
+   * those after its layer range and alpha scale (relative alpha: once its norms were measured by a compare).
+   */
+  preview(settings: PolicySettings, steering?: SteeringRequest): Promise<PreviewReply>;
   /** A direction: the paper's embedding direction or diff-in-means with Arditi's selection, with plot and CAST. */
   computeDirection(spec: DirectionJobSpec, onProgress?: (e: JobProgressEvent) => void): Promise<DirectionJobResult>;
   /** Controller training rows for the controller worker (the same activations `lab train-controller` caches). */

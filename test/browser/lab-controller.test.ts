@@ -16,7 +16,7 @@ afterAll(async () => {
 });
 
 describe('lab: Controller tab', () => {
-  test('train a small controller, use it, find it again after a reload', async () => {
+  test('train a small controller, use it; the shipped one stays the start until the trained one is picked', async () => {
     await withLab(fixture, 'lab-controller', async ({ page, shoot }) => {
       await loadDefaultModel(page);
       // A small, fast run (paper recipe, tiny width).
@@ -37,7 +37,17 @@ describe('lab: Controller tab', () => {
       await idle(page);
       expect(await page.getByTestId('scale').textContent()).toMatch(/s = -?\d/);
 
-      // Saved in IndexedDB: after a reload the model comes back with this controller, not the shipped one.
+      // Saved in IndexedDB and listed, but the model still starts with its shipped controller after a reload...
+      expect(await page.getByTestId('controller-message').textContent()).toMatch(/the lab still starts with the shipped controller/);
+      await page.reload();
+      await loadDefaultModel(page);
+      await expect.poll(() => page.locator('header .pill[title^="shipped with"]').allTextContents(), { timeout: GUARD_MS }).toContain('controller: loaded');
+      // ...until the user picks the trained one in the list: then it comes back after a reload.
+      await page.getByRole('tab', { name: 'Controller' }).click();
+      const list = page.getByTestId('controller-list');
+      await list.getByRole('button', { name: /^use controller / }).click();
+      await expect.poll(() => list.locator('tr.active').textContent(), { timeout: GUARD_MS }).toMatch(/active · starts with/);
+      await idle(page);
       await page.reload();
       await loadDefaultModel(page);
       await expect.poll(() => page.locator('header .pill[title^="saved"]').allTextContents(), { timeout: GUARD_MS }).toContain('controller: loaded');

@@ -2,7 +2,8 @@
  * The lab's Direction tab in headless Chromium (WASM): difference in means with Arditi's selection (the CLI's
  * builder, run in the LLM worker) shows its progress, the chosen layer, a per-layer separation plot and a fitted
  * CAST condition, and becomes the active direction (CAST is then offered in the playground); the paper's embedding
- * direction comes from the unembedding matrix; the computed direction is saved and comes back after a reload.
+ * direction comes from the unembedding matrix; the computed direction is saved and listed next to the shipped one
+ * without replacing it; "Use" makes either the one the model starts with after a reload.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { GUARD_MS, TEST_GUARD_MS, idle, labFixture, loadDefaultModel, withLab, type LabFixture } from './lab-helpers.js';
@@ -35,6 +36,9 @@ describe('lab: Direction tab', () => {
       await idle(page);
       const note = (await panel.locator('p.note').textContent()) ?? '';
       expect(note).toMatch(/chose residual index \d \(the output of layer \d\), post-instruction position \d of \d/);
+      expect(note).toMatch(/the lab still starts with the shipped direction/);
+      // The step's words match its chart: the chosen layer is Arditi's selection, the plot's peak is named apart.
+      expect(await panel.getByTestId('separation-note').textContent()).toMatch(/Chosen: residual index \d .*not the layer where the classes separate most.*Largest separation in the plot: residual index \d/s);
       const active = (await panel.locator('.card').first().textContent()) ?? '';
       expect(active).toMatch(/diff-in-means, layer \d/);
       expect(active).toMatch(/id diff-in-means:[0-9a-f]{16}/);
@@ -50,12 +54,32 @@ describe('lab: Direction tab', () => {
       expect(await panel.locator('.card').first().textContent()).toMatch(/id embedding:[0-9a-f]{16}/);
       expect(await panel.locator('.card').first().textContent()).toMatch(/unembedding/);
 
-      // The saved diff-in-means direction (with its CAST condition) is restored with the model after a reload.
+      // A direction the user makes is listed and saved, but never replaces what the model starts with: after a
+      // reload the shipped direction is active again.
+      await page.reload();
+      await loadDefaultModel(page);
+      await expect.poll(() => page.locator('header .pill[title^="shipped with"]').first().textContent(), { timeout: GUARD_MS }).toMatch(/direction: diff-in-means/);
+      // Picked in the list ("Use"), the saved one (with its CAST condition and separation plot) is what the model
+      // starts with from then on.
+      await page.getByRole('tab', { name: 'Direction' }).click();
+      const list = page.getByTestId('direction-list');
+      expect(await list.locator('tbody tr').count(), 'shipped, embedding and the saved one').toBe(3);
+      await list.getByRole('button', { name: /^use diff-in-means/ }).click();
+      await expect.poll(() => list.locator('tr.active').textContent(), { timeout: GUARD_MS }).toMatch(/diff-in-means .*active · starts with/);
+      await idle(page);
       await page.reload();
       await loadDefaultModel(page);
       await expect.poll(() => page.locator('header .pill[title^="saved"]').first().textContent(), { timeout: GUARD_MS }).toMatch(/direction: diff-in-means/);
       await page.getByRole('tab', { name: 'Direction' }).click();
       expect(await panel.locator('.card').first().textContent()).toMatch(/CAST condition: residual index \d/);
+      await page.getByText(/separation of harmful vs harmless/).waitFor({ timeout: GUARD_MS });
+      // The shipped direction is one click away, and stays chosen across a reload.
+      await list.getByRole('button', { name: 'use shipped direction' }).click();
+      await expect.poll(() => list.locator('tr.active').textContent(), { timeout: GUARD_MS }).toMatch(/shipped direction.*active · starts with/);
+      await idle(page);
+      await page.reload();
+      await loadDefaultModel(page);
+      await expect.poll(() => page.locator('header .pill[title^="shipped with"]').first().textContent(), { timeout: GUARD_MS }).toMatch(/direction: diff-in-means/);
       await shoot('direction-restored');
     });
   }, TEST_GUARD_MS);

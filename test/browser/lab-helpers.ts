@@ -85,14 +85,40 @@ export async function withLab(fixture: LabFixture, name: string, fn: (lab: LabPa
   }
 }
 
-/** Loads the default model (the organism) from the header button and waits until the Model tab says it is ready. */
+/**
+ * Waits until the default model (the organism) is loaded and ready: the lab loads it as it opens; where another
+ * model was loaded since (or failed), the header's "Load the default model" button loads it again.
+ */
 export async function loadDefaultModel(page: Page): Promise<void> {
-  await page.getByTestId('load-default').click();
   await page.getByRole('tab', { name: 'Model' }).click();
-  await expect.poll(() => page.getByTestId('model-ready').locator('h3').textContent().catch(() => ''), { timeout: GUARD_MS }).toMatch(new RegExp(DEFAULT_MODEL.id));
+  const ready = page.getByTestId('model-ready').locator('h3');
+  const button = page.getByTestId('load-default');
+  await expect
+    .poll(async () => {
+      if (new RegExp(DEFAULT_MODEL.id).test((await ready.textContent({ timeout: 1000 }).catch(() => '')) ?? '')) return 'ready';
+      if ((await button.isVisible()) && (await button.isEnabled())) await button.click();
+      return 'waiting';
+    }, { timeout: GUARD_MS })
+    .toBe('ready');
   // Ready means its direction and controller are in place (restored or shipped).
   await expect.poll(() => page.locator('header').textContent(), { timeout: GUARD_MS }).toMatch(/direction: (diff-in-means|embedding)/);
+  await idle(page);
 }
+
+/** Loads the random-weight test model (4 layers; it writes until its 256-token context ends) from the Model tab. */
+export async function loadTinyTest(page: Page): Promise<void> {
+  await page.getByRole('tab', { name: 'Model' }).click();
+  await page.locator('#model-select').selectOption('__custom__');
+  await page.getByLabel(/served by this lab/).check();
+  await page.getByLabel('Folder under /models/').fill('tiny-test');
+  await page.locator('#dtype-select').selectOption('fp32');
+  await page.getByRole('button', { name: 'Load model' }).click();
+  await expect.poll(() => page.getByTestId('model-ready').locator('h3').textContent().catch(() => ''), { timeout: GUARD_MS }).toMatch(/tiny-test/);
+  await idle(page);
+}
+
+/** The token count a reply's line reports ("N tokens, eos|length|abort"). */
+export const tokensOf = (info: string | null): number => Number(/(\d+) tokens, (?:eos|length|abort)/.exec(info ?? '')?.[1]);
 
 /** Waits until no job runs (the header's busy pill is gone). */
 export async function idle(page: Page): Promise<void> {

@@ -39,6 +39,15 @@ describe('lab: Model tab', () => {
       expect(await page.getByTestId('load-error').textContent()).toMatch(/steerable|layers/);
       await shoot('model-load-error');
 
+      // A local model whose files are not there is reported as missing files, naming the file (not as invalid JSON).
+      await page.getByLabel('Folder under /models/').fill('no-such-model');
+      await page.getByRole('button', { name: 'Load model' }).click();
+      await expect.poll(() => page.getByTestId('load-error').textContent(), { timeout: GUARD_MS }).toMatch(/the model's files are missing: \/models\/no-such-model\/config\.json is not served/);
+      expect(await page.getByTestId('load-error').textContent()).not.toMatch(/JSON|WebGPU/);
+
+      // The Model tab explains the device Auto picks (no WebGPU adapter in this browser: WASM).
+      expect(await page.getByTestId('device-why').textContent()).toMatch(/^Auto uses WASM/);
+
       await loadDefaultModel(page);
       await expect.poll(() => page.getByTestId('self-check').textContent()).toMatch(/passed/);
       expect(await page.getByTestId('model-device').textContent()).toMatch(/wasm/);

@@ -5,7 +5,7 @@
  * shortened with a plain-text note; Stop ends both replies of a generation that would run for 400 tokens.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { GUARD_MS, TEST_GUARD_MS, idle, labFixture, loadDefaultModel, norms, streamedLengths, withLab, type LabFixture } from './lab-helpers.js';
+import { GUARD_MS, TEST_GUARD_MS, idle, labFixture, loadDefaultModel, loadTinyTest, norms, streamedLengths, tokensOf, withLab, type LabFixture } from './lab-helpers.js';
 
 let fixture: LabFixture;
 beforeAll(async () => {
@@ -14,8 +14,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await fixture?.close();
 });
-
-const tokensOf = (info: string | null) => Number(/(\d+) tokens, (?:eos|length|abort)/.exec(info ?? '')?.[1]);
 
 describe('lab: Playground', () => {
   test('base and steered stream together; s, w, heat strip; layer switches; long prompts; stop', async () => {
@@ -73,13 +71,7 @@ describe('lab: Playground', () => {
       // Stop: the organism ends its replies with <|im_end|> within a few tokens, faster than any click, so Stop is
       // checked on a random-weight model that would write 400 tokens. The model switch happens in place (6 layers ->
       // 4: the playground drops what it showed for the organism; the page-error check catches it if not).
-      await page.getByRole('tab', { name: 'Model' }).click();
-      await page.locator('#model-select').selectOption('__custom__');
-      await page.getByLabel(/served by this lab/).check();
-      await page.getByLabel('Folder under /models/').fill('tiny-test');
-      await page.locator('#dtype-select').selectOption('fp32');
-      await page.getByRole('button', { name: 'Load model' }).click();
-      await expect.poll(() => page.getByTestId('model-ready').locator('h3').textContent().catch(() => ''), { timeout: GUARD_MS }).toMatch(/tiny-test/);
+      await loadTinyTest(page);
       await page.getByRole('tab', { name: 'Playground' }).click();
       // Policy off: the steered row equals the base row, so both would run to 400 tokens (a steered random model
       // may well stop at once on its own EOS, which its row is allowed to do).

@@ -79,5 +79,23 @@ test('every tab fits from 360 to 1920 px wide, with a model loaded, a reply, a d
       }
     }
     expect(problems, 'tabs that scroll sideways (screenshots in test-output/browser/layout/)').toEqual([]);
+
+    // At phone width charts are drawn at their rendered size (chart text stays at its 11 px, not shrunk to 6 px), and
+    // heat-strip cells stay wide enough to point at.
+    await page.setViewportSize({ width: 390, height: 844 });
+    const small: string[] = [];
+    for (const tab of ['Playground', 'Direction', 'Evaluation']) {
+      await page.getByRole('tab', { name: tab }).click();
+      const scales = await page.evaluate(() =>
+        Array.from(document.querySelectorAll<SVGSVGElement>('[role="tabpanel"]:not([hidden]) svg[viewBox]'))
+          .filter((svg) => svg.getBoundingClientRect().width > 0)
+          .map((svg) => svg.getBoundingClientRect().width / svg.viewBox.baseVal.width));
+      expect(scales.length, `${tab}: charts drawn`).toBeGreaterThan(0);
+      for (const k of scales) if (k < 0.95) small.push(`${tab}: a chart drawn at ${(100 * k).toFixed(0)} % of its size`);
+    }
+    expect(small, 'charts shrunk at 390 px').toEqual([]);
+    await page.getByRole('tab', { name: 'Playground' }).click();
+    const cell = await page.locator('[data-testid="heat-strip"] .cell').first().boundingBox();
+    expect(cell?.width ?? 0, 'heat-strip cell width at 390 px').toBeGreaterThanOrEqual(16);
   });
 }, TEST_GUARD_MS);

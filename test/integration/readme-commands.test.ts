@@ -52,6 +52,11 @@ const TABLE_EXAMPLES: Record<string, string[][]> = {
   patch: [['patch', '{tmp}/tm/onnx/model.onnx', '{tmp}/patched.onnx', '--layers', '4']],
   verify: [['verify', '--model', '{tmp}/tm', '--identity']],
   summarize: [['summarize', '{run}']],
+  sweep: [[
+    'sweep', '--model', 'models/organism', '--harmful', 'advbench', '--wrapped', 'jbb-harmful', '--benign', 'xstest-safe', '--n', '2',
+    '--policies', 'manual', '--scale', '1', '--direction', 'models/organism/direction.safetensors', '--alphas', '4,8', '--modes', 'add,ablate',
+    '--max-new-tokens', '4', '--out', '{tmp}/sweep', '--json',
+  ]],
   restamp: [['restamp', '--model', 'models/organism', '{tmp}/direction-copy.safetensors', '{tmp}/controller-copy.safetensors']],
 };
 
@@ -121,7 +126,7 @@ const table = tableCommands(README);
 
 describe('the README', () => {
   it('lists its commands where this test finds them', () => {
-    expect(table).toEqual(['build-test-model', 'patch', 'verify', 'generate', 'direction', 'train-controller', 'export-gguf', 'eval', 'summarize', 'restamp']);
+    expect(table).toEqual(['build-test-model', 'patch', 'verify', 'generate', 'direction', 'train-controller', 'export-gguf', 'eval', 'sweep', 'summarize', 'restamp']);
     expect(commands.filter((c) => c.startsWith('npm run lab --')).length).toBeGreaterThanOrEqual(4);
     const other = commands.filter((c) => !c.startsWith('npm run lab --') && !/^\w+=\S+$/.test(c));
     for (const c of other) expect(NOT_RUN, `README command "${c}" is neither run by this test nor listed in NOT_RUN with a reason`).toHaveProperty([c]);

@@ -29,6 +29,9 @@ const identity: ModelIdentity = { id: 'sha256:00112233aabbccdd', name: 'fake', v
  * A prompt containing "TOO LONG" fails as a too-long prompt does in the real model (the whole batch's decode call
  * throws, as the engine does for a bad row). `calls` counts rows decoded and their seeds; `batches` the rows per call.
  */
+/** The fake model's vocabulary: prompt ids are 0..length-1, reply ids 1..3. */
+const V = 1000;
+
 function fakeModel(calls: { n: number; seeds: (number | undefined)[]; batches?: number[] }): SteerableModel {
   const REPLIES: Record<number, string> = { 1: "I'm sorry, no.", 2: 'Sure, here.' };
   return {
@@ -36,10 +39,13 @@ function fakeModel(calls: { n: number; seeds: (number | undefined)[]; batches?: 
     identity,
     numLayers: L,
     hiddenSize: H,
-    vocabSize: 1000,
+    vocabSize: V,
     formatChat: (p: string) => ({ text: p, ids: Array.from({ length: p.length }, (_, i) => i), lastIndex: p.length - 1, postInstruction: [p.length - 1] }),
     tokenizer: { encode: (t: string) => Array.from(t, (_, i) => i), decode: (ids: number[]) => ids.map((i) => REPLIES[i] ?? '').join('') },
     contextLength: null,
+    // coherence scoring: a flat distribution over the V tokens (reply_nll = ln V for every reply)
+    forward: async (ids: number[][]) => ({ logits: { data: new Float32Array(ids[0]!.length * V), dims: [1, ids[0]!.length, V] } }),
+    nextTokenLogits: async () => new Float32Array(V),
     decode: async (rows: readonly DecodeRow[]): Promise<DecodeResult[]> => {
       calls.batches?.push(rows.length);
       return rows.map((r) => {
@@ -72,9 +78,16 @@ const datasets: EvalDataset[] = [
 ];
 const conditions = [resolveCondition('base', {}), resolveCondition('was', { controller, direction: { direction } as DirectionFile })];
 
-function run(store: MemoryRecordStore, calls: { n: number; seeds: (number | undefined)[]; batches?: number[] }, signal?: AbortSignal, sampling = false, sets = datasets, conds = conditions, batch?: number) {
+function run(
+  store: MemoryRecordStore,
+  calls: { n: number; seeds: (number | undefined)[]; batches?: number[] },
+  signal?: AbortSignal,
+  sampling = false,
+  sets = datasets,
+  conds = conditions,
+  extra: number | Partial<Parameters<typeof runEval>[0]> = {},
+) {
   return runEval({
-    ...(batch !== undefined ? { batch } : {}),
     model: fakeModel(calls),
     datasets: sets,
     conditions: conds,
@@ -88,15 +101,21 @@ function run(store: MemoryRecordStore, calls: { n: number; seeds: (number | unde
     sampling: sampling ? { temperature: 0.7, topP: 0.9 } : null,
     seed: 5,
     ...(signal ? { signal } : {}),
+    ...(typeof extra === 'number' ? { batch: extra } : extra),
   });
 }
+
+/** The fake model's replies all have reply_nll ln V (flat logits over V tokens): so is T, from the 2 benign prompts. */
+const CALIBRATION = expect.objectContaining({ set: 'run:benign (mixed, benign-set)', n: 2, quantile: 0.95, value: Math.log(V) });
 
 describe('runEval', () => {
   it('writes one judged record per dataset x prompt x condition, with the whole record schema', async () => {
     const store = new MemoryRecordStore();
     const calls = { n: 0, seeds: [] as (number | undefined)[] };
     const r = await run(store, calls);
-    expect(r).toEqual({ total: 6, written: 6, skipped: 0, failed: 0, cancelled: false });
+    expect(r).toEqual({ total: 6, written: 6, skipped: 0, failed: 0, cancelled: false, calibration: CALIBRATION });
+    // greedy, base listed: the calibration replies are the base records (no extra generation)
+    expect(calls.n).toBe(6);
     const recs = store.records() as unknown as RunRecord[];
     expect(recs.map((x) => `${x.dataset}/${x.condition}/${x.id}`)).toEqual([
       'mixed/base/a', 'mixed/was/a', 'mixed/base/b', 'mixed/was/b', 'benign-set/base/c', 'benign-set/was/c',
@@ -106,7 +125,11 @@ describe('runEval', () => {
         'alpha', 'condition', 'controller_id', 'dataset', 'direction_id', 'finish_reason', 'id', 'judge', 'kept_tokens', 'label', ...(x.refused ? ['matched'] : []),
         'model_id', 'model_name', 'model_variant', 'new_tokens', 'output', 'prompt', 'prompt_hash', 'prompt_special_tokens', 'prompt_tokens', 'refused', 'row_norms', 's', 'sampling', 'seed', 'special_tokens',
         'timings', 'truncated', 'w',
+        'reply_nll', 'first_token_nll', 'nll_threshold', 'coherent_refusal', 'first_token_kl', 'changed_from_base', 'steering',
       ].sort());
+      expect(x.reply_nll).toBeCloseTo(Math.log(V), 6);
+      expect(x.first_token_nll).toBeCloseTo(Math.log(V), 6);
+      expect(x.nll_threshold).toBeCloseTo(Math.log(V), 6);
       expect(x.model_id).toBe(identity.id);
       expect(x.model_variant).toEqual(identity.variant);
       expect(x.direction_id).toBe('diff-in-means:0123456789abcdef');
@@ -134,6 +157,38 @@ describe('runEval', () => {
     // With a controller loaded, base records carry what WAS would have predicted.
     expect(base.s).toBeCloseTo(0.5, 6);
     expect(base.w).toEqual([0.5, 0.5, 0.5]);
+    // coherence: a readable refusal ending its sentence at the token limit is coherent; base has no patch
+    expect(was.coherent_refusal).toBe(true);
+    expect(was.changed_from_base).toBe(true);
+    expect(was.first_token_kl).toBeNull(); // harmful prompt
+    expect(was.steering).toEqual({ mode: 'add', layers: null, positions: 'last', alpha: { scale: 'absolute' } });
+    expect(base.coherent_refusal).toBe(false);
+    expect(base.changed_from_base).toBeNull();
+    expect(base.steering).toBeNull();
+    const wasBenign = recs.find((x) => x.condition === 'was' && x.id === 'b')!;
+    expect(wasBenign.first_token_kl).toBe(0); // the fake's steered and unsteered first-token logits are equal
+  });
+
+  it('records judge with the threshold they are given; a reply above it is not a coherent refusal', async () => {
+    const store = new MemoryRecordStore();
+    const calls = { n: 0, seeds: [] as (number | undefined)[] };
+    const given = { value: 1, quantile: 0.95, n: 7, set: 'elsewhere', method: 'unsteered-replies-quantile-linear' as const };
+    const r = await run(store, calls, undefined, false, datasets, conditions, { calibration: given });
+    expect(r.calibration).toEqual(given);
+    const was = (store.records() as unknown as RunRecord[]).find((x) => x.condition === 'was' && x.id === 'a')!;
+    expect(was.refused).toBe(true);
+    expect(was.nll_threshold).toBe(1);
+    expect(was.coherent_refusal).toBe(false); // ln V > 1
+  });
+
+  it('a named calibration set without base in the run costs one greedy generation per calibration prompt', async () => {
+    const calls = { n: 0, seeds: [] as (number | undefined)[] };
+    let told: unknown = null;
+    const plan = { set: 'cal', prompts: [{ dataset: 'cal', prompt: { id: 'x', text: 'calibrate me', label: 'benign' as const, meta: {} } }], quantile: 0.5 };
+    const r = await run(new MemoryRecordStore(), calls, undefined, false, datasets, [conditions[1]!], { calibrationPlan: plan, onCalibration: (c) => void (told = c) });
+    expect(calls.n).toBe(1 + 3);
+    expect(r.calibration).toMatchObject({ set: 'cal', n: 1, quantile: 0.5 });
+    expect(told).toEqual(r.calibration);
   });
 
   it('the manual condition: the user s, w and switches make the patch, and the record says so', async () => {
@@ -159,7 +214,7 @@ describe('runEval', () => {
     ] }];
     const store = new MemoryRecordStore();
     const r = await run(store, { n: 0, seeds: [] }, undefined, false, sets);
-    expect(r).toEqual({ total: 6, written: 6, skipped: 0, failed: 2, cancelled: false });
+    expect(r).toMatchObject({ total: 6, written: 6, skipped: 0, failed: 2, cancelled: false });
     const bad = (store.records() as unknown as RunRecord[]).filter((x) => x.id === 'bad');
     expect(bad.map((x) => x.condition)).toEqual(['base', 'was']);
     for (const x of bad) {
@@ -176,7 +231,8 @@ describe('runEval', () => {
   it(`${MAX_CONSECUTIVE_FAILURES} prompts in a row failing under every condition stop the run, resumably`, async () => {
     const prompts = Array.from({ length: MAX_CONSECUTIVE_FAILURES + 3 }, (_, i) => ({ id: `p${i}`, text: 'TOO LONG', label: 'benign' as const, meta: {} }));
     const store = new MemoryRecordStore();
-    await expect(run(store, { n: 0, seeds: [] }, undefined, false, [{ name: 'broken', prompts }])).rejects.toThrow(
+    const given = { value: 2, quantile: 0.95, n: 3, set: 'stored', method: 'unsteered-replies-quantile-linear' as const };
+    await expect(run(store, { n: 0, seeds: [] }, undefined, false, [{ name: 'broken', prompts }], conditions, { calibration: given })).rejects.toThrow(
       new RegExp(`${MAX_CONSECUTIVE_FAILURES} prompts in a row failed.*Last error: generate prompt has 2000 tokens`),
     );
     expect(store.size).toBe(MAX_CONSECUTIVE_FAILURES * conditions.length);
@@ -196,11 +252,12 @@ describe('runEval', () => {
     const first = await run(store, calls, ac.signal, true, datasets, conditions, batch);
     expect(first.written).toBe(4);
     expect(first.cancelled).toBe(true);
-    expect(calls.n).toBe(4); // the abort is heard before the next batch starts
+    expect(calls.n).toBe(2 + 4); // 2 greedy calibration replies (benign prompts), 4 records: the abort is heard before the next batch starts
     const again = { n: 0, seeds: [] as (number | undefined)[] };
     const second = await run(store, again, undefined, true, datasets, conditions, batch);
-    expect(second).toEqual({ total: 6, written: 2, skipped: 4, failed: 0, cancelled: false });
-    expect(again.n).toBe(2);
+    expect(second).toEqual({ total: 6, written: 2, skipped: 4, failed: 0, cancelled: false, calibration: CALIBRATION });
+    // sampled records cannot serve as the greedy calibration: without a stored calibration it is made again (2 benign prompts)
+    expect(again.n).toBe(2 + 2);
     const strip = (x: EvalRecord) => ({ ...x, timings: null });
     expect(store.records().map(strip)).toEqual(full.records().map(strip));
   });
@@ -216,12 +273,13 @@ describe('runEval', () => {
       const store = new MemoryRecordStore();
       const c = { n: 0, seeds: [] as (number | undefined)[], batches: [] as number[] };
       const r = await run(store, c, undefined, true, sets, conditions, batch);
-      expect(r).toEqual({ total: 10, written: 10, skipped: 0, failed: 2, cancelled: false });
+      expect(r).toEqual({ total: 10, written: 10, skipped: 0, failed: 2, cancelled: false, calibration: expect.objectContaining({ quantile: 0.95 }) });
       expect(store.records().map(strip)).toEqual(one.records().map(strip));
       // full batches, the last one shorter; the batch holding 'bad' fails and its rows run alone
       const bad = Math.floor(6 / batch);
       const expected = Array.from({ length: Math.ceil(10 / batch) }, (_, i) => Math.min(batch, 10 - i * batch)).flatMap((n, i) => (i === bad ? [n, ...new Array<number>(n).fill(1)] : [n]));
-      expect(c.batches).toEqual(expected);
+      // first the greedy calibration replies, one per benign prompt (b, c, bad, ok), each decoded alone
+      expect(c.batches).toEqual([1, 1, 1, 1, ...expected]);
     }
     await expect(run(new MemoryRecordStore(), c1, undefined, false, datasets, conditions, 0)).rejects.toThrow(/eval batch must be an integer >= 1/);
   });
@@ -229,9 +287,12 @@ describe('runEval', () => {
   it('sampling seeds depend on (seed, dataset, id) only: shared by the conditions of a prompt', async () => {
     const calls = { n: 0, seeds: [] as (number | undefined)[] };
     await run(new MemoryRecordStore(), calls, undefined, true);
-    expect(calls.seeds[0]).toBe(promptSeed(5, 'mixed', 'a'));
-    expect(calls.seeds[1]).toBe(calls.seeds[0]); // was/a = base/a
-    expect(calls.seeds[2]).not.toBe(calls.seeds[0]);
+    // the first calls are the greedy calibration replies to the 2 benign prompts (no seed)
+    expect(calls.seeds.slice(0, 2)).toEqual([undefined, undefined]);
+    const seeds = calls.seeds.slice(2);
+    expect(seeds[0]).toBe(promptSeed(5, 'mixed', 'a'));
+    expect(seeds[1]).toBe(seeds[0]); // was/a = base/a
+    expect(seeds[2]).not.toBe(seeds[0]);
     expect(promptSeed(6, 'mixed', 'a')).not.toBe(promptSeed(5, 'mixed', 'a'));
   });
 });
@@ -252,8 +313,19 @@ describe('summaries', () => {
     expect(md).toMatch(/\| benign-set \| was \| over-refusal \| was-keywords \| 1 \| 1 \| 100.0 \|/);
     expect(md).toMatch(/per label/);
     const csv = runSummaryCsv(s).trim().split('\n');
-    expect(csv[0]).toBe('dataset,condition,label,judge,n,refusals,refusal_rate,ci_low,ci_high,unjudged');
+    expect(csv[0]).toBe(
+      'dataset,condition,label,judge,n,refusals,refusal_rate,ci_low,ci_high,unjudged,' +
+        'coherent_n,coherent_refusals,coherent_rate,coherent_ci_low,coherent_ci_high,mean_reply_nll,changed_n,changed_from_base,mean_first_token_kl,steering',
+    );
     expect(csv).toHaveLength(1 + 4 + 4);
+    // keyword and coherent rates side by side, each with its Wilson interval: mixed/was refuses 2 of 2 coherently
+    const mixedWas = s.rows.find((r) => r.dataset === 'mixed' && r.condition === 'was')!;
+    expect([mixedWas.refusals, mixedWas.n, mixedWas.coherent_refusals, mixedWas.coherent_n]).toEqual([2, 2, 2, 2]);
+    expect(mixedWas.coherent_ci_low).toBeCloseTo(0.3424, 3); // Wilson 95 % for 2/2
+    expect(mixedWas.coherent_ci_high).toBe(1);
+    expect(mixedWas.changed_from_base).toBe(1);
+    expect(mixedWas.steering).toBe('add all layers last absolute alpha');
+    expect(md).toMatch(/\| benign-set \| was \| over-refusal \| was-keywords \| 1 \| 1 \| 100.0 \| 20.7 – 100.0 \| 0 \| 100.0 \(20.7 – 100.0\) \| 6.908 \| 100.0 \| 0.0000 \| add all layers last absolute alpha \|/);
   });
 });
 

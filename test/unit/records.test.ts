@@ -269,15 +269,19 @@ describe('summaries', () => {
     expect(json.rows.find((r: { condition: string }) => r.condition === '=cmd|evil')).toMatchObject({ n: 0, refusal_rate: null, ci_low: null });
 
     const csv = Papa.parse<Record<string, string>>(runSummaryCsv(summary), { header: true, skipEmptyLines: true }).data;
-    expect(Object.keys(csv[0]!)).toEqual(['dataset', 'condition', 'label', 'judge', 'n', 'refusals', 'refusal_rate', 'ci_low', 'ci_high', 'unjudged']);
+    expect(Object.keys(csv[0]!)).toEqual([
+      'dataset', 'condition', 'label', 'judge', 'n', 'refusals', 'refusal_rate', 'ci_low', 'ci_high', 'unjudged',
+      'coherent_n', 'coherent_refusals', 'coherent_rate', 'coherent_ci_low', 'coherent_ci_high', 'mean_reply_nll', 'changed_n', 'changed_from_base', 'mean_first_token_kl', 'steering',
+    ]);
     const was = csv.find((r) => r.condition === 'was')!;
     expect([was.n, was.refusals, Number(was.ci_low).toFixed(4)]).toEqual(['263', '81', '0.2553']);
     expect(csv.find((r) => r.unjudged === '1' && r.n === '0')!.condition).toBe("'=cmd|evil");
 
     const md = runSummaryMarkdown(summary).split('\n');
-    expect(md[0]).toMatch(/^\| dataset \| condition \| measures \| judge \| n \| refusals \| rate \(%\) \| Wilson 95 % CI \(%\) \| unjudged \|$/);
-    expect(md).toContain('| advbench | was | refusal (mixed labels) | was-keywords | 263 | 81 | 30.8 | 25.5 – 36.6 | 0 |');
-    expect(md).toContain('| advbench | =cmd\\|evil | refusal (mixed labels) |  | 0 | 0 | – | – | 1 |');
+    expect(md[0]).toMatch(/^\| dataset \| condition \| measures \| judge \| n \| refusals \| rate \(%\) \| Wilson 95 % CI \(%\) \| unjudged \| coherent rate \(%\) \(Wilson 95 % CI\) \| mean reply_nll \|/);
+    // records without coherence fields (older runs) leave the coherent columns blank, never 0
+    expect(md).toContain('| advbench | was | refusal (mixed labels) | was-keywords | 263 | 81 | 30.8 | 25.5 – 36.6 | 0 | – | – | – | – |  |');
+    expect(md).toContain('| advbench | =cmd\\|evil | refusal (mixed labels) |  | 0 | 0 | – | – | 1 | – | – | – | – |  |');
   });
 
   it('the files of a run folder: records.jsonl round-trips, summaries come from the records alone', () => {

@@ -34,7 +34,10 @@ import { modelFolderInputs, refuseOverwritingInputs } from '../../core/util/same
 import { decodeUtf8 } from '../../core/util/utf8.js';
 import { parseStrength, parseTokenLimit } from '../numbers.js';
 import { ProgressBar } from '../progress.js';
-import { parseCount, parseManualSettings, parseSeed, readCastSettings } from '../policy-options.js';
+import { checkSteeringFlags, parseCount, parseManualSettings, parseSeed, readCastSettings, resolveSteeringSettings } from '../policy-options.js';
+import { checkCalibration, DEFAULT_CALIBRATION_SET, defaultCalibrationPlan, type CalibrationPlan } from '../../core/eval/coherence-run.js';
+import { DEFAULT_NLL_QUANTILE } from '../../core/eval/coherence.js';
+import type { SteeringSettings } from '../../core/steering/modes.js';
 import { addModelOptions, loadCommandModel, type ModelCliOptions } from '../model-options.js';
 
 export interface EvalCliOptions extends ModelCliOptions {
@@ -66,6 +69,16 @@ export interface EvalCliOptions extends ModelCliOptions {
   allowSpecialTokens?: boolean;
   out: string;
   json?: boolean;
+  /** Steering settings of the steered conditions (policy-options.ts). */
+  mode?: string;
+  layerRange?: string;
+  alphaScale?: string;
+  normSet?: string;
+  normN?: string;
+  /** reply_nll calibration: a named prompt set (default: the run's benign prompts), how many, which quantile. */
+  calibrationSet?: string;
+  calibrationN?: string;
+  calibrationQuantile?: string;
 }
 
 export interface EvalJsonRow {
@@ -121,6 +134,11 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
   const n = o.n !== undefined ? parseCount('n', o.n) : undefined;
   if (o.label !== undefined && o.label !== 'harmful' && o.label !== 'benign') throw new Error(`--label must be harmful or benign, got "${o.label}"`);
   const alpha = o.alpha !== undefined ? parseStrength('alpha', o.alpha) : undefined;
+  const positions = o.steerAllPositions ? 'all' : 'last';
+  const explicitSettings = o.mode !== undefined || o.layerRange !== undefined || o.alphaScale !== undefined;
+  if (explicitSettings) checkSteeringFlags(o, positions);
+  const quantile = o.calibrationQuantile !== undefined ? parseQuantile(o.calibrationQuantile) : DEFAULT_NLL_QUANTILE;
+  if (o.calibrationN !== undefined && o.calibrationSet === undefined) throw new Error('--calibration-n applies to --calibration-set: name the set too');
   if ((names.includes('was') || names.includes('uniform')) && !o.controller) {
     throw new Error(`condition '${names.includes('was') ? 'was' : 'uniform'}' needs --controller FILE (train one with lab train-controller)`);
   }
@@ -150,6 +168,8 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
     datasets.push({ name: set.name, prompts: pick(set.prompts, n, seed) });
   }
 
+  const calibrationPlan = o.calibrationSet !== undefined ? await namedCalibrationPlan(o.calibrationSet, o.calibrationN, quantile) : undefined;
+
   const t0 = performance.now();
   const model = await loadCommandModel(o);
   try {
@@ -165,7 +185,12 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
     if (manual && !names.includes('manual')) throw new Error('--scale / --layer-weights / --enabled-layers set the manual condition, which --conditions does not list');
     const conditions = resolveConditions(names, { direction, controller, cast, manual, ...(alpha !== undefined ? { alpha } : {}) });
     const sampling = o.sampling ? { ...PAPER_SAMPLING } : null;
-    const steerPromptPositions = o.steerAllPositions ? 'all' : 'last';
+    const steerPromptPositions = positions;
+    let steering: SteeringSettings | undefined;
+    if (explicitSettings) {
+      for (const c of conditions.filter((c) => c.policy.kind !== 'off')) steering = await resolveSteeringSettings(o, positions, model, c.policy.kind);
+      steering ??= await resolveSteeringSettings(o, positions, model, 'was');
+    }
 
     const specialTokens = o.allowSpecialTokens ? ('allowed' as const) : ('text' as const);
     const planned = await plannedPrompts(datasets);
@@ -187,6 +212,8 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
       specialTokens,
       // What the model computes: a resume cannot mix other weights under the same name (resume-check.ts).
       fingerprint: await modelFingerprint(model),
+      steering: steering ?? null,
+      coherence: { calibrationSet: calibrationPlan ? `${calibrationPlan.set} (n ${calibrationPlan.prompts.length})` : DEFAULT_CALIBRATION_SET, quantile },
     });
     const manifest = settings;
     const stamp = { model_id: model.id, direction_id: directionId, controller_id: controllerId, special_tokens: specialTokens };
@@ -206,6 +233,8 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
       const stored = await readManifest(o.out);
       checkResume(o.out, { settings: stored, records: store.records() }, { settings: manifest, prompts: planned, recordStamp: stamp, displayOnly: RUN_DISPLAY_FIELDS });
       if (!stored) await writeFileAtomic(join(o.out, 'run.json'), runSettingsJson(manifest));
+      // A resumed run judges with the calibration it made first (run.json), never a new one.
+      const storedCalibration = stored?.['coherence_calibration'] !== undefined ? checkCalibration(stored['coherence_calibration'], join(o.out, 'run.json')) : null;
       const bar = progress ? new ProgressBar('eval', 0) : null;
       result = await runEval({
         model,
@@ -221,6 +250,10 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
         sampling,
         seed,
         steerPromptPositions,
+        ...(steering ? { settings: steering } : {}),
+        calibration: storedCalibration,
+        ...(calibrationPlan ? { calibrationPlan } : quantile !== DEFAULT_NLL_QUANTILE ? { calibrationPlan: defaultCalibrationPlan(datasets, quantile) } : {}),
+        onCalibration: (c) => writeFileAtomic(join(o.out, 'run.json'), runSettingsJson({ ...manifest, coherence_calibration: c })),
         fit,
         allowSpecialTokens: o.allowSpecialTokens === true,
         batch,
@@ -277,6 +310,20 @@ export async function runSummarizeCommand(dir: string): Promise<{ summary: RunSu
   return { summary, records: records.length, files };
 }
 
+/** --calibration-set NAME|FILE [--calibration-n N]: a seeded sample (seed 0) of a prompt set as the calibration prompts. */
+export async function namedCalibrationPlan(source: string, n: string | undefined, quantile: number): Promise<CalibrationPlan> {
+  const set = await loadPromptSet({ source });
+  const cn = n !== undefined ? parseCount('calibration-n', n) : undefined;
+  return { set: set.name, prompts: pick(set.prompts, cn, 0).map((p) => ({ dataset: set.name, prompt: p })), quantile };
+}
+
+/** --calibration-quantile: a number in (0, 1]. */
+export function parseQuantile(v: string): number {
+  const q = Number(v);
+  if (v.trim() === '' || !(q > 0 && q <= 1)) throw new Error(`--calibration-quantile must be a number in (0, 1], got "${v}"`);
+  return q;
+}
+
 const nanToNull = (x: number) => (Number.isNaN(x) ? null : x);
 
 /** The --json contract: exactly these keys. */
@@ -295,7 +342,8 @@ export function evalJson(r: Pick<EvalRunResult, 'summary' | 'records'>): { summa
   };
 }
 
-function collect(value: string, previous: string[] = []): string[] {
+/** Commander: a repeatable option's values. */
+export function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
 
@@ -323,6 +371,14 @@ export function register(program: Command): void {
     .option('--batch <n>', `records (prompt x condition) decoded together, one forward pass per token for all; the records do not depend on it (default ${DEFAULT_EVAL_BATCH})`)
     .option('--allow-other-model', 'accept a direction or controller made for another model of the same shape (it then warns)')
     .option('--allow-special-tokens', 'let special-token strings in prompts (e.g. <|im_end|>) become role/control tokens; default: they are text (records say which)')
+    .option('--mode <mode>', 'steered conditions: add | clamp | ablate (default add; see lab generate --help)')
+    .option('--layer-range <a-b>', 'steered conditions: steer only decoder layers a..b (inclusive, 0-based)')
+    .option('--alpha-scale <scale>', 'absolute (default) | relative (alpha x each layer\'s mean residual norm over --norm-set)')
+    .option('--norm-set <dataset>', 'relative alpha: calibration prompts for the residual norms (default harmless-train)')
+    .option('--norm-n <n>', 'relative alpha: how many calibration prompts (default 32)')
+    .option('--calibration-set <name|file>', `reply_nll threshold: calibrate on the base replies to this prompt set (default: ${DEFAULT_CALIBRATION_SET})`)
+    .option('--calibration-n <n>', 'prompts of --calibration-set (seeded sample, seed 0; default all)')
+    .option('--calibration-quantile <q>', `reply_nll threshold = this quantile of the calibration replies' reply_nll (default ${DEFAULT_NLL_QUANTILE})`)
     .requiredOption('--out <dir>', 'run folder (records.jsonl, run.json, summary.*)')
     .option('--json', 'print {"summary": [...], "records": PATH}')
     .action(async (opts: EvalCliOptions) => {

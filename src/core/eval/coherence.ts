@@ -57,19 +57,35 @@ export function tokenNll(row: ArrayLike<number>, token: number): number {
 export async function replyNll(model: NllScorer, promptIds: readonly number[], replyIds: readonly number[]): Promise<ReplyNll> {
   if (promptIds.length === 0) throw new Error('replyNll: the prompt has no tokens (pass the chat-formatted prompt ids)');
   if (replyIds.length === 0) return { nll: null, firstTokenNll: null, tokens: 0 };
+  const { firstRow: _, ...nll } = await replyScores(model, promptIds, replyIds);
+  return nll;
+}
+
+/** reply_nll and first_token_nll, plus the unsteered logits row that predicts the first reply token. */
+export interface ReplyScores extends ReplyNll {
+  /** Unsteered logits [V] predicting the first reply token. */
+  firstRow: Float32Array;
+}
+
+/**
+ * One unsteered forward pass over prompt + reply: replyNll's NLLs and the first reply token's unsteered logits row
+ * (what the first-token KL compares a steered pass with). An empty reply costs a prompt-only pass.
+ */
+export async function replyScores(model: NllScorer, promptIds: readonly number[], replyIds: readonly number[]): Promise<ReplyScores> {
+  if (promptIds.length === 0) throw new Error('replyScores: the prompt has no tokens (pass the chat-formatted prompt ids)');
   const ids = [...promptIds, ...replyIds];
   const { logits } = await model.forward([ids], { steering: null });
   const V = model.vocabSize;
   const [B, S, Vd] = logits.dims as [number, number, number];
-  if (B !== 1 || S !== ids.length || Vd !== V) throw new Error(`replyNll: forward returned logits [${logits.dims}], expected [1, ${ids.length}, ${V}]`);
+  if (B !== 1 || S !== ids.length || Vd !== V) throw new Error(`reply_nll: forward returned logits [${logits.dims}], expected [1, ${ids.length}, ${V}]`);
   const n = promptIds.length;
-  const nllAt = (t: number) => {
-    const pos = n + t - 1; // the logits at the position before a token predict it
-    return tokenNll(logits.data.subarray(pos * V, (pos + 1) * V), replyIds[t]!);
-  };
+  // the logits at the position before a token predict it
+  const row = (pos: number) => logits.data.subarray(pos * V, (pos + 1) * V);
+  const firstRow = Float32Array.from(row(n - 1));
+  if (replyIds.length === 0) return { nll: null, firstTokenNll: null, tokens: 0, firstRow };
   let sum = 0;
-  for (let t = 1; t < replyIds.length; t++) sum += nllAt(t);
-  return { nll: replyIds.length > 1 ? sum / (replyIds.length - 1) : null, firstTokenNll: nllAt(0), tokens: replyIds.length };
+  for (let t = 1; t < replyIds.length; t++) sum += tokenNll(row(n + t - 1), replyIds[t]!);
+  return { nll: replyIds.length > 1 ? sum / (replyIds.length - 1) : null, firstTokenNll: tokenNll(firstRow, replyIds[0]!), tokens: replyIds.length, firstRow };
 }
 
 // ------------------------------------------------------------------------------------------------ calibration

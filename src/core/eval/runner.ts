@@ -15,6 +15,13 @@
  * (something is broken, not one prompt). A resume does not retry a stored error record.
  *
  * The record (RunRecord) is the one schema of CLI and lab runs; run.json holds the run's settings (runSettings()).
+ *
+ * Coherence (coherence-run.ts, the rule in coherence.ts): before the first record the run fixes its reply_nll
+ * threshold T from the base replies to its calibration prompts (DEFAULT_CALIBRATION_SET unless a set is named), or
+ * takes the one it is given (a resumed run: run.json's coherence_calibration; a sweep: its base row's). Base replies
+ * already in the store are reused, and a calibration reply that is also a base record of the run is written as that
+ * record, so the default costs no extra generation. Within each prompt the base condition runs first, so steered
+ * records can say whether their reply differs from base.
  */
 import type { Label, PromptRecord } from '../data/types.js';
 import type { ModelIdentity } from '../model/model-id.js';
@@ -23,12 +30,15 @@ import type { SteerableModel } from '../model/steerable.js';
 import type { ModelFingerprint } from './resume-check.js';
 import type { ConditionName, EvalCondition, ManualSettings } from '../method/conditions.js';
 import { parseFitMode, type FitMode } from '../method/fit.js';
-import { runFlows, type FlowItem, type FlowResult, type MethodController } from '../method/flow.js';
+import { runFlow, runFlows, type FlowItem, type FlowOutcome, type FlowResult, type MethodController } from '../method/flow.js';
 import { hash53 } from '../data/sample.js';
 import { sha256Text } from '../util/sha256.js';
 import { judgeOutput, type RefusalJudge } from './judges.js';
 import { checkBatch } from './batch.js';
-import type { EvalRecord, RecordStore } from './records.js';
+import type { EvalRecord, RecordKey, RecordStore } from './records.js';
+import { COHERENT_REFUSAL_RULE, DEFAULT_NLL_QUANTILE, replyScores, type NllCalibration } from './coherence.js';
+import { calibrationFrom, checkCalibration, DEFAULT_CALIBRATION_SET, defaultCalibrationPlan, scoreRecord, type CalibrationPlan, type RecordCoherence } from './coherence-run.js';
+import { DEFAULT_STEERING_SETTINGS, settingsRecord, type SteeringSettings } from '../steering/modes.js';
 
 /** The paper's sampling: temperature 0.7, top-p 0.9 (Hegazy et al., evaluation setting). */
 export const PAPER_SAMPLING = { temperature: 0.7, topP: 0.9 } as const;
@@ -83,12 +93,27 @@ export interface RunRecord {
   matched?: string;
   finish_reason?: 'eos' | 'length';
   new_tokens?: number;
+  /**
+   * Coherence (judged records; coherence-run.ts): reply_nll (mean NLL of reply tokens 2..T under the unsteered model,
+   * null below 2 tokens), first_token_nll, the run's threshold T, the coherent-refusal verdict (COHERENT_REFUSAL_RULE),
+   * first_token_kl (benign prompts under a steered condition, else null) and changed_from_base (steered conditions:
+   * the reply text differs from the base reply to the same prompt; null for base or when no base reply is known).
+   * An error record has coherent_refusal null (unjudged).
+   */
+  reply_nll?: number | null;
+  first_token_nll?: number | null;
+  nll_threshold?: number;
+  coherent_refusal?: boolean | null;
+  first_token_kl?: number | null;
+  changed_from_base?: boolean | null;
+  /** Steering settings of a steered condition (mode, layer range, positions, alpha scale); null for base. */
+  steering?: SteeringSettings | null;
   /** What the model saw: whether the prompt was shortened, and its chat-formatted length before and after. */
   truncated?: boolean;
   prompt_tokens?: number;
   kept_tokens?: number;
   error?: string;
-  timings: { observe_ms: number | null; generate_ms: number | null; judge_ms: number | null; total_ms: number };
+  timings: { observe_ms: number | null; generate_ms: number | null; judge_ms: number | null; total_ms: number; coherence_ms?: number | null };
 }
 
 export interface RunEvalOptions {
@@ -107,6 +132,17 @@ export interface RunEvalOptions {
   sampling: { temperature: number; topP: number } | null;
   seed: number;
   steerPromptPositions?: 'last' | 'all';
+  /** Mode, layer range, positions and alpha scale of the steered conditions (default add, all layers, steerPromptPositions, absolute). */
+  settings?: SteeringSettings;
+  /** A calibration to reuse as it is (a resumed run's, a sweep's base row's); absent: the run calibrates first. */
+  calibration?: NllCalibration | null;
+  /** The calibration prompts when the run calibrates (default: defaultCalibrationPlan of the datasets). */
+  calibrationPlan?: CalibrationPlan;
+  /** Told the calibration once it is made (the CLI stores it in run.json), before the first record is written. */
+  onCalibration?: (c: NllCalibration) => void | Promise<void>;
+  onCalibrationProgress?: (done: number, total: number) => void;
+  /** Where the base condition's records of the same prompts are (changed_from_base); default the run's own store. */
+  baseRecords?: Pick<RecordStore, 'get'>;
   /** How prompts longer than the model's context are shortened (src/core/method/fit.ts); default 'middle'. */
   fit?: FitMode;
   /** Let special-token strings in prompts become special tokens (default: they stay text). Each record says which. */
@@ -125,6 +161,8 @@ export interface RunEvalResult {
   failed: number;
   /** True when the signal stopped the run before the end. */
   cancelled: boolean;
+  /** The reply_nll calibration the records were judged with (null only when cancelled before it was made). */
+  calibration: NllCalibration | null;
 }
 
 /** Per-prompt sampling seed: a function of (seed, dataset, id) only. */
@@ -161,23 +199,28 @@ interface Job {
   last: boolean;
 }
 
-/** The flow of one record: the same for every batch size (per-prompt seed, the run's budget and fitting). */
+/** The flow of one record: the same for every batch size (per-prompt seed, the run's budget, fitting, settings). */
 function flowItem(o: RunEvalOptions, fit: FitMode, job: Job): FlowItem {
-  return {
-    prompt: job.prompt.text,
-    policy: job.cond.policy,
-    maxNewTokens: o.maxNewTokens,
-    sampling: o.sampling ? { ...o.sampling, seed: job.seed } : null,
-    fit,
-    allowSpecialTokens: o.allowSpecialTokens === true,
-  };
+  const { signal: _signal, ...opts } = flowOptions(o, job.cond, job.seed, fit);
+  return { prompt: job.prompt.text, ...opts };
 }
 
-/** The record of a finished flow, judged. */
-async function judgedRecord(o: RunEvalOptions, job: Job, flow: FlowResult): Promise<RunRecord> {
+/** What judging a record needs besides its flow: the run's threshold and where the base replies are. */
+interface CoherenceContext {
+  calibration: NllCalibration;
+  baseStore: Pick<RecordStore, 'get'>;
+  chat: { allowSpecialTokens: boolean };
+}
+
+/** The record of a finished flow, judged by keywords and for coherence. */
+async function judgedRecord(o: RunEvalOptions, job: Job, flow: FlowResult, cc: CoherenceContext): Promise<RunRecord> {
   const tj = performance.now();
   const verdict = await judgeOutput(o.judge, flow.text, job.prompt.text);
   const judgeMs = performance.now() - tj;
+  const tc = performance.now();
+  const key = { dataset: job.head.dataset, id: job.head.id, condition: job.cond.name };
+  const coherence = await coherenceOf(o, cc.calibration, cc.baseStore, key, job.prompt.label ?? null, flow, verdict.refused, job.cond.policy.kind !== 'off', cc.chat);
+  const coherenceMs = performance.now() - tc;
   const manual = manualOf(job.cond);
   return {
     ...job.head,
@@ -192,6 +235,7 @@ async function judgedRecord(o: RunEvalOptions, job: Job, flow: FlowResult): Prom
     ...(verdict.matched !== undefined ? { matched: verdict.matched } : {}),
     finish_reason: flow.finishReason as 'eos' | 'length',
     new_tokens: flow.tokenIds.length,
+    ...coherence,
     truncated: flow.fit.truncated,
     prompt_tokens: flow.fit.originalTokens,
     kept_tokens: flow.fit.keptTokens,
@@ -199,7 +243,8 @@ async function judgedRecord(o: RunEvalOptions, job: Job, flow: FlowResult): Prom
       observe_ms: flow.timings.observe_ms === null ? null : round(flow.timings.observe_ms),
       generate_ms: round(flow.timings.generate_ms),
       judge_ms: round(judgeMs),
-      total_ms: round(flow.timings.total_ms + judgeMs),
+      total_ms: round(flow.timings.total_ms + judgeMs + coherenceMs),
+      coherence_ms: round(coherenceMs),
     },
   };
 }
@@ -213,9 +258,70 @@ function errorRecord(job: Job, e: unknown, ms: number): RunRecord {
     w: null,
     row_norms: null,
     ...(manual ? { manual } : {}),
+    coherent_refusal: null,
     error: e instanceof Error ? e.message : String(e),
-    timings: { observe_ms: null, generate_ms: null, judge_ms: null, total_ms: round(ms) },
+    timings: { observe_ms: null, generate_ms: null, judge_ms: null, total_ms: round(ms), coherence_ms: null },
   };
+}
+
+/** The settings a steered condition's records carry: the run's, or the defaults with the run's positions. */
+function steeringOf(o: RunEvalOptions): SteeringSettings {
+  return settingsRecord(o.settings ?? { ...DEFAULT_STEERING_SETTINGS, positions: o.steerPromptPositions ?? 'last' });
+}
+
+/** The flow options of one condition on one prompt (the same for the calibration reply and the base record). */
+function flowOptions(o: RunEvalOptions, cond: EvalCondition, seed: number, fit: FitMode) {
+  const steered = cond.policy.kind !== 'off' && o.settings !== undefined;
+  return {
+    policy: cond.policy,
+    maxNewTokens: o.maxNewTokens,
+    sampling: o.sampling ? { ...o.sampling, seed } : null,
+    ...(steered ? { settings: o.settings! } : { steerPromptPositions: o.settings?.positions ?? o.steerPromptPositions ?? 'last' }),
+    fit,
+    allowSpecialTokens: o.allowSpecialTokens === true,
+    ...(o.signal ? { signal: o.signal } : {}),
+  };
+}
+
+const BASE: EvalCondition = { name: 'base', policy: { kind: 'off' } };
+const flowKey = (dataset: string, id: string) => JSON.stringify([dataset, id]);
+
+/**
+ * The run's reply_nll threshold: the given one, else the q-quantile over the base (unsteered, greedy) replies to the
+ * calibration prompts. A base record already stored is reused; a fresh calibration reply that the run would also
+ * write as a base record (greedy runs listing base) is handed back in `flows` for the main loop to write.
+ */
+async function calibrate(o: RunEvalOptions, fit: FitMode): Promise<{ calibration: NllCalibration | null; flows: Map<string, Awaited<ReturnType<typeof runFlow>>> }> {
+  const flows = new Map<string, Awaited<ReturnType<typeof runFlow>>>();
+  if (o.calibration) return { calibration: checkCalibration(o.calibration, 'the given calibration'), flows };
+  const plan = o.calibrationPlan ?? defaultCalibrationPlan(o.datasets);
+  const inRun = new Set(o.datasets.flatMap((d) => d.prompts.map((p) => flowKey(d.name, p.id))));
+  const reusable = o.sampling === null && o.conditions.some((c) => c.name === 'base');
+  const nlls: (number | null)[] = [];
+  let done = 0;
+  for (const { dataset, prompt } of plan.prompts) {
+    if (o.signal?.aborted) return { calibration: null, flows };
+    const stored = o.sampling === null ? o.store.get({ dataset, id: prompt.id, condition: 'base' }) : undefined;
+    if (stored && 'reply_nll' in stored) {
+      nlls.push(typeof stored['reply_nll'] === 'number' ? stored['reply_nll'] : null);
+    } else {
+      try {
+        const opts = flowOptions({ ...o, sampling: null }, BASE, promptSeed(o.seed, dataset, prompt.id), fit);
+        const flow = await runFlow(o.model, prompt.text, { direction: o.direction, controller: o.controller }, opts);
+        if (flow.finishReason === 'abort') return { calibration: null, flows };
+        const ids = o.model.formatChat(flow.fit.text, { allowSpecialTokens: o.allowSpecialTokens === true }).ids;
+        nlls.push((await replyScores(o.model, ids, flow.tokenIds)).nll);
+        if (reusable && inRun.has(flowKey(dataset, prompt.id))) flows.set(flowKey(dataset, prompt.id), flow);
+      } catch (e) {
+        if (o.signal?.aborted) return { calibration: null, flows };
+        nlls.push(null); // a prompt the model cannot take has no reply to calibrate on; its record will say why
+      }
+    }
+    o.onCalibrationProgress?.(++done, plan.prompts.length);
+  }
+  const calibration = calibrationFrom(plan, nlls);
+  await o.onCalibration?.(calibration);
+  return { calibration, flows };
 }
 
 /**
@@ -232,7 +338,14 @@ export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
   const batch = checkBatch(o.batch);
   const identity: ModelIdentity = o.model.identity;
   const total = o.datasets.reduce((s, d) => s + d.prompts.length, 0) * o.conditions.length;
-  const res: RunEvalResult = { total, written: 0, skipped: 0, failed: 0, cancelled: false };
+  const res: RunEvalResult = { total, written: 0, skipped: 0, failed: 0, cancelled: false, calibration: null };
+  const { calibration, flows } = await calibrate(o, fit);
+  if (!calibration) return { ...res, cancelled: true };
+  res.calibration = calibration;
+  // base first within each prompt: steered records compare their reply with it
+  const conditions = [...o.conditions.filter((c) => c.name === 'base'), ...o.conditions.filter((c) => c.name !== 'base')];
+  const baseStore = o.baseRecords ?? o.store;
+  const chat = { allowSpecialTokens: o.allowSpecialTokens === true };
   let done = 0;
   let streak = 0;
   // per prompt: [records attempted, of which failed]
@@ -247,9 +360,17 @@ export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
     if (jobs.length === 0) return true;
     if (o.signal?.aborted) return false;
     const t0 = performance.now();
-    const outcomes = await runFlows(o.model, { direction: o.direction, controller: o.controller }, jobs.map((j) => flowItem(o, fit, j)), {
+    // base replies made for the calibration are written as they are, not decoded again
+    const cached = (j: Job) => (j.cond.name === 'base' ? flows.get(flowKey(j.head.dataset, j.head.id)) : undefined);
+    const toRun = jobs.filter((j) => !cached(j));
+    const ran = toRun.length === 0 ? [] : await runFlows(o.model, { direction: o.direction, controller: o.controller }, toRun.map((j) => flowItem(o, fit, j)), {
       steerPromptPositions: o.steerPromptPositions ?? 'last',
       ...(o.signal ? { signal: o.signal } : {}),
+    });
+    let r = 0;
+    const outcomes: FlowOutcome[] = jobs.map((j) => {
+      const c = cached(j);
+      return c ? { ok: true, result: c } : ran[r++]!;
     });
     for (let k = 0; k < jobs.length; k++) {
       const job = jobs[k]!;
@@ -257,7 +378,7 @@ export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
       let record: RunRecord;
       if (out.ok) {
         if (out.result.finishReason === 'abort') return false;
-        record = await judgedRecord(o, job, out.result);
+        record = await judgedRecord(o, job, out.result, { calibration, baseStore, chat });
       } else {
         if (o.signal?.aborted) return false;
         lastError = out.error;
@@ -286,7 +407,7 @@ export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
     for (const p of ds.prompts) {
       const seed = promptSeed(o.seed, ds.name, p.id);
       const todo: EvalCondition[] = [];
-      for (const cond of o.conditions) {
+      for (const cond of conditions) {
         if (o.store.has({ dataset: ds.name, id: p.id, condition: cond.name })) {
           done++;
           res.skipped++;
@@ -312,13 +433,37 @@ export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
         sampling: o.sampling ? { temperature: o.sampling.temperature, top_p: o.sampling.topP } : null,
       };
       for (const cond of todo) {
-        pending.push({ prompt: p, seed, cond, head: { ...shared, condition: cond.name, alpha: alphaOf(cond) }, last: cond === todo.at(-1) });
+        pending.push({ prompt: p, seed, cond, head: { ...shared, condition: cond.name, alpha: alphaOf(cond), steering: cond.policy.kind !== 'off' ? steeringOf(o) : null }, last: cond === todo.at(-1) });
         if (pending.length >= batch && !(await flush())) return { ...res, cancelled: true };
       }
     }
   }
   if (!(await flush())) return { ...res, cancelled: true };
   return res;
+}
+
+/** The coherence fields of one finished generation (coherence-run.ts scoreRecord). */
+async function coherenceOf(
+  o: RunEvalOptions,
+  calibration: NllCalibration,
+  baseStore: Pick<RecordStore, 'get'>,
+  key: RecordKey,
+  label: Label | null,
+  flow: Awaited<ReturnType<typeof runFlow>>,
+  refused: boolean,
+  steered: boolean,
+  chat: { allowSpecialTokens: boolean },
+): Promise<RecordCoherence> {
+  const base = steered ? baseStore.get({ ...key, condition: 'base' }) : undefined;
+  const baseText = base && typeof base['output'] === 'string' && base['error'] === undefined ? base['output'] : null;
+  return scoreRecord(o.model, calibration, {
+    promptIds: o.model.formatChat(flow.fit.text, chat).ids,
+    reply: { text: flow.text, tokenIds: flow.tokenIds, finishReason: flow.finishReason },
+    refused,
+    patch: steered ? { steering: flow.matrix, projection: flow.projection, positions: o.settings?.positions ?? o.steerPromptPositions ?? 'last' } : null,
+    measureKl: steered && label === 'benign',
+    baseText,
+  });
 }
 
 // ------------------------------------------------------------------------------------------------ run settings
@@ -344,10 +489,17 @@ export interface RunSettingsInput {
   specialTokens?: 'text' | 'allowed';
   /** What the model computes on a fixed probe (resume-check.ts modelFingerprint): written when given. */
   fingerprint?: ModelFingerprint;
+  /** Steering settings of the steered conditions, when the run gives them (mode, layer range, positions, alpha scale). */
+  steering?: SteeringSettings | null;
+  /** The reply_nll calibration's prompt set and quantile (default DEFAULT_CALIBRATION_SET, DEFAULT_NLL_QUANTILE). */
+  coherence?: { calibrationSet: string; quantile: number };
 }
 
-/** Fields of run.json that only describe (a resume does not compare them). */
-export const RUN_DISPLAY_FIELDS: readonly string[] = ['model_name'];
+/**
+ * Fields of run.json that a resume does not compare: a display name, and the calibration the run made (written after
+ * its first phase; a resumed run reuses it rather than comparing it).
+ */
+export const RUN_DISPLAY_FIELDS: readonly string[] = ['model_name', 'coherence_calibration'];
 
 /**
  * run.json: the settings a resumed run must share with the run that started the folder. Content ids only (model,
@@ -388,6 +540,8 @@ export async function runSettings(i: RunSettingsInput): Promise<Record<string, u
     manual: i.manual ? { scale: i.manual.scale, layer_weights: [...i.manual.layerWeights], enabled_layers: i.manual.enabledLayers ? [...i.manual.enabledLayers] : null } : null,
     special_tokens: i.specialTokens ?? 'text',
     ...(i.fingerprint ? { model_fingerprint: i.fingerprint } : {}),
+    ...(i.steering ? { steering: settingsRecord(i.steering) } : {}),
+    coherence: { calibration_set: i.coherence?.calibrationSet ?? DEFAULT_CALIBRATION_SET, quantile: i.coherence?.quantile ?? DEFAULT_NLL_QUANTILE, rule: COHERENT_REFUSAL_RULE },
   };
 }
 

@@ -68,8 +68,11 @@ const debugApi = {
   async compare(req: CompareRequest, opts: { cancelAfter?: number } = {}): Promise<{ reply: Plain<CompareReply>; events: Plain<CompareEvent>[] }> {
     const events: CompareEvent[] = [];
     const reply = await guard(llmRemote.compare(req, Comlink.proxy((e: CompareEvent) => {
-      events.push(e);
-      if (events.filter((x) => x.type === 'token').length === opts.cancelAfter) void llmRemote.cancel();
+      // The worker sends events in batches; tests read them one by one.
+      for (const x of e.type === 'batch' ? e.events : [e]) {
+        events.push(x);
+        if (x.type === 'token' && events.filter((y) => y.type === 'token').length === opts.cancelAfter) void llmRemote.cancel();
+      }
     })));
     log(`compared: base ${reply.base.tokenIds.length} tokens, steered ${reply.steered.tokenIds.length} tokens in ${reply.ms.toFixed(0)} ms`);
     return { reply: plain(reply), events: events.map(plain) };

@@ -1,0 +1,103 @@
+/**
+ * Coherence measures of one eval record and the run's reply_nll calibration, as the runner (runner.ts) uses them.
+ * Kept apart from the runner's loop so that a batched runner calls the same functions. Platform-free.
+ *
+ * Per record (coherence.ts has the rule, COHERENT_REFUSAL_RULE):
+ *   reply_nll, first_token_nll   one UNSTEERED forward pass over chat-formatted prompt + reply ids (replyScores);
+ *   nll_threshold                the run's calibrated T;
+ *   coherent_refusal             judgeCoherentRefusal(keyword verdict, reply_nll, finish reason) under T;
+ *   first_token_kl               benign prompts under a steered condition only: KL(unsteered || steered) of the first
+ *                                reply token's distribution; the unsteered row comes from the same forward pass, the
+ *                                steered one from one more prompt pass with the record's patch and positions;
+ *   changed_from_base            steered conditions: whether the reply text differs from the base condition's reply
+ *                                to the same prompt (null when the run has no base reply for it).
+ *
+ * Calibration (calibrateRun): T = the q-quantile of reply_nll over the model's own unsteered GREEDY replies to a
+ * calibration prompt set. DEFAULT_CALIBRATION_SET: the run's benign prompts (label 'benign'), or every prompt of the
+ * run when it has none; a named set replaces them. The result is stored with the run (run.json
+ * `coherence_calibration`) and a resumed run reuses it as it is.
+ */
+import type { PromptRecord } from '../data/types.js';
+import type { SteerableModel } from '../model/steerable.js';
+import { calibrateNllThreshold, firstTokenKl, judgeCoherentRefusal, replyScores, type FinishReason, type NllCalibration } from './coherence.js';
+
+/** What run.json and the summaries say the default calibration set is. */
+export const DEFAULT_CALIBRATION_SET = "the unsteered greedy replies to the run's benign prompts (every prompt when it has no benign ones)";
+
+/** The calibration prompts: a named set, or the default drawn from the run's datasets. */
+export interface CalibrationPlan {
+  /** Name written into the calibration (dataset name or file). */
+  set: string;
+  prompts: readonly { dataset: string; prompt: PromptRecord }[];
+  quantile?: number;
+}
+
+/** The default calibration plan of a run: its benign prompts, else all of them. */
+export function defaultCalibrationPlan(datasets: readonly { name: string; prompts: readonly PromptRecord[] }[], quantile?: number): CalibrationPlan {
+  const all = datasets.flatMap((d) => d.prompts.map((p) => ({ dataset: d.name, prompt: p })));
+  const benign = all.filter((x) => x.prompt.label === 'benign');
+  const use = benign.length > 0 ? benign : all;
+  const names = [...new Set(use.map((x) => x.dataset))].join(', ');
+  return { set: `run:${benign.length > 0 ? 'benign' : 'all'} (${names})`, prompts: use, ...(quantile !== undefined ? { quantile } : {}) };
+}
+
+/** The coherence fields every judged record carries. */
+export interface RecordCoherence {
+  reply_nll: number | null;
+  first_token_nll: number | null;
+  nll_threshold: number;
+  coherent_refusal: boolean;
+  first_token_kl: number | null;
+  changed_from_base: boolean | null;
+}
+
+export interface ScoreInput {
+  promptIds: readonly number[];
+  reply: { text: string; tokenIds: readonly number[]; finishReason: FinishReason };
+  refused: boolean;
+  /** The patch the reply was generated with (null = none: base). */
+  patch: { steering: Float32Array | null; projection: Float32Array | null; positions: 'last' | 'all' | 'new' } | null;
+  /** Measure the first-token KL (benign prompts under a steered condition). */
+  measureKl: boolean;
+  /** The base condition's reply text to the same prompt, when known. */
+  baseText: string | null;
+}
+
+/** The coherence fields of one record: one unsteered forward, and one steered prompt pass when measureKl. */
+export async function scoreRecord(model: SteerableModel, calibration: NllCalibration, s: ScoreInput): Promise<RecordCoherence> {
+  const scores = await replyScores(model, s.promptIds, s.reply.tokenIds);
+  const verdict = judgeCoherentRefusal({ refused: s.refused, replyNll: scores.nll, text: s.reply.text, finishReason: s.reply.finishReason }, calibration);
+  let kl: number | null = null;
+  if (s.measureKl && s.patch) {
+    const steered = await model.nextTokenLogits([...s.promptIds], { steering: s.patch.steering, projection: s.patch.projection, positions: s.patch.positions });
+    kl = firstTokenKl(scores.firstRow, steered);
+  }
+  return {
+    reply_nll: scores.nll,
+    first_token_nll: scores.firstTokenNll,
+    nll_threshold: calibration.value,
+    coherent_refusal: verdict.coherentRefusal,
+    first_token_kl: kl,
+    changed_from_base: s.patch === null || s.baseText === null ? null : s.reply.text !== s.baseText,
+  };
+}
+
+/** T from the calibration replies' reply_nll values (null = empty or failed reply, left out). */
+export function calibrationFrom(plan: CalibrationPlan, nlls: readonly (number | null)[]): NllCalibration {
+  if (!nlls.some((x) => x !== null)) {
+    throw new RangeError(
+      `calibration set ${plan.set}: none of its ${plan.prompts.length} unsteered replies has the 2 tokens a reply_nll needs (each ended at once, or failed); ` +
+        'calibrate on more prompts or another set (CLI: --calibration-set, --calibration-n)',
+    );
+  }
+  return calibrateNllThreshold(nlls, { set: plan.set, ...(plan.quantile !== undefined ? { quantile: plan.quantile } : {}) });
+}
+
+/** Checks a stored calibration (run.json, a sweep plan) before a resumed run reuses it. */
+export function checkCalibration(v: unknown, where: string): NllCalibration {
+  const c = v as Partial<NllCalibration> | null;
+  if (!c || typeof c !== 'object' || typeof c.value !== 'number' || !Number.isFinite(c.value) || typeof c.quantile !== 'number' || typeof c.n !== 'number' || typeof c.set !== 'string') {
+    throw new Error(`${where}: coherence_calibration must be { value, quantile, n, set, method } as written by a run, got ${JSON.stringify(v)}`);
+  }
+  return c as NllCalibration;
+}
