@@ -76,6 +76,30 @@ describe('organism tfjs decoder', () => {
     disposeVariables(p);
   });
 
+  it('adds the steering-robustness noise only where its mask is 1 (earlier positions are untouched: attention is causal)', () => {
+    const w = initialWeights(SHAPE, 8);
+    const p = toVariables(SHAPE, w);
+    const ids = [1, 20, 250, 7, 2, 9];
+    const run = (mask: number[] | null) =>
+      tf.tidy(() => {
+        const t = tf.tensor2d([ids], [1, 6], 'int32');
+        if (!mask) return forwardLogits(SHAPE, p, t).dataSync();
+        const offsets = tf.tensor2d([Array.from({ length: SHAPE.hiddenSize }, (_, h) => (h % 3 === 0 ? 0.05 : -0.02))], [1, SHAPE.hiddenSize]);
+        return forwardLogits(SHAPE, p, t, { offsets, mask: tf.tensor2d(mask, [6, 1]) }).dataSync();
+      });
+    const clean = run(null);
+    expect(Array.from(run([0, 0, 0, 0, 0, 0]))).toEqual(Array.from(clean));
+    const noisy = run([0, 0, 0, 1, 1, 1]);
+    const V = SHAPE.vocabSize;
+    let before = 0;
+    let after = 0;
+    for (let i = 0; i < 3 * V; i++) before = Math.max(before, Math.abs(noisy[i]! - clean[i]!));
+    for (let i = 3 * V; i < 6 * V; i++) after = Math.max(after, Math.abs(noisy[i]! - clean[i]!));
+    expect(before).toBe(0);
+    expect(after).toBeGreaterThan(1e-3);
+    disposeVariables(p);
+  });
+
   it('uses a warm-up then cosine learning-rate schedule', () => {
     const c = TRAIN_CONFIG;
     expect(learningRate(c, 0)).toBeCloseTo(c.peakLr / c.warmupSteps, 10);
