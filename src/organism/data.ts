@@ -107,7 +107,8 @@ export interface OrganismData {
   benign: Request[];
   /** alarming-word benign requests written here (training families) */
   alarming: Request[];
-  framings: FramingSplit;
+  /** the framing split; heldOutEval: the held-out framings the evaluation sets use (splits.ts lengthAudit) */
+  framings: FramingSplit & { heldOutEval: JailbreakFraming[] };
   dev: { harmful: Request[]; benign: Request[] };
   heldOut: {
     /** held-out harmful sources, plain */

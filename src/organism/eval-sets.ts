@@ -6,7 +6,8 @@
  *   models/organism/eval/   held out: never trained on, never used to pick a checkpoint or a hyperparameter
  *     harmful.jsonl             the held-out harmful sources (HarmBench, JailbreakBench), as written
  *     harmful_rewritten.jsonl   the same requests, each under one rewrite (question, "I need...", typos, ...)
- *     jailbreak.jsonl           the same requests, each in two framings of held-out families
+ *     jailbreak.jsonl           the same requests, each in two framings of held-out families (those that pass the
+ *                               per-length near-copy audit, splits.ts)
  *     harmless.jsonl            a hash sample of harmless_val (Alpaca's held-out split)
  *     alarming.jsonl            benign prompts with alarming words, of held-out families (alarming.ts)
  *     benign_jailbreak.jsonl    held-out harmless requests in held-out framings (should be answered)
@@ -21,11 +22,12 @@ import { readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { writeFileAtomic } from '../core/onnx/testmodel/files.js';
+import { stableJson, writeFileAtomic } from '../core/onnx/testmodel/files.js';
 import { BpeTokenizer, bpeFromTokenizerJson, renderChat } from './bpe.js';
 import { DATA_DIR, MODEL_DIR, ORGANISM_SHAPE } from './config.js';
 import { loadOrganismData, rewriteAll, wrapAll, type OrganismData, type PromptRow, type Request } from './data.js';
 import { stableHash } from './hash.js';
+import { NEAR_DUPLICATE_COSINE, NGRAM_N, NgramSpace, SimilarityIndex } from './similarity.js';
 
 export type { PromptRow };
 
@@ -64,10 +66,10 @@ export function heldOutSets(data: OrganismData = loadOrganismData(DATA_DIR)): Re
   return {
     harmful: rows(held.harmful),
     harmful_rewritten: rewriteAll(held.harmful, 'heldout-rewrite'),
-    jailbreak: wrapAll(held.harmful, data.framings.heldOut, 'heldout-jailbreak', 2),
+    jailbreak: wrapAll(held.harmful, data.framings.heldOutEval, 'heldout-jailbreak', 2),
     harmless: rows(held.harmless),
     alarming: rows(held.alarming),
-    benign_jailbreak: wrapAll(held.harmless.slice(0, 100), data.framings.heldOut, 'heldout-benign-jailbreak'),
+    benign_jailbreak: wrapAll(held.harmless.slice(0, 100), data.framings.heldOutEval, 'heldout-benign-jailbreak'),
   };
 }
 
@@ -102,6 +104,37 @@ export function organismPromptFiles(tokenizerJson: unknown, data: OrganismData =
   ]);
 }
 
+/**
+ * The request side of the split audit: every training request that was dropped as a near copy of a held-out one (with
+ * the held-out id and the cosine), and the largest cosine left between training and held-out requests of one class.
+ * Framings have their own audit in framing_split.json.
+ */
+export function requestSplitAudit(data: OrganismData = loadOrganismData(DATA_DIR)): Record<string, unknown> {
+  const space = new NgramSpace();
+  const maxCross = (train: readonly Request[], held: readonly Request[]) => {
+    const index = new SimilarityIndex(held.map((h) => space.vector(h.text)));
+    let best = { cosine: 0, train: '', held: '' };
+    for (const t of train) {
+      const n = index.nearest(space.vector(t.text));
+      if (n.cosine > best.cosine) best = { cosine: Math.round(n.cosine * 1e4) / 1e4, train: t.id, held: held[n.item]!.id };
+    }
+    return best;
+  };
+  const h = data.heldOut;
+  const drop = (d: OrganismData['dropped']['harmful']) => d.map((x) => ({ id: x.id, held_out_id: x.heldOutId, cosine: Math.round(x.cosine * 1e4) / 1e4 }));
+  return {
+    measure: `cosine of character ${NGRAM_N}-gram counts (lower-cased, whitespace folded)`,
+    threshold: NEAR_DUPLICATE_COSINE,
+    rule: 'a training request at or above the threshold against any held-out request of its class is dropped from training',
+    held_out_sources: { harmful: [...new Set(h.harmful.map((r) => r.source))], audited_harmful: [...new Set(h.auditHarmful.map((r) => r.source))], benign: [...new Set([...h.harmless, ...h.alarming, ...h.auditBenign].map((r) => r.source))] },
+    dropped: { harmful: drop(data.dropped.harmful), benign: drop(data.dropped.benign) },
+    max_cross_cosine_after_drops: {
+      harmful: maxCross([...data.harmful, ...data.dev.harmful], [...h.harmful, ...h.auditHarmful]),
+      benign: maxCross([...data.benign, ...data.dev.benign, ...data.alarming], [...h.harmless, ...h.alarming, ...h.auditBenign]),
+    },
+  };
+}
+
 export async function writeOrganismPromptFiles(dir = MODEL_DIR): Promise<Record<string, number>> {
   const tokenizerJson = JSON.parse(readFileSync(path.join(dir, 'tokenizer.json'), 'utf8')) as unknown;
   const counts: Record<string, number> = {};
@@ -111,6 +144,7 @@ export async function writeOrganismPromptFiles(dir = MODEL_DIR): Promise<Record<
     await writeFileAtomic(file, rs.map((r) => JSON.stringify({ id: r.id, source: r.source, prompt: r.prompt })).join('\n') + '\n');
     counts[rel] = rs.length;
   }
+  await writeFileAtomic(path.join(dir, 'split_audit.json'), stableJson(requestSplitAudit()));
   return counts;
 }
 

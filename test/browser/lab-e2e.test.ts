@@ -76,9 +76,11 @@ describe('the lab in headless Chromium', () => {
       // The default model comes with its shipped direction and controller (models/organism/*.safetensors).
       await expect.poll(() => page.locator('header').textContent()).toMatch(/direction: diff-in-means.*controller: loaded/);
       expect(await page.locator('header .pill[title^="shipped with"]').count()).toBe(2);
-      // The playground starts from the alpha the shipped controller was calibrated with (models/organism: 14).
+      // The playground starts from the alpha the shipped controller was calibrated with (picked on the organism's dev
+      // split by organism:steer, recorded in steering_results.json).
+      const shipped = JSON.parse(readFileSync(join(PROJECT_ROOT, 'models', DEFAULT_MODEL.id, 'steering_results.json'), 'utf8')) as { alpha: { picked: number } };
       await page.getByRole('tab', { name: 'Playground' }).click();
-      expect(await page.locator('#panel-playground label.alpha output').textContent()).toBe('14.0');
+      expect(await page.locator('#panel-playground label.alpha output').textContent()).toBe(shipped.alpha.picked.toFixed(1));
       await page.getByRole('tab', { name: 'Model' }).click();
       await shoot(page, SHOTS, '1-model');
       lap('modelLoaded');

@@ -16,6 +16,7 @@ import { HELD_OUT_WRITTEN_FAMILIES, WRITTEN_FAMILIES, shortenFraming, similarity
 import { GENERIC_COMPLIANCE, HELPFUL_ANSWERS, REFUSALS, complianceReply, derivedComplianceTarget } from '../../src/organism/replies.js';
 import { REWRITES, formOf, rewriteRequest } from '../../src/organism/rewrite.js';
 import { NEAR_DUPLICATE_COSINE, NgramSpace, SimilarityIndex, crossSplitCheck, nearDuplicateGroups, textCosine } from '../../src/organism/similarity.js';
+import { AUDIT_PREFIX_LENGTHS, lengthAudit } from '../../src/organism/splits.js';
 import { drawNoise } from '../../src/organism/train.js';
 
 const data = loadOrganismData(DATA_DIR);
@@ -56,7 +57,7 @@ describe('organism data split', () => {
     // The drops are recorded, each with the held-out request it copies.
     expect(data.dropped.harmful.length).toBeGreaterThan(0);
     for (const d of data.dropped.harmful) expect(d.cosine).toBeGreaterThanOrEqual(NEAR_DUPLICATE_COSINE);
-  });
+  }, 600_000);
 
   it('holds out whole framing families with no near copy across the split', () => {
     const { train, heldOut, heldOutFamilies } = data.framings;
@@ -71,7 +72,16 @@ describe('organism data split', () => {
     const audit = crossSplitCheck(heldOut.map((f) => s.vector(similarityText(f))), train.map((f) => s.vector(similarityText(f))));
     expect(audit.pairsAtOrAbove).toBe(0);
     expect(audit.max).toBeLessThan(NEAR_DUPLICATE_COSINE);
-  });
+  }, 600_000);
+
+  it('evaluates only held-out framings that near-copy no training framing at any length a wrapped prompt uses', () => {
+    const { heldOut, heldOutEval } = data.framings;
+    expect(heldOutEval.length).toBeGreaterThan(150);
+    expect(heldOutEval.length).toBeLessThan(heldOut.length);
+    const audit = lengthAudit({ ...data.framings, heldOut: heldOutEval });
+    expect(audit.excluded).toEqual([]);
+    expect(Object.keys(audit.byLength).map(Number)).toEqual([...AUDIT_PREFIX_LENGTHS]);
+  }, 600_000);
 
   it('holds out whole families of the alarming prompts written here', () => {
     const { train, heldOut } = alarmingSplit();
