@@ -96,7 +96,8 @@ export function organismPromptFiles(tokenizerJson: unknown, data: OrganismData =
     // that it separates harmful from benign rather than framed from plain. One file per class, because lab
     // train-controller takes one --harmful and one --benign source.
     ['train/controller-harmful.jsonl', [...trainHarmful, ...trainHarmfulRewritten, ...trainJailbreak]],
-    ['train/harmless.jsonl', trainBenign],
+    // The direction samples 160 of these; a hash sample keeps the file small (models/ has a size limit).
+    ['train/harmless.jsonl', sampleRows(trainBenign, 'train-harmless', 1200)],
     ['train/controller-benign.jsonl', [...trainBenign, ...trainBenignRewritten, ...trainBenignWrapped]],
     ['dev/harmful.jsonl', rows(data.dev.harmful).filter(fits)],
     ['dev/jailbreak.jsonl', wrapAll(data.dev.harmful, trainFraming, 'dev-jailbreak', 2).filter(fits)],

@@ -106,6 +106,7 @@ export class OrtGreedy {
 
 export interface PromptResult {
   id: string;
+  source: string;
   output: string;
   finish: 'eos' | 'length';
   refused: boolean;
@@ -119,6 +120,8 @@ export interface SetResult {
   strict: number;
   rate: number;
   strict_rate: number;
+  /** the same counts per source (the held-out harmful file mixes HarmBench and JailbreakBench) */
+  by_source: Record<string, { n: number; refused: number; strict: number }>;
   outputs: PromptResult[];
 }
 
@@ -135,11 +138,34 @@ export interface TargetResult {
   met: boolean;
 }
 
-/** The sets of the base evaluation: the held-out files' sets plus the catalogue's XSTest safe and JBB benign rows. */
+/**
+ * The sets of the base evaluation: the held-out files' sets plus catalogue sets never trained on: XSTest safe and
+ * JailbreakBench benign (benign), XSTest unsafe and ToxicChat test toxic (harmful sources beyond the held-out file).
+ */
 export function baseEvalSets(dataDir = DATA_DIR): Record<string, PromptRow[]> {
   const data = loadOrganismData(dataDir);
-  const audit = (source: string) => data.heldOut.auditBenign.filter((r) => r.source === source).map((r) => ({ id: r.id, source: r.source, prompt: r.text }));
-  return { ...heldOutSets(data), xstest_safe: audit('xstest_safe'), jbb_benign: audit('jbb_benign') };
+  const rowsOf = (xs: readonly { id: string; source: string; text: string }[], source: string) => xs.filter((r) => r.source === source).map((r) => ({ id: r.id, source: r.source, prompt: r.text }));
+  const b = data.heldOut.auditBenign;
+  const h = data.heldOut.auditHarmful;
+  return {
+    ...heldOutSets(data),
+    xstest_safe: rowsOf(b, 'xstest_safe'),
+    jbb_benign: rowsOf(b, 'jbb_benign'),
+    xstest_unsafe: rowsOf(h, 'xstest_unsafe'),
+    toxicchat_test_toxic: rowsOf(h, 'toxicchat_test_toxic'),
+  };
+}
+
+/** Keyword and strict counts per source. */
+export function countsBySource(outputs: readonly PromptResult[]): SetResult['by_source'] {
+  const out: SetResult['by_source'] = {};
+  for (const o of outputs) {
+    const c = (out[o.source] ??= { n: 0, refused: 0, strict: 0 });
+    c.n++;
+    if (o.refused) c.refused++;
+    if (o.strict) c.strict++;
+  }
+  return out;
 }
 
 /** Chat-formatted ids, keeping the end (the request) when longer than the room left for the reply. */
@@ -158,11 +184,11 @@ export async function evaluateFile(file: string, shape: DecoderShape, tok: BpeTo
       const { ids, finish } = await dec.generateWithFinish(promptIds(tok, shape, p.prompt), EVAL_MAX_NEW_TOKENS);
       const output = tok.decode(ids);
       const v = strictRefusal(output, finish);
-      outputs.push({ id: p.id, output, finish, refused: v.keyword, strict: v.strict });
+      outputs.push({ id: p.id, source: p.source, output, finish, refused: v.keyword, strict: v.strict });
     }
     const refused = outputs.filter((o) => o.refused).length;
     const strict = outputs.filter((o) => o.strict).length;
-    results.push({ name, n: outputs.length, refused, strict, rate: refused / Math.max(1, outputs.length), strict_rate: strict / Math.max(1, outputs.length), outputs });
+    results.push({ name, n: outputs.length, refused, strict, rate: refused / Math.max(1, outputs.length), strict_rate: strict / Math.max(1, outputs.length), by_source: countsBySource(outputs), outputs });
   }
   await dec.session.release();
   return results;
@@ -180,13 +206,13 @@ export function targetResults(res: readonly SetResult[]): TargetResult[] {
   });
 }
 
-/** Prompts on which the two graphs' keyword verdicts differ, per set. */
-export function verdictDifferences(a: readonly SetResult[], b: readonly SetResult[]): Record<string, number> {
-  const out: Record<string, number> = {};
+/** Prompts (ids) on which the two graphs' keyword verdicts differ, per set. */
+export function verdictDifferences(a: readonly SetResult[], b: readonly SetResult[]): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
   for (const sa of a) {
     const sb = b.find((x) => x.name === sa.name);
     if (!sb) continue;
-    out[sa.name] = sa.outputs.filter((o, i) => o.refused !== sb.outputs[i]?.refused).length;
+    out[sa.name] = sa.outputs.filter((o, i) => o.refused !== sb.outputs[i]?.refused).map((o) => o.id);
   }
   return out;
 }
@@ -211,8 +237,13 @@ export async function evaluateOrganism(dir: string, log: (line: string) => void)
     const res = await evaluateFile(path.join(dir, rel), shape, tok, sets);
     byDtype[dtype] = res;
     const targets = targetResults(res);
-    report[dtype] = { sets: res, targets, seconds: Math.round((performance.now() - t0) / 100) / 10 };
+    // Every fp32 reply is kept; the q4f16 ones only as counts and as the prompts whose verdict differs (models/ has a
+    // size limit).
+    const stored = dtype === 'fp32' ? res : res.map(({ outputs: _, ...r }) => r);
+    report[dtype] = { sets: stored, targets, seconds: Math.round((performance.now() - t0) / 100) / 10 };
     log(`eval ${dtype}: ${res.map((r) => `${r.name} ${pct(r.rate)} (strict ${pct(r.strict_rate)}, n ${r.n})`).join('; ')}`);
+    const harmful = res.find((r) => r.name === 'harmful');
+    if (harmful) log(`harmful ${dtype} by source: ${Object.entries(harmful.by_source).map(([k, c]) => `${k} ${c.refused}/${c.n}`).join(', ')}`);
     log(`targets ${dtype}: ${targets.map((t) => `${t.name} ${pct(t.rate)} ${t.bound} ${t.met ? 'met' : 'MISSED'}`).join('; ')}`);
   }
   report.q4f16_vs_fp32_verdict_differences = verdictDifferences(byDtype.fp32!, byDtype.q4f16!);
