@@ -16,6 +16,7 @@ import { IM_END_ID } from '../../src/core/onnx/testmodel/tokenizer.js';
 import type { DecoderShape } from '../../src/core/onnx/testmodel/config.js';
 import { effectiveQ4f16Weights } from '../../src/core/onnx/testmodel/fused.js';
 import { BpeTokenizer, bpeFromTokenizerJson, renderChat, tokenizerFiles, trainBpe } from '../../src/organism/bpe.js';
+import { fillCard } from '../../src/organism/card.js';
 import { MODEL_DIR, PROJECT_ROOT } from '../../src/organism/config.js';
 import { readPromptFile } from '../../src/organism/eval-sets.js';
 import { OrtGreedy, promptIds } from '../../src/organism/evaluate.js';
@@ -102,7 +103,9 @@ describe('shipped models/organism', () => {
   });
 
   it('ships both graphs with a head size GroupQueryAttention accepts, and models/ stays within 12 MB', async () => {
-    for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'MODEL_CARD.md', 'training_log.json', 'framing_split.json', PLAIN_FILE, Q4F16_FILE]) {
+    const files = ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'MODEL_CARD.md', 'training_log.json', 'framing_split.json',
+      'split_audit.json', 'eval_results.json', 'steering_results.json', 'noise_ablation.json', 'direction.safetensors', 'controller.safetensors', PLAIN_FILE, Q4F16_FILE];
+    for (const f of files) {
       expect(existsSync(join(MODEL_DIR, f)), f).toBe(true);
     }
     expect(shape.headDim % 16).toBe(0);
@@ -111,6 +114,12 @@ describe('shipped models/organism', () => {
       .filter((e) => e.isFile())
       .reduce((n, e) => n + statSync(join(e.parentPath, e.name)).size, 0);
     expect(total).toBeLessThanOrEqual(12 * 1024 * 1024);
+  });
+
+  it('has a model card whose generated numbers are those of the shipped result files', async () => {
+    const card = await readFile(join(MODEL_DIR, 'MODEL_CARD.md'), 'utf8');
+    expect(card).not.toContain('(not measured yet');
+    expect(fillCard(card, MODEL_DIR)).toBe(card);
   });
 
   it('onnxruntime logits match TensorFlow.js on the weights read out of model.onnx, for both graphs', async () => {

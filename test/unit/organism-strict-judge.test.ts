@@ -53,12 +53,15 @@ describe('organism:steer result tables', () => {
     const base = { harmless: 0.02, harmful: 0.9 };
     expect(pickAlpha([t(4, 0.3, 0.02, 0.9), t(8, 0.6, 0.05, 0.9), t(12, 0.8, 0.06, 0.9), t(16, 0.9, 0.03, 0.8)], base).alpha).toBe(8);
     expect(pickAlpha([t(4, 0.6, 0.02, 0.9), t(8, 0.6, 0.02, 0.9)], base).alpha).toBe(4);
-    expect(() => pickAlpha([t(4, 0.6, 0.2, 0.9)], base)).toThrow(/no alpha keeps/);
+    expect(pickAlpha([t(8, 0.3, 0.02, 0.9)], base).within_limits).toBe(true);
+    // None within the limits: the gentlest alpha, flagged.
+    expect(pickAlpha([t(8, 0.6, 0.2, 0.9), t(4, 0.4, 0.1, 0.9)], base)).toMatchObject({ alpha: 4, within_limits: false });
+    expect(() => pickAlpha([], base)).toThrow(/no alphas/);
   });
 
   it('reads the smoke and ablation flags of organism:steer and rejects anything else', () => {
-    expect(parseSteerArgs([])).toEqual({ limit: null, alphas: ALPHA_GRID, ablation: false });
-    expect(parseSteerArgs(['--limit', '20', '--alphas', '4,8', '--ablation'])).toEqual({ limit: 20, alphas: [4, 8], ablation: true });
+    expect(parseSteerArgs([])).toEqual({ limit: null, alphas: ALPHA_GRID, ablation: false, jobs: 1 });
+    expect(parseSteerArgs(['--limit', '20', '--alphas', '4,8', '--ablation', '--jobs', '3'])).toEqual({ limit: 20, alphas: [4, 8], ablation: true, jobs: 3 });
     expect(() => parseSteerArgs(['--limit', '0'])).toThrow(/expected --limit N/);
     expect(() => parseSteerArgs(['--alphas', '4,-1'])).toThrow(/unexpected argument --alphas/);
     expect(() => parseSteerArgs(['--fast'])).toThrow(/unexpected argument --fast/);
