@@ -67,7 +67,11 @@ export interface TrainConfig {
   /** longest training sequence (prompt + answer) in tokens; longer conversations are shortened or dropped */
   contextLength: number;
   batchSize: number;
+  /** planned steps: the cosine learning-rate schedule runs over all of them */
   steps: number;
+  /** stop after this many steps (dev check and checkpoints there) while keeping the schedule of `steps`; unset = steps.
+   * Reproduces an intermediate checkpoint of a longer run from its seed without running the rest. */
+  stopAfter?: number;
   warmupSteps: number;
   peakLr: number;
   minLr: number;

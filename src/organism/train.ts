@@ -2,7 +2,10 @@
  * `npm run organism:train`: trains the organism from scratch (TensorFlow.js, WASM backend), exports it to
  * models/organism and measures its base refusal rates on the held-out prompts.
  *
- *   tsx src/organism/train.ts [--stage all|train|export|eval] [--steps N] [--time-budget SEC] [--noise P] ...
+ *   tsx src/organism/train.ts [--stage all|train|export|eval] [--steps N] [--stop-after N] [--time-budget SEC] [--noise P] ...
+ *
+ * --stop-after N follows the schedule planned for --steps (cosine learning rate over all of them) but ends after step
+ * N, with a dev check and checkpoints there: `--noise 0 --stop-after 450` rebuilds the shipped organism from the seed.
  *
  * ORGANISM_WORK_DIR moves checkpoints and logs (parallel or ablation runs); ORGANISM_MODEL_DIR moves the exported
  * model folder (an ablation run must not overwrite models/organism).
@@ -36,6 +39,16 @@ export function learningRate(cfg: TrainConfig, step: number): number {
   if (step < cfg.warmupSteps) return (cfg.peakLr * (step + 1)) / cfg.warmupSteps;
   const t = Math.min(1, (step - cfg.warmupSteps) / Math.max(1, cfg.steps - cfg.warmupSteps));
   return cfg.minLr + 0.5 * (cfg.peakLr - cfg.minLr) * (1 + Math.cos(Math.PI * t));
+}
+
+/** The step after which training stops: --stop-after when given, else the planned --steps. */
+export function lastStep(cfg: TrainConfig): number {
+  return cfg.stopAfter ?? cfg.steps;
+}
+
+/** Whether a dev check (and checkpoint candidate) runs after `done` steps, before the last one (which always gets one). */
+export function isDevCheck(cfg: TrainConfig, done: number): boolean {
+  return done >= cfg.devFrom && (done - cfg.devFrom) % cfg.devEvery === 0 && done < lastStep(cfg);
 }
 
 /** AdamW with global-norm gradient clipping, written out so the schedule and the decay mask are explicit. */
@@ -156,7 +169,8 @@ export interface TrainLog {
   dev: ({ step: number; seconds: number } & DevScore)[];
   best: { step: number; score: number } | null;
   stoppedAt: number;
-  stoppedBy: 'steps' | 'time-budget';
+  /** stop-after: --stop-after ended the run before its planned steps */
+  stoppedBy: 'steps' | 'stop-after' | 'time-budget';
   totalSeconds: number;
   totalCpuSeconds: number;
   /** 1-minute load average at each log line (the machine is shared) */
@@ -242,7 +256,7 @@ export async function train(cfg: TrainConfig, log: (line: string) => void): Prom
     config: cfg,
     shape: ORGANISM_SHAPE,
     data: counts,
-    steps: [], dev: [], best: null, stoppedAt: 0, stoppedBy: 'steps', totalSeconds: 0, totalCpuSeconds: 0, load: [], backend,
+    steps: [], dev: [], best: null, stoppedAt: 0, stoppedBy: lastStep(cfg) < cfg.steps ? 'stop-after' : 'steps', totalSeconds: 0, totalCpuSeconds: 0, load: [], backend,
   };
 
   let epoch = 0;
@@ -263,7 +277,7 @@ export async function train(cfg: TrainConfig, log: (line: string) => void): Prom
     if (final) await saveCheckpoint(CHECKPOINT_LAST, ORGANISM_SHAPE, w, { step, dev: s, seed: cfg.seed });
   };
 
-  for (step = 0; step < cfg.steps; step++) {
+  for (step = 0; step < lastStep(cfg); step++) {
     if (queue.length === 0) {
       const convs = epochConversations(data, cfg.seed * 1000 + epoch, cfg.mix);
       const { kept, dropped } = tokenizeEpoch(tok, convs, cfg.contextLength);
@@ -300,7 +314,7 @@ export async function train(cfg: TrainConfig, log: (line: string) => void): Prom
       lossAcc = 0;
       lossN = 0;
     }
-    if (step + 1 >= cfg.devFrom && (step + 1 - cfg.devFrom) % cfg.devEvery === 0 && step + 1 < cfg.steps) {
+    if (isDevCheck(cfg, step + 1)) {
       step++;
       await evalAndSave(false);
       step--;
@@ -320,7 +334,7 @@ export async function train(cfg: TrainConfig, log: (line: string) => void): Prom
   return out;
 }
 
-function parseArgs(argv: string[]): { stage: string; cfg: TrainConfig } {
+export function parseArgs(argv: string[]): { stage: string; cfg: TrainConfig } {
   const cfg = { ...TRAIN_CONFIG };
   let stage = 'all';
   for (let i = 0; i < argv.length; i++) {
@@ -336,6 +350,9 @@ function parseArgs(argv: string[]): { stage: string; cfg: TrainConfig } {
     } else if (a === '--steps') {
       cfg.steps = Number(val());
       if (!Number.isInteger(cfg.steps) || cfg.steps < 1) throw new Error(`organism:train: --steps must be a positive integer, got ${argv[i]}`);
+    } else if (a === '--stop-after') {
+      cfg.stopAfter = Number(val());
+      if (!Number.isInteger(cfg.stopAfter) || cfg.stopAfter < 1) throw new Error(`organism:train: --stop-after must be a positive integer, got ${argv[i]}`);
     } else if (a === '--time-budget') {
       cfg.timeBudgetSec = Number(val());
       if (!(cfg.timeBudgetSec > 0)) throw new Error(`organism:train: --time-budget must be a positive number of seconds, got ${argv[i]}`);
@@ -362,8 +379,9 @@ function parseArgs(argv: string[]): { stage: string; cfg: TrainConfig } {
       cfg.devEvery = Number(val());
       cfg.devFrom = cfg.devEvery;
       if (!Number.isInteger(cfg.devEvery) || cfg.devEvery < 1) throw new Error(`organism:train: --dev-every must be a positive integer, got ${argv[i]}`);
-    } else throw new Error(`organism:train: unknown argument ${a} (expected --stage, --steps, --time-budget, --peak-lr, --batch, --seed, --refusal-repeat, --noise, --noise-size, --dev-every)`);
+    } else throw new Error(`organism:train: unknown argument ${a} (expected --stage, --steps, --stop-after, --time-budget, --peak-lr, --batch, --seed, --refusal-repeat, --noise, --noise-size, --dev-every)`);
   }
+  if (cfg.stopAfter !== undefined && cfg.stopAfter > cfg.steps) throw new Error(`organism:train: --stop-after ${cfg.stopAfter} is past the planned --steps ${cfg.steps}: expected at most ${cfg.steps}`);
   return { stage, cfg };
 }
 

@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { DecoderShape } from '../../src/core/onnx/testmodel/config.js';
 import { referenceForward } from '../../src/core/onnx/testmodel/reference.js';
 import { allVariables, answerLoss, disposeVariables, forwardLogits, initialWeights, toDecoderWeights, toVariables } from '../../src/organism/model.js';
-import { initBackend, learningRate } from '../../src/organism/train.js';
+import { initBackend, isDevCheck, lastStep, learningRate, parseArgs } from '../../src/organism/train.js';
 import { TRAIN_CONFIG } from '../../src/organism/config.js';
 
 const SHAPE: DecoderShape = {
@@ -106,5 +106,23 @@ describe('organism tfjs decoder', () => {
     expect(learningRate(c, c.warmupSteps)).toBeCloseTo(c.peakLr, 10);
     expect(learningRate(c, c.steps)).toBeCloseTo(c.minLr, 10);
     expect(learningRate(c, Math.floor((c.steps + c.warmupSteps) / 2))).toBeLessThan(c.peakLr);
+  });
+
+  it('--stop-after keeps the schedule of --steps but ends (with its dev check) at the given step', () => {
+    const { cfg } = parseArgs(['--noise', '0', '--stop-after', '450']);
+    expect(cfg.steps).toBe(TRAIN_CONFIG.steps);
+    expect(cfg.noiseProbability).toBe(0);
+    expect(lastStep(cfg)).toBe(450);
+    expect(lastStep(TRAIN_CONFIG)).toBe(TRAIN_CONFIG.steps);
+    // Same learning rate at every step as the full run: the schedule is that of the planned steps.
+    for (const s of [0, 59, 60, 300, 449]) expect(learningRate(cfg, s)).toBe(learningRate(TRAIN_CONFIG, s));
+    // Dev checks before the last step as planned (300), none at 450 inside the loop (the final check covers it)
+    // and none past it; the full run still checks at 450.
+    const checks = (c: typeof cfg) => Array.from({ length: c.steps }, (_, i) => i + 1).filter((d) => isDevCheck(c, d));
+    expect(checks(cfg)).toEqual([300]);
+    expect(checks(TRAIN_CONFIG)).toEqual([300, 450, 600, 750]);
+    expect(() => parseArgs(['--steps', '20', '--stop-after', '21'])).toThrow(/--stop-after 21 is past the planned --steps 20/);
+    expect(() => parseArgs(['--stop-after', '0'])).toThrow(/--stop-after must be a positive integer/);
+    expect(() => parseArgs(['--stop-after', '2.5'])).toThrow(/--stop-after must be a positive integer/);
   });
 });
