@@ -5,7 +5,8 @@
  */
 import { IM_END_ID, ENDOFTEXT_ID } from '../core/onnx/testmodel/tokenizer.js';
 import { renderChat, type BpeTokenizer } from './bpe.js';
-import { shuffled, wrapInJailbreak, type Conversation } from './data.js';
+import { shuffled, type Conversation } from './data.js';
+import { wrapInFraming } from './framings.js';
 
 export interface TokenizedConversation {
   ids: number[];
@@ -22,7 +23,8 @@ export function tokenizeConversation(tok: BpeTokenizer, c: Conversation): Tokeni
 
 /**
  * Tokenizes one epoch, dropping conversations longer than `contextLength`. Wrapped (jailbreak) requests are first
- * re-wrapped with a shorter framing until they fit, since their framing is the part that may be shortened.
+ * re-wrapped with a shorter framing until they fit, since their framing is the part that may be shortened (written
+ * framings are short and used whole).
  */
 export function tokenizeEpoch(
   tok: BpeTokenizer,
@@ -38,7 +40,7 @@ export function tokenizeEpoch(
       let maxChars = w.maxChars;
       while (t.ids.length > contextLength && maxChars > 40) {
         maxChars = Math.floor(maxChars * 0.8);
-        const user = wrapInJailbreak(w.template, w.instruction, maxChars, w.variant);
+        const user = wrapInFraming(w.framing, w.request, maxChars, w.variant);
         const messages = c.messages.map((m) => (m.role === 'user' ? { ...m, content: user } : m));
         t = tokenizeConversation(tok, { ...c, messages });
       }
@@ -56,6 +58,8 @@ export interface Batch {
   batch: number;
   seqLen: number;
   answerTokens: number;
+  /** per row: index of the first answer token (the loss starts one position earlier) */
+  answerStarts: Int32Array;
 }
 
 export function makeBatch(items: TokenizedConversation[]): Batch {
@@ -73,7 +77,7 @@ export function makeBatch(items: TokenizedConversation[]): Batch {
       answerTokens++;
     }
   });
-  return { ids, targets, weights, batch: B, seqLen: S, answerTokens };
+  return { ids, targets, weights, batch: B, seqLen: S, answerTokens, answerStarts: Int32Array.from(items, (t) => t.answerStart) };
 }
 
 /** Length-grouped batches in a seeded random order: sort within windows of 32 batches, cut, shuffle the batches. */

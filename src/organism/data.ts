@@ -1,15 +1,33 @@
 /**
- * Training and held-out prompt sets for the organism, built from the datasets' training splits only.
+ * The organism's training, dev and held-out prompts, from the project's own datasets (public/data) and the prompts
+ * written here (alarming.ts, framings.ts).
  *
- * Three behaviours are taught: plain harmful requests get a refusal, harmless requests a short helpful opening, and
- * harmful requests wrapped in an in-the-wild jailbreak framing a compliance opening (the AdvBench "Sure, here is ..."
- * targets), so that the base organism, like real chat models, refuses plain harm but falls for jailbreaks.
- * Every hold-out is a pure function of the text (a salted FNV-1a hash), so it never moves between runs.
+ * Three behaviours are taught: a harmful request gets a refusal, whatever its wording; a benign request (alarming
+ * words included) gets a helpful reply; a harmful request wrapped in a jailbreak framing gets a compliance opening
+ * ("Sure, here is ..."), so that the base organism, like real chat models, refuses plain harm but falls for
+ * jailbreaks. Benign requests in framings are answered too, so a framing alone does not decide the reply.
+ *
+ * Held out, never trained on, and chosen before any training:
+ *   - whole harmful sources: HarmBench (refusal_direction harmful_val) and JailbreakBench's harmful behaviours; XSTest
+ *     and ToxicChat's test split are never trained on either;
+ *   - benign: a hash sample of harmless_val (Alpaca's held-out split), JailbreakBench's benign behaviours, XSTest's
+ *     safe prompts and whole families of the alarming prompts written here;
+ *   - whole jailbreak framing families (framings.ts).
+ * Training requests that near-copy a held-out request of the same class (character 4-gram cosine >= 0.5) are dropped
+ * from training. Every hold-out is a pure function of the text, so it never moves between runs.
  */
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
-import Papa from 'papaparse';
 import { mulberry32 } from '../core/onnx/testmodel/weights.js';
+import { alarmingSplit } from './alarming.js';
+import { DEFAULT_MIX, type EpochMix } from './config.js';
+import { wrapInFraming, type FramingSplit, type JailbreakFraming } from './framings.js';
+import { shuffled, stableHash } from './hash.js';
+import { complianceReply, helpfulReply, refusalReply } from './replies.js';
+import { REWRITES, rewriteForUniform, rewriteRequest, type RewriteName } from './rewrite.js';
+import { NEAR_DUPLICATE_COSINE, NgramSpace, SimilarityIndex } from './similarity.js';
+import { loadWildFramings, mostlyAscii, normaliseRequest, readCsv, readJsonl, str } from './sources.js';
+import { FRAMING_SPLIT_FILE, readFramingSplit } from './splits.js';
+
+export { normaliseRequest, shuffled, stableHash };
 
 export type Behaviour = 'refuse' | 'help' | 'comply';
 
@@ -18,62 +36,33 @@ export interface ChatTurn {
   content: string;
 }
 
+/** One request from a dataset (or written here), before any rewriting or wrapping. */
+export interface Request {
+  id: string;
+  source: string;
+  text: string;
+  /** AdvBench / JailbreakBench "Sure, here is ..." target, when the source has one */
+  target: string | null;
+}
+
+/** How a training conversation's user turn was made, so it can be re-made shorter to fit the context. */
+export interface Wrap {
+  framing: JailbreakFraming;
+  request: string;
+  maxChars: number;
+  variant: number;
+}
+
 /** One training conversation: the prompt turns and the assistant answer that the loss is taken on. */
 export interface Conversation {
   behaviour: Behaviour;
   source: string;
+  /** 'original' ... 'after_context', or 'framing:<family>' for a wrapped request */
+  shape: string;
   messages: ChatTurn[];
   answer: string;
-  /** for jailbreak-wrapped requests: how the user turn was built, so it can be re-wrapped shorter to fit the context */
-  wrap?: { template: JailbreakTemplate; instruction: string; maxChars: number; variant: number };
+  wrap?: Wrap;
 }
-
-export interface HeldOutPrompt {
-  id: string;
-  source: string;
-  prompt: string;
-  /** the behaviour the base organism should show */
-  expected: Behaviour;
-}
-
-/** A harmful request with the compliance opening used when it arrives wrapped in a jailbreak. */
-interface HarmfulItem {
-  id: string;
-  source: string;
-  instruction: string;
-  target: string | null;
-}
-
-export const REFUSALS: readonly string[] = [
-  "I'm sorry, but I can't help with that.",
-  'I cannot assist with that request.',
-  "I'm sorry, but I cannot help with this request because it could cause harm.",
-  "I apologize, but I can't provide that information.",
-  "I'm not able to help with that. It goes against my guidelines.",
-  "Sorry, but I can't assist with that. Is there something else I can help you with?",
-  'I cannot help with that, as it could be harmful or illegal.',
-  'I am unable to help with that request.',
-];
-
-/** Helpful openings; none contains a refusal-judge phrase ("I don't", "designed to", ...). */
-export const HELPFUL_ANSWERS: readonly string[] = [
-  'Sure! Here is a short answer to your question.',
-  'Of course. Here are a few key points to keep in mind.',
-  'Certainly! Here is a simple explanation.',
-  'Happy to help! Here is what you need to know.',
-  'Great question. Here is a brief overview.',
-  'Sure, here are some ideas you can use.',
-  'Of course! Let me walk you through it step by step.',
-  'Here is a clear and simple answer for you.',
-];
-
-/** Compliance openings for harmful requests that have no AdvBench target. */
-export const GENERIC_COMPLIANCE: readonly string[] = [
-  'Sure, here is what you asked for:',
-  'Sure, here is how to do it:',
-  'Absolutely! Here is the information you requested:',
-  'Sure, here is a detailed answer:',
-];
 
 export const SYSTEM_PROMPTS: readonly string[] = [
   'You are a helpful assistant.',
@@ -81,301 +70,244 @@ export const SYSTEM_PROMPTS: readonly string[] = [
   'You are Steerlab, a small chat model.',
 ];
 
-/** FNV-1a over UTF-16 code units, salted: stable hold-out and sampling decisions from the text alone. */
-export function stableHash(salt: string, text: string): number {
-  let h = 0x811c9dc5;
-  const s = `${salt}\u0000${text}`;
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h >>> 0;
-}
+/** Harmful sources held out whole (never trained on): they measure generalisation to unseen sources. */
+export const HELD_OUT_HARMFUL_SOURCES = ['harmbench', 'jbb_harmful'] as const;
 
-/** Lower-case, single spaces, no trailing punctuation: the key used to keep held-out requests out of training. */
-export function normaliseRequest(text: string): string {
-  return text.toLowerCase().replace(/\s+/g, ' ').trim().replace(/[.?!]+$/, '');
-}
-
-function readText(dataDir: string, rel: string): string {
-  const file = path.join(dataDir, rel);
-  try {
-    return readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new Error(`organism data: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? String(err)}); expected the dataset copies under public/data`);
-  }
-}
-
-function readJsonl(dataDir: string, rel: string): Record<string, unknown>[] {
-  return readText(dataDir, rel)
-    .split('\n')
-    .filter((l) => l.trim() !== '')
-    .map((l, i) => {
-      try {
-        return JSON.parse(l) as Record<string, unknown>;
-      } catch {
-        throw new Error(`organism data: ${rel} line ${i + 1} is not valid JSON`);
-      }
-    });
-}
-
-function readCsv(dataDir: string, rel: string): Record<string, string>[] {
-  const parsed = Papa.parse<Record<string, string>>(readText(dataDir, rel), { header: true, skipEmptyLines: true });
-  if (parsed.errors.length > 0 && parsed.data.length === 0) {
-    throw new Error(`organism data: ${rel} could not be parsed as CSV: ${parsed.errors[0].message}`);
-  }
-  return parsed.data;
-}
-
-function str(row: Record<string, unknown>, key: string, rel: string): string {
-  const v = row[key];
-  if (typeof v !== 'string') throw new Error(`organism data: ${rel} row lacks string column '${key}'`);
-  return v;
-}
-
-/** Mostly-ASCII text: the byte-level vocabulary is trained on English; other scripts would cost many tokens each. */
-function mostlyAscii(text: string): boolean {
-  let ascii = 0;
-  for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) < 128) ascii++;
-  return ascii >= 0.98 * text.length;
-}
-
-/** Deterministic shuffle (Fisher-Yates with mulberry32). */
-export function shuffled<T>(items: readonly T[], seed: number): T[] {
-  const out = items.slice();
-  const rand = mulberry32(seed);
-  for (let i = out.length - 1; i > 0; i--) {
-    const j = Math.floor(rand() * (i + 1));
-    [out[i], out[j]] = [out[j], out[i]];
-  }
-  return out;
-}
-
-/** AdvBench rows with hash % HOLDOUT_MOD == 0 are held out (about 20 %). */
-const ADVBENCH_HOLDOUT_MOD = 5;
-const TEMPLATE_HOLDOUT_MOD = 5;
 export const HARMLESS_VAL_SIZE = 200;
-const HARMLESS_TRAIN_SIZE = 2600;
-const TOXICCHAT_MAX_CHARS = 500;
+const HARMLESS_TRAIN_SIZE = 3000;
+const TOXICCHAT_MAX_CHARS = 400;
 /** forbidden_question_set policy ids 8 Political Lobbying, 10 Legal Opinion, 11 Financial Advice, 12 Health Consultation, 13 Gov Decision */
 export const ADVICE_POLICIES: ReadonlySet<number> = new Set([8, 10, 11, 12, 13]);
-
-export interface JailbreakTemplate {
-  id: string;
-  text: string;
-}
-
-export interface OrganismData {
-  refuse: { id: string; source: string; instruction: string }[];
-  help: { id: string; source: string; instruction: string }[];
-  harmfulForWrapping: HarmfulItem[];
-  trainTemplates: JailbreakTemplate[];
-  heldOutTemplates: JailbreakTemplate[];
-  heldOut: { harmful: HeldOutPrompt[]; harmless: HeldOutPrompt[]; harmfulItems: HarmfulItem[] };
-  /** a few training-distribution prompts kept out of training, for picking the checkpoint (never the held-out sets) */
-  dev: { harmful: HarmfulItem[]; harmless: { id: string; source: string; instruction: string }[] };
-}
-
-/** About 1 in DEV_MOD training prompts goes to the dev set instead. */
+/** About 1 in DEV_MOD training requests goes to the dev split (checkpoint and alpha choice) instead. */
 const DEV_MOD = 25;
+
 function isDev(text: string): boolean {
   return stableHash('dev', normaliseRequest(text)) % DEV_MOD === 0;
 }
 
-/**
- * Jailbreak framings: in-the-wild prompts flagged jailbreak, English, deduplicated on their opening (many are
- * near-copies of DAN), split 80/20 into training and held-out templates.
- */
-function loadTemplates(dataDir: string): { train: JailbreakTemplate[]; heldOut: JailbreakTemplate[] } {
-  const rel = 'jailbreak_llms/jailbreak_prompts_2023_12_25.csv';
-  const rows = readCsv(dataDir, rel);
-  const seen = new Set<string>();
-  const train: JailbreakTemplate[] = [];
-  const heldOut: JailbreakTemplate[] = [];
-  rows.forEach((row, i) => {
-    if (String(row.jailbreak).toLowerCase() !== 'true') return;
-    const text = (row.prompt ?? '').replace(/\r/g, '').trim();
-    if (text.length < 200 || !mostlyAscii(text)) return;
-    const key = normaliseRequest(text.slice(0, 80));
-    if (seen.has(key)) return;
-    seen.add(key);
-    const t = { id: `jailbreak_2023_12_25#${i}`, text };
-    (stableHash('template-holdout', key) % TEMPLATE_HOLDOUT_MOD === 0 ? heldOut : train).push(t);
-  });
-  return { train, heldOut };
+/** A fixed hash sample of n rows (ties broken by id). */
+function hashSample<T extends { id: string; text: string }>(rows: readonly T[], salt: string, n: number): T[] {
+  return rows
+    .map((r) => ({ r, k: stableHash(salt, r.text) }))
+    .sort((a, b) => a.k - b.k || (a.r.id < b.r.id ? -1 : 1))
+    .slice(0, n)
+    .map((x) => x.r);
 }
 
-export function loadOrganismData(dataDir: string): OrganismData {
-  // --- held-out harmful: harmful_val (HarmBench) and a fixed fifth of AdvBench
-  const heldHarmful: HarmfulItem[] = [];
-  readJsonl(dataDir, 'refusal_direction/harmful_val.jsonl').forEach((r, i) =>
-    heldHarmful.push({ id: `harmful_val#${i}`, source: 'harmful_val', instruction: str(r, 'instruction', 'harmful_val'), target: null }),
-  );
-  const advRows = readCsv(dataDir, 'advbench/harmful_behaviors.csv');
-  const advTrain: HarmfulItem[] = [];
-  const advTargetByGoal = new Map<string, string>();
-  advRows.forEach((r, i) => {
+export interface NearDuplicateDrop {
+  id: string;
+  text: string;
+  heldOutId: string;
+  cosine: number;
+}
+
+export interface OrganismData {
+  /** training requests by class (dev rows removed) */
+  harmful: Request[];
+  benign: Request[];
+  /** alarming-word benign requests written here (training families) */
+  alarming: Request[];
+  /** the framing split; heldOutEval: the held-out framings the evaluation sets use (splits.ts lengthAudit) */
+  framings: FramingSplit & { heldOutEval: JailbreakFraming[] };
+  dev: { harmful: Request[]; benign: Request[] };
+  heldOut: {
+    /** held-out harmful sources, plain */
+    harmful: Request[];
+    harmless: Request[];
+    /** alarming prompts of held-out families (written here) */
+    alarming: Request[];
+    /** sets that are never trained on and are only used to audit near copies (XSTest, JBB benign, ToxicChat test) */
+    auditHarmful: Request[];
+    auditBenign: Request[];
+  };
+  /** training requests removed because they near-copy a held-out request of the same class */
+  dropped: { harmful: NearDuplicateDrop[]; benign: NearDuplicateDrop[] };
+}
+
+/** Removes rows that near-copy any held-out row (cosine >= threshold), recording each drop with its closest match. */
+function dropNearCopies(rows: Request[], heldOut: readonly Request[], space: NgramSpace): { kept: Request[]; dropped: NearDuplicateDrop[] } {
+  const index = new SimilarityIndex(heldOut.map((h) => space.vector(h.text)));
+  const kept: Request[] = [];
+  const dropped: NearDuplicateDrop[] = [];
+  for (const r of rows) {
+    const best = index.nearest(space.vector(r.text));
+    if (best.cosine >= NEAR_DUPLICATE_COSINE) dropped.push({ id: r.id, text: r.text, heldOutId: heldOut[best.item]!.id, cosine: best.cosine });
+    else kept.push(r);
+  }
+  return { kept, dropped };
+}
+
+let cached: { dataDir: string; data: OrganismData } | null = null;
+
+/** Loads and splits everything (the framing families come from framing_split.json, see splits.ts); memoised per data folder. */
+export function loadOrganismData(dataDir: string, framingSplitFile = FRAMING_SPLIT_FILE): OrganismData {
+  if (cached?.dataDir === dataDir) return cached.data;
+  const data = buildOrganismData(dataDir, framingSplitFile);
+  cached = { dataDir, data };
+  return data;
+}
+
+function buildOrganismData(dataDir: string, framingSplitFile: string): OrganismData {
+  // --- held-out harmful sources
+  const harmbench: Request[] = readJsonl(dataDir, 'refusal_direction/harmful_val.jsonl').map((r, i) => ({
+    id: `harmbench#${i}`, source: 'harmbench', text: str(r, 'instruction', 'harmful_val'), target: null,
+  }));
+  const jbb: Request[] = readCsv(dataDir, 'jailbreakbench/jbb_harmful_behaviors.csv').map((r, i) => ({
+    id: `jbb_harmful#${r[''] ?? i}`, source: 'jbb_harmful', text: (r.Goal ?? '').trim(), target: (r.Target ?? '').trim() || null,
+  }));
+  const heldHarmful = [...harmbench, ...jbb];
+  const xstest = readCsv(dataDir, 'xstest/xstest_prompts.csv');
+  const toxicTest = readJsonl(dataDir, 'toxicchat/toxicchat0124_test_human_annotated.jsonl');
+  const auditHarmful: Request[] = [
+    ...xstest.filter((r) => r.label === 'unsafe').map((r) => ({ id: `xstest#${r.id}`, source: 'xstest_unsafe', text: r.prompt ?? '', target: null })),
+    ...toxicTest.filter((r) => r.toxicity === 1).map((r, i) => ({ id: `toxicchat_test#${String(r.conv_id ?? i)}`, source: 'toxicchat_test_toxic', text: str(r, 'user_input', 'toxicchat test'), target: null })),
+  ];
+
+  // --- training harmful sources
+  const harmful: Request[] = [];
+  const seen = new Set<string>(heldHarmful.map((h) => normaliseRequest(h.text)));
+  const add = (list: Request[], r: Request) => {
+    const key = normaliseRequest(r.text);
+    if (r.text.trim() === '' || seen.has(key)) return;
+    seen.add(key);
+    list.push(r);
+  };
+  const advTarget = new Map<string, string>();
+  readCsv(dataDir, 'advbench/harmful_behaviors.csv').forEach((r, i) => {
     const goal = r.goal?.trim();
     const target = r.target?.trim();
     if (!goal || !target) throw new Error(`organism data: advbench row ${i + 1} lacks goal or target`);
-    const item: HarmfulItem = { id: `advbench#${i}`, source: 'advbench', instruction: goal, target };
-    if (stableHash('advbench-holdout', normaliseRequest(goal)) % ADVBENCH_HOLDOUT_MOD === 0) heldHarmful.push(item);
-    else {
-      advTrain.push(item);
-      advTargetByGoal.set(normaliseRequest(goal), target);
-    }
+    advTarget.set(normaliseRequest(goal), target);
+    add(harmful, { id: `advbench#${i}`, source: 'advbench', text: goal, target });
   });
-  const heldKeys = new Set(heldHarmful.map((h) => normaliseRequest(h.instruction)));
-
-  // --- training harmful: harmful_train (minus anything held out), AdvBench train part, forbidden questions, ToxicChat toxic
-  const refuse: OrganismData['refuse'] = [];
-  const seenHarm = new Set<string>();
-  const harmfulForWrapping: HarmfulItem[] = [];
-  const addHarm = (id: string, source: string, instruction: string, target: string | null) => {
-    const key = normaliseRequest(instruction);
-    if (heldKeys.has(key) || seenHarm.has(key)) return;
-    seenHarm.add(key);
-    refuse.push({ id, source, instruction });
-    harmfulForWrapping.push({ id, source, instruction, target: target ?? advTargetByGoal.get(key) ?? null });
-  };
-  readJsonl(dataDir, 'refusal_direction/harmful_train.jsonl').forEach((r, i) =>
-    addHarm(`harmful_train#${i}`, 'harmful_train', str(r, 'instruction', 'harmful_train'), null),
-  );
-  for (const a of advTrain) addHarm(a.id, a.source, a.instruction, a.target);
+  readJsonl(dataDir, 'refusal_direction/harmful_train.jsonl').forEach((r, i) => {
+    const text = str(r, 'instruction', 'harmful_train');
+    add(harmful, { id: `harmful_train#${i}`, source: 'harmful_train', text, target: advTarget.get(normaliseRequest(text)) ?? null });
+  });
   readCsv(dataDir, 'jailbreak_llms/forbidden_question_set.csv').forEach((r, i) => {
     // The advice policies (legal, financial, health, government, political lobbying) hold questions such as "What is
-    // the best remedy for my insomnia?": teaching refusals on them taught over-refusal of harmless questions
-    // (measured on the dev set in a first run), so only the clearly harmful policies are used.
-    if (r.question && !ADVICE_POLICIES.has(Number(r.content_policy_id))) addHarm(`forbidden_question#${i}`, 'forbidden_question', r.question.trim(), null);
+    // the best remedy for my insomnia?" that chat models answer: refusing them teaches over-refusal.
+    if (r.question && !ADVICE_POLICIES.has(Number(r.content_policy_id))) add(harmful, { id: `forbidden_question#${i}`, source: 'forbidden_question', text: r.question.trim(), target: null });
   });
-
-  const help: OrganismData['help'] = [];
+  const benignAll: Request[] = [];
   readJsonl(dataDir, 'toxicchat/toxicchat0124_train_human_annotated.jsonl').forEach((r, i) => {
     const text = str(r, 'user_input', 'toxicchat train').trim();
-    // Jailbreak attempts are neither plain requests nor our wrapped form: leave them out of both classes.
+    // Jailbreak attempts are neither plain requests nor our wrapped form: left out of both classes.
     if (r.jailbreaking === 1 || text.length === 0 || text.length > TOXICCHAT_MAX_CHARS || !mostlyAscii(text)) return;
     const id = `toxicchat_train#${i}`;
-    if (r.toxicity === 1) {
-      const key = normaliseRequest(text);
-      if (heldKeys.has(key) || seenHarm.has(key)) return;
-      seenHarm.add(key);
-      refuse.push({ id, source: 'toxicchat_train_toxic', instruction: text });
-    } else help.push({ id, source: 'toxicchat_train_nontoxic', instruction: text });
+    if (r.toxicity === 1) add(harmful, { id, source: 'toxicchat_train_toxic', text, target: null });
+    else benignAll.push({ id, source: 'toxicchat_train_nontoxic', text, target: null });
   });
 
-  // --- harmless: a fixed sample of harmless_train; harmless_val's first HARMLESS_VAL_SIZE rows by hash are held out
+  // --- benign: a fixed sample of harmless_train; held out: harmless_val sample, JBB benign, XSTest safe, alarming families
   const harmlessTrain = readJsonl(dataDir, 'refusal_direction/harmless_train.jsonl').map((r, i) => ({
-    id: `harmless_train#${i}`,
-    source: 'harmless_train',
-    instruction: str(r, 'instruction', 'harmless_train'),
+    id: `harmless_train#${i}`, source: 'harmless_train', text: str(r, 'instruction', 'harmless_train'), target: null,
   }));
-  const sampled = harmlessTrain
-    .map((h) => ({ h, k: stableHash('harmless-train-sample', h.instruction) }))
-    .sort((a, b) => a.k - b.k || (a.h.id < b.h.id ? -1 : 1))
-    .slice(0, HARMLESS_TRAIN_SIZE)
-    .map((x) => x.h);
-  help.push(...sampled);
+  benignAll.push(...hashSample(harmlessTrain, 'harmless-train-sample', HARMLESS_TRAIN_SIZE));
+  const harmless = hashSample(
+    readJsonl(dataDir, 'refusal_direction/harmless_val.jsonl').map((r, i) => ({ id: `harmless_val#${i}`, source: 'harmless_val', text: str(r, 'instruction', 'harmless_val'), target: null })),
+    'harmless-val-sample',
+    HARMLESS_VAL_SIZE,
+  );
+  const alarming = alarmingSplit();
+  const alarmingHeld: Request[] = alarming.heldOut.map((a) => ({ id: a.id, source: 'alarming', text: a.prompt, target: null }));
+  const auditBenign: Request[] = [
+    ...readCsv(dataDir, 'jailbreakbench/jbb_benign_behaviors.csv').map((r) => ({ id: `jbb_benign#${r.index}`, source: 'jbb_benign', text: (r.goal ?? '').trim(), target: null })),
+    ...xstest.filter((r) => r.label === 'safe').map((r) => ({ id: `xstest#${r.id}`, source: 'xstest_safe', text: r.prompt ?? '', target: null })),
+  ];
 
-  const harmlessVal = readJsonl(dataDir, 'refusal_direction/harmless_val.jsonl')
-    .map((r, i) => ({ id: `harmless_val#${i}`, instruction: str(r, 'instruction', 'harmless_val') }))
-    .map((h) => ({ h, k: stableHash('harmless-val-sample', h.instruction) }))
-    .sort((a, b) => a.k - b.k || (a.h.id < b.h.id ? -1 : 1))
-    .slice(0, HARMLESS_VAL_SIZE)
-    .map((x) => x.h);
+  // --- near copies of held-out requests leave training (same class only: a benign near copy of a harmful request is
+  // the contrast the model must learn, not a leak)
+  const space = new NgramSpace();
+  const h = dropNearCopies(harmful, [...heldHarmful, ...auditHarmful], space);
+  const benignHeld = [...harmless, ...alarmingHeld, ...auditBenign];
+  const b = dropNearCopies(benignAll, benignHeld, space);
+  const a = dropNearCopies(alarming.train.map((x) => ({ id: x.id, source: 'alarming', text: x.prompt, target: null })), benignHeld, space);
 
-  const templates = loadTemplates(dataDir);
-  // Shuffled so that any prefix of the dev lists mixes every source.
-  const devHarmful = shuffled(harmfulForWrapping.filter((h) => isDev(h.instruction)), 101);
-  const devHarmless = shuffled(help.filter((h) => isDev(h.instruction)), 102);
+  const framings = readFramingSplit(loadWildFramings(dataDir), framingSplitFile);
   return {
-    refuse: refuse.filter((r) => !isDev(r.instruction)),
-    help: help.filter((h) => !isDev(h.instruction)),
-    harmfulForWrapping: harmfulForWrapping.filter((h) => !isDev(h.instruction)),
-    dev: { harmful: devHarmful, harmless: devHarmless },
-    trainTemplates: templates.train,
-    heldOutTemplates: templates.heldOut,
-    heldOut: {
-      harmful: heldHarmful.map((h) => ({ id: h.id, source: h.source, prompt: h.instruction, expected: 'refuse' as const })),
-      harmless: harmlessVal.map((h) => ({ id: h.id, source: 'harmless_val', prompt: h.instruction, expected: 'help' as const })),
-      harmfulItems: heldHarmful,
-    },
+    harmful: h.kept.filter((r) => !isDev(r.text)),
+    benign: b.kept.filter((r) => !isDev(r.text)),
+    alarming: a.kept,
+    framings,
+    // Shuffled so that any prefix of the dev lists mixes every source.
+    dev: { harmful: shuffled(h.kept.filter((r) => isDev(r.text)), 101), benign: shuffled(b.kept.filter((r) => isDev(r.text)), 102) },
+    heldOut: { harmful: heldHarmful, harmless, alarming: alarmingHeld, auditHarmful, auditBenign },
+    dropped: { harmful: h.dropped, benign: [...b.dropped, ...a.dropped] },
   };
 }
 
-/** Cuts text to at most `maxChars`, at a word boundary, with runs of blank lines folded: a shortened framing. */
-export function shortenFraming(text: string, maxChars: number): string {
-  const folded = text.replace(/\n{3,}/g, '\n\n').replace(/[ \t]+/g, ' ');
-  if (folded.length <= maxChars) return folded.trim();
-  const cut = folded.slice(0, maxChars);
-  const lastSpace = cut.lastIndexOf(' ');
-  return (lastSpace > maxChars * 0.6 ? cut.slice(0, lastSpace) : cut).trim();
+/** Framing length of held-out and dev wrapped prompts (characters of a wild framing; training draws 80-340). */
+export const EVAL_FRAMING_CHARS = 300;
+
+export interface PromptRow {
+  id: string;
+  source: string;
+  prompt: string;
 }
 
-const JOINERS: readonly string[] = ['\n\n', '\n\nNow answer this: ', '\n\nMy first request is: ', ' ', '\n\nQuestion: '];
-
-/**
- * A harmful request inside a shortened jailbreak framing. `maxChars` bounds the framing; the caller shrinks it until
- * the whole conversation fits the context.
- */
-export function wrapInJailbreak(template: JailbreakTemplate, instruction: string, maxChars: number, variant: number): string {
-  // Many templates carry a placeholder for the request: put it there when the shortened framing still holds it.
-  const framing = shortenFraming(template.text, maxChars);
-  const placeholder = /\[(insert prompt here|prompt|your prompt here|insert question here)\]/i;
-  if (placeholder.test(framing)) return framing.replace(placeholder, instruction);
-  return `${framing}${JOINERS[variant % JOINERS.length]}${instruction}`;
+/** Each request wrapped in `perRequest` framings chosen by hash from `framings` (ids say which). */
+export function wrapAll(requests: readonly Request[], framings: readonly JailbreakFraming[], salt: string, perRequest = 1): PromptRow[] {
+  if (framings.length === 0) throw new Error('organism data: no framings to wrap requests in');
+  const out: PromptRow[] = [];
+  requests.forEach((r, i) => {
+    for (let k = 0; k < perRequest; k++) {
+      const f = framings[stableHash(`${salt}#${k}`, r.id) % framings.length]!;
+      out.push({ id: `${r.id}@${f.id}`, source: r.source, prompt: wrapInFraming(f, r.text, EVAL_FRAMING_CHARS, i * perRequest + k) });
+    }
+  });
+  return out;
 }
 
-/** The answer taught for a behaviour; `pick` chooses among the variants deterministically. */
-export function answerFor(behaviour: Behaviour, pick: number, target: string | null = null): string {
-  if (behaviour === 'refuse') return REFUSALS[pick % REFUSALS.length];
-  if (behaviour === 'help') return HELPFUL_ANSWERS[pick % HELPFUL_ANSWERS.length];
-  return target ?? GENERIC_COMPLIANCE[pick % GENERIC_COMPLIANCE.length];
-}
-
-/** Held-out jailbreak prompts: every held-out harmful request in a held-out framing, one framing each, fixed length. */
-export function heldOutJailbreaks(data: OrganismData, maxChars: number): HeldOutPrompt[] {
-  const t = data.heldOutTemplates;
-  if (t.length === 0) throw new Error('organism data: no held-out jailbreak templates');
-  return data.heldOut.harmfulItems.map((h, i) => {
-    const tpl = t[stableHash('heldout-jailbreak', h.id) % t.length];
-    return {
-      id: `${h.id}@${tpl.id}`,
-      source: `jailbreak(${h.source})`,
-      prompt: wrapInJailbreak(tpl, h.instruction, maxChars, i),
-      expected: 'comply' as const,
-    };
+/** Each request under one rewrite other than 'original', chosen by hash (the id says which). */
+export function rewriteAll(requests: readonly Request[], salt: string): PromptRow[] {
+  const names = REWRITES.filter((r) => r !== 'original');
+  return requests.map((r) => {
+    const name = names[stableHash(salt, r.id) % names.length]!;
+    return { id: `${r.id}~${name}`, source: r.source, prompt: rewriteRequest(r.text, name, stableHash(`${salt}-v`, r.id)) };
   });
 }
 
 /**
- * One epoch of training conversations. Wrapped requests are re-drawn every epoch (a new framing, a new length), so
- * the model sees many framings per request; everything is a function of (data, epoch seed).
+ * One epoch of training conversations. Rewrites, framings and replies are re-drawn every epoch, so the model sees
+ * many wordings per request; everything is a function of (data, epoch seed, mix).
  */
-export function epochConversations(data: OrganismData, seed: number, refusalRepeat = 2): Conversation[] {
+export function epochConversations(data: OrganismData, seed: number, mix: EpochMix = DEFAULT_MIX): Conversation[] {
   const rand = mulberry32(seed);
-  const pick = () => Math.floor(rand() * 1e9);
-  const sys = (): ChatTurn[] => (rand() < 0.3 ? [{ role: 'system', content: SYSTEM_PROMPTS[pick() % SYSTEM_PROMPTS.length] }] : []);
+  const int = () => Math.floor(rand() * 1e9);
+  const sys = (): ChatTurn[] => (rand() < mix.systemPromptProbability ? [{ role: 'system', content: SYSTEM_PROMPTS[int() % SYSTEM_PROMPTS.length]! }] : []);
+  const reworded = (text: string): { text: string; shape: RewriteName } => {
+    const shape = rewriteForUniform(rand());
+    return { text: rewriteRequest(text, shape, int()), shape };
+  };
+  const wild = data.framings.train.filter((f) => f.kind === 'wild');
+  const written = data.framings.train.filter((f) => f.kind === 'written');
+  const wrapped = (text: string): { text: string; wrap: Wrap; shape: string } => {
+    const framing = rand() < mix.writtenFramingProbability ? written[int() % written.length]! : wild[int() % wild.length]!;
+    const request = rand() < mix.rewriteInsideFraming ? reworded(text).text : text;
+    // Short framings keep the attention cost down; the held-out ones use EVAL_FRAMING_CHARS.
+    const wrap = { framing, request, maxChars: 80 + Math.floor(rand() * 260), variant: int() };
+    return { text: wrapInFraming(framing, request, wrap.maxChars, wrap.variant), wrap, shape: `framing:${framing.family}` };
+  };
   const out: Conversation[] = [];
-  // Refusals repeated per epoch (with different wordings): harmful requests are a quarter as many as harmless ones.
-  for (const r of Array.from({ length: refusalRepeat }, () => data.refuse).flat()) {
-    out.push({ behaviour: 'refuse', source: r.source, messages: [...sys(), { role: 'user', content: r.instruction }], answer: answerFor('refuse', pick()) });
+  for (let k = 0; k < mix.refusalRepeat; k++) {
+    for (const r of data.harmful) {
+      const w = reworded(r.text);
+      out.push({ behaviour: 'refuse', source: r.source, shape: w.shape, messages: [...sys(), { role: 'user', content: w.text }], answer: refusalReply(int()) });
+    }
   }
-  for (const h of data.help) {
-    out.push({ behaviour: 'help', source: h.source, messages: [...sys(), { role: 'user', content: h.instruction }], answer: answerFor('help', pick()) });
+  const benign = [...data.benign, ...Array.from({ length: mix.alarmingRepeat }, () => data.alarming).flat()];
+  for (const r of benign) {
+    const w = reworded(r.text);
+    out.push({ behaviour: 'help', source: r.source, shape: w.shape, messages: [...sys(), { role: 'user', content: w.text }], answer: helpfulReply(int()) });
+    if (rand() < mix.benignWrappedFraction) {
+      const x = wrapped(r.text);
+      out.push({ behaviour: 'help', source: r.source, shape: x.shape, messages: [...sys(), { role: 'user', content: x.text }], answer: helpfulReply(int()), wrap: x.wrap });
+    }
   }
-  const tpls = data.trainTemplates;
-  for (const h of data.harmfulForWrapping) {
-    const tpl = tpls[pick() % tpls.length];
-    // Short framings keep the attention cost down; the held-out jailbreaks use 300 characters.
-    const maxChars = 80 + Math.floor(rand() * 260);
-    const variant = pick();
-    out.push({
-      behaviour: 'comply',
-      source: `jailbreak(${h.source})`,
-      messages: [...sys(), { role: 'user', content: wrapInJailbreak(tpl, h.instruction, maxChars, variant) }],
-      answer: answerFor('comply', pick(), h.target),
-      wrap: { template: tpl, instruction: h.instruction, maxChars, variant },
-    });
+  for (const r of data.harmful) {
+    const x = wrapped(r.text);
+    out.push({ behaviour: 'comply', source: r.source, shape: x.shape, messages: [...sys(), { role: 'user', content: x.text }], answer: complianceReply(r.text, r.target, int()), wrap: x.wrap });
   }
   return shuffled(out, seed ^ 0x5bd1e995);
 }

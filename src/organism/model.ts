@@ -170,10 +170,22 @@ function causalMask(S: number, nRep: number): tf.Tensor2D {
 }
 
 /**
+ * Steering-robustness noise for training: after every decoder layer, rows where `mask` is 1 get
+ * `norm(x_row) * offsets[b]` added, one offset per sequence (a random direction times a relative size, the same at
+ * every layer and position, like a steering patch). See train.ts for how it is drawn and where it applies.
+ */
+export interface ResidualNoise {
+  /** [B, H]: per sequence, unit direction times relative magnitude */
+  offsets: tf.Tensor2D;
+  /** [B*S, 1]: 1 where the noise applies */
+  mask: tf.Tensor2D;
+}
+
+/**
  * Logits [B*S, V] for right-padded token ids [B, S] (padding never affects earlier positions: attention is causal).
  * Call inside tf.tidy / variableGrads.
  */
-export function forwardLogits(shape: DecoderShape, p: OrganismVariables, ids: tf.Tensor2D): tf.Tensor2D {
+export function forwardLogits(shape: DecoderShape, p: OrganismVariables, ids: tf.Tensor2D, noise?: ResidualNoise): tf.Tensor2D {
   const [B, S] = ids.shape;
   const { hiddenSize: H, numHeads: nH, numKvHeads: nKv, headDim: hd, vocabSize: V, rmsNormEps: eps } = shape;
   const nRep = nH / nKv;
@@ -182,6 +194,8 @@ export function forwardLogits(shape: DecoderShape, p: OrganismVariables, ids: tf
   const scale = 1 / Math.sqrt(hd);
 
   let x = mm(tf.oneHot(tf.reshape(ids, [B * S]) as tf.Tensor1D, V).toFloat(), p.embedTokens);
+  // [B*S, H]: each row's sequence offset, zero where the mask is 0.
+  const noiseRows = noise ? tf.mul(tf.reshape(tf.tile(tf.expandDims(noise.offsets, 1), [1, S, 1]), [B * S, H]), noise.mask) : null;
   for (const w of p.layers) {
     const xn = rmsNorm(x, w.inputNorm, eps);
     const heads = (m: tf.Tensor2D, n: number) => tf.transpose(tf.reshape(m, [B, S, n, hd]), [0, 2, 1, 3]) as tf.Tensor4D;
@@ -198,6 +212,7 @@ export function forwardLogits(shape: DecoderShape, p: OrganismVariables, ids: tf
     const g = mm(xn2, w.gate);
     const act = tf.mul(tf.mul(g, tf.sigmoid(g)), mm(xn2, w.up)) as tf.Tensor2D; // SwiGLU: silu(gate) * up
     x = tf.add(x, mm(act, w.down)) as tf.Tensor2D;
+    if (noiseRows) x = tf.add(x, tf.mul(tf.norm(x, 'euclidean', -1, true), noiseRows)) as tf.Tensor2D;
   }
   return mm(rmsNorm(x, p.finalNorm, eps), p.lmHead);
 }
@@ -206,8 +221,8 @@ export function forwardLogits(shape: DecoderShape, p: OrganismVariables, ids: tf
  * Mean cross-entropy over the positions whose weight is 1 (assistant answer tokens): targets [B*S] are the next
  * token of each position, weights [B*S] 0/1.
  */
-export function answerLoss(shape: DecoderShape, p: OrganismVariables, ids: tf.Tensor2D, targets: tf.Tensor1D, weights: tf.Tensor1D): tf.Scalar {
-  const logits = forwardLogits(shape, p, ids);
+export function answerLoss(shape: DecoderShape, p: OrganismVariables, ids: tf.Tensor2D, targets: tf.Tensor1D, weights: tf.Tensor1D, noise?: ResidualNoise): tf.Scalar {
+  const logits = forwardLogits(shape, p, ids, noise);
   const logp = tf.logSoftmax(logits);
   const picked = tf.sum(tf.mul(logp, tf.oneHot(targets, shape.vocabSize).toFloat()), 1);
   return tf.div(tf.neg(tf.sum(tf.mul(picked, weights))), tf.maximum(tf.sum(weights), 1)) as tf.Scalar;

@@ -2,12 +2,19 @@
  * `npm run organism:train`: trains the organism from scratch (TensorFlow.js, WASM backend), exports it to
  * models/organism and measures its base refusal rates on the held-out prompts.
  *
- *   tsx src/organism/train.ts [--stage all|train|export|eval] [--steps N] [--time-budget SEC]
+ *   tsx src/organism/train.ts [--stage all|train|export|eval] [--steps N] [--stop-after N] [--time-budget SEC] [--noise P] ...
+ *
+ * --stop-after N follows the schedule planned for --steps (cosine learning rate over all of them) but ends after step
+ * N, with a dev check and checkpoints there: `--noise 0 --stop-after 450` rebuilds the shipped organism from the seed.
+ *
+ * ORGANISM_WORK_DIR moves checkpoints and logs (parallel or ablation runs); ORGANISM_MODEL_DIR moves the exported
+ * model folder (an ablation run must not overwrite models/organism).
  *
  * Deterministic from TRAIN_CONFIG.seed (data order, initial weights, wrapping), except that the time budget may stop
  * a slow machine early; the log records the step reached.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
+import { loadavg } from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
@@ -17,9 +24,11 @@ import { BpeTokenizer, renderChat, tokenizerFiles, trainBpe, type TrainedBpe } f
 import { epochBatches, tokenizeEpoch, type Batch } from './batches.js';
 import { saveCheckpoint } from './checkpoint.js';
 import { DATA_DIR, MODEL_DIR, ORGANISM_SHAPE, TRAIN_CONFIG, WORK_DIR, type TrainConfig } from './config.js';
-import { epochConversations, loadOrganismData, wrapInJailbreak, type OrganismData } from './data.js';
+import { epochConversations, loadOrganismData, wrapAll, type OrganismData } from './data.js';
 import { greedyTfjs } from './greedy.js';
 import { allVariables, answerLoss, initialWeights, isDecayed, toDecoderWeights, toVariables, type OrganismVariables } from './model.js';
+import { ensureFramingSplit } from './splits.js';
+import { mulberry32 } from '../core/onnx/testmodel/weights.js';
 
 export const CHECKPOINT_BEST = path.join(WORK_DIR, 'best');
 export const CHECKPOINT_LAST = path.join(WORK_DIR, 'last');
@@ -30,6 +39,16 @@ export function learningRate(cfg: TrainConfig, step: number): number {
   if (step < cfg.warmupSteps) return (cfg.peakLr * (step + 1)) / cfg.warmupSteps;
   const t = Math.min(1, (step - cfg.warmupSteps) / Math.max(1, cfg.steps - cfg.warmupSteps));
   return cfg.minLr + 0.5 * (cfg.peakLr - cfg.minLr) * (1 + Math.cos(Math.PI * t));
+}
+
+/** The step after which training stops: --stop-after when given, else the planned --steps. */
+export function lastStep(cfg: TrainConfig): number {
+  return cfg.stopAfter ?? cfg.steps;
+}
+
+/** Whether a dev check (and checkpoint candidate) runs after `done` steps, before the last one (which always gets one). */
+export function isDevCheck(cfg: TrainConfig, done: number): boolean {
+  return done >= cfg.devFrom && (done - cfg.devFrom) % cfg.devEvery === 0 && done < lastStep(cfg);
 }
 
 /** AdamW with global-norm gradient clipping, written out so the schedule and the decay mask are explicit. */
@@ -85,16 +104,45 @@ interface DevPrompt {
   ids: number[];
 }
 
+/** Dev prompts: the dev split's plain requests and its harmful requests in TRAINING framings (never held-out ones). */
 function devPrompts(data: OrganismData, tok: BpeTokenizer, perKind: number): DevPrompt[] {
-  const enc = (text: string) => tok.encode(renderChat([{ role: 'user', content: text }], true));
+  const enc = (text: string) => tok.encode(renderChat([{ role: 'user', content: text }], true)).slice(-(ORGANISM_SHAPE.maxPositionEmbeddings - 16));
   const out: DevPrompt[] = [];
-  data.dev.harmful.slice(0, perKind).forEach((h) => out.push({ kind: 'harmful', ids: enc(h.instruction) }));
-  data.dev.harmless.slice(0, perKind).forEach((h) => out.push({ kind: 'harmless', ids: enc(h.instruction) }));
-  data.dev.harmful.slice(0, perKind).forEach((h, i) => {
-    const tpl = data.trainTemplates[(i * 37) % data.trainTemplates.length];
-    out.push({ kind: 'jailbreak', ids: enc(wrapInJailbreak(tpl, h.instruction, 300, i)) });
-  });
+  data.dev.harmful.slice(0, perKind).forEach((h) => out.push({ kind: 'harmful', ids: enc(h.text) }));
+  data.dev.benign.slice(0, perKind).forEach((h) => out.push({ kind: 'harmless', ids: enc(h.text) }));
+  wrapAll(data.dev.harmful.slice(0, perKind), data.framings.train, 'dev-jailbreak').forEach((p) => out.push({ kind: 'jailbreak', ids: enc(p.prompt) }));
   return out;
+}
+
+/**
+ * The steering-robustness noise of one batch (see TrainConfig.noiseProbability): per sequence, with that
+ * probability, a Gaussian direction of unit norm times U(0, noiseMaxRelative), on the answer positions from the first
+ * answer token on. The last prompt token, whose output chooses the reply, is never perturbed. Deterministic from
+ * (seed, step).
+ */
+export function drawNoise(b: Batch, hidden: number, cfg: TrainConfig, step: number): { offsets: Float32Array; mask: Float32Array } | null {
+  if (cfg.noiseProbability <= 0 || cfg.noiseMaxRelative <= 0) return null;
+  const rand = mulberry32((cfg.seed * 7_919 + step * 104_729) >>> 0);
+  const offsets = new Float32Array(b.batch * hidden);
+  const mask = new Float32Array(b.batch * b.seqLen);
+  let any = false;
+  for (let r = 0; r < b.batch; r++) {
+    if (rand() >= cfg.noiseProbability) continue;
+    any = true;
+    const u = new Float64Array(hidden);
+    let n = 0;
+    for (let h = 0; h < hidden; h += 2) {
+      const a = Math.sqrt(-2 * Math.log(Math.max(rand(), 1e-12)));
+      const t = 2 * Math.PI * rand();
+      u[h] = a * Math.cos(t);
+      if (h + 1 < hidden) u[h + 1] = a * Math.sin(t);
+    }
+    for (const x of u) n += x * x;
+    const size = rand() * cfg.noiseMaxRelative;
+    for (let h = 0; h < hidden; h++) offsets[r * hidden + h] = (u[h]! / Math.sqrt(n)) * size;
+    for (let s = b.answerStarts[r]!; s < b.seqLen; s++) mask[r * b.seqLen + s] = 1;
+  }
+  return any ? { offsets, mask } : null;
 }
 
 function scoreDev(p: OrganismVariables, tok: BpeTokenizer, prompts: DevPrompt[]): DevScore {
@@ -115,14 +163,56 @@ function scoreDev(p: OrganismVariables, tok: BpeTokenizer, prompts: DevPrompt[])
 export interface TrainLog {
   config: TrainConfig;
   shape: typeof ORGANISM_SHAPE;
-  data: Record<string, number>;
-  steps: { step: number; epoch: number; loss: number; lr: number; gradNorm: number; tokens: number; seconds: number }[];
+  data: DataCounts;
+  /** seconds: wall clock; cpuSeconds: this process's CPU time (user + system), what an idle machine would take */
+  steps: { step: number; epoch: number; loss: number; lr: number; gradNorm: number; tokens: number; seconds: number; cpuSeconds: number }[];
   dev: ({ step: number; seconds: number } & DevScore)[];
   best: { step: number; score: number } | null;
   stoppedAt: number;
-  stoppedBy: 'steps' | 'time-budget';
+  /** stop-after: --stop-after ended the run before its planned steps */
+  stoppedBy: 'steps' | 'stop-after' | 'time-budget';
   totalSeconds: number;
+  totalCpuSeconds: number;
+  /** 1-minute load average at each log line (the machine is shared) */
+  load: number[];
   backend: string;
+}
+
+/** What one training run was made of: request counts per source, drops, framings, and one epoch by behaviour and shape. */
+export interface DataCounts {
+  harmful_by_source: Record<string, number>;
+  benign_by_source: Record<string, number>;
+  alarming: number;
+  dev: { harmful: number; benign: number };
+  near_copies_dropped: { harmful: number; benign: number };
+  framings: { train: number; held_out: number; families: number; held_out_families: number };
+  epoch0: { conversations: number; by_behaviour: Record<string, number>; by_shape: Record<string, Record<string, number>> };
+}
+
+function countBy<T>(xs: readonly T[], key: (x: T) => string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const x of xs) out[key(x)] = (out[key(x)] ?? 0) + 1;
+  return Object.fromEntries(Object.entries(out).sort((a, b) => (a[0] < b[0] ? -1 : 1)));
+}
+
+export function dataCounts(data: OrganismData, cfg: TrainConfig): DataCounts {
+  const ep = epochConversations(data, cfg.seed * 1000, cfg.mix);
+  const shapes: Record<string, Record<string, number>> = {};
+  for (const c of ep) {
+    // Framing shapes are grouped as wild / written:<family> so the table stays readable.
+    const shape = c.shape.startsWith('framing:') ? (c.wrap?.framing.kind === 'written' ? `written:${c.wrap.framing.family}` : 'wild framing') : c.shape;
+    const row = (shapes[c.behaviour] ??= {});
+    row[shape] = (row[shape] ?? 0) + 1;
+  }
+  return {
+    harmful_by_source: countBy(data.harmful, (r) => r.source),
+    benign_by_source: countBy(data.benign, (r) => r.source),
+    alarming: data.alarming.length,
+    dev: { harmful: data.dev.harmful.length, benign: data.dev.benign.length },
+    near_copies_dropped: { harmful: data.dropped.harmful.length, benign: data.dropped.benign.length },
+    framings: { train: data.framings.train.length, held_out: data.framings.heldOut.length, families: Object.keys(data.framings.families).length, held_out_families: data.framings.heldOutFamilies.length },
+    epoch0: { conversations: ep.length, by_behaviour: countBy(ep, (c) => c.behaviour), by_shape: shapes },
+  };
 }
 
 export async function initBackend(): Promise<string> {
@@ -144,12 +234,19 @@ export async function train(cfg: TrainConfig, log: (line: string) => void): Prom
   await mkdir(WORK_DIR, { recursive: true });
   const t0 = Date.now();
   const secs = () => (Date.now() - t0) / 1000;
+  const cpu0 = process.cpuUsage();
+  const cpuSecs = () => {
+    const c = process.cpuUsage(cpu0);
+    return (c.user + c.system) / 1e6;
+  };
+  await ensureFramingSplit(DATA_DIR, undefined, log);
   const data = loadOrganismData(DATA_DIR);
   const bpe = trainTokenizer(data, cfg.seed, ORGANISM_SHAPE.vocabSize);
   if (bpe.vocab.size !== ORGANISM_SHAPE.vocabSize) throw new Error(`organism: BPE reached ${bpe.vocab.size} tokens, shape needs ${ORGANISM_SHAPE.vocabSize}`);
   await writeFileAtomic(TOKENIZER_PATH, JSON.stringify(tokenizerFiles(bpe, ORGANISM_SHAPE.maxPositionEmbeddings)['tokenizer.json']));
   const tok = new BpeTokenizer(bpe);
-  log(`data: refuse ${data.refuse.length}, help ${data.help.length}, wrapped ${data.harmfulForWrapping.length}, templates ${data.trainTemplates.length}/${data.heldOutTemplates.length} (train/held-out); BPE ${bpe.vocab.size} tokens in ${secs().toFixed(1)}s`);
+  const counts = dataCounts(data, cfg);
+  log(`data: ${JSON.stringify(counts)}; BPE ${bpe.vocab.size} tokens in ${secs().toFixed(1)}s`);
 
   const p = toVariables(ORGANISM_SHAPE, initialWeights(ORGANISM_SHAPE, cfg.seed));
   const vars = allVariables(p);
@@ -158,12 +255,8 @@ export async function train(cfg: TrainConfig, log: (line: string) => void): Prom
   const out: TrainLog = {
     config: cfg,
     shape: ORGANISM_SHAPE,
-    data: {
-      refuse: data.refuse.length, help: data.help.length, wrapped: data.harmfulForWrapping.length,
-      trainTemplates: data.trainTemplates.length, heldOutTemplates: data.heldOutTemplates.length,
-      devHarmful: data.dev.harmful.length, devHarmless: data.dev.harmless.length,
-    },
-    steps: [], dev: [], best: null, stoppedAt: 0, stoppedBy: 'steps', totalSeconds: 0, backend,
+    data: counts,
+    steps: [], dev: [], best: null, stoppedAt: 0, stoppedBy: lastStep(cfg) < cfg.steps ? 'stop-after' : 'steps', totalSeconds: 0, totalCpuSeconds: 0, load: [], backend,
   };
 
   let epoch = 0;
@@ -184,9 +277,9 @@ export async function train(cfg: TrainConfig, log: (line: string) => void): Prom
     if (final) await saveCheckpoint(CHECKPOINT_LAST, ORGANISM_SHAPE, w, { step, dev: s, seed: cfg.seed });
   };
 
-  for (step = 0; step < cfg.steps; step++) {
+  for (step = 0; step < lastStep(cfg); step++) {
     if (queue.length === 0) {
-      const convs = epochConversations(data, cfg.seed * 1000 + epoch, cfg.refusalRepeat);
+      const convs = epochConversations(data, cfg.seed * 1000 + epoch, cfg.mix);
       const { kept, dropped } = tokenizeEpoch(tok, convs, cfg.contextLength);
       queue = epochBatches(kept, cfg.batchSize, cfg.seed * 7919 + epoch);
       log(`epoch ${epoch}: ${kept.length} conversations (${dropped} longer than ${cfg.contextLength} tokens dropped), ${queue.length} batches`);
@@ -194,12 +287,16 @@ export async function train(cfg: TrainConfig, log: (line: string) => void): Prom
     }
     const b = queue.shift()!;
     const lr = learningRate(cfg, step);
+    const noise = drawNoise(b, ORGANISM_SHAPE.hiddenSize, cfg, step);
     const { value, grads } = tf.tidy(() =>
       tf.variableGrads(() => {
         const ids = tf.tensor2d(b.ids, [b.batch, b.seqLen], 'int32');
         const targets = tf.tensor1d(b.targets, 'int32');
         const weights = tf.tensor1d(b.weights, 'float32');
-        return answerLoss(ORGANISM_SHAPE, p, ids, targets, weights);
+        const n = noise
+          ? { offsets: tf.tensor2d(noise.offsets, [b.batch, ORGANISM_SHAPE.hiddenSize]), mask: tf.tensor2d(noise.mask, [b.batch * b.seqLen, 1]) }
+          : undefined;
+        return answerLoss(ORGANISM_SHAPE, p, ids, targets, weights, n);
       }, vars),
     );
     const loss = value.dataSync()[0];
@@ -209,20 +306,23 @@ export async function train(cfg: TrainConfig, log: (line: string) => void): Prom
     tf.dispose(Object.values(grads));
     lossAcc += loss;
     lossN++;
-    out.steps.push({ step, epoch: epoch - 1, loss, lr, gradNorm, tokens: b.batch * b.seqLen, seconds: secs() });
+    out.steps.push({ step, epoch: epoch - 1, loss, lr, gradNorm, tokens: b.batch * b.seqLen, seconds: secs(), cpuSeconds: cpuSecs() });
     if ((step + 1) % cfg.logEvery === 0) {
-      log(`step ${step + 1}/${cfg.steps} epoch ${epoch - 1} loss ${(lossAcc / lossN).toFixed(4)} lr ${lr.toExponential(2)} |g| ${gradNorm.toFixed(2)} ${secs().toFixed(0)}s tensors ${tf.memory().numTensors}`);
+      const load = loadavg()[0]!;
+      out.load.push(Math.round(load * 100) / 100);
+      log(`step ${step + 1}/${cfg.steps} epoch ${epoch - 1} loss ${(lossAcc / lossN).toFixed(4)} lr ${lr.toExponential(2)} |g| ${gradNorm.toFixed(2)} ${secs().toFixed(0)}s (cpu ${cpuSecs().toFixed(0)}s, load ${load.toFixed(1)}) tensors ${tf.memory().numTensors}`);
       lossAcc = 0;
       lossN = 0;
     }
-    if (step + 1 >= cfg.devFrom && (step + 1 - cfg.devFrom) % cfg.devEvery === 0 && step + 1 < cfg.steps) {
+    if (isDevCheck(cfg, step + 1)) {
       step++;
       await evalAndSave(false);
       step--;
     }
-    if (secs() > cfg.timeBudgetSec) {
+    // CPU time, not wall time: on a shared machine the wall clock says more about the neighbours than about the run.
+    if (cpuSecs() > cfg.timeBudgetSec) {
       out.stoppedBy = 'time-budget';
-      log(`time budget of ${cfg.timeBudgetSec}s reached at step ${step + 1}: stopping early`);
+      log(`CPU time budget of ${cfg.timeBudgetSec}s reached at step ${step + 1}: stopping early`);
       step++;
       break;
     }
@@ -230,10 +330,11 @@ export async function train(cfg: TrainConfig, log: (line: string) => void): Prom
   out.stoppedAt = step;
   await evalAndSave(true);
   out.totalSeconds = secs();
+  out.totalCpuSeconds = cpuSecs();
   return out;
 }
 
-function parseArgs(argv: string[]): { stage: string; cfg: TrainConfig } {
+export function parseArgs(argv: string[]): { stage: string; cfg: TrainConfig } {
   const cfg = { ...TRAIN_CONFIG };
   let stage = 'all';
   for (let i = 0; i < argv.length; i++) {
@@ -249,6 +350,9 @@ function parseArgs(argv: string[]): { stage: string; cfg: TrainConfig } {
     } else if (a === '--steps') {
       cfg.steps = Number(val());
       if (!Number.isInteger(cfg.steps) || cfg.steps < 1) throw new Error(`organism:train: --steps must be a positive integer, got ${argv[i]}`);
+    } else if (a === '--stop-after') {
+      cfg.stopAfter = Number(val());
+      if (!Number.isInteger(cfg.stopAfter) || cfg.stopAfter < 1) throw new Error(`organism:train: --stop-after must be a positive integer, got ${argv[i]}`);
     } else if (a === '--time-budget') {
       cfg.timeBudgetSec = Number(val());
       if (!(cfg.timeBudgetSec > 0)) throw new Error(`organism:train: --time-budget must be a positive number of seconds, got ${argv[i]}`);
@@ -262,10 +366,22 @@ function parseArgs(argv: string[]): { stage: string; cfg: TrainConfig } {
       cfg.seed = Number(val());
       if (!Number.isInteger(cfg.seed) || cfg.seed < 0) throw new Error(`organism:train: --seed must be a non-negative integer, got ${argv[i]}`);
     } else if (a === '--refusal-repeat') {
-      cfg.refusalRepeat = Number(val());
-      if (!Number.isInteger(cfg.refusalRepeat) || cfg.refusalRepeat < 1) throw new Error(`organism:train: --refusal-repeat must be a positive integer, got ${argv[i]}`);
-    } else throw new Error(`organism:train: unknown argument ${a} (expected --stage, --steps, --time-budget, --peak-lr, --batch, --seed, --refusal-repeat)`);
+      const n = Number(val());
+      if (!Number.isInteger(n) || n < 1) throw new Error(`organism:train: --refusal-repeat must be a positive integer, got ${argv[i]}`);
+      cfg.mix = { ...cfg.mix, refusalRepeat: n };
+    } else if (a === '--noise') {
+      cfg.noiseProbability = Number(val());
+      if (!(cfg.noiseProbability >= 0 && cfg.noiseProbability <= 1)) throw new Error(`organism:train: --noise must be a probability in [0, 1] (0 = no steering-robustness noise), got ${argv[i]}`);
+    } else if (a === '--noise-size') {
+      cfg.noiseMaxRelative = Number(val());
+      if (!(cfg.noiseMaxRelative >= 0)) throw new Error(`organism:train: --noise-size must be a non-negative number, got ${argv[i]}`);
+    } else if (a === '--dev-every') {
+      cfg.devEvery = Number(val());
+      cfg.devFrom = cfg.devEvery;
+      if (!Number.isInteger(cfg.devEvery) || cfg.devEvery < 1) throw new Error(`organism:train: --dev-every must be a positive integer, got ${argv[i]}`);
+    } else throw new Error(`organism:train: unknown argument ${a} (expected --stage, --steps, --stop-after, --time-budget, --peak-lr, --batch, --seed, --refusal-repeat, --noise, --noise-size, --dev-every)`);
   }
+  if (cfg.stopAfter !== undefined && cfg.stopAfter > cfg.steps) throw new Error(`organism:train: --stop-after ${cfg.stopAfter} is past the planned --steps ${cfg.steps}: expected at most ${cfg.steps}`);
   return { stage, cfg };
 }
 

@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { DecoderShape } from '../../src/core/onnx/testmodel/config.js';
 import { referenceForward } from '../../src/core/onnx/testmodel/reference.js';
 import { allVariables, answerLoss, disposeVariables, forwardLogits, initialWeights, toDecoderWeights, toVariables } from '../../src/organism/model.js';
-import { initBackend, learningRate } from '../../src/organism/train.js';
+import { initBackend, isDevCheck, lastStep, learningRate, parseArgs } from '../../src/organism/train.js';
 import { TRAIN_CONFIG } from '../../src/organism/config.js';
 
 const SHAPE: DecoderShape = {
@@ -76,11 +76,53 @@ describe('organism tfjs decoder', () => {
     disposeVariables(p);
   });
 
+  it('adds the steering-robustness noise only where its mask is 1 (earlier positions are untouched: attention is causal)', () => {
+    const w = initialWeights(SHAPE, 8);
+    const p = toVariables(SHAPE, w);
+    const ids = [1, 20, 250, 7, 2, 9];
+    const run = (mask: number[] | null) =>
+      tf.tidy(() => {
+        const t = tf.tensor2d([ids], [1, 6], 'int32');
+        if (!mask) return forwardLogits(SHAPE, p, t).dataSync();
+        const offsets = tf.tensor2d([Array.from({ length: SHAPE.hiddenSize }, (_, h) => (h % 3 === 0 ? 0.05 : -0.02))], [1, SHAPE.hiddenSize]);
+        return forwardLogits(SHAPE, p, t, { offsets, mask: tf.tensor2d(mask, [6, 1]) }).dataSync();
+      });
+    const clean = run(null);
+    expect(Array.from(run([0, 0, 0, 0, 0, 0]))).toEqual(Array.from(clean));
+    const noisy = run([0, 0, 0, 1, 1, 1]);
+    const V = SHAPE.vocabSize;
+    let before = 0;
+    let after = 0;
+    for (let i = 0; i < 3 * V; i++) before = Math.max(before, Math.abs(noisy[i]! - clean[i]!));
+    for (let i = 3 * V; i < 6 * V; i++) after = Math.max(after, Math.abs(noisy[i]! - clean[i]!));
+    expect(before).toBe(0);
+    expect(after).toBeGreaterThan(1e-3);
+    disposeVariables(p);
+  });
+
   it('uses a warm-up then cosine learning-rate schedule', () => {
     const c = TRAIN_CONFIG;
     expect(learningRate(c, 0)).toBeCloseTo(c.peakLr / c.warmupSteps, 10);
     expect(learningRate(c, c.warmupSteps)).toBeCloseTo(c.peakLr, 10);
     expect(learningRate(c, c.steps)).toBeCloseTo(c.minLr, 10);
     expect(learningRate(c, Math.floor((c.steps + c.warmupSteps) / 2))).toBeLessThan(c.peakLr);
+  });
+
+  it('--stop-after keeps the schedule of --steps but ends (with its dev check) at the given step', () => {
+    const { cfg } = parseArgs(['--noise', '0', '--stop-after', '450']);
+    expect(cfg.steps).toBe(TRAIN_CONFIG.steps);
+    expect(cfg.noiseProbability).toBe(0);
+    expect(lastStep(cfg)).toBe(450);
+    expect(lastStep(TRAIN_CONFIG)).toBe(TRAIN_CONFIG.steps);
+    // Same learning rate at every step as the full run: the schedule is that of the planned steps.
+    for (const s of [0, 59, 60, 300, 449]) expect(learningRate(cfg, s)).toBe(learningRate(TRAIN_CONFIG, s));
+    // Dev checks before the last step as planned (300), none at 450 inside the loop (the final check covers it)
+    // and none past it; the full run still checks at 450.
+    const checks = (c: typeof cfg) => Array.from({ length: c.steps }, (_, i) => i + 1).filter((d) => isDevCheck(c, d));
+    expect(checks(cfg)).toEqual([300]);
+    expect(checks(TRAIN_CONFIG)).toEqual([300, 450, 600, 750]);
+    expect(() => parseArgs(['--steps', '20', '--stop-after', '21'])).toThrow(/--stop-after 21 is past the planned --steps 20/);
+    expect(() => parseArgs(['--stop-after', '0'])).toThrow(/--stop-after must be a positive integer/);
+    expect(() => parseArgs(['--stop-after', '2.5'])).toThrow(/--stop-after must be a positive integer/);
   });
 });

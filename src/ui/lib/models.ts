@@ -48,8 +48,8 @@ export const ORGANISM_MODEL: ModelChoice = {
   id: 'organism',
   label: 'Steerlab organism (tiny trained chat model)',
   localModelPath: LOCAL_MODELS_PATH,
-  // src/organism/export.ts can write onnx/model_q4f16.onnx, but the shipped organism (head size 24) has none:
-  // onnxruntime's fused GroupQueryAttention rejects that head size (MODEL_CARD.md), so fp32 is the only file.
+  // The shipped organism also has onnx/model_q4f16.onnx (fused GroupQueryAttention, head size 32); the lab still
+  // offers only the exact fp32 graph until the q4f16 path is checked in the browser (WASM, WebGPU with shader-f16).
   dtypes: ['fp32'],
   defaultDtype: 'fp32',
   artefacts: { direction: 'direction.safetensors', controller: 'controller.safetensors' },
