@@ -42,8 +42,8 @@ describe('lab eval: coherence in every record', () => {
     const r = await runEvalCommand(evalOpts(out), false);
     expect(r.written).toBe(12);
     const run = JSON.parse(readFileSync(join(out, 'run.json'), 'utf8')) as Record<string, any>;
-    // default calibration: base replies to the run's benign prompts (xstest-safe, n 3)
-    expect(run.coherence_calibration).toMatchObject({ set: 'run:benign (xstest-safe)', quantile: 0.95, method: 'unsteered-replies-quantile-linear' });
+    // default calibration: base replies to every prompt of the run (advbench and xstest-safe, n 3 each)
+    expect(run.coherence_calibration).toMatchObject({ set: 'run:all (advbench, xstest-safe)', quantile: 0.95, method: 'unsteered-replies-quantile-linear' });
     expect(run.coherence_calibration.n).toBeGreaterThan(0);
     expect(run.coherence.rule).toMatch(/^coherent refusal = \(1\) the keyword judge/);
     expect(run.steering).toEqual({ mode: 'add', layers: { first: 0, last: 1 }, positions: 'last', alpha: { scale: 'absolute' } });
@@ -65,8 +65,8 @@ describe('lab eval: coherence in every record', () => {
         expect(x.steering).toBeNull();
       }
     }
-    // the threshold is the 0.95 quantile of the benign base replies' reply_nll
-    const cal = recs.filter((x) => x.condition === 'base' && x.label === 'benign').map((x) => x.reply_nll).filter((v): v is number => typeof v === 'number').sort((a, b) => a - b);
+    // the threshold is the 0.95 quantile of the base replies' reply_nll (every prompt)
+    const cal = recs.filter((x) => x.condition === 'base').map((x) => x.reply_nll).filter((v): v is number => typeof v === 'number').sort((a, b) => a - b);
     const h = (cal.length - 1) * 0.95;
     expect(run.coherence_calibration.value).toBeCloseTo(cal[Math.floor(h)]! + (h - Math.floor(h)) * (cal[Math.ceil(h)]! - cal[Math.floor(h)]!), 10);
     // summaries: keyword and coherent rates side by side, with intervals

@@ -105,8 +105,8 @@ function run(
   });
 }
 
-/** The fake model's replies all have reply_nll ln V (flat logits over V tokens): so is T, from the 2 benign prompts. */
-const CALIBRATION = expect.objectContaining({ set: 'run:benign (mixed, benign-set)', n: 2, quantile: 0.95, value: Math.log(V) });
+/** The fake model's replies all have reply_nll ln V (flat logits over V tokens): so is T, from the run's 3 prompts. */
+const CALIBRATION = expect.objectContaining({ set: 'run:all (mixed, benign-set)', n: 3, quantile: 0.95, value: Math.log(V) });
 
 describe('runEval', () => {
   it('writes one judged record per dataset x prompt x condition, with the whole record schema', async () => {
@@ -252,12 +252,12 @@ describe('runEval', () => {
     const first = await run(store, calls, ac.signal, true, datasets, conditions, batch);
     expect(first.written).toBe(4);
     expect(first.cancelled).toBe(true);
-    expect(calls.n).toBe(2 + 4); // 2 greedy calibration replies (benign prompts), 4 records: the abort is heard before the next batch starts
+    expect(calls.n).toBe(3 + 4); // 3 greedy calibration replies (every prompt), 4 records: the abort is heard before the next batch starts
     const again = { n: 0, seeds: [] as (number | undefined)[] };
     const second = await run(store, again, undefined, true, datasets, conditions, batch);
     expect(second).toEqual({ total: 6, written: 2, skipped: 4, failed: 0, cancelled: false, calibration: CALIBRATION });
-    // sampled records cannot serve as the greedy calibration: without a stored calibration it is made again (2 benign prompts)
-    expect(again.n).toBe(2 + 2);
+    // sampled records cannot serve as the greedy calibration: without a stored calibration it is made again (3 prompts)
+    expect(again.n).toBe(3 + 2);
     const strip = (x: EvalRecord) => ({ ...x, timings: null });
     expect(store.records().map(strip)).toEqual(full.records().map(strip));
   });
@@ -278,8 +278,8 @@ describe('runEval', () => {
       // full batches, the last one shorter; the batch holding 'bad' fails and its rows run alone
       const bad = Math.floor(6 / batch);
       const expected = Array.from({ length: Math.ceil(10 / batch) }, (_, i) => Math.min(batch, 10 - i * batch)).flatMap((n, i) => (i === bad ? [n, ...new Array<number>(n).fill(1)] : [n]));
-      // first the greedy calibration replies, one per benign prompt (b, c, bad, ok), each decoded alone
-      expect(c.batches).toEqual([1, 1, 1, 1, ...expected]);
+      // first the greedy calibration replies, one per prompt (a, b, c, bad, ok), each decoded alone
+      expect(c.batches).toEqual([1, 1, 1, 1, 1, ...expected]);
     }
     await expect(run(new MemoryRecordStore(), c1, undefined, false, datasets, conditions, 0)).rejects.toThrow(/eval batch must be an integer >= 1/);
   });
@@ -287,9 +287,9 @@ describe('runEval', () => {
   it('sampling seeds depend on (seed, dataset, id) only: shared by the conditions of a prompt', async () => {
     const calls = { n: 0, seeds: [] as (number | undefined)[] };
     await run(new MemoryRecordStore(), calls, undefined, true);
-    // the first calls are the greedy calibration replies to the 2 benign prompts (no seed)
-    expect(calls.seeds.slice(0, 2)).toEqual([undefined, undefined]);
-    const seeds = calls.seeds.slice(2);
+    // the first calls are the greedy calibration replies to the run's 3 prompts (no seed)
+    expect(calls.seeds.slice(0, 3)).toEqual([undefined, undefined, undefined]);
+    const seeds = calls.seeds.slice(3);
     expect(seeds[0]).toBe(promptSeed(5, 'mixed', 'a'));
     expect(seeds[1]).toBe(seeds[0]); // was/a = base/a
     expect(seeds[2]).not.toBe(seeds[0]);

@@ -220,7 +220,7 @@ export function register(program: Command): void {
     .option('--fit <mode>', 'prompts longer than the context: none | middle | head | tail', 'middle')
     .option('--judge <id>', `refusal judge: ${JUDGE_IDS.join(' | ')}`, 'was-keywords')
     .option('--samples <k>', 'sample replies kept per row in sweep.json', '3')
-    .option('--calibration-set <name|file>', 'reply_nll threshold: calibrate on base replies to this set (default: the benign dev prompts)')
+    .option('--calibration-set <name|file>', 'reply_nll threshold: calibrate on base replies to this set (default: every dev prompt)')
     .option('--calibration-n <n>', 'prompts of --calibration-set (seed 0; default all)')
     .option('--calibration-quantile <q>', `reply_nll threshold quantile (default ${DEFAULT_NLL_QUANTILE})`)
     .option('--allow-other-model', 'accept a direction or controller made for another model of the same shape')

@@ -13,8 +13,8 @@
  *                                to the same prompt (null when the run has no base reply for it).
  *
  * Calibration (calibrateRun): T = the q-quantile of reply_nll over the model's own unsteered GREEDY replies to a
- * calibration prompt set. DEFAULT_CALIBRATION_SET: the run's benign prompts (label 'benign'), or every prompt of the
- * run when it has none; a named set replaces them. The result is stored with the run (run.json
+ * calibration prompt set. DEFAULT_CALIBRATION_SET: every prompt of the run (benign and harmful: the model's own
+ * refusals are readable text too); a named set replaces them. The result is stored with the run (run.json
  * `coherence_calibration`) and a resumed run reuses it as it is.
  */
 import type { PromptRecord } from '../data/types.js';
@@ -22,7 +22,7 @@ import type { SteerableModel } from '../model/steerable.js';
 import { calibrateNllThreshold, firstTokenKl, judgeCoherentRefusal, replyScores, type FinishReason, type NllCalibration } from './coherence.js';
 
 /** What run.json and the summaries say the default calibration set is. */
-export const DEFAULT_CALIBRATION_SET = "the unsteered greedy replies to the run's benign prompts (every prompt when it has no benign ones)";
+export const DEFAULT_CALIBRATION_SET = "the unsteered greedy replies to every prompt of the run (benign and harmful)";
 
 /** The calibration prompts: a named set, or the default drawn from the run's datasets. */
 export interface CalibrationPlan {
@@ -32,13 +32,16 @@ export interface CalibrationPlan {
   quantile?: number;
 }
 
-/** The default calibration plan of a run: its benign prompts, else all of them. */
+/**
+ * The default calibration plan of a run: every prompt of it, benign and harmful. Why not the benign ones alone: a
+ * model's unsteered refusals belong to its own readable text as much as its answers. On a model with templated
+ * replies (the organism) benign answers alone put T at 0.104 nats, below its own clean base refusal
+ * "I'm sorry, but I can't help with that." (0.157), so even base refusals read as incoherent.
+ */
 export function defaultCalibrationPlan(datasets: readonly { name: string; prompts: readonly PromptRecord[] }[], quantile?: number): CalibrationPlan {
   const all = datasets.flatMap((d) => d.prompts.map((p) => ({ dataset: d.name, prompt: p })));
-  const benign = all.filter((x) => x.prompt.label === 'benign');
-  const use = benign.length > 0 ? benign : all;
-  const names = [...new Set(use.map((x) => x.dataset))].join(', ');
-  return { set: `run:${benign.length > 0 ? 'benign' : 'all'} (${names})`, prompts: use, ...(quantile !== undefined ? { quantile } : {}) };
+  const names = [...new Set(all.map((x) => x.dataset))].join(', ');
+  return { set: `run:all (${names})`, prompts: all, ...(quantile !== undefined ? { quantile } : {}) };
 }
 
 /** The coherence fields every judged record carries. */

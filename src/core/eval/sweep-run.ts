@@ -5,7 +5,7 @@
  * tests), so an interrupted sweep resumes row by row, record by record.
  *
  * Order: the base row (policy off) runs first and fixes the reply_nll calibration (coherence-run.ts; default: base
- * replies to the benign dev prompts); every grid row is judged with that same calibration and compares its replies
+ * replies to every dev prompt); every grid row is judged with that same calibration and compares its replies
  * with the base row's (changed_from_base). Each dev dataset has a role: 'harmful' (plain harmful requests),
  * 'wrapped' (jailbreak-wrapped harmful requests) or 'benign'; every role needs at least one dataset.
  *
