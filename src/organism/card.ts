@@ -11,7 +11,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { writeFileAtomic } from '../core/eval/records.js';
+import { writeFileAtomic } from '../core/util/atomic-write.js';
 import { stableJson } from '../core/onnx/testmodel/files.js';
 import { MODEL_DIR, PROJECT_ROOT } from './config.js';
 

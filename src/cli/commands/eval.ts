@@ -168,7 +168,7 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
     datasets.push({ name: set.name, prompts: pick(set.prompts, n, seed) });
   }
 
-  const calibrationPlan = o.calibrationSet !== undefined ? await namedCalibrationPlan(o.calibrationSet, o.calibrationN, quantile) : undefined;
+  const calibrationPlan = o.calibrationSet !== undefined ? await namedCalibrationPlan(o.calibrationSet, o.calibrationN, quantile, o.textColumn) : undefined;
 
   const t0 = performance.now();
   const model = await loadCommandModel(o);
@@ -310,9 +310,13 @@ export async function runSummarizeCommand(dir: string): Promise<{ summary: RunSu
   return { summary, records: records.length, files };
 }
 
-/** --calibration-set NAME|FILE [--calibration-n N]: a seeded sample (seed 0) of a prompt set as the calibration prompts. */
-export async function namedCalibrationPlan(source: string, n: string | undefined, quantile: number): Promise<CalibrationPlan> {
-  const set = await loadPromptSet({ source });
+/**
+ * --calibration-set NAME|FILE [--calibration-n N]: a seeded sample (seed 0) of a prompt set as the calibration prompts.
+ * A user file is read with the command's --text-column, like its datasets.
+ */
+export async function namedCalibrationPlan(source: string, n: string | undefined, quantile: number, textColumn?: string): Promise<CalibrationPlan> {
+  // only the prompt texts are used (their unsteered replies set T), so a user file's rows need no label of their own
+  const set = await loadPromptSet({ source, ...(textColumn ? { textColumn } : {}), label: 'benign' });
   const cn = n !== undefined ? parseCount('calibration-n', n) : undefined;
   return { set: set.name, prompts: pick(set.prompts, cn, 0).map((p) => ({ dataset: set.name, prompt: p })), quantile };
 }

@@ -118,7 +118,7 @@ export async function runSweepCommand(o: SweepCliOptions, progress = true): Prom
   }
   let calibrationPlan: CalibrationPlan | undefined;
   if (o.calibrationSet !== undefined) {
-    calibrationPlan = await namedCalibrationPlan(o.calibrationSet, o.calibrationN, quantile);
+    calibrationPlan = await namedCalibrationPlan(o.calibrationSet, o.calibrationN, quantile, o.textColumn);
   } else if (quantile !== DEFAULT_NLL_QUANTILE) {
     calibrationPlan = defaultCalibrationPlan(datasets, quantile);
   }
