@@ -37,6 +37,9 @@ describe('lab: export everything, import it elsewhere', () => {
       const dir = page.locator('#panel-direction');
       await dir.getByLabel('Training prompts per class').fill('6');
       await dir.getByLabel(/^Validation prompts per class/).fill('4');
+      // exact ablation moves the organism's harmless replies by a KL of about 2; its refusal is one template (card)
+      await dir.getByLabel(/^KL threshold/).fill('3');
+      await dir.getByLabel(/^Induced-refusal threshold/).fill('-2');
       await dir.getByRole('button', { name: 'Compute direction' }).click();
       await page.getByText(/separation of harmful vs harmless/).waitFor({ timeout: GUARD_MS });
       await idle(page);

@@ -30,6 +30,7 @@ describe('lab: Direction tab', () => {
       // Exact ablation (the projection input): with 6 + 4 prompts the organism's best candidate has an ablation KL of
       // 2.1 on harmless prompts, above Arditi's 0.1.
       await panel.getByLabel(/^KL threshold/).fill('3');
+      await panel.getByLabel(/^Induced-refusal threshold/).fill('-2');
       await panel.getByRole('button', { name: 'Compute direction' }).click();
       await panel.locator('.progress').waitFor({ timeout: GUARD_MS });
       await page.getByText(/separation of harmful vs harmless/).waitFor({ timeout: GUARD_MS });

@@ -52,6 +52,7 @@ test('every tab fits from 360 to 1920 px wide, with a model loaded, a reply, a d
     await direction.getByLabel(/^Validation prompts per class/).fill('4');
     // exact ablation: the organism's best candidate moves harmless replies by a KL of 2.1 with these 6 + 4 prompts
     await direction.getByLabel(/^KL threshold/).fill('3');
+    await direction.getByLabel(/^Induced-refusal threshold/).fill('-2');
     await direction.getByRole('button', { name: 'Compute direction' }).click();
     await page.getByText(/separation of harmful vs harmless/).waitFor({ timeout: GUARD_MS });
     await idle(page);

@@ -53,6 +53,8 @@ const PROMPTS = [
 // (residual index 3, position 1, the shipped direction's) has an ablation KL of 2.1 on harmless prompts.
 const DIM = { n: 6, valN: 4, seed: 0 };
 const KL_THRESHOLD = 3;
+// The organism refuses with one template: its best candidates raise the refusal score only to about -1 (organism card).
+const INDUCED_REFUSAL_THRESHOLD = -2;
 
 let tmp: string;
 let server: LabServer;
@@ -120,9 +122,9 @@ describe('lab (browser, WASM) = CLI (Node) on the organism', () => {
       const castFile = join(tmp, 'cast.json');
       const cli = await runDirection({
         model: MODEL, method: 'diff-in-means', harmful: 'harmful-train', harmless: 'harmless-train', n: String(DIM.n), valN: String(DIM.valN), seed: String(DIM.seed),
-        klThreshold: String(KL_THRESHOLD), out: join(tmp, 'd.safetensors'), castOut: castFile,
+        klThreshold: String(KL_THRESHOLD), inducedRefusalThreshold: String(INDUCED_REFUSAL_THRESHOLD), out: join(tmp, 'd.safetensors'), castOut: castFile,
       });
-      const spec = { method: 'diff-in-means' as const, harmful: await promptSet('harmful-train'), harmless: await promptSet('harmless-train'), ...DIM, selection: { klThreshold: KL_THRESHOLD } };
+      const spec = { method: 'diff-in-means' as const, harmful: await promptSet('harmful-train'), harmless: await promptSet('harmless-train'), ...DIM, selection: { klThreshold: KL_THRESHOLD, inducedRefusalThreshold: INDUCED_REFUSAL_THRESHOLD } };
       const lab = await session.page.evaluate((s) => window.steerlabDebug.computeDirection(s), spec);
       const labFile = decodeDirectionFile(Uint8Array.from(lab.bytes));
       sameDirection(labFile, decodeDirectionFile(new Uint8Array(readFileSync(cli.out))), 'diff-in-means');

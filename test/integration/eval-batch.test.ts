@@ -67,6 +67,7 @@ describe.each(TOPOLOGIES)('batched eval records equal batch 1, %s graph', (topol
   });
   afterAll(async () => model?.dispose());
 
+  const CALIBRATION = { set: 'fixed for this test', quantile: 0.95, n: 1, value: 2.5, method: 'unsteered-replies-quantile-linear' } as const;
   async function records(batch: number, sampling: boolean, steerPromptPositions: 'last' | 'all' = 'last'): Promise<RunRecord[]> {
     const store = new MemoryRecordStore();
     rowsPerCall.length = 0;
@@ -85,8 +86,10 @@ describe.each(TOPOLOGIES)('batched eval records equal batch 1, %s graph', (topol
       seed: 4,
       batch,
       steerPromptPositions,
+      // a given reply_nll threshold: the decode calls counted are the records' own (no calibration replies)
+      calibration: CALIBRATION,
     });
-    expect(r).toEqual({ total: 15, written: 15, skipped: 0, failed: 0, cancelled: false });
+    expect(r).toEqual({ total: 15, written: 15, skipped: 0, failed: 0, cancelled: false, calibration: CALIBRATION });
     return store.records().map((x: EvalRecord) => ({ ...(x as unknown as RunRecord), timings: null as unknown as RunRecord['timings'] }));
   }
 
