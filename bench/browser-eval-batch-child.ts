@@ -7,18 +7,10 @@ import { readFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { launchChromium, startLabServer } from '../test/browser/harness.js';
 import { childArgs } from './child.js';
-import { EVAL_BATCH_CONDITIONS, harmlessPrompts } from './eval-batch-common.js';
+import { EVAL_BATCH_CONDITIONS, harmlessPrompts, type EvalBatchArgs } from './eval-batch-common.js';
 import { summarize } from './stats.js';
 
-interface Args {
-  dir: string;
-  prompts: number;
-  maxNewTokens: number;
-  batches: number[];
-  reps: number;
-}
-
-const { args, done } = childArgs<Args>();
+const { args, done } = childArgs<EvalBatchArgs>();
 const MOUNT = '/bench-models/';
 const messages = harmlessPrompts(readFileSync(join(import.meta.dirname, '..', 'public', 'data', 'refusal_direction', 'harmless_test.jsonl'), 'utf8'), args.prompts);
 const server = await startLabServer({ [MOUNT]: dirname(args.dir) });

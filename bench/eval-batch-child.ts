@@ -9,18 +9,10 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadSteerableModel } from '../src/core/model/index.js';
 import { childArgs } from './child.js';
-import { EVAL_BATCH_CONDITIONS, evalInBatches, harmlessPrompts } from './eval-batch-common.js';
+import { EVAL_BATCH_CONDITIONS, evalInBatches, harmlessPrompts, type EvalBatchArgs } from './eval-batch-common.js';
 import { rotated, summarize } from './stats.js';
 
-interface Args {
-  dir: string;
-  prompts: number;
-  maxNewTokens: number;
-  batches: number[];
-  reps: number;
-}
-
-const { args, done } = childArgs<Args>();
+const { args, done } = childArgs<EvalBatchArgs>();
 const sm = await loadSteerableModel(args.dir, { dtype: 'fp32' });
 const messages = harmlessPrompts(readFileSync(join(import.meta.dirname, '..', 'public', 'data', 'refusal_direction', 'harmless_test.jsonl'), 'utf8'), args.prompts);
 const promptTokens = messages.map((m) => sm.formatChat(m).ids.length);

@@ -47,6 +47,15 @@ export async function evalInBatches(sm: SteerableModel, messages: string[], B: n
 }
 
 /** The first n prompts of the harmless-test split (JSONL text). */
+/** What both eval_batch children take (Node and Chromium): the same model, prompts, reply length, batch sizes, repeats. */
+export interface EvalBatchArgs {
+  dir: string;
+  prompts: number;
+  maxNewTokens: number;
+  batches: number[];
+  reps: number;
+}
+
 export function harmlessPrompts(jsonl: string, n: number): string[] {
   return jsonl.split('\n').filter(Boolean).slice(0, n).map((l) => (JSON.parse(l) as { instruction: string }).instruction);
 }
