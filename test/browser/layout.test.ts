@@ -87,10 +87,15 @@ test('every tab fits from 360 to 1920 px wide, with a model loaded, a reply, a d
     const small: string[] = [];
     for (const tab of ['Playground', 'Direction', 'Evaluation']) {
       await page.getByRole('tab', { name: tab }).click();
-      const scales = await page.evaluate(() =>
+      // A chart learns its width from a ResizeObserver once its panel is shown, a frame or more after the click: wait
+      // for every visible chart to be redrawn at its box's width (bounded by the guard), then judge what is drawn.
+      const measure = () => page.evaluate(() =>
         Array.from(document.querySelectorAll<SVGSVGElement>('[role="tabpanel"]:not([hidden]) svg[viewBox]'))
           .filter((svg) => svg.getBoundingClientRect().width > 0)
           .map((svg) => svg.getBoundingClientRect().width / svg.viewBox.baseVal.width));
+      const settled = (k: number[]) => k.length > 0 && k.every((x) => x >= 0.95);
+      await expect.poll(measure, { timeout: GUARD_MS / 10, interval: 100 }).toSatisfy(settled).catch(() => undefined);
+      const scales = await measure();
       expect(scales.length, `${tab}: charts drawn`).toBeGreaterThan(0);
       for (const k of scales) if (k < 0.95) small.push(`${tab}: a chart drawn at ${(100 * k).toFixed(0)} % of its size`);
     }
