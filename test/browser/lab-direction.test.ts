@@ -25,12 +25,12 @@ describe('lab: Direction tab', () => {
 
       await page.getByRole('tab', { name: 'Direction' }).click();
       const panel = page.locator('#panel-direction');
-      await panel.getByLabel('Training prompts per class').fill('6');
-      await panel.getByLabel(/^Validation prompts per class/).fill('4');
-      // Exact ablation (the projection input): with 6 + 4 prompts the organism's best candidate has an ablation KL of
-      // 2.1 on harmless prompts, above Arditi's 0.1.
-      await panel.getByLabel(/^KL threshold/).fill('3');
-      await panel.getByLabel(/^Induced-refusal threshold/).fill('-2');
+      // What a newcomer gets: the tab's own prompt counts (16 + 8) and the thresholds the default model presets, since
+      // no candidate of the organism passes Arditi's (its refusal is one template; the exact ablation moves its
+      // harmless replies by a KL of about 0.8).
+      expect(await panel.getByLabel(/^KL threshold/).inputValue()).toBe('1');
+      expect(await panel.getByLabel(/^Induced-refusal threshold/).inputValue()).toBe('-2');
+      expect(await panel.getByTestId('selection-preset').textContent()).toMatch(/preset for Steerlab organism/);
       await panel.getByRole('button', { name: 'Compute direction' }).click();
       await panel.locator('.progress').waitFor({ timeout: GUARD_MS });
       await page.getByText(/separation of harmful vs harmless/).waitFor({ timeout: GUARD_MS });

@@ -237,7 +237,9 @@ export async function diffInMeansOfModel(
     const why = [...counts].map(([f, n]) => `${f}: ${n}`).join(', ');
     throw new Error(
       `diff-in-means: no candidate passed the selection filters (${list.length} candidates; filtered by ${why}). ` +
-        'Use more prompts, or relax --kl-threshold / --induced-refusal-threshold / --prune-layer-fraction',
+        'Use more prompts, or relax the KL threshold (--kl-threshold), the induced-refusal threshold ' +
+        '(--induced-refusal-threshold; a small model whose refusal is one template may need about -2) or the pruned ' +
+        'layer fraction (--prune-layer-fraction)',
     );
   }
   const best = sel.selected;

@@ -16,6 +16,11 @@ export interface ModelChoice {
   defaultDtype: LlmDtype;
   /** Optional artefacts next to the model (paths inside its folder), fetched when present. */
   artefacts?: { direction?: string; controller?: string };
+  /**
+   * Arditi's direction-selection thresholds this model needs, where they differ from the paper's (KL 0.1, induced
+   * refusal 0); the Direction tab starts from them when the model is loaded.
+   */
+  directionSelection?: { klThreshold: number; inducedRefusalThreshold: number };
   note?: string;
 }
 
@@ -53,6 +58,10 @@ export const ORGANISM_MODEL: ModelChoice = {
   dtypes: ['fp32'],
   defaultDtype: 'fp32',
   artefacts: { direction: 'direction.safetensors', controller: 'controller.safetensors' },
+  // Its refusal is one template: adding a diff-in-means direction to a harmless prompt raises the refusal score but
+  // never above Arditi's 0, and ablating it moves harmless replies by a KL of about 0.77 with the Direction tab's
+  // 16 + 8 prompts per class; with the paper's thresholds no candidate passes.
+  directionSelection: { klThreshold: 1, inducedRefusalThreshold: -2 },
 };
 
 export const DEFAULT_MODEL: ModelChoice = ORGANISM_MODEL;
