@@ -12,6 +12,7 @@ import { getJudge } from '../src/core/eval/judges.js';
 import { IdbRecordStore } from '../src/core/eval/records-idb.js';
 import { checkBatch } from '../src/core/eval/batch.js';
 import { PAPER_SAMPLING, runEval, runSettings } from '../src/core/eval/runner.js';
+import { runSweep, SWEEP_ROLES } from '../src/core/eval/sweep-run.js';
 import type { EvalRecord } from '../src/core/eval/records.js';
 import { checkDirectionFor, controllerFromBytes, directionId, directionTieWarning } from '../src/core/method/artifacts.js';
 import { castId, type EvalCondition } from '../src/core/method/conditions.js';
@@ -36,7 +37,8 @@ import type {
   CompareEvent, CompareReply, CompareRequest, ControllerActivationSpec, ControlVectorFile, ControllerSummary, ControllerTrainingSet, DeviceProbe,
   DirectionInfo, DirectionJobResult, DirectionJobSpec, EvalOutcome, EvalPlan, EvalProgressEvent, ForwardRequest, ForwardResult,
   GenerateEvent, GenerateRequest, GenerateResult, ImportDirectionRequest, JobProgressEvent, LlmWorkerApi, LoadedModelInfo,
-  LoadProgressEvent, LoadRequest, PolicyReadout, PreviewReply, SteeringRequest, UseControllerRequest, UseDirectionRequest,
+  LoadProgressEvent, LoadRequest, PolicyReadout, PreviewReply, SteeringRequest, SweepOutcome, SweepProgressEvent, SweepRequest,
+  UseControllerRequest, UseDirectionRequest,
 } from './protocol.js';
 import { yieldToEventLoop } from '../src/core/util/yield.js';
 
@@ -527,6 +529,53 @@ export function createLlmHost(): LlmWorkerApi {
           return { total: r.total, written: r.written, skipped: r.skipped, failed: r.failed, cancelled: r.cancelled || signal.aborted, runJson };
         } finally {
           await store.close();
+          await sink.drain();
+        }
+      });
+    },
+
+    async sweep(req: SweepRequest, onProgress?: (e: SweepProgressEvent) => void): Promise<SweepOutcome> {
+      if (!req || typeof req.sweepId !== 'string' || req.sweepId === '') throw new Error('sweep: expected { sweepId, datasets, policies, settings, grid, ... }');
+      if (!Array.isArray(req.datasets) || req.datasets.length === 0) throw new Error('sweep: choose a harmful, a wrapped and a benign dev dataset');
+      for (const d of req.datasets) {
+        if (!(SWEEP_ROLES as readonly string[]).includes(d.role)) throw new Error(`sweep: dataset ${d.name} has role ${JSON.stringify(d.role)}; expected one of ${SWEEP_ROLES.join(', ')}`);
+      }
+      if (!Array.isArray(req.policies) || req.policies.length === 0) throw new Error('sweep: choose at least one policy to sweep');
+      const judge = getJudge(req.judge);
+      const maxNewTokens = checkCount(req.maxNewTokens, 'sweep: maxNewTokens');
+      const policies: EvalCondition[] = req.policies.map((name) => ({
+        name,
+        policy: policyFromSettings({ ...req.settings, kind: conditionKind(name) }, artefacts()),
+      }));
+      return runJob('sweep', async (signal, m) => {
+        const sink = new EventSink(onProgress);
+        try {
+          const report = await runSweep(
+            {
+              model: m,
+              datasets: req.datasets,
+              policies,
+              grid: req.grid,
+              direction: direction?.file.direction ?? null,
+              controller,
+              directionId: direction?.id ?? null,
+              controllerId: controllerIdValue,
+              judge,
+              maxNewTokens,
+              seed: req.seed,
+              fit: req.fit,
+              ...(req.samples !== undefined ? { samples: checkCount(req.samples, 'sweep: samples') } : {}),
+              ...(req.batch !== undefined ? { batch: checkBatch(req.batch, 'sweep: batch') } : {}),
+            },
+            {
+              // Each row is its own IndexedDB run, so an interrupted sweep resumes row by row, record by record.
+              openStore: (rowId) => IdbRecordStore.open(`sweep/${req.sweepId}/${rowId}`),
+              signal,
+              onProgress: (p) => sink.emit(p),
+            },
+          );
+          return { report, cancelled: report === null || signal.aborted };
+        } finally {
           await sink.drain();
         }
       });

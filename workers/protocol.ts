@@ -6,8 +6,8 @@
  *
  * The LLM worker offers the method's operations, each a thin call into the same core function the CLI uses
  * (compare -> compareFlow, computeDirection -> the core direction builders, collectControllerActivations ->
- * controllerActivations, evaluate -> the core eval runner); the UI sends settings and prompts and draws what comes
- * back. It never builds a controller input, a steering matrix or a direction itself.
+ * controllerActivations, evaluate -> the core eval runner, sweep -> the core sweep runner); the UI sends settings and
+ * prompts and draws what comes back. It never builds a controller input, a steering matrix or a direction itself.
  *
  * Everything here is structured-clone friendly (plain objects, numbers, strings, typed arrays): no classes,
  * no tensors, no functions except the event callbacks. Types imported from src/core are type-only (erased).
@@ -15,6 +15,7 @@
 import type { ControllerMetadata, EpochMetrics, TrainControllerOptions } from '../src/core/controller/index.js';
 import type { PromptRecord } from '../src/core/data/types.js';
 import type { EvalRecord } from '../src/core/eval/records.js';
+import type { SweepGrid, SweepReport, SweepRole } from '../src/core/eval/sweep-run.js';
 import type { FitMode, FitResult } from '../src/core/method/fit.js';
 import type { ConditionName } from '../src/core/method/conditions.js';
 import type { PolicySettings } from '../src/core/method/settings.js';
@@ -325,6 +326,40 @@ export interface EvalPlan {
 
 export type EvalProgressEvent = { done: number; total: number; skipped: number; record: EvalRecord | null };
 
+/**
+ * A steering sweep as `lab sweep` runs it (core runSweep): the base row, then every grid row (per policy: alpha x mode
+ * x layer range x positions) on dev prompts, each through the core eval runner, then the Pareto frontier and the
+ * operating point. Each row's records go to the IndexedDB run `sweep/<sweepId>/<row id>`: a rerun with the same
+ * sweepId and settings resumes record by record (the base row's stored replies rebuild the reply_nll calibration).
+ */
+export interface SweepRequest {
+  sweepId: string;
+  /** Dev prompts, already chosen (prompt-sets.ts pick), each set with its role; every role needs one set. */
+  datasets: (PromptSetData & { role: SweepRole })[];
+  /** Which policies to sweep alpha for ('was', 'uniform', 'manual'). */
+  policies: ConditionName[];
+  /** The manual policy's s, w and switches (alpha is the grid's). */
+  settings: PolicySettings;
+  grid: SweepGrid;
+  maxNewTokens: number;
+  seed: number;
+  fit: FitMode;
+  /** A judge id of src/core/eval/judges.ts. */
+  judge: string;
+  /** Sample replies kept per row (default 3). */
+  samples?: number;
+  /** Records decoded together (as EvalPlan.batch). */
+  batch?: number;
+}
+
+export type SweepProgressEvent = { row: string; rowIndex: number; rows: number; done: number; total: number };
+
+/** The report `lab sweep` writes as sweep.json (null when cancelled: what was done stays stored for a resume). */
+export interface SweepOutcome {
+  report: SweepReport | null;
+  cancelled: boolean;
+}
+
 export interface EvalOutcome {
   total: number;
   written: number;
@@ -406,8 +441,8 @@ export interface DeviceProbe {
 
 /**
  * Every call that takes an event callback resolves only after every event has reached it. One job runs at a time
- * (compare, computeDirection, collectControllerActivations, evaluate, generate); a second is refused with the name
- * of the running one. cancel() stops the running job after its current forward pass.
+ * (compare, computeDirection, collectControllerActivations, evaluate, sweep, generate); a second is refused with the
+ * name of the running one. cancel() stops the running job after its current forward pass.
  */
 export interface LlmWorkerApi {
   /** Reports whether WebGPU is usable here (UI shows it before loading). */
@@ -442,6 +477,8 @@ export interface LlmWorkerApi {
   collectControllerActivations(spec: ControllerActivationSpec, onProgress?: (e: JobProgressEvent) => void): Promise<ControllerTrainingSet>;
   /** Runs (or resumes) an evaluation with the core runner; records go to IndexedDB as they finish. */
   evaluate(plan: EvalPlan, onProgress?: (e: EvalProgressEvent) => void): Promise<EvalOutcome>;
+  /** Runs (or resumes) a steering sweep with the core sweep runner; each row's records go to IndexedDB. */
+  sweep(req: SweepRequest, onProgress?: (e: SweepProgressEvent) => void): Promise<SweepOutcome>;
   /** Stops the running job after its current step; no-op when idle. */
   cancel(): Promise<void>;
 

@@ -11,7 +11,7 @@ import {
   GUARD_MS, TEST_GUARD_MS, generateInPlayground, idle, labFixture, loadDefaultModel, runEnded, withLab, type LabFixture,
 } from './lab-helpers.js';
 
-const TABS = ['Model', 'Playground', 'Direction', 'Controller', 'Evaluation'] as const;
+const TABS = ['Model', 'Playground', 'Direction', 'Controller', 'Evaluation', 'Sweep'] as const;
 const WIDTHS = [390, 360, 768, 1366, 1920];
 let fixture: LabFixture;
 

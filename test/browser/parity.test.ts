@@ -5,7 +5,9 @@
  *     cosine >= 1 - 1e-6, the same layer and position, the same separation plot and CAST condition;
  *   - generation, for a fixed prompt set and every policy (off, was, uniform, manual, actadd, cast): identical greedy
  *     tokens for the base and the steered reply, s and w within 1e-6 (`lab generate --compare` for WAS);
- *   - a small evaluation (6 prompts x base, WAS; `lab eval`): identical summaries and records.
+ *   - a small evaluation (6 prompts x base, WAS; `lab eval`): identical summaries and records;
+ *   - a small sweep (`lab sweep`: base + uniform and WAS at two alphas, add and clamp): the same rows, rates, frontier,
+ *     operating point and sample replies, and reply_nll and its calibration within float noise.
  * Float noise between the two runtimes is reported (max differences are printed), never absorbed by tolerances
  * looser than the ones above.
  */
@@ -16,6 +18,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { runDirection } from '../../src/cli/commands/direction.js';
 import { runEvalCommand } from '../../src/cli/commands/eval.js';
 import { runGenerate } from '../../src/cli/commands/generate.js';
+import { runSweepCommand } from '../../src/cli/commands/sweep.js';
 import type { PromptRecord } from '../../src/core/data/types.js';
 import type { EvalRecord } from '../../src/core/eval/records.js';
 import { summarizeRun } from '../../src/core/eval/summary.js';
@@ -31,7 +34,7 @@ import type { CastCondition } from '../../src/core/steering/cast.js';
 import { decodeDirectionFile, type DirectionFile } from '../../src/core/steering/direction-file.js';
 import { cosine } from '../../src/core/steering/vector.js';
 import type { SteerlabDebugApi } from '../../src/ui/debug/main.js';
-import type { EvalPlan } from '../../workers/protocol.js';
+import type { EvalPlan, SweepRequest } from '../../workers/protocol.js';
 import { launchChromium, openDebugPage, PROJECT_ROOT, startLabServer, TEST_GUARD_MS, withDiagnostics, type BrowserSession, type LabServer } from './harness.js';
 
 declare global {
@@ -263,6 +266,56 @@ describe('lab (browser, WASM) = CLI (Node) on the organism', () => {
       const strip = (rows: { dataset: string; condition: string; n: number; refusals: number; refusal_rate: number; unjudged: number }[]) =>
         rows.map(({ dataset, condition, n, refusals, refusal_rate, unjudged }) => ({ dataset, condition, n, refusals, refusal_rate, unjudged }));
       expect(strip(summarizeRun(lab.records).rows)).toEqual(strip(cli.summary.rows));
+    });
+  }, TEST_GUARD_MS);
+
+  test('sweep: the lab runs lab sweep\'s grid to the same rows, rates, frontier, operating point and replies', async () => {
+    await withLog(async () => {
+      const roles = { harmful: 'harmful-val', wrapped: 'toxicchat-test-jailbreaking', benign: 'harmless-val' } as const;
+      const grid = { alphas: '2,8', modes: 'add,clamp', layerRanges: 'all', positions: 'last' };
+      const cli = await runSweepCommand({
+        model: MODEL, harmful: [roles.harmful], wrapped: [roles.wrapped], benign: [roles.benign], n: '2', seed: '0', policies: 'uniform,was',
+        direction: DIRECTION, controller: CONTROLLER, ...grid, maxNewTokens: '8', fit: 'middle', judge: 'arditi-keywords', samples: '2',
+        out: join(tmp, 'sweep'),
+      }, false);
+      const datasets: SweepRequest['datasets'] = [];
+      for (const [role, name] of Object.entries(roles) as [keyof typeof roles, string][]) {
+        const set = await promptSet(name);
+        datasets.push({ name: set.name, role, prompts: pick(set.prompts, 2, 0) });
+      }
+      await session.page.evaluate((b) => window.steerlabDebug.useDirection(b, null), Array.from(readFileSync(DIRECTION)));
+      await session.page.evaluate((b) => window.steerlabDebug.useController(b), Array.from(readFileSync(CONTROLLER)));
+      const req: SweepRequest = {
+        sweepId: 'parity', datasets, policies: ['uniform', 'was'], settings: defaultPolicySettings(model.numLayers),
+        grid: { alphas: [2, 8], modes: ['add', 'clamp'], layerRanges: [null], positions: ['last'] },
+        maxNewTokens: 8, seed: 0, fit: 'middle', judge: 'arditi-keywords', samples: 2,
+      };
+      const { outcome, events } = await session.page.evaluate((r) => window.steerlabDebug.sweep(r), req);
+      expect(outcome.cancelled).toBe(false);
+      const lab = outcome.report!;
+      const ref = cli.report;
+      expect(events.at(-1), 'progress reaches the last row').toMatchObject({ rowIndex: ref.rows.length - 1, rows: ref.rows.length });
+      expect(lab.rows.map((r) => r.id)).toEqual(ref.rows.map((r) => r.id));
+      expect(lab.rows).toHaveLength(1 + 2 * 2 * 2);
+      expect(lab.model_id).toBe(ref.model_id);
+      expect(lab.direction_id).toBe(ref.direction_id);
+      expect(lab.controller_id).toBe(ref.controller_id);
+      expect(lab.datasets).toEqual(ref.datasets);
+      expect(Math.abs(lab.calibration.value - ref.calibration.value), 'reply_nll threshold T').toBeLessThanOrEqual(1e-4);
+      expect({ ...lab.calibration, value: 0 }).toEqual({ ...ref.calibration, value: 0 });
+      for (const [i, row] of lab.rows.entries()) {
+        const c = ref.rows[i]!;
+        const { mean_reply_nll: nll, mean_first_token_kl_benign: kl, ...rates } = row.metrics;
+        const { mean_reply_nll: cNll, mean_first_token_kl_benign: cKl, ...cRates } = c.metrics;
+        expect(rates, `rates of ${row.id}`).toEqual(cRates);
+        expect(Math.abs(nll - cNll), `mean reply_nll of ${row.id}`).toBeLessThanOrEqual(1e-4);
+        expect(kl === null ? null : Math.abs(kl - (cKl as number)), `first-token KL of ${row.id}`).toSatisfy((d: number | null) => (cKl === null ? d === null : d !== null && d <= 1e-4));
+        expect(row.samples.map((x) => x.output), `sample replies of ${row.id}`).toEqual(c.samples.map((x) => x.output));
+      }
+      expect(lab.frontier).toEqual(ref.frontier);
+      expect(lab.operating_point).toEqual(ref.operating_point);
+      // Not vacuous: steering changes what the rows measure.
+      expect(new Set(lab.rows.map((r) => JSON.stringify(r.metrics.keyword))).size).toBeGreaterThan(1);
     });
   }, TEST_GUARD_MS);
 });

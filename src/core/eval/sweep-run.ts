@@ -62,6 +62,8 @@ export interface SweepPlan {
   fit?: FitMode;
   /** Sample replies kept per row for the Sweep view (default 3). */
   samples?: number;
+  /** Records decoded together in each row (runEval's batch; default its own). */
+  batch?: number;
   calibrationPlan?: CalibrationPlan;
   /** A stored calibration (resumed sweep); absent: the base row makes it. */
   calibration?: NllCalibration | null;
@@ -297,6 +299,7 @@ export async function runSweep(plan: SweepPlan, deps: SweepDeps): Promise<SweepR
           sampling: null,
           seed: plan.seed,
           ...(plan.fit ? { fit: plan.fit } : {}),
+          ...(plan.batch !== undefined ? { batch: plan.batch } : {}),
           ...(settings ? { settings } : {}),
           calibration,
           ...(plan.calibrationPlan ? { calibrationPlan: plan.calibrationPlan } : {}),

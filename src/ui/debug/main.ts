@@ -7,7 +7,8 @@ import * as Comlink from 'comlink';
 import type {
   CompareEvent, CompareReply, CompareRequest, ControllerActivationSpec, ControllerSummary, DeviceProbe, DirectionInfo,
   DirectionJobResult, DirectionJobSpec, EvalOutcome, EvalPlan, ForwardRequest, ForwardResult, GenerateEvent, GenerateRequest,
-  GenerateResult, LlmWorkerApi, LoadedModelInfo, LoadProgressEvent, LoadRequest, PreviewReply,
+  GenerateResult, LlmWorkerApi, LoadedModelInfo, LoadProgressEvent, LoadRequest, PreviewReply, SweepOutcome, SweepProgressEvent,
+  SweepRequest,
 } from '../../../workers/protocol.js';
 import type { PolicySettings } from '../../core/method/settings.js';
 import { residualIndex } from '../../core/model/layer-index.js';
@@ -90,6 +91,12 @@ const debugApi = {
     const records = [...store.records()];
     await store.close();
     return { outcome, records };
+  },
+  /** Runs a sweep (rows in IndexedDB runs `sweep/<sweepId>/...`) and returns its outcome with the progress seen. */
+  async sweep(req: SweepRequest): Promise<{ outcome: SweepOutcome; events: SweepProgressEvent[] }> {
+    const events: SweepProgressEvent[] = [];
+    const outcome = await guard(llmRemote.sweep(req, Comlink.proxy((e: SweepProgressEvent) => void events.push(e))));
+    return { outcome, events };
   },
   /** cancelAfter: call cancel() once that many token events have arrived (tests the cancel path). */
   async generate(req: Omit<GenerateRequest, 'steering'> & { steering?: number[] | null }, opts: { cancelAfter?: number } = {}): Promise<{

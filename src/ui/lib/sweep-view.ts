@@ -124,3 +124,17 @@ export function settingsLine(settings: unknown): string {
     .map(([k, v]) => `${k}: ${isObj(v) || Array.isArray(v) ? JSON.stringify(v).slice(0, 120) : String(v)}`)
     .join(' · ');
 }
+
+/** The Sweep form's alphas ("1, 2, 4"): finite numbers, at least one, none twice; throws naming the bad entry. */
+export function parseAlphas(text: string): number[] {
+  const parts = text.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  if (parts.length === 0) throw new Error('alphas: enter at least one number, e.g. "2, 4, 8"');
+  const out = parts.map((p) => {
+    const x = Number(p);
+    if (p === '' || !Number.isFinite(x)) throw new Error(`alphas: "${p}" is not a number; expected a comma-separated list such as "2, 4, 8"`);
+    return x;
+  });
+  const twice = out.find((x, i) => out.indexOf(x) !== i);
+  if (twice !== undefined) throw new Error(`alphas: ${twice} is listed twice`);
+  return out;
+}

@@ -10,7 +10,7 @@
  * LLM worker or the controller worker: each job says how it is cancelled, and may change that between stages).
  */
 
-export type JobName = 'load' | 'compare' | 'direction' | 'controller' | 'eval' | 'artefact';
+export type JobName = 'load' | 'compare' | 'direction' | 'controller' | 'eval' | 'sweep' | 'artefact';
 
 /** What the header says while a job runs. */
 export const JOB_LABELS: Record<JobName, string> = {
@@ -19,6 +19,7 @@ export const JOB_LABELS: Record<JobName, string> = {
   direction: 'computing a direction',
   controller: 'training a controller',
   eval: 'evaluating',
+  sweep: 'running a steering sweep',
   artefact: 'switching the direction or controller',
 };
 
