@@ -278,8 +278,11 @@ describe('runEval', () => {
       // full batches, the last one shorter; the batch holding 'bad' fails and its rows run alone
       const bad = Math.floor(6 / batch);
       const expected = Array.from({ length: Math.ceil(10 / batch) }, (_, i) => Math.min(batch, 10 - i * batch)).flatMap((n, i) => (i === bad ? [n, ...new Array<number>(n).fill(1)] : [n]));
-      // first the greedy calibration replies, one per prompt (a, b, c, bad, ok), each decoded alone
-      expect(c.batches).toEqual([1, 1, 1, 1, 1, ...expected]);
+      // first the greedy calibration replies to the 5 prompts (a, b, c, bad, ok), batched the same way: the batch
+      // holding 'bad' (index 3) fails and its rows run alone
+      const badCal = Math.floor(3 / batch);
+      const calibration = Array.from({ length: Math.ceil(5 / batch) }, (_, i) => Math.min(batch, 5 - i * batch)).flatMap((n, i) => (i === badCal ? [n, ...new Array<number>(n).fill(1)] : [n]));
+      expect(c.batches).toEqual([...calibration, ...expected]);
     }
     await expect(run(new MemoryRecordStore(), c1, undefined, false, datasets, conditions, 0)).rejects.toThrow(/eval batch must be an integer >= 1/);
   });

@@ -288,36 +288,47 @@ const flowKey = (dataset: string, id: string) => JSON.stringify([dataset, id]);
 
 /**
  * The run's reply_nll threshold: the given one, else the q-quantile over the base (unsteered, greedy) replies to the
- * calibration prompts. A base record already stored is reused; a fresh calibration reply that the run would also
- * write as a base record (greedy runs listing base) is handed back in `flows` for the main loop to write.
+ * calibration prompts. A base record already stored is reused; the others are decoded `batch` at a time (runFlows,
+ * as the main loop decodes: the replies do not depend on the batch size). A fresh calibration reply that the run would
+ * also write as a base record (greedy runs listing base) is handed back in `flows` for the main loop to write.
  */
-async function calibrate(o: RunEvalOptions, fit: FitMode): Promise<{ calibration: NllCalibration | null; flows: Map<string, Awaited<ReturnType<typeof runFlow>>> }> {
-  const flows = new Map<string, Awaited<ReturnType<typeof runFlow>>>();
+async function calibrate(o: RunEvalOptions, fit: FitMode, batch: number): Promise<{ calibration: NllCalibration | null; flows: Map<string, FlowResult> }> {
+  const flows = new Map<string, FlowResult>();
   if (o.calibration) return { calibration: checkCalibration(o.calibration, 'the given calibration'), flows };
   const plan = o.calibrationPlan ?? defaultCalibrationPlan(o.datasets);
   const inRun = new Set(o.datasets.flatMap((d) => d.prompts.map((p) => flowKey(d.name, p.id))));
   const reusable = o.sampling === null && o.conditions.some((c) => c.name === 'base');
-  const nlls: (number | null)[] = [];
+  const nlls: (number | null)[] = new Array<number | null>(plan.prompts.length).fill(null);
+  const todo: number[] = [];
   let done = 0;
-  for (const { dataset, prompt } of plan.prompts) {
-    if (o.signal?.aborted) return { calibration: null, flows };
+  for (const [i, { dataset, prompt }] of plan.prompts.entries()) {
     const stored = o.sampling === null ? o.store.get({ dataset, id: prompt.id, condition: 'base' }) : undefined;
     if (stored && 'reply_nll' in stored) {
-      nlls.push(typeof stored['reply_nll'] === 'number' ? stored['reply_nll'] : null);
-    } else {
-      try {
-        const opts = flowOptions({ ...o, sampling: null }, BASE, promptSeed(o.seed, dataset, prompt.id), fit);
-        const flow = await runFlow(o.model, prompt.text, { direction: o.direction, controller: o.controller }, opts);
-        if (flow.finishReason === 'abort') return { calibration: null, flows };
-        const ids = o.model.formatChat(flow.fit.text, { allowSpecialTokens: o.allowSpecialTokens === true }).ids;
-        nlls.push((await replyScores(o.model, ids, flow.tokenIds)).nll);
-        if (reusable && inRun.has(flowKey(dataset, prompt.id))) flows.set(flowKey(dataset, prompt.id), flow);
-      } catch (e) {
-        if (o.signal?.aborted) return { calibration: null, flows };
-        nlls.push(null); // a prompt the model cannot take has no reply to calibrate on; its record will say why
+      nlls[i] = typeof stored['reply_nll'] === 'number' ? stored['reply_nll'] : null;
+      o.onCalibrationProgress?.(++done, plan.prompts.length);
+    } else todo.push(i);
+  }
+  for (let k = 0; k < todo.length; k += batch) {
+    if (o.signal?.aborted) return { calibration: null, flows };
+    const chunk = todo.slice(k, k + batch);
+    const items: FlowItem[] = chunk.map((i) => {
+      const { dataset, prompt } = plan.prompts[i]!;
+      const { signal: _signal, ...opts } = flowOptions({ ...o, sampling: null }, BASE, promptSeed(o.seed, dataset, prompt.id), fit);
+      return { prompt: prompt.text, ...opts };
+    });
+    const outs = await runFlows(o.model, { direction: o.direction, controller: o.controller }, items, o.signal ? { signal: o.signal } : {});
+    for (const [j, i] of chunk.entries()) {
+      const { dataset, prompt } = plan.prompts[i]!;
+      const out = outs[j]!;
+      if (o.signal?.aborted || (out.ok && out.result.finishReason === 'abort')) return { calibration: null, flows };
+      // a prompt the model cannot take has no reply to calibrate on (null); its record will say why
+      if (out.ok) {
+        const ids = o.model.formatChat(out.result.fit.text, { allowSpecialTokens: o.allowSpecialTokens === true }).ids;
+        nlls[i] = (await replyScores(o.model, ids, out.result.tokenIds)).nll;
+        if (reusable && inRun.has(flowKey(dataset, prompt.id))) flows.set(flowKey(dataset, prompt.id), out.result);
       }
+      o.onCalibrationProgress?.(++done, plan.prompts.length);
     }
-    o.onCalibrationProgress?.(++done, plan.prompts.length);
   }
   const calibration = calibrationFrom(plan, nlls);
   await o.onCalibration?.(calibration);
@@ -339,7 +350,7 @@ export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
   const identity: ModelIdentity = o.model.identity;
   const total = o.datasets.reduce((s, d) => s + d.prompts.length, 0) * o.conditions.length;
   const res: RunEvalResult = { total, written: 0, skipped: 0, failed: 0, cancelled: false, calibration: null };
-  const { calibration, flows } = await calibrate(o, fit);
+  const { calibration, flows } = await calibrate(o, fit, batch);
   if (!calibration) return { ...res, cancelled: true };
   res.calibration = calibration;
   // base first within each prompt: steered records compare their reply with it
