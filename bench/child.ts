@@ -17,8 +17,26 @@ export async function runChild<T>(script: string, args: unknown, opts: { timeout
   const path = fileURLToPath(new URL(script, import.meta.url));
   try {
     const code = await new Promise<number | null>((resolve, reject) => {
-      const p = spawn(TSX, [path, JSON.stringify(args), out], { stdio: ['ignore', 'pipe', 'pipe'] });
-      const timer = setTimeout(() => p.kill('SIGKILL'), opts.timeoutMs);
+      // tsx runs the script in a node process of its own: the child gets its own process group (detached) so a
+      // timeout kills the script too, not only the tsx wrapper (which would leave the script running and the pipes open).
+      const p = spawn(TSX, [path, JSON.stringify(args), out], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+      const killGroup = () => {
+        try {
+          if (p.pid !== undefined) process.kill(-p.pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      };
+      // the bench itself ending (Ctrl-C, kill, a crash) takes its running child with it: outside the terminal's
+      // process group, the child would not get the Ctrl-C itself
+      const onSignal = (sig: NodeJS.Signals) => {
+        killGroup();
+        process.exit(sig === 'SIGINT' ? 130 : 143);
+      };
+      process.once('exit', killGroup);
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      const timer = setTimeout(killGroup, opts.timeoutMs);
       const relay = (b: Buffer) => {
         for (const line of b.toString().split('\n')) if (line.trim()) opts.log?.(`    ${line}`);
       };
@@ -27,6 +45,9 @@ export async function runChild<T>(script: string, args: unknown, opts: { timeout
       p.on('error', reject);
       p.on('close', (c, sig) => {
         clearTimeout(timer);
+        process.removeListener('exit', killGroup);
+        process.removeListener('SIGINT', onSignal);
+        process.removeListener('SIGTERM', onSignal);
         resolve(sig ? -1 : c);
       });
     });
