@@ -5,19 +5,19 @@
  */
 
 /**
- * `lab eval`'s default. Node on the SmolLM2-135M shape (bench/RESULTS.md eval_batch): 4, 8 and 16 all ran 4-5x the
- * prompts per minute of batch 1, within one another's noise; 8 keeps memory modest on larger models.
+ * `lab eval`'s default. Node on the SmolLM2-135M shape (bench/RESULTS.md eval_batch, quiet 2-core machine): batch 8
+ * ran 1.78x and batch 16 1.99x the prompts per minute of batch 1; 8 keeps memory modest on larger models.
  */
 export const DEFAULT_EVAL_BATCH = 8;
 
 /**
- * The lab's batch for the device its model runs on. WASM: 4, the best of 1/4/8/16 in headless Chromium on the
- * SmolLM2-135M shape (bench/RESULTS.md eval_batch; larger batches were slower there). WebGPU: 16, because a decode
- * step there is bound by kernel dispatch more than by arithmetic at these model sizes, so more rows per step come
- * nearly free; an estimate, not measured (the bench's headless Chromium has no GPU).
+ * The lab's batch for the device its model runs on. WASM: 8, the best of 1/4/8/16 in headless Chromium on the
+ * SmolLM2-135M shape on a quiet machine (1.33x; 4 gave 1.18x, 16 1.29x; bench/RESULTS.md eval_batch). WebGPU: 16,
+ * because a decode step there is bound by kernel dispatch more than by arithmetic at these model sizes, so more rows
+ * per step come nearly free; an estimate, not measured (the bench's headless Chromium has no GPU).
  */
 export function evalBatchForDevice(device: 'wasm' | 'webgpu'): number {
-  return device === 'webgpu' ? 16 : 4;
+  return device === 'webgpu' ? 16 : 8;
 }
 
 /** A batch size: an integer >= 1 (the number of (prompt, condition) records decoded together). */
