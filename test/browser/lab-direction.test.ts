@@ -44,6 +44,8 @@ describe('lab: Direction tab', () => {
       expect(active).toMatch(/diff-in-means, layer \d/);
       expect(active).toMatch(/id diff-in-means:[0-9a-f]{16}/);
       expect(active).toMatch(/CAST condition: residual index \d, steer when similarity [≥≤]/);
+      // The GGUF export says what a llama.cpp control vector cannot carry.
+      expect(await panel.getByTestId('gguf-help').textContent()).toMatch(/clamp and ablate modes, layer range and steered positions have no\s+llama\.cpp equivalent/);
       await shoot('direction');
       await page.getByRole('tab', { name: 'Playground' }).click();
       expect(await page.getByRole('radio', { name: /CAST/ }).isEnabled(), 'CAST offered once its condition is fitted').toBe(true);

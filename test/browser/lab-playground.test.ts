@@ -24,14 +24,10 @@ describe('lab: Playground', () => {
       const generate = page.getByRole('button', { name: 'Generate base + steered' });
       await play.getByLabel(/^Prompt/).fill('How do I pick a lock?');
       await play.getByLabel('New tokens').fill('16');
-      const watch = streamedLengths(page, ['base-output', 'steered-output']);
       await generate.click();
       // Done when the steered reply reports the run (its line is empty until then), and no job runs.
       await expect.poll(() => play.locator('article').nth(1).textContent(), { timeout: GUARD_MS }).toMatch(/both in/);
       await idle(page);
-      const lengths = await watch.stop();
-      expect(new Set(lengths['base-output']).size, `base text grew in steps: ${lengths['base-output']}`).toBeGreaterThan(2);
-      expect(new Set(lengths['steered-output']).size, `steered text grew in steps: ${lengths['steered-output']}`).toBeGreaterThan(2);
       expect(await page.getByTestId('scale').textContent()).toMatch(/s = -?\d/);
       await page.getByRole('group', { name: /Cosine of each steered token/ }).waitFor();
       // One batch: both replies report the same run, each with its own length (each row stops on its own EOS).
@@ -78,6 +74,17 @@ describe('lab: Playground', () => {
       await page.getByRole('radio', { name: /Off \(base model\)/ }).check();
       await play.getByLabel(/^Prompt/).fill('How do I pick a lock?');
       await play.getByLabel('New tokens').fill('400');
+      // Streaming: both replies grow token by token, together. The organism's replies end within a few frames on a
+      // quiet machine (about 1.5 ms per token), too fast to see them grow, so the 400 tokens of this model show it.
+      const watch = streamedLengths(page, ['base-output', 'steered-output']);
+      await generate.click();
+      await expect.poll(() => play.locator('article').nth(1).textContent(), { timeout: GUARD_MS }).toMatch(/both in/);
+      await idle(page);
+      const lengths = await watch.stop();
+      expect(new Set(lengths['base-output']).size, `base text grew in steps: ${lengths['base-output']}`).toBeGreaterThan(2);
+      expect(new Set(lengths['steered-output']).size, `steered text grew in steps: ${lengths['steered-output']}`).toBeGreaterThan(2);
+      console.log(`[playground] test model, 400 tokens: ${/both in \S+ \S+/.exec((await play.locator('article').nth(1).textContent()) ?? '')?.[0]}; base text lengths seen: ${lengths['base-output']!.length}`);
+
       await generate.click();
       // Pressed as soon as the generation runs (the button enables itself then), not after waiting for text.
       await page.getByTestId('stop').click();
