@@ -15,7 +15,7 @@ import { PAPER_SAMPLING, runEval, runSettings } from '../src/core/eval/runner.js
 import { runSweep, SWEEP_ROLES } from '../src/core/eval/sweep-run.js';
 import type { EvalRecord } from '../src/core/eval/records.js';
 import { checkDirectionFor, controllerFromBytes, directionId, directionTieWarning } from '../src/core/method/artifacts.js';
-import { castId, type EvalCondition } from '../src/core/method/conditions.js';
+import { castId, conditionsAlpha, type EvalCondition } from '../src/core/method/conditions.js';
 import { controllerActivations, lastTokenActivations } from '../src/core/method/activations.js';
 import { diffInMeansOfModel, directionReport, embeddingDirectionOfModel } from '../src/core/method/directions.js';
 import { compareFlow, policyMatrix, type MethodController, type PolicyOutcome } from '../src/core/method/flow.js';
@@ -498,7 +498,7 @@ export function createLlmHost(): LlmWorkerApi {
           model: m.identity, datasets: plan.datasets, conditions: plan.conditions, seed: plan.seed, maxNewTokens, sampling,
           steerPromptPositions: 'last', fit: plan.fit, judge: judge.id, directionId: direction?.id ?? null, controllerId: controllerIdValue,
           castId: plan.conditions.includes('cast') && direction?.cast ? await castId({ condition: direction.cast, strength: s.castStrength }) : null,
-          alpha: s.alpha,
+          alpha: conditionsAlpha(conditions),
           manual: plan.conditions.includes('manual') ? { scale: s.manualScale, layerWeights: [...s.manualWeights], enabledLayers: [...s.manualEnabled] } : null,
         });
         const store = await IdbRecordStore.open(plan.runId);

@@ -2,9 +2,11 @@
  * Export then import round-trips everything the lab uses (headless Chromium, WASM): a diff-in-means direction (its
  * CAST condition, separation plot, and the raw per-layer vectors and layer ActAdd needs), a controller, an
  * evaluation run with its run.json (as `lab eval --out DIR` writes it) and records. The .tar is read back in Node
- * (the files a user and the CLI see), then imported into a fresh browser profile, where every piece comes back.
+ * (the files a user and the CLI see), and the CLI resumes the exported run from its folder (`lab eval --out DIR` with
+ * the same settings finds every record done); then the bundle is imported into a fresh browser profile, where every
+ * piece comes back.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseTar } from 'nanotar';
@@ -12,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { decodeDirectionFile } from '../../src/core/steering/direction-file.js';
 import { decodeController } from '../../src/core/controller/format.js';
 import { parseRecordsJsonl } from '../../src/core/eval/summary.js';
+import { runEvalCommand } from '../../src/cli/commands/eval.js';
 import { PROJECT_ROOT } from './harness.js';
 import { GUARD_MS, TEST_GUARD_MS, idle, labFixture, loadDefaultModel, runEnded, withLab, type LabFixture } from './lab-helpers.js';
 
@@ -87,6 +90,23 @@ describe('lab: export everything, import it elsewhere', () => {
     expect(runJson.direction_id).toMatch(/^diff-in-means:[0-9a-f]{16}$/);
     expect(parseRecordsJsonl(new TextDecoder().decode(files.get(`${run.dir}/records.jsonl`)))).toHaveLength(2 * 2 * 3);
     for (const f of ['summary.json', 'summary.csv', 'summary.md']) expect(files.has(`${run.dir}/${f}`), f).toBe(true);
+
+    // The CLI resumes the lab's run from the exported folder: the same settings (the Evaluation tab's defaults, N 2,
+    // 4 tokens, base + WAS + ActAdd, the exported direction and controller) pass its resume checks against run.json,
+    // and every record is found done, so nothing is decoded again and nothing is lost.
+    const out = join(tmp, 'cli-resume');
+    mkdirSync(out);
+    for (const f of ['run.json', 'records.jsonl']) writeFileSync(join(out, f), files.get(`${run.dir}/${f}`)!);
+    const directionFile = join(tmp, 'direction.safetensors');
+    const controllerFile = join(tmp, 'controller.safetensors');
+    writeFileSync(directionFile, files.get(manifest.directions[0]!.file)!);
+    writeFileSync(controllerFile, files.get(manifest.controllers[0]!.file)!);
+    const resumed = await runEvalCommand({
+      model: join(PROJECT_ROOT, 'models/organism'), dataset: ['toxicchat-test-toxic', 'toxicchat-test-nontoxic'], n: '2', seed: '0',
+      conditions: 'base,was,actadd', direction: directionFile, controller: controllerFile, maxNewTokens: '4', judge: 'arditi-keywords', out,
+    }, false);
+    expect(resumed).toMatchObject({ total: 12, written: 0, skipped: 12, failed: 0 });
+    expect(parseRecordsJsonl(readFileSync(join(out, 'records.jsonl'), 'utf8'))).toHaveLength(12);
 
     // A fresh browser profile: nothing saved until the bundle is imported; then everything is back.
     await withLab(fixture, 'lab-bundle-import', async ({ page, shoot }) => {

@@ -113,6 +113,26 @@ describe('resuming lab eval', () => {
     expect(r.warnings).toEqual([]);
   });
 
+  it('run.json records the alpha in effect; an older run.json (alpha null = the default) still resumes', async () => {
+    const d = new Float32Array(SHAPE_PRESETS.tiny!.hiddenSize);
+    d[2] = 1;
+    const dirFile = join(root, 'direction-alpha.safetensors');
+    await writeDirectionFile(dirFile, embeddingDirectionFile(d, 'unembedding', { modelId: 'model', hiddenSize: d.length, numLayers: SHAPE_PRESETS.tiny!.numLayers, createdAt: new Date(0).toISOString() }));
+    const out = join(root, 'run-alpha');
+    const manual = (over: Partial<EvalCliOptions> = {}) => opts({ n: '2', out, conditions: 'base,manual', direction: dirFile, allowOtherModel: true, scale: '1', layerWeights: '0.5', ...over });
+    await runEvalCommand(manual(), false);
+    const runJson = join(out, 'run.json');
+    // no --alpha and no controller: the manual condition runs at the default alpha 2, and run.json says so
+    expect(JSON.parse(readFileSync(runJson, 'utf8')).alpha).toBe(2);
+    // the same alpha given explicitly is the same run
+    expect((await runEvalCommand(manual({ alpha: '2' }), false)).written).toBe(0);
+    expect(await refused(manual({ alpha: '3' }))).toContain('alpha: the run has 2, this command 3');
+    // a run.json written before alpha meant "in effect" held null for the default
+    writeFileSync(runJson, JSON.stringify({ ...JSON.parse(readFileSync(runJson, 'utf8')), alpha: null }));
+    expect((await runEvalCommand(manual(), false)).written).toBe(0);
+    expect(await refused(manual({ alpha: '3' }))).toContain('alpha: the run has null, this command 3');
+  });
+
   it('says what it recovered: a torn last line and duplicated lines of a killed or doubled writer', async () => {
     const out = join(root, 'run-recover');
     await runEvalCommand(opts({ n: '3', out }), false);

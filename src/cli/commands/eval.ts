@@ -23,7 +23,7 @@ import { DEFAULT_EVAL_BATCH } from '../../core/eval/batch.js';
 import { PAPER_SAMPLING, promptHash, runEval, runSettings, RUN_DISPLAY_FIELDS, type EvalDataset } from '../../core/eval/runner.js';
 import { parseRecordsJsonl, runSettingsJson, runSummaryMarkdown, summarizeRun, summaryFiles, type RunSummary } from '../../core/eval/summary.js';
 import { loadMethodArtefacts } from '../../core/method/artifacts-node.js';
-import { castId, parseConditionList, resolveConditions, type CastSettings } from '../../core/method/conditions.js';
+import { castId, conditionsAlpha, parseConditionList, resolveConditions, type CastSettings } from '../../core/method/conditions.js';
 import { datasetNamesFor, loadPromptSet, pick } from '../../core/method/datasets.js';
 import { FIT_MODES, parseFitMode } from '../../core/method/fit.js';
 import type { MethodController } from '../../core/method/flow.js';
@@ -105,6 +105,17 @@ export interface EvalRunResult {
 }
 
 /** The run's manifest (DIR/run.json), or null when DIR has none yet. */
+/**
+ * run.json's `alpha` once recorded only an explicit --alpha (null when the conditions used the controller's own), while
+ * the lab recorded the alpha in effect. Both now record the alpha in effect; a stored null from before is read as the
+ * default alpha it stood for, when this command gives no --alpha either (its records carry the alpha they were made
+ * with, and the controller id is checked, so the default is the same one).
+ */
+function olderAlpha(stored: Record<string, unknown> | null, effective: number | null, given: number | undefined): Record<string, unknown> | null {
+  if (!stored || stored['alpha'] !== null || effective === null || given !== undefined) return stored;
+  return { ...stored, alpha: effective };
+}
+
 async function readManifest(dir: string): Promise<Record<string, unknown> | null> {
   const file = join(dir, 'run.json');
   try {
@@ -207,7 +218,7 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
       directionId,
       controllerId,
       castId: cast ? await castId(cast) : null,
-      alpha: alpha ?? null,
+      alpha: conditionsAlpha(conditions),
       manual: names.includes('manual') ? manual : null,
       specialTokens,
       // What the model computes: a resume cannot mix other weights under the same name (resume-check.ts).
@@ -230,7 +241,7 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
     let result;
     let records: EvalRecord[] = [];
     try {
-      const stored = await readManifest(o.out);
+      const stored = olderAlpha(await readManifest(o.out), conditionsAlpha(conditions), alpha);
       checkResume(o.out, { settings: stored, records: store.records() }, { settings: manifest, prompts: planned, recordStamp: stamp, displayOnly: RUN_DISPLAY_FIELDS });
       if (!stored) await writeFileAtomic(join(o.out, 'run.json'), runSettingsJson(manifest));
       // A resumed run judges with the calibration it made first (run.json), never a new one.

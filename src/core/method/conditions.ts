@@ -65,6 +65,15 @@ export function parseConditionList(list: string): ConditionName[] {
   return names as ConditionName[];
 }
 
+/**
+ * The alpha a run's conditions use (was, uniform and manual share one), or null when none of them has an alpha: what
+ * run.json records, from the CLI and the lab alike, so a run resumes whichever of them made it.
+ */
+export function conditionsAlpha(conditions: readonly EvalCondition[]): number | null {
+  for (const c of conditions) if ('alpha' in c.policy && typeof c.policy.alpha === 'number') return c.policy.alpha;
+  return null;
+}
+
 export function resolveCondition(name: ConditionName, parts: ConditionParts): EvalCondition {
   const alpha = parts.alpha ?? parts.controller?.metadata?.alpha ?? DEFAULT_ALPHA;
   switch (name) {
