@@ -29,7 +29,10 @@ export { trainController } from './controller/train.js';
 export { encodeController, type Controller } from './controller/index.js';
 export { controllerFromBytes, controllerId, directionFromBytes, directionId } from './method/artifacts.js';
 
-export { methodController, runFlow, type FlowOptions, type FlowResult, type MethodController } from './method/flow.js';
+export {
+  compareFlow, methodController, runFlow, runFlows, type CompareFlowOptions, type CompareFlowResult, type FlowItem, type FlowOptions, type FlowOutcome,
+  type FlowResult, type MethodController,
+} from './method/flow.js';
 export type { SteeringPolicy } from './steering/policies.js';
 
 export { promptSeed, runEval, runSettings, type EvalDataset, type RunRecord } from './eval/runner.js';

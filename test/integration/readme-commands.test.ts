@@ -210,6 +210,7 @@ describe("the README's library example", () => {
       expect(r.stdout).toMatch(/made a direction at residual index [1-6]\n/);
       // Node quotes a string with an apostrophe in double quotes, any other in single quotes
       expect(r.stdout).toMatch(/base: ('[^']*'|"[^"]*"),\s+was: ('[^']*'|"[^"]*"),\s+s: -?\d/);
+      expect(r.stdout).toMatch(/sameAsTwoRuns: true/);
       expect(r.stdout).toMatch(/manual: /);
     } finally {
       rmSync(file, { force: true });
