@@ -296,7 +296,7 @@ export function createLlmHost(): LlmWorkerApi {
       const m = loaded('importDirection');
       const bytes = checkBytes(req?.bytes, 'importDirection');
       const file = importDirection(bytes, req.fileName, { ...modelFields(m.identity), numLayers: m.numLayers, hiddenSize: m.hiddenSize });
-      return activateDirection(m, file, encodeDirectionFile(file), null, req.fileName);
+      return activateDirection(m, file, encodeDirectionFile(file), null, req.fileName, req.allowOtherModel === true);
     },
 
     async useController(req: UseControllerRequest): Promise<ControllerSummary> {

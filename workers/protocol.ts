@@ -116,6 +116,8 @@ export interface UseDirectionRequest {
 export interface ImportDirectionRequest {
   bytes: Uint8Array;
   fileName: string;
+  /** A Steerlab direction file made for another model: warn instead of refusing (the CLI's --allow-other-model). */
+  allowOtherModel?: boolean;
 }
 
 /** A controller made active: checked against the loaded model (layers, hidden size, model identity). */

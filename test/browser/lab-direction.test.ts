@@ -3,9 +3,14 @@
  * builder, run in the LLM worker) shows its progress, the chosen layer, a per-layer separation plot and a fitted
  * CAST condition, and becomes the active direction (CAST is then offered in the playground); the paper's embedding
  * direction comes from the unembedding matrix; the computed direction is saved and listed next to the shipped one
- * without replacing it; "Use" makes either the one the model starts with after a reload.
+ * without replacing it; "Use" makes either the one the model starts with after a reload. A direction file made for
+ * another model is refused by name, and let in with a warning when "allow a file made for another model" is ticked.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { decodeDirectionFile, encodeDirectionFile } from '../../src/core/steering/direction-file.js';
+import { PROJECT_ROOT } from './harness.js';
 import { GUARD_MS, TEST_GUARD_MS, idle, labFixture, loadDefaultModel, withLab, type LabFixture } from './lab-helpers.js';
 
 let fixture: LabFixture;
@@ -84,6 +89,38 @@ describe('lab: Direction tab', () => {
       await loadDefaultModel(page);
       await expect.poll(() => page.locator('header .pill[title^="shipped with"]').first().textContent(), { timeout: GUARD_MS }).toMatch(/direction: diff-in-means/);
       await shoot('direction-restored');
+    });
+  }, TEST_GUARD_MS);
+
+  test('a direction file made for another model is refused, and let in with a warning when allowed', async () => {
+    // The shipped direction, stamped for another model of the same shape.
+    const file = decodeDirectionFile(new Uint8Array(readFileSync(join(PROJECT_ROOT, 'models/organism/direction.safetensors'))));
+    const foreign = Buffer.from(encodeDirectionFile({ ...file, metadata: { ...file.metadata, model_id: 'sha256:0123456789abcdef', model_name: 'another-model' } }));
+    await withLab(fixture, 'lab-direction-other-model', async ({ page }) => {
+      await loadDefaultModel(page);
+      await page.getByRole('tab', { name: 'Direction' }).click();
+      const panel = page.locator('#panel-direction');
+      const input = panel.getByLabel(/^Import a direction file/);
+      await input.setInputFiles({ name: 'foreign.safetensors', mimeType: 'application/octet-stream', buffer: foreign });
+      await expect.poll(() => panel.locator('p.alert').textContent(), { timeout: GUARD_MS }).toMatch(/another model|made for/);
+      const refusal = (await panel.locator('p.alert').textContent())!;
+      expect(refusal).toContain('sha256:0123456789abcdef');
+      await idle(page);
+      expect(await panel.locator('.card').first().textContent(), 'the refused file is not active').not.toMatch(/foreign\.safetensors/);
+
+      await panel.getByTestId('direction-allow-other').check();
+      await input.setInputFiles({ name: 'foreign.safetensors', mimeType: 'application/octet-stream', buffer: foreign });
+      await expect.poll(() => panel.locator('p.note').textContent(), { timeout: GUARD_MS }).toMatch(/imported foreign\.safetensors/);
+      expect(await panel.locator('p.note').textContent(), 'the allowed file is warned about').toContain('sha256:0123456789abcdef');
+      await idle(page);
+      // Saved with the switch: "Use" on it later works without ticking it again.
+      await panel.getByTestId('direction-allow-other').uncheck();
+      const list = page.getByTestId('direction-list');
+      await list.getByRole('button', { name: 'use shipped direction' }).click();
+      await idle(page);
+      await list.getByRole('button', { name: /^use foreign\.safetensors/ }).click();
+      await expect.poll(() => list.locator('tr.active').textContent(), { timeout: GUARD_MS }).toMatch(/foreign\.safetensors/);
+      expect(await panel.locator('p.alert').count()).toBe(0);
     });
   }, TEST_GUARD_MS);
 });

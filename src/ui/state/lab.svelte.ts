@@ -36,6 +36,8 @@ export interface ActiveDirection {
   separation: LayerSeparation[];
   /** Where it came from, in words (shown next to it). */
   origin: string;
+  /** Made for another model and let in on purpose (the CLI's --allow-other-model); kept when it is saved. */
+  allowOtherModel?: boolean;
 }
 
 export interface ActiveController {
@@ -290,7 +292,7 @@ async function applyChoice(kind: ArtefactKind, c: ArtefactChoice): Promise<strin
   }
   const a = (await listArtefacts(info.modelId, 'controller')).find((x) => x.id === c.id);
   if (!a) throw new Error('it is no longer saved in this browser');
-  await useControllerBytes(a.bytes, a.name, savedAt(a.createdAt), { source: 'saved', id: a.id });
+  await useControllerBytes(a.bytes, a.name, savedAt(a.createdAt), { source: 'saved', id: a.id }, a.extra.allowOtherModel === true);
   return `saved controller "${a.name}"`;
 }
 
@@ -315,6 +317,8 @@ export function useSavedDirection(a: StoredArtefact): Promise<string[]> {
     source: { source: 'saved', id: a.id },
     cast: a.extra.cast ? castFromJson(a.extra.cast as SerializedCast) : null,
     separation: (a.extra.separation as LayerSeparation[] | undefined) ?? [],
+    // imported with "allow a file made for another model": it stays allowed when used again
+    allowOtherModel: a.extra.allowOtherModel === true,
   });
 }
 
@@ -348,7 +352,7 @@ export async function saveDirection(name: string): Promise<string> {
   const id = d.source.source === 'saved' ? d.source.id : newArtefactId('direction');
   await saveArtefact({
     id, kind: 'direction', name, modelId: info.modelId, createdAt: new Date().toISOString(), bytes: d.info.bytes,
-    extra: { cast: d.info.cast ? castToJson(d.info.cast) : null, separation: $state.snapshot(d.separation) },
+    extra: { cast: d.info.cast ? castToJson(d.info.cast) : null, separation: $state.snapshot(d.separation), ...(d.allowOtherModel ? { allowOtherModel: true } : {}) },
   });
   lab.direction = { ...d, name, source: { source: 'saved', id }, origin: d.source.source === 'saved' ? d.origin : `${d.origin}; saved in this browser` };
   return id;
@@ -359,26 +363,29 @@ export async function useDirectionBytes(
   bytes: Uint8Array,
   name: string,
   origin: string,
-  extra: { cast?: CastCondition | null; separation?: LayerSeparation[]; source?: ActiveSource } = {},
+  extra: { cast?: CastCondition | null; separation?: LayerSeparation[]; source?: ActiveSource; allowOtherModel?: boolean } = {},
 ): Promise<string[]> {
   if (!lab.model.info) throw new Error('load a model first');
-  const info = await llmWorker().useDirection({ bytes: bytes.slice(), cast: extra.cast ?? null, source: name });
-  lab.direction = { info, name, origin, source: extra.source ?? { source: 'unsaved' }, separation: extra.separation ?? [] };
+  const info = await llmWorker().useDirection({ bytes: bytes.slice(), cast: extra.cast ?? null, source: name, allowOtherModel: extra.allowOtherModel === true });
+  lab.direction = { info, name, origin, source: extra.source ?? { source: 'unsaved' }, separation: extra.separation ?? [], ...(extra.allowOtherModel ? { allowOtherModel: true } : {}) };
   return info.warnings;
 }
 
 /** A user's vector file (a direction file, safetensors, JSON array or .npy), turned into a direction by the worker. */
-export async function importDirectionFile(bytes: Uint8Array, fileName: string): Promise<string[]> {
+export async function importDirectionFile(bytes: Uint8Array, fileName: string, allowOtherModel = false): Promise<string[]> {
   if (!lab.model.info) throw new Error('load a model first');
-  const info = await llmWorker().importDirection({ bytes: bytes.slice(), fileName });
-  lab.direction = { info, name: fileName, origin: `imported from ${fileName}`, source: { source: 'unsaved' }, separation: [] };
+  const info = await llmWorker().importDirection({ bytes: bytes.slice(), fileName, allowOtherModel });
+  lab.direction = { info, name: fileName, origin: `imported from ${fileName}`, source: { source: 'unsaved' }, separation: [], ...(allowOtherModel ? { allowOtherModel: true } : {}) };
   return info.warnings;
 }
 
-/** Makes a controller file active in the LLM worker (refused when made for another model). */
-export async function useControllerBytes(bytes: Uint8Array, name: string, origin: string, source: ActiveSource): Promise<string[]> {
+/**
+ * Makes a controller file active in the LLM worker: refused when made for another model, unless allowOtherModel (the
+ * CLI's --allow-other-model), which turns the refusal into a warning.
+ */
+export async function useControllerBytes(bytes: Uint8Array, name: string, origin: string, source: ActiveSource, allowOtherModel = false): Promise<string[]> {
   if (!lab.model.info) throw new Error('load a model first');
-  const c = await llmWorker().useController({ bytes: bytes.slice(), source: name });
+  const c = await llmWorker().useController({ bytes: bytes.slice(), source: name, allowOtherModel });
   lab.controller = { metadata: c.metadata, id: c.id, bytes, name, origin, source };
   // A controller is calibrated for the alpha it was trained and evaluated with (the organism's is 14, not the
   // paper's 2): start from it, as the CLI does; the slider still overrides.
