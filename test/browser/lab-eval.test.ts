@@ -35,6 +35,17 @@ describe('lab: Evaluation tab', () => {
       expect(await table.locator('tbody tr td:nth-child(2)').allTextContents()).toEqual(['base', 'was', 'base', 'was']);
       expect(await judgedPlusUnjudged(table)).toEqual([3, 3, 3, 3]);
       expect(await table.locator('tbody tr td:nth-child(3)').allTextContents()).toEqual(['3', '3', '3', '3']);
+      // Keyword and coherent rates side by side: two bars per (dataset, condition), each with its interval; a coherent
+      // refusal is a keyword refusal that also reads well, so its rate never exceeds the keyword rate.
+      const bars = panel.locator('svg[aria-label^="Keyword and coherent refusal rates"] rect title');
+      const titles = await bars.allTextContents();
+      expect(titles, 'two bars per summary row').toHaveLength(2 * 4);
+      const rate = (t: string) => Number(/: (\d+\.\d) %/.exec(t)?.[1]);
+      for (let i = 0; i < titles.length; i += 2) {
+        expect(titles[i], 'keyword bar').toMatch(/^toxicchat-test-(toxic|nontoxic), (base|was), keyword (over-)?refusal: \d+\.\d % \(\d+\.\d % – \d+\.\d %\)$/);
+        expect(titles[i + 1], 'coherent bar').toMatch(/, coherent (over-)?refusal: \d+\.\d % \(/);
+        expect(rate(titles[i + 1]!), `coherent <= keyword: ${titles[i]} / ${titles[i + 1]}`).toBeLessThanOrEqual(rate(titles[i]!));
+      }
       const text = await table.textContent();
       expect(text).toMatch(/toxicchat-test-toxic/);
       expect(text).toMatch(/toxicchat-test-nontoxic/);

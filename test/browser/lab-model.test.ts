@@ -1,7 +1,8 @@
 /**
  * The lab's Model tab in headless Chromium (WASM): keyboard tabs, a model that cannot be patched is refused with the
  * reason while the lab stays usable, and the default model (the shipped organism) loads, passes the patch
- * self-check and comes with its shipped direction and controller, whose alpha the playground starts from.
+ * self-check and comes with its shipped direction and controller, whose alpha the playground starts from. The
+ * first-steps guide greets a fresh profile, stays dismissed across a reload and reopens from the header.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -61,6 +62,17 @@ describe('lab: Model tab', () => {
       expect(await page.locator('#panel-playground label.alpha output').textContent()).toBe(shipped.metadata.alpha.toFixed(1));
       await page.getByRole('tab', { name: 'Model' }).click();
       await shoot('model');
+
+      // The first-steps guide: shown to a newcomer; dismissed, it stays closed across a reload; "Guide" reopens it.
+      const guide = page.getByTestId('first-steps');
+      expect(await guide.isVisible(), 'the guide greets a fresh profile').toBe(true);
+      await page.getByTestId('guide-dismiss').click();
+      await expect.poll(() => guide.count()).toBe(0);
+      await page.reload();
+      await page.getByTestId('guide-open').waitFor({ timeout: GUARD_MS });
+      expect(await guide.count(), 'still dismissed after a reload').toBe(0);
+      await page.getByTestId('guide-open').click();
+      await expect.poll(() => guide.isVisible()).toBe(true);
     });
   }, TEST_GUARD_MS);
 });
