@@ -32,7 +32,7 @@ const identity: ModelIdentity = { id: 'sha256:00112233aabbccdd', name: 'fake', v
 /** The fake model's vocabulary: prompt ids are 0..length-1, reply ids 1..3. */
 const V = 1000;
 
-function fakeModel(calls: { n: number; seeds: (number | undefined)[]; batches?: number[] }): SteerableModel {
+function fakeModel(calls: { n: number; seeds: (number | undefined)[]; batches?: number[]; forwards?: number }): SteerableModel {
   const REPLIES: Record<number, string> = { 1: "I'm sorry, no.", 2: 'Sure, here.' };
   return {
     id: identity.id,
@@ -44,7 +44,10 @@ function fakeModel(calls: { n: number; seeds: (number | undefined)[]; batches?: 
     tokenizer: { encode: (t: string) => Array.from(t, (_, i) => i), decode: (ids: number[]) => ids.map((i) => REPLIES[i] ?? '').join('') },
     contextLength: null,
     // coherence scoring: a flat distribution over the V tokens (reply_nll = ln V for every reply)
-    forward: async (ids: number[][]) => ({ logits: { data: new Float32Array(ids[0]!.length * V), dims: [1, ids[0]!.length, V] } }),
+    forward: async (ids: number[][]) => {
+      if (calls.forwards !== undefined) calls.forwards++;
+      return { logits: { data: new Float32Array(ids[0]!.length * V), dims: [1, ids[0]!.length, V] } };
+    },
     nextTokenLogits: async () => new Float32Array(V),
     decode: async (rows: readonly DecodeRow[]): Promise<DecodeResult[]> => {
       calls.batches?.push(rows.length);
@@ -80,7 +83,7 @@ const conditions = [resolveCondition('base', {}), resolveCondition('was', { cont
 
 function run(
   store: MemoryRecordStore,
-  calls: { n: number; seeds: (number | undefined)[]; batches?: number[] },
+  calls: { n: number; seeds: (number | undefined)[]; batches?: number[]; forwards?: number },
   signal?: AbortSignal,
   sampling = false,
   sets = datasets,
@@ -111,11 +114,13 @@ const CALIBRATION = expect.objectContaining({ set: 'run:all (mixed, benign-set)'
 describe('runEval', () => {
   it('writes one judged record per dataset x prompt x condition, with the whole record schema', async () => {
     const store = new MemoryRecordStore();
-    const calls = { n: 0, seeds: [] as (number | undefined)[] };
+    const calls = { n: 0, seeds: [] as (number | undefined)[], forwards: 0 };
     const r = await run(store, calls);
     expect(r).toEqual({ total: 6, written: 6, skipped: 0, failed: 0, cancelled: false, calibration: CALIBRATION });
     // greedy, base listed: the calibration replies are the base records (no extra generation)
     expect(calls.n).toBe(6);
+    // ... nor a second scoring pass: 3 unsteered passes score the calibration (= base) replies, 3 the WAS replies
+    expect(calls.forwards).toBe(6);
     const recs = store.records() as unknown as RunRecord[];
     expect(recs.map((x) => `${x.dataset}/${x.condition}/${x.id}`)).toEqual([
       'mixed/base/a', 'mixed/was/a', 'mixed/base/b', 'mixed/was/b', 'benign-set/base/c', 'benign-set/was/c',

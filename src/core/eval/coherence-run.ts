@@ -19,7 +19,7 @@
  */
 import type { PromptRecord } from '../data/types.js';
 import type { SteerableModel } from '../model/steerable.js';
-import { calibrateNllThreshold, firstTokenKl, judgeCoherentRefusal, replyScores, type FinishReason, type NllCalibration } from './coherence.js';
+import { calibrateNllThreshold, firstTokenKl, judgeCoherentRefusal, replyScores, type FinishReason, type NllCalibration, type ReplyScores } from './coherence.js';
 
 /** What run.json and the summaries say the default calibration set is. */
 export const DEFAULT_CALIBRATION_SET = "the unsteered greedy replies to every prompt of the run (benign and harmful)";
@@ -64,11 +64,16 @@ export interface ScoreInput {
   measureKl: boolean;
   /** The base condition's reply text to the same prompt, when known. */
   baseText: string | null;
+  /**
+   * replyScores of exactly this prompt and reply, when already computed (a base reply the run's calibration scored):
+   * the unsteered forward is not run a second time.
+   */
+  scores?: ReplyScores;
 }
 
 /** The coherence fields of one record: one unsteered forward, and one steered prompt pass when measureKl. */
 export async function scoreRecord(model: SteerableModel, calibration: NllCalibration, s: ScoreInput): Promise<RecordCoherence> {
-  const scores = await replyScores(model, s.promptIds, s.reply.tokenIds);
+  const scores = s.scores ?? (await replyScores(model, s.promptIds, s.reply.tokenIds));
   const verdict = judgeCoherentRefusal({ refused: s.refused, replyNll: scores.nll, text: s.reply.text, finishReason: s.reply.finishReason }, calibration);
   let kl: number | null = null;
   if (s.measureKl && s.patch) {

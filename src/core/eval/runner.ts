@@ -36,7 +36,7 @@ import { sha256Text } from '../util/sha256.js';
 import { judgeOutput, type RefusalJudge } from './judges.js';
 import { checkBatch } from './batch.js';
 import type { EvalRecord, RecordKey, RecordStore } from './records.js';
-import { COHERENT_REFUSAL_RULE, DEFAULT_NLL_QUANTILE, replyScores, type NllCalibration } from './coherence.js';
+import { COHERENT_REFUSAL_RULE, DEFAULT_NLL_QUANTILE, replyScores, type NllCalibration, type ReplyScores } from './coherence.js';
 import { calibrationFrom, checkCalibration, DEFAULT_CALIBRATION_SET, defaultCalibrationPlan, scoreRecord, type CalibrationPlan, type RecordCoherence } from './coherence-run.js';
 import { DEFAULT_STEERING_SETTINGS, settingsRecord, type SteeringSettings } from '../steering/modes.js';
 
@@ -210,6 +210,14 @@ interface CoherenceContext {
   calibration: NllCalibration;
   baseStore: Pick<RecordStore, 'get'>;
   chat: { allowSpecialTokens: boolean };
+  /** This record's reply scores, when the calibration already computed them (a base reply it decoded). */
+  scores?: ReplyScores | undefined;
+}
+
+/** A base reply the calibration decoded and scored, handed to the main loop to be written as its record. */
+interface CalibratedReply {
+  flow: FlowResult;
+  scores: ReplyScores;
 }
 
 /** The record of a finished flow, judged by keywords and for coherence. */
@@ -219,7 +227,7 @@ async function judgedRecord(o: RunEvalOptions, job: Job, flow: FlowResult, cc: C
   const judgeMs = performance.now() - tj;
   const tc = performance.now();
   const key = { dataset: job.head.dataset, id: job.head.id, condition: job.cond.name };
-  const coherence = await coherenceOf(o, cc.calibration, cc.baseStore, key, job.prompt.label ?? null, flow, verdict.refused, job.cond.policy.kind !== 'off', cc.chat);
+  const coherence = await coherenceOf(o, cc.calibration, cc.baseStore, key, job.prompt.label ?? null, flow, verdict.refused, job.cond.policy.kind !== 'off', cc.chat, cc.scores);
   const coherenceMs = performance.now() - tc;
   const manual = manualOf(job.cond);
   return {
@@ -290,10 +298,11 @@ const flowKey = (dataset: string, id: string) => JSON.stringify([dataset, id]);
  * The run's reply_nll threshold: the given one, else the q-quantile over the base (unsteered, greedy) replies to the
  * calibration prompts. A base record already stored is reused; the others are decoded `batch` at a time (runFlows,
  * as the main loop decodes: the replies do not depend on the batch size). A fresh calibration reply that the run would
- * also write as a base record (greedy runs listing base) is handed back in `flows` for the main loop to write.
+ * also write as a base record (greedy runs listing base) is handed back in `flows`, with its reply scores, for the
+ * main loop to write: neither its decode nor its unsteered scoring pass runs twice.
  */
-async function calibrate(o: RunEvalOptions, fit: FitMode, batch: number): Promise<{ calibration: NllCalibration | null; flows: Map<string, FlowResult> }> {
-  const flows = new Map<string, FlowResult>();
+async function calibrate(o: RunEvalOptions, fit: FitMode, batch: number): Promise<{ calibration: NllCalibration | null; flows: Map<string, CalibratedReply> }> {
+  const flows = new Map<string, CalibratedReply>();
   if (o.calibration) return { calibration: checkCalibration(o.calibration, 'the given calibration'), flows };
   const plan = o.calibrationPlan ?? defaultCalibrationPlan(o.datasets);
   const inRun = new Set(o.datasets.flatMap((d) => d.prompts.map((p) => flowKey(d.name, p.id))));
@@ -324,8 +333,9 @@ async function calibrate(o: RunEvalOptions, fit: FitMode, batch: number): Promis
       // a prompt the model cannot take has no reply to calibrate on (null); its record will say why
       if (out.ok) {
         const ids = o.model.formatChat(out.result.fit.text, { allowSpecialTokens: o.allowSpecialTokens === true }).ids;
-        nlls[i] = (await replyScores(o.model, ids, out.result.tokenIds)).nll;
-        if (reusable && inRun.has(flowKey(dataset, prompt.id))) flows.set(flowKey(dataset, prompt.id), out.result);
+        const scores = await replyScores(o.model, ids, out.result.tokenIds);
+        nlls[i] = scores.nll;
+        if (reusable && inRun.has(flowKey(dataset, prompt.id))) flows.set(flowKey(dataset, prompt.id), { flow: out.result, scores });
       }
       o.onCalibrationProgress?.(++done, plan.prompts.length);
     }
@@ -381,7 +391,7 @@ export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
     let r = 0;
     const outcomes: FlowOutcome[] = jobs.map((j) => {
       const c = cached(j);
-      return c ? { ok: true, result: c } : ran[r++]!;
+      return c ? { ok: true, result: c.flow } : ran[r++]!;
     });
     for (let k = 0; k < jobs.length; k++) {
       const job = jobs[k]!;
@@ -389,7 +399,7 @@ export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
       let record: RunRecord;
       if (out.ok) {
         if (out.result.finishReason === 'abort') return false;
-        record = await judgedRecord(o, job, out.result, { calibration, baseStore, chat });
+        record = await judgedRecord(o, job, out.result, { calibration, baseStore, chat, scores: cached(job)?.scores });
       } else {
         if (o.signal?.aborted) return false;
         lastError = out.error;
@@ -464,6 +474,7 @@ async function coherenceOf(
   refused: boolean,
   steered: boolean,
   chat: { allowSpecialTokens: boolean },
+  scores?: ReplyScores,
 ): Promise<RecordCoherence> {
   const base = steered ? baseStore.get({ ...key, condition: 'base' }) : undefined;
   const baseText = base && typeof base['output'] === 'string' && base['error'] === undefined ? base['output'] : null;
@@ -474,6 +485,7 @@ async function coherenceOf(
     patch: steered ? { steering: flow.matrix, projection: flow.projection, positions: o.settings?.positions ?? o.steerPromptPositions ?? 'last' } : null,
     measureKl: steered && label === 'benign',
     baseText,
+    ...(scores ? { scores } : {}),
   });
 }
 
