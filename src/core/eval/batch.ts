@@ -6,13 +6,13 @@
 
 /**
  * `lab eval`'s default. Node on the SmolLM2-135M shape (bench/RESULTS.md eval_batch, quiet 2-core machine): batch 8
- * ran 1.78x and batch 16 1.99x the prompts per minute of batch 1; 8 keeps memory modest on larger models.
+ * ran 1.94x and batch 16 2.17x the prompts per minute of batch 1; 8 keeps memory modest on larger models.
  */
 export const DEFAULT_EVAL_BATCH = 8;
 
 /**
  * The lab's batch for the device its model runs on. WASM: 8, the best of 1/4/8/16 in headless Chromium on the
- * SmolLM2-135M shape on a quiet machine (1.33x; 4 gave 1.18x, 16 1.29x; bench/RESULTS.md eval_batch). WebGPU: 16,
+ * SmolLM2-135M shape on a quiet machine (1.49x; 4 gave 1.21x, 16 1.48x; bench/RESULTS.md eval_batch). WebGPU: 16,
  * because a decode step there is bound by kernel dispatch more than by arithmetic at these model sizes, so more rows
  * per step come nearly free; an estimate, not measured (the bench's headless Chromium has no GPU).
  */
