@@ -4,7 +4,7 @@
  * evaluation run with its run.json (as `lab eval --out DIR` writes it) and records. The .tar is read back in Node
  * (the files a user and the CLI see), and the CLI resumes the exported run from its folder (`lab eval --out DIR` with
  * the same settings finds every record done); then the bundle is imported into a fresh browser profile, where every
- * piece comes back.
+ * piece comes back; a start choice the importing browser made itself is kept, not replaced by the bundle's.
  */
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -46,6 +46,10 @@ describe('lab: export everything, import it elsewhere', () => {
       await dir.getByRole('button', { name: 'Compute direction' }).click();
       await page.getByText(/separation of harmful vs harmless/).waitFor({ timeout: GUARD_MS });
       await idle(page);
+      // ... and the one this browser starts with (the bundle carries that choice).
+      await page.getByTestId('direction-list').getByRole('button', { name: /^use diff-in-means/ }).click();
+      await expect.poll(() => page.getByTestId('direction-list').locator('tr.active').textContent(), { timeout: GUARD_MS }).toMatch(/diff-in-means .*starts with/);
+      await idle(page);
       // A controller, imported from a file (the shipped one): saved in this browser.
       await page.getByRole('tab', { name: 'Controller' }).click();
       await page.locator('#panel-controller input[type="file"]').setInputFiles(join(PROJECT_ROOT, 'models/organism/controller.safetensors'));
@@ -73,9 +77,10 @@ describe('lab: export everything, import it elsewhere', () => {
     const files = new Map(parseTar(new Uint8Array(readFileSync(bundle))).map((f) => [f.name, f.data!]));
     const manifest = JSON.parse(new TextDecoder().decode(files.get('steerlab-bundle.json'))) as {
       format: string; directions: { file: string; extra: { cast: unknown; separation: unknown[] } }[]; controllers: { file: string }[];
-      runs: { dir: string; has_run_json: boolean }[];
+      runs: { dir: string; has_run_json: boolean }[]; start_with: { direction: { source: string } | null };
     };
     expect(manifest.format).toBe('steerlab-lab-bundle');
+    expect(manifest.start_with.direction, "the exporting browser's start choice").toMatchObject({ source: 'saved' });
     const direction = decodeDirectionFile(files.get(manifest.directions[0]!.file)!);
     expect(direction.metadata.method).toBe('diff-in-means');
     expect(direction.metadata.layer, 'ActAdd: the chosen layer').toBeTypeOf('number');
@@ -111,8 +116,19 @@ describe('lab: export everything, import it elsewhere', () => {
     // A fresh browser profile: nothing saved until the bundle is imported; then everything is back.
     await withLab(fixture, 'lab-bundle-import', async ({ page, shoot }) => {
       await loadDefaultModel(page);
+      // This browser has chosen its start direction itself (the embedding direction): the bundle's choice does not
+      // replace it.
+      await page.getByRole('tab', { name: 'Direction' }).click();
+      await page.getByTestId('direction-list').getByRole('button', { name: 'use embedding direction' }).click();
+      await expect.poll(() => page.getByTestId('direction-list').locator('tr.active').textContent(), { timeout: GUARD_MS }).toMatch(/embedding direction.*starts with/);
+      await idle(page);
+      await page.getByRole('tab', { name: 'Model' }).click();
       await page.getByTestId('bundle-import').setInputFiles(bundle);
       await expect.poll(() => page.getByTestId('bundle-message').textContent(), { timeout: GUARD_MS }).toMatch(/imported 1 directions, 1 controllers and 1 evaluation runs/);
+      expect(await page.getByTestId('bundle-message').textContent()).toMatch(/this browser keeps its own start choice for the direction/);
+      await page.reload();
+      await loadDefaultModel(page);
+      await expect.poll(() => page.locator('header').textContent(), { timeout: GUARD_MS }).toMatch(/direction: embedding/);
       await page.getByRole('tab', { name: 'Direction' }).click();
       const list = page.getByTestId('direction-list');
       await list.getByRole('button', { name: /^use diff-in-means/ }).click();

@@ -11,7 +11,7 @@
  *   runs/<run id>/summary.{json,csv,md}
  *
  * Importing puts the directions, controllers and runs back in IndexedDB under their own ids (an id already there is
- * replaced by the bundle's copy), and the start choices with them.
+ * replaced by the bundle's copy), and takes the bundle's start choices where this browser has made none for the model.
  */
 import { createTar, parseTar } from 'nanotar';
 import { IdbRecordStore, listRuns, saveRun, type EvalRunInfo } from '../../core/eval/records-idb.js';
@@ -99,7 +99,10 @@ function bad(what: string): never {
  * Puts a bundle's directions, controllers and runs back into this browser for the loaded model. Refuses a bundle
  * made for another model (its artefacts would not fit) and one that is not a bundle, naming what is wrong.
  */
-export async function importBundle(bytes: Uint8Array, loadedModelId: string): Promise<{ directions: number; controllers: number; runs: number }> {
+export async function importBundle(
+  bytes: Uint8Array,
+  loadedModelId: string,
+): Promise<{ directions: number; controllers: number; runs: number; keptStart: ('direction' | 'controller')[] }> {
   let items: { name: string; data?: Uint8Array }[];
   try {
     items = parseTar(bytes);
@@ -130,9 +133,13 @@ export async function importBundle(bytes: Uint8Array, loadedModelId: string): Pr
     await store.close();
     await saveRun(r.info);
   }
+  // The bundle's start choice applies where this browser has none for the model; a choice made here stays.
+  const keptStart: ('direction' | 'controller')[] = [];
   for (const kind of ['direction', 'controller'] as const) {
     const c = m.start_with?.[kind];
-    if (c) rememberChoice(m.model_id, kind, c);
+    if (!c) continue;
+    if (rememberedChoice(m.model_id, kind)) keptStart.push(kind);
+    else rememberChoice(m.model_id, kind, c);
   }
-  return { directions: m.directions.length, controllers: m.controllers.length, runs: m.runs.length };
+  return { directions: m.directions.length, controllers: m.controllers.length, runs: m.runs.length, keptStart };
 }
