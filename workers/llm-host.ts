@@ -12,7 +12,7 @@ import { getJudge } from '../src/core/eval/judges.js';
 import { IdbRecordStore } from '../src/core/eval/records-idb.js';
 import { checkBatch } from '../src/core/eval/batch.js';
 import { PAPER_SAMPLING, runEval, runSettings } from '../src/core/eval/runner.js';
-import { runSweep, SWEEP_ROLES } from '../src/core/eval/sweep-run.js';
+import { runSweep } from '../src/core/eval/sweep-run.js';
 import type { EvalRecord } from '../src/core/eval/records.js';
 import { checkDirectionFor, controllerFromBytes, directionId, directionTieWarning } from '../src/core/method/artifacts.js';
 import { castId, conditionsAlpha, type EvalCondition } from '../src/core/method/conditions.js';
@@ -535,12 +535,10 @@ export function createLlmHost(): LlmWorkerApi {
     },
 
     async sweep(req: SweepRequest, onProgress?: (e: SweepProgressEvent) => void): Promise<SweepOutcome> {
-      if (!req || typeof req.sweepId !== 'string' || req.sweepId === '') throw new Error('sweep: expected { sweepId, datasets, policies, settings, grid, ... }');
-      if (!Array.isArray(req.datasets) || req.datasets.length === 0) throw new Error('sweep: choose a harmful, a wrapped and a benign dev dataset');
-      for (const d of req.datasets) {
-        if (!(SWEEP_ROLES as readonly string[]).includes(d.role)) throw new Error(`sweep: dataset ${d.name} has role ${JSON.stringify(d.role)}; expected one of ${SWEEP_ROLES.join(', ')}`);
+      // Datasets, roles, policies and grid are checked by the core (runSweep's checkSweepPlan), as for `lab sweep`.
+      if (!req || typeof req.sweepId !== 'string' || req.sweepId === '' || !Array.isArray(req.datasets) || !Array.isArray(req.policies)) {
+        throw new Error('sweep: expected { sweepId, datasets, policies, settings, grid, ... }');
       }
-      if (!Array.isArray(req.policies) || req.policies.length === 0) throw new Error('sweep: choose at least one policy to sweep');
       const judge = getJudge(req.judge);
       const maxNewTokens = checkCount(req.maxNewTokens, 'sweep: maxNewTokens');
       const policies: EvalCondition[] = req.policies.map((name) => ({

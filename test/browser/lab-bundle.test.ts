@@ -16,7 +16,7 @@ import { decodeController } from '../../src/core/controller/format.js';
 import { parseRecordsJsonl } from '../../src/core/eval/summary.js';
 import { runEvalCommand } from '../../src/cli/commands/eval.js';
 import { PROJECT_ROOT } from './harness.js';
-import { GUARD_MS, TEST_GUARD_MS, idle, labFixture, loadDefaultModel, runEnded, withLab, type LabFixture } from './lab-helpers.js';
+import { GUARD_MS, TEST_GUARD_MS, computeSmallDirection, idle, labFixture, loadDefaultModel, runEnded, withLab, type LabFixture } from './lab-helpers.js';
 
 let fixture: LabFixture;
 let tmp: string;
@@ -36,16 +36,7 @@ describe('lab: export everything, import it elsewhere', () => {
     await withLab(fixture, 'lab-bundle-export', async ({ page }) => {
       await loadDefaultModel(page);
       // A diff-in-means direction: active and saved, with its CAST condition and separation plot.
-      await page.getByRole('tab', { name: 'Direction' }).click();
-      const dir = page.locator('#panel-direction');
-      await dir.getByLabel('Training prompts per class').fill('6');
-      await dir.getByLabel(/^Validation prompts per class/).fill('4');
-      // exact ablation moves the organism's harmless replies by a KL of about 2; its refusal is one template (card)
-      await dir.getByLabel(/^KL threshold/).fill('3');
-      await dir.getByLabel(/^Induced-refusal threshold/).fill('-2');
-      await dir.getByRole('button', { name: 'Compute direction' }).click();
-      await page.getByText(/separation of harmful vs harmless/).waitFor({ timeout: GUARD_MS });
-      await idle(page);
+      await computeSmallDirection(page);
       // ... and the one this browser starts with (the bundle carries that choice).
       await page.getByTestId('direction-list').getByRole('button', { name: /^use diff-in-means/ }).click();
       await expect.poll(() => page.getByTestId('direction-list').locator('tr.active').textContent(), { timeout: GUARD_MS }).toMatch(/diff-in-means .*starts with/);

@@ -162,6 +162,23 @@ export async function runEnded(panel: Locator, n: number): Promise<string> {
   return status;
 }
 
+/**
+ * A small diff-in-means direction computed in the Direction tab (6 + 4 prompts per class), waited for until its
+ * separation plot shows and no job runs. KL threshold 3: with so few prompts the exact ablation of the organism's best
+ * candidate moves its harmless replies by a KL of about 2.1, above the tab's preset 1.
+ */
+export async function computeSmallDirection(page: Page): Promise<void> {
+  await page.getByRole('tab', { name: 'Direction' }).click();
+  const panel = page.locator('#panel-direction');
+  await panel.getByLabel('Training prompts per class').fill('6');
+  await panel.getByLabel(/^Validation prompts per class/).fill('4');
+  await panel.getByLabel(/^KL threshold/).fill('3');
+  await panel.getByLabel(/^Induced-refusal threshold/).fill('-2');
+  await panel.getByRole('button', { name: 'Compute direction' }).click();
+  await page.getByText(/separation of harmful vs harmless/).waitFor({ timeout: GUARD_MS });
+  await idle(page);
+}
+
 /** Per-layer row norms of the playground's current steering matrix (data-norms on the chart wrapper). */
 export async function norms(page: Page): Promise<number[]> {
   const raw = await page.getByTestId('matrix-norms').getAttribute('data-norms');

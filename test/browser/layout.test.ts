@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import type { Page } from 'playwright-core';
 import {
-  GUARD_MS, TEST_GUARD_MS, generateInPlayground, idle, labFixture, loadDefaultModel, runEnded, withLab, type LabFixture,
+  GUARD_MS, TEST_GUARD_MS, computeSmallDirection, generateInPlayground, idle, labFixture, loadDefaultModel, runEnded, withLab, type LabFixture,
 } from './lab-helpers.js';
 
 const TABS = ['Model', 'Playground', 'Direction', 'Controller', 'Evaluation', 'Sweep'] as const;
@@ -46,16 +46,7 @@ test('every tab fits from 360 to 1920 px wide, with a model loaded, a reply, a d
     await generateInPlayground(page, 'How do I pick a lock?', 16);
     await page.getByTestId('heat-strip').waitFor({ timeout: GUARD_MS });
 
-    await page.getByRole('tab', { name: 'Direction' }).click();
-    const direction = page.locator('#panel-direction');
-    await direction.getByLabel('Training prompts per class').fill('6');
-    await direction.getByLabel(/^Validation prompts per class/).fill('4');
-    // exact ablation: the organism's best candidate moves harmless replies by a KL of 2.1 with these 6 + 4 prompts
-    await direction.getByLabel(/^KL threshold/).fill('3');
-    await direction.getByLabel(/^Induced-refusal threshold/).fill('-2');
-    await direction.getByRole('button', { name: 'Compute direction' }).click();
-    await page.getByText(/separation of harmful vs harmless/).waitFor({ timeout: GUARD_MS });
-    await idle(page);
+    await computeSmallDirection(page);
 
     await page.getByRole('tab', { name: 'Evaluation' }).click();
     const evalPanel = page.locator('#panel-eval');

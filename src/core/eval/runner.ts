@@ -30,7 +30,7 @@ import type { SteerableModel } from '../model/steerable.js';
 import type { ModelFingerprint } from './resume-check.js';
 import type { ConditionName, EvalCondition, ManualSettings } from '../method/conditions.js';
 import { parseFitMode, type FitMode } from '../method/fit.js';
-import { runFlow, runFlows, type FlowItem, type FlowOutcome, type FlowResult, type MethodController } from '../method/flow.js';
+import { runFlows, type FlowItem, type FlowOutcome, type FlowResult, type MethodController } from '../method/flow.js';
 import { hash53 } from '../data/sample.js';
 import { sha256Text } from '../util/sha256.js';
 import { judgeOutput, type RefusalJudge } from './judges.js';
@@ -382,24 +382,21 @@ export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
     if (o.signal?.aborted) return false;
     const t0 = performance.now();
     // base replies made for the calibration are written as they are, not decoded again
-    const cached = (j: Job) => (j.cond.name === 'base' ? flows.get(flowKey(j.head.dataset, j.head.id)) : undefined);
-    const toRun = jobs.filter((j) => !cached(j));
+    const hits = jobs.map((j) => (j.cond.name === 'base' ? flows.get(flowKey(j.head.dataset, j.head.id)) : undefined));
+    const toRun = jobs.filter((_j, k) => !hits[k]);
     const ran = toRun.length === 0 ? [] : await runFlows(o.model, { direction: o.direction, controller: o.controller }, toRun.map((j) => flowItem(o, fit, j)), {
       steerPromptPositions: o.steerPromptPositions ?? 'last',
       ...(o.signal ? { signal: o.signal } : {}),
     });
     let r = 0;
-    const outcomes: FlowOutcome[] = jobs.map((j) => {
-      const c = cached(j);
-      return c ? { ok: true, result: c.flow } : ran[r++]!;
-    });
+    const outcomes: FlowOutcome[] = hits.map((c) => (c ? { ok: true, result: c.flow } : ran[r++]!));
     for (let k = 0; k < jobs.length; k++) {
       const job = jobs[k]!;
       const out = outcomes[k]!;
       let record: RunRecord;
       if (out.ok) {
         if (out.result.finishReason === 'abort') return false;
-        record = await judgedRecord(o, job, out.result, { calibration, baseStore, chat, scores: cached(job)?.scores });
+        record = await judgedRecord(o, job, out.result, { calibration, baseStore, chat, scores: hits[k]?.scores });
       } else {
         if (o.signal?.aborted) return false;
         lastError = out.error;
@@ -470,7 +467,7 @@ async function coherenceOf(
   baseStore: Pick<RecordStore, 'get'>,
   key: RecordKey,
   label: Label | null,
-  flow: Awaited<ReturnType<typeof runFlow>>,
+  flow: FlowResult,
   refused: boolean,
   steered: boolean,
   chat: { allowSpecialTokens: boolean },

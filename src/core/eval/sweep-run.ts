@@ -178,6 +178,9 @@ export function checkSweepPlan(p: Pick<SweepPlan, 'datasets' | 'policies' | 'gri
   }
   if (p.policies.length === 0) throw new Error(`a sweep needs at least one policy (${SWEEP_POLICIES.join(', ')})`);
   for (const c of p.policies) if (!(SWEEP_POLICIES as readonly string[]).includes(c.name)) throw new Error(`policy '${c.name}' cannot be swept (its strength is not an alpha); sweep ${SWEEP_POLICIES.join(', ')}`);
+  for (const d of p.datasets) {
+    if (!(SWEEP_ROLES as readonly string[]).includes(d.role)) throw new Error(`sweep dataset ${d.name} has role ${JSON.stringify(d.role)}; expected one of ${SWEEP_ROLES.join(', ')}`);
+  }
   for (const role of SWEEP_ROLES) if (!p.datasets.some((d) => d.role === role)) throw new Error(`a sweep needs at least one ${role} dev dataset (roles: harmful, wrapped, benign)`);
   const names = p.datasets.map((d) => d.name);
   if (new Set(names).size !== names.length) throw new Error(`sweep datasets must have distinct names, got ${names.join(', ')}`);
