@@ -91,11 +91,29 @@ describe('lab: Playground', () => {
       await expect.poll(() => generate.isEnabled(), { timeout: GUARD_MS }).toBe(true);
       const baseStopped = await play.locator('article').nth(0).textContent();
       const steeredStopped = await play.locator('article').nth(1).textContent();
-      expect(baseStopped).toMatch(/\d+ tokens, abort/);
-      expect(steeredStopped).toMatch(/\d+ tokens, abort/);
+      const alert = (await play.getByRole('alert').count()) ? await play.getByRole('alert').textContent() : 'none';
+      expect(baseStopped, `base article after Stop (alert: ${alert})`).toMatch(/\d+ tokens, abort/);
+      expect(steeredStopped, `steered article after Stop (alert: ${alert})`).toMatch(/\d+ tokens, abort/);
       expect(tokensOf(baseStopped)).toBeLessThan(400);
       expect(tokensOf(steeredStopped)).toBe(tokensOf(baseStopped));
       await shoot('playground-stopped');
+
+      // A Stop pressed before the request has left the page is honoured too. Here the page is still fetching the
+      // relative-alpha norm set (held back until Stop is pressed): the worker has no job yet, so only the page can
+      // keep the request from leaving; a lost Stop would let it run all 400 tokens.
+      let release!: () => void;
+      const held = new Promise<void>((r) => (release = r));
+      await page.route('**/data/refusal_direction/harmless_train*', async (route) => {
+        await held;
+        await route.continue();
+      });
+      await page.getByTestId('play-alpha-scale').selectOption('relative');
+      await generate.click();
+      await page.getByTestId('stop').click();
+      release();
+      await expect.poll(() => generate.isEnabled(), { timeout: GUARD_MS }).toBe(true);
+      for (const k of [0, 1]) expect(await play.locator('article').nth(k).textContent()).toMatch(/0 tokens, abort \(stopped before the first token\)/);
+      expect(await play.getByRole('alert').count(), 'a Stop is not an error').toBe(0);
     });
   }, TEST_GUARD_MS);
 });

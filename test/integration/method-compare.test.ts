@@ -149,6 +149,20 @@ describe('compare: base and steered from one batch-2 generation', () => {
       expect(pair.steered.finishReason).toBe('abort');
       expect(pair.steered.tokenIds.length).toBeLessThanOrEqual(2);
     });
+
+    test('a Stop that lands before the first token gives two empty aborted replies, not an error', async () => {
+      // The lab's Stop can reach the worker while the job is still resolving its steering: the signal is aborted
+      // before decoding starts, and each reply has no tokens (transformers.js's decode throws on an empty list).
+      const ac = new AbortController();
+      ac.abort();
+      const parts = { direction: s.direction, controller: s.controller };
+      for (const policy of [{ kind: 'off' } as const, s.policies[0]!]) {
+        const pair = await compareFlow(s.model, PROMPTS[0]!, parts, { policy, maxNewTokens: 40, signal: ac.signal });
+        for (const r of [pair.base, pair.steered]) expect(r).toMatchObject({ text: '', tokenIds: [], finishReason: 'abort' });
+        const one = await runFlow(s.model, PROMPTS[0]!, parts, { policy, maxNewTokens: 40, signal: ac.signal });
+        expect(one).toMatchObject({ text: '', tokenIds: [], finishReason: 'abort' });
+      }
+    });
   });
 
   describe('a fused test model (GroupQueryAttention)', () => {

@@ -4,8 +4,12 @@
  */
 import type { TjsTokenizer } from './prompt.js';
 
-/** The reply's text: special tokens (end of turn, padding) left out. */
+/**
+ * The reply's text: special tokens (end of turn, padding) left out. A reply of no tokens (stopped before its first)
+ * is '' here: transformers.js's decode throws on an empty list.
+ */
 export function replyText(tokenizer: Pick<TjsTokenizer, 'decode'>, ids: readonly number[]): string {
+  if (ids.length === 0) return '';
   return tokenizer.decode([...ids], { skip_special_tokens: true });
 }
 

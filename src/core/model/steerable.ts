@@ -12,6 +12,7 @@ import { checkContext, checkIds, compareSteered, generateSteered, type GenerateD
 import { formatChat, type ChatOptions, type ChatPrompt, type TjsTokenizer } from './prompt.js';
 import type { ModelIdentity } from './model-id.js';
 import { nextTokenLogits, type NextTokenPatch } from './next-token.js';
+import { replyText } from './reply-text.js';
 import { disposeOutputs, SteeringPatch, toDense, type TjsModel, type TjsTensor } from './steering-patch.js';
 import type { CompareOptions, CompareResult, Dense, Device, Dtype, ForwardResult, GenerateOptions, GenerateResult, SelfCheckResult } from './types.js';
 
@@ -147,7 +148,7 @@ export class SteerableModel {
       vocabSize: this.vocabSize,
       contextLength: this.contextLength,
       eosTokenIds: this.eosTokenIds,
-      decode: (ids) => this.tokenizer.decode(ids, { skip_special_tokens: true }),
+      decode: (ids) => replyText(this.tokenizer, ids),
       chatIds: (p) => this.formatChat(p).ids,
     };
   }

@@ -60,6 +60,18 @@ export interface JobHandle {
   setCancel(cancel: (() => unknown) | null): void;
   /** True once Stop was pressed. */
   readonly stopping: boolean;
+  /**
+   * Sends a worker request unless Stop was pressed already, else rejects with an AbortError. A job first awaits
+   * things in the page (prompt sets, the steering request), and a Stop pressed then reaches a worker that has no job
+   * to stop yet and is lost: without this, the request would leave afterwards and run to its end. Once the request
+   * has left, a later Stop follows it in the worker's message queue and stops it there.
+   */
+  unlessStopped<T>(request: () => Promise<T>): Promise<T>;
+}
+
+/** What unlessStopped() rejects with; panels treat it as any other cancellation. */
+export function stoppedBeforeStart(): DOMException {
+  return new DOMException('cancelled before it started', 'AbortError');
 }
 
 /**
@@ -81,6 +93,9 @@ export function startJob<T>(name: JobName, fn: (job: JobHandle) => Promise<T>, c
     },
     get stopping() {
       return mine() && slot.job!.stopping;
+    },
+    unlessStopped(request) {
+      return handle.stopping ? Promise.reject(stoppedBeforeStart()) : request();
     },
   };
   const release = () => {
