@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { launchChromium, startLabServer } from '../test/browser/harness.js';
 import { childArgs } from './child.js';
-import { EVAL_BATCH_CONDITIONS, harmlessPrompts, type EvalBatchArgs } from './eval-batch-common.js';
+import { EVAL_BATCH_CONDITIONS, harmlessPrompts, timeRows, type EvalBatchArgs, type EvalTimes } from './eval-batch-common.js';
 import { summarize } from './stats.js';
 
 const { args, done } = childArgs<EvalBatchArgs>();
@@ -19,11 +19,12 @@ try {
   await session.page.goto(`${server.url}/bench/browser/eval-batch.html`);
   await session.page.waitForFunction(() => 'benchEvalBatch' in window, null, { timeout: 60_000 });
   const r = await session.page.evaluate(
-    (req) => (window as unknown as { benchEvalBatch: (q: typeof req) => Promise<{ loadS: number; promptTokens: number[]; samples: { batch: number; rep: number; seconds: number; tokens: number; equal: boolean }[] }> }).benchEvalBatch(req),
+    (req) => (window as unknown as { benchEvalBatch: (q: typeof req) => Promise<{ loadS: number; promptTokens: number[]; samples: { batch: number; rep: number; seconds: number; tokens: number; equal: boolean; times: EvalTimes }[] }> }).benchEvalBatch(req),
     { model: basename(args.dir), localModelPath: MOUNT, messages, batches: args.batches, maxNewTokens: args.maxNewTokens, reps: args.reps },
   );
   const ppm = (B: number) => r.samples.filter((s) => s.batch === B).map((s) => (messages.length / s.seconds) * 60);
   const base = ppm(args.batches[0]!);
+  const times = (B: number) => r.samples.filter((s) => s.batch === B).map((s) => s.times);
   done({
     runtime: 'headless Chromium, onnxruntime-web WASM (page), eval runner',
     conditions: [...EVAL_BATCH_CONDITIONS],
@@ -38,6 +39,7 @@ try {
       tokens_per_s: summarize(r.samples.filter((s) => s.batch === B).map((s) => s.tokens / s.seconds)),
       speedup: summarize(ppm(B).map((x, i) => x / base[i]!)),
       replies_equal: r.samples.filter((s) => s.batch === B).every((s) => s.equal),
+      ...timeRows(times(B), times(args.batches[0]!)),
     })),
   });
 } catch (e) {

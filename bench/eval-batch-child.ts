@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadSteerableModel } from '../src/core/model/index.js';
 import { childArgs } from './child.js';
-import { EVAL_BATCH_CONDITIONS, evalInBatches, harmlessPrompts, type EvalBatchArgs } from './eval-batch-common.js';
+import { EVAL_BATCH_CONDITIONS, evalInBatches, harmlessPrompts, timeRows, type EvalBatchArgs, type EvalTimes } from './eval-batch-common.js';
 import { rotated, summarize } from './stats.js';
 
 const { args, done } = childArgs<EvalBatchArgs>();
@@ -19,19 +19,21 @@ const promptTokens = messages.map((m) => sm.formatChat(m).ids.length);
 const runAll = (B: number) => evalInBatches(sm, messages, B, args.maxNewTokens);
 
 await evalInBatches(sm, messages.slice(0, 2), 2, 2); // warm-up
-const per: Record<number, { ppm: number[]; tps: number[]; replies: string[] }> = {};
-for (const B of args.batches) per[B] = { ppm: [], tps: [], replies: [] };
+const per: Record<number, { ppm: number[]; tps: number[]; replies: string[]; times: EvalTimes[] }> = {};
+for (const B of args.batches) per[B] = { ppm: [], tps: [], replies: [], times: [] };
 for (let r = 0; r < args.reps; r++) {
   for (const B of rotated(args.batches, r)) {
-    const { seconds, tokens, replies } = await runAll(B);
+    const { seconds, tokens, replies, times } = await runAll(B);
     per[B]!.ppm.push((messages.length / seconds) * 60);
     per[B]!.tps.push(tokens / seconds);
     per[B]!.replies.push(replies);
+    per[B]!.times.push(times);
   }
 }
 // every batch size must write the replies of batch 1
 const reference = per[args.batches[0]!]!.replies[0]!;
 const base = per[args.batches[0]!]!.ppm;
+const baseTimes = per[args.batches[0]!]!.times;
 await sm.dispose();
 done({
   runtime: 'node onnxruntime-node (cpu), eval runner',
@@ -46,5 +48,6 @@ done({
     tokens_per_s: summarize(per[B]!.tps),
     speedup: summarize(per[B]!.ppm.map((x, i) => x / base[i]!)),
     replies_equal: per[B]!.replies.every((x) => x === reference),
+    ...timeRows(per[B]!.times, baseTimes),
   })),
 });

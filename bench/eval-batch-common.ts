@@ -10,11 +10,55 @@ import { runEval, type RunRecord } from '../src/core/eval/runner.js';
 import { resolveCondition } from '../src/core/method/conditions.js';
 import type { SteerableModel } from '../src/core/model/index.js';
 import type { DirectionFile } from '../src/core/steering/direction-file.js';
+import { summarize } from './stats.js';
 
 export const EVAL_BATCH_CONDITIONS = ['base', 'manual'] as const;
 
+/** Where an eval's wall time went: the batched decode, and the batch-1 coherence passes around it. */
+export interface EvalTimes {
+  /** In decode() calls: prefill and token steps of B records at a time (what --batch speeds up). */
+  decode_s: number;
+  /**
+   * In the unsteered reply-scoring passes (reply_nll, first_token_nll) and the steered first-token passes
+   * (first_token_kl): one record at a time by design, so a record's numbers never depend on the batch it ran in.
+   */
+  measure_s: number;
+  /** The rest: prompt formatting, policy matrices, judging, record writing. */
+  other_s: number;
+}
+
+/**
+ * Times the model's decode, forward and nextTokenLogits calls while `fn` runs (own properties shadowing the
+ * prototype's methods, removed afterwards), so the bench can say where the time went without touching the runner.
+ */
+async function timed<T>(sm: SteerableModel, fn: () => Promise<T>): Promise<{ value: T; times: EvalTimes }> {
+  const spent = { decode: 0, measure: 0 };
+  const wrap = <K extends 'decode' | 'forward' | 'nextTokenLogits'>(name: K, bucket: keyof typeof spent) => {
+    const original = sm[name].bind(sm) as (...a: unknown[]) => Promise<unknown>;
+    (sm as unknown as Record<string, unknown>)[name] = async (...a: unknown[]) => {
+      const t = performance.now();
+      try {
+        return await original(...a);
+      } finally {
+        spent[bucket] += performance.now() - t;
+      }
+    };
+  };
+  wrap('decode', 'decode');
+  wrap('forward', 'measure');
+  wrap('nextTokenLogits', 'measure');
+  const t = performance.now();
+  try {
+    const value = await fn();
+    const total = performance.now() - t;
+    return { value, times: { decode_s: spent.decode / 1000, measure_s: spent.measure / 1000, other_s: (total - spent.decode - spent.measure) / 1000 } };
+  } finally {
+    for (const name of ['decode', 'forward', 'nextTokenLogits']) delete (sm as unknown as Record<string, unknown>)[name];
+  }
+}
+
 /** Runs the eval of `messages` with batch B; wall seconds, records made, tokens generated and a digest of the replies. */
-export async function evalInBatches(sm: SteerableModel, messages: string[], B: number, maxNewTokens: number): Promise<{ seconds: number; records: number; tokens: number; replies: string }> {
+export async function evalInBatches(sm: SteerableModel, messages: string[], B: number, maxNewTokens: number): Promise<{ seconds: number; records: number; tokens: number; replies: string; times: EvalTimes }> {
   const L = sm.numLayers;
   const H = sm.hiddenSize;
   const d = new Float32Array(H).map((_, h) => Math.sin(h * 1.7 + 0.3));
@@ -25,7 +69,7 @@ export async function evalInBatches(sm: SteerableModel, messages: string[], B: n
   const conditions = EVAL_BATCH_CONDITIONS.map((c) => resolveCondition(c, parts));
   const store = new MemoryRecordStore();
   const t = performance.now();
-  const r = await runEval({
+  const { value: r, times } = await timed(sm, () => runEval({
     model: sm,
     datasets: [{ name: 'bench', prompts: messages.map((text, i) => ({ id: `p${i}`, text, label: 'benign' as const, meta: {} })) }],
     conditions,
@@ -39,11 +83,11 @@ export async function evalInBatches(sm: SteerableModel, messages: string[], B: n
     sampling: null,
     seed: 0,
     batch: B,
-  });
+  }));
   const seconds = (performance.now() - t) / 1000;
   if (r.failed > 0 || r.written !== messages.length * conditions.length) throw new Error(`eval_batch: the run wrote ${r.written} records, ${r.failed} failed`);
   const recs = store.records() as unknown as RunRecord[];
-  return { seconds, records: recs.length, tokens: recs.reduce((n, x) => n + (x.new_tokens ?? 0), 0), replies: recs.map((x) => `${x.condition}:${x.output}`).join('\u0000') };
+  return { seconds, records: recs.length, tokens: recs.reduce((n, x) => n + (x.new_tokens ?? 0), 0), replies: recs.map((x) => `${x.condition}:${x.output}`).join('\u0000'), times };
 }
 
 /** The first n prompts of the harmless-test split (JSONL text). */
@@ -58,4 +102,17 @@ export interface EvalBatchArgs {
 
 export function harmlessPrompts(jsonl: string, n: number): string[] {
   return jsonl.split('\n').filter(Boolean).slice(0, n).map((l) => (JSON.parse(l) as { instruction: string }).instruction);
+}
+
+/**
+ * The time split of one batch size's repeats (seconds, min/median/max), and the decode's own speed-up over batch 1
+ * paired per repeat: what batching buys where it applies, beside the whole run's speed-up.
+ */
+export function timeRows(times: readonly EvalTimes[], batch1: readonly EvalTimes[]) {
+  return {
+    decode_s: summarize(times.map((t) => t.decode_s)),
+    measure_s: summarize(times.map((t) => t.measure_s)),
+    other_s: summarize(times.map((t) => t.other_s)),
+    decode_speedup: summarize(times.map((t, i) => batch1[i]!.decode_s / t.decode_s)),
+  };
 }

@@ -190,14 +190,15 @@ function throughputSections(r: Results): string[] {
   }
   if (r.eval_batch?.length) {
     out.push('## Evaluation throughput by batch size (eval runner)', '');
-    out.push('The eval runner (runEval, as `lab eval` and the lab run it; `--batch B`) over chat prompts from the harmless-test split, two conditions per prompt (base, manual), greedy, records taken B at a time in file order; prompts/min counts a prompt with both its records; speed-up over batch 1 paired per repeat. Same replies: that batch size wrote the replies of batch 1.', '');
-    out.push('| model | runtime | prompts | new tokens | batch | prompts/min | tokens/s | speed-up | same replies | goal (best batch) |', '|---|---|---:|---:|---:|---|---|---|---|---|');
+    out.push('The eval runner (runEval, as `lab eval` and the lab run it; `--batch B`) over chat prompts from the harmless-test split, two conditions per prompt (base, manual), greedy, records taken B at a time in file order; prompts/min counts a prompt with both its records; speed-up over batch 1 paired per repeat. Same replies: that batch size wrote the replies of batch 1. Each run\'s wall time is split into the batched decode, the coherence passes (reply scoring and first-token KL: one record at a time, so that no record\'s numbers depend on the batch it ran in) and the rest (medians, seconds); the decode speed-up is the decode\'s own, over batch 1.', '');
+    out.push('| model | runtime | prompts | new tokens | batch | prompts/min | tokens/s | speed-up | decode speed-up | decode / coherence / other s | same replies | goal (best batch) |', '|---|---|---:|---:|---:|---|---|---|---|---|---|---|');
     for (const e of r.eval_batch) {
       const browser = String(e.runtime).includes('Chromium');
       const min = browser ? g.eval_batch_speedup_min?.chromium_wasm ?? 2 : g.eval_batch_speedup_min?.node ?? 3;
       for (const row of e.rows) {
         const goal = row.batch === e.best_batch ? `>= ${min}x: ${mark(e.best_speedup.median >= min)}` : '';
-        out.push(`| ${e.model} ${e.topology} | ${e.runtime}${e.lean_session ? ' (lean session)' : ''} | ${e.prompts} | ${e.max_new_tokens} | ${row.batch} | ${spread(row.prompts_per_min, 1)} | ${spread(row.tokens_per_s, 1)} | ${ratio(row.speedup)} | ${row.replies_equal === undefined ? '' : row.replies_equal ? 'yes' : 'NO'} | ${goal} |`);
+        const split = row.decode_s ? `${row.decode_s.median.toFixed(1)} / ${row.measure_s.median.toFixed(1)} / ${row.other_s.median.toFixed(1)}` : '–';
+        out.push(`| ${e.model} ${e.topology} | ${e.runtime}${e.lean_session ? ' (lean session)' : ''} | ${e.prompts} | ${e.max_new_tokens} | ${row.batch} | ${spread(row.prompts_per_min, 1)} | ${spread(row.tokens_per_s, 1)} | ${ratio(row.speedup)} | ${row.decode_speedup ? ratio(row.decode_speedup) : '–'} | ${split} | ${row.replies_equal === undefined ? '' : row.replies_equal ? 'yes' : 'NO'} | ${goal} |`);
       }
     }
     out.push('');

@@ -449,8 +449,8 @@ async function peerSection(): Promise<void> {
 
 async function evalBatchSection(): Promise<void> {
   const m = models.find((x) => x.preset === 'smollm2-135m' && x.topology === 'plain') ?? (await ensureModel('smollm2-135m', 'plain', log));
-  const node = await step(`eval_batch (eval runner, node) ${label(m)}`, 240, () =>
-    runChild<Record<string, any>>('./eval-batch-child.ts', { dir: m.dir, prompts: 8, maxNewTokens: P.evalTokens, batches: quick ? [1, 4, 8, 16] : [1, 2, 4, 8, 16], reps: quick ? 1 : 2 }, { timeoutMs: 20 * 60_000, log }),
+  const node = await step(`eval_batch (eval runner, node) ${label(m)}`, quick ? 240 : 420, () =>
+    runChild<Record<string, any>>('./eval-batch-child.ts', { dir: m.dir, prompts: quick ? 8 : 16, maxNewTokens: P.evalTokens, batches: quick ? [1, 4, 8, 16] : [1, 2, 4, 8, 16], reps: quick ? 1 : 2 }, { timeoutMs: 20 * 60_000, log }),
   );
   const browser = await step(`eval_batch (eval runner, headless Chromium WASM) ${label(m)}`, 300, () =>
     runChild<Record<string, any>>('./browser-eval-batch-child.ts', { dir: m.dir, prompts: 8, maxNewTokens: quick ? 8 : 16, batches: [1, 4, 8, 16], reps: quick ? 1 : 2 }, { timeoutMs: 20 * 60_000, log }),
@@ -461,12 +461,15 @@ async function evalBatchSection(): Promise<void> {
       skipped.push(`eval_batch ${label(m)}: ${r.error as string}`);
       continue;
     }
-    const rows = (r.rows as Record<string, any>[]).map((x) => ({ batch: x.batch, prompts_per_min: summ(x.prompts_per_min), tokens_per_s: summ(x.tokens_per_s), speedup: summ(x.speedup), replies_equal: x.replies_equal }));
+    const rows = (r.rows as Record<string, any>[]).map((x) => ({
+      batch: x.batch, prompts_per_min: summ(x.prompts_per_min), tokens_per_s: summ(x.tokens_per_s), speedup: summ(x.speedup), replies_equal: x.replies_equal,
+      decode_s: summ(x.decode_s), measure_s: summ(x.measure_s), other_s: summ(x.other_s), decode_speedup: summ(x.decode_speedup),
+    }));
     const best = rows.reduce((a, b) => (b.speedup.median > a.speedup.median ? b : a));
     (results.eval_batch as unknown[]).push({ model: m.preset, topology: m.topology, runtime: r.runtime, conditions: r.conditions, prompts: r.prompts, prompt_tokens: r.prompt_tokens, max_new_tokens: r.max_new_tokens, repeats: r.repeats, rows, best_batch: best.batch, best_speedup: best.speedup });
   }
   (results.notes as string[]).push(
-    'eval_batch: the eval runner (runEval, as `lab eval` and the lab run it) with two conditions per prompt (base, manual); prompts_per_min counts prompts with both their records; a batch holds records (prompt x condition), so the conditions of a prompt share its prefill. replies_equal: that batch size wrote the replies of batch 1.',
+    'eval_batch: the eval runner (runEval, as `lab eval` and the lab run it) with two conditions per prompt (base, manual); prompts_per_min counts prompts with both their records; a batch holds records (prompt x condition), so the conditions of a prompt share its prefill. replies_equal: that batch size wrote the replies of batch 1. decode_s / measure_s / other_s split each run: the batched decode, the batch-1 coherence passes (reply scoring and first-token KL, one record at a time so that no number depends on the batch), and the rest; decode_speedup is the decode\'s own speed-up over batch 1.',
   );
 }
 

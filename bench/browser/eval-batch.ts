@@ -6,7 +6,7 @@
 import { env } from '@huggingface/transformers';
 import { loadSteerableModel } from '../../src/core/model/index.js';
 import { ortWasmPaths } from '../../workers/ort-assets.js';
-import { evalInBatches } from '../eval-batch-common.js';
+import { evalInBatches, type EvalTimes } from '../eval-batch-common.js';
 
 const onnx = env.backends.onnx as { wasm?: { wasmPaths?: unknown }; versions?: { web?: string } };
 onnx.wasm!.wasmPaths = ortWasmPaths(new URL('/', location.origin), onnx.versions?.web);
@@ -30,7 +30,7 @@ async function run(req: EvalBatchRequest) {
   const prompts = req.messages.map((m) => sm.formatChat(m).ids);
   const once = (B: number) => evalInBatches(sm, req.messages, B, req.maxNewTokens);
   await evalInBatches(sm, req.messages.slice(0, 2), 2, 2); // warm-up
-  const samples: { batch: number; rep: number; seconds: number; tokens: number; replies: string }[] = [];
+  const samples: { batch: number; rep: number; seconds: number; tokens: number; replies: string; times: EvalTimes }[] = [];
   for (let r = 0; r < req.reps; r++) {
     const k = r % req.batches.length;
     for (const B of [...req.batches.slice(k), ...req.batches.slice(0, k)]) {
