@@ -7,6 +7,8 @@
  * JavaScript notation.
  */
 
+import { STRENGTH_LIMIT } from '../core/steering/strength.js';
+
 /** Seeds feed 32-bit generators (mulberry32): integers in [0, 2^32). */
 export const SEED_LIMIT = 2 ** 32;
 
@@ -63,12 +65,8 @@ export function parseTokenLimit(flag: string, v: string): number {
   return parseInteger(flag, v, 1, 1_000_000);
 }
 
-/**
- * Patch strength alpha (and manual scale, ActAdd coefficient, layer weights): |x| <= 10,000. The paper uses 2 and the
- * shipped organism 14; beyond this the patch swamps the residual stream (and overflows float16) and the reply is
- * noise or empty.
- */
-export const STRENGTH_LIMIT = 10_000;
+/** Patch strength alpha (and manual scale, ActAdd coefficient, layer weights): |x| <= STRENGTH_LIMIT (core). */
+export { STRENGTH_LIMIT };
 export function parseStrength(flag: string, v: string): number {
   return parseReal(flag, v, -STRENGTH_LIMIT, STRENGTH_LIMIT);
 }

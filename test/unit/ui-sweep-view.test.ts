@@ -3,7 +3,9 @@
  * (or the one the file names), sample replies kept as text, settings the playground can load, clear errors.
  */
 import { describe, expect, test } from 'vitest';
-import { parseSweepJson, playgroundSettings, sweepView } from '../../src/ui/lib/sweep-view.js';
+import { parseAlphas, parseSweepJson, playgroundSettings, sweepView } from '../../src/ui/lib/sweep-view.js';
+import { parseGrid } from '../../src/cli/commands/sweep.js';
+import { checkSweepPlan } from '../../src/core/eval/sweep-run.js';
 import type { SweepRow } from '../../src/core/eval/sweep.js';
 
 const m = (harmful: number, wrapped: number, over: number, nll = 2) => ({ coherent_refusal_harmful: harmful, coherent_refusal_wrapped: wrapped, coherent_over_refusal: over, mean_reply_nll: nll });
@@ -40,5 +42,18 @@ describe('sweep view', () => {
     });
     expect(() => playgroundSettings(undefined, 'r')).toThrow(/no settings/);
     expect(() => playgroundSettings({ foo: 1 }, 'r')).toThrow(/name no policy/);
+  });
+
+  test('the lab form and `lab sweep` refuse the same alphas, by the core check', () => {
+    expect(parseAlphas(' 2, 4 ,8 ')).toEqual([2, 4, 8]);
+    expect(() => parseAlphas('')).toThrow(/at least one number/);
+    expect(() => parseAlphas('2, x')).toThrow(/"x" is not a number/);
+    // Refused in the core (checkSweepAlphas): what the CLI's grid and the worker's plan check meet too.
+    expect(() => parseAlphas('2, 4, 2')).toThrow(/sweep grid: alpha 2 is listed twice/);
+    expect(() => parseAlphas('20000')).toThrow(/sweep grid: alpha 20000 is not a number in -10000\.\.10000/);
+    const grid = (alphas: string) => parseGrid({ alphas, modes: 'add', layerRanges: 'all', positions: 'last' }, 4);
+    const plan = (alphas: string) => checkSweepPlan({ grid: grid(alphas), model: { numLayers: 4 } as never, policies: [{ name: 'was' }] as never, datasets: [] });
+    expect(() => plan('2,4,2')).toThrow(/sweep grid: alpha 2 is listed twice/);
+    expect(() => checkSweepPlan({ grid: { ...grid('2'), alphas: [20000] }, model: { numLayers: 4 } as never, policies: [{ name: 'was' }] as never, datasets: [] })).toThrow(/alpha 20000 is not a number in/);
   });
 });

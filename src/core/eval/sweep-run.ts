@@ -26,7 +26,7 @@ import type { RefusalJudge } from './judges.js';
 import type { EvalRecord, RecordStore } from './records.js';
 import { runEval, type EvalDataset } from './runner.js';
 import { wilsonInterval, Z95 } from './stats.js';
-import { chooseOperatingPoint, type OperatingPointOptions, type SweepMetrics, type SweepRow } from './sweep.js';
+import { checkSweepAlphas, chooseOperatingPoint, type OperatingPointOptions, type SweepMetrics, type SweepRow } from './sweep.js';
 
 export const SWEEP_ROLES = ['harmful', 'wrapped', 'benign'] as const;
 export type SweepRole = (typeof SWEEP_ROLES)[number];
@@ -164,11 +164,10 @@ export function checkSweepPlan(p: Pick<SweepPlan, 'datasets' | 'policies' | 'gri
     if (!Array.isArray(xs) || xs.length === 0) throw new Error(`sweep grid: ${name} must list at least one value`);
     if (new Set(xs.map((x) => JSON.stringify(x))).size !== xs.length) throw new Error(`sweep grid: ${name} lists a value twice`);
   };
-  nonEmpty('alphas', g.alphas);
+  checkSweepAlphas(g.alphas);
   nonEmpty('modes', g.modes);
   nonEmpty('layer ranges', g.layerRanges);
   nonEmpty('positions', g.positions);
-  for (const a of g.alphas) if (!Number.isFinite(a)) throw new Error(`sweep grid: alpha ${a} is not a finite number`);
   for (const m of g.modes) if (!(STEERING_MODES as readonly string[]).includes(m)) throw new Error(`sweep grid: mode ${m} is not one of ${STEERING_MODES.join(', ')}`);
   for (const x of g.positions) if (!(STEER_POSITIONS as readonly string[]).includes(x)) throw new Error(`sweep grid: positions ${x} is not one of ${STEER_POSITIONS.join(', ')}`);
   for (const r of g.layerRanges) {

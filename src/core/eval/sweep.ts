@@ -18,6 +18,20 @@
  *      the earlier row (sweep order lists weaker settings first).
  * No feasible row: no operating point, and the reasons each row failed.
  */
+import { STRENGTH_LIMIT } from '../steering/strength.js';
+
+/**
+ * The alphas of a sweep grid, checked where both the CLI and the lab pass: at least one, none twice, each finite and
+ * within the strength limit every other entry point applies.
+ */
+export function checkSweepAlphas(alphas: readonly number[]): void {
+  if (!Array.isArray(alphas) || alphas.length === 0) throw new Error('sweep grid: alphas must list at least one value');
+  for (const a of alphas) {
+    if (typeof a !== 'number' || !Number.isFinite(a) || Math.abs(a) > STRENGTH_LIMIT) throw new Error(`sweep grid: alpha ${a} is not a number in -${STRENGTH_LIMIT}..${STRENGTH_LIMIT}`);
+  }
+  const twice = alphas.find((x, i) => alphas.indexOf(x) !== i);
+  if (twice !== undefined) throw new Error(`sweep grid: alpha ${twice} is listed twice`);
+}
 
 export const OBJECTIVES = [
   { key: 'coherent_refusal_harmful', goal: 'max' },

@@ -7,7 +7,7 @@
  * (a bare array of rows is taken too). A row may carry `samples`: [{ dataset, prompt, output }] (untrusted text).
  * The operating point the file names wins; without one (or for rows run in the lab) the core's rule picks it.
  */
-import { chooseOperatingPoint, paretoFrontier, type SweepRow } from '../../core/eval/sweep.js';
+import { checkSweepAlphas, chooseOperatingPoint, paretoFrontier, type SweepRow } from '../../core/eval/sweep.js';
 import { STEERING_MODES, STEER_POSITIONS, type SteeringSettings } from '../../core/steering/modes.js';
 import type { PolicyKind } from '../../core/steering/policies.js';
 import { POLICY_KINDS } from '../../core/method/settings.js';
@@ -125,7 +125,7 @@ export function settingsLine(settings: unknown): string {
     .join(' · ');
 }
 
-/** The Sweep form's alphas ("1, 2, 4"): finite numbers, at least one, none twice; throws naming the bad entry. */
+/** The Sweep form's alphas ("1, 2, 4"): numbers, at least one, then core checkSweepAlphas; throws naming the bad entry. */
 export function parseAlphas(text: string): number[] {
   const parts = text.split(',').map((s) => s.trim()).filter((s) => s !== '');
   if (parts.length === 0) throw new Error('alphas: enter at least one number, e.g. "2, 4, 8"');
@@ -134,7 +134,7 @@ export function parseAlphas(text: string): number[] {
     if (p === '' || !Number.isFinite(x)) throw new Error(`alphas: "${p}" is not a number; expected a comma-separated list such as "2, 4, 8"`);
     return x;
   });
-  const twice = out.find((x, i) => out.indexOf(x) !== i);
-  if (twice !== undefined) throw new Error(`alphas: ${twice} is listed twice`);
+  // the core's check, as `lab sweep` meets it: none twice, each within the strength limit
+  checkSweepAlphas(out);
   return out;
 }
