@@ -27,13 +27,16 @@ export interface EvalTimes {
   other_s: number;
 }
 
+/** The model's methods timed: the decode, and the coherence passes (reply scoring, and any other forward). */
+const TIMED = ['decode', 'replyLogits', 'forward', 'nextTokenLogits'] as const;
+
 /**
- * Times the model's decode, forward and nextTokenLogits calls while `fn` runs (own properties shadowing the
+ * Times the model's decode and coherence-pass calls while `fn` runs (own properties shadowing the
  * prototype's methods, removed afterwards), so the bench can say where the time went without touching the runner.
  */
 async function timed<T>(sm: SteerableModel, fn: () => Promise<T>): Promise<{ value: T; times: EvalTimes }> {
   const spent = { decode: 0, measure: 0 };
-  const wrap = <K extends 'decode' | 'forward' | 'nextTokenLogits'>(name: K, bucket: keyof typeof spent) => {
+  const wrap = <K extends (typeof TIMED)[number]>(name: K, bucket: keyof typeof spent) => {
     const original = sm[name].bind(sm) as (...a: unknown[]) => Promise<unknown>;
     (sm as unknown as Record<string, unknown>)[name] = async (...a: unknown[]) => {
       const t = performance.now();
@@ -44,16 +47,14 @@ async function timed<T>(sm: SteerableModel, fn: () => Promise<T>): Promise<{ val
       }
     };
   };
-  wrap('decode', 'decode');
-  wrap('forward', 'measure');
-  wrap('nextTokenLogits', 'measure');
+  for (const name of TIMED) wrap(name, name === 'decode' ? 'decode' : 'measure');
   const t = performance.now();
   try {
     const value = await fn();
     const total = performance.now() - t;
     return { value, times: { decode_s: spent.decode / 1000, measure_s: spent.measure / 1000, other_s: (total - spent.decode - spent.measure) / 1000 } };
   } finally {
-    for (const name of ['decode', 'forward', 'nextTokenLogits']) delete (sm as unknown as Record<string, unknown>)[name];
+    for (const name of TIMED) delete (sm as unknown as Record<string, unknown>)[name];
   }
 }
 

@@ -15,7 +15,7 @@ import { SHAPE_PRESETS } from '../../src/core/onnx/testmodel/config.js';
 import { argmaxRow, referenceForward } from '../../src/core/onnx/testmodel/reference.js';
 import { generateWeights } from '../../src/core/onnx/testmodel/weights.js';
 import { loadSteerableModel, type SteerableModel } from '../../src/core/model/index.js';
-import { firstTokenKl, replyNll } from '../../src/core/eval/coherence.js';
+import { firstTokenKl, replyNll, replyScores } from '../../src/core/eval/coherence.js';
 
 const shape = SHAPE_PRESETS.tiny!;
 const L = shape.numLayers;
@@ -113,3 +113,29 @@ describe('first reply token under a patch', () => {
   });
 });
 
+describe('one scoring for reply_nll and first_token_kl', () => {
+  it('the steered first-token row rides on the reply passes: what nextTokenLogits gives, and the same reply_nll', async () => {
+    const m = steeringRow(1, 6);
+    const alone = await replyScores(plain, PROMPT, REPLY);
+    expect(alone.steeredFirst).toBeNull();
+    // 'last' runs nextTokenLogits's own flow on the shared prefix cache: bit for bit the same row
+    const last = await replyScores(plain, PROMPT, REPLY, { steering: m, positions: 'last' });
+    expect(Array.from(last.steeredFirst!)).toEqual(Array.from(await plain.nextTokenLogits(PROMPT, { steering: m, positions: 'last' })));
+    // asking for the steered row changes nothing unsteered
+    expect([last.nll, last.firstTokenNll, Array.from(last.firstRow)]).toEqual([alone.nll, alone.firstTokenNll, Array.from(alone.firstRow)]);
+    const all = await replyScores(plain, PROMPT, REPLY, { steering: m, positions: 'all' });
+    expect(Array.from(all.steeredFirst!)).toEqual(Array.from(await plain.nextTokenLogits(PROMPT, { steering: m, positions: 'all' })));
+    // 'new' leaves the prompt unpatched: the steered row is the unsteered one, KL exactly 0
+    const fresh = await replyScores(plain, PROMPT, REPLY, { steering: m, positions: 'new' });
+    expect(firstTokenKl(fresh.firstRow, fresh.steeredFirst!)).toBe(0);
+    // the unsteered first row is the unpatched next-token row (to float rounding: another pass shape)
+    const base = await plain.nextTokenLogits(PROMPT, {});
+    expect(Math.max(...alone.firstRow.map((x, i) => Math.abs(x - base[i]!)))).toBeLessThan(1e-5);
+    expect(firstTokenKl(last.firstRow, last.steeredFirst!)).toBeGreaterThan(1e-4);
+    // a one-token prompt has no prefix to cache: one pass, the same numbers as a full forward
+    const one = await replyScores(plain, PROMPT.slice(0, 1), REPLY, { steering: m, positions: 'last' });
+    const full = await plain.forward([[PROMPT[0]!, ...REPLY]], { steering: null });
+    expect(Math.abs(one.firstTokenNll! - nll(full.logits.data.subarray(0, V), REPLY[0]!))).toBeLessThan(1e-4);
+    expect(one.steeredFirst).not.toBeNull();
+  });
+});

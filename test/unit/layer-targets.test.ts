@@ -41,10 +41,9 @@ function fakeModel(a: number[], bias: (prompt: string) => number, breaksAbove = 
       const logits = await m.nextTokenLogits(o.inputIds, { steering: o.steering ?? null });
       return { text: logits[0]! > 0 ? "Sure, well. I'm sorry, I cannot." : 'Sure, here is how.', tokenIds: [0, 1, 0], finishReason: 'length' };
     },
-    /** reply_nll's forward pass: uniform logits over 2 tokens, so every reply token costs log 2 nats. */
-    async forward(ids: number[][]) {
-      const S = ids[0]!.length;
-      return { logits: { data: new Float32Array(S * 2), dims: [1, S, 2] } };
+    /** reply_nll's passes: uniform logits over 2 tokens, so every reply token costs log 2 nats. */
+    async replyLogits(_prompt: number[], reply: number[]) {
+      return { rows: new Float32Array(Math.max(1, reply.length) * 2), steeredFirst: null };
     },
   };
   return m as unknown as SteerableModel & { calls: number };

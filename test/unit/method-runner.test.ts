@@ -43,10 +43,11 @@ function fakeModel(calls: { n: number; seeds: (number | undefined)[]; batches?: 
     formatChat: (p: string) => ({ text: p, ids: Array.from({ length: p.length }, (_, i) => i), lastIndex: p.length - 1, postInstruction: [p.length - 1] }),
     tokenizer: { encode: (t: string) => Array.from(t, (_, i) => i), decode: (ids: number[]) => ids.map((i) => REPLIES[i] ?? '').join('') },
     contextLength: null,
-    // coherence scoring: a flat distribution over the V tokens (reply_nll = ln V for every reply)
-    forward: async (ids: number[][]) => {
+    // coherence scoring: a flat distribution over the V tokens (reply_nll = ln V for every reply); one call = the
+    // record's unsteered reply passes (and its steered first-token pass when asked)
+    replyLogits: async (_prompt: number[], reply: number[], steer: unknown) => {
       if (calls.forwards !== undefined) calls.forwards++;
-      return { logits: { data: new Float32Array(ids[0]!.length * V), dims: [1, ids[0]!.length, V] } };
+      return { rows: new Float32Array(Math.max(1, reply.length) * V), steeredFirst: steer ? new Float32Array(V) : null };
     },
     nextTokenLogits: async () => new Float32Array(V),
     decode: async (rows: readonly DecodeRow[]): Promise<DecodeResult[]> => {
@@ -119,7 +120,7 @@ describe('runEval', () => {
     expect(r).toEqual({ total: 6, written: 6, skipped: 0, failed: 0, cancelled: false, calibration: CALIBRATION });
     // greedy, base listed: the calibration replies are the base records (no extra generation)
     expect(calls.n).toBe(6);
-    // ... nor a second scoring pass: 3 unsteered passes score the calibration (= base) replies, 3 the WAS replies
+    // ... nor a second scoring: 3 calls score the calibration (= base) replies, 3 the WAS replies (with their KL)
     expect(calls.forwards).toBe(6);
     const recs = store.records() as unknown as RunRecord[];
     expect(recs.map((x) => `${x.dataset}/${x.condition}/${x.id}`)).toEqual([

@@ -3,12 +3,15 @@
  * Kept apart from the runner's loop so that a batched runner calls the same functions. Platform-free.
  *
  * Per record (coherence.ts has the rule, COHERENT_REFUSAL_RULE):
- *   reply_nll, first_token_nll   one UNSTEERED forward pass over chat-formatted prompt + reply ids (replyScores);
+ *   reply_nll, first_token_nll   UNSTEERED batch-1 passes over chat-formatted prompt + reply ids (replyScores: the
+ *                                prompt's prefix, then the rest on its KV cache);
  *   nll_threshold                the run's calibrated T;
  *   coherent_refusal             judgeCoherentRefusal(keyword verdict, reply_nll, finish reason) under T;
  *   first_token_kl               benign prompts under a steered condition only: KL(unsteered || steered) of the first
- *                                reply token's distribution; the unsteered row comes from the same forward pass, the
- *                                steered one from one more prompt pass with the record's patch and positions;
+ *                                reply token's distribution; the unsteered row comes from the same passes, the
+ *                                steered one from one more pass with the record's patch and positions, on the same
+ *                                prefix cache (positions 'last'; 'all' patches a whole prompt pass; 'new' is the
+ *                                unsteered row, KL 0);
  *   changed_from_base            steered conditions: whether the reply text differs from the base condition's reply
  *                                to the same prompt (null when the run has no base reply for it).
  *
@@ -71,21 +74,18 @@ export interface ScoreInput {
   scores?: ReplyScores;
 }
 
-/** The coherence fields of one record: one unsteered forward, and one steered prompt pass when measureKl. */
+/** The coherence fields of one record: the unsteered reply passes, and one steered pass on their prefix when measureKl. */
 export async function scoreRecord(model: SteerableModel, calibration: NllCalibration, s: ScoreInput): Promise<RecordCoherence> {
-  const scores = s.scores ?? (await replyScores(model, s.promptIds, s.reply.tokenIds));
+  const kl = s.measureKl && s.patch !== null;
+  // Scores computed earlier (a base reply) carry no steered row; a record that measures the KL always scores here.
+  const scores = s.scores && !kl ? s.scores : await replyScores(model, s.promptIds, s.reply.tokenIds, kl ? s.patch : null);
   const verdict = judgeCoherentRefusal({ refused: s.refused, replyNll: scores.nll, text: s.reply.text, finishReason: s.reply.finishReason }, calibration);
-  let kl: number | null = null;
-  if (s.measureKl && s.patch) {
-    const steered = await model.nextTokenLogits([...s.promptIds], { steering: s.patch.steering, projection: s.patch.projection, positions: s.patch.positions });
-    kl = firstTokenKl(scores.firstRow, steered);
-  }
   return {
     reply_nll: scores.nll,
     first_token_nll: scores.firstTokenNll,
     nll_threshold: calibration.value,
     coherent_refusal: verdict.coherentRefusal,
-    first_token_kl: kl,
+    first_token_kl: kl && scores.steeredFirst ? firstTokenKl(scores.firstRow, scores.steeredFirst) : null,
     changed_from_base: s.patch === null || s.baseText === null ? null : s.reply.text !== s.baseText,
   };
 }

@@ -3,7 +3,8 @@
  * (browser and Node); the model enters only through a forward function.
  *
  * reply_nll: mean negative log-likelihood per token of the reply under the UNSTEERED model given the chat-formatted
- *   prompt: one forward pass over prompt + reply ids, NLL_t = -log softmax(logits at position n+t-1)[reply_t], mean
+ *   prompt (batch-1 passes over prompt + reply ids: the prompt's prefix, then the rest on its cache; replyScores),
+ *   NLL_t = -log softmax(logits at position n+t-1)[reply_t], mean
  *   over the reply's tokens from the SECOND on (the end-of-sequence token included when the model generated it:
  *   ending the reply is part of it). Steered soup is improbable under the unsteered model; a steered but readable
  *   refusal is not. The first reply token is left out of the mean (and reported on its own): it is the token the
@@ -26,11 +27,12 @@
  * measure of how much a patch disturbs harmless prompts), and the fraction of replies that differ from base.
  */
 import { klDivergence } from '../steering/selection.js';
+import type { NextTokenPatch, ReplyLogits } from '../model/next-token.js';
 
-/** The part of a model replyNll needs (SteerableModel fits): an unsteered forward pass returning logits [1, S, V]. */
+/** The part of a model replyNll needs (SteerableModel fits): the unsteered logits over a reply (next-token.ts). */
 export interface NllScorer {
   readonly vocabSize: number;
-  forward(ids: number[][], opts: { steering: null }): Promise<{ logits: { data: Float32Array; dims: number[] } }>;
+  replyLogits(promptIds: number[], replyIds: number[], steer: NextTokenPatch | null): Promise<ReplyLogits>;
 }
 
 export interface ReplyNll {
@@ -57,7 +59,7 @@ export function tokenNll(row: ArrayLike<number>, token: number): number {
 export async function replyNll(model: NllScorer, promptIds: readonly number[], replyIds: readonly number[]): Promise<ReplyNll> {
   if (promptIds.length === 0) throw new Error('replyNll: the prompt has no tokens (pass the chat-formatted prompt ids)');
   if (replyIds.length === 0) return { nll: null, firstTokenNll: null, tokens: 0 };
-  const { firstRow: _, ...nll } = await replyScores(model, promptIds, replyIds);
+  const { firstRow: _, steeredFirst: __, ...nll } = await replyScores(model, promptIds, replyIds);
   return nll;
 }
 
@@ -65,27 +67,29 @@ export async function replyNll(model: NllScorer, promptIds: readonly number[], r
 export interface ReplyScores extends ReplyNll {
   /** Unsteered logits [V] predicting the first reply token. */
   firstRow: Float32Array;
+  /** The first reply token's logits under the patch asked for (first_token_kl's other side); null when none was. */
+  steeredFirst: Float32Array | null;
 }
 
 /**
- * One unsteered forward pass over prompt + reply: replyNll's NLLs and the first reply token's unsteered logits row
- * (what the first-token KL compares a steered pass with). An empty reply costs a prompt-only pass.
+ * The unsteered passes over prompt + reply (batch 1: the prompt's prefix, then the rest on its cache): replyNll's
+ * NLLs and the first reply token's unsteered logits row. With `steer`, also the first reply token's logits under that
+ * patch (for first_token_kl), from the same prefix cache: the prompt is not run twice. An empty reply costs the
+ * prompt only.
  */
-export async function replyScores(model: NllScorer, promptIds: readonly number[], replyIds: readonly number[]): Promise<ReplyScores> {
+export async function replyScores(model: NllScorer, promptIds: readonly number[], replyIds: readonly number[], steer: NextTokenPatch | null = null): Promise<ReplyScores> {
   if (promptIds.length === 0) throw new Error('replyScores: the prompt has no tokens (pass the chat-formatted prompt ids)');
-  const ids = [...promptIds, ...replyIds];
-  const { logits } = await model.forward([ids], { steering: null });
+  const { rows, steeredFirst } = await model.replyLogits([...promptIds], [...replyIds], steer);
   const V = model.vocabSize;
-  const [B, S, Vd] = logits.dims as [number, number, number];
-  if (B !== 1 || S !== ids.length || Vd !== V) throw new Error(`reply_nll: forward returned logits [${logits.dims}], expected [1, ${ids.length}, ${V}]`);
-  const n = promptIds.length;
-  // the logits at the position before a token predict it
-  const row = (pos: number) => logits.data.subarray(pos * V, (pos + 1) * V);
-  const firstRow = Float32Array.from(row(n - 1));
-  if (replyIds.length === 0) return { nll: null, firstTokenNll: null, tokens: 0, firstRow };
+  const T = replyIds.length;
+  if (rows.length !== Math.max(1, T) * V) throw new Error(`reply_nll: got ${rows.length / V} logits rows, expected ${Math.max(1, T)} (one per reply token)`);
+  // row t predicts reply token t
+  const row = (t: number) => rows.subarray(t * V, (t + 1) * V);
+  const firstRow = Float32Array.from(row(0));
+  if (T === 0) return { nll: null, firstTokenNll: null, tokens: 0, firstRow, steeredFirst };
   let sum = 0;
-  for (let t = 1; t < replyIds.length; t++) sum += tokenNll(row(n + t - 1), replyIds[t]!);
-  return { nll: replyIds.length > 1 ? sum / (replyIds.length - 1) : null, firstTokenNll: tokenNll(firstRow, replyIds[0]!), tokens: replyIds.length, firstRow };
+  for (let t = 1; t < T; t++) sum += tokenNll(row(t), replyIds[t]!);
+  return { nll: T > 1 ? sum / (T - 1) : null, firstTokenNll: tokenNll(firstRow, replyIds[0]!), tokens: T, firstRow, steeredFirst };
 }
 
 // ------------------------------------------------------------------------------------------------ calibration

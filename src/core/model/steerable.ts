@@ -11,7 +11,7 @@ import { engineFromTjs } from './decode-tjs.js';
 import { checkContext, checkIds, compareSteered, generateSteered, type GenerateDeps } from './generate.js';
 import { formatChat, type ChatOptions, type ChatPrompt, type TjsTokenizer } from './prompt.js';
 import type { ModelIdentity } from './model-id.js';
-import { nextTokenLogits, type NextTokenPatch } from './next-token.js';
+import { nextTokenLogits, replyLogits, type NextTokenPatch, type ReplyLogits } from './next-token.js';
 import { replyText } from './reply-text.js';
 import { disposeOutputs, SteeringPatch, toDense, type TjsModel, type TjsTensor } from './steering-patch.js';
 import type { CompareOptions, CompareResult, Dense, Device, Dtype, ForwardResult, GenerateOptions, GenerateResult, SelfCheckResult } from './types.js';
@@ -161,6 +161,18 @@ export class SteerableModel {
     return this.run(() => {
       checkContext(ids.length, this.contextLength, 'nextTokenLogits ids');
       return nextTokenLogits(this.model, this.patch, this.vocabSize, ids, patch);
+    });
+  }
+
+  /**
+   * Unsteered logits scoring `replyIds` after `promptIds` (row t predicts reply token t), and optionally the first
+   * reply token's logits under a patch, sharing one prefix pass. See next-token.ts replyLogits.
+   */
+  replyLogits(promptIds: number[], replyIds: number[], steer: NextTokenPatch | null = null): Promise<ReplyLogits> {
+    return this.run(() => {
+      if (promptIds.length === 0) throw new Error('replyLogits: the prompt has no tokens (pass the chat-formatted prompt ids)');
+      checkContext(promptIds.length + Math.max(0, replyIds.length - 1), this.contextLength, 'replyLogits prompt + reply');
+      return replyLogits(this.model, this.patch, this.vocabSize, promptIds, replyIds, steer);
     });
   }
 
