@@ -2,7 +2,8 @@
  * The lab's Playground in headless Chromium (WASM): base and steered replies stream TOGETHER (one batch-2
  * generation in the LLM worker), with the controller's s and w and a heat strip whose rows stream with the steered
  * tokens; switching a layer off changes the steering matrix the worker computes; a prompt longer than the context is
- * shortened with a plain-text note; Stop ends both replies of a generation that would run for 400 tokens.
+ * shortened with a plain-text note; Stop ends both replies of a generation that would run for 400 tokens, also when
+ * pressed before the request has left the page.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { GUARD_MS, TEST_GUARD_MS, idle, labFixture, loadDefaultModel, loadTinyTest, norms, streamedLengths, tokensOf, withLab, type LabFixture } from './lab-helpers.js';
@@ -85,9 +86,19 @@ describe('lab: Playground', () => {
       expect(new Set(lengths['steered-output']).size, `steered text grew in steps: ${lengths['steered-output']}`).toBeGreaterThan(2);
       console.log(`[playground] test model, 400 tokens: ${/both in \S+ \S+/.exec((await play.locator('article').nth(1).textContent()) ?? '')?.[0]}; base text lengths seen: ${lengths['base-output']!.length}`);
 
-      await generate.click();
-      // Pressed as soon as the generation runs (the button enables itself then), not after waiting for text.
-      await page.getByTestId('stop').click();
+      // Stop is pressed from inside the page the moment the job starts (the button enables itself then). A click sent
+      // by the test can arrive after a quiet machine has already written all the tokens (220 in 447 ms was seen).
+      await page.evaluate(async (guard) => {
+        const button = (name: string) => [...document.querySelectorAll<HTMLButtonElement>('#panel-playground button')].find((b) => b.textContent?.trim() === name);
+        button('Generate base + steered')!.click();
+        const t0 = performance.now();
+        for (;;) {
+          const stop = document.querySelector<HTMLButtonElement>('[data-testid="stop"]');
+          if (stop && !stop.disabled) return stop.click();
+          if (performance.now() - t0 > guard) throw new Error(`Stop was not enabled within ${guard} ms of Generate`);
+          await new Promise((r) => setTimeout(r, 0));
+        }
+      }, GUARD_MS);
       await expect.poll(() => generate.isEnabled(), { timeout: GUARD_MS }).toBe(true);
       const baseStopped = await play.locator('article').nth(0).textContent();
       const steeredStopped = await play.locator('article').nth(1).textContent();
