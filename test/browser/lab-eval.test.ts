@@ -72,9 +72,21 @@ describe('lab: Evaluation tab', () => {
       await panel.getByLabel('N per dataset').fill('10');
       await panel.getByRole('checkbox', { name: /ActAdd/ }).check();
       await panel.getByLabel('New tokens').fill('32');
+      // The page reloads itself the moment the progress shows a stored record: a reload sent by the test could come
+      // after a quiet machine had finished the run.
+      const reloaded = page.waitForEvent('load', { timeout: GUARD_MS });
+      await page.evaluate(() => {
+        const obs = new MutationObserver(() => {
+          const count = document.querySelector('#panel-eval .progress .count')?.textContent ?? '0';
+          if (Number(count.split(' ')[0]) > 0) {
+            obs.disconnect();
+            location.reload();
+          }
+        });
+        obs.observe(document.body, { subtree: true, childList: true, characterData: true });
+      });
       await panel.getByRole('button', { name: 'Run evaluation' }).click();
-      await expect.poll(async () => Number((await panel.locator('.progress .count').textContent().catch(() => '0'))?.split(' ')[0] ?? 0), { timeout: GUARD_MS, interval: 25 }).toBeGreaterThan(0);
-      await page.reload();
+      await reloaded;
       await page.getByRole('tab', { name: 'Evaluation' }).click();
       await page.getByRole('button', { name: /interrupted/ }).waitFor({ timeout: GUARD_MS });
       await loadDefaultModel(page);
