@@ -87,6 +87,9 @@ async function llamaRun(mi: number, threads: number): Promise<{ rate: number; cp
       }
       if (n >= args.newTokens) break;
     }
+    // A run that wrote fewer than 2 tokens has no decode rate (seen on the organism's GGUF: llama.cpp ends some
+    // prompts at once); refused by name rather than reported as a negative rate.
+    if (n < 2) throw new Error(`llama.cpp ${args.ggufs[mi]!.label} at ${threads} thread(s) wrote ${n} token(s) for the bench prompt; a decode rate needs at least 2`);
     return { rate: (n - 1) / ((performance.now() - first) / 1000), cpu: (cpuMs() - firstCpu) / (n - 1) };
   } finally {
     await ctx.dispose();
