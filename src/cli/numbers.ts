@@ -66,7 +66,6 @@ export function parseTokenLimit(flag: string, v: string): number {
 }
 
 /** Patch strength alpha (and manual scale, ActAdd coefficient, layer weights): |x| <= STRENGTH_LIMIT (core). */
-export { STRENGTH_LIMIT };
 export function parseStrength(flag: string, v: string): number {
   return parseReal(flag, v, -STRENGTH_LIMIT, STRENGTH_LIMIT);
 }

@@ -104,7 +104,6 @@ export interface EvalRunResult {
   warnings: string[];
 }
 
-/** The run's manifest (DIR/run.json), or null when DIR has none yet. */
 /**
  * run.json's `alpha` once recorded only an explicit --alpha (null when the conditions used the controller's own), while
  * the lab recorded the alpha in effect. Both now record the alpha in effect; a stored null from before is read as the
@@ -116,6 +115,7 @@ function olderAlpha(stored: Record<string, unknown> | null, effective: number | 
   return { ...stored, alpha: effective };
 }
 
+/** The run's manifest (DIR/run.json), or null when DIR has none yet. */
 async function readManifest(dir: string): Promise<Record<string, unknown> | null> {
   const file = join(dir, 'run.json');
   try {

@@ -20,38 +20,57 @@ export interface NextTokenPatch {
   positions?: 'last' | 'all' | 'new';
 }
 
-export async function nextTokenLogits(model: TjsModel, patch: SteeringPatch, vocabSize: number, ids: number[], p: NextTokenPatch): Promise<Float32Array> {
-  checkIds(ids, vocabSize, 'nextTokenLogits ids');
+type Cache = ReturnType<typeof cacheFrom>;
+
+/** The patch's positions and rows, checked against the model (rows for one sequence). */
+function checkedPatch(patch: SteeringPatch, p: NextTokenPatch): { positions: 'last' | 'all' | 'new'; steering: Float32Array | null; projection: Float32Array | null } {
   const positions = p.positions ?? 'last';
   if (positions !== 'last' && positions !== 'all' && positions !== 'new') throw new Error(`positions must be 'last', 'all' or 'new', got ${String(positions)}`);
   const steering = positions === 'new' ? null : (p.steering ?? null);
   const projection = positions === 'new' ? null : (p.projection ?? null);
   if (steering) patch.checkSteering(steering, 1);
   if (projection) patch.checkProjection(projection, 1);
+  return { positions, steering, projection };
+}
+
+/** The KV cache of the prompt minus its last token, unsteered (undefined for a one-token prompt: no prefix). */
+async function unsteeredPrefix(model: TjsModel, patch: SteeringPatch, ids: number[]): Promise<Cache | undefined> {
+  if (ids.length < 2) return undefined;
+  patch.hooks = { steering: () => null };
+  const out = await model.forward({ input_ids: int64([ids.slice(0, -1)]), attention_mask: ones(1, ids.length - 1) });
+  const cache = cacheFrom(out);
+  disposeOutputs(out, new Set(Object.values(cache)));
+  return cache;
+}
+
+/** Logits [V] after `ids` under the patch: the last token on the prefix cache when given, else the whole prompt. */
+async function patchedLastRow(model: TjsModel, patch: SteeringPatch, ids: number[], cache: Cache | undefined, steering: Float32Array | null, projection: Float32Array | null): Promise<Float32Array> {
   const n = ids.length;
-  const last = (logits: ReturnType<typeof toDense>) => {
-    const V = logits.dims[2]!;
-    const S = logits.dims[1]!;
-    return logits.data.slice((S - 1) * V, S * V);
-  };
-  let cache: Awaited<ReturnType<typeof cacheFrom>> | undefined;
+  patch.hooks = { steering: () => steering, projection: () => projection };
+  const out = cache
+    ? await model.forward({ input_ids: int64([ids.slice(-1)]), attention_mask: ones(1, n), past_key_values: cache })
+    : await model.forward({ input_ids: int64([ids]), attention_mask: ones(1, n) });
+  const logits = toDense(out['logits']!);
+  disposeOutputs(out);
+  const V = logits.dims[2]!;
+  const S = logits.dims[1]!;
+  return logits.data.slice((S - 1) * V, S * V);
+}
+
+async function disposeCache(cache: Cache | undefined): Promise<void> {
+  if (cache) await (cache as unknown as { dispose(): Promise<void> }).dispose();
+}
+
+export async function nextTokenLogits(model: TjsModel, patch: SteeringPatch, vocabSize: number, ids: number[], p: NextTokenPatch): Promise<Float32Array> {
+  checkIds(ids, vocabSize, 'nextTokenLogits ids');
+  const { positions, steering, projection } = checkedPatch(patch, p);
+  let cache: Cache | undefined;
   try {
-    if (positions !== 'all' && n > 1) {
-      patch.hooks = { steering: () => null };
-      const out = await model.forward({ input_ids: int64([ids.slice(0, -1)]), attention_mask: ones(1, n - 1) });
-      cache = cacheFrom(out);
-      disposeOutputs(out, new Set(Object.values(cache)));
-    }
-    patch.hooks = { steering: () => steering, projection: () => projection };
-    const out = cache
-      ? await model.forward({ input_ids: int64([ids.slice(-1)]), attention_mask: ones(1, n), past_key_values: cache })
-      : await model.forward({ input_ids: int64([ids]), attention_mask: ones(1, n) });
-    const logits = last(toDense(out['logits']!));
-    disposeOutputs(out);
-    return logits;
+    if (positions !== 'all') cache = await unsteeredPrefix(model, patch, ids);
+    return await patchedLastRow(model, patch, ids, cache, steering, projection);
   } finally {
     patch.hooks = null;
-    if (cache) await (cache as unknown as { dispose(): Promise<void> }).dispose();
+    await disposeCache(cache);
   }
 }
 
@@ -72,41 +91,23 @@ export interface ReplyLogits {
 export async function replyLogits(model: TjsModel, patch: SteeringPatch, vocabSize: number, promptIds: number[], replyIds: number[], steer: NextTokenPatch | null): Promise<ReplyLogits> {
   checkIds(promptIds, vocabSize, 'replyLogits prompt ids');
   if (replyIds.length > 0) checkIds(replyIds, vocabSize, 'replyLogits reply ids');
-  const positions = steer ? (steer.positions ?? 'last') : null;
-  if (positions !== null && positions !== 'last' && positions !== 'all' && positions !== 'new') throw new Error(`positions must be 'last', 'all' or 'new', got ${String(positions)}`);
-  const steering = steer?.steering ?? null;
-  const projection = steer?.projection ?? null;
-  if (steering) patch.checkSteering(steering, 1);
-  if (projection) patch.checkProjection(projection, 1);
+  const p = steer ? checkedPatch(patch, steer) : null;
   const n = promptIds.length;
   const tail = [promptIds[n - 1]!, ...replyIds.slice(0, -1)];
-  let cache: Awaited<ReturnType<typeof cacheFrom>> | undefined;
+  let cache: Cache | undefined;
   try {
+    cache = await unsteeredPrefix(model, patch, promptIds);
     patch.hooks = { steering: () => null };
-    if (n > 1) {
-      const out = await model.forward({ input_ids: int64([promptIds.slice(0, -1)]), attention_mask: ones(1, n - 1) });
-      cache = cacheFrom(out);
-      disposeOutputs(out, new Set(Object.values(cache)));
-    }
     const feeds = { input_ids: int64([tail]), attention_mask: ones(1, n - 1 + tail.length) };
     const out = await model.forward(cache ? { ...feeds, past_key_values: cache } : feeds);
     const rows = toDense(out['logits']!).data.slice();
     disposeOutputs(out);
     let steeredFirst: Float32Array | null = null;
-    if (positions === 'new') steeredFirst = rows.slice(0, vocabSize);
-    else if (positions !== null) {
-      patch.hooks = { steering: () => steering, projection: () => projection };
-      const last = positions === 'last' && cache
-        ? await model.forward({ input_ids: int64([[promptIds[n - 1]!]]), attention_mask: ones(1, n), past_key_values: cache })
-        : await model.forward({ input_ids: int64([promptIds]), attention_mask: ones(1, n) });
-      const logits = toDense(last['logits']!);
-      const S = logits.dims[1]!;
-      steeredFirst = logits.data.slice((S - 1) * vocabSize, S * vocabSize);
-      disposeOutputs(last);
-    }
+    if (p?.positions === 'new') steeredFirst = rows.slice(0, vocabSize);
+    else if (p) steeredFirst = await patchedLastRow(model, patch, promptIds, p.positions === 'last' ? cache : undefined, p.steering, p.projection);
     return { rows, steeredFirst };
   } finally {
     patch.hooks = null;
-    if (cache) await (cache as unknown as { dispose(): Promise<void> }).dispose();
+    await disposeCache(cache);
   }
 }

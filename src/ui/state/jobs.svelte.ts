@@ -70,7 +70,7 @@ export interface JobHandle {
 }
 
 /** What unlessStopped() rejects with; panels treat it as any other cancellation. */
-export function stoppedBeforeStart(): DOMException {
+function stoppedBeforeStart(): DOMException {
   return new DOMException('cancelled before it started', 'AbortError');
 }
 
