@@ -7,13 +7,16 @@
  *   steerlab t1         the same engine on a session of the same patched graph with one intra-op thread, no spinning
  *   llama.cpp <file> tN  node-llama-cpp, batch 1, unsteered, N threads
  * Each run: a prompt of `promptTokens`, then `newTokens` greedy tokens; the decode rate counts the tokens after the
- * first (prefill excluded on both sides). End tokens are not sampled (llama.cpp: token bias; Steerlab: no end ids),
- * so every run decodes the same number of tokens. CPU ms per token = process CPU time (all threads) / tokens.
+ * first (prefill excluded on both sides). Neither side stops at an end token (llama.cpp: `yieldEogToken`, so an end
+ * token is handed back and fed on like any other; Steerlab: no end ids), so every run decodes the same number of
+ * tokens. (A token bias against end tokens is not applied by node-llama-cpp's greedy sampler: the organism's GGUF,
+ * whose greedy reply to the bench prompt starts with its end token, then wrote nothing.)
+ * CPU ms per token = process CPU time (all threads) / tokens.
  */
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { getLlama, LlamaLogLevel, TokenBias } from 'node-llama-cpp';
+import { getLlama, LlamaLogLevel } from 'node-llama-cpp';
 import { patchDecoder } from '../src/core/onnx/patcher.js';
 import type { OrtSessionLike } from '../src/core/model/decode.js';
 import { DecodeEngine } from '../src/core/model/decode.js';
@@ -75,20 +78,17 @@ async function llamaRun(mi: number, threads: number): Promise<{ rate: number; cp
   const model = models[mi]!;
   const ctx = await model.createContext({ contextSize: args.promptTokens + args.newTokens + 8, threads, batchSize: args.promptTokens });
   try {
-    const bias = new TokenBias(model.tokenizer);
-    for (const t of [model.tokens.eos, model.tokens.eot, model.tokens.bos]) if (t !== null && t !== undefined) bias.set(t, 'never');
     let n = 0;
     let first = 0;
     let firstCpu = 0;
-    for await (const _ of ctx.getSequence().evaluate(prompt as never, { temperature: 0, tokenBias: bias })) {
+    for await (const _ of ctx.getSequence().evaluate(prompt as never, { temperature: 0, yieldEogToken: true })) {
       if (++n === 1) {
         first = performance.now();
         firstCpu = cpuMs();
       }
       if (n >= args.newTokens) break;
     }
-    // A run that wrote fewer than 2 tokens has no decode rate (seen on the organism's GGUF: llama.cpp ends some
-    // prompts at once); refused by name rather than reported as a negative rate.
+    // A run that wrote fewer than 2 tokens has no decode rate: refused by name rather than reported as a negative rate
     if (n < 2) throw new Error(`llama.cpp ${args.ggufs[mi]!.label} at ${threads} thread(s) wrote ${n} token(s) for the bench prompt; a decode rate needs at least 2`);
     return { rate: (n - 1) / ((performance.now() - first) / 1000), cpu: (cpuMs() - firstCpu) / (n - 1) };
   } finally {
