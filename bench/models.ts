@@ -23,8 +23,12 @@ export interface BenchModel {
   external: boolean;
 }
 
-/** q4f16: the fused graph with 4-bit MatMulNBits projections and fp16 activations (the peer's q4 comparison). */
-export type BenchTopology = 'plain' | 'fused' | 'fused-q4f16';
+/**
+ * fused-q4f16: the fused graph with 4-bit MatMulNBits projections and fp16 activations (the browser/WebGPU form);
+ * fused-q4: the same 4-bit codes with fp32 activations and int8 compute (accuracy_level 4), the CPU form. Both are the
+ * peer's q4 comparisons.
+ */
+export type BenchTopology = 'plain' | 'fused' | 'fused-q4' | 'fused-q4f16';
 
 export function modelDir(preset: string, topology: string): string {
   return join(OUT_DIR, `${preset}-${topology}`);

@@ -26,7 +26,7 @@ import { rotated, summarize } from './stats.js';
 
 interface Args {
   dir: string;
-  dtype: 'fp32' | 'q4f16';
+  dtype: 'fp32' | 'q4' | 'q4f16';
   ggufs: { label: string; file: string }[];
   threads: number[];
   promptTokens: number;
@@ -42,7 +42,7 @@ const cpuMs = () => {
 
 const sm = await loadSteerableModel(args.dir, { dtype: args.dtype });
 const eng = new DecodeEngine({ ...sm.decodeEngine().g, eosTokenIds: [] });
-const graph = join(args.dir, 'onnx', args.dtype === 'q4f16' ? 'model_q4f16.onnx' : 'model.onnx');
+const graph = join(args.dir, 'onnx', args.dtype === 'fp32' ? 'model.onnx' : `model_${args.dtype}.onnx`);
 const oneThread = await ort.InferenceSession.create(patchDecoder(readFileSync(graph), { weightsByReference: graph.split('/').pop()! }).bytes, {
   executionProviders: ['cpu'],
   intraOpNumThreads: 1,

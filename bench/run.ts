@@ -106,7 +106,7 @@ const results: Record<string, unknown> = {
     compare_over_plain_max: 1.3,
     capture_none_overhead_max: 0.03,
     load_ratio_max: 1.2,
-    peer_ratio_min: { 'smollm2-135m fp32': 1.0, 'smollm2-135m q4': 0.8, organism: 0.8 },
+    peer_ratio_min: { 'smollm2-135m fp32': 1.0, 'smollm2-135m q4': 0.8, 'smollm2-135m q4 cpu': 0.8, organism: 0.8 },
     eval_batch_speedup_min: { node: 3, chromium_wasm: 2 },
   },
   decode: [] as unknown[],
@@ -412,7 +412,7 @@ async function loadSection(): Promise<void> {
 }
 
 /** A GGUF export of a model folder under bench/out/gguf, rewritten when the model is newer. */
-async function ggufOf(dir: string, name: string, type: GgufExportType, dtype: 'fp32' | 'q4f16'): Promise<string> {
+async function ggufOf(dir: string, name: string, type: GgufExportType, dtype: 'fp32' | 'q4' | 'q4f16'): Promise<string> {
   const outDir = join(OUT_DIR, 'gguf');
   mkdirSync(outDir, { recursive: true });
   const file = join(outDir, `${name}-${type}.gguf`);
@@ -426,12 +426,15 @@ async function ggufOf(dir: string, name: string, type: GgufExportType, dtype: 'f
 async function peerSection(): Promise<void> {
   const organism = join(BENCH_DIR, '..', 'models', 'organism');
   const smol = models.find((m) => m.preset === 'smollm2-135m' && m.topology === 'plain') ?? (await ensureModel('smollm2-135m', 'plain', log));
-  const cases: { name: string; dir: string; dtype: 'fp32' | 'q4f16'; ggufs: GgufExportType[]; promptTokens: number; newTokens: number }[] = [
+  const cases: { name: string; dir: string; dtype: 'fp32' | 'q4' | 'q4f16'; ggufs: GgufExportType[]; promptTokens: number; newTokens: number }[] = [
     { name: 'organism', dir: organism, dtype: 'fp32', ggufs: ['f32'], promptTokens: 32, newTokens: quick ? 64 : 128 },
     { name: 'smollm2-135m fp32', dir: smol.dir, dtype: 'fp32', ggufs: ['f32'], promptTokens: 32, newTokens: quick ? 12 : 32 },
   ];
-  const q4 = await ensureModel('smollm2-135m', 'fused-q4f16', log);
-  cases.push({ name: 'smollm2-135m q4', dir: q4.dir, dtype: 'q4f16', ggufs: ['q4_0', 'q8_0'], promptTokens: 32, newTokens: quick ? 12 : 32 });
+  const q4f16 = await ensureModel('smollm2-135m', 'fused-q4f16', log);
+  cases.push({ name: 'smollm2-135m q4', dir: q4f16.dir, dtype: 'q4f16', ggufs: ['q4_0', 'q8_0'], promptTokens: 32, newTokens: quick ? 12 : 32 });
+  // The same 4-bit codes in the CPU form (fp32 activations, int8 compute, like llama.cpp's Q4_0 x Q8_0 dot products).
+  const q4 = await ensureModel('smollm2-135m', 'fused-q4', log);
+  cases.push({ name: 'smollm2-135m q4 cpu', dir: q4.dir, dtype: 'q4', ggufs: ['q4_0', 'q8_0'], promptTokens: 32, newTokens: quick ? 12 : 32 });
   for (const c of cases) {
     const r = await step(`peer (llama.cpp vs Steerlab, same weights) ${c.name}`, 240, async () => {
       const ggufs = [];

@@ -58,6 +58,8 @@ describe.each(TEST_TOPOLOGIES.map((t) => [t]))('projection through SteerableMode
   let built: BuiltModel;
   let sm: SteerableModel;
   const fp16 = topology === 'fused-q4f16';
+  // int8-rounded activations (fused-q4): not comparable with the float64 reference to 1e-4
+  const exactArithmetic = !fp16 && topology !== 'fused-q4';
 
   beforeAll(async () => {
     built = await buildTestModel(join(root, topology), { shape, topology, seed: 13 });
@@ -94,7 +96,7 @@ describe.each(TEST_TOPOLOGIES.map((t) => [t]))('projection through SteerableMode
     expect(maxAbsDiff(r.subarray(0, S * H), base.subarray(0, S * H))).toBe(0); // the embedding row is never touched
   });
 
-  if (!fp16) {
+  if (exactArithmetic) {
     it('forward with projection and steering equals the reference forward pass', async () => {
       const weights = generateWeights(shape, built.seed);
       const u = unit(5);
@@ -107,6 +109,9 @@ describe.each(TEST_TOPOLOGIES.map((t) => [t]))('projection through SteerableMode
       }
     });
 
+  }
+
+  if (!fp16) {
     it('batch rows: one projection per row, or one shared', async () => {
       const ids = [PROMPT.slice(0, 5), PROMPT.slice(2)];
       const u = unit(7);
@@ -122,6 +127,9 @@ describe.each(TEST_TOPOLOGIES.map((t) => [t]))('projection through SteerableMode
       expect(maxAbsDiff(abl1.residuals.data, (await sm.forward([ids[1]!], { steering: null })).residuals.data)).toBeGreaterThan(1e-3);
     });
 
+  }
+
+  if (exactArithmetic) {
     it("generation: 'all' equals greedy decoding with the projection at every position; 'new' leaves the last prompt token alone", async () => {
       const u = unit(11);
       const { projection, steering } = clampAt([0, 1, 2, 3], u, 4);

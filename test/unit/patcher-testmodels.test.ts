@@ -12,6 +12,7 @@ import { fromFloat16Array, toFloat16Array } from '../../src/core/onnx/graph-buil
 import { patchDecoder } from '../../src/core/onnx/patcher.js';
 import { buildTestModel } from '../../src/core/onnx/testmodel/build.js';
 import { SHAPE_PRESETS, TEST_TOPOLOGIES, type TestTopology } from '../../src/core/onnx/testmodel/config.js';
+import { effectiveQ4Weights } from '../../src/core/onnx/testmodel/fused.js';
 import { referenceForward } from '../../src/core/onnx/testmodel/reference.js';
 import { generateWeights } from '../../src/core/onnx/testmodel/weights.js';
 
@@ -74,7 +75,7 @@ describe.each(TEST_TOPOLOGIES.map((t) => [t]))('test model %s', (topology: TestT
     const bytes = readFileSync(join(dir, built.onnxFile));
     const { bytes: out, report } = patchDecoder(bytes, { expectedNumLayers: L, expectedHiddenSize: H });
     const half = topology === 'fused-q4f16';
-    expect(report.topology).toBe(topology === 'fused-q4f16' ? 'fused' : topology);
+    expect(report.topology).toBe(topology.startsWith('fused') ? 'fused' : topology);
     expect(report.stream_dtype).toBe(half ? 'float16' : 'float32');
     const base = await ort.InferenceSession.create(bytes);
     const patched = await ort.InferenceSession.create(out);
@@ -101,14 +102,18 @@ describe.each(TEST_TOPOLOGIES.map((t) => [t]))('test model %s', (topology: TestT
     }
     expect(maxRelDiff(st.logits, b.logits)).toBeGreaterThan(1e-3);
 
+    // The reference forward pass: the q4 graph's on its dequantised weights, up to the int8 rounding of its
+    // activations (measured 4.8e-3 of the logit scale on this shape); the fp16 graph is checked against its own base.
+    const q4 = topology === 'fused-q4';
+    const refWeights = q4 ? effectiveQ4Weights(shape, generateWeights(shape, SEED)) : generateWeights(shape, SEED);
+    const refTol = q4 ? 2.5e-2 : 1e-4;
     if (!half) {
       // the graph's residual stream is the reference's, unsteered and steered
-      const weights = generateWeights(shape, SEED);
-      const ref = referenceForward(shape, weights, ids);
-      const refSteered = referenceForward(shape, weights, ids, { steering });
-      expect(maxRelDiff(b.residual!, ref.residuals)).toBeLessThan(1e-4);
-      expect(maxRelDiff(st.residual!, refSteered.residuals)).toBeLessThan(1e-4);
-      expect(maxRelDiff(st.logits, refSteered.logits)).toBeLessThan(1e-4);
+      const ref = referenceForward(shape, refWeights, ids);
+      const refSteered = referenceForward(shape, refWeights, ids, { steering });
+      expect(maxRelDiff(b.residual!, ref.residuals)).toBeLessThan(refTol);
+      expect(maxRelDiff(st.residual!, refSteered.residuals)).toBeLessThan(refTol);
+      expect(maxRelDiff(st.logits, refSteered.logits)).toBeLessThan(refTol);
       expect(st.logits.length).toBe(S * V);
     }
 
@@ -141,9 +146,9 @@ describe.each(TEST_TOPOLOGIES.map((t) => [t]))('test model %s', (topology: TestT
       }
       if (!half) {
         // downstream layers too: the whole stream and the logits are the reference's with the same projection
-        const ref = referenceForward(shape, generateWeights(shape, SEED), ids, { steering: clamp, projection });
-        expect(maxRelDiff(pr.residual!, ref.residuals)).toBeLessThan(1e-4);
-        expect(maxRelDiff(pr.logits, ref.logits)).toBeLessThan(1e-4);
+        const ref = referenceForward(shape, refWeights, ids, { steering: clamp, projection });
+        expect(maxRelDiff(pr.residual!, ref.residuals)).toBeLessThan(refTol);
+        expect(maxRelDiff(pr.logits, ref.logits)).toBeLessThan(refTol);
       }
     }
   });

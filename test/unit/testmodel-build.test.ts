@@ -111,6 +111,9 @@ describe('folder contents', () => {
     expect(q4).toMatchObject({ onnxFile: 'onnx/model_q4f16.onnx', modelFileName: 'model', dtype: 'q4f16' });
     expect((await stat(join(q4.dir, q4.onnxFile))).size).toBeGreaterThan(0);
     expect((await readJson(join(q4.dir, 'config.json')))['transformers.js_config']).toEqual({ dtype: 'q4f16' });
+    const cpu = await buildTestModel(join(root, 'q4-cpu'), { shape: tiny, topology: 'fused-q4', seed: 1 });
+    expect(cpu).toMatchObject({ onnxFile: 'onnx/model_q4.onnx', modelFileName: 'model', dtype: 'q4' });
+    expect((await readJson(join(cpu.dir, 'config.json')))['transformers.js_config']).toEqual({ dtype: 'q4' });
   });
 });
 
@@ -125,7 +128,7 @@ describe('bad options', () => {
     );
     await expect(buildTestModel(dir(), { shape: { ...tiny, headDim: 15 }, topology: 'plain', seed: 0 })).rejects.toThrow(/headDim must be even/);
     await expect(buildTestModel(dir(), { shape: tiny, topology: 'gguf' as never, seed: 0 })).rejects.toThrow(
-      /topology must be one of plain, fused, fused-q4f16, merged, got gguf/,
+      /topology must be one of plain, fused, fused-q4, fused-q4f16, merged, got gguf/,
     );
     await expect(buildTestModel(dir(), { shape: tiny, topology: 'plain', seed: -1 })).rejects.toThrow(/seed must be an integer/);
     await expect(buildTestModel('', { shape: tiny, topology: 'plain', seed: 0 })).rejects.toThrow(/outDir/);

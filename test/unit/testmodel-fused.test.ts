@@ -1,5 +1,5 @@
 /**
- * The genai-builder-shaped decoders (`fused` fp32 and `fused-q4f16`) must compute what the reference forward pass
+ * The genai-builder-shaped decoders (`fused` fp32, `fused-q4` and `fused-q4f16`) must compute what the reference forward pass
  * computes, run on onnxruntime-node's CPU provider, and keep the builder's structure (the patcher relies on it).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -13,7 +13,7 @@ import { fromFloat16Array, fromFloat16Bits, serializeModel, toFloat16Bits } from
 import { SHAPE_PRESETS, type DecoderShape } from '../../src/core/onnx/testmodel/config.js';
 import { generateWeights, type DecoderWeights } from '../../src/core/onnx/testmodel/weights.js';
 import { argmaxRow, referenceForward, referenceGreedy } from '../../src/core/onnx/testmodel/reference.js';
-import { buildFusedGraph, effectiveQ4f16Weights, quantizeQ4 } from '../../src/core/onnx/testmodel/fused.js';
+import { buildFusedGraph, effectiveQ4Weights, effectiveQ4f16Weights, quantizeQ4 } from '../../src/core/onnx/testmodel/fused.js';
 import { buildTestModel } from '../../src/core/onnx/testmodel/build.js';
 
 const TINY = SHAPE_PRESETS.tiny;
@@ -31,14 +31,20 @@ const FP32_TOL = 1e-4;
  * tied-embedding shape, whose large logits (scale ~35) would hide it under a looser 2e-2.
  */
 const Q4F16_REL_TOL = 5e-3;
+/**
+ * q4 graph (float32 activations, accuracy_level 4) vs the reference on the same dequantised weights: what is left is
+ * onnxruntime quantising each 32-wide activation block to int8 before the integer dot products. Measured 4.8e-3 of
+ * the logit scale on tiny; 2.5e-2 leaves 5x headroom, while wrong codes, scales or block order give errors of order 1.
+ */
+const Q4_REL_TOL = 2.5e-2;
 
 type Feeds = Record<string, ort.Tensor>;
 
 class Decoder {
   private constructor(readonly session: ort.InferenceSession, readonly shape: DecoderShape, readonly fp16: boolean) {}
 
-  static async create(shape: DecoderShape, weights: DecoderWeights, q4f16: boolean): Promise<Decoder> {
-    const { graph, opsets } = buildFusedGraph(shape, weights, { q4f16 });
+  static async create(shape: DecoderShape, weights: DecoderWeights, q4f16: boolean, q4 = false): Promise<Decoder> {
+    const { graph, opsets } = buildFusedGraph(shape, weights, { q4f16, q4 });
     const { model } = serializeModel(graph, { opsets });
     return new Decoder(await ort.InferenceSession.create(model), shape, q4f16);
   }
@@ -141,10 +147,10 @@ describe('quantizeQ4 (MatMulNBits 4-bit layout)', () => {
 describe('fused graph structure (onnxruntime-genai builder shape)', () => {
   const nodesOf = (g: GraphProto, op: string) => g.node.filter((n) => n.opType === op);
 
-  for (const q4f16 of [false, true]) {
-    it(`${q4f16 ? 'fused-q4f16' : 'fused'}: norms, residual chain, GQA and projections`, () => {
+  for (const [name, q4f16, q4] of [['fused', false, false], ['fused-q4', false, true], ['fused-q4f16', true, false]] as const) {
+    it(`${name}: norms, residual chain, GQA and projections`, () => {
       const L = TINY.numLayers;
-      const { graph, opsets } = buildFusedGraph(TINY, generateWeights(TINY, 1), { q4f16 });
+      const { graph, opsets } = buildFusedGraph(TINY, generateWeights(TINY, 1), { q4f16, q4 });
       expect(opsets).toEqual([{ domain: '', version: 21 }, { domain: 'com.microsoft', version: 1 }]);
       expect(graph.input.map((i) => i.name)).toEqual([
         'input_ids', 'attention_mask',
@@ -175,7 +181,10 @@ describe('fused graph structure (onnxruntime-genai builder shape)', () => {
       const matmuls = nodesOf(graph, 'MatMul');
       const nbits = nodesOf(graph, 'MatMulNBits');
       expect(matmuls.length + nbits.length).toBe(7 * L + 1);
-      expect(q4f16 ? matmuls.length : nbits.length).toBe(0);
+      expect(q4f16 || q4 ? matmuls.length : nbits.length).toBe(0);
+      // q4 is the CPU form: every MatMulNBits computes with int8 activations (accuracy_level 4); q4f16 leaves it unset
+      const level = (n: (typeof nbits)[number]) => n.attribute.find((a) => a.name === 'accuracy_level')?.i;
+      for (const n of nbits) expect(level(n)).toBe(q4 ? 4n : undefined);
       const wantType = q4f16 ? 10 /* FLOAT16 */ : 1 /* FLOAT */;
       for (const vi of [...graph.input.slice(2), ...graph.output]) {
         expect(vi.type?.value.case === 'tensorType' && vi.type.value.value.elemType).toBe(wantType);
@@ -189,6 +198,7 @@ describe('fused graph structure (onnxruntime-genai builder shape)', () => {
     expect(() => buildFusedGraph(TINY, w, { q4f16: false })).toThrow(/layers\[2\]\.gate has 5 values, expected 8192/);
     expect(() => buildFusedGraph(TINY_QWEN, generateWeights(TINY, 1), { q4f16: false })).toThrow(/qBias is missing/);
     expect(() => buildFusedGraph(TINY, generateWeights(TINY, 1), {} as { q4f16: boolean })).toThrow(/q4f16 must be a boolean/);
+    expect(() => buildFusedGraph(TINY, generateWeights(TINY, 1), { q4f16: true, q4: true })).toThrow(/q4 and opts\.q4f16 are two different graphs/);
   });
 
   it('refuses head sizes GroupQueryAttention cannot run (not a multiple of 16), naming the head size', () => {
@@ -269,14 +279,39 @@ describe('fused-q4f16 on onnxruntime-node CPU (MatMulNBits, fp16 activations, fp
   }
 });
 
+describe('fused-q4 on onnxruntime-node CPU (MatMulNBits with int8 compute, fp32 activations, KV and logits)', () => {
+  for (const [label, shape] of [['tiny', TINY], ['tiny + q/k/v bias + tied embeddings', TINY_QWEN], ['hidden 48, MLP 80 (partial blocks)', TINY_ODD]] as const) {
+    it(`${label}: logits match the reference on the dequantised weights, prompt and 10 cached steps`, async () => {
+      const w = generateWeights(shape, 1);
+      const held = effectiveQ4Weights(shape, w);
+      const dec = await Decoder.create(shape, w, false, true);
+      const V = shape.vocabSize;
+      const ref = referenceForward(shape, held, PROMPT).logits;
+      let out = await dec.step([PROMPT], [ones(PROMPT.length)], dec.emptyPast(1));
+      expect(maxAbsDiff(out.logits, ref) / maxAbs(ref)).toBeLessThan(Q4_REL_TOL);
+      // Each cached step is checked against the reference on the graph's own tokens: int8 rounding may break a
+      // near-tie differently from float64, so the tokens are followed rather than compared.
+      const ids = [...PROMPT];
+      let last = argmaxRow(out.logits, V, PROMPT.length - 1);
+      for (let t = 0; t < 10; t++) {
+        ids.push(last);
+        out = await dec.step([[last]], [ones(ids.length)], out.past);
+        const want = referenceForward(shape, held, ids).logits.subarray((ids.length - 1) * V);
+        expect(maxAbsDiff(out.logits, want) / maxAbs(want)).toBeLessThan(Q4_REL_TOL);
+        last = argmaxRow(out.logits, V, 0);
+      }
+    });
+  }
+});
+
 describe('transformers.js loads the fused folders (buildTestModel) and generates what the reference predicts', () => {
-  for (const topology of ['fused', 'fused-q4f16'] as const) {
+  for (const topology of ['fused', 'fused-q4', 'fused-q4f16'] as const) {
     it(`${topology}: AutoModelForCausalLM.from_pretrained + 8 greedy tokens`, async () => {
       tjsEnv.allowRemoteModels = false;
       const dir = await mkdtemp(join(tmpdir(), `steerlab-${topology}-`));
       try {
         const built = await buildTestModel(dir, { shape: TINY, topology, seed: 1 });
-        expect(built.dtype).toBe(topology === 'fused' ? 'fp32' : 'q4f16');
+        expect(built.dtype).toBe({ fused: 'fp32', 'fused-q4': 'q4', 'fused-q4f16': 'q4f16' }[topology]);
         const model = await AutoModelForCausalLM.from_pretrained(dir, { dtype: built.dtype, local_files_only: true });
         try {
           const ids = [74, 71, 78, 78, 81, 274, 81, 84, 78, 70];
@@ -288,7 +323,7 @@ describe('transformers.js loads the fused folders (buildTestModel) and generates
           } as Record<string, unknown>)) as { data: BigInt64Array };
           const generated = Array.from(out.data, Number).slice(ids.length);
           const w = generateWeights(TINY, 1);
-          const held = topology === 'fused' ? w : effectiveQ4f16Weights(TINY, w);
+          const held = topology === 'fused' ? w : topology === 'fused-q4' ? effectiveQ4Weights(TINY, w) : effectiveQ4f16Weights(TINY, w);
           expect(generated).toEqual(referenceGreedy(TINY, held, ids, 8));
         } finally {
           await model.dispose();

@@ -8,7 +8,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { GraphProto } from 'onnx-buf';
 import { serializeModel } from '../graph-builder.js';
-import { TEST_TOPOLOGIES, validateShape, type DecoderShape, type TestTopology } from './config.js';
+import { TEST_TOPOLOGIES, validateShape, type DecoderShape, type TestDtype, type TestTopology } from './config.js';
 import { buildConfigJson, buildGenerationConfigJson, stableJson, writeFileAtomic } from './files.js';
 import { buildFusedGraph } from './fused.js';
 import { buildMergedGraph } from './merged.js';
@@ -30,7 +30,7 @@ export interface BuiltModel {
   onnxFile: string;
   /** transformers.js model_file_name: 'model' | 'decoder_model_merged' */
   modelFileName: string;
-  dtype: 'fp32' | 'q4f16';
+  dtype: TestDtype;
   shape: DecoderShape;
   seed: number;
   topology: TestTopology;
@@ -43,7 +43,7 @@ const EXTERNAL_MIN_BYTES = 1024;
 
 interface TopologyFiles {
   modelFileName: 'model' | 'decoder_model_merged';
-  dtype: 'fp32' | 'q4f16';
+  dtype: TestDtype;
   /** file name inside onnx/: `${modelFileName}${dtype suffix}.onnx`, as transformers.js resolves it */
   onnxBaseName: string;
   irVersion: number;
@@ -55,6 +55,8 @@ export function topologyFiles(topology: TestTopology): TopologyFiles {
       return { modelFileName: 'model', dtype: 'fp32', onnxBaseName: 'model.onnx', irVersion: 8 };
     case 'fused':
       return { modelFileName: 'model', dtype: 'fp32', onnxBaseName: 'model.onnx', irVersion: 10 };
+    case 'fused-q4':
+      return { modelFileName: 'model', dtype: 'q4', onnxBaseName: 'model_q4.onnx', irVersion: 10 };
     case 'fused-q4f16':
       return { modelFileName: 'model', dtype: 'q4f16', onnxBaseName: 'model_q4f16.onnx', irVersion: 10 };
     case 'merged':
@@ -91,6 +93,8 @@ function buildGraph(opts: BuildOptions): { graph: GraphProto; opsets: { domain: 
       return buildMergedGraph(opts.shape, weights);
     case 'fused':
       return buildFusedGraph(opts.shape, weights, { q4f16: false });
+    case 'fused-q4':
+      return buildFusedGraph(opts.shape, weights, { q4f16: false, q4: true });
     case 'fused-q4f16':
       return buildFusedGraph(opts.shape, weights, { q4f16: true });
   }

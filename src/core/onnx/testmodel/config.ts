@@ -22,8 +22,10 @@ export interface DecoderShape {
 }
 
 /** Graph forms that hub models really ship (see docs/METHOD-NOTES.md section 4). */
-export type TestTopology = 'plain' | 'fused' | 'fused-q4f16' | 'merged';
-export const TEST_TOPOLOGIES: readonly TestTopology[] = ['plain', 'fused', 'fused-q4f16', 'merged'];
+export type TestTopology = 'plain' | 'fused' | 'fused-q4' | 'fused-q4f16' | 'merged';
+/** The transformers.js dtype each topology's file is named for (onnx/model.onnx, model_q4.onnx, model_q4f16.onnx). */
+export type TestDtype = 'fp32' | 'q4' | 'q4f16';
+export const TEST_TOPOLOGIES: readonly TestTopology[] = ['plain', 'fused', 'fused-q4', 'fused-q4f16', 'merged'];
 
 export const SHAPE_PRESETS: Record<string, DecoderShape> = {
   /** A few hundred KB: fast enough for every unit test. */

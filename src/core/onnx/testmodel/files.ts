@@ -2,7 +2,7 @@
  * The JSON files of a test-model folder (config.json, generation_config.json) and the atomic writer every file of
  * the folder goes through. Output is a pure function of the build options, so rebuilding gives identical bytes.
  */
-import type { DecoderShape, TestTopology } from './config.js';
+import type { DecoderShape, TestDtype, TestTopology } from './config.js';
 import { ENDOFTEXT_ID, IM_END_ID } from './tokenizer.js';
 
 /** Indented JSON with a trailing newline; key order is the order the objects were written in (deterministic). */
@@ -19,7 +19,7 @@ export interface ConfigOptions {
   /** ONNX file name inside onnx/, e.g. "model.onnx"; used to flag external data for exactly that file. */
   onnxBaseName: string;
   externalData: boolean;
-  dtype: 'fp32' | 'q4f16';
+  dtype: TestDtype;
 }
 
 /** HF config.json: "qwen2" when q/k/v carry a bias (as Qwen2 does), "llama" otherwise. */

@@ -1,5 +1,5 @@
 /**
- * The `fused` (fp32) and `fused-q4f16` decoder graphs, shaped the way the onnxruntime-genai model builder writes
+ * The `fused` (fp32), `fused-q4` and `fused-q4f16` decoder graphs, shaped the way the onnxruntime-genai model builder writes
  * Llama-family decoders (the form transformers.js recommends for LLMs on the hub, docs/METHOD-NOTES.md section 4 (b)):
  *
  *   Gather(embed) -> SimplifiedLayerNormalization            (layer 0's input norm; ONNX domain, as the builder)
@@ -19,6 +19,10 @@
  *
  * q4f16: float16 activations, past/present KV and logits; every projection (q, k, v, o, gate, up, down,
  * lm_head) as com.microsoft MatMulNBits (4 bits, block 32, symmetric, fp16 scales); embedding as a float16 Gather.
+ * q4: the builder's CPU int4 form (`-p int4 -e cpu` with int4_accuracy_level=4): float32 activations, KV and logits,
+ * the same 4-bit codes and (fp16-representable) scales stored as float32, and accuracy_level 4 on every MatMulNBits,
+ * so onnxruntime's CPU kernel quantises each activation block to int8 and multiplies with integer dot products, as
+ * llama.cpp's Q4_0 x Q8_0 does. (Without it, the kernel dequantises to float32 first; measured 1.3-1.5x slower.)
  */
 import type { GraphProto } from 'onnx-buf';
 import { DataType, GraphBuilder, attr, fromFloat16Array, toFloat16Array } from '../graph-builder.js';
@@ -38,7 +42,12 @@ export const FUSED_OPSETS: { domain: string; version: number }[] = [
 
 export interface FusedOptions {
   q4f16: boolean;
+  /** 4-bit projections with float32 activations (the `fused-q4` CPU form); not together with q4f16. */
+  q4?: boolean;
 }
+
+/** MatMulNBits accuracy_level 4: activations quantised to int8 per block (CPU int8 dot products). */
+const INT8_COMPUTE = 4;
 
 /** Throws naming the tensor whose length does not match the shape (weights from another shape, say). */
 function checkWeights(s: DecoderShape, w: DecoderWeights): void {
@@ -74,11 +83,15 @@ function checkWeights(s: DecoderShape, w: DecoderWeights): void {
   });
 }
 
+type FusedPrecision = 'fp32' | 'q4' | 'q4f16';
+
 /** Writes float tensors in the graph's activation dtype and projections as MatMul or MatMulNBits. */
 class FusedEmitter {
   readonly float: DataType;
-  constructor(readonly g: GraphBuilder, readonly q4f16: boolean) {
-    this.float = q4f16 ? DataType.FLOAT16 : DataType.FLOAT;
+  readonly q4f16: boolean;
+  constructor(readonly g: GraphBuilder, readonly precision: FusedPrecision) {
+    this.q4f16 = precision === 'q4f16';
+    this.float = this.q4f16 ? DataType.FLOAT16 : DataType.FLOAT;
   }
 
   floatInit(name: string, dims: number[], data: Float32Array): string {
@@ -87,17 +100,20 @@ class FusedEmitter {
       : this.g.initializer(name, DataType.FLOAT, dims, data);
   }
 
-  /** x [.., k] @ W [k, n] (+ bias): plain MatMul for fp32, MatMulNBits for q4f16 (genai builder names). */
+  /** x [.., k] @ W [k, n] (+ bias): plain MatMul for fp32, MatMulNBits for q4 / q4f16 (genai builder names). */
   linear(x: string, prefix: string, w: Float32Array, k: number, n: number, bias?: Float32Array, outName?: string): string {
     const matOut = outName && !bias ? outName : undefined;
     let y: string;
-    if (this.q4f16) {
+    if (this.precision !== 'fp32') {
       const q = quantizeQ4(w, k, n, Q4_BLOCK_SIZE);
       const nBlocks = Math.ceil(k / Q4_BLOCK_SIZE);
       const b = this.g.initializer(`${prefix}.weight.quant`, DataType.UINT8, [n, nBlocks, Q4_BLOCK_SIZE / 2], q.packed);
-      const sc = this.g.initializer(`${prefix}.weight.scales`, DataType.FLOAT16, [n * nBlocks], toFloat16Array(q.scales));
+      const sc = this.q4f16
+        ? this.g.initializer(`${prefix}.weight.scales`, DataType.FLOAT16, [n * nBlocks], toFloat16Array(q.scales))
+        : this.g.initializer(`${prefix}.weight.scales`, DataType.FLOAT, [n * nBlocks], q.scales);
       [y] = this.g.node('MatMulNBits', [x, b, sc], [matOut ?? `${prefix}/MatMulNBits/output_0`], {
         K: attr.int(k), N: attr.int(n), bits: attr.int(4), block_size: attr.int(Q4_BLOCK_SIZE),
+        ...(this.q4f16 ? {} : { accuracy_level: attr.int(INT8_COMPUTE) }),
       }, MS);
     } else {
       const wName = this.floatInit(`${prefix}.weight`, [k, n], w);
@@ -122,6 +138,15 @@ function roundFloat16(a: Float32Array): Float32Array {
  * quantisation error (a property of the weights) from float16 arithmetic error (what tests must bound).
  */
 export function effectiveQ4f16Weights(shape: DecoderShape, weights: DecoderWeights): DecoderWeights {
+  return effectiveWeights(shape, weights, roundFloat16);
+}
+
+/** The weights as the q4 graph holds them: projections (and lm_head) dequantised, everything else float32 as given. */
+export function effectiveQ4Weights(shape: DecoderShape, weights: DecoderWeights): DecoderWeights {
+  return effectiveWeights(shape, weights, (a) => a);
+}
+
+function effectiveWeights(shape: DecoderShape, weights: DecoderWeights, float: (a: Float32Array) => Float32Array): DecoderWeights {
   validateShape(shape);
   checkWeights(shape, weights);
   const H = shape.hiddenSize;
@@ -130,12 +155,12 @@ export function effectiveQ4f16Weights(shape: DecoderShape, weights: DecoderWeigh
   const I = shape.intermediateSize;
   const dq = (w: Float32Array, k: number, n: number) => quantizeQ4(w, k, n, Q4_BLOCK_SIZE).dequantized;
   return {
-    embedTokens: roundFloat16(weights.embedTokens),
-    finalNorm: roundFloat16(weights.finalNorm),
+    embedTokens: float(weights.embedTokens),
+    finalNorm: float(weights.finalNorm),
     lmHead: dq(weights.lmHead, H, shape.vocabSize),
     layers: weights.layers.map((l) => ({
-      inputNorm: roundFloat16(l.inputNorm),
-      postAttentionNorm: roundFloat16(l.postAttentionNorm),
+      inputNorm: float(l.inputNorm),
+      postAttentionNorm: float(l.postAttentionNorm),
       q: dq(l.q, H, qDim),
       k: dq(l.k, H, kvDim),
       v: dq(l.v, H, kvDim),
@@ -143,9 +168,7 @@ export function effectiveQ4f16Weights(shape: DecoderShape, weights: DecoderWeigh
       gate: dq(l.gate, H, I),
       up: dq(l.up, H, I),
       down: dq(l.down, I, H),
-      ...(shape.attentionBias
-        ? { qBias: roundFloat16(l.qBias!), kBias: roundFloat16(l.kBias!), vBias: roundFloat16(l.vBias!) }
-        : {}),
+      ...(shape.attentionBias ? { qBias: float(l.qBias!), kBias: float(l.kBias!), vBias: float(l.vBias!) } : {}),
     })),
   };
 }
@@ -158,6 +181,9 @@ export function buildFusedGraph(
   validateShape(shape);
   checkWeights(shape, weights);
   if (typeof opts?.q4f16 !== 'boolean') throw new Error(`buildFusedGraph: opts.q4f16 must be a boolean, got ${opts?.q4f16}`);
+  if (opts.q4 !== undefined && typeof opts.q4 !== 'boolean') throw new Error(`buildFusedGraph: opts.q4 must be a boolean or absent, got ${String(opts.q4)}`);
+  if (opts.q4 && opts.q4f16) throw new Error('buildFusedGraph: opts.q4 and opts.q4f16 are two different graphs; set one');
+  const precision: FusedPrecision = opts.q4f16 ? 'q4f16' : opts.q4 ? 'q4' : 'fp32';
   // onnxruntime's GroupQueryAttention kernels refuse other head sizes ("head_size shall be a multiple of 16"):
   // fail here, naming the shape, rather than write a graph no runtime can run.
   if (shape.headDim % 16 !== 0) {
@@ -168,8 +194,8 @@ export function buildFusedGraph(
   const qDim = s.numHeads * s.headDim;
   const kvDim = s.numKvHeads * s.headDim;
   const I = s.intermediateSize;
-  const g = new GraphBuilder(opts.q4f16 ? 'steerlab_fused_q4f16' : 'steerlab_fused');
-  const e = new FusedEmitter(g, opts.q4f16);
+  const g = new GraphBuilder(precision === 'fp32' ? 'steerlab_fused' : `steerlab_fused_${precision}`);
+  const e = new FusedEmitter(g, precision);
   const F = e.float;
 
   // ---- I/O (transformers.js names; KV heads and head dim static, see docs/METHOD-NOTES.md section 3) ----
