@@ -428,18 +428,18 @@ async function peerSection(): Promise<void> {
   const smol = models.find((m) => m.preset === 'smollm2-135m' && m.topology === 'plain') ?? (await ensureModel('smollm2-135m', 'plain', log));
   const cases: { name: string; dir: string; dtype: 'fp32' | 'q4' | 'q4f16'; ggufs: GgufExportType[]; promptTokens: number; newTokens: number }[] = [
     { name: 'organism', dir: organism, dtype: 'fp32', ggufs: ['f32'], promptTokens: 32, newTokens: quick ? 64 : 128 },
-    { name: 'smollm2-135m fp32', dir: smol.dir, dtype: 'fp32', ggufs: ['f32'], promptTokens: 32, newTokens: quick ? 12 : 32 },
+    { name: 'smollm2-135m fp32', dir: smol.dir, dtype: 'fp32', ggufs: ['f32'], promptTokens: 32, newTokens: quick ? 12 : 64 },
   ];
   const q4f16 = await ensureModel('smollm2-135m', 'fused-q4f16', log);
-  cases.push({ name: 'smollm2-135m q4', dir: q4f16.dir, dtype: 'q4f16', ggufs: ['q4_0', 'q8_0'], promptTokens: 32, newTokens: quick ? 12 : 32 });
+  cases.push({ name: 'smollm2-135m q4', dir: q4f16.dir, dtype: 'q4f16', ggufs: ['q4_0', 'q8_0'], promptTokens: 32, newTokens: quick ? 12 : 64 });
   // The same 4-bit codes in the CPU form (fp32 activations, int8 compute, like llama.cpp's Q4_0 x Q8_0 dot products).
   const q4 = await ensureModel('smollm2-135m', 'fused-q4', log);
-  cases.push({ name: 'smollm2-135m q4 cpu', dir: q4.dir, dtype: 'q4', ggufs: ['q4_0', 'q8_0'], promptTokens: 32, newTokens: quick ? 12 : 32 });
+  cases.push({ name: 'smollm2-135m q4 cpu', dir: q4.dir, dtype: 'q4', ggufs: ['q4_0', 'q8_0'], promptTokens: 32, newTokens: quick ? 12 : 64 });
   for (const c of cases) {
     const r = await step(`peer (llama.cpp vs Steerlab, same weights) ${c.name}`, 240, async () => {
       const ggufs = [];
       for (const t of c.ggufs) ggufs.push({ label: t, file: await ggufOf(c.dir, c.name.replace(/ /g, '-'), t, c.dtype) });
-      return runChild<Record<string, any>>('./peer-child.ts', { dir: c.dir, dtype: c.dtype, ggufs, threads: [1, 2], promptTokens: c.promptTokens, newTokens: c.newTokens, reps: quick ? 2 : 3 }, { timeoutMs: 15 * 60_000, log });
+      return runChild<Record<string, any>>('./peer-child.ts', { dir: c.dir, dtype: c.dtype, ggufs, threads: [1, 2], promptTokens: c.promptTokens, newTokens: c.newTokens, reps: quick ? 2 : 5 }, { timeoutMs: 15 * 60_000, log });
     });
     if (!r) continue;
     const variants = (r.variants as Record<string, any>[]).map((v) => ({ variant: v.variant, tok_s: summ(v.tok_s), cpu_ms_per_token: summ(v.cpu_ms_per_token), steerlab_ratio: summ(v.steerlab_ratio) }));
