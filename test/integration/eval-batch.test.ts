@@ -1,7 +1,8 @@
 /**
  * Batched evaluation (src/core/eval/runner.ts runEval with `batch`): the records of any batch size equal the records
  * of batch 1 (timings aside), on every graph form the decode engine batches differently: plain (left padding),
- * fused GroupQueryAttention (right padding), fused-q4f16 (right padding, fp16 cache) and merged (use_cache_branch).
+ * fused GroupQueryAttention (right padding), fused-q4 (right padding, int8 compute), fused-q4f16 (right padding, fp16
+ * cache) and merged (use_cache_branch).
  * One run holds prompts of different lengths, several conditions per prompt (different policies' matrices side by
  * side in one batch: base, WAS from a controller, manual) and a batch size that splits a prompt's conditions across
  * two batches; greedy and the paper's seeded sampling (per-prompt seeds); and the patch on every prompt position.
@@ -50,7 +51,7 @@ const datasets: EvalDataset[] = [
   { name: 'set-b', prompts: ['What is two plus two, and why is it so?', 'Ok'].map((text, i) => ({ id: `b${i}`, text, label: 'benign' as const, meta: {} })) },
 ];
 const NEW = 8;
-const TOPOLOGIES: TestTopology[] = ['plain', 'fused', 'fused-q4f16', 'merged'];
+const TOPOLOGIES: TestTopology[] = ['plain', 'fused', 'fused-q4', 'fused-q4f16', 'merged'];
 
 describe.each(TOPOLOGIES)('batched eval records equal batch 1, %s graph', (topology) => {
   let model: SteerableModel;

@@ -1,7 +1,7 @@
 /**
  * The decode engine (src/core/model/decode.ts) against transformers.js's generate() (SteerableModel.generate, what
  * the lab and the CLI ran before) and against itself at batch 1, on every graph form: plain (left padding), fused
- * GroupQueryAttention (right padding), fused-q4f16 and merged (use_cache_branch).
+ * GroupQueryAttention (right padding), fused-q4 (int8 compute), fused-q4f16 and merged (use_cache_branch).
  * Rows of different prompt lengths (one of them a single token), per-row steering matrices, greedy and seeded
  * sampling, observed steering, per-step policies, captures, 'all' and 'new' prompt positions, per-row projection rows
  * (clamp and ablation through the `projection` input), EOS per row and bad inputs.
@@ -42,7 +42,7 @@ const SAMPLED: (SamplingOptions | null)[] = [{ temperature: 0.8, topK: 20, seed:
 const root = mkdtempSync(join(tmpdir(), 'steerlab-decode-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-const TOPOLOGIES: TestTopology[] = ['plain', 'fused', 'fused-q4f16', 'merged'];
+const TOPOLOGIES: TestTopology[] = ['plain', 'fused', 'fused-q4', 'fused-q4f16', 'merged'];
 
 describe.each(TOPOLOGIES)('decode engine, %s graph', (topology) => {
   let built: BuiltModel;
