@@ -377,7 +377,7 @@ async function captureSection(): Promise<void> {
   const list = quick ? [models[0]!] : models.filter((m) => m.preset === 'smollm2-135m');
   for (const m of list) {
     const r = await step(`capture (raw onnxruntime-node: none / last / all vs unpatched) ${label(m)}`, 150, () =>
-      runChild<Record<string, any>>('./capture-child.ts', { dir: m.dir, onnxFile: 'onnx/model.onnx', prefillTokens: P.prefillTokens, decodeContext: 64, decodeSteps: quick ? 8 : 24, reps: quick ? 3 : 8 }, { timeoutMs: 15 * 60_000, log }),
+      runChild<Record<string, any>>('./capture-child.ts', { dir: m.dir, onnxFile: 'onnx/model.onnx', prefillTokens: P.prefillTokens, decodeContext: 64, decodeSteps: quick ? 8 : 24, reps: quick ? 3 : 20 }, { timeoutMs: 15 * 60_000, log }),
     );
     if (!r) continue;
     const rs = (o: Record<string, Summary>) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, summ(v)]));
