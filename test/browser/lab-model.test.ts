@@ -30,6 +30,10 @@ describe('lab: Model tab', () => {
       await page.keyboard.press('ArrowLeft');
       expect(await page.getByRole('tab', { name: 'Model' }).getAttribute('aria-selected')).toBe('true');
 
+      // The lab loads its default model by itself once the device probe answers. Let that finish first: a click on
+      // "Load model" that lands just as that load starts hits a button that has turned disabled, and is lost.
+      await loadDefaultModel(page);
+
       // A model that cannot be patched says why, and the lab stays usable.
       await page.locator('#model-select').selectOption('__custom__');
       await page.getByLabel(/served by this lab/).check();
