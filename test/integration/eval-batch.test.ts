@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { buildTestModel } from '../../src/core/onnx/testmodel/build.js';
 import { SHAPE_PRESETS, type TestTopology } from '../../src/core/onnx/testmodel/config.js';
 import { loadSteerableModel, type SteerableModel } from '../../src/core/model/index.js';
+import type { PromptPrefix } from '../../src/core/model/decode.js';
 import { ControllerForward } from '../../src/core/controller/forward.js';
 import { initControllerParams } from '../../src/core/controller/params.js';
 import { controllerInputLayers } from '../../src/core/controller/layers.js';
@@ -112,6 +113,42 @@ describe.each(TOPOLOGIES)('batched eval records equal batch 1, %s graph', (topol
     });
   }
 
+  it("the prompt prefix the decode kept scores a reply bit for bit as the scorer's own prefix pass, and saves that pass", async () => {
+    const prompts = datasets.flatMap((d) => d.prompts.map((p) => p.text));
+    // mixed lengths in one call (left padding: one prefill per length; right padding: one padded prefill) and two
+    // rows sharing a prompt (one prefill for both)
+    const items: FlowItem[] = [prompts[1]!, prompts[0]!, prompts[3]!, prompts[1]!].map((prompt, i) => ({ prompt, policy: i === 3 ? conditions[2]!.policy : { kind: 'off' }, maxNewTokens: NEW }));
+    const outs = await runFlows(model, { direction, controller }, items, { keepPrefix: true });
+    // transformers.js forward passes of the scorer: prompt prefix + the rest, or the rest alone
+    const forward = model.model.forward.bind(model.model);
+    let passes = 0;
+    model.model.forward = (x) => (passes++, forward(x));
+    try {
+    for (const [i, out] of outs.entries()) {
+      if (!out.ok) throw out.error;
+      const ids = model.formatChat(items[i]!.prompt).ids;
+      expect(out.prefix?.ids).toEqual(ids.slice(0, -1));
+      passes = 0;
+      const own = await model.replyLogits(ids, out.result.tokenIds, null);
+      expect(passes).toBe(2);
+      passes = 0;
+      const handed = await model.replyLogits(ids, out.result.tokenIds, null, out.prefix);
+      expect(passes).toBe(1);
+      expect(handed.rows).toEqual(own.rows);
+      // a prefix kept for another prompt is not used
+      const other = outs[(i + 1) % outs.length] as { prefix?: PromptPrefix };
+      if (other.prefix!.ids.join() !== out.prefix!.ids.join()) expect((await model.replyLogits(ids, out.result.tokenIds, null, other.prefix)).rows).toEqual(own.rows);
+    }
+    // the eval runner hands every record's prefix to its scoring: one pass per record (the reply), plus the
+    // patched first-token pass of each benign record under a steered condition (2 prompts x 2 conditions)
+    passes = 0;
+    await records(15, false);
+    expect(passes).toBe(15 + 4);
+    } finally {
+      model.model.forward = forward;
+    }
+    expect((outs[0] as { prefix?: PromptPrefix }).prefix).toBe((outs[3] as { prefix?: PromptPrefix }).prefix);
+  });
   it("steerPromptPositions 'all' (observation over the whole prompt, then the whole prompt steered): batch 15 = batch 1", async () => {
     const one = await records(1, false, 'all');
     expect(one).not.toEqual(await records(1, false, 'last'));

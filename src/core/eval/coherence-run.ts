@@ -22,6 +22,7 @@
  */
 import type { PromptRecord } from '../data/types.js';
 import type { SteerableModel } from '../model/steerable.js';
+import type { PromptPrefix } from '../model/decode.js';
 import { calibrateNllThreshold, firstTokenKl, judgeCoherentRefusal, replyScores, type FinishReason, type NllCalibration, type ReplyScores } from './coherence.js';
 
 /** What run.json and the summaries say the default calibration set is. */
@@ -72,13 +73,15 @@ export interface ScoreInput {
    * the unsteered forward is not run a second time.
    */
   scores?: ReplyScores;
+  /** The unsteered prompt prefix cache the decode engine kept while generating the reply (runFlows keepPrefix). */
+  prefix?: PromptPrefix;
 }
 
 /** The coherence fields of one record: the unsteered reply passes, and one steered pass on their prefix when measureKl. */
 export async function scoreRecord(model: SteerableModel, calibration: NllCalibration, s: ScoreInput): Promise<RecordCoherence> {
   const kl = s.measureKl && s.patch !== null;
   // Scores computed earlier (a base reply) carry no steered row; a record that measures the KL always scores here.
-  const scores = s.scores && !kl ? s.scores : await replyScores(model, s.promptIds, s.reply.tokenIds, kl ? s.patch : null);
+  const scores = s.scores && !kl ? s.scores : await replyScores(model, s.promptIds, s.reply.tokenIds, kl ? s.patch : null, s.prefix ?? null);
   const verdict = judgeCoherentRefusal({ refused: s.refused, replyNll: scores.nll, text: s.reply.text, finishReason: s.reply.finishReason }, calibration);
   return {
     reply_nll: scores.nll,

@@ -28,11 +28,12 @@
  */
 import { klDivergence } from '../steering/selection.js';
 import type { NextTokenPatch, ReplyLogits } from '../model/next-token.js';
+import type { PromptPrefix } from '../model/decode.js';
 
 /** The part of a model replyNll needs (SteerableModel fits): the unsteered logits over a reply (next-token.ts). */
 export interface NllScorer {
   readonly vocabSize: number;
-  replyLogits(promptIds: number[], replyIds: number[], steer: NextTokenPatch | null): Promise<ReplyLogits>;
+  replyLogits(promptIds: number[], replyIds: number[], steer: NextTokenPatch | null, prefix?: PromptPrefix | null): Promise<ReplyLogits>;
 }
 
 export interface ReplyNll {
@@ -74,12 +75,13 @@ export interface ReplyScores extends ReplyNll {
 /**
  * The unsteered passes over prompt + reply (batch 1: the prompt's prefix, then the rest on its cache): replyNll's
  * NLLs and the first reply token's unsteered logits row. With `steer`, also the first reply token's logits under that
- * patch (for first_token_kl), from the same prefix cache: the prompt is not run twice. An empty reply costs the
- * prompt only.
+ * patch (for first_token_kl), from the same prefix cache: the prompt is not run twice. With the prefix cache the
+ * decode engine kept for this prompt (the same bits), the prompt is not run at all. An empty reply costs the prompt
+ * only.
  */
-export async function replyScores(model: NllScorer, promptIds: readonly number[], replyIds: readonly number[], steer: NextTokenPatch | null = null): Promise<ReplyScores> {
+export async function replyScores(model: NllScorer, promptIds: readonly number[], replyIds: readonly number[], steer: NextTokenPatch | null = null, prefix: PromptPrefix | null = null): Promise<ReplyScores> {
   if (promptIds.length === 0) throw new Error('replyScores: the prompt has no tokens (pass the chat-formatted prompt ids)');
-  const { rows, steeredFirst } = await model.replyLogits([...promptIds], [...replyIds], steer);
+  const { rows, steeredFirst } = await model.replyLogits([...promptIds], [...replyIds], steer, prefix);
   const V = model.vocabSize;
   const T = replyIds.length;
   if (rows.length !== Math.max(1, T) * V) throw new Error(`reply_nll: got ${rows.length / V} logits rows, expected ${Math.max(1, T)} (one per reply token)`);

@@ -27,6 +27,7 @@ import type { Label, PromptRecord } from '../data/types.js';
 import type { ModelIdentity } from '../model/model-id.js';
 import { findSpecialTokenStrings } from '../model/special-tokens.js';
 import type { SteerableModel } from '../model/steerable.js';
+import type { PromptPrefix } from '../model/decode.js';
 import type { ModelFingerprint } from './resume-check.js';
 import type { ConditionName, EvalCondition, ManualSettings } from '../method/conditions.js';
 import { parseFitMode, type FitMode } from '../method/fit.js';
@@ -212,6 +213,8 @@ interface CoherenceContext {
   chat: { allowSpecialTokens: boolean };
   /** This record's reply scores, when the calibration already computed them (a base reply it decoded). */
   scores?: ReplyScores | undefined;
+  /** The unsteered prompt prefix cache its decode kept (runFlows keepPrefix): scoring skips the prompt pass. */
+  prefix?: PromptPrefix | undefined;
 }
 
 /** A base reply the calibration decoded and scored, handed to the main loop to be written as its record. */
@@ -227,7 +230,7 @@ async function judgedRecord(o: RunEvalOptions, job: Job, flow: FlowResult, cc: C
   const judgeMs = performance.now() - tj;
   const tc = performance.now();
   const key = { dataset: job.head.dataset, id: job.head.id, condition: job.cond.name };
-  const coherence = await coherenceOf(o, cc.calibration, cc.baseStore, key, job.prompt.label ?? null, flow, verdict.refused, job.cond.policy.kind !== 'off', cc.chat, cc.scores);
+  const coherence = await coherenceOf(o, cc, key, job.prompt.label ?? null, flow, verdict.refused, job.cond.policy.kind !== 'off');
   const coherenceMs = performance.now() - tc;
   const manual = manualOf(job.cond);
   return {
@@ -325,7 +328,7 @@ async function calibrate(o: RunEvalOptions, fit: FitMode, batch: number): Promis
       const { signal: _signal, ...opts } = flowOptions({ ...o, sampling: null }, BASE, promptSeed(o.seed, dataset, prompt.id), fit);
       return { prompt: prompt.text, ...opts };
     });
-    const outs = await runFlows(o.model, { direction: o.direction, controller: o.controller }, items, o.signal ? { signal: o.signal } : {});
+    const outs = await runFlows(o.model, { direction: o.direction, controller: o.controller }, items, { keepPrefix: true, ...(o.signal ? { signal: o.signal } : {}) });
     for (const [j, i] of chunk.entries()) {
       const { dataset, prompt } = plan.prompts[i]!;
       const out = outs[j]!;
@@ -333,7 +336,7 @@ async function calibrate(o: RunEvalOptions, fit: FitMode, batch: number): Promis
       // a prompt the model cannot take has no reply to calibrate on (null); its record will say why
       if (out.ok) {
         const ids = o.model.formatChat(out.result.fit.text, { allowSpecialTokens: o.allowSpecialTokens === true }).ids;
-        const scores = await replyScores(o.model, ids, out.result.tokenIds);
+        const scores = await replyScores(o.model, ids, out.result.tokenIds, null, out.prefix ?? null);
         nlls[i] = scores.nll;
         if (reusable && inRun.has(flowKey(dataset, prompt.id))) flows.set(flowKey(dataset, prompt.id), { flow: out.result, scores });
       }
@@ -386,6 +389,7 @@ export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
     const toRun = jobs.filter((_j, k) => !hits[k]);
     const ran = toRun.length === 0 ? [] : await runFlows(o.model, { direction: o.direction, controller: o.controller }, toRun.map((j) => flowItem(o, fit, j)), {
       steerPromptPositions: o.steerPromptPositions ?? 'last',
+      keepPrefix: true,
       ...(o.signal ? { signal: o.signal } : {}),
     });
     let r = 0;
@@ -396,7 +400,7 @@ export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
       let record: RunRecord;
       if (out.ok) {
         if (out.result.finishReason === 'abort') return false;
-        record = await judgedRecord(o, job, out.result, { calibration, baseStore, chat, scores: hits[k]?.scores });
+        record = await judgedRecord(o, job, out.result, { calibration, baseStore, chat, scores: hits[k]?.scores, prefix: out.prefix });
       } else {
         if (o.signal?.aborted) return false;
         lastError = out.error;
@@ -461,18 +465,8 @@ export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
 }
 
 /** The coherence fields of one finished generation (coherence-run.ts scoreRecord). */
-async function coherenceOf(
-  o: RunEvalOptions,
-  calibration: NllCalibration,
-  baseStore: Pick<RecordStore, 'get'>,
-  key: RecordKey,
-  label: Label | null,
-  flow: FlowResult,
-  refused: boolean,
-  steered: boolean,
-  chat: { allowSpecialTokens: boolean },
-  scores?: ReplyScores,
-): Promise<RecordCoherence> {
+async function coherenceOf(o: RunEvalOptions, cc: CoherenceContext, key: RecordKey, label: Label | null, flow: FlowResult, refused: boolean, steered: boolean): Promise<RecordCoherence> {
+  const { calibration, baseStore, chat, scores, prefix } = cc;
   const base = steered ? baseStore.get({ ...key, condition: 'base' }) : undefined;
   const baseText = base && typeof base['output'] === 'string' && base['error'] === undefined ? base['output'] : null;
   return scoreRecord(o.model, calibration, {
@@ -483,6 +477,7 @@ async function coherenceOf(
     measureKl: steered && label === 'benign',
     baseText,
     ...(scores ? { scores } : {}),
+    ...(prefix ? { prefix } : {}),
   });
 }
 

@@ -17,7 +17,7 @@ import type { Controller, ControllerMetadata } from '../controller/metadata.js';
 import type { SteerableModel } from '../model/steerable.js';
 import { outputOf, type DecoderLayer } from '../model/layer-index.js';
 import { PROJECTION_INPUT } from '../onnx/patcher.js';
-import type { DecodeResult, DecodeRow, SteerPositions } from '../model/decode.js';
+import type { DecodeResult, DecodeRow, PromptPrefix, SteerPositions } from '../model/decode.js';
 import { checkPrompt } from '../model/generate.js';
 import { replyText, TextDeltas } from '../model/reply-text.js';
 import { findSpecialTokenStrings } from '../model/special-tokens.js';
@@ -274,10 +274,16 @@ export interface FlowBatchOptions {
   signal?: AbortSignal;
   /** Each new token of item `item` with the text it adds to that item's reply. */
   onToken?: (item: number, tokenId: number, textDelta: string) => void;
+  /** Hand back each item's unsteered prompt prefix cache (FlowOutcome.prefix; decode.ts DecodeOptions.keepPrefix). */
+  keepPrefix?: boolean;
 }
 
-/** An item's flow, or why it could not run (its prompt does not fit, its policy lacks a part ...). */
-export type FlowOutcome = { ok: true; result: FlowResult } | { ok: false; error: unknown };
+/**
+ * An item's flow, or why it could not run (its prompt does not fit, its policy lacks a part ...). With keepPrefix,
+ * `prefix` is the unsteered cache of its prompt minus the last token, for scoring the reply without running the prompt
+ * again (absent where the engine ran no such prefill).
+ */
+export type FlowOutcome = { ok: true; result: FlowResult; prefix?: PromptPrefix } | { ok: false; error: unknown };
 
 /**
  * runFlow for several prompts at once: every item that can run is decoded in ONE call of the decode engine
@@ -327,6 +333,7 @@ export async function runFlows(
         {
           steerPromptPositions: positions,
           ...(opts.signal ? { signal: opts.signal } : {}),
+          ...(opts.keepPrefix ? { keepPrefix: true } : {}),
           onToken: (b, id) => {
             ready[b]!.flow.state.tEnd = performance.now();
             if (opts.onToken) opts.onToken(ready[b]!.k, id, deltas[b]!.push(id));
@@ -345,7 +352,7 @@ export async function runFlows(
     results.forEach((d, b) => {
       const { flow, k } = ready[b]!;
       flow.state.tEnd ??= tEnd;
-      outcomes[k] = { ok: true, result: { text: replyText(model.tokenizer, d.tokenIds), tokenIds: d.tokenIds, finishReason: d.finishReason, ...flow.readouts() } };
+      outcomes[k] = { ok: true, result: { text: replyText(model.tokenizer, d.tokenIds), tokenIds: d.tokenIds, finishReason: d.finishReason, ...flow.readouts() }, ...(d.prefix ? { prefix: d.prefix } : {}) };
     });
   }
   return outcomes;

@@ -145,6 +145,21 @@ export interface DecodeOptions {
   onResidual?: (row: number, index: number, residual: Float32Array) => void;
   /** Filled with what the call ran (for benchmarks and tests). */
   stats?: DecodeStats;
+  /**
+   * Hand back each row's unsteered prompt prefix cache (DecodeResult.prefix), so that a later unsteered pass over the
+   * same prompt (an eval record's reply scoring) starts from it instead of running the prompt again.
+   */
+  keepPrefix?: boolean;
+}
+
+/**
+ * The KV cache of a prompt minus its last token, unsteered, for one row: [1, kv heads, ids.length, head size] per
+ * cache input (past_key_values.* names). Bit for bit what a batch-1 prefill of `ids` gives: left-padded graphs prefill
+ * each prompt length apart (no padding), right-padded rows keep their real columns at the front.
+ */
+export interface PromptPrefix {
+  ids: readonly number[];
+  kv: Record<string, { type: 'float32' | 'float16'; data: Float32Array | Uint16Array; dims: number[] }>;
 }
 
 export interface DecodeStats {
@@ -165,6 +180,9 @@ export interface DecodeResult {
   tokenResiduals?: Float32Array;
   /** The steering of the first steered pass (a fixed matrix, or what observation or policy returned). */
   steering: Float32Array | null;
+  /** With DecodeOptions.keepPrefix: the row's unsteered prompt prefix cache (absent for a one-token prompt, 'all'
+   * positions, or a cache in GPU memory). Rows of one prompt share the object. */
+  prefix?: PromptPrefix;
 }
 
 const KNOWN_INPUTS = new Set(['input_ids', 'attention_mask', 'position_ids', 'use_cache_branch', 'steering']);
@@ -196,6 +214,7 @@ interface RowState {
   promptResidual: Float32Array | null;
   previous: Float32Array | null;
   tokenRes: Float32Array[];
+  prefix: PromptPrefix | null;
 }
 
 /** One decode engine per loaded model: the graph facts are read once, each decode() call is independent. */
@@ -276,6 +295,7 @@ export class DecodeEngine {
     for (const s of states) {
       const r: DecodeResult = { tokenIds: s.generated, finishReason: s.done ?? 'abort', steering: s.firstSteering };
       if (s.promptResidual) r.promptResidual = s.promptResidual;
+      if (s.prefix) r.prefix = s.prefix;
       if (s.row.capture === 'all') {
         const L1H = (this.L + 1) * this.H;
         const tr = new Float32Array(s.tokenRes.length * L1H);
@@ -326,6 +346,7 @@ export class DecodeEngine {
       promptResidual: null,
       previous: null,
       tokenRes: [],
+      prefix: null,
     };
   }
 
@@ -388,6 +409,7 @@ export class DecodeEngine {
           const out = await this.pass(ps, null, 0, false, false, opts, false);
           pkv = this.kvFrom(out);
           pT = this.advance(ps, 0);
+          if (opts.keepPrefix && !this.g.cacheOnDevice) ps.forEach((s, j) => (s.prefix = this.prefixOf(pkv!, j, s)));
         }
         for (const s of ps) s.chunk = mode === 'all' ? [...s.row.ids] : [s.row.ids.at(-1)!];
         if (aborted()) {
@@ -437,6 +459,7 @@ export class DecodeEngine {
           const l = lead[shared.of[b]!]!;
           s.past = l.past;
           s.lead = l.lead;
+          s.prefix = l.prefix;
         });
       }
 
@@ -665,6 +688,25 @@ export class DecodeEngine {
   }
 
   /** Outputs of a pass over the lead rows, copied to every row (row b gets lead row of[b]); CPU tensors only. */
+  /** Row j's real prefix columns, copied out of its prefill's cache (in CPU memory): see PromptPrefix. */
+  private prefixOf(kv: Record<string, OrtTensorLike>, j: number, s: RowState): PromptPrefix | null {
+    const n = s.row.ids.length - 1;
+    const start = this.leftPadding ? s.lead : 0;
+    const out: PromptPrefix['kv'] = {};
+    for (const [name, t] of Object.entries(kv)) {
+      if ((t.location ?? 'cpu') !== 'cpu') return null;
+      const [, heads, T, hd] = t.dims as [number, number, number, number];
+      const src = t.data as Float32Array | Uint16Array;
+      const dst = new (src.constructor as { new (n: number): Float32Array | Uint16Array })(heads * n * hd);
+      for (let h = 0; h < heads; h++) {
+        const from = ((j * heads + h) * T + start) * hd;
+        dst.set(src.subarray(from, from + n * hd), h * n * hd);
+      }
+      out[name] = { type: t.type as 'float32' | 'float16', data: dst, dims: [1, heads, n, hd] };
+    }
+    return { ids: s.row.ids.slice(0, -1), kv: out };
+  }
+
   private expandRows(out: Record<string, OrtTensorLike>, of: readonly number[]): Record<string, OrtTensorLike> {
     const next: Record<string, OrtTensorLike> = {};
     for (const [name, t] of Object.entries(out)) {

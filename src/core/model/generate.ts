@@ -31,6 +31,7 @@ import { disposeOutputs, residualAt, type ModelOutputs, type SteeringPatch, type
 import { TextDeltas } from './reply-text.js';
 import { samplingProcessors } from './sampling.js';
 import type { CompareOptions, CompareResult, Dense, GenerateOptions, GenerateResult, StepContext } from './types.js';
+import type { PromptPrefix } from './decode.js';
 
 export interface GenerateDeps {
   model: TjsModel;
@@ -63,6 +64,13 @@ export function cacheFrom(out: ModelOutputs): InstanceType<typeof DynamicCache> 
   for (const [name, t] of Object.entries(out)) {
     if (name.startsWith('present')) entries[name.replace('present', 'past_key_values')] = t;
   }
+  return new DynamicCache(entries as never);
+}
+
+/** A cache handed over by the decode engine (decode.ts PromptPrefix) as transformers.js past_key_values. */
+export function cacheFromPrefix(prefix: PromptPrefix): InstanceType<typeof DynamicCache> {
+  const entries: Record<string, TjsTensor> = {};
+  for (const [name, t] of Object.entries(prefix.kv)) entries[name] = new Tensor(t.type, t.data as never, t.dims) as unknown as TjsTensor;
   return new DynamicCache(entries as never);
 }
 

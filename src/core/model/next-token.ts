@@ -9,9 +9,10 @@
  *
  * replyLogits: the unsteered logits that score a reply (reply_nll) and, from the same unsteered prefix cache, the
  * first reply token's logits under a patch. The prefix pass is shared, so an eval record that measures both pays for
- * the prompt once, not twice.
+ * the prompt once, not twice; and with the prefix the decode engine kept while generating the reply, not at all.
  */
-import { cacheFrom, checkIds, int64, ones } from './generate.js';
+import { cacheFrom, cacheFromPrefix, checkIds, int64, ones } from './generate.js';
+import type { PromptPrefix } from './decode.js';
 import { disposeOutputs, toDense, type SteeringPatch, type TjsModel } from './steering-patch.js';
 
 export interface NextTokenPatch {
@@ -33,9 +34,13 @@ function checkedPatch(patch: SteeringPatch, p: NextTokenPatch): { positions: 'la
   return { positions, steering, projection };
 }
 
-/** The KV cache of the prompt minus its last token, unsteered (undefined for a one-token prompt: no prefix). */
-async function unsteeredPrefix(model: TjsModel, patch: SteeringPatch, ids: number[]): Promise<Cache | undefined> {
+/**
+ * The KV cache of the prompt minus its last token, unsteered (undefined for a one-token prompt: no prefix). A prefix
+ * the decode engine kept for exactly these ids is used as it is (the same bits a batch-1 pass gives), else one pass.
+ */
+async function unsteeredPrefix(model: TjsModel, patch: SteeringPatch, ids: number[], kept?: PromptPrefix | null): Promise<Cache | undefined> {
   if (ids.length < 2) return undefined;
+  if (kept && kept.ids.length === ids.length - 1 && kept.ids.every((t, i) => t === ids[i])) return cacheFromPrefix(kept);
   patch.hooks = { steering: () => null };
   const out = await model.forward({ input_ids: int64([ids.slice(0, -1)]), attention_mask: ones(1, ids.length - 1) });
   const cache = cacheFrom(out);
@@ -88,7 +93,7 @@ export interface ReplyLogits {
  * patched on the same cache (bit for bit nextTokenLogits's flow), 'all' a patched pass over the whole prompt, and
  * 'new' (prompt unpatched) is row 0 itself.
  */
-export async function replyLogits(model: TjsModel, patch: SteeringPatch, vocabSize: number, promptIds: number[], replyIds: number[], steer: NextTokenPatch | null): Promise<ReplyLogits> {
+export async function replyLogits(model: TjsModel, patch: SteeringPatch, vocabSize: number, promptIds: number[], replyIds: number[], steer: NextTokenPatch | null, prefix: PromptPrefix | null = null): Promise<ReplyLogits> {
   checkIds(promptIds, vocabSize, 'replyLogits prompt ids');
   if (replyIds.length > 0) checkIds(replyIds, vocabSize, 'replyLogits reply ids');
   const p = steer ? checkedPatch(patch, steer) : null;
@@ -96,7 +101,7 @@ export async function replyLogits(model: TjsModel, patch: SteeringPatch, vocabSi
   const tail = [promptIds[n - 1]!, ...replyIds.slice(0, -1)];
   let cache: Cache | undefined;
   try {
-    cache = await unsteeredPrefix(model, patch, promptIds);
+    cache = await unsteeredPrefix(model, patch, promptIds, prefix);
     patch.hooks = { steering: () => null };
     const feeds = { input_ids: int64([tail]), attention_mask: ones(1, n - 1 + tail.length) };
     const out = await model.forward(cache ? { ...feeds, past_key_values: cache } : feeds);

@@ -6,7 +6,7 @@
  */
 import { Tensor } from '@huggingface/transformers';
 import type { PatchReport } from '../onnx/patcher.js';
-import type { DecodeEngine, DecodeOptions, DecodeResult, DecodeRow, OrtSessionLike } from './decode.js';
+import type { DecodeEngine, DecodeOptions, DecodeResult, DecodeRow, OrtSessionLike, PromptPrefix } from './decode.js';
 import { engineFromTjs } from './decode-tjs.js';
 import { checkContext, checkIds, compareSteered, generateSteered, type GenerateDeps } from './generate.js';
 import { formatChat, type ChatOptions, type ChatPrompt, type TjsTokenizer } from './prompt.js';
@@ -166,13 +166,14 @@ export class SteerableModel {
 
   /**
    * Unsteered logits scoring `replyIds` after `promptIds` (row t predicts reply token t), and optionally the first
-   * reply token's logits under a patch, sharing one prefix pass. See next-token.ts replyLogits.
+   * reply token's logits under a patch, sharing one prefix pass (or none, given the prefix decode() kept for this
+   * prompt: DecodeOptions.keepPrefix). See next-token.ts replyLogits.
    */
-  replyLogits(promptIds: number[], replyIds: number[], steer: NextTokenPatch | null = null): Promise<ReplyLogits> {
+  replyLogits(promptIds: number[], replyIds: number[], steer: NextTokenPatch | null = null, prefix: PromptPrefix | null = null): Promise<ReplyLogits> {
     return this.run(() => {
       if (promptIds.length === 0) throw new Error('replyLogits: the prompt has no tokens (pass the chat-formatted prompt ids)');
       checkContext(promptIds.length + Math.max(0, replyIds.length - 1), this.contextLength, 'replyLogits prompt + reply');
-      return replyLogits(this.model, this.patch, this.vocabSize, promptIds, replyIds, steer);
+      return replyLogits(this.model, this.patch, this.vocabSize, promptIds, replyIds, steer, prefix);
     });
   }
 
