@@ -180,8 +180,10 @@ export interface DecodeResult {
   tokenResiduals?: Float32Array;
   /** The steering of the first steered pass (a fixed matrix, or what observation or policy returned). */
   steering: Float32Array | null;
-  /** With DecodeOptions.keepPrefix: the row's unsteered prompt prefix cache (absent for a one-token prompt, 'all'
-   * positions, or a cache in GPU memory). Rows of one prompt share the object. */
+  /**
+   * With DecodeOptions.keepPrefix: the row's unsteered prompt prefix cache (absent for a one-token prompt, 'all'
+   * positions, or a cache in GPU memory). Rows of one prompt share the object.
+   */
   prefix?: PromptPrefix;
 }
 
@@ -687,7 +689,6 @@ export class DecodeEngine {
     return { kv, T };
   }
 
-  /** Outputs of a pass over the lead rows, copied to every row (row b gets lead row of[b]); CPU tensors only. */
   /** Row j's real prefix columns, copied out of its prefill's cache (in CPU memory): see PromptPrefix. */
   private prefixOf(kv: Record<string, OrtTensorLike>, j: number, s: RowState): PromptPrefix | null {
     const n = s.row.ids.length - 1;
@@ -707,6 +708,7 @@ export class DecodeEngine {
     return { ids: s.row.ids.slice(0, -1), kv: out };
   }
 
+  /** Outputs of a pass over the lead rows, copied to every row (row b gets lead row of[b]); CPU tensors only. */
   private expandRows(out: Record<string, OrtTensorLike>, of: readonly number[]): Record<string, OrtTensorLike> {
     const next: Record<string, OrtTensorLike> = {};
     for (const [name, t] of Object.entries(out)) {
