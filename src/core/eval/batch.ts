@@ -11,8 +11,10 @@
 export const DEFAULT_EVAL_BATCH = 8;
 
 /**
- * The lab's batch for the device its model runs on. WASM: 8, the best of 1/4/8/16 in headless Chromium on the
- * SmolLM2-135M shape on a quiet machine (1.49x; 4 gave 1.21x, 16 1.48x; bench/RESULTS.md eval_batch). WebGPU: 16,
+ * The lab's batch for the device its model runs on. WASM: 8. In headless Chromium on the SmolLM2-135M shape
+ * (bench/RESULTS.md eval_batch) 16 has since measured 7-16 % faster than 8 (1.85x against 1.59x batch 1's rate, with
+ * the prefix hand-over), but records are written a batch at a time and a Stop drops the batch under way (a resume
+ * runs it again), so 8 shows results twice as often and loses half as much, for most of that speed. WebGPU: 16,
  * because a decode step there is bound by kernel dispatch more than by arithmetic at these model sizes, so more rows
  * per step come nearly free; an estimate, not measured (the bench's headless Chromium has no GPU).
  */
