@@ -31,7 +31,7 @@ import { rowNorms } from '../src/core/steering/matrix.js';
 import { applySteeringSettings, settingsRecord, type SteeringSettings } from '../src/core/steering/modes.js';
 import { steeringMatrix } from '../src/core/steering/policies.js';
 import type { CastCondition } from '../src/core/steering/cast.js';
-import { chooseDevice, probeWebGpu } from './device.js';
+import { chooseDevice, probeWebGpu, wasmThreads } from './device.js';
 import { SteeringResolver } from './steering-request.js';
 import type {
   CompareEvent, CompareReply, CompareRequest, ControllerActivationSpec, ControlVectorFile, ControllerSummary, ControllerTrainingSet, DeviceProbe,
@@ -210,13 +210,16 @@ export function createLlmHost(): LlmWorkerApi {
   return {
     async probeDevice(): Promise<DeviceProbe> {
       const p = await probeWebGpu();
+      const isolated = Boolean((globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated);
+      const cores = globalThis.navigator?.hardwareConcurrency ?? 1;
       return {
         webgpu: p.ok,
         shaderF16: p.ok && p.shaderF16,
         reason: p.reason,
         software: p.ok ? p.software : null,
-        crossOriginIsolated: Boolean((globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated),
-        hardwareConcurrency: globalThis.navigator?.hardwareConcurrency ?? 1,
+        crossOriginIsolated: isolated,
+        hardwareConcurrency: cores,
+        wasmThreads: wasmThreads(isolated, cores),
       };
     },
 

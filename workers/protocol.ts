@@ -439,6 +439,8 @@ export interface DeviceProbe {
   software: string | null;
   crossOriginIsolated: boolean;
   hardwareConcurrency: number;
+  /** Threads onnxruntime-web's WASM build runs with in the LLM worker (device.ts wasmThreads). */
+  wasmThreads: number;
 }
 
 /**

@@ -50,8 +50,12 @@ describe('lab: Model tab', () => {
       await expect.poll(() => page.getByTestId('load-error').textContent(), { timeout: GUARD_MS }).toMatch(/the model's files are missing: \/models\/no-such-model\/config\.json is not served/);
       expect(await page.getByTestId('load-error').textContent()).not.toMatch(/JSON|WebGPU/);
 
-      // The Model tab explains the device Auto picks (no WebGPU adapter in this browser: WASM).
+      // The Model tab explains the device Auto picks (no WebGPU adapter in this browser: WASM), and how many threads
+      // WASM runs: every logical core up to 4 (the harness serves the lab cross-origin isolated).
       expect(await page.getByTestId('device-why').textContent()).toMatch(/^Auto uses WASM/);
+      const cores = await page.evaluate(() => navigator.hardwareConcurrency);
+      const threads = Math.min(4, cores);
+      expect(await page.getByTestId('wasm-threads').textContent()).toBe(`; WASM runs ${threads} thread${threads === 1 ? '' : 's'}`);
 
       await loadDefaultModel(page);
       await expect.poll(() => page.getByTestId('self-check').textContent()).toMatch(/passed/);

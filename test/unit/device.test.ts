@@ -4,7 +4,7 @@
  * browser tests (fallback.test.ts) check the same rule against the real adapter.
  */
 import { describe, expect, test } from 'vitest';
-import { chooseDevice, probeWebGpu, softwareAdapterReason, type GpuAdapterLike, type GpuLike } from '../../workers/device.js';
+import { chooseDevice, MAX_WASM_THREADS, probeWebGpu, softwareAdapterReason, wasmThreads, type GpuAdapterLike, type GpuLike } from '../../workers/device.js';
 
 function gpuWith(adapter: GpuAdapterLike | null, features: string[] = []): GpuLike {
   const a = adapter ? { ...adapter, features: new Set(features) } : null;
@@ -110,5 +110,17 @@ describe('chooseDevice', () => {
   test('wasm is taken as asked; an unknown device is refused by name', async () => {
     expect(await chooseDevice('wasm', 'fp32', gpuWith(NVIDIA))).toEqual({ device: 'wasm', reason: 'WASM requested' });
     await expect(chooseDevice('cuda' as never, 'fp32', gpuWith(NVIDIA))).rejects.toThrow(/device must be 'auto', 'webgpu' or 'wasm', got "cuda"/);
+  });
+});
+
+describe('wasmThreads', () => {
+  test('every logical core up to the cap when cross-origin isolated; one thread otherwise', () => {
+    expect(MAX_WASM_THREADS).toBe(4);
+    // onnxruntime-web's own default would give 1, 1, 2 and 4 here
+    expect([1, 2, 4, 16].map((n) => wasmThreads(true, n))).toEqual([1, 2, 4, 4]);
+    expect(wasmThreads(false, 8)).toBe(1);
+    // a browser that hides its core count
+    expect(wasmThreads(true, undefined)).toBe(1);
+    expect(wasmThreads(true, 0)).toBe(1);
   });
 });

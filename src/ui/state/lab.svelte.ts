@@ -99,7 +99,7 @@ export async function probeDevice(): Promise<void> {
   try {
     lab.probe = await llmWorker().probeDevice();
   } catch (e) {
-    lab.probe = { webgpu: false, reason: `probe failed: ${errorText(e)}`, software: null, crossOriginIsolated: false, hardwareConcurrency: 1 };
+    lab.probe = { webgpu: false, reason: `probe failed: ${errorText(e)}`, software: null, crossOriginIsolated: false, hardwareConcurrency: 1, wasmThreads: 1 };
   }
 }
 
