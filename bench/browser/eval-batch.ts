@@ -6,10 +6,13 @@
 import { env } from '@huggingface/transformers';
 import { loadSteerableModel } from '../../src/core/model/index.js';
 import { ortWasmPaths } from '../../workers/ort-assets.js';
+import { wasmThreads } from '../../workers/device.js';
 import { evalInBatches, type EvalTimes } from '../eval-batch-common.js';
 
-const onnx = env.backends.onnx as { wasm?: { wasmPaths?: unknown }; versions?: { web?: string } };
+const onnx = env.backends.onnx as { wasm?: { wasmPaths?: unknown; numThreads?: number }; versions?: { web?: string } };
 onnx.wasm!.wasmPaths = ortWasmPaths(new URL('/', location.origin), onnx.versions?.web);
+// the thread count the lab's LLM worker runs with
+onnx.wasm!.numThreads = wasmThreads(self.crossOriginIsolated, navigator.hardwareConcurrency);
 
 export interface EvalBatchRequest {
   model: string;
