@@ -132,8 +132,9 @@ export const MAX_WASM_THREADS = 4;
 /**
  * onnxruntime-web's thread count for this worker. Its own default is half the logical cores (at most 4), which is one
  * thread on a 2-core machine. The model runs in this worker, away from the page, so the lab takes every core up to
- * the cap: in headless Chromium on 2 cores the SmolLM2-135M shape then decoded 19.1 / 25.1 tokens/s (zero / WAS-like
- * steering) against 14.6 / 16.5 with one thread (`npm run bench -- --only browser`, 3 repeats each). Without
+ * the cap. In headless Chromium on 2 cores, SmolLM2-135M shape, runs alternating 2 / 1 threads: decoding 26.2 and
+ * 19.9 tokens/s against 12.6 and 13.7 (`npm run bench -- --only browser`, zero steering), and the eval runner 21.8
+ * and 20.9 prompts/min against 14.7 and 14.0 at batch 1, 33.6 and 35.6 against 23.8 and 20.4 at batch 16. Without
  * cross-origin isolation there are no WASM threads at all.
  */
 export function wasmThreads(crossOriginIsolated: boolean, logicalCores: number | undefined): number {
