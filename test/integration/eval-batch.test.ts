@@ -124,26 +124,26 @@ describe.each(TOPOLOGIES)('batched eval records equal batch 1, %s graph', (topol
     let passes = 0;
     model.model.forward = (x) => (passes++, forward(x));
     try {
-    for (const [i, out] of outs.entries()) {
-      if (!out.ok) throw out.error;
-      const ids = model.formatChat(items[i]!.prompt).ids;
-      expect(out.prefix?.ids).toEqual(ids.slice(0, -1));
+      for (const [i, out] of outs.entries()) {
+        if (!out.ok) throw out.error;
+        const ids = model.formatChat(items[i]!.prompt).ids;
+        expect(out.prefix?.ids).toEqual(ids.slice(0, -1));
+        passes = 0;
+        const own = await model.replyLogits(ids, out.result.tokenIds, null);
+        expect(passes).toBe(2);
+        passes = 0;
+        const handed = await model.replyLogits(ids, out.result.tokenIds, null, out.prefix);
+        expect(passes).toBe(1);
+        expect(handed.rows).toEqual(own.rows);
+        // a prefix kept for another prompt is not used
+        const other = outs[(i + 1) % outs.length] as { prefix?: PromptPrefix };
+        if (other.prefix!.ids.join() !== out.prefix!.ids.join()) expect((await model.replyLogits(ids, out.result.tokenIds, null, other.prefix)).rows).toEqual(own.rows);
+      }
+      // the eval runner hands every record's prefix to its scoring: one pass per record (the reply), plus the
+      // patched first-token pass of each benign record under a steered condition (2 prompts x 2 conditions)
       passes = 0;
-      const own = await model.replyLogits(ids, out.result.tokenIds, null);
-      expect(passes).toBe(2);
-      passes = 0;
-      const handed = await model.replyLogits(ids, out.result.tokenIds, null, out.prefix);
-      expect(passes).toBe(1);
-      expect(handed.rows).toEqual(own.rows);
-      // a prefix kept for another prompt is not used
-      const other = outs[(i + 1) % outs.length] as { prefix?: PromptPrefix };
-      if (other.prefix!.ids.join() !== out.prefix!.ids.join()) expect((await model.replyLogits(ids, out.result.tokenIds, null, other.prefix)).rows).toEqual(own.rows);
-    }
-    // the eval runner hands every record's prefix to its scoring: one pass per record (the reply), plus the
-    // patched first-token pass of each benign record under a steered condition (2 prompts x 2 conditions)
-    passes = 0;
-    await records(15, false);
-    expect(passes).toBe(15 + 4);
+      await records(15, false);
+      expect(passes).toBe(15 + 4);
     } finally {
       model.model.forward = forward;
     }
