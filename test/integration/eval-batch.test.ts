@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { buildTestModel } from '../../src/core/onnx/testmodel/build.js';
 import { SHAPE_PRESETS, type TestTopology } from '../../src/core/onnx/testmodel/config.js';
 import { loadSteerableModel, type SteerableModel } from '../../src/core/model/index.js';
-import type { PromptPrefix } from '../../src/core/model/decode.js';
+import type { DecodeStats, PromptPrefix } from '../../src/core/model/decode.js';
 import { ControllerForward } from '../../src/core/controller/forward.js';
 import { initControllerParams } from '../../src/core/controller/params.js';
 import { controllerInputLayers } from '../../src/core/controller/layers.js';
@@ -57,14 +57,23 @@ const TOPOLOGIES: TestTopology[] = ['plain', 'fused', 'fused-q4', 'fused-q4f16',
 describe.each(TOPOLOGIES)('batched eval records equal batch 1, %s graph', (topology) => {
   let model: SteerableModel;
   const rowsPerCall: number[] = [];
+  // what the decode calls ran: prefill passes, lead rows started from a prefix handed in, and observation passes
+  const ran = { prefills: 0, carried: 0, captured: 0 };
 
   beforeAll(async () => {
     const b = await buildTestModel(join(root, topology), { shape, topology, seed: 13 });
     model = await loadSteerableModel(b.dir, { dtype: b.dtype, modelFileName: b.modelFileName });
     const decode = model.decode.bind(model);
-    model.decode = (rows, opts) => {
+    model.decode = async (rows, opts = {}) => {
       rowsPerCall.push(rows.length);
-      return decode(rows, opts);
+      const stats: DecodeStats = opts.stats ?? { passes: 0, capturedPasses: 0, runMs: 0, totalMs: 0 };
+      try {
+        return await decode(rows, { ...opts, stats });
+      } finally {
+        ran.prefills += stats.prefills ?? 0;
+        ran.carried += stats.carriedPrefixes ?? 0;
+        ran.captured += stats.capturedPasses;
+      }
     };
   });
   afterAll(async () => model?.dispose());
@@ -149,6 +158,85 @@ describe.each(TOPOLOGIES)('batched eval records equal batch 1, %s graph', (topol
     }
     expect((outs[0] as { prefix?: PromptPrefix }).prefix).toBe((outs[3] as { prefix?: PromptPrefix }).prefix);
   });
+  it("with the run's own calibration: base replies decode once, steered rows fill the batch and start from the calibration's prefill; records = batch 1 = no carry", async () => {
+    async function calibrated(batch: number, prefixCarryBytes?: number) {
+      const store = new MemoryRecordStore();
+      rowsPerCall.length = 0;
+      Object.assign(ran, { prefills: 0, carried: 0, captured: 0 });
+      const r = await runEval({ model, datasets, conditions, direction, controller, directionId: null, controllerId: null, store, judge: wasKeywordJudge, maxNewTokens: NEW, sampling: null, seed: 4, batch, ...(prefixCarryBytes !== undefined ? { prefixCarryBytes } : {}) });
+      expect(r.written).toBe(15);
+      const records = store.records().map((x: EvalRecord) => ({ ...(x as unknown as RunRecord), timings: null as unknown as RunRecord['timings'] }));
+      return { records, calibration: r.calibration, calls: [...rowsPerCall], ...ran };
+    }
+    const one = await calibrated(1);
+    // 5 base replies in the calibration, then the 10 steered rows (2 per prompt), each from its carried prefix
+    expect(one.calls).toEqual(new Array(15).fill(1));
+    expect(one.carried).toBe(10);
+    expect(one.prefills).toBe(5);
+    const four = await calibrated(4);
+    // a batch counts rows to decode: calibrated base records take none (before: 4 records = 2 or 3 rows)
+    expect(four.calls).toEqual([4, 1, 4, 4, 2]);
+    // one carried prefix per distinct prompt of each main-loop call (its rows share it)
+    expect(four.carried).toBe(5);
+    const all = await calibrated(15);
+    expect(all.calls).toEqual([5, 10]);
+    expect(all.carried).toBe(5);
+    const none = await calibrated(4, 0);
+    expect(none.carried).toBe(0);
+    expect(none.prefills).toBeGreaterThan(four.prefills);
+    for (const other of [four, all, none]) {
+      expect(other.records).toEqual(one.records);
+      expect(other.calibration).toEqual(one.calibration);
+    }
+    // the steered conditions did steer (records are not all alike)
+    expect(one.records.filter((x) => x.condition !== 'base' && x.output !== one.records.find((b) => b.id === x.id && b.condition === 'base')!.output).length).toBeGreaterThan(0);
+  });
+
+  it('a prefix handed in for other ids, or in another cache shape, is ignored: the row prefills, its tokens unchanged', async () => {
+    const prompts = datasets.flatMap((d) => d.prompts.map((p) => p.text));
+    const items: FlowItem[] = [prompts[1]!, prompts[3]!].map((prompt) => ({ prompt, policy: conditions[2]!.policy, maxNewTokens: NEW }));
+    const kept = await runFlows(model, { direction, controller }, items, { keepPrefix: true });
+    const [p1, p3] = kept.map((k) => (k as { prefix: PromptPrefix }).prefix);
+    const plain = kept.map((k) => (k as { result: FlowResult }).result.tokenIds);
+    const short = { ids: p1!.ids, kv: Object.fromEntries(Object.entries(p1!.kv).map(([n, t]) => [n, { ...t, dims: [1, t.dims[1]!, t.dims[2]! - 1, t.dims[3]!] }])) };
+    for (const wrong of [[p3, p1], [short, null]] as const) {
+      Object.assign(ran, { prefills: 0, carried: 0, captured: 0 });
+      const got = await runFlows(model, { direction, controller }, items.map((x, k) => ({ ...x, prefix: wrong[k] ?? null })));
+      expect(ran.carried).toBe(0);
+      expect(got.map((k) => (k as { result: FlowResult }).result.tokenIds)).toEqual(plain);
+    }
+    // the right ones are taken
+    Object.assign(ran, { prefills: 0, carried: 0, captured: 0 });
+    const right = await runFlows(model, { direction, controller }, items.map((x, k) => ({ ...x, prefix: [p1, p3][k] })));
+    expect(ran).toMatchObject({ carried: 2, prefills: 0 });
+    expect(right.map((k) => (k as { result: FlowResult }).result.tokenIds)).toEqual(plain);
+  });
+
+  it('a manual policy without a controller reads no residual: no observation pass, the same tokens and matrix as with one', async () => {
+    const prompts = datasets.flatMap((d) => d.prompts.map((p) => p.text));
+    const manual = conditions[2]!.policy;
+    const items: FlowItem[] = prompts.map((prompt) => ({ prompt, policy: manual, maxNewTokens: NEW }));
+    Object.assign(ran, { prefills: 0, carried: 0, captured: 0 });
+    const observed = await runFlows(model, { direction, controller }, items);
+    expect(ran.captured).toBeGreaterThan(0);
+    ran.captured = 0;
+    const fixed = await runFlows(model, { direction, controller: null }, items);
+    expect(ran.captured).toBe(0);
+    fixed.forEach((f, k) => {
+      const a = observed[k] as { ok: true; result: FlowResult };
+      const b = f as { ok: true; result: FlowResult };
+      expect(b.ok && a.ok, `item ${k}`).toBe(true);
+      expect(b.result.tokenIds, `item ${k}`).toEqual(a.result.tokenIds);
+      expect(b.result.matrix, `item ${k}`).toEqual(a.result.matrix);
+      expect(b.result.promptResidual).toBeNull();
+      expect(a.result.promptResidual).not.toBeNull();
+    });
+    // a manual policy without a direction fails on its item, as it did when observed
+    const [lost] = await runFlows(model, { direction: null, controller: null }, [items[0]!]);
+    expect(lost!.ok).toBe(false);
+    expect(String((lost as { error: unknown }).error)).toMatch(/needs a steering direction/);
+  });
+
   it("steerPromptPositions 'all' (observation over the whole prompt, then the whole prompt steered): batch 15 = batch 1", async () => {
     const one = await records(1, false, 'all');
     expect(one).not.toEqual(await records(1, false, 'last'));

@@ -29,6 +29,7 @@
 import { klDivergence } from '../steering/selection.js';
 import type { NextTokenPatch, ReplyLogits } from '../model/next-token.js';
 import type { PromptPrefix } from '../model/decode.js';
+import { sumExpShifted } from '../util/exp-sum.js';
 
 /** The part of a model replyNll needs (SteerableModel fits): the unsteered logits over a reply (next-token.ts). */
 export interface NllScorer {
@@ -51,9 +52,7 @@ export function tokenNll(row: ArrayLike<number>, token: number): number {
   let max = -Infinity;
   for (let j = 0; j < row.length; j++) if (row[j]! > max) max = row[j]!;
   if (!Number.isFinite(max)) throw new RangeError(`logits row has no finite maximum (${max})`);
-  let s = 0;
-  for (let j = 0; j < row.length; j++) s += Math.exp(row[j]! - max);
-  return max + Math.log(s) - row[token]!;
+  return max + Math.log(sumExpShifted(row, max)) - row[token]!;
 }
 
 /** reply_nll of `replyIds` after `promptIds` (the chat-formatted prompt with its generation prompt). */

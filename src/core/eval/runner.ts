@@ -36,6 +36,7 @@ import { hash53 } from '../data/sample.js';
 import { sha256Text } from '../util/sha256.js';
 import { judgeOutput, type RefusalJudge } from './judges.js';
 import { checkBatch } from './batch.js';
+import { DEFAULT_PREFIX_CARRY_BYTES, PrefixCarry } from './prefix-carry.js';
 import type { EvalRecord, RecordKey, RecordStore } from './records.js';
 import { COHERENT_REFUSAL_RULE, DEFAULT_NLL_QUANTILE, replyScores, type NllCalibration, type ReplyScores } from './coherence.js';
 import { calibrationFrom, checkCalibration, DEFAULT_CALIBRATION_SET, defaultCalibrationPlan, scoreRecord, type CalibrationPlan, type RecordCoherence } from './coherence-run.js';
@@ -148,8 +149,16 @@ export interface RunEvalOptions {
   fit?: FitMode;
   /** Let special-token strings in prompts become special tokens (default: they stay text). Each record says which. */
   allowSpecialTokens?: boolean;
-  /** Records decoded together (batch.ts; default DEFAULT_EVAL_BATCH): the records are the same for every size. */
+  /**
+   * Records decoded together (batch.ts; default DEFAULT_EVAL_BATCH): the records are the same for every size. Base
+   * records the calibration already decoded take no place in a batch.
+   */
   batch?: number;
+  /**
+   * Memory for the prompt prefix caches the calibration hands to the main loop (prefix-carry.ts; default
+   * DEFAULT_PREFIX_CARRY_BYTES; 0 = none): the steered records of those prompts skip their prefill. Speed only.
+   */
+  prefixCarryBytes?: number;
   onProgress?: (p: { done: number; total: number; skipped: number; record: RunRecord | null }) => void;
   signal?: AbortSignal;
 }
@@ -304,7 +313,7 @@ const flowKey = (dataset: string, id: string) => JSON.stringify([dataset, id]);
  * also write as a base record (greedy runs listing base) is handed back in `flows`, with its reply scores, for the
  * main loop to write: neither its decode nor its unsteered scoring pass runs twice.
  */
-async function calibrate(o: RunEvalOptions, fit: FitMode, batch: number): Promise<{ calibration: NllCalibration | null; flows: Map<string, CalibratedReply> }> {
+async function calibrate(o: RunEvalOptions, fit: FitMode, batch: number, carry: PrefixCarry): Promise<{ calibration: NllCalibration | null; flows: Map<string, CalibratedReply> }> {
   const flows = new Map<string, CalibratedReply>();
   if (o.calibration) return { calibration: checkCalibration(o.calibration, 'the given calibration'), flows };
   const plan = o.calibrationPlan ?? defaultCalibrationPlan(o.datasets);
@@ -338,7 +347,10 @@ async function calibrate(o: RunEvalOptions, fit: FitMode, batch: number): Promis
         const ids = o.model.formatChat(out.result.fit.text, { allowSpecialTokens: o.allowSpecialTokens === true }).ids;
         const scores = await replyScores(o.model, ids, out.result.tokenIds, null, out.prefix ?? null);
         nlls[i] = scores.nll;
-        if (reusable && inRun.has(flowKey(dataset, prompt.id))) flows.set(flowKey(dataset, prompt.id), { flow: out.result, scores });
+        if (inRun.has(flowKey(dataset, prompt.id))) {
+          if (reusable) flows.set(flowKey(dataset, prompt.id), { flow: out.result, scores });
+          if (out.prefix) carry.offer(flowKey(dataset, prompt.id), out.prefix);
+        }
       }
       o.onCalibrationProgress?.(++done, plan.prompts.length);
     }
@@ -360,10 +372,11 @@ export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
   if (o.conditions.length === 0) throw new Error('choose at least one condition to evaluate');
   const fit = parseFitMode(o.fit);
   const batch = checkBatch(o.batch);
+  const carry = new PrefixCarry(o.prefixCarryBytes ?? DEFAULT_PREFIX_CARRY_BYTES);
   const identity: ModelIdentity = o.model.identity;
   const total = o.datasets.reduce((s, d) => s + d.prompts.length, 0) * o.conditions.length;
   const res: RunEvalResult = { total, written: 0, skipped: 0, failed: 0, cancelled: false, calibration: null };
-  const { calibration, flows } = await calibrate(o, fit, batch);
+  const { calibration, flows } = await calibrate(o, fit, batch, carry);
   if (!calibration) return { ...res, cancelled: true };
   res.calibration = calibration;
   // base first within each prompt: steered records compare their reply with it
@@ -377,17 +390,22 @@ export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
   let failedHere = 0;
   let lastError: unknown = null;
   const pending: Job[] = [];
+  // A base record the calibration decoded is written as it is: it takes no row of a decode batch.
+  const calibrated = (j: Job) => (j.cond.name === 'base' ? flows.get(flowKey(j.head.dataset, j.head.id)) : undefined);
+  let pendingRows = 0;
 
   /** Decodes, judges and stores the pending jobs in order; false when the run was cancelled. */
   const flush = async (): Promise<boolean> => {
     const jobs = pending.splice(0);
+    pendingRows = 0;
     if (jobs.length === 0) return true;
     if (o.signal?.aborted) return false;
     const t0 = performance.now();
     // base replies made for the calibration are written as they are, not decoded again
-    const hits = jobs.map((j) => (j.cond.name === 'base' ? flows.get(flowKey(j.head.dataset, j.head.id)) : undefined));
+    const hits = jobs.map(calibrated);
     const toRun = jobs.filter((_j, k) => !hits[k]);
-    const ran = toRun.length === 0 ? [] : await runFlows(o.model, { direction: o.direction, controller: o.controller }, toRun.map((j) => flowItem(o, fit, j)), {
+    const items = toRun.map((j) => ({ ...flowItem(o, fit, j), prefix: carry.get(flowKey(j.head.dataset, j.head.id)) ?? null }));
+    const ran = toRun.length === 0 ? [] : await runFlows(o.model, { direction: o.direction, controller: o.controller }, items, {
       steerPromptPositions: o.steerPromptPositions ?? 'last',
       keepPrefix: true,
       ...(o.signal ? { signal: o.signal } : {}),
@@ -409,6 +427,7 @@ export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
         res.failed++;
       }
       attempted++;
+      if (job.last) carry.drop(flowKey(job.head.dataset, job.head.id));
       await o.store.append(record as unknown as EvalRecord);
       res.written++;
       done++;
@@ -436,7 +455,10 @@ export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
           o.onProgress?.({ done, total, skipped: res.skipped, record: null });
         } else todo.push(cond);
       }
-      if (todo.length === 0) continue;
+      if (todo.length === 0) {
+        carry.drop(flowKey(ds.name, p.id));
+        continue;
+      }
       const shared = {
         dataset: ds.name,
         id: p.id,
@@ -455,8 +477,11 @@ export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
         sampling: o.sampling ? { temperature: o.sampling.temperature, top_p: o.sampling.topP } : null,
       };
       for (const cond of todo) {
-        pending.push({ prompt: p, seed, cond, head: { ...shared, condition: cond.name, alpha: alphaOf(cond), steering: cond.policy.kind !== 'off' ? steeringOf(o) : null }, last: cond === todo.at(-1) });
-        if (pending.length >= batch && !(await flush())) return { ...res, cancelled: true };
+        const job: Job = { prompt: p, seed, cond, head: { ...shared, condition: cond.name, alpha: alphaOf(cond), steering: cond.policy.kind !== 'off' ? steeringOf(o) : null }, last: cond === todo.at(-1) };
+        pending.push(job);
+        if (!calibrated(job)) pendingRows++;
+        // a batch is `batch` rows to decode; records with nothing to decode still go out at least that often
+        if ((pendingRows >= batch || pending.length >= batch * conditions.length) && !(await flush())) return { ...res, cancelled: true };
       }
     }
   }

@@ -85,6 +85,19 @@ function needsController(policy: SteeringPolicy): boolean {
 }
 
 /**
+ * Whether a policy's matrix depends on the prompt's observed residual: through the controller (WAS and uniform use
+ * its s and w; any other policy still reports them when a controller is loaded) or through CAST's gate. A manual or
+ * base policy without a controller does not, so its patch is fixed before the first pass and the decode runs no
+ * observation pass for it.
+ */
+export function readsResidual(policy: SteeringPolicy, parts: Pick<MethodParts, 'controller'>): boolean {
+  return !!parts.controller || needsController(policy) || policy.kind === 'cast';
+}
+
+/** Stands in for the residual of a policy that reads none (policyMatrix never looks at it then). */
+const NO_RESIDUAL = new Float32Array(0);
+
+/**
  * Policy -> matrix for an observed last-prompt-token residual [L+1, H]. For CAST, condition.layer is a residual index
  * (0 = embeddings, l+1 = output of layer l) read at the last prompt token (IBM mean-pools over the prompt; the
  * single-observation flow reads the same token the controller reads).
@@ -207,12 +220,15 @@ function prepareFlow(
     tReady: null as number | null,
     tEnd: null as number | null,
   };
-  /** The row's patch for the decode engine: the steering matrix, with the projection rows in clamp and ablate modes. */
+  /**
+   * The row's patch for the decode engine: the steering matrix, with the projection rows in clamp and ablate modes.
+   * `promptResidual` null: the policy reads none (readsResidual false), so the patch is made before the first pass.
+   */
   const observe = (promptResidual: Float32Array | null | undefined): Float32Array | null | { steering: Float32Array | null; inputs: Record<string, Float32Array> } => {
     if (!state.outcome) {
-      if (!promptResidual) throw new Error('the model did not hand the policy the observed residual of the last prompt token');
-      state.observed = promptResidual;
-      state.outcome = policyMatrix(opts.policy, promptResidual, full);
+      if (!promptResidual && readsResidual(opts.policy, parts)) throw new Error('the model did not hand the policy the observed residual of the last prompt token');
+      state.observed = promptResidual ?? null;
+      state.outcome = policyMatrix(opts.policy, promptResidual ?? NO_RESIDUAL, full);
       state.patch = settings ? applySteeringSettings(state.outcome.matrix, settings, full) : { steering: state.outcome.matrix, projection: null };
       state.tReady = performance.now();
     }
@@ -263,6 +279,11 @@ export async function runFlow(model: SteerableModel, prompt: string, parts: Omit
 export interface FlowItem
   extends Pick<FlowOptions, 'policy' | 'maxNewTokens' | 'sampling' | 'fit' | 'observeAlways' | 'settings' | 'steerPromptPositions' | 'allowSpecialTokens'> {
   prompt: string;
+  /**
+   * The unsteered prefix cache of this prompt from an earlier decode (FlowOutcome.prefix): the item's prefill is not
+   * run again (decode.ts DecodeRow.prefix: used only for the same prompt ids; the tokens do not change).
+   */
+  prefix?: PromptPrefix | null;
 }
 
 /**
@@ -310,12 +331,17 @@ export async function runFlows(
       const own = item.steerPromptPositions === undefined && !item.settings && opts.steerPromptPositions ? { ...item, steerPromptPositions: opts.steerPromptPositions } : item;
       const flow = prepareFlow(model, item.prompt, parts, own, t0);
       checkPrompt(flow.ids, model.vocabSize, model.contextLength);
-      const observed = item.policy.kind !== 'off' || (item.observeAlways !== false && !!parts.controller);
+      const steered = item.policy.kind !== 'off';
+      const observed = steered ? readsResidual(item.policy, parts) : item.observeAlways !== false && !!parts.controller;
+      // a policy that reads no residual gets its patch now (an error, e.g. a missing direction, lands on the item)
+      const fixed = steered && !observed ? flow.observe(null) : null;
       const row: DecodeRow = {
         ids: flow.ids,
         maxNewTokens: flow.maxNewTokens,
-        steering: observed ? { observe: (r: Float32Array) => flow.observe(r) } : null,
+        steering: observed ? { observe: (r: Float32Array) => flow.observe(r) } : fixed instanceof Float32Array || fixed === null ? fixed : fixed.steering,
+        ...(fixed && !(fixed instanceof Float32Array) ? { inputs: fixed.inputs } : {}),
         sampling: item.sampling ?? null,
+        ...(item.prefix ? { prefix: item.prefix } : {}),
       };
       const group = byPositions.get(flow.positions);
       if (group) group.push({ k, flow, row });

@@ -5,7 +5,8 @@
  * per-row graph inputs, sampling stream, token budget and stop.
  *
  * The flow per row is the one generate.ts runs for one prompt, so the tokens are the same:
- *   1. prefill prompt[0..n-2] unsteered, nothing captured (the lean session when there is one);
+ *   1. prefill prompt[0..n-2] unsteered, nothing captured (the lean session when there is one), or start from that
+ *      prefill's cache handed in from an earlier call (DecodeRow.prefix, bit for bit the same);
  *   2. observe (only when a row needs it): the last prompt token unsteered on that cache, residual_stream read at that
  *      position; its KV is thrown away;
  *   3. steered passes: the last prompt token, then each new token, with the row's matrix.
@@ -123,6 +124,13 @@ export interface DecodeRow {
   sampling?: SamplingOptions | null;
   /** 'prompt-last': return the observed residual; 'all': also the residual of every steered pass. */
   capture?: 'none' | 'prompt-last' | 'all';
+  /**
+   * The row's unsteered prompt prefix cache from an earlier call (DecodeResult.prefix, e.g. the eval's calibration
+   * decoded the same prompt unsteered): its prefill is skipped. Used only when its ids are the row's prompt minus the
+   * last token and its cache has this graph's shape and type; ignored otherwise, and with 'all' positions or a cache
+   * in GPU memory. The prefix is bit for bit a batch-1 prefill, so the row's tokens do not change.
+   */
+  prefix?: PromptPrefix | null;
 }
 
 /** Prompt positions that carry the patch ('last' | 'all' | 'new'): see the module comment. */
@@ -166,6 +174,9 @@ export interface DecodeStats {
   /** Forward passes run, and how many of them returned residual_stream. */
   passes: number;
   capturedPasses: number;
+  /** Prefill passes run, and lead rows whose prefill was a prefix handed in (DecodeRow.prefix) instead. */
+  prefills?: number;
+  carriedPrefixes?: number;
   /** Wall time spent in session runs (ms) and in the whole call. */
   runMs: number;
   totalMs: number;
@@ -405,13 +416,21 @@ export class DecodeEngine {
         const ps = part.map((i) => lead[i]!);
         let pkv: Record<string, OrtTensorLike> | null = null;
         let pT = 0;
-        // 1. unsteered prefill of all but the last prompt token
+        // 1. unsteered prefill of all but the last prompt token (or the prefixes handed in: see carriedPart)
         if (mode !== 'all' && ps[0]!.row.ids.length > 1) {
           for (const s of ps) s.chunk = s.row.ids.slice(0, -1);
-          const out = await this.pass(ps, null, 0, false, false, opts, false);
-          pkv = this.kvFrom(out);
-          pT = this.advance(ps, 0);
-          if (opts.keepPrefix && !this.g.cacheOnDevice) ps.forEach((s, j) => (s.prefix = this.prefixOf(pkv!, j, s)));
+          if (this.carriedPart(ps)) {
+            pkv = this.kvFromPrefixes(ps);
+            pT = this.advance(ps, 0, true);
+            ps.forEach((s) => (s.prefix = opts.keepPrefix ? s.row.prefix! : null));
+            if (opts.stats) opts.stats.carriedPrefixes = (opts.stats.carriedPrefixes ?? 0) + ps.length;
+          } else {
+            const out = await this.pass(ps, null, 0, false, false, opts, false);
+            pkv = this.kvFrom(out);
+            pT = this.advance(ps, 0);
+            if (opts.keepPrefix && !this.g.cacheOnDevice) ps.forEach((s, j) => (s.prefix = this.prefixOf(pkv!, j, s)));
+            if (opts.stats) opts.stats.prefills = (opts.stats.prefills ?? 0) + 1;
+          }
         }
         for (const s of ps) s.chunk = mode === 'all' ? [...s.row.ids] : [s.row.ids.at(-1)!];
         if (aborted()) {
@@ -612,8 +631,12 @@ export class DecodeEngine {
     return kv;
   }
 
-  /** After a pass: every row's chunk is in the cache. Returns the new cache width. */
-  private advance(rows: RowState[], T: number): number {
+  /**
+   * After a pass: every row's chunk is in the cache. Returns the new cache width. `carried`: the chunks are a cache
+   * built from handed-in prefixes (kvFromPrefixes), laid out as a prefill pass over them would be.
+   */
+  private advance(rows: RowState[], T: number, carried = false): number {
+    if (carried) this.passWidth = Math.max(...rows.map((s) => s.chunk.length));
     const C = this.passWidth;
     for (const s of rows) {
       if (this.leftPadding && T === 0) s.lead = C - s.chunk.length;
@@ -656,9 +679,10 @@ export class DecodeEngine {
   private prefillParts(lead: readonly RowState[]): number[][] {
     const all = lead.map((_, i) => i);
     if (!this.leftPadding || this.g.cacheOnDevice || lead.length === 1) return [all];
-    const byLength = new Map<number, number[]>();
+    const byLength = new Map<string, number[]>();
     for (const i of all) {
-      const n = lead[i]!.row.ids.length;
+      // rows with a usable prefix handed in form their own parts (they skip the prefill pass)
+      const n = `${lead[i]!.row.ids.length}${this.usablePrefix(lead[i]!) ? '+' : ''}`;
       const part = byLength.get(n);
       if (part) part.push(i);
       else byLength.set(n, [i]);
@@ -687,6 +711,49 @@ export class DecodeEngine {
     }
     for (const p of parts) p.part.forEach((i) => (lead[i]!.lead = T - p.T));
     return { kv, T };
+  }
+
+  /**
+   * Whether a prefill part can start from the prefixes handed in instead (DecodeRow.prefix): every row of it has one
+   * for its own prompt, in this graph's cache shape and type, and the cache lives in CPU memory. All or nothing per
+   * part: prefillParts puts rows with and without a prefix in different parts where padding allows (left padding).
+   */
+  private carriedPart(ps: readonly RowState[]): boolean {
+    return !this.g.cacheOnDevice && ps.every((s) => this.usablePrefix(s));
+  }
+
+  private usablePrefix(s: RowState): boolean {
+    const p = s.row.prefix;
+    const n = s.row.ids.length - 1;
+    if (!p || n < 1 || p.ids.length !== n || p.ids.some((id, i) => id !== s.row.ids[i])) return false;
+    return this.kvPairs.every(([name]) => {
+      const t = p.kv[name];
+      if (!t || t.type !== this.kvType || t.dims.length !== 4) return false;
+      const [b, heads, cols, hd] = t.dims as [number, number, number, number];
+      return b === 1 && heads === this.kvHeads && cols === n && hd === this.headDim && t.data.length === heads * n * hd;
+    });
+  }
+
+  /**
+   * The cache a prefill of the part's chunks would leave, built from the rows' prefixes: [rows, heads, C, head], each
+   * row's columns where that pass puts them (left padding: at the end; right padding: at the front), zeros elsewhere
+   * (padding columns are masked, never attended).
+   */
+  private kvFromPrefixes(ps: readonly RowState[]): Record<string, OrtTensorLike> {
+    const C = Math.max(...ps.map((s) => s.chunk.length));
+    const [nh, hd] = [this.kvHeads, this.headDim];
+    const kv: Record<string, OrtTensorLike> = {};
+    for (const [name] of this.kvPairs) {
+      const dst = this.kvType === 'float16' ? new Uint16Array(ps.length * nh * C * hd) : new Float32Array(ps.length * nh * C * hd);
+      ps.forEach((s, j) => {
+        const src = s.row.prefix!.kv[name]!.data;
+        const n = s.chunk.length;
+        const start = this.leftPadding ? C - n : 0;
+        for (let h = 0; h < nh; h++) dst.set(src.subarray(h * n * hd, (h + 1) * n * hd), ((j * nh + h) * C + start) * hd);
+      });
+      kv[name] = this.g.tensor(this.kvType, dst, [ps.length, nh, C, hd]);
+    }
+    return kv;
   }
 
   /** Row j's real prefix columns, copied out of its prefill's cache (in CPU memory): see PromptPrefix. */
