@@ -1,9 +1,13 @@
 /**
  * THE evaluation runner of CLI and lab: dataset x prompt x condition, each through the method's flow
- * (src/core/method/flow.ts runFlows: several records per forward pass, `batch`), judged, and appended to an injected
- * record store (the JSONL file in Node, IndexedDB in the browser, memory in tests) as soon as its batch is done, so
- * an interrupted run resumes where it stopped (the store's has() skips finished keys; at most the batch in flight is
- * redone). The records do not depend on the batch size. Platform-free.
+ * (src/core/method/flow.ts runFlows: several records per forward pass, `batch` rows to decode), judged, and appended
+ * to an injected record store (the JSONL file in Node, IndexedDB in the browser, memory in tests) as soon as its
+ * batch is done, so an interrupted run resumes where it stopped (the store's has() skips finished keys; at most the
+ * batch in flight is redone). The records do not depend on the batch size. Platform-free.
+ *
+ * What is not computed twice: a base reply the calibration decoded is written as its record (no row of a batch);
+ * the calibration's prompt prefix caches are carried to the same prompts' steered records (prefix-carry.ts, within
+ * a memory budget), so their prefill does not run again; the coherence passes start from the prefix the decode kept.
  *
  * Seeds: every record carries seed = promptSeed(run seed, dataset, prompt id), the same for every condition of a
  * prompt (paired comparisons) and independent of order and of what was already done, so a resumed run writes the
