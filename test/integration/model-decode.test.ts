@@ -85,6 +85,32 @@ describe.each(TOPOLOGIES)('decode engine, %s graph', (topology) => {
     expect(plain.filter((r, i) => MATRICES[i] && r.tokenIds.join() !== ref[i]!.join()).length).toBeGreaterThan(0);
   });
 
+  it('a prefill runs the head on its last position only (logits_from); every pass that reads logits gets them all', async () => {
+    const session = sm.decodeEngine().g.session as { run: (f: Record<string, OrtTensorLike>, fetches?: readonly string[]) => Promise<Record<string, OrtTensorLike>> };
+    expect(sm.decodeEngine().g.session.inputNames).toContain('logits_from');
+    const ref = await viaGenerate(GREEDY);
+    const seen: { width: number; from: number; logits: number | null }[] = [];
+    const run = session.run.bind(session);
+    session.run = async (feeds, fetches) => {
+      const out = await run(feeds, fetches);
+      seen.push({ width: feeds['input_ids']!.dims[1]!, from: Number((feeds['logits_from']!.data as BigInt64Array)[0]), logits: fetches?.includes('logits') ? out['logits']!.dims[1]! : null });
+      return out;
+    };
+    try {
+      const got = await sm.decode(rows(GREEDY));
+      expect(got.map((r) => r.tokenIds)).toEqual(ref);
+    } finally {
+      delete (session as { run?: unknown }).run;
+    }
+    // the prefills fetch no logits (one per length on left-padded graphs; one prompt is 2 tokens: a 1-wide prefill)
+    const prefills = seen.filter((p) => p.logits === null);
+    expect(prefills.length).toBe(prefillParts(4));
+    expect(prefills.some((p) => p.width > 1)).toBe(true);
+    for (const p of prefills) expect(p.from).toBe(p.width - 1);
+    for (const p of seen.filter((x) => x.logits !== null)) expect(p).toEqual({ width: 1, from: 0, logits: 1 });
+    expect(seen.length).toBe(prefillParts(4) + 2 * NEW);
+  });
+
   it('rows sharing a prompt share its prefill and observation, and keep their own tokens', async () => {
     const observeWith = (k: number) => ({ observe: (r: Float32Array) => rowSteering(k % L, 2 + Math.tanh(r[L * H]!), k) });
     const spec: DecodeRow[] = [

@@ -32,7 +32,7 @@ function vector(n: number, seed: number, scale: number): Float32Array {
   });
 }
 
-async function run(session: ort.InferenceSession, ids: number[], half: boolean, steering?: Float32Array, projection?: Float32Array) {
+async function run(session: ort.InferenceSession, ids: number[], half: boolean, steering?: Float32Array, projection?: Float32Array, logitsFrom = 0) {
   const S = ids.length;
   const feeds: Record<string, ort.Tensor> = {
     input_ids: new ort.Tensor('int64', BigInt64Array.from(ids.map(BigInt)), [1, S]),
@@ -51,6 +51,7 @@ async function run(session: ort.InferenceSession, ids: number[], half: boolean, 
   }
   if (session.inputNames.includes('steering')) feeds.steering = new ort.Tensor('float32', steering ?? new Float32Array(L * H), [1, L, H]);
   if (session.inputNames.includes('projection')) feeds.projection = new ort.Tensor('float32', projection ?? new Float32Array(L * H), [1, L, H]);
+  if (session.inputNames.includes('logits_from')) feeds.logits_from = new ort.Tensor('int64', BigInt64Array.of(BigInt(logitsFrom)), [1]);
   const out = await session.run(feeds);
   const f32 = (t: ort.Tensor) => (t.type === 'float16' ? fromFloat16Array(t.data as Uint16Array) : (t.data as Float32Array));
   return {
@@ -68,6 +69,36 @@ function maxRelDiff(a: Float32Array, b: Float32Array): number {
 }
 
 describe.each(TEST_TOPOLOGIES.map((t) => [t]))('test model %s', (topology: TestTopology) => {
+  it('logits_from: the head runs on positions from.. only; 0 is the full graph bit for bit, the cache never changes', async () => {
+    const dir = mkdtempSync(join(tmpdir(), `steerlab-patch-from-${topology}-`));
+    dirs.push(dir);
+    const built = await buildTestModel(dir, { shape, topology, seed: SEED });
+    const bytes = readFileSync(join(dir, built.onnxFile));
+    const half = topology === 'fused-q4f16';
+    const full = await ort.InferenceSession.create(patchDecoder(bytes).bytes);
+    const { bytes: out, report } = patchDecoder(bytes, { logitsFrom: true });
+    expect(report.logits_from_input).toBe('logits_from');
+    expect(patchDecoder(bytes).report.logits_from_input).toBeNull();
+    const limited = await ort.InferenceSession.create(out);
+    expect(limited.inputNames).toContain('logits_from');
+    const ids = [0, 5, 77, 200, 13, 9];
+    const S = ids.length;
+    const steering = vector(L * H, 5, 0.5);
+    const want = await run(full, ids, half, steering);
+    const all = await run(limited, ids, half, steering, undefined, 0);
+    expect(all.logits).toEqual(want.logits);
+    expect(all.residual).toEqual(want.residual);
+    for (const from of [S - 1, 2, S]) {
+      const got = await run(limited, ids, half, steering, undefined, from);
+      expect(got.logits.length).toBe((S - from) * V);
+      // the head on fewer rows: the same values up to the kernel's rounding for another row count
+      if (from < S) expect(maxRelDiff(got.logits, want.logits.subarray(from * V))).toBeLessThanOrEqual(half ? 2 ** -9 : 1e-5);
+      got.presents.forEach((p, i) => expect(p).toEqual(want.presents[i]));
+      expect(got.residual).toEqual(want.residual);
+    }
+  });
+
+
   it('zero-steering identity, exact injection, reference residual stream', async () => {
     const dir = mkdtempSync(join(tmpdir(), `steerlab-patch-${topology}-`));
     dirs.push(dir);

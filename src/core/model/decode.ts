@@ -40,7 +40,7 @@
  * With an abort signal, every pass starts on a new macrotask, so an abort from outside (a worker's cancel message, a
  * SIGINT) is heard between passes even where a session run resolves on microtasks only (onnxruntime-web WASM).
  */
-import { PROJECTION_INPUT } from '../onnx/patcher.js';
+import { LOGITS_FROM_INPUT, PROJECTION_INPUT } from '../onnx/patcher.js';
 import { fromFloat16Array } from '../util/float16.js';
 import { yieldToEventLoop } from '../util/yield.js';
 import { STEER_POSITIONS, type SteerPositions } from '../steering/modes.js';
@@ -198,7 +198,7 @@ export interface DecodeResult {
   prefix?: PromptPrefix;
 }
 
-const KNOWN_INPUTS = new Set(['input_ids', 'attention_mask', 'position_ids', 'use_cache_branch', 'steering']);
+const KNOWN_INPUTS = new Set(['input_ids', 'attention_mask', 'position_ids', 'use_cache_branch', 'steering', LOGITS_FROM_INPUT]);
 const RESIDUAL = 'residual_stream';
 
 function isObserved(s: RowSteering | undefined): s is ObservedSteering {
@@ -248,6 +248,9 @@ export class DecodeEngine {
   private readonly pad: number;
   private readonly runSession: NonNullable<DecodeGraphInit['run']>;
   private zeroRows: OrtTensorLike | null = null;
+  /** The graph limits the head's positions (patcher logitsFrom); `fromZero`: the feed for every position. */
+  private readonly hasLogitsFrom: boolean;
+  private readonly fromZero: OrtTensorLike | null;
   private cacheBranch: [OrtTensorLike, OrtTensorLike] | null = null;
 
   constructor(readonly g: DecodeGraphInit) {
@@ -290,6 +293,8 @@ export class DecodeEngine {
       }
     }
     this.pad = g.padTokenId ?? g.eosTokenIds[0] ?? 0;
+    this.hasLogitsFrom = names.includes(LOGITS_FROM_INPUT);
+    this.fromZero = this.hasLogitsFrom ? g.tensor('int64', BigInt64Array.of(0n), [1]) : null;
     this.runSession = g.run ?? ((sess, feeds, fetches) => sess.run(feeds, fetches));
   }
 
@@ -584,6 +589,8 @@ export class DecodeEngine {
       this.cacheBranch ??= [t('bool', Uint8Array.of(0), [1]), t('bool', Uint8Array.of(1), [1])];
       feeds['use_cache_branch'] = this.cacheBranch[T > 0 ? 1 : 0];
     }
+    // A pass that fetches no logits (a prefill) runs the head on its last position only (the patch's logits_from).
+    if (this.hasLogitsFrom) feeds[LOGITS_FROM_INPUT] = logits || capture ? this.fromZero! : t('int64', BigInt64Array.of(BigInt(C - 1)), [1]);
     if (kv) Object.assign(feeds, kv);
     else {
       const empty = this.kvType === 'float16' ? new Uint16Array(0) : new Float32Array(0);

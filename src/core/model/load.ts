@@ -155,7 +155,7 @@ function leanSessionFactory(model: TjsModel, graphPath: string, byReference: str
     const skeleton = readGraphSkeleton(graphPath).bytes;
     validateGraph(skeleton, graphPath);
     externalDataLocations(skeleton, graphPath);
-    const { bytes } = patchDecoder(skeleton, { weightsByReference: byReference, captureResiduals: false });
+    const { bytes } = patchDecoder(skeleton, { weightsByReference: byReference, captureResiduals: false, logitsFrom: true });
     const session = model.sessions['model'] as unknown as { constructor: { create(b: Uint8Array, o: object): Promise<OrtSessionLike> } };
     return session.constructor.create(bytes, {
       executionProviders: ['cpu'],
@@ -230,6 +230,8 @@ export async function loadSteerableModel(modelArg: string, opts: LoadOptions = {
       expectedNumLayers: numLayers,
       expectedHiddenSize: hiddenSize,
       renameExternalData,
+      // prefills whose logits nobody reads skip the head (decode.ts feeds logits_from; other passes get 0)
+      logitsFrom: true,
       ...(byReference !== null ? { weightsByReference: byReference } : {}),
     }));
   } catch (e) {

@@ -14,6 +14,7 @@
 import { Tensor } from '@huggingface/transformers';
 import type { Dense } from './types.js';
 import { checkProjectionRows } from './projection-rows.js';
+import { LOGITS_FROM_INPUT } from '../onnx/patcher.js';
 
 /** The parts of a transformers.js tensor this module uses. */
 export interface TjsTensor {
@@ -77,11 +78,15 @@ export class SteeringPatch {
       throw new Error(`the loaded graph has no 'residual_stream' output (outputs: ${session.outputNames.join(', ')})`);
     }
     const original = model.forward.bind(model);
+    // A graph patched with logits_from (the head's first position) gets 0 here unless the caller set it: every
+    // position, as transformers.js expects its logits.
+    const fromAll = session.inputNames.includes(LOGITS_FROM_INPUT) ? (new Tensor('int64', BigInt64Array.of(0n), [1]) as unknown as TjsTensor) : null;
     model.forward = async (inputs: ModelInputs) => {
       const batch = inputs.input_ids?.dims[0] ?? 1;
       const matrix = this.hooks ? this.hooks.steering(inputs) : null;
       const projection = this.hooks?.projection?.(inputs) ?? null;
-      const out = await original({ ...inputs, steering: this.tensorFor(matrix, batch), projection: this.projectionTensorFor(projection, batch) });
+      const from = fromAll && !inputs[LOGITS_FROM_INPUT] ? { [LOGITS_FROM_INPUT]: fromAll } : {};
+      const out = await original({ ...inputs, ...from, steering: this.tensorFor(matrix, batch), projection: this.projectionTensorFor(projection, batch) });
       const rs = out['residual_stream'];
       delete out['residual_stream'];
       if (!rs) throw new Error('the patched graph returned no residual_stream output');

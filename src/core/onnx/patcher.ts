@@ -50,6 +50,13 @@ export interface PatchOptions {
    * original, given the folder (session option model_external_initializers_file_folder_path).
    */
   weightsByReference?: string;
+  /**
+   * Add the `logits_from` input (int64 [1]): the language-model head runs on positions logits_from.. of the pass
+   * only, so a prefill whose logits nobody reads does not pay for them (a fifth of a prefill's arithmetic on the
+   * SmolLM2-135M shape, and a [prompt x vocabulary] logits tensor). 0 = every position, as the unpatched graph.
+   * Added only where the head is a MatMul reached from the `logits` output (through Cast); the report says whether.
+   */
+  logitsFrom?: boolean;
 }
 
 export interface InjectionPoint {
@@ -72,9 +79,12 @@ export interface PatchReport {
   /** null when the patch was written without it (PatchOptions.projection false). */
   projection_input: 'projection' | null;
   residual_output: 'residual_stream';
+  /** The input limiting the head's positions (PatchOptions.logitsFrom), or null when the graph has none. */
+  logits_from_input?: 'logits_from' | null;
 }
 
 export const STEERING_INPUT = 'steering';
+export const LOGITS_FROM_INPUT = 'logits_from';
 export const PROJECTION_INPUT = 'projection';
 export const RESIDUAL_OUTPUT = 'residual_stream';
 const MIN_OPSET = 13;
@@ -310,7 +320,7 @@ const SKIP_BIAS_SLOT: Record<string, number> = { SkipSimplifiedLayerNormalizatio
  * Once per graph: Split of `steering` and `projection` into rows [SB,1,H], a Transpose + Split of `projection`
  * into columns [SB,H,1] for the MatMul, and a Cast of each steering row to T.
  */
-function rewriteDecoder(site: DecoderSite, numLayers: number, names: Names, stackName: string | null, report: PatchReport, withProjection: boolean): NodeEmit[] {
+function rewriteDecoder(site: DecoderSite, numLayers: number, names: Names, stackName: string | null, report: PatchReport, withProjection: boolean, head: number | null = null): NodeEmit[] {
   const { detection, scope, graphLabel } = site;
   const tag = graphLabel === 'main' ? '' : `${graphLabel}/`;
   const dtype = detection.streamDtype;
@@ -411,6 +421,16 @@ function rewriteDecoder(site: DecoderSite, numLayers: number, names: Names, stac
     }
   }
 
+  // The head reads positions logits_from.. of its input [B, S, H] (Slice on axis 1; a start past the end clamps).
+  if (head !== null) {
+    const orig = scope.node(head);
+    const ends = int64Constant(names, `${tag}logits_slice_ends`, [Number.MAX_SAFE_INTEGER]);
+    const axes = int64Constant(names, `${tag}logits_slice_axes`, [1]);
+    const sliced = names.fresh(`${tag}head_input_from`);
+    before.set(head, [...(before.get(head) ?? []), ends.node, axes.node, node(names, 'Slice', [orig.input[0]!, LOGITS_FROM_INPUT, ends.out, axes.out], [sliced])]);
+    replaced.set(head, { ...orig, input: [sliced, ...orig.input.slice(1)] });
+  }
+
   // residual_stream: stack [B, S, H] x (L + 1) on a new axis 1, in float32 (none in the lean graph).
   const post: NodeProto[] = [];
   if (stackName !== null) stackResiduals(names, tag, residuals, dtype, stackName, post);
@@ -443,7 +463,31 @@ function stackResiduals(names: Names, tag: string, residuals: string[], dtype: T
   }
 }
 
-function plan(a: Analysis, capture = true): GraphRewrite {
+/** Ops that apply the head to the last axis, so that their first input can be sliced on the sequence axis. */
+const HEAD_OPS = new Set(['MatMul', 'MatMulNBits', 'FusedMatMul']);
+
+/** Index of the language-model head in a decoder scope: the MatMul whose output becomes `logits` (through Cast). */
+function headNode(scope: Scope, logits: string): number | null {
+  let v = logits;
+  for (let hops = 0; hops < 4; hops++) {
+    const i = scope.producer.get(v);
+    if (i === undefined) return null;
+    const n = scope.node(i);
+    if (n.opType === 'Cast' || n.opType === 'Identity') v = n.input[0]!;
+    else return HEAD_OPS.has(n.opType) && (n.domain === '' || n.domain === 'ai.onnx' || n.domain === 'com.microsoft') ? i : null;
+  }
+  return null;
+}
+
+/** The name `logits` carries inside each decoder site (the If's output slot maps to each branch's output). */
+function logitsNames(a: Analysis): (string | null)[] {
+  if (a.ifNodeIndex === undefined) return a.sites.map(() => (a.model.graph.outputs.some((o) => o.name === 'logits') ? 'logits' : null));
+  const ifNode = a.model.graph.nodes[a.ifNodeIndex]!;
+  const slot = ifNode.node.output.indexOf('logits');
+  return a.sites.map((site) => (slot < 0 ? null : (site.scope.graph.outputs[slot]?.name ?? null)));
+}
+
+function plan(a: Analysis, capture = true, logitsFrom = false): GraphRewrite {
   const names = new Names(a.model.graph);
   if (names.has(STEERING_INPUT) || names.has(PROJECTION_INPUT) || names.has(RESIDUAL_OUTPUT)) {
     throw new OnnxPatchError('ALREADY_PATCHED', `the model already uses the name '${STEERING_INPUT}', '${PROJECTION_INPUT}' or '${RESIDUAL_OUTPUT}' for a value; cannot add the steering inputs/output`);
@@ -454,22 +498,32 @@ function plan(a: Analysis, capture = true): GraphRewrite {
   // Its own batch dim (1 or batch, like steer_batch): onnxruntime plans buffers by dim names, so a shared name would
   // forbid a [1, L, H] steering beside a [batch, L, H] projection.
   if (withProjection) newInputs.push(valueInfo(PROJECTION_INPUT, TensorProto_DataType.FLOAT, ['projection_batch', L, H]));
+  // the head's positions: only where every site's head is found (else the graph keeps its full logits, no input)
+  const names_ = logitsNames(a);
+  const heads = a.sites.map((site, k) => (names_[k] ? headNode(site.scope, names_[k]!) : null));
+  const sliceHead = logitsFrom && heads.every((h) => h !== null);
+  a.report.logits_from_input = sliceHead ? LOGITS_FROM_INPUT : null;
+  if (sliceHead) {
+    if (names.has(LOGITS_FROM_INPUT)) throw new OnnxPatchError('ALREADY_PATCHED', `the model already uses the name '${LOGITS_FROM_INPUT}' for a value`);
+    newInputs.push(valueInfo(LOGITS_FROM_INPUT, TensorProto_DataType.INT64, [1]));
+  }
+  const headOf = (k: number) => (sliceHead ? heads[k]! : null);
   const residualDims: Dim[] = [a.batchDim, L + 1, a.seqDim, H];
   const rootRewrite: GraphRewrite = {
     newInputs,
     newOutputs: capture ? [valueInfo(RESIDUAL_OUTPUT, TensorProto_DataType.FLOAT, residualDims)] : [],
   };
   if (a.ifNodeIndex === undefined) {
-    rootRewrite.nodes = rewriteDecoder(a.sites[0], L, names, capture ? RESIDUAL_OUTPUT : null, a.report, withProjection);
+    rootRewrite.nodes = rewriteDecoder(a.sites[0], L, names, capture ? RESIDUAL_OUTPUT : null, a.report, withProjection, headOf(0));
     return rootRewrite;
   }
   // Merged: each branch computes its own stack and returns it as a new last output; the If returns it as
   // `residual_stream`, appended last everywhere so the branch, If and graph output lists stay aligned.
   const branches = new Map<string, GraphRewrite>();
-  for (const site of a.sites) {
+  for (const [k, site] of a.sites.entries()) {
     const branchOut = capture ? names.fresh(`${site.graphLabel}/${RESIDUAL_OUTPUT}`) : null;
     branches.set(site.graphLabel, {
-      nodes: rewriteDecoder(site, L, names, branchOut, a.report, withProjection),
+      nodes: rewriteDecoder(site, L, names, branchOut, a.report, withProjection, headOf(k)),
       newOutputs: branchOut ? [valueInfo(branchOut, TensorProto_DataType.FLOAT, residualDims)] : [],
     });
   }
@@ -502,7 +556,7 @@ export function inspectDecoder(bytes: Uint8Array, opts: PatchOptions = {}): Patc
 export function patchDecoder(bytes: Uint8Array, opts: PatchOptions = {}): { bytes: Uint8Array; report: PatchReport } {
   return guarded(() => {
     const a = analyse(bytes, opts);
-    const rw = plan(a, opts.captureResiduals !== false);
+    const rw = plan(a, opts.captureResiduals !== false, opts.logitsFrom === true);
     return { bytes: writeModel(a.model, rw, opts.renameExternalData ?? {}, opts.weightsByReference), report: a.report };
   });
 }
