@@ -30,6 +30,7 @@ interface Results {
   load?: Record<string, any>[];
   peer?: Record<string, any>[];
   eval_batch?: Record<string, any>[];
+  prefill_head?: Record<string, any>[];
   projection?: Record<string, any>[];
   skipped: string[];
   notes: string[];
@@ -161,6 +162,13 @@ function throughputSections(r: Results): string[] {
         out.push(`| ${c.model} | ${c.topology} | ${pass} | ${spread(d[msKey].unpatched, 1)} | ${ratio(q.none)} | ${ratio(q.last)} | ${ratio(q.all)} | ${f(cq.none.median, 3)} / ${f(cq.last.median, 3)} / ${f(cq.all.median, 3)} | ${mark(q.none.median <= 1 + max)} |`);
       }
     }
+    out.push('');
+  }
+  if (r.prefill_head?.length) {
+    out.push('## Prefill: the language-model head on the last position only', '');
+    out.push('The loaded patched session, one prefill pass fetching only the cache, as the decode engine prefills: the head on every position (`logits_from` 0, as before) against the last alone (what the engine feeds). Ratio paired per repeat.', '');
+    out.push('| model | topology | prompt tokens | every position ms | last only ms | last / every |', '|---|---|---:|---|---|---|');
+    for (const h of r.prefill_head) for (const x of h.rows) out.push(`| ${h.model} | ${h.topology} | ${x.prompt_tokens} | ${spread(x.all_ms, 1)} | ${spread(x.last_ms, 1)} | ${ratio(x.ratio_last_to_all)} |`);
     out.push('');
   }
   if (r.load?.length) {

@@ -120,6 +120,7 @@ const results: Record<string, unknown> = {
   load: [] as unknown[],
   peer: [] as unknown[],
   eval_batch: [] as unknown[],
+  prefill_head: [] as unknown[],
   projection: [] as unknown[],
   skipped: [] as string[],
   notes: [] as string[],
@@ -386,6 +387,18 @@ async function captureSection(): Promise<void> {
       prefill_tokens: r.prefill_tokens, decode_context: r.decode_context, decode_steps: r.decode_steps, repeats: r.repeats,
       prefill: { ms: rs(r.prefill.ms), cpu_ms: rs(r.prefill.cpu_ms), ratio_to_unpatched: rs(r.prefill.ratio), cpu_ratio_to_unpatched: rs(r.prefill.cpu_ratio) },
       decode: { ms_per_step: rs(r.decode.ms_per_step), cpu_ms_per_step: rs(r.decode.cpu_ms_per_step), ratio_to_unpatched: rs(r.decode.ratio), cpu_ratio_to_unpatched: rs(r.decode.cpu_ratio) },
+    });
+  }
+  // Logits only where read: a prefill with the head on every position against its last alone (logits_from).
+  const heads = quick ? [models[0]!] : models.filter((m) => m.topology === 'plain');
+  for (const m of heads) {
+    const r = await step(`prefill head (logits_from: every position / last only) ${label(m)}`, 60, () =>
+      runChild<Record<string, any>>('./head-child.ts', { dir: m.dir, tokens: [40, 300], reps: quick ? 3 : 8 }, { timeoutMs: 10 * 60_000, log }),
+    );
+    if (!r) continue;
+    (results.prefill_head as unknown[]).push({
+      model: m.preset, topology: m.topology, level: 'the loaded patched session (onnxruntime-node), one prefill pass fetching the cache only', repeats: r.repeats,
+      rows: (r.rows as Record<string, any>[]).map((x) => ({ prompt_tokens: x.prompt_tokens, all_ms: summ(x.all_ms), last_ms: summ(x.last_ms), ratio_last_to_all: summ(x.ratio_last_to_all) })),
     });
   }
 }
