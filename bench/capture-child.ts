@@ -5,7 +5,7 @@
  *   none        the lean graph: steering input, no residual_stream (patchDecoder captureResiduals: false), what the
  *               decode engine runs for passes that read no residual
  *   last        residual_stream of the last position only (capture-variants.ts): what an observation needs
- *   all         the patched graph as loaded: residual_stream [B, L+1, S, H] of every position
+ *   all         the patched graph: residual_stream [B, L+1, S, H] of every position (as loaded, less its logits_from input)
  * Prefill: one pass over S tokens, empty cache. Decode: single-token passes on a cache of P tokens, each output
  * read back (residual_stream included where the variant has it). Repeats interleaved; ratios to unpatched paired per
  * repeat; CPU time of the process beside wall time.

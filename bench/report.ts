@@ -153,7 +153,7 @@ function throughputSections(r: Results): string[] {
   if (r.capture?.length) {
     const max = g.capture_none_overhead_max ?? 0.03;
     out.push('## Capture: what reading residuals costs', '');
-    out.push(`Raw onnxruntime-node sessions of one model, ratios to the unpatched graph paired per repeat. \`none\` = the lean graph (steering, no residual_stream: what the decode engine runs when a pass reads nothing), \`last\` = residuals of the last position only, \`all\` = the patched graph as loaded (every position). Goal: \`none\` within ${100 * max} % of unpatched, prefill and decode.`, '');
+    out.push(`Raw onnxruntime-node sessions of one model, ratios to the unpatched graph paired per repeat. \`none\` = the lean graph (steering, no residual_stream: what the decode engine runs when a pass reads nothing), \`last\` = residuals of the last position only, \`all\` = the patched graph as loaded, less its \`logits_from\` input (every position). Goal: \`none\` within ${100 * max} % of unpatched, prefill and decode.`, '');
     out.push('| model | topology | pass | unpatched ms | none / unpatched | last / unpatched | all / unpatched | CPU-time none / last / all | goal (none, wall) |', '|---|---|---|---:|---|---|---|---|---|');
     for (const c of r.capture) {
       for (const [pass, d, msKey] of [[`prefill ${c.prefill_tokens} tokens`, c.prefill, 'ms'], [`decode step (context ${c.decode_context})`, c.decode, 'ms_per_step']] as const) {

@@ -5,8 +5,8 @@
  */
 
 /**
- * `lab eval`'s default. Node on the SmolLM2-135M shape (bench/RESULTS.md eval_batch, quiet 2-core machine): batch 8
- * ran 2.37x and batch 16 2.74x the prompts per minute of batch 1; 8 keeps memory modest on larger models.
+ * `lab eval`'s default. Node on the SmolLM2-135M shape (bench/RESULTS.md eval_batch, 2-core machine): batch 8 ran
+ * 2.43x and batch 16 2.69x the prompts per minute of batch 1; 8 keeps memory modest on larger models.
  */
 export const DEFAULT_EVAL_BATCH = 8;
 

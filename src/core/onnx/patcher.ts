@@ -10,6 +10,9 @@
  * steering_l = 0 is directional ablation (Arditi et al.); u_l = d with steering_l = t d clamps the component along d
  * to t. The dot product runs in float32 whatever the stream dtype (a float16 reduction over the hidden size would
  * lose the precision clamping needs); only the correction (x . u) u is cast back to the stream dtype.
+ * With PatchOptions.logitsFrom also
+ *   input  `logits_from`     int64 [1]   the language-model head runs on positions logits_from.. of the pass only
+ * (a Slice before the head): a prefill whose logits nobody reads feeds its last position; 0 gives every position.
  * Detection is structural (residual.ts); the new model is emitted by splicing (model-io.ts), so the weights are
  * copied, never re-encoded.
  */
