@@ -111,6 +111,29 @@ describe.each(TOPOLOGIES)('decode engine, %s graph', (topology) => {
     expect(seen.length).toBe(prefillParts(4) + 2 * NEW);
   });
 
+  it("transformers.js-path prefills (reply scoring's prefix, generate()) feed their last position too; other passes 0", async () => {
+    const session = sm.decodeEngine().g.session as { run: (f: Record<string, OrtTensorLike>, fetches?: unknown) => Promise<Record<string, OrtTensorLike>> };
+    const ids = PROMPTS[0]!;
+    const before = await sm.replyLogits([...ids], [4, 5, 6]);
+    const seen: [number, number][] = [];
+    const run = session.run.bind(session);
+    session.run = async (feeds, fetches) => {
+      seen.push([feeds['input_ids']!.dims[1]!, Number((feeds['logits_from']!.data as BigInt64Array)[0])]);
+      return run(feeds, fetches);
+    };
+    try {
+      const again = await sm.replyLogits([...ids], [4, 5, 6]);
+      expect(again.rows).toEqual(before.rows);
+      expect(seen).toEqual([[ids.length - 1, ids.length - 2], [3, 0]]); // the prefix, then the last prompt token and the reply but its last token
+      seen.length = 0;
+      await sm.generate({ inputIds: ids, maxNewTokens: 3, steering: MATRICES[0]! });
+      expect(seen[0]).toEqual([ids.length - 1, ids.length - 2]);
+      expect(seen.slice(1).every(([, from]) => from === 0)).toBe(true);
+    } finally {
+      delete (session as { run?: unknown }).run;
+    }
+  });
+
   it('rows sharing a prompt share its prefill and observation, and keep their own tokens', async () => {
     const observeWith = (k: number) => ({ observe: (r: Float32Array) => rowSteering(k % L, 2 + Math.tanh(r[L * H]!), k) });
     const spec: DecodeRow[] = [

@@ -252,7 +252,7 @@ async function generateRows(d: GenerateDeps, o: RowsSpec): Promise<RowsResult> {
     // repeated for every row. Where it cannot be repeated (GPU-resident), every row is prefilled.
     const prefill = async (rows: number) => {
       patch.hooks = { ...zero, ...grab };
-      const out = await d.model.forward({ input_ids: int64(Array.from({ length: rows }, () => ids.slice(0, -1))), attention_mask: ones(rows, n - 1) });
+      const out = await d.model.forward({ input_ids: int64(Array.from({ length: rows }, () => ids.slice(0, -1))), attention_mask: ones(rows, n - 1), ...patch.lastLogitsOnly(n - 1) });
       const c = cacheFrom(out);
       disposeOutputs(out, new Set(Object.values(c)));
       return c;

@@ -42,7 +42,7 @@ async function unsteeredPrefix(model: TjsModel, patch: SteeringPatch, ids: numbe
   if (ids.length < 2) return undefined;
   if (kept && kept.ids.length === ids.length - 1 && kept.ids.every((t, i) => t === ids[i])) return cacheFromPrefix(kept);
   patch.hooks = { steering: () => null };
-  const out = await model.forward({ input_ids: int64([ids.slice(0, -1)]), attention_mask: ones(1, ids.length - 1) });
+  const out = await model.forward({ input_ids: int64([ids.slice(0, -1)]), attention_mask: ones(1, ids.length - 1), ...patch.lastLogitsOnly(ids.length - 1) });
   const cache = cacheFrom(out);
   disposeOutputs(out, new Set(Object.values(cache)));
   return cache;

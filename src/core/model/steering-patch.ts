@@ -60,6 +60,8 @@ export class SteeringPatch {
   /** Hooks of the operation in progress; null = zero steering. */
   hooks: ForwardHooks | null = null;
   private zeros = new Map<number, TjsTensor>();
+  /** logits_from = 0 (every position) when the graph has that input, else null. */
+  private readonly fromAll: TjsTensor | null;
 
   constructor(
     readonly model: TjsModel,
@@ -81,6 +83,7 @@ export class SteeringPatch {
     // A graph patched with logits_from (the head's first position) gets 0 here unless the caller set it: every
     // position, as transformers.js expects its logits.
     const fromAll = session.inputNames.includes(LOGITS_FROM_INPUT) ? (new Tensor('int64', BigInt64Array.of(0n), [1]) as unknown as TjsTensor) : null;
+    this.fromAll = fromAll;
     model.forward = async (inputs: ModelInputs) => {
       const batch = inputs.input_ids?.dims[0] ?? 1;
       const matrix = this.hooks ? this.hooks.steering(inputs) : null;
@@ -94,6 +97,15 @@ export class SteeringPatch {
       this.hooks?.residual?.(res);
       return out;
     };
+  }
+
+  /**
+   * Inputs for a pass whose logits are not read but at its last position `seqLen - 1` (a prefill kept for its
+   * cache): the head then runs on that position only, where the graph has the logits_from input; none otherwise.
+   */
+  lastLogitsOnly(seqLen: number): ModelInputs {
+    if (!this.fromAll || seqLen < 2) return {};
+    return { [LOGITS_FROM_INPUT]: new Tensor('int64', BigInt64Array.of(BigInt(seqLen - 1)), [1]) as unknown as TjsTensor };
   }
 
   /** Checks a steering matrix against [L*H] or [batch*L*H]; returns the steer_batch it implies. */
