@@ -108,6 +108,16 @@ describe('lab direction -> train-controller -> eval', () => {
     expect(readFileSync(join(out, 'summary.md'), 'utf8')).toMatch(/xstest-safe \| was \| over-refusal/);
   }, 60_000);
 
+  it('--batch and --prefix-memory change no record; a bad --prefix-memory is refused by name', () => {
+    const out = join(root, 'run-nocarry');
+    const r = lab([...evalArgs(out), '--batch', '3', '--prefix-memory', '0']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(lines(join(out, 'records.jsonl')).map(stable)).toEqual(lines(first.records).map(stable));
+    const bad = lab([...evalArgs(join(root, 'run-bad')), '--prefix-memory', 'lots']);
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toMatch(/--prefix-memory must be a whole number in 0\.\.1048576, got "lots"/);
+  }, 60_000);
+
   it('an eval killed mid-run resumes with no lost or duplicate rows and the same summary', async () => {
     const out = join(root, 'run-b');
     const file = join(out, 'records.jsonl');

@@ -6,7 +6,8 @@
  * dataset and condition (over-refusal on benign sets) in DIR/summary.{json,csv,md}. Prompts longer than the model's
  * context are shortened first (--fit, default middle: src/core/method/fit.ts); each record says whether (truncated)
  * and from how many prompt tokens (prompt_tokens). --batch N decodes N records (prompt x condition) per forward pass
- * (default DEFAULT_EVAL_BATCH); the records do not depend on it.
+ * (default DEFAULT_EVAL_BATCH); the records do not depend on it, nor on --prefix-memory (how much memory holds the
+ * calibration's prompt prefixes for the steered records: src/core/eval/prefix-carry.ts).
  *
  * `lab summarize DIR`: the summary files of a run folder from its records.jsonl (CLI or lab export), without a model.
  */
@@ -20,6 +21,7 @@ import type { EvalRecord } from '../../core/eval/records.js';
 import { describeOpenReport, openRunStore } from '../../core/eval/records-node.js';
 import { checkResume, modelFingerprint, type PlannedPrompt } from '../../core/eval/resume-check.js';
 import { DEFAULT_EVAL_BATCH } from '../../core/eval/batch.js';
+import { DEFAULT_PREFIX_CARRY_BYTES } from '../../core/eval/prefix-carry.js';
 import { PAPER_SAMPLING, promptHash, runEval, runSettings, RUN_DISPLAY_FIELDS, type EvalDataset } from '../../core/eval/runner.js';
 import { parseRecordsJsonl, runSettingsJson, runSummaryMarkdown, summarizeRun, summaryFiles, type RunSummary } from '../../core/eval/summary.js';
 import { loadMethodArtefacts } from '../../core/method/artifacts-node.js';
@@ -32,13 +34,15 @@ import { parseDevice } from '../../core/model/node-cli.js';
 import { writeFileAtomic } from '../../core/util/atomic-write.js';
 import { modelFolderInputs, refuseOverwritingInputs } from '../../core/util/same-file-node.js';
 import { decodeUtf8 } from '../../core/util/utf8.js';
-import { parseStrength, parseTokenLimit } from '../numbers.js';
+import { parseInteger, parseStrength, parseTokenLimit } from '../numbers.js';
 import { ProgressBar } from '../progress.js';
 import { checkSteeringFlags, parseCount, parseManualSettings, parseSeed, readCastSettings, resolveSteeringSettings } from '../policy-options.js';
 import { checkCalibration, DEFAULT_CALIBRATION_SET, defaultCalibrationPlan, type CalibrationPlan } from '../../core/eval/coherence-run.js';
 import { DEFAULT_NLL_QUANTILE } from '../../core/eval/coherence.js';
 import type { SteeringSettings } from '../../core/steering/modes.js';
 import { addModelOptions, loadCommandModel, type ModelCliOptions } from '../model-options.js';
+
+const MIB = 2 ** 20;
 
 export interface EvalCliOptions extends ModelCliOptions {
   dataset: string[];
@@ -64,6 +68,8 @@ export interface EvalCliOptions extends ModelCliOptions {
   judge: string;
   /** Records decoded together (prompts x conditions per forward pass); default DEFAULT_EVAL_BATCH. */
   batch?: string;
+  /** MiB for the calibration's prompt prefix caches carried to the steered records; default 256, 0 = none. */
+  prefixMemory?: string;
   allowOtherModel?: boolean;
   /** Let special-token strings in prompts become special tokens (default: they stay text). */
   allowSpecialTokens?: boolean;
@@ -142,6 +148,7 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
   const seed = parseSeed(o.seed);
   const fit = parseFitMode(o.fit, '--fit');
   const batch = o.batch === undefined ? DEFAULT_EVAL_BATCH : parseCount('batch', o.batch);
+  const prefixCarryBytes = (o.prefixMemory === undefined ? DEFAULT_PREFIX_CARRY_BYTES / MIB : parseInteger('prefix-memory', o.prefixMemory, 0, 1 << 20)) * MIB;
   const n = o.n !== undefined ? parseCount('n', o.n) : undefined;
   if (o.label !== undefined && o.label !== 'harmful' && o.label !== 'benign') throw new Error(`--label must be harmful or benign, got "${o.label}"`);
   const alpha = o.alpha !== undefined ? parseStrength('alpha', o.alpha) : undefined;
@@ -268,6 +275,7 @@ export async function runEvalCommand(o: EvalCliOptions, progress = true): Promis
         fit,
         allowSpecialTokens: o.allowSpecialTokens === true,
         batch,
+        prefixCarryBytes,
         signal: ac.signal,
         onProgress: (p) => bar?.update(p.done, p.total, p.record ? `${p.record.dataset}/${p.record.condition}` : ''),
       });
@@ -383,7 +391,8 @@ export function register(program: Command): void {
     .option('--steer-all-positions', 'steer every prompt position too (default: last prompt token and new tokens)')
     .option('--fit <mode>', `prompts longer than the model's context: ${FIT_MODES.join(' | ')} (middle keeps head and tail around " [...] "; none: a longer prompt fails the run)`, 'middle')
     .option('--judge <id>', `refusal judge: ${JUDGE_IDS.join(' | ')}`, 'was-keywords')
-    .option('--batch <n>', `records (prompt x condition) decoded together, one forward pass per token for all; the records do not depend on it (default ${DEFAULT_EVAL_BATCH})`)
+    .option('--batch <n>', `rows decoded together (records to decode; base records the calibration made take none), one forward pass per token for all; the records do not depend on it (default ${DEFAULT_EVAL_BATCH})`)
+    .option('--prefix-memory <MiB>', `memory for the calibration's prompt prefix caches, so that the steered records skip their prefill (default ${DEFAULT_PREFIX_CARRY_BYTES / MIB}; 0 = none); speed only`)
     .option('--allow-other-model', 'accept a direction or controller made for another model of the same shape (it then warns)')
     .option('--allow-special-tokens', 'let special-token strings in prompts (e.g. <|im_end|>) become role/control tokens; default: they are text (records say which)')
     .option('--mode <mode>', 'steered conditions: add | clamp | ablate (default add; see lab generate --help)')
