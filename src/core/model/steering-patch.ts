@@ -9,7 +9,8 @@
  * - decoder_forward passes `pick(inputs, session.inputNames)` to the session, so an extra `steering` key reaches
  *   the graph as long as the graph declares it;
  * - use_cache_branch (merged graphs), position_ids and the empty past (from session input metadata) are all
- *   filled in by decoder_forward, so the wrapper touches nothing but `steering` and `residual_stream`.
+ *   filled in by decoder_forward, so the wrapper touches nothing but `steering`, `projection`, `logits_from` (0 =
+ *   the head on every position, unless the caller set it: lastLogitsOnly) and `residual_stream`.
  */
 import { Tensor } from '@huggingface/transformers';
 import type { Dense } from './types.js';

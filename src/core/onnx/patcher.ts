@@ -502,8 +502,8 @@ function plan(a: Analysis, capture = true, logitsFrom = false): GraphRewrite {
   // forbid a [1, L, H] steering beside a [batch, L, H] projection.
   if (withProjection) newInputs.push(valueInfo(PROJECTION_INPUT, TensorProto_DataType.FLOAT, ['projection_batch', L, H]));
   // the head's positions: only where every site's head is found (else the graph keeps its full logits, no input)
-  const names_ = logitsNames(a);
-  const heads = a.sites.map((site, k) => (names_[k] ? headNode(site.scope, names_[k]!) : null));
+  const logitsValues = logitsNames(a);
+  const heads = a.sites.map((site, k) => (logitsValues[k] ? headNode(site.scope, logitsValues[k]!) : null));
   const sliceHead = logitsFrom && heads.every((h) => h !== null);
   a.report.logits_from_input = sliceHead ? LOGITS_FROM_INPUT : null;
   if (sliceHead) {
