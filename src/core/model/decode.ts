@@ -707,12 +707,7 @@ export class DecodeEngine {
       const dst = this.kvType === 'float16' ? new Uint16Array(lead.length * nh * T * hd) : new Float32Array(lead.length * nh * T * hd);
       for (const p of parts) {
         const src = p.kv![name]!.data as Float32Array | Uint16Array;
-        p.part.forEach((i, j) => {
-          for (let h = 0; h < nh; h++) {
-            const from = (j * nh + h) * p.T * hd;
-            dst.set(src.subarray(from, from + p.T * hd), ((i * nh + h) * T + T - p.T) * hd);
-          }
-        });
+        p.part.forEach((i, j) => copyColumns(src, { row: j, width: p.T, at: 0 }, dst, { row: i, width: T, at: T - p.T }, p.T, nh, hd));
       }
       kv[name] = this.g.tensor(this.kvType, dst, [lead.length, nh, T, hd]);
     }
@@ -753,10 +748,8 @@ export class DecodeEngine {
     for (const [name] of this.kvPairs) {
       const dst = this.kvType === 'float16' ? new Uint16Array(ps.length * nh * C * hd) : new Float32Array(ps.length * nh * C * hd);
       ps.forEach((s, j) => {
-        const src = s.row.prefix!.kv[name]!.data;
         const n = s.chunk.length;
-        const start = this.leftPadding ? C - n : 0;
-        for (let h = 0; h < nh; h++) dst.set(src.subarray(h * n * hd, (h + 1) * n * hd), ((j * nh + h) * C + start) * hd);
+        copyColumns(s.row.prefix!.kv[name]!.data, { row: 0, width: n, at: 0 }, dst, { row: j, width: C, at: this.leftPadding ? C - n : 0 }, n, nh, hd);
       });
       kv[name] = this.g.tensor(this.kvType, dst, [ps.length, nh, C, hd]);
     }
@@ -773,10 +766,7 @@ export class DecodeEngine {
       const [, heads, T, hd] = t.dims as [number, number, number, number];
       const src = t.data as Float32Array | Uint16Array;
       const dst = new (src.constructor as { new (n: number): Float32Array | Uint16Array })(heads * n * hd);
-      for (let h = 0; h < heads; h++) {
-        const from = ((j * heads + h) * T + start) * hd;
-        dst.set(src.subarray(from, from + n * hd), h * n * hd);
-      }
+      copyColumns(src, { row: j, width: T, at: start }, dst, { row: 0, width: n, at: 0 }, n, heads, hd);
       out[name] = { type: t.type as 'float32' | 'float16', data: dst, dims: [1, heads, n, hd] };
     }
     return { ids: s.row.ids.slice(0, -1), kv: out };
@@ -813,16 +803,23 @@ export class DecodeEngine {
     for (const [name, t] of Object.entries(kv)) {
       const src = t.data as Float32Array | Uint16Array;
       const dst = new (src.constructor as { new (n: number): Float32Array | Uint16Array })(keep.length * nh * T2 * hd);
-      keep.forEach((b, i) => {
-        for (let h = 0; h < nh; h++) {
-          const from = ((b * nh + h) * T + start) * hd;
-          dst.set(src.subarray(from, from + T2 * hd), (i * nh + h) * T2 * hd);
-        }
-      });
+      keep.forEach((b, i) => copyColumns(src, { row: b, width: T, at: start }, dst, { row: i, width: T2, at: 0 }, T2, nh, hd));
       next[name] = this.g.tensor(this.kvType, dst, [keep.length, nh, T2, hd]);
     }
     if (this.leftPadding) for (const s of kept) s.lead -= start;
     return { active: kept, kv: next, T: T2 };
+  }
+}
+
+/**
+ * Copies n cache columns of one row between caches laid out [rows, heads, width, head size]: from columns at..at+n of
+ * `a.row` in `src` to columns at..at+n of `b.row` in `dst`, every head. What joining, cutting and handing out caches
+ * all come down to.
+ */
+function copyColumns(src: Float32Array | Uint16Array, a: { row: number; width: number; at: number }, dst: Float32Array | Uint16Array, b: { row: number; width: number; at: number }, n: number, heads: number, hd: number): void {
+  for (let h = 0; h < heads; h++) {
+    const from = ((a.row * heads + h) * a.width + a.at) * hd;
+    dst.set(src.subarray(from, from + n * hd), ((b.row * heads + h) * b.width + b.at) * hd);
   }
 }
 

@@ -83,13 +83,12 @@ export class SteeringPatch {
     const original = model.forward.bind(model);
     // A graph patched with logits_from (the head's first position) gets 0 here unless the caller set it: every
     // position, as transformers.js expects its logits.
-    const fromAll = session.inputNames.includes(LOGITS_FROM_INPUT) ? (new Tensor('int64', BigInt64Array.of(0n), [1]) as unknown as TjsTensor) : null;
-    this.fromAll = fromAll;
+    this.fromAll = session.inputNames.includes(LOGITS_FROM_INPUT) ? (new Tensor('int64', BigInt64Array.of(0n), [1]) as unknown as TjsTensor) : null;
     model.forward = async (inputs: ModelInputs) => {
       const batch = inputs.input_ids?.dims[0] ?? 1;
       const matrix = this.hooks ? this.hooks.steering(inputs) : null;
       const projection = this.hooks?.projection?.(inputs) ?? null;
-      const from = fromAll && !inputs[LOGITS_FROM_INPUT] ? { [LOGITS_FROM_INPUT]: fromAll } : {};
+      const from = this.fromAll && !inputs[LOGITS_FROM_INPUT] ? { [LOGITS_FROM_INPUT]: this.fromAll } : {};
       const out = await original({ ...inputs, ...from, steering: this.tensorFor(matrix, batch), projection: this.projectionTensorFor(projection, batch) });
       const rs = out['residual_stream'];
       delete out['residual_stream'];
