@@ -27,6 +27,30 @@ describe('lab patch', () => {
     expect(readFileSync(out).length).toBeGreaterThan(readFileSync(FIXTURE).length);
   });
 
+  it('--logits-from adds the head-limiting input, and only with the flag', async () => {
+    const dir = testDir('steerlab-cli-');
+    const withFlag = join(dir, 'with.onnx');
+    const without = join(dir, 'without.onnx');
+    const a = lab('patch', FIXTURE, withFlag, '--json', '--logits-from');
+    const b = lab('patch', FIXTURE, without, '--json');
+    expect(a.status, a.stderr).toBe(0);
+    expect(b.status, b.stderr).toBe(0);
+    expect(JSON.parse(a.stdout).logits_from_input).toBe('logits_from');
+    expect(JSON.parse(b.stdout).logits_from_input).toBeNull();
+    const ort = await import('onnxruntime-node');
+    const sa = await ort.InferenceSession.create(withFlag);
+    const sb = await ort.InferenceSession.create(without);
+    try {
+      expect(sa.inputNames).toContain('logits_from');
+      expect(sb.inputNames).not.toContain('logits_from');
+    } finally {
+      await sa.release();
+      await sb.release();
+    }
+    const text = lab('patch', FIXTURE, join(dir, 'text.onnx'), '--logits-from');
+    expect(text.stdout).toMatch(/input logits_from int64 \[1\]/);
+  });
+
   it('fails with a non-zero status, one line on stderr, and no output file', () => {
     const dir = testDir('steerlab-cli-');
     const out = join(dir, 'steerable.onnx');

@@ -12,6 +12,7 @@ export interface PatchCliOptions {
   layers?: string;
   hidden?: string;
   renameExternalData?: string[];
+  logitsFrom?: boolean;
 }
 
 
@@ -21,6 +22,7 @@ function collect(value: string, previous: string[] = []): string[] {
 
 export function patchOptionsFromCli(o: PatchCliOptions): PatchOptions {
   const opts: PatchOptions = {};
+  if (o.logitsFrom) opts.logitsFrom = true;
   if (o.layers !== undefined) opts.expectedNumLayers = parseInteger('layers', o.layers, 1, MAX_LAYERS);
   if (o.hidden !== undefined) opts.expectedHiddenSize = parseInteger('hidden', o.hidden, 1, MAX_HIDDEN);
   if (o.renameExternalData?.length) {
@@ -41,7 +43,8 @@ function summary(report: PatchReport, outPath: string): string {
     `layers ${report.num_layers}, hidden ${report.hidden_size}, residual stream ${report.stream_dtype}, opset ${report.opset}`,
     `input ${report.steering_input} float32 [steer_batch, ${report.num_layers}, ${report.hidden_size}]; ` +
       (report.projection_input ? `input ${report.projection_input} float32 [projection_batch, ${report.num_layers}, ${report.hidden_size}] (unit rows u_l: x <- x - (x.u_l)u_l + steering_l); ` : '') +
-      `output ${report.residual_output} float32 [batch, ${report.num_layers + 1}, seq, ${report.hidden_size}]`,
+      `output ${report.residual_output} float32 [batch, ${report.num_layers + 1}, seq, ${report.hidden_size}]` +
+      (report.logits_from_input ? `; input ${report.logits_from_input} int64 [1] (the head runs on positions logits_from.. of the pass; 0 = all)` : ''),
     'injection points:',
     ...points,
   ].join('\n');
@@ -57,6 +60,7 @@ export function register(program: Command): void {
     .option('--layers <n>', 'expected number of decoder layers (config num_hidden_layers); a mismatch is an error')
     .option('--hidden <n>', 'expected hidden size (config hidden_size); a mismatch is an error')
     .option('--rename-external-data <old=new>', 'rewrite external-data locations (repeatable)', collect)
+    .option('--logits-from', 'also add input `logits_from` int64 [1]: the head runs on positions logits_from.. only (0 = all), as the lab\'s own loader patches; a runtime must then feed it')
     .action(async (inPath: string, outPath: string, o: PatchCliOptions) => {
       const opts = patchOptionsFromCli(o);
       let report: PatchReport;
