@@ -1,20 +1,24 @@
 /**
  * Child: evaluation throughput by batch size in Node (the `eval_batch` section): the eval runner (runEval, what
- * `lab eval` runs) over real chat prompts (the harmless-test split, the model's chat template), two conditions per
- * prompt (eval-batch-common.ts), `maxNewTokens` per reply, greedy; only the batch size changes. Prompts in file order
- * (no length sorting). No lean session (`lab eval` does not open one). Batch sizes interleaved per repeat; every
+ * `lab eval` runs) over real chat prompts (the harmless-test split, or ToxicChat's test split: args.source; the model's
+ * chat template), two conditions per prompt (eval-batch-common.ts), `maxNewTokens` per reply, greedy; only the batch
+ * size changes. Prompts in file order, as a user's dataset comes (the runner sorts within its windows itself). No
+ * lean session (`lab eval` does not open one). Batch sizes interleaved per repeat; every
  * batch size must write the replies of batch 1 (checked, reported as replies_equal).
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadSteerableModel } from '../src/core/model/index.js';
 import { childArgs } from './child.js';
-import { EVAL_BATCH_CONDITIONS, evalInBatches, harmlessPrompts, timeRows, type EvalBatchArgs, type EvalTimes } from './eval-batch-common.js';
+import { EVAL_BATCH_CONDITIONS, evalInBatches, harmlessPrompts, timeRows, toxicChatPrompts, type EvalBatchArgs, type EvalTimes } from './eval-batch-common.js';
 import { rotated, summarize } from './stats.js';
 
 const { args, done } = childArgs<EvalBatchArgs>();
 const sm = await loadSteerableModel(args.dir, { dtype: 'fp32' });
-const messages = harmlessPrompts(readFileSync(join(import.meta.dirname, '..', 'public', 'data', 'refusal_direction', 'harmless_test.jsonl'), 'utf8'), args.prompts);
+const data = (...p: string[]) => readFileSync(join(import.meta.dirname, '..', 'public', 'data', ...p), 'utf8');
+const messages = args.source === 'toxicchat-test'
+  ? toxicChatPrompts(data('toxicchat', 'toxicchat0124_test_human_annotated.jsonl'), args.prompts)
+  : harmlessPrompts(data('refusal_direction', 'harmless_test.jsonl'), args.prompts);
 const promptTokens = messages.map((m) => sm.formatChat(m).ids.length);
 const runAll = (B: number) => evalInBatches(sm, messages, B, args.maxNewTokens);
 
@@ -37,6 +41,7 @@ const baseTimes = per[args.batches[0]!]!.times;
 await sm.dispose();
 done({
   runtime: 'node onnxruntime-node (cpu), eval runner',
+  prompt_source: args.source ?? 'harmless-test',
   conditions: [...EVAL_BATCH_CONDITIONS],
   prompts: messages.length,
   prompt_tokens: summarize(promptTokens),

@@ -95,6 +95,8 @@ export async function evalInBatches(sm: SteerableModel, messages: string[], B: n
 /** What both eval_batch children take (Node and Chromium): the same model, prompts, reply length, batch sizes, repeats. */
 export interface EvalBatchArgs {
   dir: string;
+  /** Whose prompts (default the harmless-test split: short instructions; ToxicChat: real user prompts, long tail). */
+  source?: 'harmless-test' | 'toxicchat-test';
   prompts: number;
   maxNewTokens: number;
   batches: number[];
@@ -104,6 +106,12 @@ export interface EvalBatchArgs {
 export function harmlessPrompts(jsonl: string, n: number): string[] {
   return jsonl.split('\n').filter(Boolean).slice(0, n).map((l) => (JSON.parse(l) as { instruction: string }).instruction);
 }
+
+/** The first n user prompts of the ToxicChat test split (JSONL text), in file order. */
+export function toxicChatPrompts(jsonl: string, n: number): string[] {
+  return jsonl.split('\n').filter(Boolean).slice(0, n).map((l) => (JSON.parse(l) as { user_input: string }).user_input);
+}
+
 
 /**
  * The time split of one batch size's repeats (seconds, min/median/max), and the decode's own speed-up over batch 1

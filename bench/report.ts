@@ -198,15 +198,17 @@ function throughputSections(r: Results): string[] {
   }
   if (r.eval_batch?.length) {
     out.push('## Evaluation throughput by batch size (eval runner)', '');
-    out.push('The eval runner (runEval, as `lab eval` and the lab run it; `--batch B`) over chat prompts from the harmless-test split, two conditions per prompt (base, manual), greedy, records taken B at a time in file order; prompts/min counts a prompt with both its records; speed-up over batch 1 paired per repeat. Same replies: that batch size wrote the replies of batch 1. Each run\'s wall time is split into the batched decode, the coherence passes (reply scoring and first-token KL: one record at a time, so that no record\'s numbers depend on the batch it ran in, each starting from the prompt prefix cache its decode kept) and the rest (medians, seconds); the decode speed-up is the decode\'s own, over batch 1.', '');
+    out.push('The eval runner (runEval, as `lab eval` and the lab run it; `--batch B`) over chat prompts from the harmless-test split (the goal rows) or the ToxicChat test split (real user prompts, a long tail of lengths), two conditions per prompt (base, manual), greedy, prompts in file order, records taken four batches of B rows at a time and decoded shortest prompt first; prompts/min counts a prompt with both its records; speed-up over batch 1 paired per repeat. Same replies: that batch size wrote the replies of batch 1. Each run\'s wall time is split into the batched decode, the coherence passes (reply scoring and first-token KL: one record at a time, so that no record\'s numbers depend on the batch it ran in, each starting from the prompt prefix cache its decode kept) and the rest (medians, seconds); the decode speed-up is the decode\'s own, over batch 1.', '');
     out.push('| model | runtime | prompts | new tokens | batch | prompts/min | tokens/s | speed-up | decode speed-up | decode / coherence / other s | same replies | goal (best batch) |', '|---|---|---:|---:|---:|---|---|---|---|---|---|---|');
     for (const e of r.eval_batch) {
       const browser = String(e.runtime).includes('Chromium');
       const min = browser ? g.eval_batch_speedup_min?.chromium_wasm ?? 2 : g.eval_batch_speedup_min?.node ?? 3;
+      // the goals are set on the harmless-test prompts; the ToxicChat rows show what real prompt lengths do
+      const goalRow = (e.prompt_source ?? 'harmless-test') === 'harmless-test';
       for (const row of e.rows) {
-        const goal = row.batch === e.best_batch ? `>= ${min}x: ${mark(e.best_speedup.median >= min)}` : '';
+        const goal = goalRow && row.batch === e.best_batch ? `>= ${min}x: ${mark(e.best_speedup.median >= min)}` : '';
         const split = row.decode_s ? `${row.decode_s.median.toFixed(1)} / ${row.measure_s.median.toFixed(1)} / ${row.other_s.median.toFixed(1)}` : '–';
-        out.push(`| ${e.model} ${e.topology} | ${e.runtime}${e.lean_session ? ' (lean session)' : ''} | ${e.prompts} | ${e.max_new_tokens} | ${row.batch} | ${spread(row.prompts_per_min, 1)} | ${spread(row.tokens_per_s, 1)} | ${ratio(row.speedup)} | ${row.decode_speedup ? ratio(row.decode_speedup) : '–'} | ${split} | ${row.replies_equal === undefined ? '' : row.replies_equal ? 'yes' : 'NO'} | ${goal} |`);
+        out.push(`| ${e.model} ${e.topology} | ${e.runtime}${e.lean_session ? ' (lean session)' : ''}${e.prompt_source === 'toxicchat-test' ? ', ToxicChat test prompts' : ''} | ${e.prompts} | ${e.max_new_tokens} | ${row.batch} | ${spread(row.prompts_per_min, 1)} | ${spread(row.tokens_per_s, 1)} | ${ratio(row.speedup)} | ${row.decode_speedup ? ratio(row.decode_speedup) : '–'} | ${split} | ${row.replies_equal === undefined ? '' : row.replies_equal ? 'yes' : 'NO'} | ${goal} |`);
       }
     }
     out.push('');

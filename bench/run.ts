@@ -473,7 +473,12 @@ async function evalBatchSection(): Promise<void> {
   const browser = await step(`eval_batch (eval runner, headless Chromium WASM) ${label(m)}`, quick ? 240 : 600, () =>
     runChild<Record<string, any>>('./browser-eval-batch-child.ts', { dir: m.dir, prompts: quick ? 8 : 16, maxNewTokens: P.evalTokens, batches: [1, 4, 8, 16], reps: quick ? 1 : 3 }, { timeoutMs: 20 * 60_000, log }),
   );
-  for (const r of [node, browser]) {
+  // Real prompt lengths: ToxicChat's first 64 test prompts (median 48 tokens, longest 723), where padding to a batch's
+  // longest prompt is what batching costs. Full mode only (batch 1 takes ~3 min).
+  const toxic = quick ? null : await step(`eval_batch (eval runner, node, ToxicChat prompts) ${label(m)}`, 600, () =>
+    runChild<Record<string, any>>('./eval-batch-child.ts', { dir: m.dir, source: 'toxicchat-test', prompts: 64, maxNewTokens: P.evalTokens, batches: [1, 16], reps: 2 }, { timeoutMs: 30 * 60_000, log }),
+  );
+  for (const r of [node, browser, toxic]) {
     if (!r) continue;
     if (r.error) {
       skipped.push(`eval_batch ${label(m)}: ${r.error as string}`);
@@ -484,7 +489,7 @@ async function evalBatchSection(): Promise<void> {
       decode_s: summ(x.decode_s), measure_s: summ(x.measure_s), other_s: summ(x.other_s), decode_speedup: summ(x.decode_speedup),
     }));
     const best = rows.reduce((a, b) => (b.speedup.median > a.speedup.median ? b : a));
-    (results.eval_batch as unknown[]).push({ model: m.preset, topology: m.topology, runtime: r.runtime, conditions: r.conditions, prompts: r.prompts, prompt_tokens: r.prompt_tokens, max_new_tokens: r.max_new_tokens, repeats: r.repeats, rows, best_batch: best.batch, best_speedup: best.speedup });
+    (results.eval_batch as unknown[]).push({ model: m.preset, topology: m.topology, runtime: r.runtime, ...(r.prompt_source ? { prompt_source: r.prompt_source } : {}), conditions: r.conditions, prompts: r.prompts, prompt_tokens: r.prompt_tokens, max_new_tokens: r.max_new_tokens, repeats: r.repeats, rows, best_batch: best.batch, best_speedup: best.speedup });
   }
   (results.notes as string[]).push(
     'eval_batch: the eval runner (runEval, as `lab eval` and the lab run it) with two conditions per prompt (base, manual: a fixed direction, no controller), the run\'s own reply_nll calibration (the default: every prompt\'s base reply, decoded first and written as its record); prompts_per_min counts prompts with both their records. A batch is B rows to decode (the calibration\'s base rows, then the manual rows), and the manual rows start from the prompt prefix caches the calibration kept, and the Chromium run takes the Node run\'s prompts and token budget. replies_equal: that batch size wrote the replies of batch 1. decode_s / measure_s / other_s split each run: the batched decode, the batch-1 coherence passes (reply scoring and first-token KL, one record at a time so that no number depends on the batch), and the rest; decode_speedup is the decode\'s own speed-up over batch 1.',

@@ -57,6 +57,8 @@ const TOPOLOGIES: TestTopology[] = ['plain', 'fused', 'fused-q4', 'fused-q4f16',
 describe.each(TOPOLOGIES)('batched eval records equal batch 1, %s graph', (topology) => {
   let model: SteerableModel;
   const rowsPerCall: number[] = [];
+  // the prompt length (tokens) of every row of every decode call, in call order
+  const lengthsPerCall: number[][] = [];
   // what the decode calls ran: prefill passes, lead rows started from a prefix handed in, and observation passes
   const ran = { prefills: 0, carried: 0, captured: 0 };
 
@@ -66,6 +68,7 @@ describe.each(TOPOLOGIES)('batched eval records equal batch 1, %s graph', (topol
     const decode = model.decode.bind(model);
     model.decode = async (rows, opts = {}) => {
       rowsPerCall.push(rows.length);
+      lengthsPerCall.push(rows.map((r) => r.ids.length));
       const stats: DecodeStats = opts.stats ?? { passes: 0, capturedPasses: 0, runMs: 0, totalMs: 0 };
       try {
         return await decode(rows, { ...opts, stats });
@@ -82,6 +85,7 @@ describe.each(TOPOLOGIES)('batched eval records equal batch 1, %s graph', (topol
   async function records(batch: number, sampling: boolean, steerPromptPositions: 'last' | 'all' = 'last'): Promise<RunRecord[]> {
     const store = new MemoryRecordStore();
     rowsPerCall.length = 0;
+    lengthsPerCall.length = 0;
     const r = await runEval({
       model,
       datasets,
@@ -117,6 +121,11 @@ describe.each(TOPOLOGIES)('batched eval records equal batch 1, %s graph', (topol
         const got = await records(batch, sampling);
         // 4 splits prompts' conditions across batches; 15 holds the whole run
         expect(rowsPerCall).toEqual(batch === 4 ? [4, 4, 4, 3] : [15]);
+        // one window (4 batches of 4) holds the run: its rows were decoded shortest prompt first, not in file order
+        const lengths = lengthsPerCall.flat();
+        expect(lengths).toEqual([...lengths].sort((a, b) => a - b));
+        expect(one.map((x) => x.prompt_tokens)).not.toEqual([...one.map((x) => x.prompt_tokens)].sort((a, b) => a! - b!));
+        // and the records were written in file order all the same
         expect(got).toEqual(one);
       }
     });

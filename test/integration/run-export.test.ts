@@ -58,7 +58,9 @@ async function labExport(dir: string, stopAfter: number | null): Promise<number>
     const judge = getJudge('arditi-keywords');
     await runEval({
       model, datasets, conditions, direction: direction.file.direction, controller: controller.method, directionId: direction.id, controllerId: controller.id,
-      store, judge, maxNewTokens: 4, sampling: null, seed: SEED, fit: 'middle', signal: ac.signal,
+      // batch 2: the run spans several scheduling windows, so the abort lands before its end (batch 8 would hold all
+      // 18 records in one window, and a window's decoded records are written, not thrown away)
+      store, judge, maxNewTokens: 4, sampling: null, seed: SEED, fit: 'middle', signal: ac.signal, batch: 2,
       onProgress: (p) => { if (stopAfter !== null && p.done >= stopAfter) ac.abort(); },
     });
     const settings = await runSettings({

@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { MemoryRecordStore, type EvalRecord } from '../../src/core/eval/records.js';
 import { wasKeywordJudge } from '../../src/core/eval/judges.js';
 import { MAX_CONSECUTIVE_FAILURES, promptHash, promptSeed, runEval, type EvalDataset, type RunRecord } from '../../src/core/eval/runner.js';
+import { lengthBatches } from '../../src/core/eval/batch.js';
 import { runSummaryCsv, runSummaryMarkdown, summarizeRun } from '../../src/core/eval/summary.js';
 import { parseConditionList, resolveCondition } from '../../src/core/method/conditions.js';
 import { controllerInput, type MethodController } from '../../src/core/method/flow.js';
@@ -244,7 +245,11 @@ describe('runEval', () => {
     expect(store.size).toBe(MAX_CONSECUTIVE_FAILURES * conditions.length);
   });
 
-  it.each([1, 4])('an aborted run resumes: nothing lost, nothing repeated, same records (batch %i)', async (batch) => {
+  // [records written, rows decoded] when the abort comes with the first record: at batch 1 the window's rows run one
+  // at a time shortest first ('short' first), so the abort is heard before the second; at batch 4 the first batch
+  // holds the 4 shortest rows (a and c, both conditions) and its records that follow on from the first in file order
+  // (a/base, a/was) are written, while c's wait for b's, which never run
+  it.each([[1, 1, 1], [4, 2, 4]])('an aborted run resumes: nothing lost, nothing repeated, same records (batch %i)', async (batch, written, decoded) => {
     const full = new MemoryRecordStore();
     await run(full, { n: 0, seeds: [] }, undefined, true);
     const store = new MemoryRecordStore();
@@ -253,17 +258,17 @@ describe('runEval', () => {
     const orig = store.append.bind(store);
     store.append = async (rec: EvalRecord) => {
       await orig(rec);
-      if (store.size === 4) ac.abort();
+      if (store.size === 1) ac.abort();
     };
     const first = await run(store, calls, ac.signal, true, datasets, conditions, batch);
-    expect(first.written).toBe(4);
+    expect(first.written).toBe(written);
     expect(first.cancelled).toBe(true);
-    expect(calls.n).toBe(3 + 4); // 3 greedy calibration replies (every prompt), 4 records: the abort is heard before the next batch starts
+    expect(calls.n).toBe(3 + decoded); // 3 greedy calibration replies (every prompt), then the rows of the batches run
     const again = { n: 0, seeds: [] as (number | undefined)[] };
     const second = await run(store, again, undefined, true, datasets, conditions, batch);
-    expect(second).toEqual({ total: 6, written: 2, skipped: 4, failed: 0, cancelled: false, calibration: CALIBRATION });
+    expect(second).toEqual({ total: 6, written: 6 - written, skipped: written, failed: 0, cancelled: false, calibration: CALIBRATION });
     // sampled records cannot serve as the greedy calibration: without a stored calibration it is made again (3 prompts)
-    expect(again.n).toBe(3 + 2);
+    expect(again.n).toBe(3 + 6 - written);
     const strip = (x: EvalRecord) => ({ ...x, timings: null });
     expect(store.records().map(strip)).toEqual(full.records().map(strip));
   });
@@ -281,14 +286,12 @@ describe('runEval', () => {
       const r = await run(store, c, undefined, true, sets, conditions, batch);
       expect(r).toEqual({ total: 10, written: 10, skipped: 0, failed: 2, cancelled: false, calibration: expect.objectContaining({ quantile: 0.95 }) });
       expect(store.records().map(strip)).toEqual(one.records().map(strip));
-      // full batches, the last one shorter; the batch holding 'bad' fails and its rows run alone
-      const bad = Math.floor(6 / batch);
-      const expected = Array.from({ length: Math.ceil(10 / batch) }, (_, i) => Math.min(batch, 10 - i * batch)).flatMap((n, i) => (i === bad ? [n, ...new Array<number>(n).fill(1)] : [n]));
-      // first the greedy calibration replies to the 5 prompts (a, b, c, bad, ok), batched the same way: the batch
-      // holding 'bad' (index 3) fails and its rows run alone
-      const badCal = Math.floor(3 / batch);
-      const calibration = Array.from({ length: Math.ceil(5 / batch) }, (_, i) => Math.min(batch, 5 - i * batch)).flatMap((n, i) => (i === badCal ? [n, ...new Array<number>(n).fill(1)] : [n]));
-      expect(c.batches).toEqual([...calibration, ...expected]);
+      // rows go shortest prompt first (lengthBatches) in batches of `batch`; a batch holding 'bad' fails and its rows
+      // run alone. First the greedy calibration replies to the 5 prompts (a, b, c, bad, ok), all sorted at once; then
+      // the 10 sampled records, which fit one window (4 batches) at every size here
+      const texts = sets.flatMap((d) => d.prompts.map((p) => p.text));
+      const calls = (rows: string[]) => lengthBatches(rows.map((t) => t.length), batch).flatMap((g) => (g.some((i) => rows[i] === 'TOO LONG') ? [g.length, ...new Array<number>(g.length).fill(1)] : [g.length]));
+      expect(c.batches).toEqual([...calls(texts), ...calls(texts.flatMap((t) => [t, t]))]);
     }
     await expect(run(new MemoryRecordStore(), c1, undefined, false, datasets, conditions, 0)).rejects.toThrow(/eval batch must be an integer >= 1/);
   });

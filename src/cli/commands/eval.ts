@@ -391,7 +391,7 @@ export function register(program: Command): void {
     .option('--steer-all-positions', 'steer every prompt position too (default: last prompt token and new tokens)')
     .option('--fit <mode>', `prompts longer than the model's context: ${FIT_MODES.join(' | ')} (middle keeps head and tail around " [...] "; none: a longer prompt fails the run)`, 'middle')
     .option('--judge <id>', `refusal judge: ${JUDGE_IDS.join(' | ')}`, 'was-keywords')
-    .option('--batch <n>', `rows decoded together (records to decode; base records the calibration made take none), one forward pass per token for all; the records do not depend on it (default ${DEFAULT_EVAL_BATCH})`)
+    .option('--batch <n>', `rows decoded together (records to decode; base records the calibration made take none), one forward pass per token for all; four batches' rows are taken at a time and decoded shortest prompt first; the records do not depend on it (default ${DEFAULT_EVAL_BATCH})`)
     .option('--prefix-memory <MiB>', `memory for the calibration's prompt prefix caches, so that the steered records skip their prefill (default ${DEFAULT_PREFIX_CARRY_BYTES / MIB}; 0 = none); speed only`)
     .option('--allow-other-model', 'accept a direction or controller made for another model of the same shape (it then warns)')
     .option('--allow-special-tokens', 'let special-token strings in prompts (e.g. <|im_end|>) become role/control tokens; default: they are text (records say which)')

@@ -5,8 +5,8 @@
  * The decode engine hands the prefill's cache back (DecodeResult.prefix, bit for bit a batch-1 prefill), so the main
  * loop can start from it (DecodeRow.prefix) and the records do not change.
  *
- * The caches are kept in memory up to a byte budget, taken in the order the calibration meets the prompts, which is
- * the order the main loop uses them; each is dropped once its prompt's last record is made. A prompt whose cache did
+ * The caches are kept in memory up to a byte budget, taken in the order the calibration meets the prompts (shortest
+ * first, so the budget covers as many prompts as it can); each is dropped once its prompt's last record is made. A prompt whose cache did
  * not fit is prefilled again, as before. Per token a cache holds layers x 2 x KV heads x head size values (46 KB in
  * fp32 on the SmolLM2-135M shape), so the default budget covers a few hundred prompts of ordinary length.
  */

@@ -1,9 +1,11 @@
 /**
  * THE evaluation runner of CLI and lab: dataset x prompt x condition, each through the method's flow
  * (src/core/method/flow.ts runFlows: several records per forward pass, `batch` rows to decode), judged, and appended
- * to an injected record store (the JSONL file in Node, IndexedDB in the browser, memory in tests) as soon as its
- * batch is done, so an interrupted run resumes where it stopped (the store's has() skips finished keys; at most the
- * batch in flight is redone). The records do not depend on the batch size. Platform-free.
+ * to an injected record store (the JSONL file in Node, IndexedDB in the browser, memory in tests) in that order as
+ * soon as it and every record before it are done, so an interrupted run resumes where it stopped (the store's has()
+ * skips finished keys; at most the window of batches in flight is redone). Rows are decoded shortest prompt first
+ * within a window (batch.ts LENGTH_SORT_WINDOW: less padding). The records do not depend on the batch size.
+ * Platform-free.
  *
  * What is not computed twice: a base reply the calibration decoded is written as its record (no row of a batch);
  * the calibration's prompt prefix caches are carried to the same prompts' steered records (prefix-carry.ts, within
@@ -39,7 +41,7 @@ import { runFlows, type FlowItem, type FlowOutcome, type FlowResult, type Method
 import { hash53 } from '../data/sample.js';
 import { sha256Text } from '../util/sha256.js';
 import { judgeOutput, type RefusalJudge } from './judges.js';
-import { checkBatch } from './batch.js';
+import { checkBatch, LENGTH_SORT_WINDOW, lengthBatches } from './batch.js';
 import { DEFAULT_PREFIX_CARRY_BYTES, PrefixCarry } from './prefix-carry.js';
 import type { EvalRecord, RecordKey, RecordStore } from './records.js';
 import { COHERENT_REFUSAL_RULE, DEFAULT_NLL_QUANTILE, replyScores, type NllCalibration, type ReplyScores } from './coherence.js';
@@ -155,7 +157,8 @@ export interface RunEvalOptions {
   allowSpecialTokens?: boolean;
   /**
    * Records decoded together (batch.ts; default DEFAULT_EVAL_BATCH): the records are the same for every size. Base
-   * records the calibration already decoded take no place in a batch.
+   * records the calibration already decoded take no place in a batch. The runner holds LENGTH_SORT_WINDOW batches at
+   * a time and decodes them shortest prompt first.
    */
   batch?: number;
   /**
@@ -312,10 +315,10 @@ const flowKey = (dataset: string, id: string) => JSON.stringify([dataset, id]);
 
 /**
  * The run's reply_nll threshold: the given one, else the q-quantile over the base (unsteered, greedy) replies to the
- * calibration prompts. A base record already stored is reused; the others are decoded `batch` at a time (runFlows,
- * as the main loop decodes: the replies do not depend on the batch size). A fresh calibration reply that the run would
- * also write as a base record (greedy runs listing base) is handed back in `flows`, with its reply scores, for the
- * main loop to write: neither its decode nor its unsteered scoring pass runs twice.
+ * calibration prompts. A base record already stored is reused; the others are decoded `batch` at a time, shortest
+ * prompt first (runFlows, as the main loop decodes: the replies do not depend on the batch size). A fresh calibration
+ * reply that the run would also write as a base record (greedy runs listing base) is handed back in `flows`, with its
+ * reply scores, for the main loop to write: neither its decode nor its unsteered scoring pass runs twice.
  */
 async function calibrate(o: RunEvalOptions, fit: FitMode, batch: number, carry: PrefixCarry): Promise<{ calibration: NllCalibration | null; flows: Map<string, CalibratedReply> }> {
   const flows = new Map<string, CalibratedReply>();
@@ -333,9 +336,11 @@ async function calibrate(o: RunEvalOptions, fit: FitMode, batch: number, carry: 
       o.onCalibrationProgress?.(++done, plan.prompts.length);
     } else todo.push(i);
   }
-  for (let k = 0; k < todo.length; k += batch) {
+  // shortest prompt first, as the main loop decodes (batch.ts LENGTH_SORT_WINDOW); nothing is written here, so the
+  // whole set is sorted at once
+  for (const group of lengthBatches(todo.map((i) => plan.prompts[i]!.prompt.text.length), batch)) {
     if (o.signal?.aborted) return { calibration: null, flows };
-    const chunk = todo.slice(k, k + batch);
+    const chunk = group.map((j) => todo[j]!);
     const items: FlowItem[] = chunk.map((i) => {
       const { dataset, prompt } = plan.prompts[i]!;
       const { signal: _signal, ...opts } = flowOptions({ ...o, sampling: null }, BASE, promptSeed(o.seed, dataset, prompt.id), fit);
@@ -365,17 +370,20 @@ async function calibrate(o: RunEvalOptions, fit: FitMode, batch: number, carry: 
 }
 
 /**
- * Runs the evaluation. Pending records are taken in (dataset, prompt, condition) order, `batch` at a time
- * (o.batch, default DEFAULT_EVAL_BATCH), and each batch is decoded in one call (runFlows: one forward pass per step
- * for all its rows, each with its own matrix, seed and stop; a prompt's conditions share its prefill). A record's
- * tokens do not depend on the batch size or on its neighbours, so any batch writes the records batch 1 writes (the
- * timings aside), in the same order; an interrupted run redoes at most the batch in flight.
+ * Runs the evaluation. Pending records are taken in (dataset, prompt, condition) order, a window of
+ * LENGTH_SORT_WINDOW batches at a time (o.batch rows each, default DEFAULT_EVAL_BATCH); a window's rows are decoded
+ * `batch` at a time shortest prompt first, each batch in one call (runFlows: one forward pass per step for all its
+ * rows, each with its own matrix, seed and stop; a prompt's conditions share its prefill). A record's tokens do not
+ * depend on the batch size or on its neighbours, so any batch writes the records batch 1 writes (the timings aside),
+ * in the same order: each as soon as every record before it is done. An interrupted run redoes at most the window in
+ * flight.
  */
 export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
   if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 1) throw new Error(`max new tokens must be an integer >= 1, got ${o.maxNewTokens}`);
   if (o.conditions.length === 0) throw new Error('choose at least one condition to evaluate');
   const fit = parseFitMode(o.fit);
   const batch = checkBatch(o.batch);
+  const window = batch * LENGTH_SORT_WINDOW;
   const carry = new PrefixCarry(o.prefixCarryBytes ?? DEFAULT_PREFIX_CARRY_BYTES);
   const identity: ModelIdentity = o.model.identity;
   const total = o.datasets.reduce((s, d) => s + d.prompts.length, 0) * o.conditions.length;
@@ -398,51 +406,68 @@ export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
   const calibrated = (j: Job) => (j.cond.name === 'base' ? flows.get(flowKey(j.head.dataset, j.head.id)) : undefined);
   let pendingRows = 0;
 
-  /** Decodes, judges and stores the pending jobs in order; false when the run was cancelled. */
+  /**
+   * Decodes, judges and stores the pending jobs (one window, LENGTH_SORT_WINDOW batches of rows); false when the run
+   * was cancelled. The rows are decoded `batch` at a time shortest prompt first, and each record is written, in job
+   * order, as soon as every job before it is done.
+   */
   const flush = async (): Promise<boolean> => {
     const jobs = pending.splice(0);
     pendingRows = 0;
     if (jobs.length === 0) return true;
     if (o.signal?.aborted) return false;
-    const t0 = performance.now();
     // base replies made for the calibration are written as they are, not decoded again
     const hits = jobs.map(calibrated);
-    const toRun = jobs.filter((_j, k) => !hits[k]);
-    const items = toRun.map((j) => ({ ...flowItem(o, fit, j), prefix: carry.get(flowKey(j.head.dataset, j.head.id)) ?? null }));
-    const ran = toRun.length === 0 ? [] : await runFlows(o.model, { direction: o.direction, controller: o.controller }, items, {
-      steerPromptPositions: o.steerPromptPositions ?? 'last',
-      keepPrefix: true,
-      ...(o.signal ? { signal: o.signal } : {}),
-    });
-    let r = 0;
-    const outcomes: FlowOutcome[] = hits.map((c) => (c ? { ok: true, result: c.flow } : ran[r++]!));
-    for (let k = 0; k < jobs.length; k++) {
-      const job = jobs[k]!;
-      const out = outcomes[k]!;
-      let record: RunRecord;
-      if (out.ok) {
-        if (out.result.finishReason === 'abort') return false;
-        record = await judgedRecord(o, job, out.result, { calibration, baseStore, chat, scores: hits[k]?.scores, prefix: out.prefix });
-      } else {
-        if (o.signal?.aborted) return false;
-        lastError = out.error;
-        failedHere++;
-        record = errorRecord(job, out.error, performance.now() - t0);
-        res.failed++;
-      }
-      attempted++;
-      if (job.last) carry.drop(flowKey(job.head.dataset, job.head.id));
-      await o.store.append(record as unknown as EvalRecord);
-      res.written++;
-      done++;
-      o.onProgress?.({ done, total, skipped: res.skipped, record });
-      if (job.last) {
-        streak = failedHere === attempted ? streak + 1 : 0;
-        attempted = failedHere = 0;
-        if (streak >= MAX_CONSECUTIVE_FAILURES) {
-          const why = lastError instanceof Error ? lastError.message : String(lastError);
-          throw new Error(`${MAX_CONSECUTIVE_FAILURES} prompts in a row failed under every condition; stopping (the run can be resumed). Last error: ${why}`, { cause: lastError });
-        }
+    const outcomes: ({ out: FlowOutcome; ms: number } | undefined)[] = hits.map((c) => (c ? { out: { ok: true, result: c.flow }, ms: 0 } : undefined));
+    const toRun = jobs.flatMap((_j, k) => (hits[k] ? [] : [k]));
+    let next = 0;
+    const writeDone = async (): Promise<boolean> => {
+      for (; next < jobs.length && outcomes[next]; next++) if (!(await writeRecord(jobs[next]!, outcomes[next]!.out, outcomes[next]!.ms, hits[next]?.scores))) return false;
+      return true;
+    };
+    if (!(await writeDone())) return false;
+    for (const group of lengthBatches(toRun.map((k) => jobs[k]!.prompt.text.length), batch)) {
+      if (o.signal?.aborted) return false;
+      const t0 = performance.now();
+      const ks = group.map((i) => toRun[i]!);
+      const items = ks.map((k) => ({ ...flowItem(o, fit, jobs[k]!), prefix: carry.get(flowKey(jobs[k]!.head.dataset, jobs[k]!.head.id)) ?? null }));
+      const ran = await runFlows(o.model, { direction: o.direction, controller: o.controller }, items, {
+        steerPromptPositions: o.steerPromptPositions ?? 'last',
+        keepPrefix: true,
+        ...(o.signal ? { signal: o.signal } : {}),
+      });
+      const ms = performance.now() - t0;
+      ks.forEach((k, i) => (outcomes[k] = { out: ran[i]!, ms }));
+      if (!(await writeDone())) return false;
+    }
+    return true;
+  };
+
+  /** Judges and stores one record (in job order); false when the run was cancelled. */
+  const writeRecord = async (job: Job, out: FlowOutcome, ms: number, scores: ReplyScores | undefined): Promise<boolean> => {
+    let record: RunRecord;
+    if (out.ok) {
+      if (out.result.finishReason === 'abort') return false;
+      record = await judgedRecord(o, job, out.result, { calibration, baseStore, chat, scores, prefix: out.prefix });
+    } else {
+      if (o.signal?.aborted) return false;
+      lastError = out.error;
+      failedHere++;
+      record = errorRecord(job, out.error, ms);
+      res.failed++;
+    }
+    attempted++;
+    if (job.last) carry.drop(flowKey(job.head.dataset, job.head.id));
+    await o.store.append(record as unknown as EvalRecord);
+    res.written++;
+    done++;
+    o.onProgress?.({ done, total, skipped: res.skipped, record });
+    if (job.last) {
+      streak = failedHere === attempted ? streak + 1 : 0;
+      attempted = failedHere = 0;
+      if (streak >= MAX_CONSECUTIVE_FAILURES) {
+        const why = lastError instanceof Error ? lastError.message : String(lastError);
+        throw new Error(`${MAX_CONSECUTIVE_FAILURES} prompts in a row failed under every condition; stopping (the run can be resumed). Last error: ${why}`, { cause: lastError });
       }
     }
     return true;
@@ -484,8 +509,8 @@ export async function runEval(o: RunEvalOptions): Promise<RunEvalResult> {
         const job: Job = { prompt: p, seed, cond, head: { ...shared, condition: cond.name, alpha: alphaOf(cond), steering: cond.policy.kind !== 'off' ? steeringOf(o) : null }, last: cond === todo.at(-1) };
         pending.push(job);
         if (!calibrated(job)) pendingRows++;
-        // a batch is `batch` rows to decode; records with nothing to decode still go out at least that often
-        if ((pendingRows >= batch || pending.length >= batch * conditions.length) && !(await flush())) return { ...res, cancelled: true };
+        // a window is `window` rows to decode; records with nothing to decode still go out at least that often
+        if ((pendingRows >= window || pending.length >= window * conditions.length) && !(await flush())) return { ...res, cancelled: true };
       }
     }
   }
