@@ -245,7 +245,7 @@ describe('runEval', () => {
     expect(store.size).toBe(MAX_CONSECUTIVE_FAILURES * conditions.length);
   });
 
-  // [records written, rows decoded] when the abort comes with the first record: at batch 1 the window's rows run one
+  // [batch, records written, rows decoded] when the abort comes with the first record: at batch 1 the window's rows run one
   // at a time shortest first ('short' first), so the abort is heard before the second; at batch 4 the first batch
   // holds the 4 shortest rows (a and c, both conditions) and its records that follow on from the first in file order
   // (a/base, a/was) are written, while c's wait for b's, which never run
