@@ -10,15 +10,16 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadSteerableModel } from '../src/core/model/index.js';
 import { childArgs } from './child.js';
-import { EVAL_BATCH_CONDITIONS, evalInBatches, harmlessPrompts, timeRows, toxicChatPrompts, type EvalBatchArgs, type EvalTimes } from './eval-batch-common.js';
+import { loadDataset } from '../src/core/data/node.js';
+import { EVAL_BATCH_CONDITIONS, evalInBatches, harmlessPrompts, timeRows, type EvalBatchArgs, type EvalTimes } from './eval-batch-common.js';
 import { rotated, summarize } from './stats.js';
 
 const { args, done } = childArgs<EvalBatchArgs>();
 const sm = await loadSteerableModel(args.dir, { dtype: 'fp32' });
-const data = (...p: string[]) => readFileSync(join(import.meta.dirname, '..', 'public', 'data', ...p), 'utf8');
+// ToxicChat through the product's dataset loader (what `lab eval --dataset toxicchat-test` reads), in file order
 const messages = args.source === 'toxicchat-test'
-  ? toxicChatPrompts(data('toxicchat', 'toxicchat0124_test_human_annotated.jsonl'), args.prompts)
-  : harmlessPrompts(data('refusal_direction', 'harmless_test.jsonl'), args.prompts);
+  ? (await loadDataset('toxicchat-test')).prompts.slice(0, args.prompts).map((p) => p.text)
+  : harmlessPrompts(readFileSync(join(import.meta.dirname, '..', 'public', 'data', 'refusal_direction', 'harmless_test.jsonl'), 'utf8'), args.prompts);
 const promptTokens = messages.map((m) => sm.formatChat(m).ids.length);
 const runAll = (B: number) => evalInBatches(sm, messages, B, args.maxNewTokens);
 

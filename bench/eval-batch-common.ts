@@ -107,12 +107,6 @@ export function harmlessPrompts(jsonl: string, n: number): string[] {
   return jsonl.split('\n').filter(Boolean).slice(0, n).map((l) => (JSON.parse(l) as { instruction: string }).instruction);
 }
 
-/** The first n user prompts of the ToxicChat test split (JSONL text), in file order. */
-export function toxicChatPrompts(jsonl: string, n: number): string[] {
-  return jsonl.split('\n').filter(Boolean).slice(0, n).map((l) => (JSON.parse(l) as { user_input: string }).user_input);
-}
-
-
 /**
  * The time split of one batch size's repeats (seconds, min/median/max), and the decode's own speed-up over batch 1
  * paired per repeat: what batching buys where it applies, beside the whole run's speed-up.
