@@ -473,7 +473,7 @@ async function evalBatchSection(): Promise<void> {
   const browser = await step(`eval_batch (eval runner, headless Chromium WASM) ${label(m)}`, quick ? 240 : 600, () =>
     runChild<Record<string, any>>('./browser-eval-batch-child.ts', { dir: m.dir, prompts: quick ? 8 : 16, maxNewTokens: P.evalTokens, batches: [1, 4, 8, 16], reps: quick ? 1 : 3 }, { timeoutMs: 20 * 60_000, log }),
   );
-  // Real prompt lengths: ToxicChat's first 64 test prompts (median 48 tokens, longest 723), where padding to a batch's
+  // Real prompt lengths: ToxicChat's first 64 test prompts (median 47 tokens, longest 723), where padding to a batch's
   // longest prompt is what batching costs. Full mode only (batch 1 takes ~3 min).
   const toxic = quick ? null : await step(`eval_batch (eval runner, node, ToxicChat prompts) ${label(m)}`, 600, () =>
     runChild<Record<string, any>>('./eval-batch-child.ts', { dir: m.dir, source: 'toxicchat-test', prompts: 64, maxNewTokens: P.evalTokens, batches: [1, 16], reps: 2 }, { timeoutMs: 30 * 60_000, log }),

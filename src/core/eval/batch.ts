@@ -35,7 +35,7 @@ export function checkBatch(batch: number | undefined, what = 'eval batch'): numb
  * Batches per scheduling window of the runner. The runner takes this many batches' worth of rows at a time and
  * decodes them shortest prompt first, so each batch holds prompts of similar length: rows of one batch are padded to
  * its longest prompt, and every step's attention and KV-cache copies grow with that padded length. On ToxicChat's first
- * 64 test prompts (median 48 tokens, longest 723; Node, SmolLM2-135M shape) batch 16 ran 1.5–1.6x faster this way
+ * 64 test prompts (median 47 tokens, longest 723; Node, SmolLM2-135M shape) batch 16 ran 1.5–1.6x faster this way
  * than in file order (29.5–33.0 -> 48.5–49.5 prompts/min; batch 1: 23.6). Records are still
  * written in file order, each as soon as every record before it in the window is done, so a Stop loses at most one
  * window. The records themselves do not depend on the batches they ran in.
