@@ -3,16 +3,16 @@
  * browser rows), the eval runner in a page (bench/browser/eval-batch.ts) on the SmolLM2-135M shape: the same
  * prompts, conditions and settings as bench/eval-batch-child.ts. Batch sizes interleaved per repeat.
  */
-import { readFileSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname } from 'node:path';
 import { launchChromium, startLabServer } from '../test/browser/harness.js';
 import { childArgs } from './child.js';
-import { EVAL_BATCH_CONDITIONS, harmlessPrompts, timeRows, type EvalBatchArgs, type EvalTimes } from './eval-batch-common.js';
+import { EVAL_BATCH_CONDITIONS, timeRows, type EvalBatchArgs, type EvalTimes } from './eval-batch-common.js';
+import { evalBatchMessages } from './eval-batch-prompts.js';
 import { summarize } from './stats.js';
 
 const { args, done } = childArgs<EvalBatchArgs>();
 const MOUNT = '/bench-models/';
-const messages = harmlessPrompts(readFileSync(join(import.meta.dirname, '..', 'public', 'data', 'refusal_direction', 'harmless_test.jsonl'), 'utf8'), args.prompts);
+const messages = await evalBatchMessages(args);
 const server = await startLabServer({ [MOUNT]: dirname(args.dir) });
 const session = await launchChromium();
 try {
@@ -27,6 +27,7 @@ try {
   const times = (B: number) => r.samples.filter((s) => s.batch === B).map((s) => s.times);
   done({
     runtime: 'headless Chromium, onnxruntime-web WASM (page), eval runner',
+    prompt_source: args.source ?? 'harmless-test',
     conditions: [...EVAL_BATCH_CONDITIONS],
     load_s: r.loadS,
     prompts: messages.length,

@@ -6,20 +6,15 @@
  * lean session (`lab eval` does not open one). Batch sizes interleaved per repeat; every
  * batch size must write the replies of batch 1 (checked, reported as replies_equal).
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { loadSteerableModel } from '../src/core/model/index.js';
 import { childArgs } from './child.js';
-import { loadDataset } from '../src/core/data/node.js';
-import { EVAL_BATCH_CONDITIONS, evalInBatches, harmlessPrompts, timeRows, type EvalBatchArgs, type EvalTimes } from './eval-batch-common.js';
+import { EVAL_BATCH_CONDITIONS, evalInBatches, timeRows, type EvalBatchArgs, type EvalTimes } from './eval-batch-common.js';
+import { evalBatchMessages } from './eval-batch-prompts.js';
 import { rotated, summarize } from './stats.js';
 
 const { args, done } = childArgs<EvalBatchArgs>();
 const sm = await loadSteerableModel(args.dir, { dtype: 'fp32' });
-// ToxicChat through the product's dataset loader (what `lab eval --dataset toxicchat-test` reads), in file order
-const messages = args.source === 'toxicchat-test'
-  ? (await loadDataset('toxicchat-test')).prompts.slice(0, args.prompts).map((p) => p.text)
-  : harmlessPrompts(readFileSync(join(import.meta.dirname, '..', 'public', 'data', 'refusal_direction', 'harmless_test.jsonl'), 'utf8'), args.prompts);
+const messages = await evalBatchMessages(args);
 const promptTokens = messages.map((m) => sm.formatChat(m).ids.length);
 const runAll = (B: number) => evalInBatches(sm, messages, B, args.maxNewTokens);
 

@@ -478,7 +478,11 @@ async function evalBatchSection(): Promise<void> {
   const toxic = quick ? null : await step(`eval_batch (eval runner, node, ToxicChat prompts) ${label(m)}`, 600, () =>
     runChild<Record<string, any>>('./eval-batch-child.ts', { dir: m.dir, source: 'toxicchat-test', prompts: 64, maxNewTokens: P.evalTokens, batches: [1, 16], reps: 2 }, { timeoutMs: 30 * 60_000, log }),
   );
-  for (const r of [node, browser, toxic]) {
+  // the lab's path on the same prompts: WASM at the lab's batch there (8) and at 16, one repeat (batch 1 takes ~6 min)
+  const toxicBrowser = quick ? null : await step(`eval_batch (eval runner, headless Chromium WASM, ToxicChat prompts) ${label(m)}`, 720, () =>
+    runChild<Record<string, any>>('./browser-eval-batch-child.ts', { dir: m.dir, source: 'toxicchat-test', prompts: 64, maxNewTokens: P.evalTokens, batches: [1, 8, 16], reps: 1 }, { timeoutMs: 30 * 60_000, log }),
+  );
+  for (const r of [node, browser, toxic, toxicBrowser]) {
     if (!r) continue;
     if (r.error) {
       skipped.push(`eval_batch ${label(m)}: ${r.error as string}`);
