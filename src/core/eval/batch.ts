@@ -6,18 +6,19 @@
 
 /**
  * `lab eval`'s default. Node on the SmolLM2-135M shape (bench/RESULTS.md eval_batch, 2-core machine): batch 8 ran
- * 2.43x and batch 16 2.69x the prompts per minute of batch 1; 8 keeps memory modest on larger models.
+ * 2.54x and batch 16 2.67x the prompts per minute of batch 1; 8 keeps memory modest on larger models.
  */
 export const DEFAULT_EVAL_BATCH = 8;
 
 /**
  * The lab's batch for the device its model runs on. WASM: 8. In headless Chromium on the SmolLM2-135M shape
- * (bench/RESULTS.md eval_batch, 2 threads) batch 16 was no faster than 8 on 16 prompts (37.7 against 37.5 prompts/min):
- * onnxruntime-web's WASM kernels are compute-bound by then. Records are written a window of batches at a time
- * (LENGTH_SORT_WINDOW) and a Stop drops the window under way (a resume runs it again), so the smaller batch also shows
- * results sooner and loses less. WebGPU: 16,
- * because a decode step there is bound by kernel dispatch more than by arithmetic at these model sizes, so more rows
- * per step come nearly free; an estimate, not measured (the bench's headless Chromium has no GPU).
+ * (bench/RESULTS.md eval_batch, 2 threads) batch 16 gains little over 8 on short prompts (1.78x against 2.04x batch 1
+ * in one run, 1.88x against 1.91x in another: onnxruntime-web's WASM kernels are compute-bound by then), more on
+ * ToxicChat's long-tailed ones (1.63x against 2.07x, one repeat). Records are written a window of batches at a time
+ * (LENGTH_SORT_WINDOW) and a Stop drops the window under way (a resume runs it again), so the smaller batch shows
+ * results sooner and loses less; that tips it until more repeats say otherwise. WebGPU: 16, because a decode step
+ * there is bound by kernel dispatch more than by arithmetic at these model sizes, so more rows per step come nearly
+ * free; an estimate, not measured (the bench's headless Chromium has no GPU).
  */
 export function evalBatchForDevice(device: 'wasm' | 'webgpu'): number {
   return device === 'webgpu' ? 16 : 8;
