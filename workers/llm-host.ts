@@ -20,16 +20,15 @@ import { controllerActivations, lastTokenActivations } from '../src/core/method/
 import { diffInMeansOfModel, directionReport, embeddingDirectionOfModel } from '../src/core/method/directions.js';
 import { compareFlow, policyMatrix, type MethodController, type PolicyOutcome } from '../src/core/method/flow.js';
 import { controllerPrompts, directionPrompts } from '../src/core/method/prompt-sets.js';
+import { manualControlVector } from '../src/core/method/control-vector.js';
 import { conditionKind, policyFromSettings, type PolicySettings } from '../src/core/method/settings.js';
 import { loadSteerableModel, type GenerateOptions, type LoadProgress, type SteerableModel } from '../src/core/model/index.js';
 import { modelFields } from '../src/core/model/model-id.js';
 import { validateCastCondition } from '../src/core/steering/cast.js';
 import { decodeDirectionFile, encodeDirectionFile, type DirectionFile } from '../src/core/steering/direction-file.js';
 import { importDirection } from '../src/core/steering/direction-import.js';
-import { encodeControlVector } from '../src/core/steering/gguf.js';
 import { rowNorms } from '../src/core/steering/matrix.js';
 import { applySteeringSettings, settingsRecord, type SteeringSettings } from '../src/core/steering/modes.js';
-import { steeringMatrix } from '../src/core/steering/policies.js';
 import type { CastCondition } from '../src/core/steering/cast.js';
 import { chooseDevice, probeWebGpu, wasmThreads } from './device.js';
 import { SteeringResolver } from './steering-request.js';
@@ -323,10 +322,7 @@ export function createLlmHost(): LlmWorkerApi {
     async exportControlVector(settings: PolicySettings): Promise<ControlVectorFile> {
       const m = loaded('exportControlVector');
       if (!direction) throw new Error('exportControlVector: no direction is active');
-      const policy = policyFromSettings({ ...settings, kind: 'manual' }, artefacts());
-      const matrix = steeringMatrix(policy, { numLayers: m.numLayers, hiddenSize: m.hiddenSize, direction: direction.file.direction });
-      if (!matrix) throw new Error('exportControlVector: the steering matrix is empty');
-      const out = encodeControlVector(matrix, { numLayers: m.numLayers, hiddenSize: m.hiddenSize, modelHint: m.identity.name.split('/').pop()!.toLowerCase() });
+      const out = manualControlVector(settings, artefacts(), { numLayers: m.numLayers, hiddenSize: m.hiddenSize, name: m.identity.name });
       return Comlink.transfer({ bytes: out.bytes, layers: out.layers, warnings: out.warnings }, [out.bytes.buffer as ArrayBuffer]);
     },
 

@@ -4,9 +4,8 @@
  * prompts as transformers.js does and decodes greedily the tokens Steerlab decodes, for the organism (byte-level BPE,
  * plain graph) and for test models of both weight naming schemes (plain and fused graphs).
  *
- * Not covered: steering through llama.cpp's control vectors. node-llama-cpp's JavaScript API has no control-vector
- * call (its bundled libllama has llama_set_adapter_cvec, but no binding reaches it), so the exported control vector
- * (src/core/steering/gguf.ts) is checked by its own unit tests only.
+ * Steering through llama.cpp's control vectors is checked in control-vector-llama.test.ts (node-llama-cpp's JavaScript
+ * API has no control-vector call; that test reaches llama.cpp's C API directly).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';

@@ -58,6 +58,10 @@ const TABLE_EXAMPLES: Record<string, string[][]> = {
     '--max-new-tokens', '4', '--out', '{tmp}/sweep', '--json',
   ]],
   restamp: [['restamp', '--model', 'models/organism', '{tmp}/direction-copy.safetensors', '{tmp}/controller-copy.safetensors']],
+  'export-control-vector': [[
+    'export-control-vector', '--model', 'models/organism', '--policy', 'manual', '--direction', 'models/organism/direction.safetensors',
+    '--scale', '4', '--layer-weights', '1', '--layer-range', '2-5', '--out', '{tmp}/organism-cv.gguf',
+  ]],
 };
 
 /** Shell blocks' commands: line continuations joined, comments dropped, `a && b` split. */
@@ -126,7 +130,7 @@ const table = tableCommands(README);
 
 describe('the README', () => {
   it('lists its commands where this test finds them', () => {
-    expect(table).toEqual(['build-test-model', 'patch', 'verify', 'generate', 'direction', 'train-controller', 'export-gguf', 'eval', 'sweep', 'summarize', 'restamp']);
+    expect(table).toEqual(['build-test-model', 'patch', 'verify', 'generate', 'direction', 'train-controller', 'export-gguf', 'export-control-vector', 'eval', 'sweep', 'summarize', 'restamp']);
     expect(commands.filter((c) => c.startsWith('npm run lab --')).length).toBeGreaterThanOrEqual(4);
     const other = commands.filter((c) => !c.startsWith('npm run lab --') && !/^\w+=\S+$/.test(c));
     for (const c of other) expect(NOT_RUN, `README command "${c}" is neither run by this test nor listed in NOT_RUN with a reason`).toHaveProperty([c]);
@@ -180,6 +184,7 @@ describe('the README', () => {
     expect(get('summarize').stdout).toMatch(/\| jailbreak\.jsonl \| was \| refusal \|/);
     expect(get('verify').stdout).toMatch(/^OK .* = sha256:[0-9a-f]{16} \(plain, 4 layers x 64/);
     expect(get('patch').stdout).toMatch(/4/);
+    expect(get('export-control-vector').stdout).toMatch(/^wrote .*organism-cv\.gguf: manual policy, vectors for layers 2, 3, 4, 5 \(\d+ bytes\)/);
     expect(get('export-gguf').stdout).toMatch(/^wrote .*organism\.gguf: \d+ tensors, [\d.]+ MB, f16, from onnx\/model\.onnx/);
     expect(get('restamp').stdout).toMatch(/direction-copy\.safetensors: direction diff-in-means:[0-9a-f]{16}, already stamped for organism \(sha256:[0-9a-f]{16}\)/);
   }, 1_800_000);

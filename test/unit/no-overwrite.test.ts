@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runDirection } from '../../src/cli/commands/direction.js';
 import { runEvalCommand } from '../../src/cli/commands/eval.js';
+import { runExportControlVector } from '../../src/cli/commands/export-control-vector.js';
 import { runExportGguf } from '../../src/cli/commands/export-gguf.js';
 import { runTrainController } from '../../src/cli/commands/train-controller.js';
 import { modelFolderInputs, refuseOverwritingInputs } from '../../src/core/util/same-file-node.js';
@@ -52,11 +53,16 @@ describe('writing over an input', () => {
     expect(readFileSync(join(run, 'records.jsonl'), 'utf8')).toBe('{"prompt":"x"}\n');
   });
 
-  it('export-gguf --out onto a file of the model, and direction --cast-out onto its --harmful set, are refused', async () => {
+  it('export-gguf --out onto a file of the model, export-control-vector --out onto its --direction, and direction --cast-out onto its --harmful set, are refused', async () => {
     const dir = setup();
     writeFileSync(join(dir, 'model', 'onnx', 'model.gguf'), 'GGUF');
     await expect(runExportGguf({ model: join(dir, 'model'), out: join(dir, 'model', 'onnx', 'model.gguf') })).rejects.toThrow(/^--out .*model\.gguf is the same file as --model file/);
     expect(readFileSync(join(dir, 'model', 'onnx', 'model.gguf'), 'utf8')).toBe('GGUF');
+    writeFileSync(join(dir, 'd.gguf'), 'not a direction');
+    await expect(
+      runExportControlVector({ model: join(dir, 'model'), policy: 'manual', direction: join(dir, 'd.gguf'), scale: '1', out: join(dir, 'sub', '..', 'd.gguf') }),
+    ).rejects.toThrow(/^--out .*d\.gguf is the same file as --direction/);
+    expect(readFileSync(join(dir, 'd.gguf'), 'utf8')).toBe('not a direction');
     writeFileSync(join(dir, 'harmful.json'), '[{"prompt":"hi"}]');
     await expect(
       runDirection({ model: join(dir, 'model'), method: 'embedding', out: join(dir, 'd.safetensors'), castOut: join(dir, 'sub', '..', 'harmful.json'), harmful: join(dir, 'harmful.json'), harmless: 'harmless-train', n: '2', valN: '2', seed: '0' }),

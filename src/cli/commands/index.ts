@@ -8,6 +8,7 @@ import { register as trainController } from './train-controller.js';
 import { register as evalCommand, registerSummarize as summarize } from './eval.js';
 import { register as restamp } from './restamp.js';
 import { register as exportGguf } from './export-gguf.js';
+import { register as exportControlVector } from './export-control-vector.js';
 import { register as sweep } from './sweep.js';
 
 /** Every CLI command registers itself here (one import + one list entry per command file). */
@@ -24,5 +25,6 @@ export const COMMANDS: RegisterCommand[] = [
   summarize,
   restamp,
   exportGguf,
+  exportControlVector,
   sweep,
 ];
