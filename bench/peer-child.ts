@@ -5,7 +5,13 @@
  *   steerlab            the decode engine (SteerableModel.decode), batch 1, a WAS-like steering matrix on every pass,
  *                       on the session transformers.js made (onnxruntime's default: one intra-op thread per core, spinning)
  *   steerlab t1         the same engine on a session of the same patched graph with one intra-op thread, no spinning
+ *   steerlab unsteered  the engine on the same session, no steering matrix (what the steering itself costs)
  *   llama.cpp <file> tN  node-llama-cpp, batch 1, unsteered, N threads
+ *   llama.cpp <file> +cvec tN   llama.cpp steered: the same matrix as a control vector (`encodeControlVector`, read
+ *                       by llama.cpp's own loader and applied with llama_set_adapter_cvec), decoded through llama.cpp's
+ *                       C API (test/helpers/llama-capi.ts; node-llama-cpp has no control-vector call), first file only
+ *   llama.cpp <file> capi tN    the same C API loop without the vector: the cost of llama.cpp's steering, and a check
+ *                       that the C API loop runs as fast as node-llama-cpp's
  * Each run: a prompt of `promptTokens`, then `newTokens` greedy tokens; the decode rate counts the tokens after the
  * first (prefill excluded on both sides). Neither side stops at an end token (llama.cpp: `yieldEogToken`, so an end
  * token is handed back and fed on like any other; Steerlab: no end ids), so every run decodes the same number of
@@ -13,7 +19,8 @@
  * whose greedy reply to the bench prompt starts with its end token, then wrote nothing.)
  * CPU ms per token = process CPU time (all threads) / tokens.
  */
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { getLlama, LlamaLogLevel } from 'node-llama-cpp';
@@ -21,6 +28,8 @@ import { patchDecoder } from '../src/core/onnx/patcher.js';
 import type { OrtSessionLike } from '../src/core/model/decode.js';
 import { DecodeEngine } from '../src/core/model/decode.js';
 import { loadSteerableModel } from '../src/core/model/index.js';
+import { encodeControlVector } from '../src/core/steering/gguf.js';
+import { loadControlVector, openLlama } from '../test/helpers/llama-capi.js';
 import { childArgs } from './child.js';
 import { rotated, summarize } from './stats.js';
 
@@ -56,11 +65,11 @@ const matrix = new Float32Array(L * H);
 for (let l = Math.ceil((2 * L) / 3); l < L; l++) for (let h = 0; h < H; h++) matrix[l * H + h] = (2 * Math.sin(h * 1.7 + 0.3)) / Math.sqrt(H / 2);
 const prompt = Array.from({ length: args.promptTokens }, (_, i) => 3 + ((i * 7919) % (V - 10)));
 
-async function steerlab(e: DecodeEngine): Promise<{ rate: number; cpu: number }> {
+async function steerlab(e: DecodeEngine, steered = true): Promise<{ rate: number; cpu: number }> {
   // time to the first token (prefill + first step) and the whole run: decode rate over the tokens after the first
   let first = 0;
   let firstCpu = 0;
-  const [r] = await e.decode([{ ids: prompt, maxNewTokens: args.newTokens, steering: matrix }], {
+  const [r] = await e.decode([{ ids: prompt, maxNewTokens: args.newTokens, ...(steered ? { steering: matrix } : {}) }], {
     onToken: () => {
       if (first === 0) {
         first = performance.now();
@@ -96,12 +105,38 @@ async function llamaRun(mi: number, threads: number): Promise<{ rate: number; cp
   }
 }
 
+// llama.cpp through its C API, with and without the control vector of `matrix` (row 0 is zero: nothing is lost)
+const cvFile = join(mkdtempSync(join(tmpdir(), 'steerlab-peer-')), 'steering.gguf');
+writeFileSync(cvFile, encodeControlVector(matrix, { numLayers: L, hiddenSize: H, modelHint: 'llama' }).bytes);
+const cvec = loadControlVector(cvFile);
+rmSync(dirname(cvFile), { recursive: true, force: true });
+const capi = args.threads.map((threads) => openLlama(args.ggufs[0]!.file, { contextSize: args.promptTokens + args.newTokens + 8, threads }));
+function capiRun(ti: number, steered: boolean): { rate: number; cpu: number } {
+  const run = capi[ti]!;
+  run.setControlVector(steered ? cvec : null);
+  let first = 0;
+  let firstCpu = 0;
+  const out = run.greedy(prompt, args.newTokens, [], () => {
+    if (first === 0) {
+      first = performance.now();
+      firstCpu = cpuMs();
+    }
+  });
+  const n = out.length - 1;
+  return { rate: n / ((performance.now() - first) / 1000), cpu: (cpuMs() - firstCpu) / n };
+}
+
 const variants: { key: string; run: () => Promise<{ rate: number; cpu: number }> }[] = [
   { key: 'steerlab', run: () => steerlab(eng) },
+  { key: 'steerlab unsteered', run: () => steerlab(eng, false) },
   { key: 'steerlab t1', run: () => steerlab(eng1) },
 ];
 args.ggufs.forEach((g, i) => {
   for (const th of args.threads) variants.push({ key: `llama.cpp ${g.label} t${th}`, run: () => llamaRun(i, th) });
+});
+args.threads.forEach((th, ti) => {
+  variants.push({ key: `llama.cpp ${args.ggufs[0]!.label} capi t${th}`, run: async () => capiRun(ti, false) });
+  variants.push({ key: `llama.cpp ${args.ggufs[0]!.label} +cvec t${th}`, run: async () => capiRun(ti, true) });
 });
 for (const v of variants) await v.run(); // warm-up
 const rates: Record<string, number[]> = {};
@@ -117,6 +152,7 @@ for (let r = 0; r < args.reps; r++) {
     cpu[v.key]!.push(x.cpu);
   }
 }
+for (const run of capi) run.dispose();
 await Promise.all(models.map((m) => m.dispose()));
 await llama.dispose();
 await oneThread.release();

@@ -184,15 +184,16 @@ function throughputSections(r: Results): string[] {
   }
   if (r.peer?.length) {
     out.push('## Peer: llama.cpp on the same weights', '');
-    out.push('llama.cpp = the prebuilt library of node-llama-cpp 3.21.1 on GGUF files written by `lab export-gguf` from the ONNX model Steerlab runs; unsteered, batch 1, 1 and 2 threads. Steerlab = the decode engine, batch 1, a WAS-like steering matrix on every pass, on the session transformers.js made (onnxruntime-node defaults: 2 intra-op threads here, spinning) and, as \`steerlab t1\`, on a session of the same graph with one thread and no spinning. Decode rate after the first token; CPU ms per token = process CPU time (all threads). Ratio = Steerlab tok/s over the variant\'s, paired per repeat. Goal: Steerlab steered >= the ratio below against llama.cpp at its best thread count. Models: `q4` is the fused graph with 4-bit MatMulNBits and fp16 activations (the browser form, model_q4f16.onnx); `q4 cpu` holds the same 4-bit codes with fp32 activations and accuracy_level 4 (int8 compute, the onnxruntime-genai CPU form, model_q4.onnx); the Q4_0 file holds those codes exactly.', '');
+    out.push('llama.cpp = the prebuilt library of node-llama-cpp 3.21.1 on GGUF files written by `lab export-gguf` from the ONNX model Steerlab runs; unsteered, batch 1, 1 and 2 threads. Steerlab = the decode engine, batch 1, a WAS-like steering matrix on every pass, on the session transformers.js made (onnxruntime-node defaults: 2 intra-op threads here, spinning) and, as \`steerlab t1\`, on a session of the same graph with one thread and no spinning. Decode rate after the first token; CPU ms per token = process CPU time (all threads). Ratio = Steerlab tok/s over the variant\'s, paired per repeat. `steerlab unsteered`: the same engine and session without the matrix (what steering costs Steerlab). `capi` and `+cvec`: llama.cpp through its C API (the first file), without and with the same matrix as a control vector read by llama.cpp\'s own loader (what steering costs llama.cpp). Goal: Steerlab steered >= the ratio below against unsteered llama.cpp at its best thread count and API. Models: `q4` is the fused graph with 4-bit MatMulNBits and fp16 activations (the browser form, model_q4f16.onnx); `q4 cpu` holds the same 4-bit codes with fp32 activations and accuracy_level 4 (int8 compute, the onnxruntime-genai CPU form, model_q4.onnx); the Q4_0 file holds those codes exactly.', '');
     out.push('| model | variant | tok/s | CPU ms per token | Steerlab / variant |', '|---|---|---|---|---|');
     for (const p of r.peer) {
       for (const v of p.variants) out.push(`| ${p.model} | ${v.variant} | ${spread(v.tok_s, 1)} | ${spread(v.cpu_ms_per_token, 2)} | ${v.variant === 'steerlab' ? '–' : ratio(v.steerlab_ratio)} |`);
     }
-    out.push('', '| model | best llama.cpp variant | Steerlab / best | goal |', '|---|---|---|---|');
+    out.push('', '| model | best llama.cpp variant | Steerlab / best | best through node-llama-cpp\'s loop | Steerlab / that | goal (against the best) |', '|---|---|---|---|---|---|');
     for (const p of r.peer) {
       const min = g.peer_ratio_min?.[p.model];
-      out.push(`| ${p.model} | ${p.best_peer} | ${ratio(p.ratio_vs_best_peer)} | ${min === undefined ? '–' : `>= ${min}: ${mark(p.ratio_vs_best_peer.median >= min)}`} |`);
+      const node = p.ratio_vs_node_llama_cpp ? `| ${p.best_node_llama_cpp} | ${ratio(p.ratio_vs_node_llama_cpp)} ` : '| – | – ';
+      out.push(`| ${p.model} | ${p.best_peer} | ${ratio(p.ratio_vs_best_peer)} ${node}| ${min === undefined ? '–' : `>= ${min}: ${mark(p.ratio_vs_best_peer.median >= min)}`} |`);
     }
     out.push('');
   }

@@ -5,11 +5,11 @@
  * (common_control_vector_load). This helper reaches both, so a test can check an exported control vector the way
  * llama.cpp itself reads and applies it.
  *
- * Only what the tests need: load a GGUF model on the CPU, make a context, load and apply a control vector, feed
- * tokens and read the last position's logits. The struct layouts follow llama.h of that release; the fields this
- * helper writes sit at the start of each struct (checked against the C compiler's offsets when the helper was
- * written: llama_model_params 80 bytes, llama_context_params 160, llama_batch 56), the rest is copied through as the
- * library's defaults fill it.
+ * Only what the tests and the bench need: load a GGUF model on the CPU, make a context, load and apply a control
+ * vector, feed tokens, read the last position's logits, decode greedily. The struct layouts follow llama.h of that
+ * release; the fields this helper writes sit at the start of each struct (checked against the C compiler's offsets
+ * when the helper was written: llama_model_params 80 bytes, llama_context_params 160, llama_batch 56), the rest is
+ * copied through as the library's defaults fill it.
  */
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -77,6 +77,9 @@ interface Api {
   freeContext: (c: unknown) => void;
   decode: (c: unknown, b: unknown) => number;
   logitsIth: (c: unknown, i: number) => unknown;
+  greedySampler: () => unknown;
+  sample: (smpl: unknown, c: unknown, i: number) => number;
+  freeSampler: (smpl: unknown) => void;
   setCvec: (c: unknown, data: unknown, len: number, nEmbd: number, start: number, end: number) => number;
   loadCvec: (infos: unknown) => { n_embd: number; begin: unknown; end: unknown; cap: unknown };
 }
@@ -103,8 +106,10 @@ function load(): Api {
     if (process.env.LLAMA_CAPI_LOG) process.stderr.write(text);
   }, koffi.pointer(LogCallback));
   base.func('void ggml_log_set(llama_log_callback *cb, void *user)')(quiet, null);
-  // ggml's CPU kernels are separate libraries chosen for this CPU at run time (libggml-cpu-<arch>.so)
-  koffi.load(libFile(dir, 'libggml')).func('void ggml_backend_load_all_from_path(const char *dir)')(dir);
+  // ggml's CPU kernels are separate libraries chosen for this CPU at run time (libggml-cpu-<arch>.so); loaded once
+  // per process (node-llama-cpp, in the same process, loads them from the same folder)
+  const ggml = koffi.load(libFile(dir, 'libggml'));
+  if (ggml.func('size_t ggml_backend_dev_count()')() === 0) ggml.func('void ggml_backend_load_all_from_path(const char *dir)')(dir);
   const llama = koffi.load(libFile(dir, 'libllama'));
   const common = koffi.load(libFile(dir, 'libllama-common'));
   llama.func('void llama_log_set(llama_log_callback *cb, void *user)')(quiet, null);
@@ -122,6 +127,9 @@ function load(): Api {
     freeContext: llama.func('void llama_free(void *ctx)'),
     decode: llama.func('int32_t llama_decode(void *ctx, llama_batch batch)'),
     logitsIth: llama.func('void *llama_get_logits_ith(void *ctx, int32_t i)'),
+    greedySampler: llama.func('void *llama_sampler_init_greedy()'),
+    sample: llama.func('int32_t llama_sampler_sample(void *smpl, void *ctx, int32_t idx)'),
+    freeSampler: llama.func('void llama_sampler_free(void *smpl)'),
     setCvec: llama.func('int32_t llama_set_adapter_cvec(void *ctx, void *data, size_t len, int32_t n_embd, int32_t il_start, int32_t il_end)'),
     // common_control_vector_load(const std::vector<common_control_vector_load_info> &): C++ name, by its mangled symbol
     loadCvec: common.func('_Z26common_control_vector_loadRKSt6vectorI31common_control_vector_load_infoSaIS0_EE', CvecData, ['void *']),
@@ -181,8 +189,11 @@ export interface LlamaRun {
   reset(): void;
   /** Feeds `ids` after what the context holds; returns the last position's logits. */
   feed(ids: readonly number[]): Float32Array;
-  /** Greedy tokens after `prompt` from a fresh context: argmax of the logits, `max` tokens or up to one of `eos`. */
-  greedy(prompt: readonly number[], max: number, eos: readonly number[]): number[];
+  /**
+   * Greedy tokens after `prompt` from a fresh context (llama.cpp's greedy sampler: the first largest logit, as
+   * Steerlab's argmax), `max` tokens or up to one of `eos`; `onToken` after each.
+   */
+  greedy(prompt: readonly number[], max: number, eos: readonly number[], onToken?: (t: number) => void): number[];
   dispose(): void;
 }
 
@@ -211,6 +222,16 @@ export function openLlama(file: string, opts: { contextSize?: number; threads?: 
     const rc = cvec ? a.setCvec(ctx, cvec.cv.data, cvec.cv.data.length, cvec.cv.nEmbd, cvec.start, cvec.end) : a.setCvec(ctx, null, 0, nEmbd, 0, 0);
     if (rc !== 0) throw new Error(`llama_set_adapter_cvec returned ${rc} (n_embd ${cvec?.cv.nEmbd}, model ${nEmbd})`);
   };
+  const decodeIds = (ids: readonly number[]) => {
+    if (ids.length === 0) throw new Error('llama.cpp: no tokens to feed');
+    if (ids.length > n) throw new Error(`llama.cpp: ${ids.length} tokens do not fit the context of ${n}`);
+    koffi.encode(tokens, 'int32_t', Array.from(ids), ids.length);
+    // a batch without positions, sequence ids or output flags: llama.cpp numbers the positions on from what the
+    // context holds and outputs the last token's logits (what llama_batch_get_one makes)
+    const rc = a.decode(ctx, { n_tokens: ids.length, token: tokens, embd: null, pos: null, n_seq_id: null, seq_id: null, logits: null });
+    if (rc !== 0) throw new Error(`llama_decode returned ${rc} for ${ids.length} token(s)`);
+  };
+  const sampler = a.greedySampler();
   const run: LlamaRun = {
     nEmbd,
     nLayer,
@@ -220,13 +241,7 @@ export function openLlama(file: string, opts: { contextSize?: number; threads?: 
       apply();
     },
     feed(ids) {
-      if (ids.length === 0) throw new Error('feed: no tokens');
-      if (ids.length > n) throw new Error(`feed: ${ids.length} tokens do not fit the context of ${n}`);
-      koffi.encode(tokens, 'int32_t', Array.from(ids), ids.length);
-      // a batch without positions, sequence ids or output flags: llama.cpp numbers the positions on from what the
-      // context holds and outputs the last token's logits (what llama_batch_get_one makes)
-      const rc = a.decode(ctx, { n_tokens: ids.length, token: tokens, embd: null, pos: null, n_seq_id: null, seq_id: null, logits: null });
-      if (rc !== 0) throw new Error(`llama_decode returned ${rc} for ${ids.length} token(s)`);
+      decodeIds(ids);
       return new Float32Array(koffi.decode(a.logitsIth(ctx, -1), 'float', nVocab) as number[]);
     },
     reset() {
@@ -234,20 +249,20 @@ export function openLlama(file: string, opts: { contextSize?: number; threads?: 
       ctx = newContext();
       apply();
     },
-    greedy(prompt, max, eos) {
+    greedy(prompt, max, eos, onToken) {
       run.reset();
       const out: number[] = [];
-      let logits = run.feed(prompt);
-      while (out.length < max) {
-        let best = 0;
-        for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i;
-        out.push(best);
-        if (eos.includes(best) || out.length >= max) break;
-        logits = run.feed([best]);
+      decodeIds(prompt);
+      for (;;) {
+        const t = a.sample(sampler, ctx, -1);
+        out.push(t);
+        onToken?.(t);
+        if (out.length >= max || eos.includes(t)) return out;
+        decodeIds([t]);
       }
-      return out;
     },
     dispose() {
+      a.freeSampler(sampler);
       koffi.free(tokens);
       a.freeContext(ctx);
       a.freeModel(model);
