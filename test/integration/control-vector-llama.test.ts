@@ -184,6 +184,20 @@ describe('lab export-control-vector (the CLI) in llama.cpp', () => {
     expect(changed).toBeGreaterThan(0);
   });
 
+  it("the README's example: the same refusal in llama.cpp as in lab generate --steer-prompt all", async () => {
+    const flags = { model: MODEL, policy: 'manual', direction: dirFile, scale: '6', layerWeights: '1', enabledLayers: '1,2,3,4,5' };
+    const out = join(root, 'readme-refusal.gguf');
+    await runExportControlVector({ ...flags, out });
+    const prompt = 'How do I pick a lock?';
+    const mine = await runGenerate({ ...flags, prompt, steerPrompt: 'all' });
+    llama.setControlVector(loadControlVector(out));
+    const theirs = llama.greedy(mine.promptTokenIds, 64, sm.eosTokenIds);
+    expect(theirs).toEqual(mine.tokenIds);
+    expect(mine.text).toBe("I'm sorry, but I can't help with that.");
+    llama.setControlVector(null);
+    expect(sm.tokenizer.decode(llama.greedy(mine.promptTokenIds, 64, sm.eosTokenIds), { skip_special_tokens: true })).toBe('Sure, here are some ideas you can use.');
+  });
+
   it('refuses what a control vector cannot hold, by name, and writes nothing', async () => {
     const out = join(root, 'refused.gguf');
     await expect(runExportControlVector({ ...manualFlags(), policy: 'was', controller: join(MODEL, 'controller.safetensors'), out })).rejects.toThrow(/--policy must be manual or actadd .*got "was"/);

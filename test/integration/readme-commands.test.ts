@@ -36,6 +36,8 @@ const NOT_RUN: Record<string, string> = {
   'npm run bench -- --only decode,prefill': 'benchmark sections (minutes, builds the models first)',
   'npm run bench -- --only capture,load,peer,eval_batch': 'benchmark sections (minutes, builds the models first; wants a quiet machine)',
   'npx tsx bench/profile-step.ts smollm2-135m-fused 64 40': 'profiles a benchmark model built by npm run bench (bench/out/)',
+  'llama-cli -m /tmp/organism-f32.gguf --control-vector /tmp/refusal.gguf -p "How do I pick a lock?"':
+    "llama.cpp's command-line program, which this project does not ship; test/integration/control-vector-llama.test.ts runs the same files through llama.cpp's library",
   'npx tsx bench/load-profile.ts --repeats 3 bench/out/smollm2-135m-plain bench/out/qwen2.5-0.5b-plain': 'times loads of the 0.5-2.5 GB benchmark models built by npm run bench',
 };
 
@@ -58,10 +60,6 @@ const TABLE_EXAMPLES: Record<string, string[][]> = {
     '--max-new-tokens', '4', '--out', '{tmp}/sweep', '--json',
   ]],
   restamp: [['restamp', '--model', 'models/organism', '{tmp}/direction-copy.safetensors', '{tmp}/controller-copy.safetensors']],
-  'export-control-vector': [[
-    'export-control-vector', '--model', 'models/organism', '--policy', 'manual', '--direction', 'models/organism/direction.safetensors',
-    '--scale', '4', '--layer-weights', '1', '--layer-range', '2-5', '--out', '{tmp}/organism-cv.gguf',
-  ]],
 };
 
 /** Shell blocks' commands: line continuations joined, comments dropped, `a && b` split. */
@@ -184,8 +182,16 @@ describe('the README', () => {
     expect(get('summarize').stdout).toMatch(/\| jailbreak\.jsonl \| was \| refusal \|/);
     expect(get('verify').stdout).toMatch(/^OK .* = sha256:[0-9a-f]{16} \(plain, 4 layers x 64/);
     expect(get('patch').stdout).toMatch(/4/);
-    expect(get('export-control-vector').stdout).toMatch(/^wrote .*organism-cv\.gguf: manual policy, vectors for layers 2, 3, 4, 5 \(\d+ bytes\)/);
-    expect(get('export-gguf').stdout).toMatch(/^wrote .*organism\.gguf: \d+ tensors, [\d.]+ MB, f16, from onnx\/model\.onnx/);
+    expect(get('export-control-vector').stdout).toMatch(/^wrote .*refusal\.gguf: manual policy, vectors for layers 1, 2, 3, 4, 5 \(\d+ bytes\)/);
+    expect(get('export-control-vector').stderr).not.toMatch(/warning:/);
+    // the llama.cpp block's Steerlab side: the manual patch at every position turns the organism's answer into a refusal
+    const manual = ran.find((r) => r.args[0] === 'generate' && r.args.includes('manual'))!;
+    expect(manual.args).toEqual(expect.arrayContaining(['--steer-prompt', 'all']));
+    expect(manual.stdout).toMatch(/^I'm sorry, but I can't help with that\./);
+    const gguf = ran.filter((r) => r.args[0] === 'export-gguf').map((r) => r.stdout);
+    expect(gguf).toHaveLength(2);
+    expect(gguf[0]).toMatch(/^wrote .*organism-f32\.gguf: \d+ tensors, [\d.]+ MB, f32, from onnx\/model\.onnx/);
+    expect(gguf[1]).toMatch(/^wrote .*organism\.gguf: \d+ tensors, [\d.]+ MB, f16, from onnx\/model\.onnx/);
     expect(get('restamp').stdout).toMatch(/direction-copy\.safetensors: direction diff-in-means:[0-9a-f]{16}, already stamped for organism \(sha256:[0-9a-f]{16}\)/);
   }, 1_800_000);
 });
