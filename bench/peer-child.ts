@@ -3,7 +3,8 @@
  * npm package node-llama-cpp ships (pinned devDependency; no build, no download), run on GGUF files that
  * `lab export-gguf` wrote from the very ONNX model Steerlab loads. Variants, interleaved per repeat:
  *   steerlab            the decode engine (SteerableModel.decode), batch 1, a WAS-like steering matrix on every pass,
- *                       on the session transformers.js made (onnxruntime's default: one intra-op thread per core, spinning)
+ *                       on the session the loader made (onnxruntime's default of one intra-op thread per core, spinning;
+ *                       one thread for a model as small as the organism: src/core/model/session-threads.ts)
  *   steerlab t1         the same engine on a session of the same patched graph with one intra-op thread, no spinning
  *   steerlab unsteered  the engine on the same session, no steering matrix (what the steering itself costs)
  *   llama.cpp <file> tN  node-llama-cpp, batch 1, unsteered, N threads

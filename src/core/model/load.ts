@@ -23,6 +23,7 @@ import { loadCheckedTokenizer, loadModelConfig, ModelLoadError } from './model-f
 import { installSteerlabCache } from './patched-cache.js';
 import type { TjsTokenizer } from './prompt.js';
 import { describeFailure, probeIds, runSelfCheck, SelfCheckError } from './self-check.js';
+import { intraOpThreadsFor } from './session-threads.js';
 import { SteerableModel } from './steerable.js';
 import type { TjsModel } from './steering-patch.js';
 import type { OrtSessionLike } from './decode.js';
@@ -146,9 +147,10 @@ async function externalDataFolder(id: string, locations: string[], progress: Loa
 /**
  * Node, graph on local disk: makes the lean session on demand (decode.ts: passes that read no residual): the same
  * graph patched without residual_stream, weights by reference, created with the options transformers.js used
- * (onnxruntime-node, cpu) through the session's own class. It holds a second copy of the weights in memory.
+ * (onnxruntime-node, cpu, the main session's thread count) through the session's own class. It holds a second copy
+ * of the weights in memory.
  */
-function leanSessionFactory(model: TjsModel, graphPath: string, byReference: string, folder: string): () => Promise<OrtSessionLike> {
+function leanSessionFactory(model: TjsModel, graphPath: string, byReference: string, folder: string, threads: number | null): () => Promise<OrtSessionLike> {
   return async () => {
     const { readGraphSkeleton } = (await import(/* @vite-ignore */ NODE_GRAPH)) as typeof import('./node-graph.js');
     // Read again from disk: the same checks as at load (graph structure, external data inside the model folder).
@@ -159,6 +161,7 @@ function leanSessionFactory(model: TjsModel, graphPath: string, byReference: str
     const session = model.sessions['model'] as unknown as { constructor: { create(b: Uint8Array, o: object): Promise<OrtSessionLike> } };
     return session.constructor.create(bytes, {
       executionProviders: ['cpu'],
+      ...(threads !== null ? { intraOpNumThreads: threads } : {}),
       logSeverityLevel: 3,
       extra: { session: { model_external_initializers_file_folder_path: folder } },
     });
@@ -244,6 +247,15 @@ export async function loadSteerableModel(modelArg: string, opts: LoadOptions = {
   original = null;
 
   progress?.({ stage: 'session', file: `${SUBFOLDER}/${steerFile}` });
+  // Node's CPU sessions of a tiny model run one intra-op thread (session-threads.ts); the lean session likewise.
+  const threads = IS_NODE && device === 'cpu' ? intraOpThreadsFor({ numLayers, hiddenSize, vocabSize, intermediateSize: config.intermediate_size as number | undefined }) : null;
+  const sessionOptions =
+    dataFolder !== null || threads !== null
+      ? {
+          ...(threads !== null ? { intraOpNumThreads: threads } : {}),
+          ...(dataFolder !== null ? { extra: { session: { model_external_initializers_file_folder_path: dataFolder } } } : {}),
+        }
+      : null;
   const cache = installSteerlabCache();
   const release = [
     cache.register(idOrPath, `${SUBFOLDER}/${steerFile}`, patchedBytes),
@@ -258,7 +270,7 @@ export async function loadSteerableModel(modelArg: string, opts: LoadOptions = {
       device,
       model_file_name: steerName,
       use_external_data_format: chunkNames.length,
-      ...(dataFolder !== null ? { session_options: { extra: { session: { model_external_initializers_file_folder_path: dataFolder } } } } : {}),
+      ...(sessionOptions ? { session_options: sessionOptions } : {}),
     } as never)) as unknown as TjsModel;
   } catch (e) {
     throw new ModelLoadError('SESSION_FAILED', `cannot create an inference session for the patched ${originalFile} of "${idOrPath}" (${device}, ${dtype}): ${(e as Error).message}`);
@@ -275,7 +287,7 @@ export async function loadSteerableModel(modelArg: string, opts: LoadOptions = {
     throw e;
   }
 
-  const leanSession = byReference !== null && originalPath !== null ? leanSessionFactory(model, originalPath, byReference, dataFolder!) : undefined;
+  const leanSession = byReference !== null && originalPath !== null ? leanSessionFactory(model, originalPath, byReference, dataFolder!, threads) : undefined;
   let identity: ModelIdentity;
   try {
     // The one model identity (model-id.ts): hub id, or a local folder's content hash; recorded in every artefact.
@@ -284,7 +296,7 @@ export async function loadSteerableModel(modelArg: string, opts: LoadOptions = {
     await model.dispose();
     throw new ModelLoadError('IDENTITY_FAILED', `cannot name the model "${idOrPath}": ${(e as Error).message}`);
   }
-  const sm = new SteerableModel({ identity, source: idOrPath, model, tokenizer, report, numLayers, hiddenSize, vocabSize, device, dtype, modelFileName: originalName, ...(leanSession ? { leanSession } : {}) });
+  const sm = new SteerableModel({ identity, source: idOrPath, model, tokenizer, report, numLayers, hiddenSize, vocabSize, device, dtype, modelFileName: originalName, intraOpThreads: threads, ...(leanSession ? { leanSession } : {}) });
   if (opts.selfCheck !== false) {
     progress?.({ stage: 'self-check' });
     const result = await runSelfCheck({ numLayers, hiddenSize, streamDtype: report.stream_dtype, forward: (ids, o) => sm.forward(ids, o) }, probeIds(vocabSize, SELF_CHECK_POSITIONS));

@@ -32,6 +32,8 @@ export interface SteerableModelInit {
   modelFileName: string;
   /** Makes the patched graph's session without residual_stream (load.ts), where one can be made. */
   leanSession?: () => Promise<OrtSessionLike>;
+  /** onnxruntime-node's intra-op threads chosen for the sessions (session-threads.ts); null = onnxruntime's default. */
+  intraOpThreads?: number | null;
 }
 
 export class SteerableModel {
@@ -49,6 +51,8 @@ export class SteerableModel {
   readonly device: Device;
   readonly dtype: Dtype;
   readonly modelFileName: string;
+  /** onnxruntime-node's intra-op threads of the sessions (1 for a tiny model: session-threads.ts); null = onnxruntime's default. */
+  readonly intraOpThreads: number | null;
   /** config.max_position_embeddings: the longest sequence (prompt + reply) the model takes; null when unknown. */
   readonly contextLength: number | null;
   /** The load-time self-check (null when it was switched off). */
@@ -75,6 +79,7 @@ export class SteerableModel {
     this.device = init.device;
     this.dtype = init.dtype;
     this.modelFileName = init.modelFileName;
+    this.intraOpThreads = init.intraOpThreads ?? null;
     const maxPos = (init.model.config as { max_position_embeddings?: unknown }).max_position_embeddings;
     this.contextLength = Number.isInteger(maxPos) && (maxPos as number) > 0 ? (maxPos as number) : null;
     this.patch = new SteeringPatch(init.model, init.numLayers, init.hiddenSize);
