@@ -5,11 +5,16 @@
  * direction comes from the unembedding matrix; the computed direction is saved and listed next to the shipped one
  * without replacing it; "Use" makes either the one the model starts with after a reload. A direction file made for
  * another model is refused by name, and let in with a warning when "allow a file made for another model" is ticked.
+ * "Export llama.cpp GGUF" writes, value for value, the control vector `lab export-control-vector` writes for the
+ * playground's manual settings.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { runExportControlVector } from '../../src/cli/commands/export-control-vector.js';
 import { decodeDirectionFile, encodeDirectionFile } from '../../src/core/steering/direction-file.js';
+import { decodeGguf } from '../../src/core/steering/gguf.js';
 import { PROJECT_ROOT } from './harness.js';
 import { GUARD_MS, TEST_GUARD_MS, idle, labFixture, loadDefaultModel, withLab, type LabFixture } from './lab-helpers.js';
 
@@ -90,6 +95,45 @@ describe('lab: Direction tab', () => {
       await expect.poll(() => page.locator('header .pill[title^="shipped with"]').first().textContent(), { timeout: GUARD_MS }).toMatch(/direction: diff-in-means/);
       await shoot('direction-restored');
     });
+  }, TEST_GUARD_MS);
+
+  test("Export llama.cpp GGUF writes the control vector lab export-control-vector writes for the same manual settings", async () => {
+    const weights = [0.9, 0.2, 0.4, 0.6, 0.8, 1];
+    let lab: Uint8Array | null = null;
+    let alpha = '';
+    await withLab(fixture, 'lab-direction-gguf', async ({ page }) => {
+      await loadDefaultModel(page);
+      await page.getByRole('tab', { name: 'Playground' }).click();
+      // the playground's manual settings: a scale, one weight per layer, layer 0 switched off (llama.cpp has none)
+      await page.getByLabel('manual scale s').fill('3');
+      for (const [l, w] of weights.entries()) await page.getByLabel(`weight of layer ${l} (number)`, { exact: true }).fill(String(w));
+      await page.getByTestId('layer-toggle-0').uncheck();
+      alpha = await page.getByLabel(/^alpha \(patch strength\)/).inputValue();
+      await page.getByRole('tab', { name: 'Direction' }).click();
+      const panel = page.locator('#panel-direction');
+      const download = page.waitForEvent('download');
+      await panel.getByRole('button', { name: 'Export llama.cpp GGUF' }).click();
+      const file = await (await download).path();
+      lab = new Uint8Array(readFileSync(file));
+      await expect.poll(() => panel.locator('p.note').textContent(), { timeout: GUARD_MS }).toMatch(/^GGUF control vector with layers 1, 2, 3, 4, 5$/);
+    });
+    // The CLI on the same model, direction and numbers.
+    const out = join(mkdtempSync(join(tmpdir(), 'steerlab-lab-gguf-')), 'cli.gguf');
+    try {
+      await runExportControlVector({
+        model: join(PROJECT_ROOT, 'models/organism'), policy: 'manual', direction: join(PROJECT_ROOT, 'models/organism/direction.safetensors'),
+        alpha, scale: '3', layerWeights: weights.join(','), enabledLayers: '1,2,3,4,5', out,
+      });
+      const [mine, cli] = [decodeGguf(lab!), decodeGguf(new Uint8Array(readFileSync(out)))];
+      expect(Number(alpha)).toBeGreaterThan(0);
+      expect(mine.tensors.map((t) => t.name)).toEqual(['direction.1', 'direction.2', 'direction.3', 'direction.4', 'direction.5']);
+      expect(mine.tensors.map((t) => t.name)).toEqual(cli.tensors.map((t) => t.name));
+      // every value bit for bit; the metadata too (the model hint comes from each side's model name)
+      mine.tensors.forEach((t, i) => expect(Buffer.from(t.raw).equals(Buffer.from(cli.tensors[i]!.raw)), t.name).toBe(true));
+      expect(mine.metadata).toEqual(cli.metadata);
+    } finally {
+      rmSync(dirname(out), { recursive: true, force: true });
+    }
   }, TEST_GUARD_MS);
 
   test('a direction file made for another model is refused, and let in with a warning when allowed', async () => {
