@@ -319,10 +319,11 @@ export function createLlmHost(): LlmWorkerApi {
       controllerIdValue = null;
     },
 
-    async exportControlVector(settings: PolicySettings): Promise<ControlVectorFile> {
+    async exportControlVector(settings: PolicySettings, steering?: SteeringRequest): Promise<ControlVectorFile> {
       const m = loaded('exportControlVector');
       if (!direction) throw new Error('exportControlVector: no direction is active');
-      const out = manualControlVector(settings, artefacts(), { numLayers: m.numLayers, hiddenSize: m.hiddenSize, name: m.identity.name });
+      const steer = steeringResolver.settingsNow(m, steering, 'manual');
+      const out = manualControlVector(settings, artefacts(), { numLayers: m.numLayers, hiddenSize: m.hiddenSize, name: m.identity.name }, steer);
       return Comlink.transfer({ bytes: out.bytes, layers: out.layers, warnings: out.warnings }, [out.bytes.buffer as ArrayBuffer]);
     },
 

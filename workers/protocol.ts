@@ -464,9 +464,11 @@ export interface LlmWorkerApi {
   clearController(): Promise<void>;
   /**
    * The active direction as a llama.cpp control vector (GGUF): the manual policy's matrix s * w_l * alpha * d from
-   * these settings, baked in per layer (llama.cpp has no controller).
+   * these settings, baked in per layer (llama.cpp has no controller), under the steering options' layer range and
+   * alpha scale (relative alpha: norms already measured by a run). Refused for modes other than add; llama.cpp steers
+   * every prompt position whatever `positions` says.
    */
-  exportControlVector(settings: PolicySettings): Promise<ControlVectorFile>;
+  exportControlVector(settings: PolicySettings, steering?: SteeringRequest): Promise<ControlVectorFile>;
 
   /** Base and steered replies of one prompt from one batch-2 generation (core compareFlow), streamed together. */
   compare(req: CompareRequest, onEvent?: (e: CompareEvent) => void): Promise<CompareReply>;

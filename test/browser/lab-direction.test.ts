@@ -6,12 +6,12 @@
  * without replacing it; "Use" makes either the one the model starts with after a reload. A direction file made for
  * another model is refused by name, and let in with a warning when "allow a file made for another model" is ticked.
  * "Export llama.cpp GGUF" writes, value for value, the control vector `lab export-control-vector` writes for the
- * playground's manual settings.
+ * playground's manual settings and layer range, and refuses a mode llama.cpp cannot do.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { runExportControlVector } from '../../src/cli/commands/export-control-vector.js';
 import { decodeDirectionFile, encodeDirectionFile } from '../../src/core/steering/direction-file.js';
 import { decodeGguf } from '../../src/core/steering/gguf.js';
@@ -55,7 +55,7 @@ describe('lab: Direction tab', () => {
       expect(active).toMatch(/id diff-in-means:[0-9a-f]{16}/);
       expect(active).toMatch(/CAST condition: residual index \d, steer when similarity [≥≤]/);
       // The GGUF export says what a llama.cpp control vector cannot carry.
-      expect(await panel.getByTestId('gguf-help').textContent()).toMatch(/clamp and ablate modes, layer range and steered positions have no\s+llama\.cpp equivalent/);
+      expect(await panel.getByTestId('gguf-help').textContent()).toMatch(/clamp and\s+ablate modes have no llama\.cpp equivalent and are refused, and llama\.cpp steers every prompt position/);
       await shoot('direction');
       await page.getByRole('tab', { name: 'Playground' }).click();
       expect(await page.getByRole('radio', { name: /CAST/ }).isEnabled(), 'CAST offered once its condition is fitted').toBe(true);
@@ -97,10 +97,11 @@ describe('lab: Direction tab', () => {
     });
   }, TEST_GUARD_MS);
 
-  test("Export llama.cpp GGUF writes the control vector lab export-control-vector writes for the same manual settings", async () => {
+  test("Export llama.cpp GGUF writes the control vector lab export-control-vector writes for the same settings", async () => {
     const weights = [0.9, 0.2, 0.4, 0.6, 0.8, 1];
-    let lab: Uint8Array | null = null;
+    const files: Uint8Array[] = [];
     let alpha = '';
+    let refusal = '';
     await withLab(fixture, 'lab-direction-gguf', async ({ page }) => {
       await loadDefaultModel(page);
       await page.getByRole('tab', { name: 'Playground' }).click();
@@ -109,30 +110,51 @@ describe('lab: Direction tab', () => {
       for (const [l, w] of weights.entries()) await page.getByLabel(`weight of layer ${l} (number)`, { exact: true }).fill(String(w));
       await page.getByTestId('layer-toggle-0').uncheck();
       alpha = await page.getByLabel(/^alpha \(patch strength\)/).inputValue();
-      await page.getByRole('tab', { name: 'Direction' }).click();
       const panel = page.locator('#panel-direction');
-      const download = page.waitForEvent('download');
+      const exportOnce = async (layers: string) => {
+        await page.getByRole('tab', { name: 'Direction' }).click();
+        const download = page.waitForEvent('download');
+        await panel.getByRole('button', { name: 'Export llama.cpp GGUF' }).click();
+        files.push(new Uint8Array(readFileSync(await (await download).path())));
+        await expect.poll(() => panel.locator('p.note').textContent(), { timeout: GUARD_MS }).toBe(`GGUF control vector with layers ${layers}`);
+        await page.getByRole('tab', { name: 'Playground' }).click();
+      };
+      await exportOnce('1, 2, 3, 4, 5');
+      // the steering options' layer range goes into the file
+      await page.getByTestId('play-ranged').check();
+      const options = page.getByTestId('play-steering-options');
+      await options.getByLabel('first steered layer').fill('2');
+      await options.getByLabel('last steered layer').fill('4');
+      await exportOnce('2, 3, 4');
+      // a mode llama.cpp cannot do is refused, by name, and nothing is downloaded
+      await page.getByTestId('play-mode').selectOption('clamp');
+      await page.getByRole('tab', { name: 'Direction' }).click();
       await panel.getByRole('button', { name: 'Export llama.cpp GGUF' }).click();
-      const file = await (await download).path();
-      lab = new Uint8Array(readFileSync(file));
-      await expect.poll(() => panel.locator('p.note').textContent(), { timeout: GUARD_MS }).toMatch(/^GGUF control vector with layers 1, 2, 3, 4, 5$/);
+      await expect.poll(() => panel.locator('p.alert').textContent(), { timeout: GUARD_MS }).toMatch(/only mode 'add' can be exported, got 'clamp'/);
+      refusal = (await panel.locator('p.alert').textContent()) ?? '';
     });
+    expect(files).toHaveLength(2);
+    expect(refusal).toMatch(/llama\.cpp adds its vectors/);
     // The CLI on the same model, direction and numbers.
-    const out = join(mkdtempSync(join(tmpdir(), 'steerlab-lab-gguf-')), 'cli.gguf');
+    const dir = mkdtempSync(join(tmpdir(), 'steerlab-lab-gguf-'));
     try {
-      await runExportControlVector({
-        model: join(PROJECT_ROOT, 'models/organism'), policy: 'manual', direction: join(PROJECT_ROOT, 'models/organism/direction.safetensors'),
-        alpha, scale: '3', layerWeights: weights.join(','), enabledLayers: '1,2,3,4,5', out,
-      });
-      const [mine, cli] = [decodeGguf(lab!), decodeGguf(new Uint8Array(readFileSync(out)))];
       expect(Number(alpha)).toBeGreaterThan(0);
-      expect(mine.tensors.map((t) => t.name)).toEqual(['direction.1', 'direction.2', 'direction.3', 'direction.4', 'direction.5']);
-      expect(mine.tensors.map((t) => t.name)).toEqual(cli.tensors.map((t) => t.name));
-      // every value bit for bit; the metadata too (the model hint comes from each side's model name)
-      mine.tensors.forEach((t, i) => expect(Buffer.from(t.raw).equals(Buffer.from(cli.tensors[i]!.raw)), t.name).toBe(true));
-      expect(mine.metadata).toEqual(cli.metadata);
+      const flags = {
+        model: join(PROJECT_ROOT, 'models/organism'), policy: 'manual', direction: join(PROJECT_ROOT, 'models/organism/direction.safetensors'),
+        alpha, scale: '3', layerWeights: weights.join(','), enabledLayers: '1,2,3,4,5',
+      };
+      for (const [i, extra] of [{}, { layerRange: '2-4' }].entries()) {
+        const out = join(dir, `cli-${i}.gguf`);
+        await runExportControlVector({ ...flags, ...extra, out });
+        const [mine, cli] = [decodeGguf(files[i]!), decodeGguf(new Uint8Array(readFileSync(out)))];
+        expect(mine.tensors.map((t) => t.name)).toEqual(i === 0 ? ['direction.1', 'direction.2', 'direction.3', 'direction.4', 'direction.5'] : ['direction.2', 'direction.3', 'direction.4']);
+        expect(mine.tensors.map((t) => t.name)).toEqual(cli.tensors.map((t) => t.name));
+        // every value bit for bit; the metadata too (the model hint comes from each side's model name)
+        mine.tensors.forEach((t, k) => expect(Buffer.from(t.raw).equals(Buffer.from(cli.tensors[k]!.raw)), `${i}: ${t.name}`).toBe(true));
+        expect(mine.metadata).toEqual(cli.metadata);
+      }
     } finally {
-      rmSync(dirname(out), { recursive: true, force: true });
+      rmSync(dir, { recursive: true, force: true });
     }
   }, TEST_GUARD_MS);
 

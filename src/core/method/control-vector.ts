@@ -52,9 +52,12 @@ export function controlVectorOf(policy: SteeringPolicy, settings: SteeringSettin
   return { ...encodeControlVector(steering, { ...shape, modelHint: controlVectorModelHint(model.name) }), matrix: steering };
 }
 
-/** The lab's export: the manual policy of its settings (whatever kind is selected) on the active direction. */
-export function manualControlVector(settings: PolicySettings, artefacts: PolicyArtefacts, model: ControlVectorModel): ControlVectorOf {
+/**
+ * The lab's export: the manual policy of its settings (whatever kind is selected) on the active direction, under
+ * the playground's steering options (layer range, alpha scale; mode add only).
+ */
+export function manualControlVector(settings: PolicySettings, artefacts: PolicyArtefacts, model: ControlVectorModel, steering: SteeringSettings = DEFAULT_STEERING_SETTINGS): ControlVectorOf {
   // policyFromSettings refuses the manual policy without a direction
   const policy = policyFromSettings({ ...settings, kind: 'manual' }, artefacts);
-  return controlVectorOf(policy, DEFAULT_STEERING_SETTINGS, artefacts.direction!.direction, model);
+  return controlVectorOf(policy, steering, artefacts.direction!.direction, model);
 }
