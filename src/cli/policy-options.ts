@@ -94,6 +94,13 @@ export function parseLayerRange(v: string, numLayers: number): { first: number; 
   return { first, last };
 }
 
+/** The policy's numbers (--alpha, --scale, --coefficient), checked before the model loads (resolvePolicyOptions reads them again after). */
+export function checkPolicyNumbers(o: Pick<PolicyCliOptions, 'alpha' | 'scale' | 'coefficient'>): void {
+  if (o.alpha !== undefined) parseStrength('alpha', o.alpha);
+  if (o.scale !== undefined) parseStrength('scale', o.scale);
+  if (o.coefficient !== undefined) parseStrength('coefficient', o.coefficient);
+}
+
 /**
  * The steering-settings flags that need no model (--mode, positions, --alpha-scale, --norm-set / --norm-n), checked
  * before the model loads; resolveSteeringSettings checks them again with the model (layer range, relative alpha).

@@ -10,8 +10,7 @@ import { controlVectorOf } from '../../core/method/control-vector.js';
 import { writeFileAtomic } from '../../core/util/atomic-write.js';
 import { modelFolderInputs, refuseOverwritingInputs } from '../../core/util/same-file-node.js';
 import { addModelOptions, loadCommandModel, type ModelCliOptions } from '../model-options.js';
-import { addPolicyOptions, checkSteeringFlags, resolvePolicyOptions, resolveSteeringSettings, type PolicyCliOptions } from '../policy-options.js';
-import { parseStrength } from '../numbers.js';
+import { addPolicyOptions, checkPolicyNumbers, checkSteeringFlags, resolvePolicyOptions, resolveSteeringSettings, type PolicyCliOptions } from '../policy-options.js';
 import { stderrProgress } from '../../core/model/node-cli.js';
 
 export interface ExportControlVectorCliOptions extends ModelCliOptions, PolicyCliOptions {
@@ -26,9 +25,7 @@ export async function runExportControlVector(o: ExportControlVectorCliOptions, o
     throw new Error(`--policy must be manual or actadd for a control vector (one fixed matrix for every prompt), got "${kind}"`);
   }
   // the numbers and flags before the model loads (resolvePolicyOptions reads them again after)
-  if (o.alpha !== undefined) parseStrength('alpha', o.alpha);
-  if (o.scale !== undefined) parseStrength('scale', o.scale);
-  if (o.coefficient !== undefined) parseStrength('coefficient', o.coefficient);
+  checkPolicyNumbers(o);
   checkSteeringFlags(o, 'all');
   if (o.mode !== undefined && o.mode !== 'add') throw new Error(`--mode must be add for a control vector (llama.cpp only adds its vectors), got "${o.mode}"`);
   if (typeof o.model !== 'string' || o.model.trim() === '') throw new Error('--model is required: a hub id ("org/name") or a model folder');

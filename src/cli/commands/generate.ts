@@ -11,11 +11,11 @@ import type { GenerateResult, SamplingOptions } from '../../core/model/types.js'
 import { fitDepsFromTokenizer, fitNote, fitPrompt, FIT_MODES, parseFitMode, type FitResult } from '../../core/method/fit.js';
 import { compareFlow, runFlow, type FlowOptions, type Reply } from '../../core/method/flow.js';
 import { addModelOptions, loadCommandModel, type ModelCliOptions } from '../model-options.js';
-import { parseSeedOption, parseStrength, parseTemperature, parseTokenLimit, parseTopK, parseTopP } from '../numbers.js';
+import { parseSeedOption, parseTemperature, parseTokenLimit, parseTopK, parseTopP } from '../numbers.js';
 import { encodeText } from '../../core/model/prompt.js';
 import { findSpecialTokenStrings } from '../../core/model/special-tokens.js';
 import { parseDevice } from '../../core/model/node-cli.js';
-import { addPolicyOptions, checkSteeringFlags, resolvePolicyOptions, resolveSteeringSettings, type PolicyCliOptions } from '../policy-options.js';
+import { addPolicyOptions, checkPolicyNumbers, checkSteeringFlags, resolvePolicyOptions, resolveSteeringSettings, type PolicyCliOptions } from '../policy-options.js';
 import { applySteeringSettings, type SteeringSettings } from '../../core/steering/modes.js';
 
 export interface GenerateCliOptions extends PolicyCliOptions, ModelCliOptions {
@@ -61,10 +61,7 @@ export async function runGenerate(o: GenerateCliOptions, onText?: (t: string) =>
   const p = o.topP !== undefined ? parseTopP(o.topP) : undefined;
   const k = o.topK !== undefined ? parseTopK(o.topK) : undefined;
   const s = o.seed !== undefined ? parseSeedOption(o.seed) : undefined;
-  // The policy's numbers too, before the model loads (resolvePolicyOptions reads them again after).
-  if (o.alpha !== undefined) parseStrength('alpha', o.alpha);
-  if (o.scale !== undefined) parseStrength('scale', o.scale);
-  if (o.coefficient !== undefined) parseStrength('coefficient', o.coefficient);
+  checkPolicyNumbers(o);
   checkSteeringFlags(o, steerPrompt);
   if (t !== undefined) sampling.temperature = t;
   if (p !== undefined) sampling.topP = p;
