@@ -7,6 +7,11 @@
  *                       one thread for a model as small as the organism: src/core/model/session-threads.ts)
  *   steerlab t1         the same engine on a session of the same patched graph with one intra-op thread, no spinning
  *   steerlab unsteered  the engine on the same session, no steering matrix (what the steering itself costs)
+ *   onnxruntime floor   no Steerlab code: the same session (the lean one the engine decodes on) stepped by a bare
+ *                       loop, feeding back its own cache tensors and taking the argmax; the same passes as the engine
+ *                       (prompt[0..n-2] unsteered, then the last prompt token and every new token with the matrix),
+ *                       checked to write the engine's tokens. What onnxruntime's kernels alone cost per token: the
+ *                       engine's overhead is the gap between this and `steerlab`
  *   llama.cpp <file> tN  node-llama-cpp, batch 1, unsteered, N threads
  *   llama.cpp <file> +cvec tN   llama.cpp steered: the same matrix as a control vector (`encodeControlVector`, read
  *                       by llama.cpp's own loader and applied with llama_set_adapter_cvec), decoded through llama.cpp's
@@ -30,6 +35,7 @@ import type { OrtSessionLike } from '../src/core/model/decode.js';
 import { DecodeEngine } from '../src/core/model/decode.js';
 import { loadSteerableModel } from '../src/core/model/index.js';
 import { encodeControlVector } from '../src/core/steering/gguf.js';
+import { fromFloat16Array } from '../src/core/util/float16.js';
 import { loadControlVector, openLlama } from '../test/helpers/llama-capi.js';
 import { childArgs } from './child.js';
 import { rotated, summarize } from './stats.js';
@@ -82,6 +88,62 @@ async function steerlab(e: DecodeEngine, steered = true): Promise<{ rate: number
   return { rate: n / ((performance.now() - first) / 1000), cpu: (cpuMs() - firstCpu) / n };
 }
 
+/**
+ * The floor: the engine's passes with nothing around them (no row state, no batching, no stop checks, no copies):
+ * tensors built inline, caches fed back as onnxruntime returned them, argmax over the logits. Returns its tokens too,
+ * which must equal the engine's (else the floor would time other work).
+ */
+async function ortFloor(): Promise<{ rate: number; cpu: number; tokens: number[] }> {
+  const sess = (eng.g.lean ?? eng.g.session) as unknown as ort.InferenceSession;
+  const names = sess.inputNames;
+  const pastNames = names.filter((n) => n.startsWith('past_key_values'));
+  const meta = (sess as unknown as { inputMetadata?: { name: string; type?: string; shape?: unknown[] }[] }).inputMetadata?.find((m) => m.name === pastNames[0]);
+  const [kvHeads, headDim] = [meta?.shape?.[1], meta?.shape?.[3]] as [number, number];
+  const kvType = meta?.type === 'float16' ? 'float16' : 'float32';
+  const zeros = new ort.Tensor('float32', new Float32Array(L * H), [1, L, H]);
+  const steering = new ort.Tensor('float32', matrix, [1, L, H]);
+  const i64 = (a: number[]) => BigInt64Array.from(a.map(BigInt));
+  let kv: Record<string, ort.Tensor> = {};
+  for (const p of pastNames) kv[p] = new ort.Tensor(kvType, kvType === 'float16' ? new Uint16Array(0) : new Float32Array(0), [1, kvHeads, 0, headDim]);
+  let past = 0;
+  const step = async (ids: number[], steer: ort.Tensor, lastOnly: boolean) => {
+    const feeds: Record<string, ort.Tensor> = {
+      ...kv,
+      input_ids: new ort.Tensor('int64', i64(ids), [1, ids.length]),
+      attention_mask: new ort.Tensor('int64', new BigInt64Array(past + ids.length).fill(1n), [1, past + ids.length]),
+      steering: steer,
+    };
+    if (names.includes('position_ids')) feeds['position_ids'] = new ort.Tensor('int64', i64(ids.map((_, i) => past + i)), [1, ids.length]);
+    if (names.includes('projection')) feeds['projection'] = zeros;
+    if (names.includes('logits_from')) feeds['logits_from'] = new ort.Tensor('int64', i64([lastOnly ? ids.length - 1 : 0]), [1]);
+    const out = await sess.run(feeds);
+    past += ids.length;
+    kv = {};
+    for (const p of pastNames) kv[p] = out[p.replace('past_key_values', 'present')]!;
+    const logits = out['logits']!;
+    const data = logits.type === 'float16' ? fromFloat16Array(logits.data as Uint16Array) : (logits.data as Float32Array);
+    const V = logits.dims[2]!;
+    const row = data.subarray(data.length - V);
+    let best = 0;
+    for (let v = 1; v < V; v++) if (row[v]! > row[best]!) best = v;
+    return best;
+  };
+  await step(prompt.slice(0, -1), zeros, true);
+  const tokens = [await step(prompt.slice(-1), steering, true)];
+  const first = performance.now();
+  const firstCpu = cpuMs();
+  while (tokens.length < args.newTokens) tokens.push(await step([tokens[tokens.length - 1]!], steering, false));
+  const n = tokens.length - 1;
+  return { rate: n / ((performance.now() - first) / 1000), cpu: (cpuMs() - firstCpu) / n, tokens };
+}
+{
+  const [r] = await eng.decode([{ ids: prompt, maxNewTokens: args.newTokens, steering: matrix }]);
+  const floor = await ortFloor();
+  if (JSON.stringify(floor.tokens) !== JSON.stringify(r!.tokenIds)) {
+    throw new Error(`onnxruntime floor: its tokens differ from the engine's, so it would not time the same work\n floor  ${floor.tokens.join(' ')}\n engine ${r!.tokenIds.join(' ')}`);
+  }
+}
+
 const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
 const models = await Promise.all(args.ggufs.map((g) => llama.loadModel({ modelPath: g.file })));
 async function llamaRun(mi: number, threads: number): Promise<{ rate: number; cpu: number }> {
@@ -131,6 +193,7 @@ const variants: { key: string; run: () => Promise<{ rate: number; cpu: number }>
   { key: 'steerlab', run: () => steerlab(eng) },
   { key: 'steerlab unsteered', run: () => steerlab(eng, false) },
   { key: 'steerlab t1', run: () => steerlab(eng1) },
+  { key: 'onnxruntime floor', run: () => ortFloor() },
 ];
 args.ggufs.forEach((g, i) => {
   for (const th of args.threads) variants.push({ key: `llama.cpp ${g.label} t${th}`, run: () => llamaRun(i, th) });
@@ -168,5 +231,7 @@ done({
     cpu_ms_per_token: summarize(cpu[v.key]!),
     // Steerlab's rate over this variant's, paired per repeat (> 1: Steerlab faster)
     steerlab_ratio: summarize(rates['steerlab']!.map((s, i) => s / rates[v.key]![i]!)),
+    // the onnxruntime floor's rate over this variant's: what any loop over this session could reach
+    floor_ratio: summarize(rates['onnxruntime floor']!.map((s, i) => s / rates[v.key]![i]!)),
   })),
 });

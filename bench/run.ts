@@ -455,15 +455,15 @@ async function peerSection(): Promise<void> {
       return runChild<Record<string, any>>('./peer-child.ts', { dir: c.dir, dtype: c.dtype, ggufs, threads: [1, 2], promptTokens: c.promptTokens, newTokens: c.newTokens, reps: quick ? 2 : 5 }, { timeoutMs: 15 * 60_000, log });
     });
     if (!r) continue;
-    const variants = (r.variants as Record<string, any>[]).map((v) => ({ variant: v.variant, tok_s: summ(v.tok_s), cpu_ms_per_token: summ(v.cpu_ms_per_token), steerlab_ratio: summ(v.steerlab_ratio) }));
+    const variants = (r.variants as Record<string, any>[]).map((v) => ({ variant: v.variant, tok_s: summ(v.tok_s), cpu_ms_per_token: summ(v.cpu_ms_per_token), steerlab_ratio: summ(v.steerlab_ratio), floor_ratio: summ(v.floor_ratio) }));
     // the goal compares with unsteered llama.cpp at its best thread count and API (highest median rate)
-    const peers = variants.filter((v) => !v.variant.startsWith('steerlab') && !v.variant.includes('+cvec'));
+    const peers = variants.filter((v) => v.variant.startsWith('llama.cpp') && !v.variant.includes('+cvec'));
     // and with node-llama-cpp's own generation loop only (the harness the issue named; slower per token than a plain
     // C API loop on a model as small as the organism)
     const nodeLoop = peers.filter((v) => !v.variant.includes(' capi '));
     const bestNode = nodeLoop.reduce((a, b) => (b.tok_s.median > a.tok_s.median ? b : a));
     const best = peers.reduce((a, b) => (b.tok_s.median > a.tok_s.median ? b : a));
-    (results.peer as unknown[]).push({ model: c.name, steerlab: 'decode engine, batch 1, WAS-like steering matrix', llama_cpp: 'node-llama-cpp 3.21.1 prebuilt (its API, and its C API for capi / +cvec), unsteered except +cvec', prompt_tokens: r.prompt_tokens, new_tokens: r.new_tokens, repeats: r.repeats, variants, best_peer: best.variant, ratio_vs_best_peer: best.steerlab_ratio, best_node_llama_cpp: bestNode.variant, ratio_vs_node_llama_cpp: bestNode.steerlab_ratio });
+    (results.peer as unknown[]).push({ model: c.name, steerlab: 'decode engine, batch 1, WAS-like steering matrix', llama_cpp: 'node-llama-cpp 3.21.1 prebuilt (its API, and its C API for capi / +cvec), unsteered except +cvec', prompt_tokens: r.prompt_tokens, new_tokens: r.new_tokens, repeats: r.repeats, variants, best_peer: best.variant, ratio_vs_best_peer: best.steerlab_ratio, floor_vs_best_peer: best.floor_ratio, best_node_llama_cpp: bestNode.variant, ratio_vs_node_llama_cpp: bestNode.steerlab_ratio });
   }
 }
 
