@@ -56,6 +56,24 @@ const cpuMs = () => {
   return (u.user + u.system) / 1000;
 };
 
+/**
+ * Every variant's clock: started at the first token (prefill excluded on both sides), read after `n` more tokens.
+ * tick() is called at each token and starts the clock on the first.
+ */
+function clockFromFirstToken(): { tick(): void; rate(n: number): { rate: number; cpu: number } } {
+  let first = 0;
+  let firstCpu = 0;
+  return {
+    tick() {
+      if (first === 0) {
+        first = performance.now();
+        firstCpu = cpuMs();
+      }
+    },
+    rate: (n) => ({ rate: n / ((performance.now() - first) / 1000), cpu: (cpuMs() - firstCpu) / n }),
+  };
+}
+
 const sm = await loadSteerableModel(args.dir, { dtype: args.dtype });
 const eng = new DecodeEngine({ ...sm.decodeEngine().g, eosTokenIds: [] });
 const graph = join(args.dir, 'onnx', args.dtype === 'fp32' ? 'model.onnx' : `model_${args.dtype}.onnx`);
@@ -73,19 +91,9 @@ for (let l = Math.ceil((2 * L) / 3); l < L; l++) for (let h = 0; h < H; h++) mat
 const prompt = Array.from({ length: args.promptTokens }, (_, i) => 3 + ((i * 7919) % (V - 10)));
 
 async function steerlab(e: DecodeEngine, steered = true): Promise<{ rate: number; cpu: number }> {
-  // time to the first token (prefill + first step) and the whole run: decode rate over the tokens after the first
-  let first = 0;
-  let firstCpu = 0;
-  const [r] = await e.decode([{ ids: prompt, maxNewTokens: args.newTokens, ...(steered ? { steering: matrix } : {}) }], {
-    onToken: () => {
-      if (first === 0) {
-        first = performance.now();
-        firstCpu = cpuMs();
-      }
-    },
-  });
-  const n = r!.tokenIds.length - 1;
-  return { rate: n / ((performance.now() - first) / 1000), cpu: (cpuMs() - firstCpu) / n };
+  const clock = clockFromFirstToken();
+  const [r] = await e.decode([{ ids: prompt, maxNewTokens: args.newTokens, ...(steered ? { steering: matrix } : {}) }], { onToken: () => clock.tick() });
+  return clock.rate(r!.tokenIds.length - 1);
 }
 
 /**
@@ -122,19 +130,18 @@ async function ortFloor(): Promise<{ rate: number; cpu: number; tokens: number[]
     for (const p of pastNames) kv[p] = out[p.replace('past_key_values', 'present')]!;
     const logits = out['logits']!;
     const data = logits.type === 'float16' ? fromFloat16Array(logits.data as Uint16Array) : (logits.data as Float32Array);
-    const V = logits.dims[2]!;
-    const row = data.subarray(data.length - V);
+    // argmax inline rather than core's sampling.argmax: the floor keeps project code out of its loop (fp16 logits aside)
+    const row = data.subarray(data.length - logits.dims[2]!);
     let best = 0;
-    for (let v = 1; v < V; v++) if (row[v]! > row[best]!) best = v;
+    for (let v = 1; v < row.length; v++) if (row[v]! > row[best]!) best = v;
     return best;
   };
   await step(prompt.slice(0, -1), zeros, true);
   const tokens = [await step(prompt.slice(-1), steering, true)];
-  const first = performance.now();
-  const firstCpu = cpuMs();
+  const clock = clockFromFirstToken();
+  clock.tick();
   while (tokens.length < args.newTokens) tokens.push(await step([tokens[tokens.length - 1]!], steering, false));
-  const n = tokens.length - 1;
-  return { rate: n / ((performance.now() - first) / 1000), cpu: (cpuMs() - firstCpu) / n, tokens };
+  return { ...clock.rate(tokens.length - 1), tokens };
 }
 {
   const [r] = await eng.decode([{ ids: prompt, maxNewTokens: args.newTokens, steering: matrix }]);
@@ -151,18 +158,14 @@ async function llamaRun(mi: number, threads: number): Promise<{ rate: number; cp
   const ctx = await model.createContext({ contextSize: args.promptTokens + args.newTokens + 8, threads, batchSize: args.promptTokens });
   try {
     let n = 0;
-    let first = 0;
-    let firstCpu = 0;
+    const clock = clockFromFirstToken();
     for await (const _ of ctx.getSequence().evaluate(prompt as never, { temperature: 0, yieldEogToken: true })) {
-      if (++n === 1) {
-        first = performance.now();
-        firstCpu = cpuMs();
-      }
-      if (n >= args.newTokens) break;
+      clock.tick();
+      if (++n >= args.newTokens) break;
     }
     // A run that wrote fewer than 2 tokens has no decode rate: refused by name rather than reported as a negative rate
     if (n < 2) throw new Error(`llama.cpp ${args.ggufs[mi]!.label} at ${threads} thread(s) wrote ${n} token(s) for the bench prompt; a decode rate needs at least 2`);
-    return { rate: (n - 1) / ((performance.now() - first) / 1000), cpu: (cpuMs() - firstCpu) / (n - 1) };
+    return clock.rate(n - 1);
   } finally {
     await ctx.dispose();
   }
@@ -177,16 +180,8 @@ const capi = args.threads.map((threads) => openLlama(args.ggufs[0]!.file, { cont
 function capiRun(ti: number, steered: boolean): { rate: number; cpu: number } {
   const run = capi[ti]!;
   run.setControlVector(steered ? cvec : null);
-  let first = 0;
-  let firstCpu = 0;
-  const out = run.greedy(prompt, args.newTokens, [], () => {
-    if (first === 0) {
-      first = performance.now();
-      firstCpu = cpuMs();
-    }
-  });
-  const n = out.length - 1;
-  return { rate: n / ((performance.now() - first) / 1000), cpu: (cpuMs() - firstCpu) / n };
+  const clock = clockFromFirstToken();
+  return clock.rate(run.greedy(prompt, args.newTokens, [], () => clock.tick()).length - 1);
 }
 
 const variants: { key: string; run: () => Promise<{ rate: number; cpu: number }> }[] = [
